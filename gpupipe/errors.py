@@ -1,0 +1,67 @@
+"""Error vocabulary shared by every stage.
+
+Per-file problems raise an ``InputError`` subclass; the engine records the
+``error_class`` and message against that one input and moves on. Problems with
+the run itself (bad flags, unwritable output disk) are ``UsageError`` or
+``SystemFailure`` and stop the run with one clear message.
+"""
+
+from __future__ import annotations
+
+
+class GpupipeError(Exception):
+    """Base class for every error gpupipe raises on purpose."""
+
+
+class UsageError(GpupipeError):
+    """The command line, spec or API call is wrong; the message says what to fix (exit 2)."""
+
+
+class SystemFailure(GpupipeError):
+    """The machine, not an input, failed (disk full, read-only output, GPU lost)."""
+
+
+class InputError(GpupipeError):
+    """One input could not be processed. ``error_class`` groups failures in reports."""
+
+    error_class = "input_error"
+
+
+class UnreadableInput(InputError):
+    error_class = "unreadable"        # permission denied, I/O error, vanished while queued
+
+
+class EmptyInput(InputError):
+    error_class = "empty"             # zero-byte file
+
+
+class NotAnImage(InputError):
+    error_class = "not_an_image"      # bytes match no image format we know
+
+
+class UnsupportedFormat(InputError):
+    error_class = "unsupported"       # an image, but not one we read (e.g. HEIC, SVG)
+
+
+class CorruptImage(InputError):
+    error_class = "corrupt"           # header or data is invalid
+
+
+class TruncatedImage(InputError):
+    error_class = "truncated"         # data ends before the image does
+
+
+class ImageTooLarge(InputError):
+    error_class = "too_large"         # declared size above --max-pixels (decompression bomb)
+
+
+class ProcessingError(InputError):
+    error_class = "processing"        # an op failed on this image (e.g. crop outside it)
+
+
+class OutputConflict(InputError):
+    error_class = "output_conflict"   # another input already writes this output path
+
+
+class WriteError(InputError):
+    error_class = "write_error"       # this output could not be written
