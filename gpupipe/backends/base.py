@@ -1,0 +1,49 @@
+"""The backend interface: what the engine asks of an array library.
+
+The engine hands a backend *batches* — lists of HWC uint8 host images of any
+sizes — and walks the op chain on them: ``upload`` once, ``apply`` per op,
+``download`` the leaves. A NumPy batch is just the list; a CuPy batch is one
+packed device buffer with per-image descriptors, so each op is one kernel launch
+per batch. Ops arrive already checked against every image's size (the engine
+runs ``Op.output_size`` first), so ``apply`` never meets an op that cannot apply.
+
+Backends declare how they like to be fed (``max_batch_images``,
+``max_batch_pixels``) and how many batches may run at once (``concurrency``),
+which is all the engine needs to drive a CPU thread pool or a GPU stream pair.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..ops import Op
+
+Batch = Any   # backend-specific: list of arrays (numpy), packed device buffer (cupy)
+
+
+class Backend(ABC):
+    name: str = "?"
+    max_batch_images: int = 1
+    max_batch_pixels: int = 64 * 2**20
+    concurrency: int = 1
+
+    @abstractmethod
+    def upload(self, images: Sequence[np.ndarray]) -> Batch:
+        """Take host images (HWC uint8) into the backend's own memory."""
+
+    @abstractmethod
+    def apply(self, batch: Batch, op: Op) -> Batch:
+        """Run one op on every image of the batch, returning a new batch (inputs untouched)."""
+
+    @abstractmethod
+    def download(self, batch: Batch) -> list[np.ndarray]:
+        """Host copies of the batch's images, in order."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def close(self) -> None:
+        """Release device memory, streams and pools."""

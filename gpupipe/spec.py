@@ -1,0 +1,227 @@
+"""The pipeline spec: which variants to make of every input, and how to name them.
+
+A spec is one or more named variants, each an op chain plus an output format,
+quality and file-name template. It comes from CLI flags, a TOML file or Python
+objects, is validated up front (so a typo is an exit-2 message, not a failure
+on file 10 000), and hashes stably so a journal can tell when it changed.
+
+    [defaults]                      # optional: applies to every variant
+    format = "webp"
+    quality = 85
+
+    [[variant]]
+    name = "thumb"
+    ops = [{ op = "thumbnail", size = 256 }]
+    format = "jpeg"
+
+    [[variant]]
+    name = "web"
+    template = "web/{stem}.{ext}"
+    ops = [
+      { op = "resize", width = 1600, height = 1600, mode = "fit" },
+      { op = "watermark", text = "© me", position = "bottom-right", opacity = 0.5 },
+    ]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Iterable, Sequence
+
+from . import codecs
+from .errors import UsageError
+from .ops import Op, Resize, _color, op_from_dict
+
+TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}
+DEFAULT_QUALITY = 85
+# Formats we read but do not write map to PNG when no format is asked for.
+KEEP_FORMAT = {"jpeg": "jpeg", "png": "png", "webp": "webp"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One output per input: an op chain, an encoding and a file-name template."""
+
+    ops: tuple[Op, ...] = ()
+    name: str | None = None
+    format: str | None = None          # None: keep the input's format where we can write it, else PNG
+    quality: int = DEFAULT_QUALITY
+    template: str | None = None        # default {stem}_{variant}.{ext}, or {stem}.{ext} when unnamed
+    background: tuple[int, int, int, int] = (255, 255, 255, 255)   # alpha flattening for JPEG
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", tuple(self.ops))
+        for op in self.ops:
+            if not isinstance(op, Op):
+                raise UsageError(f"variant {self.name or '(default)'}: {op!r} is not an op (use gpupipe.ops.*)")
+        if self.name is not None and (not self.name or any(c in self.name for c in "/\\\0")):
+            raise UsageError(f"variant name {self.name!r} must be non-empty and contain no slashes")
+        if self.format is not None:
+            object.__setattr__(self, "format", codecs.normalise_format(self.format))
+        if not (isinstance(self.quality, int) and 1 <= self.quality <= 100):
+            raise UsageError(f"quality must be a whole number from 1 to 100, got {self.quality!r}")
+        object.__setattr__(self, "background", _color(self.background, "background"))
+        _check_template(self.effective_template)
+
+    @property
+    def effective_template(self) -> str:
+        if self.template:
+            return self.template
+        return "{stem}_{variant}.{ext}" if self.name else "{stem}.{ext}"
+
+    def output_format(self, input_format: str) -> str:
+        return self.format or KEEP_FORMAT.get(input_format, "png")
+
+    def output_path(self, relative: PurePath, input_format: str) -> PurePath:
+        """Where this variant of the input at ``relative`` goes, relative to the output root."""
+        fmt = self.output_format(input_format)
+        name = self.effective_template.format(
+            stem=relative.stem, variant=self.name or "", ext=codecs.extension_for(fmt),
+            name=relative.name, suffix=relative.suffix.lstrip("."))
+        return relative.parent / name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "format": self.format, "quality": self.quality,
+                "template": self.effective_template, "background": list(self.background),
+                "ops": [op.to_dict() for op in self.ops]}
+
+
+def _check_template(template: str) -> None:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise UsageError(f"name template {template!r} is malformed: {exc}") from None
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
+        raise UsageError(f"name template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}")
+    if template.startswith("/") or ".." in PurePath(template).parts:
+        raise UsageError(f"name template {template!r} must stay inside the output directory")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """All variants to make of every input. Decode happens once per input for all of them."""
+
+    variants: tuple[Variant, ...] = field(default_factory=lambda: (Variant(),))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variants", tuple(self.variants))
+        if not self.variants:
+            raise UsageError("a spec needs at least one variant")
+        names = [v.name for v in self.variants]
+        if len(self.variants) > 1 and (None in names or len(set(names)) != len(names)):
+            raise UsageError("with several variants every variant needs a distinct name")
+
+    # ----------------------------------------------------------------- builders
+
+    @classmethod
+    def single(cls, ops: Iterable[Op] = (), *, format: str | None = None, quality: int = DEFAULT_QUALITY,
+               name: str | None = None, template: str | None = None,
+               background: Any = (255, 255, 255, 255)) -> "Spec":
+        """A spec with one variant: what the CLI flags build."""
+        return cls((Variant(tuple(ops), name=name, format=format, quality=quality,
+                            template=template, background=background),))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> "Spec":
+        data = dict(data)
+        defaults = data.pop("defaults", {})
+        tables = data.pop("variant", data.pop("variants", None))
+        if tables is None and "ops" in data:
+            # A file with a bare `ops = [...]` is a single unnamed variant.
+            tables, data = [data], {}
+        if data:
+            raise UsageError(f"{source}: unknown top-level key(s) {', '.join(sorted(data))}; "
+                             "expected [defaults] and [[variant]] tables")
+        if not isinstance(tables, list) or not tables:
+            raise UsageError(f"{source}: no variants; add a [[variant]] table with ops = [...]")
+        variants = []
+        for index, table in enumerate(tables, 1):
+            merged = {**defaults, **table}
+            where = f"{source}: variant {merged.get('name') or index}"
+            unknown = set(merged) - {"name", "ops", "format", "quality", "template", "background"}
+            if unknown:
+                raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            raw_ops = merged.get("ops", [])
+            if not isinstance(raw_ops, list) or not all(isinstance(t, dict) for t in raw_ops):
+                raise UsageError(f"{where}: ops must be a list of tables like [{{ op = \"thumbnail\", size = 256 }}]")
+            try:
+                ops = tuple(op_from_dict(t) for t in raw_ops)
+                variants.append(Variant(ops, name=merged.get("name"), format=merged.get("format"),
+                                        quality=merged.get("quality", DEFAULT_QUALITY),
+                                        template=merged.get("template"),
+                                        background=merged.get("background", (255, 255, 255, 255))))
+            except UsageError as exc:
+                raise UsageError(f"{where}: {exc}") from None
+        return cls(tuple(variants))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Spec":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"spec file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read spec file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"spec file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    # ----------------------------------------------------------------- queries
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": [v.to_dict() for v in self.variants]}
+
+    def hash(self) -> str:
+        """Stable across runs and machines: the journal's 'did the spec change' test."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def decode_hint(self, width: int, height: int) -> tuple[int, int] | None:
+        """Smallest decode size that serves every variant (None: decode at full size)."""
+        hints = []
+        for variant in self.variants:
+            first = variant.ops[0] if variant.ops else None
+            hint = first.decode_hint(width, height) if isinstance(first, Resize) else None
+            if hint is None:
+                return None
+            hints.append(hint)
+        return max(h[0] for h in hints), max(h[1] for h in hints)
+
+    def describe(self) -> list[str]:
+        lines = []
+        for v in self.variants:
+            chain = " → ".join(str(op) for op in v.ops) or "(no ops)"
+            lines.append(f"{v.name or 'output'}: {chain} → {v.format or 'same format'}"
+                         f"{'' if (v.format or '') == 'png' else f' q{v.quality}'} as {v.effective_template}")
+        return lines
+
+
+@dataclass
+class OpTrie:
+    """Variants' op chains merged by common prefix so shared work runs once per image."""
+
+    op: Op | None = None
+    children: list["OpTrie"] = field(default_factory=list)
+    variant_indices: list[int] = field(default_factory=list)   # variants that end at this node
+
+    @classmethod
+    def build(cls, variants: Sequence[Variant]) -> "OpTrie":
+        root = cls()
+        for index, variant in enumerate(variants):
+            node = root
+            for op in variant.ops:
+                child = next((c for c in node.children if c.op == op), None)
+                if child is None:
+                    child = cls(op)
+                    node.children.append(child)
+                node = child
+            node.variant_indices.append(index)
+        return root

@@ -1,0 +1,132 @@
+"""Ops and specs: validation, output sizes, naming, hashing, prefix sharing."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path, PurePath
+
+import pytest
+
+from gpupipe import ops
+from gpupipe.errors import ProcessingError, UsageError
+from gpupipe.spec import OpTrie, Spec, Variant
+
+
+def test_thumbnail_keeps_aspect_and_never_upscales() -> None:
+    assert ops.Thumbnail(50).output_size(200, 100) == (50, 25)
+    assert ops.Thumbnail(256).output_size(100, 80) == (100, 80)
+    assert ops.Thumbnail(128, 64).output_size(1000, 1000) == (64, 64)
+
+
+@pytest.mark.parametrize("mode,expected", [("exact", (300, 300)), ("fit", (300, 200)), ("fill", (300, 300)),
+                                           ("cover", (300, 300)), ("pad", (300, 300))])
+def test_resize_modes_output_sizes(mode: str, expected: tuple[int, int]) -> None:
+    assert ops.Resize(300, 300, mode=mode).output_size(1800, 1200) == expected
+
+
+def test_resize_plans() -> None:
+    assert ops.Resize(300, 300, mode="fill").plan(1800, 1200) == ops.ResizePlan(450, 300, crop=(75, 0, 300, 300))
+    assert ops.Resize(300, 300, mode="pad").plan(1800, 1200) == ops.ResizePlan(300, 200, pad=(300, 300, 0, 50))
+    assert ops.Resize(width=900).output_size(1800, 1200) == (900, 600)
+    assert ops.Resize(height=100, mode="fit").output_size(1800, 1200) == (150, 100)
+    assert ops.Resize(4000, 4000, mode="fit", upscale=False).output_size(1800, 1200) == (1800, 1200)
+    assert ops.Resize(1, 1000, mode="fit").output_size(5000, 3) == (1, 1)        # never 0 pixels
+
+
+def test_rotate_swaps_and_crop_outside_fails_per_image() -> None:
+    assert ops.Rotate(90).output_size(200, 100) == (100, 200)
+    assert ops.Rotate(180).output_size(200, 100) == (200, 100)
+    with pytest.raises(ProcessingError, match="outside"):
+        ops.Crop(150, 0, 100, 10).output_size(200, 100)
+
+
+def test_decode_hint_asks_for_twice_the_target() -> None:
+    assert ops.Thumbnail(256).decode_hint(4000, 3000) == (512, 384)
+    assert ops.Resize(3000, 3000, mode="fit").decode_hint(4000, 3000) is None   # no shrink worth doing
+    assert ops.Resize(256, 256, filter="nearest").decode_hint(4000, 3000) is None
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: ops.Rotate(45), lambda: ops.Resize(0, 10), lambda: ops.Resize(10, 10, mode="zoom"),
+    lambda: ops.Resize(10, 10, filter="cubic"), lambda: ops.GaussianBlur(0), lambda: ops.Brightness(300),
+    lambda: ops.Contrast(-1), lambda: ops.Convolve(((1, 2), (3, 4))), lambda: ops.Watermark(),
+    lambda: ops.Watermark(text="x", position="middle"), lambda: ops.Watermark(text="x", opacity=2),
+    lambda: ops.Flip("diagonal"), lambda: ops.BoxBlur(0),
+])
+def test_bad_parameters_are_usage_errors(bad) -> None:
+    with pytest.raises(UsageError):
+        bad()
+
+
+def test_ops_round_trip_through_dicts_and_pickle() -> None:
+    chain = [ops.Thumbnail(256), ops.Resize(800, 600, mode="cover"), ops.Crop(1, 2, 3, 4), ops.Flip("h"),
+             ops.Convolve(((0, 1, 0), (1, 1, 1), (0, 1, 0)), divisor=5), ops.Watermark(text="©", color="#ff000080")]
+    for op in chain:
+        assert ops.op_from_dict(op.to_dict()) == op
+        assert pickle.loads(pickle.dumps(op)) == op
+    assert ops.Resize(1, 1, mode="cover").mode == "fill"
+    assert ops.Watermark(text="x", color="#ff000080").color == (255, 0, 0, 128)
+
+
+def test_op_from_dict_names_the_problem() -> None:
+    with pytest.raises(UsageError, match="unknown op 'blurr'"):
+        ops.op_from_dict({"op": "blurr"})
+    with pytest.raises(UsageError, match="no parameter 'radius'.*sigma"):
+        ops.op_from_dict({"op": "blur", "radius": 3})
+
+
+def test_output_names() -> None:
+    rel = PurePath("trip/IMG_1.JPG")
+    assert Variant().output_path(rel, "jpeg") == PurePath("trip/IMG_1.jpg")
+    assert Variant(name="thumb", format="webp").output_path(rel, "jpeg") == PurePath("trip/IMG_1_thumb.webp")
+    assert Variant().output_path(PurePath("x.gif"), "gif") == PurePath("x.png")        # we don't write GIF
+    assert Variant(template="{variant}/{stem}.{ext}", name="v").output_path(rel, "png") == PurePath("trip/v/IMG_1.png")
+    with pytest.raises(UsageError, match="unknown field"):
+        Variant(template="{stemm}.{ext}")
+    with pytest.raises(UsageError, match="inside the output"):
+        Variant(template="../{stem}.{ext}")
+
+
+def test_spec_from_toml_and_hash(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('''
+[defaults]
+format = "webp"
+quality = 70
+[[variant]]
+name = "small"
+ops = [{ op = "thumbnail", size = 128 }]
+[[variant]]
+name = "big"
+format = "jpeg"
+ops = [{ op = "resize", width = 1024, height = 1024, mode = "fit" }, { op = "sharpen" }]
+''')
+    spec = Spec.from_toml(path)
+    assert [v.name for v in spec.variants] == ["small", "big"]
+    assert spec.variants[0].format == "webp" and spec.variants[0].quality == 70
+    assert spec.variants[1].format == "jpeg"
+    assert spec.hash() == Spec.from_toml(path).hash()
+    assert spec.hash() != Spec.single([ops.Thumbnail(128)]).hash()
+    assert spec.decode_hint(4000, 3000) == (2048, 1536)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[[variant]]\nops = 3", "not valid|ops"), ("x = 1", "unknown top-level"), ("[[variant", "not valid TOML"),
+    ('[[variant]]\nname="a"\nops=[]\n[[variant]]\nname="a"\nops=[]', "distinct name"),
+    ('[[variant]]\nops=[{op="thumbnail", size=9}]\nqualty=3', "unknown key"),
+])
+def test_bad_specs(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=needle):
+        Spec.from_toml(path)
+
+
+def test_op_trie_shares_common_prefixes() -> None:
+    a = Variant((ops.Thumbnail(512), ops.Sharpen()), name="a")
+    b = Variant((ops.Thumbnail(512), ops.Grayscale()), name="b")
+    c = Variant((ops.Thumbnail(512),), name="c")
+    root = OpTrie.build([a, b, c])
+    assert len(root.children) == 1
+    shared = root.children[0]
+    assert shared.variant_indices == [2] and len(shared.children) == 2
