@@ -42,6 +42,10 @@ class Backend(ABC):
     def download(self, batch: Batch) -> list[np.ndarray]:
         """Host copies of the batch's images, in order."""
 
+    def subset(self, batch: Batch, indices: Sequence[int]) -> Batch:
+        """The images at ``indices`` (some variants cannot apply to every image)."""
+        return [batch[i] for i in indices]
+
     def describe(self) -> str:
         return self.name
 

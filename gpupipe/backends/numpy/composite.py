@@ -1,0 +1,238 @@
+"""Watermarks for the NumPy (CPU) backend: placement, text/image marks, alpha blend.
+
+Blend contract (DESIGN §4), in float32 on straight (unpremultiplied) colour, with
+``a = mark_alpha / 255 * opacity``::
+
+    out_colour = base * (1 - a) + mark * a
+    out_alpha  = base_alpha + a * (255 - base_alpha)        (bases with alpha)
+
+For L/LA bases the mark colour is first converted to luma 0.299 R + 0.587 G +
+0.114 B (kept in float). Marks are RGBA uint8; a mark reaching past the image
+is clipped. Rendered text, loaded and scaled marks are cached and returned as
+read-only arrays so a caller cannot corrupt the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import operator
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from gpupipe.errors import ProcessingError
+
+POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center", "tile")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_CACHE_SIZE = 32
+
+
+# --- validation --------------------------------------------------------------
+
+def _int(name: str, value, minimum: int) -> int:
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ProcessingError(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or v < minimum:
+        raise ProcessingError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def _check_image(img: np.ndarray) -> None:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 \
+            or img.shape[2] not in (1, 2, 3, 4) or 0 in img.shape:
+        raise ProcessingError("watermark base must be a non-empty 3-D uint8 HWC array with 1-4 channels")
+
+
+def _check_mark(mark: np.ndarray) -> None:
+    if not isinstance(mark, np.ndarray) or mark.dtype != np.uint8 or mark.ndim != 3 \
+            or mark.shape[2] != 4 or 0 in mark.shape:
+        raise ProcessingError("watermark mark must be a non-empty RGBA uint8 array (h, w, 4)")
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    arr.setflags(write=False)
+    return arr
+
+
+# --- placement ---------------------------------------------------------------
+
+def placements(W: int, H: int, w: int, h: int, position: str = "bottom-right",
+               margin: int = 16) -> list[tuple[int, int]]:
+    """Top-left (x, y) of every copy of a w x h mark on a W x H image (may lie partly outside)."""
+    W, H, w, h = (_int(n, v, 1) for n, v in (("W", W), ("H", H), ("w", w), ("h", h)))
+    m = _int("margin", margin, 0)
+    right, bottom = W - w - m, H - h - m
+    fixed = {
+        "top-left": (m, m),
+        "top-right": (right, m),
+        "bottom-left": (m, bottom),
+        "bottom-right": (right, bottom),
+        "center": ((W - w) // 2, (H - h) // 2),
+    }
+    if position in fixed:
+        return [fixed[position]]
+    if position == "tile":
+        return [(x, y) for y in range(m, H, h + m) for x in range(m, W, w + m)]
+    raise ProcessingError(f"watermark position must be one of {', '.join(POSITIONS)}; got {position!r}")
+
+
+def default_text_size(W: int, H: int) -> int:
+    """Default text watermark size: 4 % of the shorter side, at least 12 px."""
+    return max(12, round(0.04 * min(W, H)))
+
+
+# --- marks ---------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _font(font: str | None, size: int) -> ImageFont.FreeTypeFont:
+    if font is None:
+        return ImageFont.load_default(size=size)
+    try:
+        return ImageFont.truetype(font, size)
+    except OSError as e:
+        raise ProcessingError(f"cannot load font {font!r}: {e}") from None
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _render_text(text: str, size: int, color: tuple[int, int, int], font: str | None) -> np.ndarray:
+    pil_font = _font(font, size)
+    # textbbox (multi-line aware) is the ink box at this origin; drawing at -left,-top
+    # puts it at the canvas corner, so no glyph is clipped and no empty border is kept.
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=pil_font)
+    if right <= left or bottom <= top:
+        raise ProcessingError(f"watermark text {text!r} renders no pixels")
+    mask = Image.new("L", (right - left, bottom - top), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, font=pil_font, fill=255)
+    out = np.empty((mask.height, mask.width, 4), np.uint8)
+    out[..., :3] = color
+    out[..., 3] = np.asarray(mask)
+    return _read_only(out)
+
+
+def render_text(text: str, size: int, color=(255, 255, 255), font=None) -> np.ndarray:
+    """Text as a tight RGBA mark (constant colour, glyph coverage in alpha); cached, read-only."""
+    if not isinstance(text, str) or not text:
+        raise ProcessingError("watermark text must be a non-empty string")
+    size = _int("text size", size, 1)
+    try:
+        rgb = tuple(operator.index(c) for c in color)
+    except TypeError:
+        raise ProcessingError(f"text colour must be 3 integers 0-255, got {color!r}") from None
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ProcessingError(f"text colour must be 3 integers 0-255, got {color!r}")
+    return _render_text(text, size, rgb, None if font is None else os.fspath(font))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _load_mark(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            rgba = ImageOps.exif_transpose(im).convert("RGBA")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ProcessingError(f"cannot read watermark image {path!r}: {e}") from None
+    return _read_only(np.array(rgba, np.uint8))
+
+
+def load_mark(path) -> np.ndarray:
+    """Any Pillow-readable image as an RGBA mark; cached by path and mtime, read-only."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        raise ProcessingError(f"cannot read watermark image {p!r}: {e.strerror}") from None
+    return _load_mark(p, st.st_mtime_ns, st.st_size)
+
+
+class _ArrayKey:
+    """Hashable by content, so a mark can key an lru_cache (marks are small: hashing is cheap)."""
+
+    __slots__ = ("array", "_digest")
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self._digest = (array.shape, hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest())
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _ArrayKey) and self._digest == other._digest
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _scale_mark(key: _ArrayKey, width: int) -> np.ndarray:
+    mark = key.array
+    h, w = mark.shape[:2]
+    if width == w:
+        return _read_only(np.array(mark))  # an RGBa round trip would lose precision for nothing
+    height = max(1, round(h * width / w))
+    # premultiplied (RGBa) so transparent pixels lend no colour to the filter taps
+    im = Image.fromarray(np.ascontiguousarray(mark)).convert("RGBa")
+    im = im.resize((width, height), Image.Resampling.LANCZOS).convert("RGBA")
+    return _read_only(np.array(im, np.uint8))
+
+
+def scale_mark(mark: np.ndarray, width: int) -> np.ndarray:
+    """Resize an RGBA mark to a width, aspect kept (Lanczos on premultiplied RGBa); cached, read-only."""
+    _check_mark(mark)
+    return _scale_mark(_ArrayKey(mark), _int("mark width", width, 1))
+
+
+# --- blending --------------------------------------------------------------------
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _blend(base: np.ndarray, mark: np.ndarray, opacity: np.float32) -> np.ndarray:
+    """Blend an RGBA mark region over a same-sized base region (see module docstring)."""
+    a = mark[..., 3:].astype(np.float32) * opacity / np.float32(255)  # 255 * 1 / 255 == 1 exactly
+    colour = mark[..., :3].astype(np.float32)
+    n = base.shape[2] - (base.shape[2] in (2, 4))  # colour channels of the base
+    if n == 1:
+        colour = colour @ _LUMA[:, None]
+    b = base[..., :n].astype(np.float32)
+    out = np.empty(base.shape, np.uint8)
+    out[..., :n] = _to_u8(b * (1 - a) + colour * a)
+    if n != base.shape[2]:
+        ab = base[..., n:].astype(np.float32)
+        out[..., n:] = _to_u8(ab + a * (255 - ab))
+    return out
+
+
+def watermark(img: np.ndarray, mark: np.ndarray, position: str = "bottom-right",
+              margin: int = 16, opacity: float = 0.5) -> np.ndarray:
+    """Alpha-blend an RGBA mark onto img at the given position(s); returns a new array."""
+    _check_image(img)
+    _check_mark(mark)
+    try:
+        op = float(opacity)
+    except (TypeError, ValueError):
+        raise ProcessingError(f"opacity must be a number in [0, 1], got {opacity!r}") from None
+    if not (math.isfinite(op) and 0 <= op <= 1):
+        raise ProcessingError(f"opacity must be in [0, 1], got {opacity!r}")
+    H, W = img.shape[:2]
+    h, w = mark.shape[:2]
+    spots = placements(W, H, w, h, position, margin)  # validates position and margin
+    out = np.array(img, order="C")
+    if op == 0 or not spots:
+        return out
+    if position == "tile":
+        # One vectorised blend: lay the mark (plus its margin gap) out as a tiled layer.
+        m = int(margin)
+        cell = np.zeros((h + m, w + m, 4), np.uint8)
+        cell[:h, :w] = mark
+        reps = (-(-(H - m) // (h + m)), -(-(W - m) // (w + m)), 1)
+        layer = np.tile(cell, reps)[: H - m, : W - m]
+        out[m:, m:] = _blend(out[m:, m:], layer, np.float32(op))
+        return out
+    (x, y), = spots
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x0 < x1 and y0 < y1:
+        out[y0:y1, x0:x1] = _blend(out[y0:y1, x0:x1], mark[y0 - y:y1 - y, x0 - x:x1 - x], np.float32(op))
+    return out

@@ -1,0 +1,264 @@
+"""Spatial filters for the NumPy (CPU) backend, computed with OpenCV in float32.
+
+Every filter is a correlation (the kernel is not flipped) with reflect-101
+borders (``dcb|abcd|cba``: OpenCV BORDER_REFLECT_101, scipy.ndimage "mirror");
+images smaller than the kernel reflect repeatedly and a 1-pixel dimension just
+repeats that pixel. Results are stored as ``clip(rint(x), 0, 255)`` uint8.
+
+Alpha rule (a CUDA backend must do exactly the same):
+
+* Images without alpha (L, RGB): every channel is filtered.
+* Images with alpha (LA, RGBA): colour channels are premultiplied by
+  ``alpha / 255`` in float32 before filtering. We store ``c * alpha`` (that
+  value times 255) and unpremultiply with ``/ alpha``: the same maths, but exact
+  in float32 for integer kernels (sharpen, edges, emboss), so the many exact
+  x.5 ties (e.g. an odd sum over an even alpha) round half-to-even every time
+  instead of falling either way on float error.
+* Smoothing filters (box_blur, gaussian_blur) filter the alpha channel too, and
+  the colour is unpremultiplied by the *filtered float* alpha.
+* All other filters (sharpen, unsharp, edges, emboss, convolve) leave alpha
+  unchanged and unpremultiply by the original alpha. ``convolve``'s offset is
+  added after unpremultiplying, i.e. to the straight colour.
+* Wherever the output alpha (the stored uint8 value) is 0, the colour is 0.
+* A fully opaque image (every alpha 255) is filtered like one without alpha,
+  alpha kept 255, so RGBA output equals RGB output exactly.
+
+convolve divides after correlating (colour / (alpha * divisor) in one step), so
+integer kernels with integer divisors also round their exact ties the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import cv2
+import numpy as np
+
+from gpupipe.errors import ProcessingError
+
+_BORDER = cv2.BORDER_REFLECT_101
+_MAX_KERNEL = 31
+_RANK_TOL = 1e-6
+
+# Fixed 3x3 kernels (correlation orientation).
+_IDENTITY3 = np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]], np.float32)
+_SHARPEN3 = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32)
+_LAPLACIAN3 = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], np.float32)
+_EMBOSS3 = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
+# Sobel gx = outer([1,2,1], [-1,0,1]); gy is its transpose.
+_SOBEL_DIFF = np.array([-1, 0, 1], np.float32)
+_SOBEL_SMOOTH = np.array([1, 2, 1], np.float32)
+
+
+# --- helpers ---------------------------------------------------------------
+
+def _check_image(img: np.ndarray) -> None:
+    """Raise ProcessingError unless img is a uint8 HWC array with 1-4 channels."""
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3:
+        raise ProcessingError("filter input must be a 3-D uint8 HWC array")
+    if img.shape[2] not in (1, 2, 3, 4) or img.shape[0] < 1 or img.shape[1] < 1:
+        raise ProcessingError(f"filter input has unsupported shape {img.shape}")
+
+
+def _finite(name: str, value, minimum: float | None = None, strict: bool = False) -> float:
+    """Return value as float, checking it is finite and above a bound."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ProcessingError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ProcessingError(f"{name} must be finite, got {value!r}")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise ProcessingError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    return v
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    """clip(rint(x), 0, 255) as C-contiguous uint8 (x itself is left alone)."""
+    y = np.rint(x)
+    np.clip(y, 0, 255, out=y)
+    return np.ascontiguousarray(y.astype(np.uint8))
+
+
+def _sep(x: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
+    """Separable correlation: kx along rows (x), ky along columns (y)."""
+    out = cv2.sepFilter2D(x, cv2.CV_32F, kx.astype(np.float32), ky.astype(np.float32),
+                          borderType=_BORDER)
+    return out.reshape(x.shape)  # OpenCV drops a trailing channel axis of 1
+
+
+def _corr(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Non-separable 2-D correlation."""
+    return cv2.filter2D(x, cv2.CV_32F, k.astype(np.float32), borderType=_BORDER).reshape(x.shape)
+
+
+def _filter(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    """Apply fn (float32 HWC -> float32 HWC correlation) with the alpha rule; result / divisor + offset."""
+    d, off = np.float32(divisor), np.float32(offset)
+    if img.shape[2] in (1, 3):
+        res = fn(np.array(img, np.float32, order="C"))
+        if divisor != 1:
+            res /= d
+        if offset:
+            res += off
+        return _to_u8(res)
+    alpha8 = img[..., -1:]
+    if (alpha8 == 255).all():
+        # Opaque: premultiplying changes nothing but float error; this keeps RGBA == RGB exactly.
+        out = np.empty_like(img)
+        out[..., :-1] = _filter(img[..., :-1], fn, smooth, divisor, offset)
+        out[..., -1] = 255
+        return out
+    f = np.array(img, np.float32, order="C")
+    f[..., :-1] *= f[..., -1:]  # premultiply as c*a (exact), see the module docstring
+    if smooth:
+        f = fn(f)
+        colour, alpha = f[..., :-1], f[..., -1:]
+    else:
+        colour, alpha = fn(np.ascontiguousarray(f[..., :-1])), f[..., -1:]
+    visible = _to_u8(alpha) > 0
+    # one division by alpha*divisor (exact product for integer divisors) keeps exact ties exact
+    res = np.where(visible, colour / (np.where(visible, alpha, 1) * d) + off, 0)
+    out = np.empty(img.shape, np.uint8)
+    out[..., :-1] = _to_u8(res)
+    out[..., -1:] = _to_u8(alpha) if smooth else alpha8
+    return out
+
+
+# --- public filters --------------------------------------------------------
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian taps, radius ceil(3*sigma), as float32."""
+    s = _finite("sigma", sigma, 0.0, strict=True)
+    r = math.ceil(3 * s)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-(x * x) / (2 * s * s))
+    return (k / k.sum()).astype(np.float32)
+
+
+def box_blur(img: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)x(2r+1) window."""
+    _check_image(img)
+    try:
+        r = operator.index(radius)
+    except TypeError:
+        raise ProcessingError(f"radius must be an integer, got {radius!r}") from None
+    if isinstance(radius, bool) or r < 1:
+        raise ProcessingError(f"radius must be an integer >= 1, got {radius!r}")
+    k = np.full(2 * r + 1, 1.0 / (2 * r + 1), np.float32)
+    return _filter(img, lambda x: _sep(x, k, k), smooth=True)
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (see gaussian_kernel)."""
+    _check_image(img)
+    k = gaussian_kernel(sigma)
+    return _filter(img, lambda x: _sep(x, k, k), smooth=True)
+
+
+def sharpen(img: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """3x3 sharpen: identity + amount * (K - identity)."""
+    _check_image(img)
+    a = _finite("amount", amount, 0.0)
+    k = _IDENTITY3 + np.float32(a) * (_SHARPEN3 - _IDENTITY3)
+    return _filter(img, lambda x: _corr(x, k), smooth=False)
+
+
+def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
+            threshold: float = 0) -> np.ndarray:
+    """Unsharp mask: x + amount*(x - g) where |x - g| > threshold, g = float gaussian of x."""
+    _check_image(img)
+    k = gaussian_kernel(sigma)
+    a = np.float32(_finite("amount", amount, 0.0))
+    t = np.float32(_finite("threshold", threshold, 0.0))
+
+    def fn(x):
+        d = x - _sep(x, k, k)  # the blur stays float: no uint8 rounding in between
+        return np.where(np.abs(d) > t, x + a * d, x)
+
+    return _filter(img, fn, smooth=False)
+
+
+def edges(img: np.ndarray, kind: str = "sobel") -> np.ndarray:
+    """Edge magnitude: Sobel sqrt(gx^2 + gy^2), or the 8-neighbour Laplacian."""
+    _check_image(img)
+    if kind == "sobel":
+        def fn(x):
+            gx = _sep(x, _SOBEL_DIFF, _SOBEL_SMOOTH)
+            gy = _sep(x, _SOBEL_SMOOTH, _SOBEL_DIFF)
+            return np.sqrt(gx * gx + gy * gy)
+    elif kind == "laplacian":
+        def fn(x):
+            return _corr(x, _LAPLACIAN3)
+    else:
+        raise ProcessingError(f"edges kind must be 'sobel' or 'laplacian', got {kind!r}")
+    return _filter(img, fn, smooth=False)
+
+
+def emboss(img: np.ndarray) -> np.ndarray:
+    """3x3 emboss [-2,-1,0; -1,1,1; 0,1,2]."""
+    _check_image(img)
+    return _filter(img, lambda x: _corr(x, _EMBOSS3), smooth=False)
+
+
+def _check_kernel(kernel) -> np.ndarray:
+    try:
+        k = np.array(kernel, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ProcessingError("kernel must be a square 2-D array of numbers") from None
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ProcessingError(f"kernel must be square n x n, got shape {k.shape}")
+    n = k.shape[0]
+    if n % 2 == 0 or n > _MAX_KERNEL:
+        raise ProcessingError(f"kernel size must be odd and <= {_MAX_KERNEL}, got {n}")
+    if not np.isfinite(k).all():
+        raise ProcessingError("kernel values must be finite")
+    return k
+
+
+def separate(kernel) -> tuple[np.ndarray, np.ndarray] | None:
+    """(kx, ky) with outer(ky, kx) == kernel when it has rank 1 (SVD, relative tol 1e-6), else None."""
+    k = np.asarray(kernel, np.float64)
+    s = np.linalg.svd(k, compute_uv=False)
+    if s[0] == 0 or (len(s) > 1 and s[1] > _RANK_TOL * s[0]):
+        return None
+    # Factor from a real column and row rather than the SVD vectors: integer kernels then get
+    # integer taps (column / its gcd), so the float32 passes stay exact, like filter2D's.
+    j = int(np.abs(k).max(axis=0).argmax())
+    ky = k[:, j]
+    if np.array_equal(ky, np.round(ky)) and np.abs(ky).max() < 2**31:
+        ky = ky / np.gcd.reduce(np.abs(ky).astype(np.int64))
+    i = int(np.abs(ky).argmax())
+    return k[i] / ky[i], ky
+
+
+def _divisor(k: np.ndarray, divisor) -> float:
+    if divisor is None:
+        total = k.sum()
+        # "sum is 0" with a relative tolerance: float kernels such as [.1, .2, -.3] sum to ~1e-17
+        return 1.0 if abs(total) <= _RANK_TOL * np.abs(k).sum() else float(total)
+    d = _finite("divisor", divisor)
+    if d == 0:
+        raise ProcessingError("divisor must not be 0")
+    return d
+
+
+def _convolve(img, kernel, divisor, offset, separable: bool) -> np.ndarray:
+    _check_image(img)
+    k = _check_kernel(kernel)
+    d = _divisor(k, divisor)
+    off = _finite("offset", offset)
+    pair = separate(k) if separable else None
+    if pair is not None:
+        fn = lambda x: _sep(x, pair[0], pair[1])  # noqa: E731
+    else:
+        fn = lambda x: _corr(x, k)  # noqa: E731
+    # the divisor is applied after correlating, so integer kernels sum exactly
+    return _filter(img, fn, smooth=False, divisor=d, offset=off)
+
+
+def convolve(img: np.ndarray, kernel, divisor: float | None = None,
+             offset: float = 0.0) -> np.ndarray:
+    """General 2-D correlation: corr(img, kernel) / divisor + offset; rank-1 kernels run as two 1-D passes."""
+    return _convolve(img, kernel, divisor, offset, separable=True)

@@ -1,0 +1,280 @@
+"""Resize for the NumPy backend: Pillow's resampling, bit-exactly.
+
+Decision: ``resize`` *is* Pillow's ``Image.resize`` algorithm (Resample.c), so the
+CPU backend, the reference below and a future CUDA kernel all produce the same
+bytes. The algorithm, per axis:
+
+* separable, pixel centres aligned: output pixel ``i`` is centred on input
+  coordinate ``(i + 0.5) * scale`` with ``scale = in_size / out_size``;
+* antialiased when shrinking: the filter's support is multiplied by
+  ``max(scale, 1)`` and its argument divided by the same factor;
+* the float64 weights of each output pixel are normalised to sum 1, then turned
+  into fixed-point int32 with ``PRECISION_BITS = 22`` fraction bits;
+* two passes with a uint8 intermediate, each computing
+  ``clip((2**21 + sum(px * k)) >> 22, 0, 255)``; an axis whose size does not
+  change is skipped. Horizontal first (over only the rows the vertical pass
+  reads), except that Pillow >= 13 runs the vertical pass first when the height
+  shrinks by more than twice as many pixels as the width:
+  ``out_h < in_h and in_h - out_h > 2 * (in_w - out_w)``. (Pillow PR #9549; the
+  rule was measured against Pillow 13.0.0 rather than read from its source;
+  the tests pin it.) The order matters: it moves some pixels by one level;
+* LA / RGBA with a filter other than nearest are resized premultiplied, exactly
+  as ``Image.resize`` does (convert to La/RGBa, resize, convert back), so
+  transparent pixels leave no dark halo;
+* nearest is Pillow's affine nearest-neighbour scaler (no premultiplication):
+  ``src = int(x_i)`` with ``x_0 = scale / 2`` and ``x_{i+1} = x_i + scale``
+  accumulated in float64;
+* resizing to the same size returns a copy.
+
+``resize`` calls Pillow (the CPU hot path; Pillow releases the GIL while it
+resamples). ``resize_reference`` re-implements the algorithm in NumPy with
+identical integer arithmetic; ``resample_coefficients`` gives the integer tables
+a GPU kernel needs, ``premultiply_u8`` / ``unpremultiply_u8`` the alpha steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+from PIL import __version__ as _PIL_VERSION
+
+from gpupipe.errors import ProcessingError
+
+__all__ = [
+    "FILTERS",
+    "PRECISION_BITS",
+    "VERTICAL_FIRST_RULE",
+    "premultiply_u8",
+    "resample_coefficients",
+    "resize",
+    "resize_reference",
+    "unpremultiply_u8",
+    "vertical_first",
+]
+
+FILTERS = ("nearest", "bilinear", "bicubic", "lanczos3")
+
+# Fixed-point fraction bits of the coefficients: 32 - 8 (pixel) - 2 (overshoot of
+# negative lobes), as in Resample.c. A pass adds 1 << 21 so >> 22 rounds half up.
+PRECISION_BITS = 32 - 8 - 2
+
+# Pillow 13 changed the pass order for images whose height shrinks much more
+# than their width (see the module docstring); earlier versions always go
+# horizontal first. The reference follows the installed Pillow.
+VERTICAL_FIRST_RULE = int(_PIL_VERSION.split(".")[0]) >= 13
+
+_PIL_FILTER = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos3": Image.Resampling.LANCZOS,
+}
+_PIL_MODE = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def _check(img: np.ndarray, width: int, height: int, filter: str) -> None:
+    """Raise ProcessingError for an unusable image, size or filter."""
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in _PIL_MODE:
+        raise ProcessingError("resize needs a uint8 HWC array with 1, 2, 3 or 4 channels")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise ProcessingError("cannot resize an empty image")
+    if filter not in _PIL_FILTER:
+        raise ProcessingError(f"unknown resize filter {filter!r}; use one of {', '.join(FILTERS)}")
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ProcessingError(f"resize {name} must be an integer, got {value!r}")
+        if value < 1:
+            raise ProcessingError(f"resize {name} must be at least 1, got {value}")
+
+
+def resize(img: np.ndarray, width: int, height: int, filter: str = "lanczos3") -> np.ndarray:
+    """Resize to exactly width x height with Pillow (premultiplied for LA/RGBA)."""
+    _check(img, width, height, filter)
+    channels = img.shape[2]
+    # 2-D for L: Pillow has no (H, W, 1) mode. A contiguous L/RGBA array is mapped
+    # by Pillow without copying; resize never writes to its source.
+    src = img.reshape(img.shape[:2]) if channels == 1 else img
+    out_im = Image.fromarray(src).resize((int(width), int(height)), _PIL_FILTER[filter])
+    # np.asarray(Image) is a read-only view of a bytes object; one copy gives the
+    # caller a writeable array it owns.
+    out = np.array(out_im)
+    return out.reshape(out.shape[0], out.shape[1], channels)
+
+
+# ----------------------------------------------------------------------------
+# Reference implementation (the model for a GPU kernel)
+# ----------------------------------------------------------------------------
+
+# Filter weights on float64 arrays. Each expression keeps Resample.c's operation
+# order so the float64 rounding matches.
+
+
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    """Triangle filter, support 1."""
+    x = np.abs(x)
+    return np.where(x < 1.0, 1.0 - x, 0.0)
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    """Keys cubic convolution with a = -0.5, support 2."""
+    a = -0.5
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def _sinc(x: np.ndarray) -> np.ndarray:
+    """sin(pi x) / (pi x), 1 at 0."""
+    # sin() from the C library through math.sin, the same function Pillow calls,
+    # so the weights match to the last bit whatever NumPy's SIMD sin does.
+    px = x * math.pi
+    s = np.fromiter(map(math.sin, px.ravel()), np.float64, px.size).reshape(px.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0.0, 1.0, s / px)
+
+
+def _lanczos3(x: np.ndarray) -> np.ndarray:
+    """sinc(x) * sinc(x / 3) on [-3, 3), support 3."""
+    inside = (-3.0 <= x) & (x < 3.0)
+    return np.where(inside, _sinc(x) * _sinc(x / 3), 0.0)
+
+
+# name -> (support in input pixels at scale 1, weight function)
+_KERNELS = {"bilinear": (1.0, _bilinear), "bicubic": (2.0, _bicubic), "lanczos3": (3.0, _lanczos3)}
+
+
+def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source index of each output pixel for Pillow's nearest (ImagingScaleAffine)."""
+    step = float(np.float32(in_size)) / out_size
+    # x_0 = step / 2, x_{i+1} = x_i + step, accumulated sequentially like the C
+    # loop (np.cumsum adds in order, so the float64 rounding is identical).
+    terms = np.full(out_size, step)
+    terms[0] = 0.0 + step * 0.5
+    xo = np.cumsum(terms)
+    # int() truncation; x_i <= in_size - step/2, so the index stays in range.
+    return np.minimum(xo.astype(np.int64), in_size - 1).astype(np.int32)
+
+
+def resample_coefficients(in_size: int, out_size: int, filter: str = "lanczos3"):
+    """Integer tables for one axis: (start int32[out], length int32[out], coeffs int32[out, ksize])."""
+    if filter not in _PIL_FILTER:
+        raise ProcessingError(f"unknown resize filter {filter!r}; use one of {', '.join(FILTERS)}")
+    if in_size < 1 or out_size < 1:
+        raise ProcessingError(f"resample sizes must be >= 1, got {in_size} -> {out_size}")
+    one = 1 << PRECISION_BITS
+    if filter == "nearest":
+        # One tap of weight 1.0: the generic pass below then reproduces nearest.
+        start = _nearest_indices(in_size, out_size)
+        return start, np.ones(out_size, np.int32), np.full((out_size, 1), one, np.int32)
+
+    support0, kernel = _KERNELS[filter]
+    # precompute_coeffs(): box is float (in1 - in0 in float32), the rest float64.
+    scale = float(np.float32(in_size)) / out_size
+    filterscale = max(scale, 1.0)
+    support = support0 * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+
+    center = 0.0 + (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    # (int)(v + 0.5) truncates toward zero, then clamps to the image.
+    start = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
+    stop = np.minimum(np.trunc(center + support + 0.5), in_size).astype(np.int64)
+    length = stop - start
+
+    taps = np.arange(ksize)
+    valid = taps[None, :] < length[:, None]
+    # w = filter((x + xmin - center + 0.5) * ss) with ss = 1 / filterscale.
+    arg = ((taps[None, :] + start[:, None]).astype(np.float64) - center[:, None] + 0.5) * (1.0 / filterscale)
+    w = np.where(valid, kernel(arg), 0.0)
+    # The C code sums the weights left to right; a tap loop keeps that order
+    # (np.sum would use pairwise summation and could differ in the last bit).
+    ww = np.zeros(out_size)
+    for j in range(ksize):
+        ww = ww + w[:, j]
+    safe = np.where(ww != 0.0, ww, 1.0)
+    k = np.where(ww[:, None] != 0.0, w / safe[:, None], w)
+    # normalize_coeffs_8bpc(): (int)(k * 2**22 +- 0.5), truncating toward zero.
+    scaled = k * float(one)
+    fixed = np.trunc(np.where(k < 0, scaled - 0.5, scaled + 0.5)).astype(np.int32)
+    return start.astype(np.int32), length.astype(np.int32), fixed
+
+
+def _pass(src: np.ndarray, axis: int, start: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """One fixed-point pass along axis 1 (horizontal) or 0 (vertical) of a uint8 HWC array."""
+    out_size, ksize = coeffs.shape
+    last = src.shape[axis] - 1
+    shape = [1, 1, 1]
+    shape[axis] = out_size
+    # Accumulator starts at 0.5 in fixed point (round half up). int64 is only
+    # for safety: sum(|k|) <= 1.58 * 2**22 (measured, lanczos3), so |acc| < 255 * 1.58 *
+    # 2**22 < 2**31 and Pillow's int32 accumulator (and a GPU's) never overflows.
+    acc = np.full(src.shape[:axis] + (out_size,) + src.shape[axis + 1:], 1 << (PRECISION_BITS - 1), np.int64)
+    for j in range(ksize):
+        # Taps past `length` have coefficient 0; clamping their index keeps the
+        # gather in bounds without changing the sum.
+        idx = np.minimum(start + j, last)
+        acc += np.take(src, idx, axis=axis).astype(np.int64) * coeffs[:, j].reshape(shape)
+    # clip8(): arithmetic shift (floor) then clamp to 0..255.
+    return np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
+
+
+def premultiply_u8(img: np.ndarray) -> np.ndarray:
+    """Pillow's RGBA->RGBa / LA->La: colour = MULDIV255(colour, alpha), integer."""
+    out = img.copy()
+    c = img[..., :-1].astype(np.uint32)
+    a = img[..., -1:].astype(np.uint32)
+    tmp = c * a + 128
+    out[..., :-1] = ((tmp >> 8) + tmp) >> 8  # exact round(c * a / 255)
+    return out
+
+
+def unpremultiply_u8(img: np.ndarray) -> np.ndarray:
+    """Pillow's RGBa->RGBA / La->LA: colour = min(255, 255 * colour // alpha), kept for alpha 0 or 255."""
+    out = img.copy()
+    c = img[..., :-1].astype(np.uint32)
+    a = img[..., -1:].astype(np.uint32)
+    # Truncating division, and a resampled colour may exceed its alpha: clamp.
+    div = np.minimum(255 * c // np.maximum(a, 1), 255)
+    out[..., :-1] = np.where((a == 0) | (a == 255), c, div)
+    return out
+
+
+def vertical_first(in_w: int, in_h: int, out_w: int, out_h: int) -> bool:
+    """True when Pillow runs the vertical pass before the horizontal one."""
+    if not VERTICAL_FIRST_RULE or out_w == in_w or out_h >= in_h:
+        return False
+    return in_h - out_h > 2 * (in_w - out_w)
+
+
+def resize_reference(img: np.ndarray, width: int, height: int, filter: str = "lanczos3") -> np.ndarray:
+    """Pure-NumPy resize, bit-exact with resize() / Pillow."""
+    _check(img, width, height, filter)
+    in_h, in_w, channels = img.shape
+    if (in_w, in_h) == (width, height):
+        return np.array(img, order="C")  # Image.resize returns a copy untouched
+    alpha = channels in (2, 4) and filter != "nearest"
+    src = premultiply_u8(img) if alpha else img
+
+    if vertical_first(in_w, in_h, width, height):
+        # Vertical pass over only the columns the horizontal pass will read.
+        h_start, h_len, h_coeffs = resample_coefficients(in_w, width, filter)
+        v_start, _, v_coeffs = resample_coefficients(in_h, height, filter)
+        first, last = int(h_start[0]), int(h_start[-1]) + int(h_len[-1])
+        src = _pass(src[:, first:last], 0, v_start, v_coeffs)
+        src = _pass(src, 1, h_start - first, h_coeffs)
+    else:
+        v_start, v_len, v_coeffs = resample_coefficients(in_h, height, filter)
+        if width != in_w:
+            h_start, _, h_coeffs = resample_coefficients(in_w, width, filter)
+            # Only rows the vertical pass reads are resampled horizontally
+            # (ImagingResampleInner's ybox_first/ybox_last); its bounds shift
+            # down. With an unchanged height these rows are all rows.
+            first, last = int(v_start[0]), int(v_start[-1]) + int(v_len[-1])
+            src = _pass(src[first:last], 1, h_start, h_coeffs)
+            v_start = v_start - first
+        if height != in_h:
+            src = _pass(src, 0, v_start, v_coeffs)
+    out = unpremultiply_u8(src) if alpha else src
+    return np.ascontiguousarray(out)
