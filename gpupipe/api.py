@@ -1,0 +1,111 @@
+"""The Python API: the CLI's capabilities for scripts and notebooks.
+
+    import gpupipe
+    from gpupipe import ops
+
+    spec = gpupipe.Spec.single([ops.Thumbnail(256)], format="webp", quality=85)
+    result = gpupipe.run(["photos/"], "out/", spec, on_progress=print)
+    result.summary.processed, result.failed
+
+    small = gpupipe.apply([ops.Thumbnail(256), ops.Sharpen()], pil_image)   # in memory
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .backends import select_backend
+from .engine.cancel import CancelToken
+from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, LocalEngine, RunOptions
+from .engine.process import process_batch
+from .engine.results import FileOutcome, RunResult, RunSummary
+from .errors import InputError, UsageError
+from .ops import Op
+from .spec import Spec
+from . import sources
+
+
+def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
+        *, backend: str = "auto", workers: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY,
+        max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True, include_hidden: bool = False,
+        all_files: bool = False, on_error: str = "continue", on_progress: Callable[[RunSummary], None] | None = None,
+        on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
+        keep_outcomes: bool = True, progress: bool = False, fsync: bool = True) -> RunResult:
+    """Process every image under ``inputs`` into ``output`` as ``spec`` says.
+
+    ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
+    path. ``cancel.cancel()`` from another thread stops the run cleanly. Per-input
+    outcomes come back in ``result.outcomes`` (pass ``keep_outcomes=False`` on huge
+    runs and use ``on_outcome`` instead). Raises UsageError for bad arguments.
+    """
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    spec = as_spec(spec)
+    if on_error not in ("continue", "stop"):
+        raise UsageError(f"on_error must be 'continue' or 'stop', got {on_error!r}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be ≥ 1, got {workers}")
+    sources.check_inputs(inputs)
+    workers = workers or os.cpu_count() or 1
+    options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
+                         include_hidden=include_hidden, all_files=all_files, on_error=on_error,
+                         keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync)
+    chosen = select_backend(backend, workers=workers)
+    try:
+        if progress and on_progress is None:
+            from .observe import ProgressDisplay
+            with ProgressDisplay() as display:
+                options.on_progress = display.update
+                return LocalEngine(spec, chosen, options, cancel).run(inputs, output)
+        return LocalEngine(spec, chosen, options, cancel).run(inputs, output)
+    finally:
+        chosen.close()
+
+
+def as_spec(spec: Spec | Iterable[Op] | str | Path) -> Spec:
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, (str, Path)):
+        return Spec.from_toml(spec)
+    return Spec.single(list(spec))
+
+
+def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: str = "cpu") -> Any:
+    """Apply a spec to one in-memory image (NumPy HWC/HW uint8 array or PIL image).
+
+    Returns the same kind of object: one image for a single-variant spec or a list
+    of ops, a {variant name: image} dict when the spec has several variants.
+    Raises gpupipe.errors.ProcessingError when an op cannot apply to this image.
+    """
+    spec = Spec.single([spec]) if isinstance(spec, Op) else as_spec(spec)
+    pil_mode = None
+    if hasattr(image, "mode") and hasattr(image, "size"):        # a PIL image
+        from .codecs import pil_to_array
+        pil_mode, array = image.mode, pil_to_array(image)
+    else:
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+            raise UsageError(f"apply takes uint8 arrays of shape HxW or HxWxC with C in 1..4, got "
+                             f"{array.dtype} {array.shape}")
+    chosen = select_backend(backend, workers=1)
+    try:
+        row = process_batch(chosen, [np.ascontiguousarray(array)], spec)[0]
+    finally:
+        chosen.close()
+    outputs = {}
+    for variant, result in zip(spec.variants, row):
+        if isinstance(result, InputError):
+            raise result
+        outputs[variant.name] = _as_pil(result) if pil_mode is not None else (
+            result[:, :, 0] if np.asarray(image).ndim == 2 and result.shape[2] == 1 else result)
+    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+
+def _as_pil(array: np.ndarray):
+    from PIL import Image
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)

@@ -1,0 +1,424 @@
+"""The command line: `gpupipe run`, `inspect` and `ops`.
+
+Op flags (--resize, --blur, --watermark-text, …) apply in the order given on
+the command line, so `--rotate 90 --crop 100x50+0+0` differs from the reverse.
+The parser does not keep the relative order of different options, so the command
+class below keeps the raw arguments and ``ops_from_args`` reads them in order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperCommand
+
+from . import __version__, codecs, ops as op_catalogue, sources
+from .backends import BACKEND_CHOICES, select_backend
+from .engine.cancel import CancelToken
+from .engine.local import DEFAULT_MAX_PIXELS, LocalEngine, RunOptions
+from .errors import GpupipeError, UsageError
+from .observe import ProgressDisplay
+from .report import ReportWriter, print_summary
+from .spec import Spec
+
+app = typer.Typer(help="Process whole directories of images: resize, filters, watermarks, format conversion — "
+                       "on a CUDA GPU or the CPU, with the same results.",
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+err = Console(stderr=True, highlight=False)
+
+OPS_PANEL = "Ops (applied in the order given)"
+WATERMARK_PANEL = "Watermark"
+OUTPUT_PANEL = "Output"
+INPUT_PANEL = "Inputs"
+RUN_PANEL = "Execution"
+
+
+class OrderedOpsCommand(TyperCommand):
+    """Keeps the raw arguments so op flags can be applied in command-line order."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        ctx.meta["gpupipe_raw_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+# Op flags: flag → how its value becomes an op. Flags without a value map to None.
+VALUE_OP_FLAGS = ("--resize", "--thumbnail", "--crop", "--blur", "--box-blur", "--brightness", "--contrast",
+                  "--rotate", "--flip")
+BARE_OP_FLAGS = ("--grayscale", "--sharpen", "--edges", "--emboss")
+WATERMARK_FLAGS = ("--watermark-text", "--watermark-image")
+SIZE_RE = re.compile(r"^(\d*)(?:[x×](\d*))?$")
+CROP_RE = re.compile(r"^(\d+)[x×](\d+)(?:\+(\d+)\+(\d+))?$")
+
+
+def parse_size(text: str, what: str) -> tuple[int | None, int | None]:
+    """'800x600', '800x' (width only), 'x600' (height only) or '800' (an 800×800 box)."""
+    match = SIZE_RE.match(text.strip())
+    if not match or not (match.group(1) or match.group(2)):
+        raise UsageError(f"{what} takes WIDTHxHEIGHT, WIDTHx, xHEIGHT or SIZE (e.g. 800x600), got {text!r}")
+    width = int(match.group(1)) if match.group(1) else None
+    height = int(match.group(2)) if match.group(2) else (width if "x" not in text and "×" not in text else None)
+    return width, height
+
+
+def _number(text: str, what: str, kind=float):
+    try:
+        return kind(text)
+    except ValueError:
+        raise UsageError(f"{what} takes a {'whole ' if kind is int else ''}number, got {text!r}") from None
+
+
+def ops_from_args(raw: list[str], params: dict[str, Any], value_options: set[str]) -> list[op_catalogue.Op]:
+    """Op flags in command-line order → ops. ``params`` are click's parsed values (for modifiers)."""
+    mode = "fit"
+    for name in ("exact", "fill", "pad"):
+        if params.get(name):
+            mode = name
+    result: list[op_catalogue.Op] = []
+    watermark_added = False
+    i = 0
+    while i < len(raw):
+        token = raw[i]
+        if token == "--":
+            break
+        flag, _, inline = token.partition("=")
+        value = None
+        if flag in value_options and not _:
+            value = raw[i + 1] if i + 1 < len(raw) else None
+            i += 1
+        elif _:
+            value = inline
+        i += 1
+        if flag in VALUE_OP_FLAGS:
+            result.append(_value_op(flag, value, mode, params))
+        elif flag in BARE_OP_FLAGS:
+            result.append({"--grayscale": op_catalogue.Grayscale(),
+                           "--sharpen": op_catalogue.Sharpen(params["sharpen_amount"]),
+                           "--edges": op_catalogue.Edges(params["edges_kind"]),
+                           "--emboss": op_catalogue.Emboss()}[flag])
+        elif flag in WATERMARK_FLAGS and not watermark_added:
+            watermark_added = True
+            result.append(op_catalogue.Watermark(
+                text=params["watermark_text"], image=params["watermark_image"],
+                position=params["watermark_position"], opacity=params["watermark_opacity"],
+                margin=params["watermark_margin"], size=params["watermark_size"],
+                color=params["watermark_color"], font=params["watermark_font"]))
+    return result
+
+
+def _value_op(flag: str, value: str | None, mode: str, params: dict[str, Any]) -> op_catalogue.Op:
+    if value is None:
+        raise UsageError(f"{flag} needs a value")
+    if flag == "--resize":
+        width, height = parse_size(value, "--resize")
+        if width is None or height is None:
+            mode = "fit"        # one side given: the other follows the aspect ratio
+        return op_catalogue.Resize(width, height, mode=mode, filter=params["filter"],
+                                   upscale=not params["no_upscale"], background=params["background"])
+    if flag == "--thumbnail":
+        width, height = parse_size(value, "--thumbnail")
+        return op_catalogue.Thumbnail(width, height)
+    if flag == "--crop":
+        match = CROP_RE.match(value.strip())
+        if not match:
+            raise UsageError(f"--crop takes WxH+X+Y (e.g. 640x480+10+20) or WxH for a centre crop, got {value!r}")
+        w, h, x, y = match.groups()
+        if x is None:
+            return op_catalogue.CenterCrop(int(w), int(h))
+        return op_catalogue.Crop(int(x), int(y), int(w), int(h))
+    if flag == "--blur":
+        return op_catalogue.GaussianBlur(_number(value, "--blur"))
+    if flag == "--box-blur":
+        return op_catalogue.BoxBlur(_number(value, "--box-blur", int))
+    if flag == "--brightness":
+        return op_catalogue.Brightness(_number(value, "--brightness"))
+    if flag == "--contrast":
+        return op_catalogue.Contrast(_number(value, "--contrast"))
+    if flag == "--rotate":
+        return op_catalogue.Rotate(_number(value, "--rotate", int))
+    return op_catalogue.Flip(value)
+
+
+def parse_memory(text: str) -> int:
+    """'512MB', '2G', '300m', '1.5GiB' or a plain number of megabytes."""
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", text.lower())
+    if not match:
+        raise UsageError(f"--max-memory takes a size like 512MB or 2G, got {text!r}")
+    number, unit = float(match.group(1)), match.group(2) or "m"
+    size = int(number * 1024 ** " kmgt".index(unit))
+    if size < 16 * 2**20:
+        raise UsageError(f"--max-memory must be at least 16MB, got {text!r}")
+    return size
+
+
+def _fail_usage(exc: GpupipeError) -> None:
+    err.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command(cls=OrderedOpsCommand, no_args_is_help=True)
+def run(
+    ctx: typer.Context,
+    inputs: list[str] = typer.Argument(..., help="Directories (searched recursively), image files or glob "
+                                                "patterns like 'shots/**/*.jpg' (quote them).", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory; input folder structure is mirrored "
+                                                            "under it.", rich_help_panel=OUTPUT_PANEL),
+    spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec with several named variants per input "
+                                             "(replaces the op and output flags).", rich_help_panel=OUTPUT_PANEL),
+    resize: Optional[list[str]] = typer.Option(None, "--resize", metavar="WxH", help="Resize to a box: 800x600, "
+                                               "800x (width only) or x600; mode from --fit (default), --fill, "
+                                               "--exact, --pad.", rich_help_panel=OPS_PANEL),
+    fit: bool = typer.Option(False, "--fit", help="--resize keeps the aspect ratio inside the box (default).",
+                             rich_help_panel=OPS_PANEL),
+    fill: bool = typer.Option(False, "--fill", help="--resize covers the box and centre-crops to it.",
+                              rich_help_panel=OPS_PANEL),
+    exact: bool = typer.Option(False, "--exact", help="--resize stretches to exactly WxH.", rich_help_panel=OPS_PANEL),
+    pad: bool = typer.Option(False, "--pad", help="--resize fits, then pads to WxH with --background.",
+                             rich_help_panel=OPS_PANEL),
+    filter: str = typer.Option("lanczos3", "--filter", help="Resampling filter for --resize: nearest, bilinear, "
+                               "bicubic, lanczos3.", rich_help_panel=OPS_PANEL),
+    no_upscale: bool = typer.Option(False, "--no-upscale", help="--resize never enlarges.", rich_help_panel=OPS_PANEL),
+    thumbnail: Optional[list[str]] = typer.Option(None, "--thumbnail", metavar="N|WxH", help="Fit inside NxN (or "
+                                                  "WxH) with lanczos3, never upscaling.", rich_help_panel=OPS_PANEL),
+    crop: Optional[list[str]] = typer.Option(None, "--crop", metavar="WxH+X+Y", help="Crop a rectangle; WxH alone "
+                                             "crops the centre.", rich_help_panel=OPS_PANEL),
+    grayscale: bool = typer.Option(False, "--grayscale", help="Convert to luma (one channel).",
+                                   rich_help_panel=OPS_PANEL),
+    blur: Optional[list[str]] = typer.Option(None, "--blur", metavar="SIGMA", help="Gaussian blur.",
+                                             rich_help_panel=OPS_PANEL),
+    box_blur: Optional[list[str]] = typer.Option(None, "--box-blur", metavar="RADIUS", help="Box (mean) blur.",
+                                                 rich_help_panel=OPS_PANEL),
+    sharpen: bool = typer.Option(False, "--sharpen", help="3x3 sharpen (strength from --sharpen-amount).",
+                                 rich_help_panel=OPS_PANEL),
+    sharpen_amount: float = typer.Option(1.0, "--sharpen-amount", help="Strength of --sharpen.",
+                                         rich_help_panel=OPS_PANEL),
+    edges: bool = typer.Option(False, "--edges", help="Edge magnitude (kind from --edges-kind).",
+                               rich_help_panel=OPS_PANEL),
+    edges_kind: str = typer.Option("sobel", "--edges-kind", help="sobel or laplacian.", rich_help_panel=OPS_PANEL),
+    emboss: bool = typer.Option(False, "--emboss", help="Emboss filter.", rich_help_panel=OPS_PANEL),
+    brightness: Optional[list[str]] = typer.Option(None, "--brightness", metavar="V", help="Add V (-255..255) to "
+                                                   "the colour channels.", rich_help_panel=OPS_PANEL),
+    contrast: Optional[list[str]] = typer.Option(None, "--contrast", metavar="F", help="Scale contrast around 128 "
+                                                 "by F (≥ 0).", rich_help_panel=OPS_PANEL),
+    rotate: Optional[list[str]] = typer.Option(None, "--rotate", metavar="90|180|270", help="Rotate clockwise.",
+                                               rich_help_panel=OPS_PANEL),
+    flip: Optional[list[str]] = typer.Option(None, "--flip", metavar="h|v", help="Mirror horizontally or "
+                                             "vertically.", rich_help_panel=OPS_PANEL),
+    watermark_text: Optional[str] = typer.Option(None, "--watermark-text", metavar="TEXT", help="Text watermark.",
+                                                 rich_help_panel=WATERMARK_PANEL),
+    watermark_image: Optional[str] = typer.Option(None, "--watermark-image", metavar="PNG", help="Image watermark "
+                                                  "(its alpha is used).", rich_help_panel=WATERMARK_PANEL),
+    watermark_position: str = typer.Option("bottom-right", "--watermark-position", help="top-left, top-right, "
+                                           "bottom-left, bottom-right, center or tile.",
+                                           rich_help_panel=WATERMARK_PANEL),
+    watermark_opacity: float = typer.Option(0.5, "--watermark-opacity", help="0..1.",
+                                            rich_help_panel=WATERMARK_PANEL),
+    watermark_margin: int = typer.Option(16, "--watermark-margin", help="Distance from the edges in pixels.",
+                                         rich_help_panel=WATERMARK_PANEL),
+    watermark_size: Optional[int] = typer.Option(None, "--watermark-size", help="Text height in pixels "
+                                                 "[default: 4% of the shorter side].", rich_help_panel=WATERMARK_PANEL),
+    watermark_color: str = typer.Option("#ffffff", "--watermark-color", help="Text colour.",
+                                        rich_help_panel=WATERMARK_PANEL),
+    watermark_font: Optional[str] = typer.Option(None, "--watermark-font", help="TTF/OTF font file [default: "
+                                                 "Pillow's built-in font].", rich_help_panel=WATERMARK_PANEL),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="jpeg, png, webp (avif where Pillow has it) "
+                                         "[default: keep the input's format, PNG for GIF/BMP/TIFF].",
+                                         rich_help_panel=OUTPUT_PANEL),
+    quality: int = typer.Option(85, "--quality", "-q", min=1, max=100, help="JPEG/WebP/AVIF quality 1-100.",
+                                rich_help_panel=OUTPUT_PANEL),
+    name_template: Optional[str] = typer.Option(None, "--name-template", help="Output name, from {stem} {ext} "
+                                                "{name} {suffix} {variant} [default: {stem}.{ext}].",
+                                                rich_help_panel=OUTPUT_PANEL),
+    background: str = typer.Option("#ffffff", "--background", help="Colour for --pad and for flattening alpha into "
+                                   "formats without it (JPEG).", rich_help_panel=OUTPUT_PANEL),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", help="Write every input's outcome "
+                                          "as JSON.", rich_help_panel=OUTPUT_PANEL),
+    no_recursive: bool = typer.Option(False, "--no-recursive", help="Don't descend into subdirectories.",
+                                      rich_help_panel=INPUT_PANEL),
+    hidden: bool = typer.Option(False, "--hidden", help="Include hidden files and directories.",
+                                rich_help_panel=INPUT_PANEL),
+    all_files: bool = typer.Option(False, "--all-files", help="Consider every file, whatever its extension; "
+                                   "non-images are skipped.", rich_help_panel=INPUT_PANEL),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images declaring more pixels "
+                                   "(decompression-bomb guard).", rich_help_panel=INPUT_PANEL),
+    backend: str = typer.Option("auto", "--backend", help="auto (GPU when CUDA is usable, else CPU), cpu or gpu.",
+                                rich_help_panel=RUN_PANEL),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker threads per stage "
+                                          "[default: CPU cores].", rich_help_panel=RUN_PANEL),
+    max_memory: str = typer.Option("512MB", "--max-memory", help="Cap on images held in the pipeline's queues.",
+                                   rich_help_panel=RUN_PANEL),
+    on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
+                                 "(end the run at the first failure).", rich_help_panel=RUN_PANEL),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and every input → output; write nothing.",
+                                 rich_help_panel=RUN_PANEL),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; errors only.",
+                               rich_help_panel=RUN_PANEL),
+) -> None:
+    """Process images: gpupipe run IN [IN...] -o OUT [op flags] [--format F] [--quality Q].
+
+    Exit codes: 0 all good, 1 some inputs failed, 2 usage error, 130 interrupted.
+    """
+    params = ctx.params
+    try:
+        value_options = {opt for p in ctx.command.params
+                         if getattr(p, "param_type_name", "") == "option" and not getattr(p, "is_flag", False)
+                         for opt in p.opts}
+        chain = ops_from_args(ctx.meta.get("gpupipe_raw_args", []), params, value_options)
+        if on_error not in ("continue", "stop"):
+            raise UsageError(f"--on-error must be continue or stop, got {on_error!r}")
+        if spec_file is not None:
+            if chain or format or name_template:
+                raise UsageError("--spec replaces op flags, --format and --name-template; put those in the spec file")
+            spec = Spec.from_toml(spec_file)
+        else:
+            spec = Spec.single(chain, format=format, quality=quality, template=name_template,
+                               background=background)
+        sources.check_inputs(inputs)
+        memory = parse_memory(max_memory)
+        chosen = select_backend(backend, workers=workers)
+    except GpupipeError as exc:
+        _fail_usage(exc)
+    console = Console(stderr=True)
+    if dry_run:
+        _dry_run(inputs, output, spec, chosen.describe(), not no_recursive, hidden, all_files)
+        return
+    options = RunOptions(workers=workers or RunOptions().workers, max_memory=memory, max_pixels=max_pixels,
+                         recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
+                         keep_outcomes=False)
+    writer = None
+    if report is not None:
+        writer = ReportWriter(report, {"gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get(
+            "gpupipe_raw_args", [])], "spec": spec.to_dict(), "spec_hash": spec.hash()})
+        options.on_outcome = writer.add
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with ProgressDisplay(quiet=quiet) as display:
+            options.on_progress = display.update
+            result = LocalEngine(spec, chosen, options, CancelToken()).run(inputs, output)
+    except KeyboardInterrupt:
+        if writer:
+            writer.abandon()
+        err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
+        raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        chosen.close()
+    if writer:
+        writer.close(result.summary)
+    if not quiet:
+        print_summary(result.summary, console)
+    raise typer.Exit(result.exit_code)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hidden: bool, all_files: bool) -> None:
+    out = Console()
+    out.print(f"[bold]backend[/]: {backend}")
+    for line in spec.describe():
+        out.print(f"[bold]variant[/] {line}", highlight=False)
+    count = 0
+    for item in sources.discover(inputs, recursive=recursive, include_hidden=hidden, all_files=all_files,
+                                 exclude=[output]):
+        if isinstance(item, sources.SourceFile):
+            count += 1
+            guess = item.relative.suffix.lower().lstrip(".")
+            guess = {"jpg": "jpeg", "jpe": "jpeg", "jfif": "jpeg", "tif": "tiff", "dib": "bmp"}.get(guess, guess)
+            targets = ", ".join(str(output / v.output_path(item.relative, guess)) for v in spec.variants)
+            out.print(f"{item.path} → {targets}", highlight=False, markup=False)
+        elif isinstance(item, sources.Skipped):
+            out.print(f"skip {item.path}: {item.reason}", highlight=False, markup=False)
+        else:
+            out.print(f"[yellow]problem[/] {item.path}: {item.message}", highlight=False)
+    out.print(f"[bold]{count}[/] input(s); nothing written (--dry-run)")
+
+
+@app.command()
+def inspect(
+    inputs: list[str] = typer.Argument(..., help="Directories, files or glob patterns."),
+    no_recursive: bool = typer.Option(False, "--no-recursive", help="Don't descend into subdirectories."),
+    hidden: bool = typer.Option(False, "--hidden", help="Include hidden files."),
+    all_files: bool = typer.Option(False, "--all-files", help="Consider every file, whatever its extension."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Flag images declaring more pixels."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+) -> None:
+    """List what `run` would process: format, bytes, size, mode, orientation and problems. Writes nothing.
+
+    Exit code 1 when any input has a problem that would make it fail.
+    """
+    try:
+        sources.check_inputs(inputs)
+    except GpupipeError as exc:
+        _fail_usage(exc)
+    out = Console()
+    table = Table("path", "format", "bytes", "size", "mode", "orient.", "problems")
+    bad = 0
+    for item in sources.discover(inputs, recursive=not no_recursive, include_hidden=hidden, all_files=all_files):
+        if not isinstance(item, sources.SourceFile):
+            continue
+        row: dict[str, Any] = {"path": str(item.path), "bytes": item.size}
+        try:
+            info = codecs.probe(sources.read_bytes(item.path), max_pixels=max_pixels)
+            row.update(format=info.format, width=info.width, height=info.height, mode=info.mode,
+                       orientation=info.orientation, problems=list(info.problems))
+        except GpupipeError as exc:
+            row.update(problems=[f"{getattr(exc, 'error_class', 'error')}: {exc}"])
+            bad += 1
+        if as_json:
+            print(json.dumps(row), flush=True)
+        else:
+            size = f"{row['width']}×{row['height']}" if "width" in row else "—"
+            table.add_row(row["path"], row.get("format", "—"), str(row["bytes"]), size, row.get("mode", "—"),
+                          str(row.get("orientation", "—")), "; ".join(row.get("problems", [])))
+    if not as_json:
+        out.print(table)
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command("ops")
+def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in detail.")) -> None:
+    """Document every op and its parameters (as used in spec files)."""
+    import dataclasses
+    out = Console()
+    chosen = op_catalogue.OP_CLASSES
+    if name:
+        key = op_catalogue.ALIASES.get(name, name).replace("-", "_")
+        if key not in chosen:
+            err.print(f"[red]error:[/] unknown op {name!r}; known: {', '.join(chosen)}")
+            raise typer.Exit(2)
+        chosen = {key: chosen[key]}
+    for op_name, cls in chosen.items():
+        out.print(f"[bold cyan]{op_name}[/]  {cls.summary}", highlight=False)
+        if cls is op_catalogue.Thumbnail:
+            out.print("    size: int  (or width, height)", highlight=False)
+            continue
+        for field in dataclasses.fields(cls):
+            default = field.default if field.default is not dataclasses.MISSING else "required"
+            out.print(f"    {field.name}: {field.type} = {default!r}", highlight=False, markup=False)
+    if not name:
+        out.print("\nIn a spec file: ops = [{ op = \"thumbnail\", size = 256 }, { op = \"sharpen\", amount = 0.5 }]")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"gpupipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                       help="Show the version and exit.")) -> None:
+    """Process whole directories of images on a CUDA GPU or the CPU, with the same results."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,362 @@
+"""The local streaming engine: threads and bounded queues on one machine.
+
+    scan ─▶ readers ─▶ [bytes] ─▶ decoders ─▶ [pixels] ─▶ processors ─▶ [pixels] ─▶ encoders+writer ─▶ done
+                                                     (backend batches)
+
+Each arrow is a ``CostBoundedQueue`` holding a share of ``max_memory``, so a
+fast stage waits for a slow one and memory never grows with the input set.
+Readers are I/O threads (a slow or network disk overlaps with compute);
+decoders, processors and encoders are worker threads — the heavy calls
+(libjpeg-turbo, Pillow, OpenCV) release the GIL. The processors drive the
+backend in batches, ``backend.concurrency`` at a time, so a GPU backend drops
+in without changing anything here. The main thread only collects outcomes,
+reports progress and reacts to Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import codecs, sources
+from ..backends.base import Backend
+from ..errors import InputError, OutputConflict, SystemFailure
+from ..spec import OpTrie, Spec
+from .cancel import CancelToken
+from .process import process_batch
+from .queues import Closed, CostBoundedQueue
+from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunResult, RunSummary
+from .writer import remove_live_temporaries, write_atomic
+
+DEFAULT_MAX_MEMORY = 512 * 2**20
+DEFAULT_MAX_PIXELS = 178_956_970
+EXTENSION_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "jfif": "jpeg", "png": "png", "gif": "gif",
+                     "webp": "webp", "bmp": "bmp", "dib": "bmp", "tif": "tiff", "tiff": "tiff"}
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs besides inputs, output and spec; defaults are the CLI's."""
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    readers: int | None = None                 # I/O threads; default 2 × workers, at most 16
+    max_memory: int = DEFAULT_MAX_MEMORY
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    recursive: bool = True
+    include_hidden: bool = False
+    all_files: bool = False
+    on_error: str = "continue"                  # or "stop": the first failure ends the run
+    fsync: bool = True
+    keep_outcomes: bool = True
+    on_outcome: Callable[[FileOutcome], None] | None = None
+    on_progress: Callable[[RunSummary], None] | None = None
+    progress_interval: float = 0.1
+
+
+@dataclass
+class Job:
+    """One input on its way through the stages."""
+
+    source: sources.SourceFile
+    outcome: FileOutcome
+    planned: list[PurePath]                     # output path per variant, claimed at scan time
+    data: bytes | None = None
+    decoded: codecs.Decoded | None = None
+    results: list | None = None                 # per variant: array or InputError
+    started: float = field(default_factory=time.perf_counter)
+
+    def timed(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.outcome.seconds[stage] = round(now - since, 6)
+        return now
+
+
+class OutputClaims:
+    """Which input writes which output path, so two inputs never silently overwrite each other."""
+
+    def __init__(self) -> None:
+        self._owners: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, path: PurePath, owner: str) -> str | None:
+        """Claim ``path`` for ``owner``; return the other owner if it is taken."""
+        key = hashlib.blake2b(os.fsencode(str(path)), digest_size=12).digest()
+        with self._lock:
+            current = self._owners.setdefault(key, owner)
+        return None if current == owner else current
+
+
+class LocalEngine:
+    def __init__(self, spec: Spec, backend: Backend, options: RunOptions | None = None,
+                 cancel: CancelToken | None = None) -> None:
+        self.spec = spec
+        self.trie = OpTrie.build(spec.variants)
+        self.backend = backend
+        self.options = options or RunOptions()
+        self.cancel = cancel or CancelToken()
+        self.claims = OutputClaims()
+        self.summary = RunSummary(backend=backend.describe())
+        self._done: queue.SimpleQueue[FileOutcome] = queue.SimpleQueue()
+        self._system_failure: str | None = None
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self, inputs: Sequence[str | Path], output: str | Path) -> RunResult:
+        opts = self.options
+        self.output = Path(output)
+        budget = max(opts.max_memory, 16 * 2**20)
+        self.scan_q: CostBoundedQueue[Job] = CostBoundedQueue(4096, self.cancel, "scan")
+        self.read_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.20, self.cancel, "read")
+        self.decoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.35, self.cancel, "decoded")
+        self.processed_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.25, self.cancel, "processed")
+        workers = max(1, opts.workers)
+        readers = opts.readers or min(16, 2 * workers)
+        stages = [
+            ("scan", 1, lambda: self._scan(inputs), None, self.scan_q),
+            ("read", readers, self._read_loop, self.scan_q, self.read_q),
+            ("decode", workers, self._decode_loop, self.read_q, self.decoded_q),
+            ("process", self.backend.concurrency, self._process_loop, self.decoded_q, self.processed_q),
+            ("encode", workers, self._encode_loop, self.processed_q, None),
+        ]
+        threads = []
+        for name, count, target, _, out_q in stages:
+            if out_q is not None:
+                out_q.add_producer(count)
+            for i in range(count):
+                thread = threading.Thread(target=self._stage, args=(target, out_q), name=f"gpupipe-{name}-{i}",
+                                          daemon=True)
+                threads.append(thread)
+        outcomes: list[FileOutcome] = []
+        for thread in threads:
+            thread.start()
+        interrupted_twice = False
+        try:
+            self._collect(threads, outcomes)
+        except KeyboardInterrupt:
+            # First Ctrl+C: stop taking work, let threads wind down, account for everything.
+            self.summary.interrupted = True
+            self.cancel.cancel("interrupted")
+            try:
+                self._collect(threads, outcomes)
+            except KeyboardInterrupt:
+                interrupted_twice = True
+                remove_live_temporaries()
+                raise
+        finally:
+            if not interrupted_twice:
+                for q in (self.scan_q, self.read_q, self.decoded_q, self.processed_q):
+                    for job in q.drain():
+                        job.outcome.status = CANCELLED
+                        self._finish(job.outcome, outcomes)
+                self._drain_done(outcomes)
+                self.summary.stop_reason = self.summary.stop_reason or self._system_failure or (
+                    self.cancel.reason if self.cancel.cancelled else None)
+                self.summary.finish()
+                self._progress(force=True)
+        return RunResult(self.summary, outcomes)
+
+    def _stage(self, target: Callable[[], None], out_q: CostBoundedQueue | None) -> None:
+        try:
+            target()
+        except Closed:
+            pass
+        except SystemFailure as exc:
+            self._trip(str(exc))
+        finally:
+            if out_q is not None:
+                out_q.producer_done()
+
+    def _collect(self, threads: list[threading.Thread], outcomes: list[FileOutcome]) -> None:
+        self._last_progress = 0.0
+        while any(t.is_alive() for t in threads):
+            try:
+                outcome = self._done.get(timeout=0.05)
+            except queue.Empty:
+                self._progress()
+                continue
+            self._finish(outcome, outcomes)
+        self._drain_done(outcomes)
+
+    def _drain_done(self, outcomes: list[FileOutcome]) -> None:
+        while True:
+            try:
+                self._finish(self._done.get_nowait(), outcomes)
+            except queue.Empty:
+                return
+
+    def _finish(self, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
+        self.summary.record(outcome)
+        if self.options.keep_outcomes:
+            outcomes.append(outcome)
+        if self.options.on_outcome:
+            self.options.on_outcome(outcome)
+        if outcome.status == FAILED and self.options.on_error == "stop":
+            self.cancel.cancel(f"stopped at the first failure (--on-error stop): {outcome.path}: {outcome.message}")
+        self._progress()
+
+    def _progress(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.options.on_progress and (force or now - self._last_progress >= self.options.progress_interval):
+            self._last_progress = now
+            self.summary.wall_seconds = now - self.summary._started
+            self.options.on_progress(self.summary)
+
+    def _trip(self, message: str) -> None:
+        """A system failure: stop the whole run once, with one clear message."""
+        if self._system_failure is None:
+            self._system_failure = message
+            self.cancel.cancel(message)
+
+    def _fail(self, job: Job, exc: InputError) -> None:
+        job.outcome.status = FAILED
+        job.outcome.error_class = exc.error_class
+        job.outcome.message = str(exc)
+        self._done.put(job.outcome)
+
+    # ------------------------------------------------------------------ stages
+
+    def _scan(self, inputs: Sequence[str | Path]) -> None:
+        opts = self.options
+        exclude = [self.output]
+        for item in sources.discover(inputs, recursive=opts.recursive, include_hidden=opts.include_hidden,
+                                     all_files=opts.all_files, exclude=exclude):
+            if self.cancel.cancelled:
+                return
+            if isinstance(item, sources.SourceFile):
+                self.summary.discovered += 1
+                self._admit(item)
+            elif isinstance(item, sources.Skipped):
+                self._done.put(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason))
+            else:
+                self.summary.scan_problems.append(f"{item.path}: {item.message}")
+        self.summary.scan_complete = True
+
+    def _admit(self, source: sources.SourceFile) -> None:
+        outcome = FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
+                              bytes_in=source.size)
+        guess = EXTENSION_FORMATS.get(source.relative.suffix.lower().lstrip("."), "png")
+        planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
+        job = Job(source, outcome, planned)
+        for path in planned:
+            other = self.claims.claim(path, str(source.path))
+            if other is not None:
+                self._fail(job, OutputConflict(f"output {path} is already written by {other}; "
+                                               "rename one input or use a name template with {suffix}"))
+                return
+        self.scan_q.put(job, 1)
+
+    def _read_loop(self) -> None:
+        while True:
+            job = self.scan_q.get()
+            started = time.perf_counter()
+            try:
+                job.data = sources.read_bytes(job.source.path)
+            except InputError as exc:
+                self._fail(job, exc)
+                continue
+            job.outcome.bytes_in = len(job.data)
+            job.timed("read", started)
+            self.read_q.put(job, len(job.data))
+
+    def _decode_loop(self) -> None:
+        spec, max_pixels = self.spec, self.options.max_pixels
+        while True:
+            job = self.read_q.get()
+            started = time.perf_counter()
+            try:
+                job.decoded = codecs.decode(job.data, max_pixels=max_pixels, min_size=spec.decode_hint)
+            except InputError as exc:
+                self._fail(job, exc)
+                continue
+            except Exception as exc:  # a codec bug on one file must not end the run
+                self._fail(job, _unexpected(exc))
+                continue
+            finally:
+                job.data = None       # the bytes are no longer needed: free them now
+            pixels = job.decoded.pixels
+            job.outcome.format = job.decoded.format
+            job.outcome.height, job.outcome.width = pixels.shape[:2]
+            job.timed("decode", started)
+            self.decoded_q.put(job, pixels.nbytes)
+
+    def _process_loop(self) -> None:
+        backend = self.backend
+        while True:
+            jobs = self.decoded_q.get_batch(backend.max_batch_images, backend.max_batch_pixels * 4)
+            started = time.perf_counter()
+            results = process_batch(backend, [j.decoded.pixels for j in jobs], self.spec, self.trie)
+            for job, row in zip(jobs, results):
+                job.decoded.pixels = None
+                job.results = row
+                job.timed("process", started)
+                cost = sum(r.nbytes for r in row if isinstance(r, np.ndarray))
+                self.processed_q.put(job, cost)
+
+    def _encode_loop(self) -> None:
+        while True:
+            job = self.processed_q.get()
+            try:
+                self._encode_and_write(job)
+            except InputError as exc:
+                self._fail(job, exc)
+                continue
+            except Closed:
+                job.outcome.status = CANCELLED
+                self._done.put(job.outcome)
+                raise
+            finally:
+                job.results = None
+            self._done.put(job.outcome)
+
+    def _encode_and_write(self, job: Job) -> None:
+        errors: list[InputError] = []
+        encode_time = write_time = 0.0
+        for index, (variant, result) in enumerate(zip(self.spec.variants, job.results)):
+            if isinstance(result, InputError):
+                errors.append(result)
+                continue
+            path = variant.output_path(job.source.relative, job.decoded.format)
+            if path != job.planned[index]:      # the bytes said another format than the extension
+                other = self.claims.claim(path, str(job.source.path))
+                if other is not None:
+                    errors.append(OutputConflict(f"output {path} is already written by {other}"))
+                    continue
+            t0 = time.perf_counter()
+            try:
+                data = codecs.encode(result, format=variant.output_format(job.decoded.format),
+                                     quality=variant.quality, background=variant.background[:3],
+                                     icc_profile=job.decoded.icc_profile)
+            except InputError as exc:
+                errors.append(exc)
+                continue
+            t1 = time.perf_counter()
+            if self.cancel.cancelled and self.summary.interrupted:
+                raise Closed("cancelled before writing")
+            write_atomic(self.output / path, data, fsync=self.options.fsync)
+            t2 = time.perf_counter()
+            encode_time += t1 - t0
+            write_time += t2 - t1
+            job.outcome.outputs.append(str(self.output / path))
+            job.outcome.bytes_out += len(data)
+        job.outcome.seconds["encode"] = round(encode_time, 6)
+        job.outcome.seconds["write"] = round(write_time, 6)
+        if errors:
+            first = errors[0]
+            if len(self.spec.variants) > 1:
+                names = [v.name for v, r in zip(self.spec.variants, job.results) if isinstance(r, InputError)]
+                first = type(first)(f"variant {', '.join(map(str, names))}: {first}")
+            raise first
+
+
+def _unexpected(exc: Exception) -> InputError:
+    error = InputError(f"unexpected {exc.__class__.__name__}: {exc}")
+    error.error_class = "internal"
+    return error

@@ -1,0 +1,106 @@
+"""A queue bounded by cost (bytes, pixels), not by item count.
+
+Every arrow of the pipeline is one of these, so memory is capped by
+configuration whatever the number or size of the inputs: a producer blocks
+while the queue holds ``capacity`` worth of items (backpressure). One item
+larger than the whole capacity is still admitted when the queue is empty, so a
+huge image slows the run down instead of deadlocking it.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Generic, TypeVar
+
+from .cancel import CancelToken
+
+T = TypeVar("T")
+
+
+class Closed(Exception):
+    """The queue was closed and drained, or the run was cancelled."""
+
+
+class CostBoundedQueue(Generic[T]):
+    def __init__(self, capacity: int, cancel: CancelToken, name: str = "queue") -> None:
+        self.capacity = max(1, int(capacity))
+        self.name = name
+        self._cancel = cancel
+        self._items: collections.deque[tuple[T, int]] = collections.deque()
+        self._used = 0
+        self._producers = 0
+        self._closed = False
+        self._lock = threading.Condition()
+        self.peak = 0
+
+    # Producers register so the queue knows when the last one has finished.
+    def add_producer(self, count: int = 1) -> None:
+        with self._lock:
+            self._producers += count
+
+    def producer_done(self) -> None:
+        with self._lock:
+            self._producers -= 1
+            if self._producers <= 0:
+                self._closed = True
+                self._lock.notify_all()
+
+    def put(self, item: T, cost: int) -> None:
+        """Block until the item fits; raise Closed if the run is cancelled meanwhile."""
+        cost = max(0, int(cost))
+        with self._lock:
+            while self._items and self._used + cost > self.capacity:
+                if self._cancel.cancelled:
+                    raise Closed(self.name)
+                self._lock.wait(0.1)
+            self._items.append((item, cost))
+            self._used += cost
+            self.peak = max(self.peak, self._used)
+            self._lock.notify_all()
+
+    def get(self) -> T:
+        """Next item; raise Closed when every producer is done and nothing is left."""
+        with self._lock:
+            while not self._items:
+                if self._closed or self._cancel.cancelled:
+                    raise Closed(self.name)
+                self._lock.wait(0.1)
+            return self._take()
+
+    def get_batch(self, max_items: int, max_cost: int) -> list[T]:
+        """One item (blocking as ``get``) plus whatever else is ready, within the limits."""
+        with self._lock:
+            while not self._items:
+                if self._closed or self._cancel.cancelled:
+                    raise Closed(self.name)
+                self._lock.wait(0.1)
+            batch = [self._take()]
+            cost = 0
+            while self._items and len(batch) < max_items and cost + self._items[0][1] <= max_cost:
+                cost += self._items[0][1]
+                batch.append(self._take())
+            return batch
+
+    def drain(self) -> list[T]:
+        """Everything still queued (after cancellation: to account for it as not done)."""
+        with self._lock:
+            items = [item for item, _ in self._items]
+            self._items.clear()
+            self._used = 0
+            self._lock.notify_all()
+            return items
+
+    def _take(self) -> T:
+        item, cost = self._items.popleft()
+        self._used -= cost
+        self._lock.notify_all()
+        return item
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    @property
+    def used(self) -> int:
+        return self._used

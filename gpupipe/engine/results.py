@@ -1,0 +1,122 @@
+"""What a run tells its caller: one outcome per input, and a summary."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+OK, FAILED, SKIPPED, CANCELLED = "ok", "failed", "skipped", "cancelled"
+FIRST_PATHS_KEPT = 5          # failures listed by path per error class in the summary
+
+
+@dataclass
+class FileOutcome:
+    """The fate of one input file."""
+
+    path: str
+    status: str                              # ok | failed | skipped | cancelled
+    relative: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    error_class: str | None = None
+    message: str | None = None
+    format: str | None = None
+    width: int | None = None                 # upright size as decoded (after orientation)
+    height: int | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)   # per stage: read, decode, process, encode, write
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+
+
+@dataclass
+class RunSummary:
+    backend: str = "?"
+    processed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    discovered: int = 0
+    scan_complete: bool = False
+    outputs_written: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    pixels_in: int = 0
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+    stop_reason: str | None = None            # why the run stopped early (Ctrl+C, disk full, --on-error stop)
+    failures_by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failure_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    scan_problems: list[str] = field(default_factory=list)
+    _started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def record(self, outcome: FileOutcome) -> None:
+        self.bytes_in += outcome.bytes_in
+        if outcome.status == OK:
+            self.processed += 1
+            self.outputs_written += len(outcome.outputs)
+            self.bytes_out += outcome.bytes_out
+            self.pixels_in += (outcome.width or 0) * (outcome.height or 0)
+        elif outcome.status == FAILED:
+            self.failed += 1
+            cls = outcome.error_class or "error"
+            self.failures_by_class[cls] += 1
+            if len(self.failure_examples[cls]) < FIRST_PATHS_KEPT:
+                self.failure_examples[cls].append(f"{outcome.path}: {outcome.message}")
+            self.outputs_written += len(outcome.outputs)
+        elif outcome.status == SKIPPED:
+            self.skipped += 1
+        else:
+            self.cancelled += 1
+
+    def finish(self) -> None:
+        self.wall_seconds = time.perf_counter() - self._started
+
+    @property
+    def done(self) -> int:
+        return self.processed + self.failed + self.skipped + self.cancelled
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.processed + self.failed) / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.bytes_in / 1e6 / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if (self.failed or self.stop_reason) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "processed": self.processed, "failed": self.failed,
+            "skipped": self.skipped, "cancelled": self.cancelled, "discovered": self.discovered,
+            "outputs_written": self.outputs_written, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "megapixels_in": round(self.pixels_in / 1e6, 3), "wall_seconds": round(self.wall_seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "megabytes_per_second": round(self.megabytes_per_second, 2),
+            "interrupted": self.interrupted, "stop_reason": self.stop_reason,
+            "failures_by_class": dict(self.failures_by_class),
+            "failure_examples": dict(self.failure_examples), "scan_problems": self.scan_problems,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass
+class RunResult:
+    summary: RunSummary
+    outcomes: list[FileOutcome]               # every input's outcome, when the caller kept them
+
+    @property
+    def exit_code(self) -> int:
+        return self.summary.exit_code
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == FAILED]

@@ -1,0 +1,71 @@
+"""Atomic output files: temporary name in the target directory, fsync, rename.
+
+A crash or Ctrl+C therefore never leaves a half-written file under a final
+name. Temporary names are hidden (leading dot) and registered while they
+exist, so an aborted run can remove every one it made.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import uuid
+from pathlib import Path
+
+from ..errors import SystemFailure, WriteError
+
+# Errors that say the output *side* is broken, not this one file: stop the run.
+SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+_live_temporaries: set[str] = set()
+_lock = threading.Lock()
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
+    tmp = path.parent / f".{path.name}.gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    with _lock:
+        _live_temporaries.add(str(tmp))
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            _remove(tmp)
+            if exc.errno in SYSTEM_ERRNOS:
+                raise SystemFailure(f"cannot write to {path.parent}: {os.strerror(exc.errno)}") from exc
+            if exc.errno == errno.EACCES and not os.access(path.parent, os.W_OK):
+                raise SystemFailure(f"cannot write to {path.parent}: permission denied") from exc
+            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            _remove(tmp)
+            raise
+    finally:
+        with _lock:
+            _live_temporaries.discard(str(tmp))
+
+
+def _remove(tmp: Path) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def remove_live_temporaries() -> int:
+    """Delete temporaries of writes still in progress (hard abort); returns how many."""
+    with _lock:
+        pending = list(_live_temporaries)
+    for name in pending:
+        _remove(Path(name))
+    return len(pending)

@@ -1,0 +1,69 @@
+"""Progress for people: a live bar on a terminal, plain periodic lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from .engine.results import RunSummary
+
+
+class ProgressDisplay:
+    """Context manager fed ``RunSummary`` snapshots by the engine (``update``)."""
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, plain_interval: float = 5.0) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.console = Console(file=self.stream, stderr=stream is None)
+        self.live = not quiet and self.console.is_terminal
+        self.plain_interval = plain_interval
+        self._last_plain = 0.0
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> "ProgressDisplay":
+        if self.live:
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(), TextColumn("{task.fields[failed]}"), console=self.console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("scanning", total=None, rate="", failed="")
+        return self
+
+    def update(self, summary: RunSummary) -> None:
+        if self.quiet:
+            return
+        done, total = summary.done, summary.discovered + summary.skipped
+        rate = summary.images_per_second
+        if self._progress is not None:
+            self._progress.update(
+                self._task, completed=done, total=total if summary.scan_complete else None,
+                description="processing" if summary.scan_complete else f"scanning ({total} found)",
+                rate=f"{rate:.1f} img/s", failed=f"[red]{summary.failed} failed" if summary.failed else "")
+            return
+        now = time.monotonic()
+        if now - self._last_plain >= self.plain_interval:
+            self._last_plain = now
+            eta = ""
+            if summary.scan_complete and rate > 0:
+                eta = f", ETA {_duration((total - done) / rate)}"
+            of = f"/{total}" if summary.scan_complete else f" (of {total}+ found so far)"
+            print(f"gpupipe: {done}{of} done, {summary.failed} failed, {rate:.1f} img/s{eta}",
+                  file=self.stream, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,0 +1,109 @@
+"""The Python API: run() over directories, apply() on in-memory images."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gpupipe
+from gpupipe import codecs, ops
+from gpupipe.errors import ProcessingError, UsageError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+
+
+def test_apply_on_arrays_and_pil_images() -> None:
+    array = np.zeros((100, 200, 3), np.uint8)
+    assert gpupipe.apply(ops.Thumbnail(50), array).shape == (25, 50, 3)
+    assert gpupipe.apply([ops.Rotate(90)], array).shape == (200, 100, 3)
+    gray = gpupipe.apply([ops.Grayscale()], np.asarray(Image.open(EXAMPLES / "Landscape_1.jpg")))
+    rgb = np.asarray(Image.fromarray(gray[:, :, 0]).convert("RGB"))
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    pil = gpupipe.apply([ops.Thumbnail(64)], Image.open(EXAMPLES / "chapel.png"))
+    assert isinstance(pil, Image.Image) and max(pil.size) == 64
+
+
+def test_apply_with_several_variants_returns_a_dict() -> None:
+    spec = gpupipe.Spec((gpupipe.Variant((ops.Thumbnail(32),), name="small"),
+                         gpupipe.Variant((ops.Grayscale(),), name="gray")))
+    out = gpupipe.apply(spec, np.full((64, 64, 4), 200, np.uint8))
+    assert out["small"].shape == (32, 32, 4) and out["gray"].shape == (64, 64, 2)
+
+
+def test_apply_raises_when_an_op_cannot_apply() -> None:
+    with pytest.raises(ProcessingError, match="outside"):
+        gpupipe.apply(ops.Crop(0, 0, 500, 500), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(UsageError):
+        gpupipe.apply(ops.Sharpen(), np.zeros((10, 10, 3), np.float32))
+
+
+def _inputs(tmp_path: Path, count: int) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(count):
+        shutil.copy(EXAMPLES / "Landscape_1.jpg", src / f"{i:03d}.jpg")
+    return src
+
+
+def test_run_returns_outcomes_and_reports_progress(tmp_path: Path) -> None:
+    src = _inputs(tmp_path, 6)
+    seen = []
+    result = gpupipe.run(src, tmp_path / "out", [ops.Thumbnail(64)], backend="cpu", workers=2,
+                         on_progress=lambda s: seen.append(s.done))
+    assert result.exit_code == 0 and result.summary.processed == 6
+    assert len(result.outcomes) == 6 and all(o.status == "ok" for o in result.outcomes)
+    assert all(set(o.seconds) >= {"read", "decode", "process", "encode", "write"} for o in result.outcomes)
+    assert seen and seen[-1] == 6
+    assert result.summary.backend.startswith("cpu")
+
+
+def test_cancellation_token_stops_a_run(tmp_path: Path) -> None:
+    src = _inputs(tmp_path, 40)
+    token = gpupipe.CancelToken()
+    def stop_after_first(outcome):
+        token.cancel("test says stop")
+    result = gpupipe.run(src, tmp_path / "out", [ops.GaussianBlur(3)], backend="cpu", workers=1, cancel=token,
+                         on_outcome=stop_after_first)
+    assert result.summary.processed >= 1
+    assert result.summary.processed + result.summary.cancelled <= 40
+    assert result.summary.processed < 40
+    assert result.summary.stop_reason == "test says stop"
+    written = list((tmp_path / "out").iterdir())
+    assert len(written) == result.summary.processed and not any(p.name.startswith(".") for p in written)
+
+
+def test_memory_stays_within_a_small_budget_without_deadlock(tmp_path: Path) -> None:
+    # A 16 MB budget holds fewer than three decoded 1800×1200 photos: the queues
+    # must apply backpressure (and admit one oversized item) rather than hang.
+    src = _inputs(tmp_path, 12)
+    result = gpupipe.run(src, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", workers=2,
+                         max_memory=16 * 2**20)
+    assert result.summary.processed == 12
+
+
+def test_jpeg_quality_and_webp_output(tmp_path: Path) -> None:
+    src = EXAMPLES / "chapel.png"
+    low = gpupipe.run(src, tmp_path / "q50", gpupipe.Spec.single([], format="jpeg", quality=50), backend="cpu")
+    high = gpupipe.run(src, tmp_path / "q95", gpupipe.Spec.single([], format="jpeg", quality=95), backend="cpu")
+    assert low.outcomes[0].bytes_out < high.outcomes[0].bytes_out
+    webp = gpupipe.run(src, tmp_path / "w", gpupipe.Spec.single([ops.Resize(300, 200, mode="exact")],
+                                                                format="webp"), backend="cpu")
+    with Image.open(webp.outcomes[0].outputs[0]) as im:
+        assert im.format == "WEBP" and im.size == (300, 200)
+
+
+def test_decode_happens_once_for_all_variants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = codecs.decode
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(codecs, "decode", counting)
+    spec = gpupipe.Spec(tuple(gpupipe.Variant((ops.Thumbnail(s),), name=f"s{s}") for s in (32, 64, 128)))
+    result = gpupipe.run(EXAMPLES / "Landscape_1.jpg", tmp_path / "out", spec, backend="cpu")
+    assert result.summary.outputs_written == 3 and len(calls) == 1

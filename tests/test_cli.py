@@ -1,0 +1,253 @@
+"""End-to-end: the `gpupipe` command on real photos and real bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from gpupipe.cli import app
+
+from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "photos"
+CORPUS = ROOT.parent / "shared" / "corpus" / "photos"
+if not CORPUS.is_dir():
+    CORPUS = Path("/work/shared/corpus/photos")
+EXIF = CORPUS / "exif-orientation"
+
+runner = CliRunner()
+
+
+def gp(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "Landscape_1.jpg", src / "a.jpg")
+    shutil.copy(EXAMPLES / "Portrait_6.jpg", src / "sub" / "b.jpg")
+    shutil.copy(EXAMPLES / "chapel.png", src / "sub" / "deeper" / "c.png")
+    return src
+
+
+def sizes(directory: Path) -> dict[str, tuple[int, int]]:
+    found = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            with Image.open(path) as im:
+                found[str(path.relative_to(directory))] = im.size
+    return found
+
+
+def test_thumbnail_to_webp_mirrors_structure(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = gp("run", photos, "-o", out, "--thumbnail", "256", "--format", "webp", "--quality", "80")
+    assert result.exit_code == 0, result.output
+    assert sizes(out) == {"a.webp": (256, 171), "sub/b.webp": (171, 256), "sub/deeper/c.webp": (256, 191)}   # chapel.png is 1400×1045
+    assert "processed" in result.output and "3" in result.output
+
+
+def test_flags_apply_in_the_order_given(photos: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    src = photos / "a.jpg"                                   # 1800×1200
+    assert gp("run", src, "-o", one, "--rotate", "90", "--crop", "100x50+0+0", "-f", "png").exit_code == 0
+    assert gp("run", src, "-o", two, "--crop", "100x50+0+0", "--rotate", "90", "-f", "png").exit_code == 0
+    assert sizes(one) == {"a.png": (100, 50)}
+    assert sizes(two) == {"a.png": (50, 100)}
+
+
+def test_resize_modes(photos: Path, tmp_path: Path) -> None:
+    src = photos / "a.jpg"                                   # 1800×1200
+    expected = {"--fit": (300, 200), "--fill": (300, 300), "--exact": (300, 300), "--pad": (300, 300)}
+    for flag, size in expected.items():
+        out = tmp_path / flag.strip("-")
+        assert gp("run", src, "-o", out, "--resize", "300x300", flag, "-f", "png").exit_code == 0
+        assert sizes(out) == {"a.png": size}, flag
+    out = tmp_path / "width-only"
+    assert gp("run", src, "-o", out, "--resize", "600x", "-f", "png").exit_code == 0
+    assert sizes(out) == {"a.png": (600, 400)}
+
+
+def test_every_exif_orientation_gives_the_same_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = gp("run", EXIF, "-o", out, "--thumbnail", "96", "-f", "png")
+    assert result.exit_code == 0, result.output
+    for kind in ("Landscape", "Portrait"):
+        reference = np.asarray(Image.open(out / f"{kind}_1.png").convert("RGB"), dtype=np.int16)
+        for n in range(9):
+            image = np.asarray(Image.open(out / f"{kind}_{n}.png").convert("RGB"), dtype=np.int16)
+            assert image.shape == reference.shape, (kind, n)
+            assert np.abs(image - reference).mean() < 3, (kind, n)
+
+
+def test_spec_file_makes_every_variant_from_one_decode(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = gp("run", photos, "-o", out, "--spec", ROOT / "examples" / "web.toml")
+    assert result.exit_code == 0, result.output
+    made = sizes(out)
+    assert made["a_thumb.jpg"] == (256, 171)
+    assert made["web/a.webp"] == (1600, 1067)
+    assert made["sub/deeper/web/c.webp"][0] <= 1600
+    assert len(made) == 6
+
+
+def test_bad_inputs_fail_one_by_one_and_the_rest_is_processed(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    made = make_bad_inputs(src)
+    shutil.copy(EXAMPLES / "Landscape_1.jpg", src / "good.jpg")
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    result = gp("run", src, "-o", out, "--thumbnail", "64", "-f", "png", "--report", report)
+    assert result.exit_code == 1, result.output
+    data = json.loads(report.read_text())
+    by_path = {Path(f["path"]).name: f for f in data["files"]}
+    assert by_path["good.jpg"]["status"] == "ok"
+    for name, path in made.items():
+        expected = EXPECTED_ERROR_CLASS[name]
+        if path.name not in by_path:          # not an image extension: only found with --all-files
+            continue
+        record = by_path[path.name]
+        if expected is None:
+            assert record["status"] == "ok", record
+        else:
+            assert record["status"] == "failed" and record["error_class"] == expected, record
+            assert record["message"]
+    assert data["summary"]["failed"] == sum(1 for f in data["files"] if f["status"] == "failed")
+    assert "failed" in result.output
+
+
+def test_exit_code_2_with_a_message_for_usage_errors(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cases = [
+        (["run", photos, "-o", out, "--rotate", "45"], "rotate"),
+        (["run", tmp_path / "missing", "-o", out], "missing"),
+        (["run", photos, "-o", out, "--format", "tga"], "format"),
+        (["run", photos, "-o", out, "--resize", "abc"], "--resize"),
+        (["run", photos, "-o", out, "--backend", "gpu"], "CUDA not available"),
+        (["run", photos, "-o", out, "--max-memory", "lots"], "--max-memory"),
+    ]
+    bad_spec = tmp_path / "bad.toml"
+    bad_spec.write_text('[[variant]]\nname = "x"\nops = [{ op = "resize", widht = 3 }]\n')
+    cases.append((["run", photos, "-o", out, "--spec", bad_spec], "widht"))
+    for args, needle in cases:
+        result = gp(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output, (args, result.output)
+    assert not out.exists()
+
+
+def test_output_conflicts_are_reported_not_overwritten(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(EXAMPLES / "Landscape_1.jpg", src / "x.jpg")
+    shutil.copy(EXAMPLES / "chapel.png", src / "x.png")
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    result = gp("run", src, "-o", out, "--thumbnail", "64", "-f", "webp", "--report", report)
+    assert result.exit_code == 1
+    files = json.loads(report.read_text())["files"]
+    assert sorted(f["status"] for f in files) == ["failed", "ok"]
+    assert [f["error_class"] for f in files if f["status"] == "failed"] == ["output_conflict"]
+    assert sizes(out) == {"x.webp": (64, 43)}            # the first input (x.jpg) wins
+
+
+def test_output_inside_input_is_never_read_back(photos: Path) -> None:
+    out = photos / "thumbs"
+    for _ in range(2):
+        result = gp("run", photos, "-o", out, "--thumbnail", "32", "-f", "png")
+        assert result.exit_code == 0
+    assert len(sizes(out)) == 3
+
+
+def test_dry_run_writes_nothing(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = gp("run", photos, "-o", out, "--thumbnail", "64", "-f", "jpeg", "--dry-run")
+    assert result.exit_code == 0
+    assert "a.jpg" in result.output and "3 input(s)" in result.output
+    assert not out.exists()
+
+
+def test_on_error_stop_ends_the_run_at_the_first_failure(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "0-broken.jpg").write_bytes(b"this is not a jpeg")
+    for i in range(20):
+        shutil.copy(EXAMPLES / "Landscape_1.jpg", src / f"{i + 1:02d}.jpg")
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    result = gp("run", src, "-o", out, "--thumbnail", "64", "--on-error", "stop", "--workers", "1",
+                "--report", report)
+    assert result.exit_code == 1
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["failed"] == 1 and summary["processed"] < 20
+    assert "--on-error stop" in summary["stop_reason"]
+
+
+def test_inspect_and_ops(photos: Path, tmp_path: Path) -> None:
+    (photos / "junk.jpg").write_bytes(b"hello")
+    result = gp("inspect", photos, "--json")
+    assert result.exit_code == 1
+    rows = {Path(r["path"]).name: r for r in map(json.loads, result.output.splitlines())}
+    assert rows["b.jpg"]["orientation"] == 6 and rows["b.jpg"]["format"] == "jpeg"
+    assert rows["c.png"]["width"] > 0
+    assert rows["junk.jpg"]["problems"]
+    listing = gp("ops")
+    assert listing.exit_code == 0
+    for name in ("resize", "thumbnail", "gaussian_blur", "unsharp", "convolve", "watermark", "edges"):
+        assert name in listing.output
+
+
+def test_quiet_and_plain_progress(photos: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    quiet = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(photos), "-o", str(tmp_path / "q"),
+                            "--thumbnail", "32", "--quiet"], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    plain = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(photos), "-o", str(tmp_path / "p"),
+                            "--thumbnail", "32"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 0
+    assert "gpupipe:" in plain.stderr and "img/s" in plain.stderr     # a plain progress line, not a bar
+    assert "processed" in plain.stderr
+
+
+def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(150):
+        shutil.copy(EXIF / "Landscape_1.jpg", src / f"{i:03d}.jpg")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
+                             "-f", "png", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "stopped early" in stderr and "interrupted" in stderr
+    written = list(out.iterdir())
+    assert all(not p.name.startswith(".") for p in written), written       # no temporary left behind
+    assert 0 < len(written) < 150
+    for path in written:                                                    # and every output is whole
+        with Image.open(path) as im:
+            im.load()
+
+
+def test_version_and_module_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "gpupipe", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("gpupipe ")
+    script = Path(sys.executable).with_name("gpupipe")        # the console script pip installed
+    result = subprocess.run([str(script), "ops", "thumbnail"], capture_output=True, text=True)
+    assert result.returncode == 0 and "50×25" in result.stdout
