@@ -49,6 +49,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be ≥ 1, got {workers}")
     sources.check_inputs(inputs)
+    spec.check_resources()
     workers = workers or os.cpu_count() or 1
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error,

@@ -280,6 +280,7 @@ def run(
         else:
             spec = Spec.single(chain, format=format, quality=quality, template=name_template,
                                background=background)
+        spec.check_resources()
         sources.check_inputs(inputs)
         memory = parse_memory(max_memory)
         chosen = select_backend(backend, workers=workers)

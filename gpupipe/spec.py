@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 
 from . import codecs
 from .errors import UsageError
-from .ops import Op, Resize, _color, op_from_dict
+from .ops import Op, Resize, Watermark, _color, op_from_dict
 
 TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}
 DEFAULT_QUALITY = 85
@@ -129,7 +129,8 @@ class Spec:
                             template=template, background=background),))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> "Spec":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "spec", base_dir: Path | None = None) -> "Spec":
+        """``base_dir``: where relative watermark image and font paths are looked up (the spec file's folder)."""
         data = dict(data)
         defaults = data.pop("defaults", {})
         tables = data.pop("variant", data.pop("variants", None))
@@ -151,6 +152,8 @@ class Spec:
             raw_ops = merged.get("ops", [])
             if not isinstance(raw_ops, list) or not all(isinstance(t, dict) for t in raw_ops):
                 raise UsageError(f"{where}: ops must be a list of tables like [{{ op = \"thumbnail\", size = 256 }}]")
+            if base_dir is not None:
+                raw_ops = [_resolve_paths(t, base_dir) for t in raw_ops]
             try:
                 ops = tuple(op_from_dict(t) for t in raw_ops)
                 variants.append(Variant(ops, name=merged.get("name"), format=merged.get("format"),
@@ -172,9 +175,30 @@ class Spec:
             raise UsageError(f"cannot read spec file {path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"spec file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), base_dir=path.parent)
 
     # ----------------------------------------------------------------- queries
+
+    def check_resources(self) -> None:
+        """Fail up front (UsageError) on a watermark image or font that can't be read,
+        rather than once per input halfway through a run."""
+        from PIL import Image, ImageFont
+
+        for variant in self.variants:
+            for op in variant.ops:
+                if not isinstance(op, Watermark):
+                    continue
+                if op.image is not None:
+                    try:
+                        with Image.open(op.image) as im:
+                            im.load()
+                    except (OSError, ValueError, SyntaxError) as exc:
+                        raise UsageError(f"watermark image {op.image} cannot be read: {exc}") from None
+                if op.font is not None:
+                    try:
+                        ImageFont.truetype(op.font, 12)
+                    except (OSError, ValueError) as exc:
+                        raise UsageError(f"watermark font {op.font} cannot be loaded: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": [v.to_dict() for v in self.variants]}
@@ -202,6 +226,17 @@ class Spec:
             lines.append(f"{v.name or 'output'}: {chain} → {v.format or 'same format'}"
                          f"{'' if (v.format or '') == 'png' else f' q{v.quality}'} as {v.effective_template}")
         return lines
+
+
+def _resolve_paths(table: Any, base_dir: Path) -> Any:
+    if not isinstance(table, dict):
+        return table
+    resolved = dict(table)
+    for key in ("image", "font"):
+        value = resolved.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and (base_dir / value).exists():
+            resolved[key] = str(base_dir / value)
+    return resolved
 
 
 @dataclass

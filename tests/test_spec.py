@@ -130,3 +130,18 @@ def test_op_trie_shares_common_prefixes() -> None:
     assert len(root.children) == 1
     shared = root.children[0]
     assert shared.variant_indices == [2] and len(shared.children) == 2
+
+
+def test_watermark_files_are_checked_up_front_and_resolved_next_to_the_spec(tmp_path: Path) -> None:
+    from PIL import Image
+    Image.new("RGBA", (20, 10), (255, 0, 0, 128)).save(tmp_path / "logo.png")
+    path = tmp_path / "s.toml"
+    path.write_text('ops = [{ op = "watermark", image = "logo.png" }]\n')
+    spec = Spec.from_toml(path)
+    assert spec.variants[0].ops[0].image == str(tmp_path / "logo.png")
+    spec.check_resources()
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UsageError, match="cannot be read"):
+        Spec.single([ops.Watermark(image=str(tmp_path / "broken.png"))]).check_resources()
+    with pytest.raises(UsageError, match="cannot be loaded"):
+        Spec.single([ops.Watermark(text="x", font=str(tmp_path / "none.ttf"))]).check_resources()
