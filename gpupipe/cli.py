@@ -166,7 +166,7 @@ def _fail_usage(exc: GpupipeError) -> None:
 @app.command(cls=OrderedOpsCommand, no_args_is_help=True)
 def run(
     ctx: typer.Context,
-    inputs: list[str] = typer.Argument(..., help="Directories (searched recursively), image files or glob "
+    inputs: list[str] = typer.Argument(..., metavar="IN", help="Directories (searched recursively), image files or glob "
                                                 "patterns like 'shots/**/*.jpg' (quote them).", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory; input folder structure is mirrored "
                                                             "under it.", rich_help_panel=OUTPUT_PANEL),
@@ -345,7 +345,7 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
 
 @app.command()
 def inspect(
-    inputs: list[str] = typer.Argument(..., help="Directories, files or glob patterns."),
+    inputs: list[str] = typer.Argument(..., metavar="IN", help="Directories, files or glob patterns."),
     no_recursive: bool = typer.Option(False, "--no-recursive", help="Don't descend into subdirectories."),
     hidden: bool = typer.Option(False, "--hidden", help="Include hidden files."),
     all_files: bool = typer.Option(False, "--all-files", help="Consider every file, whatever its extension."),

@@ -899,21 +899,44 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
         a = np.repeat(a, 3, axis=2)               # WebP has no grey mode
     elif fmt in ("webp", "avif") and a.shape[2] == 2:
         a = a[:, :, [0, 0, 0, 1]]                 # LA -> RGBA: neither writer takes LA
-    im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)  # mode from the shape
     icc = _matching_icc(icc_profile, a.shape[2])
+    if fmt == "jpeg":
+        # libjpeg-turbo straight from the array: no Pillow copy (4 bytes a pixel) and
+        # 1.4-2x faster than Image.save; the ICC profile goes in as APP2 segments.
+        colorspace = "GRAY" if a.shape[2] == 1 else "RGB"
+        data = simplejpeg.encode_jpeg(a, quality=int(quality), colorspace=colorspace, colorsubsampling="420")
+        return _with_icc(data, icc) if icc else data
+    im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)  # mode from the shape
     opts: dict = {}
     if icc:
         opts["icc_profile"] = icc
     buf = io.BytesIO()
-    if fmt == "jpeg":
-        im.save(buf, "JPEG", quality=int(quality), **opts)
-    elif fmt == "png":
+    if fmt == "png":
         im.save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL, **opts)
     elif fmt == "webp":
         im.save(buf, "WEBP", quality=int(quality), method=4, **opts)
     else:
         im.save(buf, "AVIF", quality=int(quality), **opts)
     return buf.getvalue()
+
+
+_ICC_MARKER = b"ICC_PROFILE\0"
+_ICC_CHUNK = 65535 - 2 - len(_ICC_MARKER) - 2     # a segment's payload after its length, tag and numbering
+
+
+def _with_icc(jpeg: bytes, icc: bytes) -> bytes:
+    """Insert an ICC profile as APP2 segments after SOI and any APP0 (JFIF) segment."""
+    chunks = [icc[i:i + _ICC_CHUNK] for i in range(0, len(icc), _ICC_CHUNK)]
+    if len(chunks) > 255:
+        return jpeg                                  # ICC in JPEG can't span more than 255 segments
+    segments = b"".join(
+        b"\xff\xe2" + struct.pack(">H", 2 + len(_ICC_MARKER) + 2 + len(chunk)) + _ICC_MARKER
+        + bytes((index, len(chunks))) + chunk
+        for index, chunk in enumerate(chunks, 1))
+    at = 2
+    if jpeg[2:4] == b"\xff\xe0":
+        at = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    return jpeg[:at] + segments + jpeg[at:]
 
 
 def _check_pixels(pixels: np.ndarray) -> np.ndarray:

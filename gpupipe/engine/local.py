@@ -32,7 +32,8 @@ from ..errors import InputError, OutputConflict, SystemFailure
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .process import process_batch
-from .queues import Closed, CostBoundedQueue
+from .queues import Closed, CostBoundedQueue, MemoryBudget
+from .tuning import tune_allocator
 from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunResult, RunSummary
 from .writer import remove_live_temporaries, write_atomic
 
@@ -71,6 +72,7 @@ class Job:
     data: bytes | None = None
     decoded: codecs.Decoded | None = None
     results: list | None = None                 # per variant: array or InputError
+    reserved: int = 0                           # bytes of the memory budget this job holds
     started: float = field(default_factory=time.perf_counter)
 
     def timed(self, stage: str, since: float) -> float:
@@ -111,14 +113,21 @@ class LocalEngine:
 
     def run(self, inputs: Sequence[str | Path], output: str | Path) -> RunResult:
         opts = self.options
+        tune_allocator()
         self.output = Path(output)
+        # Images in flight (decoded inputs, then results) share 40 % of the budget wherever
+        # they are; compressed bytes waiting to decode get a tenth. The rest is headroom
+        # for op temporaries, encoder copies and the interpreter itself.
         budget = max(opts.max_memory, 16 * 2**20)
-        self.scan_q: CostBoundedQueue[Job] = CostBoundedQueue(4096, self.cancel, "scan")
-        self.read_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.20, self.cancel, "read")
-        self.decoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.35, self.cancel, "decoded")
-        self.processed_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.25, self.cancel, "processed")
         workers = max(1, opts.workers)
         readers = opts.readers or min(16, 2 * workers)
+        depth = 4 * workers           # items a stage may run ahead of the next
+        self.images = MemoryBudget(budget * 0.4, self.cancel)
+        self.scan_q: CostBoundedQueue[Job] = CostBoundedQueue(4096, self.cancel, "scan")
+        self.read_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "read", depth)
+        self.decoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget, self.cancel, "decoded",
+                                                                 max(depth, 2 * self.backend.max_batch_images))
+        self.processed_q: CostBoundedQueue[Job] = CostBoundedQueue(budget, self.cancel, "processed", depth)
         stages = [
             ("scan", 1, lambda: self._scan(inputs), None, self.scan_q),
             ("read", readers, self._read_loop, self.scan_q, self.read_q),
@@ -216,6 +225,8 @@ class LocalEngine:
             self.cancel.cancel(message)
 
     def _fail(self, job: Job, exc: InputError) -> None:
+        self.images.release(job.reserved)
+        job.reserved = 0
         job.outcome.status = FAILED
         job.outcome.error_class = exc.error_class
         job.outcome.message = str(exc)
@@ -282,6 +293,7 @@ class LocalEngine:
             finally:
                 job.data = None       # the bytes are no longer needed: free them now
             pixels = job.decoded.pixels
+            job.reserved = self.images.acquire(pixels.nbytes)      # waits while the pipeline is full
             job.outcome.format = job.decoded.format
             job.outcome.height, job.outcome.width = pixels.shape[:2]
             job.timed("decode", started)
@@ -292,12 +304,15 @@ class LocalEngine:
         while True:
             jobs = self.decoded_q.get_batch(backend.max_batch_images, backend.max_batch_pixels * 4)
             started = time.perf_counter()
-            results = process_batch(backend, [j.decoded.pixels for j in jobs], self.spec, self.trie)
+            images = [j.decoded.pixels for j in jobs]
+            for job in jobs:
+                job.decoded.pixels = None        # process_batch owns (and frees) them now
+            results = process_batch(backend, images, self.spec, self.trie)
             for job, row in zip(jobs, results):
-                job.decoded.pixels = None
                 job.results = row
                 job.timed("process", started)
-                cost = sum(r.nbytes for r in row if isinstance(r, np.ndarray))
+                cost = sum({id(r): r.nbytes for r in row if isinstance(r, np.ndarray)}.values())
+                job.reserved = self.images.resize(job.reserved, cost)
                 self.processed_q.put(job, cost)
 
     def _encode_loop(self) -> None:
@@ -314,6 +329,8 @@ class LocalEngine:
                 raise
             finally:
                 job.results = None
+                self.images.release(job.reserved)
+                job.reserved = 0
             self._done.put(job.outcome)
 
     def _encode_and_write(self, job: Job) -> None:

@@ -2,7 +2,8 @@
 
 Every arrow of the pipeline is one of these, so memory is capped by
 configuration whatever the number or size of the inputs: a producer blocks
-while the queue holds ``capacity`` worth of items (backpressure). One item
+while the queue holds ``capacity`` worth of items, or ``max_items`` of them
+(backpressure). One item
 larger than the whole capacity is still admitted when the queue is empty, so a
 huge image slows the run down instead of deadlocking it.
 """
@@ -23,8 +24,10 @@ class Closed(Exception):
 
 
 class CostBoundedQueue(Generic[T]):
-    def __init__(self, capacity: int, cancel: CancelToken, name: str = "queue") -> None:
+    def __init__(self, capacity: int, cancel: CancelToken, name: str = "queue", max_items: int | None = None) -> None:
         self.capacity = max(1, int(capacity))
+        # A few items per consumer keep every stage busy; more only costs memory.
+        self.max_items = max_items
         self.name = name
         self._cancel = cancel
         self._items: collections.deque[tuple[T, int]] = collections.deque()
@@ -50,7 +53,8 @@ class CostBoundedQueue(Generic[T]):
         """Block until the item fits; raise Closed if the run is cancelled meanwhile."""
         cost = max(0, int(cost))
         with self._lock:
-            while self._items and self._used + cost > self.capacity:
+            while self._items and (self._used + cost > self.capacity or
+                                   (self.max_items is not None and len(self._items) >= self.max_items)):
                 if self._cancel.cancelled:
                     raise Closed(self.name)
                 self._lock.wait(0.1)
@@ -100,6 +104,52 @@ class CostBoundedQueue(Generic[T]):
     @property
     def depth(self) -> int:
         return len(self._items)
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+
+class MemoryBudget:
+    """Bytes of decoded images in flight, across every stage and worker.
+
+    Queues cap what waits between stages; this caps what the whole pipeline
+    holds, including images a worker is busy with. Decoding is the only place
+    that waits for room (admission); later stages adjust their reservation
+    without waiting, so work already admitted always drains (no deadlock). One
+    image larger than the whole budget is admitted when nothing else is held.
+    """
+
+    def __init__(self, capacity: int, cancel: CancelToken) -> None:
+        self.capacity = max(1, int(capacity))
+        self._cancel = cancel
+        self._used = 0
+        self._lock = threading.Condition()
+        self.peak = 0
+
+    def acquire(self, amount: int) -> int:
+        with self._lock:
+            while self._used and self._used + amount > self.capacity:
+                if self._cancel.cancelled:
+                    raise Closed("memory budget")
+                self._lock.wait(0.1)
+            self._used += amount
+            self.peak = max(self.peak, self._used)
+            return amount
+
+    def resize(self, held: int, amount: int) -> int:
+        """Swap a reservation of ``held`` bytes for ``amount`` without waiting."""
+        with self._lock:
+            self._used += amount - held
+            self.peak = max(self.peak, self._used)
+            self._lock.notify_all()
+            return amount
+
+    def release(self, held: int) -> None:
+        if held:
+            with self._lock:
+                self._used -= held
+                self._lock.notify_all()
 
     @property
     def used(self) -> int:

@@ -29,8 +29,13 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
         _live_temporaries.add(str(tmp))
     try:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _ensure_directory(path.parent)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:          # the folder was removed since we made it
+                _made_directories.discard(str(path.parent))
+                _ensure_directory(path.parent)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(data)
                 while view:
@@ -53,6 +58,17 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     finally:
         with _lock:
             _live_temporaries.discard(str(tmp))
+
+
+_made_directories: set[str] = set()
+
+
+def _ensure_directory(directory: Path) -> None:
+    """mkdir -p, remembered: thousands of outputs share a handful of folders."""
+    key = str(directory)
+    if key not in _made_directories:
+        directory.mkdir(parents=True, exist_ok=True)
+        _made_directories.add(key)
 
 
 def _remove(tmp: Path) -> None:

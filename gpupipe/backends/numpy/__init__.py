@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 
 from ... import ops
@@ -75,6 +76,14 @@ class NumpyBackend(Backend):
 
     def __init__(self, workers: int = 1) -> None:
         self.concurrency = max(1, workers)
+        # The engine already runs one image per core; OpenCV's own thread pool on top
+        # of that only adds contention. Restored by close().
+        self._opencv_threads = cv2.getNumThreads()
+        if self.concurrency > 1:
+            cv2.setNumThreads(1)
+
+    def close(self) -> None:
+        cv2.setNumThreads(self._opencv_threads)
 
     def upload(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return list(images)

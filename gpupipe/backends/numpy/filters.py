@@ -75,10 +75,15 @@ def _finite(name: str, value, minimum: float | None = None, strict: bool = False
 
 
 def _to_u8(x: np.ndarray) -> np.ndarray:
-    """clip(rint(x), 0, 255) as C-contiguous uint8 (x itself is left alone)."""
-    y = np.rint(x)
-    np.clip(y, 0, 255, out=y)
-    return np.ascontiguousarray(y.astype(np.uint8))
+    """clip(rint(x), 0, 255) as C-contiguous uint8 (x itself is left alone).
+
+    OpenCV's saturating conversion rounds half to even, like np.rint, and runs
+    SIMD and threaded: negatives are zeroed first because convertScaleAbs takes
+    the absolute value.
+    """
+    flat = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
+    positive = cv2.threshold(flat, 0, 0, cv2.THRESH_TOZERO)[1]
+    return cv2.convertScaleAbs(positive).reshape(x.shape)
 
 
 def _sep(x: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
@@ -93,11 +98,33 @@ def _corr(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     return cv2.filter2D(x, cv2.CV_32F, k.astype(np.float32), borderType=_BORDER).reshape(x.shape)
 
 
-def _filter(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: float = 0.0) -> np.ndarray:
-    """Apply fn (float32 HWC -> float32 HWC correlation) with the alpha rule; result / divisor + offset."""
+# Large images are filtered in horizontal strips (plus a halo of `reach` rows each side):
+# the float32 working set stays near the cache and a 12 MP photo needs a few MB of
+# temporaries instead of several full-size float copies. Rows outside the halo are
+# never read, so the result is the same as filtering the whole image at once.
+_STRIP_BYTES = 4 * 2**20
+
+
+def _filter(img: np.ndarray, fn, smooth: bool, reach: int, divisor: float = 1.0,
+            offset: float = 0.0) -> np.ndarray:
+    """Apply fn with the alpha rule, strip by strip; ``reach`` is the kernel's radius in y."""
+    height, width, channels = img.shape
+    rows = max(4 * reach, _STRIP_BYTES // (width * channels * 4), 1)
+    if height <= rows + 2 * reach:
+        return _filter_whole(img, fn, smooth, divisor, offset)
+    out = np.empty_like(img)
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        top, bottom = max(0, y0 - reach), min(height, y1 + reach)
+        out[y0:y1] = _filter_whole(img[top:bottom], fn, smooth, divisor, offset)[y0 - top:y1 - top]
+    return out
+
+
+def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    """Apply fn (HWC -> float32 HWC correlation) with the alpha rule; result / divisor + offset."""
     d, off = np.float32(divisor), np.float32(offset)
     if img.shape[2] in (1, 3):
-        res = fn(np.array(img, np.float32, order="C"))
+        res = fn(np.ascontiguousarray(img))   # OpenCV reads uint8 straight into float32 passes: no float copy
         if divisor != 1:
             res /= d
         if offset:
@@ -107,7 +134,7 @@ def _filter(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: flo
     if (alpha8 == 255).all():
         # Opaque: premultiplying changes nothing but float error; this keeps RGBA == RGB exactly.
         out = np.empty_like(img)
-        out[..., :-1] = _filter(img[..., :-1], fn, smooth, divisor, offset)
+        out[..., :-1] = _filter_whole(img[..., :-1], fn, smooth, divisor, offset)
         out[..., -1] = 255
         return out
     f = np.array(img, np.float32, order="C")
@@ -147,14 +174,14 @@ def box_blur(img: np.ndarray, radius: int) -> np.ndarray:
     if isinstance(radius, bool) or r < 1:
         raise ProcessingError(f"radius must be an integer >= 1, got {radius!r}")
     k = np.full(2 * r + 1, 1.0 / (2 * r + 1), np.float32)
-    return _filter(img, lambda x: _sep(x, k, k), smooth=True)
+    return _filter(img, lambda x: _sep(x, k, k), smooth=True, reach=r)
 
 
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur (see gaussian_kernel)."""
     _check_image(img)
     k = gaussian_kernel(sigma)
-    return _filter(img, lambda x: _sep(x, k, k), smooth=True)
+    return _filter(img, lambda x: _sep(x, k, k), smooth=True, reach=len(k) // 2)
 
 
 def sharpen(img: np.ndarray, amount: float = 1.0) -> np.ndarray:
@@ -162,7 +189,7 @@ def sharpen(img: np.ndarray, amount: float = 1.0) -> np.ndarray:
     _check_image(img)
     a = _finite("amount", amount, 0.0)
     k = _IDENTITY3 + np.float32(a) * (_SHARPEN3 - _IDENTITY3)
-    return _filter(img, lambda x: _corr(x, k), smooth=False)
+    return _filter(img, lambda x: _corr(x, k), smooth=False, reach=1)
 
 
 def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
@@ -175,9 +202,13 @@ def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
 
     def fn(x):
         d = x - _sep(x, k, k)  # the blur stays float: no uint8 rounding in between
+        if t == 0:                 # |d| > 0 or d == 0, where x + a·d == x: no mask needed
+            d *= a
+            d += x
+            return d
         return np.where(np.abs(d) > t, x + a * d, x)
 
-    return _filter(img, fn, smooth=False)
+    return _filter(img, fn, smooth=False, reach=len(k) // 2)
 
 
 def edges(img: np.ndarray, kind: str = "sobel") -> np.ndarray:
@@ -193,13 +224,13 @@ def edges(img: np.ndarray, kind: str = "sobel") -> np.ndarray:
             return _corr(x, _LAPLACIAN3)
     else:
         raise ProcessingError(f"edges kind must be 'sobel' or 'laplacian', got {kind!r}")
-    return _filter(img, fn, smooth=False)
+    return _filter(img, fn, smooth=False, reach=1)
 
 
 def emboss(img: np.ndarray) -> np.ndarray:
     """3x3 emboss [-2,-1,0; -1,1,1; 0,1,2]."""
     _check_image(img)
-    return _filter(img, lambda x: _corr(x, _EMBOSS3), smooth=False)
+    return _filter(img, lambda x: _corr(x, _EMBOSS3), smooth=False, reach=1)
 
 
 def _check_kernel(kernel) -> np.ndarray:
@@ -255,7 +286,7 @@ def _convolve(img, kernel, divisor, offset, separable: bool) -> np.ndarray:
     else:
         fn = lambda x: _corr(x, k)  # noqa: E731
     # the divisor is applied after correlating, so integer kernels sum exactly
-    return _filter(img, fn, smooth=False, divisor=d, offset=off)
+    return _filter(img, fn, smooth=False, reach=k.shape[0] // 2, divisor=d, offset=off)
 
 
 def convolve(img: np.ndarray, kernel, divisor: float | None = None,
