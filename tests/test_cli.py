@@ -19,12 +19,10 @@ from typer.testing import CliRunner
 from gpupipe.cli import app
 
 from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
+from .corpus import CORPUS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "photos"
-CORPUS = ROOT.parent / "shared" / "corpus" / "photos"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus/photos")
 EXIF = CORPUS / "exif-orientation"
 
 runner = CliRunner()

@@ -28,12 +28,10 @@ from gpupipe.errors import (
 from gpupipe.sources import read_bytes
 
 from .badfiles import EXPECTED_ERROR_CLASS, bomb_png, make_bad_inputs
+from .corpus import CORPUS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "photos"
-CORPUS = ROOT.parent / "shared" / "corpus" / "photos"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus/photos")
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="photo corpus not available")
 
 

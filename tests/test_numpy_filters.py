@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from gpupipe.backends.numpy import filters as F
 from gpupipe.errors import ProcessingError
 
-KODAK = sorted(glob.glob("/work/shared/corpus/photos/kodak/*.png"))
+from .corpus import KODAK
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 
 

@@ -1,16 +1,18 @@
 """The local streaming engine: threads and bounded queues on one machine.
 
-    scan ─▶ readers ─▶ [bytes] ─▶ decoders ─▶ [pixels] ─▶ processors ─▶ [pixels] ─▶ encoders+writer ─▶ done
-                                                     (backend batches)
+    scan ─▶ readers ─▶ [bytes] ─▶ decoders ─▶ [pixels] ─▶ processors ─▶ [pixels] ─▶ encoders ─▶ [bytes] ─▶ writers ─▶ done
+                                                    (backend batches)
 
-Each arrow is a ``CostBoundedQueue`` holding a share of ``max_memory``, so a
-fast stage waits for a slow one and memory never grows with the input set.
-Readers are I/O threads (a slow or network disk overlaps with compute);
-decoders, processors and encoders are worker threads — the heavy calls
-(libjpeg-turbo, Pillow, OpenCV) release the GIL. The processors drive the
-backend in batches, ``backend.concurrency`` at a time, so a GPU backend drops
-in without changing anything here. The main thread only collects outcomes,
-reports progress and reacts to Ctrl+C.
+Each arrow is a ``CostBoundedQueue`` (bounded in bytes and in items), so a
+fast stage waits for a slow one; on top, a ``MemoryBudget`` caps the bytes of
+decoded images held anywhere in the pipeline, so memory never grows with the
+number or size of the inputs. Readers and writers are I/O threads (a slow disk,
+a network mount or fsync overlaps with compute); decoders, processors and
+encoders are worker threads — the heavy calls (libjpeg-turbo, Pillow, OpenCV)
+release the GIL. The processors drive the backend in batches,
+``backend.concurrency`` at a time, so a GPU backend drops in without changing
+anything here. The main thread only collects outcomes, reports progress and
+reacts to Ctrl+C.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Job:
     decoded: codecs.Decoded | None = None
     results: list | None = None                 # per variant: array or InputError
     reserved: int = 0                           # bytes of the memory budget this job holds
+    encoded: list = field(default_factory=list)  # (output path, file bytes) ready to write
+    errors: list = field(default_factory=list)   # InputErrors of variants that could not be made
     started: float = field(default_factory=time.perf_counter)
 
     def timed(self, stage: str, since: float) -> float:
@@ -128,12 +132,14 @@ class LocalEngine:
         self.decoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget, self.cancel, "decoded",
                                                                  max(depth, 2 * self.backend.max_batch_images))
         self.processed_q: CostBoundedQueue[Job] = CostBoundedQueue(budget, self.cancel, "processed", depth)
+        self.encoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "encoded", 4 * readers)
         stages = [
             ("scan", 1, lambda: self._scan(inputs), None, self.scan_q),
             ("read", readers, self._read_loop, self.scan_q, self.read_q),
             ("decode", workers, self._decode_loop, self.read_q, self.decoded_q),
             ("process", self.backend.concurrency, self._process_loop, self.decoded_q, self.processed_q),
-            ("encode", workers, self._encode_loop, self.processed_q, None),
+            ("encode", workers, self._encode_loop, self.processed_q, self.encoded_q),
+            ("write", readers, self._write_loop, self.encoded_q, None),
         ]
         threads = []
         for name, count, target, _, out_q in stages:
@@ -161,7 +167,7 @@ class LocalEngine:
                 raise
         finally:
             if not interrupted_twice:
-                for q in (self.scan_q, self.read_q, self.decoded_q, self.processed_q):
+                for q in (self.scan_q, self.read_q, self.decoded_q, self.processed_q, self.encoded_q):
                     for job in q.drain():
                         job.outcome.status = CANCELLED
                         self._finish(job.outcome, outcomes)
@@ -283,7 +289,8 @@ class LocalEngine:
             job = self.read_q.get()
             started = time.perf_counter()
             try:
-                job.decoded = codecs.decode(job.data, max_pixels=max_pixels, min_size=spec.decode_hint)
+                job.decoded = codecs.decode(job.data, max_pixels=max_pixels, min_size=spec.decode_hint,
+                                            padded_rgb=True)
             except InputError as exc:
                 self._fail(job, exc)
                 continue
@@ -318,59 +325,68 @@ class LocalEngine:
     def _encode_loop(self) -> None:
         while True:
             job = self.processed_q.get()
+            started = time.perf_counter()
             try:
-                self._encode_and_write(job)
-            except InputError as exc:
-                self._fail(job, exc)
-                continue
-            except Closed:
-                job.outcome.status = CANCELLED
-                self._done.put(job.outcome)
-                raise
+                self._encode(job)
             finally:
-                job.results = None
+                job.results = None                       # pixels are done with: free their budget
                 self.images.release(job.reserved)
                 job.reserved = 0
-            self._done.put(job.outcome)
+            job.timed("encode", started)
+            if not job.encoded:
+                self._fail(job, job.errors[0])
+                continue
+            self.encoded_q.put(job, sum(len(data) for _, data in job.encoded))
 
-    def _encode_and_write(self, job: Job) -> None:
-        errors: list[InputError] = []
-        encode_time = write_time = 0.0
+    def _encode(self, job: Job) -> None:
         for index, (variant, result) in enumerate(zip(self.spec.variants, job.results)):
             if isinstance(result, InputError):
-                errors.append(result)
+                job.errors.append(self._name_variant(result, variant))
                 continue
             path = variant.output_path(job.source.relative, job.decoded.format)
             if path != job.planned[index]:      # the bytes said another format than the extension
                 other = self.claims.claim(path, str(job.source.path))
                 if other is not None:
-                    errors.append(OutputConflict(f"output {path} is already written by {other}"))
+                    job.errors.append(OutputConflict(f"output {path} is already written by {other}"))
                     continue
-            t0 = time.perf_counter()
             try:
                 data = codecs.encode(result, format=variant.output_format(job.decoded.format),
                                      quality=variant.quality, background=variant.background[:3],
                                      icc_profile=job.decoded.icc_profile)
             except InputError as exc:
-                errors.append(exc)
+                job.errors.append(self._name_variant(exc, variant))
                 continue
-            t1 = time.perf_counter()
+            job.encoded.append((path, data))
+
+    def _name_variant(self, exc: InputError, variant) -> InputError:
+        if len(self.spec.variants) == 1:
+            return exc
+        named = type(exc)(f"variant {variant.name}: {exc}")
+        named.error_class = exc.error_class
+        return named
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self.encoded_q.get()
             if self.cancel.cancelled and self.summary.interrupted:
-                raise Closed("cancelled before writing")
-            write_atomic(self.output / path, data, fsync=self.options.fsync)
-            t2 = time.perf_counter()
-            encode_time += t1 - t0
-            write_time += t2 - t1
-            job.outcome.outputs.append(str(self.output / path))
-            job.outcome.bytes_out += len(data)
-        job.outcome.seconds["encode"] = round(encode_time, 6)
-        job.outcome.seconds["write"] = round(write_time, 6)
-        if errors:
-            first = errors[0]
-            if len(self.spec.variants) > 1:
-                names = [v.name for v, r in zip(self.spec.variants, job.results) if isinstance(r, InputError)]
-                first = type(first)(f"variant {', '.join(map(str, names))}: {first}")
-            raise first
+                job.outcome.status = CANCELLED          # Ctrl+C: nothing new reaches the disk
+                self._done.put(job.outcome)
+                continue
+            started = time.perf_counter()
+            try:
+                for path, data in job.encoded:
+                    write_atomic(self.output / path, data, fsync=self.options.fsync)
+                    job.outcome.outputs.append(str(self.output / path))
+                    job.outcome.bytes_out += len(data)
+            except InputError as exc:
+                job.errors.insert(0, exc)
+            finally:
+                job.encoded = []
+            job.timed("write", started)
+            if job.errors:
+                self._fail(job, job.errors[0])
+            else:
+                self._done.put(job.outcome)
 
 
 def _unexpected(exc: Exception) -> InputError:

@@ -95,12 +95,28 @@ def resize(img: np.ndarray, width: int, height: int, filter: str = "lanczos3") -
     channels = img.shape[2]
     # 2-D for L: Pillow has no (H, W, 1) mode. A contiguous L/RGBA array is mapped
     # by Pillow without copying; resize never writes to its source.
+    rgbx = _padded_rgbx(img)
+    if rgbx is not None:
+        # Pillow keeps RGB at 4 bytes a pixel: an RGBX buffer maps straight in (no
+        # unpacking copy), gives the same RGB values, and the result stays padded.
+        src_im = Image.frombuffer("RGBX", (img.shape[1], img.shape[0]), rgbx, "raw", "RGBX", 0, 1)
+        return np.array(src_im.resize((int(width), int(height)), _PIL_FILTER[filter]))[:, :, :3]
     src = img.reshape(img.shape[:2]) if channels == 1 else img
     out_im = Image.fromarray(src).resize((int(width), int(height)), _PIL_FILTER[filter])
     # np.asarray(Image) is a read-only view of a bytes object; one copy gives the
     # caller a writeable array it owns.
     out = np.array(out_im)
     return out.reshape(out.shape[0], out.shape[1], channels)
+
+
+def _padded_rgbx(img: np.ndarray) -> np.ndarray | None:
+    """The contiguous (H, W, 4) buffer an RGB image is the first three channels of, if any."""
+    base = img.base
+    if (img.shape[2] == 3 and isinstance(base, np.ndarray) and base.dtype == np.uint8
+            and base.shape == img.shape[:2] + (4,) and base.flags.c_contiguous
+            and img.strides == base.strides and img.ctypes.data == base.ctypes.data):
+        return base
+    return None
 
 
 # ----------------------------------------------------------------------------
