@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends import select_backend
 from .engine.cancel import CancelToken
-from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, LocalEngine, RunOptions
+from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, LocalEngine, RunOptions, usable_cores
 from .engine.process import process_batch
 from .engine.results import FileOutcome, RunResult, RunSummary
 from .errors import InputError, UsageError
@@ -50,7 +50,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         raise UsageError(f"workers must be ≥ 1, got {workers}")
     sources.check_inputs(inputs)
     spec.check_resources()
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync)

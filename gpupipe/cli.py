@@ -23,7 +23,7 @@ from typer.core import TyperCommand
 from . import __version__, codecs, ops as op_catalogue, sources
 from .backends import BACKEND_CHOICES, select_backend
 from .engine.cancel import CancelToken
-from .engine.local import DEFAULT_MAX_PIXELS, LocalEngine, RunOptions
+from .engine.local import DEFAULT_MAX_PIXELS, LocalEngine, RunOptions, usable_cores
 from .errors import GpupipeError, UsageError
 from .observe import ProgressDisplay
 from .report import ReportWriter, print_summary
@@ -283,6 +283,7 @@ def run(
         spec.check_resources()
         sources.check_inputs(inputs)
         memory = parse_memory(max_memory)
+        workers = workers or usable_cores()
         chosen = select_backend(backend, workers=workers)
     except GpupipeError as exc:
         _fail_usage(exc)
@@ -290,7 +291,7 @@ def run(
     if dry_run:
         _dry_run(inputs, output, spec, chosen.describe(), not no_recursive, hidden, all_files)
         return
-    options = RunOptions(workers=workers or RunOptions().workers, max_memory=memory, max_pixels=max_pixels,
+    options = RunOptions(workers=workers, max_memory=memory, max_pixels=max_pixels,
                          recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
                          keep_outcomes=False)
     writer = None

@@ -5,8 +5,6 @@ The engine never imports an array library itself; it asks ``select_backend``.
 
 from __future__ import annotations
 
-import os
-
 from ..errors import UsageError
 from .base import Backend
 
@@ -26,11 +24,10 @@ def cuda_unavailable_reason() -> str | None:
     return None if count > 0 else "no CUDA device found"
 
 
-def select_backend(choice: str = "auto", *, workers: int | None = None) -> Backend:
+def select_backend(choice: str = "auto", *, workers: int = 1) -> Backend:
     """Build the backend for ``--backend``: auto prefers the GPU when one is usable."""
     if choice not in BACKEND_CHOICES:
         raise UsageError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {choice!r}")
-    workers = workers or os.cpu_count() or 1
     if choice in ("gpu", "auto"):
         reason = cuda_unavailable_reason()
         if reason is None:

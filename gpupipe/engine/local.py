@@ -45,11 +45,19 @@ EXTENSION_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "jfif": "jpeg
                      "webp": "webp", "bmp": "bmp", "dib": "bmp", "tif": "tiff", "tiff": "tiff"}
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:                      # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class RunOptions:
     """Everything a run needs besides inputs, output and spec; defaults are the CLI's."""
 
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: usable_cores())
     readers: int | None = None                 # I/O threads; default 2 × workers, at most 16
     max_memory: int = DEFAULT_MAX_MEMORY
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -124,7 +132,7 @@ class LocalEngine:
         # for op temporaries, encoder copies and the interpreter itself.
         budget = max(opts.max_memory, 16 * 2**20)
         workers = max(1, opts.workers)
-        readers = opts.readers or min(16, 2 * workers)
+        readers = opts.readers or max(2, workers)      # I/O threads, for reads and for writes
         depth = 4 * workers           # items a stage may run ahead of the next
         self.images = MemoryBudget(budget * 0.4, self.cancel)
         self.scan_q: CostBoundedQueue[Job] = CostBoundedQueue(4096, self.cancel, "scan")

@@ -34,7 +34,12 @@ class CostBoundedQueue(Generic[T]):
         self._used = 0
         self._producers = 0
         self._closed = False
-        self._lock = threading.Condition()
+        # Two conditions on one lock: a put wakes one consumer, a get wakes the
+        # producers. notify_all on a single condition woke every idle thread of two
+        # stages per item, and each wake-up costs a GIL round trip.
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
         self.peak = 0
 
     # Producers register so the queue knows when the last one has finished.
@@ -47,7 +52,7 @@ class CostBoundedQueue(Generic[T]):
             self._producers -= 1
             if self._producers <= 0:
                 self._closed = True
-                self._lock.notify_all()
+                self._not_empty.notify_all()
 
     def put(self, item: T, cost: int) -> None:
         """Block until the item fits; raise Closed if the run is cancelled meanwhile."""
@@ -57,11 +62,11 @@ class CostBoundedQueue(Generic[T]):
                                    (self.max_items is not None and len(self._items) >= self.max_items)):
                 if self._cancel.cancelled:
                     raise Closed(self.name)
-                self._lock.wait(0.1)
+                self._not_full.wait(0.1)
             self._items.append((item, cost))
             self._used += cost
             self.peak = max(self.peak, self._used)
-            self._lock.notify_all()
+            self._not_empty.notify()
 
     def get(self) -> T:
         """Next item; raise Closed when every producer is done and nothing is left."""
@@ -69,7 +74,7 @@ class CostBoundedQueue(Generic[T]):
             while not self._items:
                 if self._closed or self._cancel.cancelled:
                     raise Closed(self.name)
-                self._lock.wait(0.1)
+                self._not_empty.wait(0.1)
             return self._take()
 
     def get_batch(self, max_items: int, max_cost: int) -> list[T]:
@@ -78,7 +83,7 @@ class CostBoundedQueue(Generic[T]):
             while not self._items:
                 if self._closed or self._cancel.cancelled:
                     raise Closed(self.name)
-                self._lock.wait(0.1)
+                self._not_empty.wait(0.1)
             batch = [self._take()]
             cost = 0
             while self._items and len(batch) < max_items and cost + self._items[0][1] <= max_cost:
@@ -92,13 +97,13 @@ class CostBoundedQueue(Generic[T]):
             items = [item for item, _ in self._items]
             self._items.clear()
             self._used = 0
-            self._lock.notify_all()
+            self._not_full.notify_all()
             return items
 
     def _take(self) -> T:
         item, cost = self._items.popleft()
         self._used -= cost
-        self._lock.notify_all()
+        self._not_full.notify_all()
         return item
 
     @property
