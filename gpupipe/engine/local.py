@@ -31,6 +31,7 @@ import numpy as np
 from .. import codecs, sources
 from ..backends.base import Backend
 from ..errors import InputError, OutputConflict, SystemFailure
+from ..ops import Resize
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .process import process_batch
@@ -293,12 +294,16 @@ class LocalEngine:
 
     def _decode_loop(self) -> None:
         spec, max_pixels = self.spec, self.options.max_pixels
+        # RGBX-padded decodes only pay off when every chain starts by resampling (the
+        # CPU resampler maps them without a copy); filters would copy them instead.
+        padded = self.backend.name == "cpu" and all(v.ops and isinstance(v.ops[0], Resize)
+                                                    for v in spec.variants)
         while True:
             job = self.read_q.get()
             started = time.perf_counter()
             try:
                 job.decoded = codecs.decode(job.data, max_pixels=max_pixels, min_size=spec.decode_hint,
-                                            padded_rgb=True)
+                                            padded_rgb=padded)
             except InputError as exc:
                 self._fail(job, exc)
                 continue

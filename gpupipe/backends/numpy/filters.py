@@ -29,6 +29,7 @@ integer kernels with integer divisors also round their exact ties the same way.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -156,12 +157,18 @@ def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offse
 # --- public filters --------------------------------------------------------
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian taps, radius ceil(3*sigma), as float32."""
-    s = _finite("sigma", sigma, 0.0, strict=True)
+    """Normalised 1-D Gaussian taps, radius ceil(3*sigma), as float32 (cached, read-only)."""
+    return _gaussian_kernel(_finite("sigma", sigma, 0.0, strict=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_kernel(s: float) -> np.ndarray:
     r = math.ceil(3 * s)
     x = np.arange(-r, r + 1, dtype=np.float64)
     k = np.exp(-(x * x) / (2 * s * s))
-    return (k / k.sum()).astype(np.float32)
+    taps = (k / k.sum()).astype(np.float32)
+    taps.flags.writeable = False
+    return taps
 
 
 def box_blur(img: np.ndarray, radius: int) -> np.ndarray:
