@@ -107,3 +107,32 @@ def test_decode_happens_once_for_all_variants(tmp_path: Path, monkeypatch: pytes
     spec = gpupipe.Spec(tuple(gpupipe.Variant((ops.Thumbnail(s),), name=f"s{s}") for s in (32, 64, 128)))
     result = gpupipe.run(EXAMPLES / "Landscape_1.jpg", tmp_path / "out", spec, backend="cpu")
     assert result.summary.outputs_written == 3 and len(calls) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 256 KB tmpfs (needs root and mount rights: skipped, saying why, without them)."""
+    import subprocess
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_output_disk_stops_the_run_with_one_clear_message(tmp_path: Path, small_disk: Path) -> None:
+    src = _inputs(tmp_path, 30)
+    result = gpupipe.run(src, small_disk, gpupipe.Spec.single([], format="png"), backend="cpu", workers=2)
+    assert result.exit_code == 1
+    assert "No space left on device" in result.summary.stop_reason
+    assert str(small_disk) in result.summary.stop_reason
+    assert result.summary.processed < 30
+    assert any(o.error_class == "system" for o in result.outcomes)
+    leftovers = [p.name for p in small_disk.iterdir() if p.name.startswith(".")]
+    assert not leftovers, leftovers                 # no temporary left behind
+    for path in small_disk.iterdir():               # whatever was written is whole
+        with Image.open(path) as im:
+            im.load()

@@ -18,6 +18,7 @@ reacts to Ctrl+C.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import queue
 import threading
@@ -40,6 +41,7 @@ from .tuning import tune_allocator
 from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunResult, RunSummary
 from .writer import remove_live_temporaries, write_atomic
 
+log = logging.getLogger("gpupipe")
 DEFAULT_MAX_MEMORY = 512 * 2**20
 DEFAULT_MAX_PIXELS = 178_956_970
 EXTENSION_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "jfif": "jpeg", "png": "png", "gif": "gif",
@@ -194,6 +196,10 @@ class LocalEngine:
             pass
         except SystemFailure as exc:
             self._trip(str(exc))
+        except Exception as exc:
+            # A bug in a stage must stop the run loudly, never hang it or drop inputs silently.
+            log.exception("internal error in %s", threading.current_thread().name)
+            self._trip(f"internal error in {threading.current_thread().name}: {exc.__class__.__name__}: {exc}")
         finally:
             if out_q is not None:
                 out_q.producer_done()
@@ -369,6 +375,9 @@ class LocalEngine:
             except InputError as exc:
                 job.errors.append(self._name_variant(exc, variant))
                 continue
+            except Exception as exc:                # an encoder bug costs this output, not the run
+                job.errors.append(self._name_variant(_unexpected(exc), variant))
+                continue
             job.encoded.append((path, data))
 
     def _name_variant(self, exc: InputError, variant) -> InputError:
@@ -393,6 +402,11 @@ class LocalEngine:
                     job.outcome.bytes_out += len(data)
             except InputError as exc:
                 job.errors.insert(0, exc)
+            except SystemFailure as exc:            # the output side is broken: record, then stop the run
+                failure = InputError(str(exc))
+                failure.error_class = "system"
+                self._fail(job, failure)
+                raise
             finally:
                 job.encoded = []
             job.timed("write", started)
