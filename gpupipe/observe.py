@@ -23,10 +23,12 @@ class ProgressDisplay:
         self.live = not quiet and self.console.is_terminal
         self.plain_interval = plain_interval
         self._last_plain = 0.0
+        self._announced = False
         self._progress: Progress | None = None
         self._task = None
 
     def __enter__(self) -> "ProgressDisplay":
+        self._last_plain = time.monotonic()       # plain lines: the first after one interval
         if self.live:
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -48,7 +50,11 @@ class ProgressDisplay:
                 rate=f"{rate:.1f} img/s", failed=f"[red]{summary.failed} failed" if summary.failed else "")
             return
         now = time.monotonic()
-        if now - self._last_plain >= self.plain_interval:
+        if summary.scan_complete and not self._announced:
+            self._announced = True
+            self._last_plain = now
+            print(f"gpupipe: {total} input(s) found, {done} done so far", file=self.stream, flush=True)
+        elif now - self._last_plain >= self.plain_interval:
             self._last_plain = now
             eta = ""
             if summary.scan_complete and rate > 0:
