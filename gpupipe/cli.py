@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
@@ -159,7 +160,7 @@ def parse_memory(text: str) -> int:
 
 
 def _fail_usage(exc: GpupipeError) -> None:
-    err.print(f"[red]error:[/] {exc}")
+    err.print(f"[red]error:[/] {escape(str(exc))}")
     raise typer.Exit(2)
 
 
@@ -327,7 +328,7 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
     out = Console()
     out.print(f"[bold]backend[/]: {backend}")
     for line in spec.describe():
-        out.print(f"[bold]variant[/] {line}", highlight=False)
+        out.print(f"[bold]variant[/] {escape(line)}", highlight=False)
     count = 0
     for item in sources.discover(inputs, recursive=recursive, include_hidden=hidden, all_files=all_files,
                                  exclude=[output]):
@@ -340,7 +341,7 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
         elif isinstance(item, sources.Skipped):
             out.print(f"skip {item.path}: {item.reason}", highlight=False, markup=False)
         else:
-            out.print(f"[yellow]problem[/] {item.path}: {item.message}", highlight=False)
+            out.print(f"[yellow]problem[/] {escape(f'{item.path}: {item.message}')}", highlight=False)
     out.print(f"[bold]{count}[/] input(s); nothing written (--dry-run)")
 
 
@@ -395,7 +396,7 @@ def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in det
     if name:
         key = op_catalogue.ALIASES.get(name, name).replace("-", "_")
         if key not in chosen:
-            err.print(f"[red]error:[/] unknown op {name!r}; known: {', '.join(chosen)}")
+            err.print(f"[red]error:[/] unknown op {escape(repr(name))}; known: {', '.join(chosen)}")
             raise typer.Exit(2)
         chosen = {key: chosen[key]}
     for op_name, cls in chosen.items():
@@ -408,6 +409,35 @@ def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in det
             out.print(f"    {field.name}: {field.type} = {default!r}", highlight=False, markup=False)
     if not name:
         out.print("\nIn a spec file: ops = [{ op = \"thumbnail\", size = 256 }, { op = \"sharpen\", amount = 0.5 }]")
+
+
+@app.command()
+def doctor() -> None:
+    """Report the libraries, codecs and devices gpupipe would use, and which backend `auto` picks."""
+    import platform
+
+    import cv2
+    import numpy
+    import PIL
+    import simplejpeg
+    from PIL import features
+
+    from .backends import cuda_unavailable_reason
+    out = Console()
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("gpupipe", __version__)
+    table.add_row("python", f"{platform.python_version()} ({platform.machine()}, {platform.system()})")
+    table.add_row("cpu cores usable", str(usable_cores()))
+    table.add_row("numpy / Pillow / OpenCV", f"{numpy.__version__} / {PIL.__version__} / {cv2.__version__}")
+    table.add_row("JPEG decode", f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo), Pillow for the rest")
+    table.add_row("Pillow libjpeg-turbo", str(features.version("libjpeg_turbo") or "no"))
+    table.add_row("write formats", ", ".join(codecs.available_formats()))
+    reason = cuda_unavailable_reason()
+    table.add_row("CUDA", "usable" if reason is None else escape(f"not usable: {reason}"))
+    table.add_row("--backend auto", select_backend("auto", workers=usable_cores()).describe())
+    out.print(table)
 
 
 def version_callback(value: bool) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .engine.results import FileOutcome, RunSummary
@@ -28,16 +29,16 @@ def print_summary(summary: RunSummary, console: Console) -> None:
                                 f"read, {summary.pixels_in / 1e6 / max(summary.wall_seconds, 1e-9):.1f} MP/s")
     console.print(table)
     for cls, count in sorted(summary.failures_by_class.items(), key=lambda kv: -kv[1]):
-        console.print(f"[red]{cls}[/]: {count} file(s)", highlight=False)
+        console.print(f"[red]{escape(cls)}[/]: {count} file(s)", highlight=False)
         for example in summary.failure_examples[cls]:
             console.print(f"  {example}", highlight=False, markup=False)
         if count > len(summary.failure_examples[cls]):
             console.print(f"  … and {count - len(summary.failure_examples[cls])} more (see --report)")
     for problem in summary.scan_problems[:5]:
-        console.print(f"[yellow]scan problem[/]: {problem}", highlight=False)
+        console.print(f"[yellow]scan problem[/]: {escape(problem)}", highlight=False)
     if summary.stop_reason:
         style = "yellow" if summary.interrupted else "red"
-        console.print(f"[{style}]stopped early[/]: {summary.stop_reason}", highlight=False)
+        console.print(f"[{style}]stopped early[/]: {escape(summary.stop_reason)}", highlight=False)
 
 
 class ReportWriter:

@@ -250,3 +250,15 @@ def test_version_and_module_entry_point() -> None:
     script = Path(sys.executable).with_name("gpupipe")        # the console script pip installed
     result = subprocess.run([str(script), "ops", "thumbnail"], capture_output=True, text=True)
     assert result.returncode == 0 and "50×25" in result.stdout
+
+
+def test_doctor_reports_backend_and_cuda(tmp_path: Path) -> None:
+    result = gp("doctor")
+    assert result.exit_code == 0
+    assert "--backend auto" in result.output and "CUDA" in result.output and "write formats" in result.output
+
+
+def test_brackets_in_user_text_are_shown_verbatim(photos: Path, tmp_path: Path) -> None:
+    result = gp("run", photos, "-o", tmp_path / "out", "--watermark-text", "[draft] [red]x[/]", "--dry-run")
+    assert result.exit_code == 0
+    assert "[draft] [red]x[/]" in result.output
