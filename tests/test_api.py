@@ -73,6 +73,8 @@ def test_cancellation_token_stops_a_run(tmp_path: Path) -> None:
     assert result.summary.processed + result.summary.cancelled <= 40
     assert result.summary.processed < 40
     assert result.summary.stop_reason == "test says stop"
+    paths = [o.path for o in result.outcomes]             # every input found has exactly one outcome
+    assert len(paths) == len(set(paths)) == result.summary.discovered
     written = list((tmp_path / "out").iterdir())
     assert len(written) == result.summary.processed and not any(p.name.startswith(".") for p in written)
 

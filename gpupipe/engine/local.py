@@ -245,6 +245,17 @@ class LocalEngine:
             self._system_failure = message
             self.cancel.cancel(message)
 
+    def _forward(self, q: CostBoundedQueue, job: Job, cost: int) -> None:
+        """Hand a job to the next stage; if the run is cancelled meanwhile, account for it."""
+        try:
+            q.put(job, cost)
+        except Closed:
+            self.images.release(job.reserved)
+            job.reserved = 0
+            job.outcome.status = CANCELLED
+            self._done.put(job.outcome)
+            raise
+
     def _fail(self, job: Job, exc: InputError) -> None:
         self.images.release(job.reserved)
         job.reserved = 0
@@ -283,7 +294,7 @@ class LocalEngine:
                 self._fail(job, OutputConflict(f"output {path} is already written by {other}; "
                                                "rename one input or use a name template with {suffix}"))
                 return
-        self.scan_q.put(job, 1)
+        self._forward(self.scan_q, job, 1)
 
     def _read_loop(self) -> None:
         while True:
@@ -296,7 +307,7 @@ class LocalEngine:
                 continue
             job.outcome.bytes_in = len(job.data)
             job.timed("read", started)
-            self.read_q.put(job, len(job.data))
+            self._forward(self.read_q, job, len(job.data))
 
     def _decode_loop(self) -> None:
         spec, max_pixels = self.spec, self.options.max_pixels
@@ -319,11 +330,16 @@ class LocalEngine:
             finally:
                 job.data = None       # the bytes are no longer needed: free them now
             pixels = job.decoded.pixels
-            job.reserved = self.images.acquire(pixels.nbytes)      # waits while the pipeline is full
+            try:
+                job.reserved = self.images.acquire(pixels.nbytes)  # waits while the pipeline is full
+            except Closed:
+                job.outcome.status = CANCELLED
+                self._done.put(job.outcome)
+                raise
             job.outcome.format = job.decoded.format
             job.outcome.height, job.outcome.width = pixels.shape[:2]
             job.timed("decode", started)
-            self.decoded_q.put(job, pixels.nbytes)
+            self._forward(self.decoded_q, job, pixels.nbytes)
 
     def _process_loop(self) -> None:
         backend = self.backend
@@ -339,7 +355,15 @@ class LocalEngine:
                 job.timed("process", started)
                 cost = sum({id(r): r.nbytes for r in row if isinstance(r, np.ndarray)}.values())
                 job.reserved = self.images.resize(job.reserved, cost)
-                self.processed_q.put(job, cost)
+            for position, job in enumerate(jobs):
+                try:
+                    self._forward(self.processed_q, job, job.reserved)
+                except Closed:
+                    for rest in jobs[position + 1:]:        # the batch's other jobs were not handed on either
+                        self.images.release(rest.reserved)
+                        rest.outcome.status = CANCELLED
+                        self._done.put(rest.outcome)
+                    raise
 
     def _encode_loop(self) -> None:
         while True:
@@ -355,7 +379,7 @@ class LocalEngine:
             if not job.encoded:
                 self._fail(job, job.errors[0])
                 continue
-            self.encoded_q.put(job, sum(len(data) for _, data in job.encoded))
+            self._forward(self.encoded_q, job, sum(len(data) for _, data in job.encoded))
 
     def _encode(self, job: Job) -> None:
         for index, (variant, result) in enumerate(zip(self.spec.variants, job.results)):
