@@ -1,0 +1,56 @@
+"""Decode image bytes into pixel arrays and encode pixel arrays into files.
+
+Contract (DESIGN.md §4): pixels are ``uint8`` HWC, C-contiguous, with 1 (L),
+2 (LA), 3 (RGB) or 4 (RGBA) channels. Decoding applies the EXIF orientation
+(pixels come out upright), normalises every mode to one of those four, takes
+the first frame of animations and refuses a declared size above ``max_pixels``
+before a single pixel is decoded. Encoding writes jpeg/png/webp (and avif where
+Pillow has it), flattens alpha for jpeg and keeps only the ICC profile.
+
+The package is split by job; this module re-exports the public API:
+
+    sniffing     format signatures, ``sniff``, ``READ_FORMATS``, unsupported formats
+    jpeg         marker scan (size, EXIF orientation, ICC), TurboJPEG decode,
+                 APP2 ICC insertion; why simplejpeg is the hot path (measured)
+    orientation  read, validate and apply the EXIF orientation
+    png          PNG chunk walking and the 16-bit colour PNG path
+    pillow       Pillow open/load with failures mapped to InputErrors
+    modes        mode normalisation to L/LA/RGB/RGBA, ICC matching, ``pil_to_array``
+    decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``
+    probing      ``probe``, ``ImageInfo``
+    encoding     ``encode``, output formats and extensions, alpha flattening
+
+(The modules are not named after the functions they hold, so that
+``gpupipe.codecs.decode`` is always the function: callers and tests use and
+monkeypatch it through this package.)
+"""
+
+from __future__ import annotations
+
+from .decoding import DEFAULT_MAX_PIXELS, Decoded, MinSize, decode
+from .encoding import (
+    PNG_COMPRESS_LEVEL,
+    _flatten,
+    available_formats,
+    encode,
+    extension_for,
+    normalise_format,
+)
+from .modes import pil_to_array
+from .probing import ImageInfo, probe
+from .sniffing import READ_FORMATS, sniff
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "READ_FORMATS",
+    "Decoded",
+    "ImageInfo",
+    "available_formats",
+    "decode",
+    "encode",
+    "extension_for",
+    "normalise_format",
+    "pil_to_array",
+    "probe",
+    "sniff",
+]
