@@ -27,6 +27,7 @@ from .engine.cancel import CancelToken
 from .engine.local import DEFAULT_MAX_PIXELS, LocalEngine, RunOptions, usable_cores
 from .errors import GpupipeError, UsageError
 from .observe import ProgressDisplay
+from .observers import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
 from .spec import Spec
 
@@ -241,6 +242,11 @@ def run(
                                    "formats without it (JPEG).", rich_help_panel=OUTPUT_PANEL),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", help="Write every input's outcome "
                                           "as JSON.", rich_help_panel=OUTPUT_PANEL),
+    log_file: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="JSON lines: every input's state "
+                                            "transitions with timestamps and durations.", rich_help_panel=OUTPUT_PANEL),
+    trace: Optional[Path] = typer.Option(None, "--trace", metavar="FILE.json", help="Chrome/Perfetto trace: one span "
+                                         "per input per stage, on the thread that ran it.",
+                                         rich_help_panel=OUTPUT_PANEL),
     no_recursive: bool = typer.Option(False, "--no-recursive", help="Don't descend into subdirectories.",
                                       rich_help_panel=INPUT_PANEL),
     hidden: bool = typer.Option(False, "--hidden", help="Include hidden files and directories.",
@@ -296,10 +302,15 @@ def run(
                          recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
                          keep_outcomes=False)
     writer = None
+    sinks: list = []                       # everything that records each input's outcome
     if report is not None:
         writer = ReportWriter(report, {"gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get(
             "gpupipe_raw_args", [])], "spec": spec.to_dict(), "spec_hash": spec.hash()})
-        options.on_outcome = writer.add
+        sinks.append(writer.add)
+    recorders = [StateLog(log_file)] if log_file else []
+    recorders += [ChromeTrace(trace)] if trace else []
+    sinks += recorders
+    options.on_outcome = (lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with ProgressDisplay(quiet=quiet) as display:
@@ -313,6 +324,8 @@ def run(
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         chosen.close()
+        for recorder in recorders:
+            recorder.close()
     if writer:
         writer.close(result.summary)
     if not quiet:

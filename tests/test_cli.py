@@ -262,3 +262,25 @@ def test_brackets_in_user_text_are_shown_verbatim(photos: Path, tmp_path: Path) 
     result = gp("run", photos, "-o", tmp_path / "out", "--watermark-text", "[draft] [red]x[/]", "--dry-run")
     assert result.exit_code == 0
     assert "[draft] [red]x[/]" in result.output
+
+
+def test_state_log_and_trace(photos: Path, tmp_path: Path) -> None:
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    log, trace = tmp_path / "run.jsonl", tmp_path / "trace.json"
+    result = gp("run", photos, "-o", tmp_path / "out", "--thumbnail", "64", "--log", log, "--trace", trace)
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    by_path: dict[str, list[str]] = {}
+    for record in records:
+        by_path.setdefault(Path(record["path"]).name, []).append(record["state"])
+    assert by_path["a.jpg"] == ["queued", "read", "decoded", "processed", "encoded", "written", "ok"]
+    assert by_path["broken.jpg"][0] == "queued" and by_path["broken.jpg"][-1] == "failed"
+    failed = [r for r in records if r["state"] == "failed"][0]
+    assert failed["error_class"] in ("corrupt", "truncated") and failed["message"]
+    events = json.loads(trace.read_text())["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    assert {e["name"] for e in spans} == {"read", "decode", "process", "encode", "write"}
+    assert len([e for e in spans if e["args"]["input"] == "a.jpg"]) == 5
+    threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert any(t.startswith("gpupipe-decode") for t in threads)
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)

@@ -88,11 +88,11 @@ class Job:
     reserved: int = 0                           # bytes of the memory budget this job holds
     encoded: list = field(default_factory=list)  # (output path, file bytes) ready to write
     errors: list = field(default_factory=list)   # InputErrors of variants that could not be made
-    started: float = field(default_factory=time.perf_counter)
 
     def timed(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.outcome.seconds[stage] = round(now - since, 6)
+        self.outcome.spans.append((stage, since, now, threading.current_thread().name))
         return now
 
 
@@ -284,7 +284,7 @@ class LocalEngine:
 
     def _admit(self, source: sources.SourceFile) -> None:
         outcome = FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
-                              bytes_in=source.size)
+                              bytes_in=source.size, queued_at=time.perf_counter())
         guess = EXTENSION_FORMATS.get(source.relative.suffix.lower().lstrip("."), "png")
         planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
         job = Job(source, outcome, planned)

@@ -27,9 +27,14 @@ class FileOutcome:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: dict[str, float] = field(default_factory=dict)   # per stage: read, decode, process, encode, write
+    # For logs and traces (not in reports): when the input was queued, and each stage's
+    # (name, start, end, thread) in time.perf_counter() seconds.
+    queued_at: float | None = field(default=None, repr=False)
+    spans: list[tuple[str, float, float, str]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        skip = {"queued_at", "spans"}
+        return {k: v for k, v in asdict(self).items() if k not in skip and v not in (None, [], {})}
 
 
 @dataclass

@@ -1,0 +1,172 @@
+"""kernels/convolve.cu on the CPU under ASan vs filters.py (DESIGN §4 parity: max |Δ| ≤ 1, ≥ 99.9 % equal).
+
+The integer-kernel filters (emboss, laplacian, sobel, sharpen at amount 1, integer
+convolve kernels) sum exactly in float32 and must match bit for bit; the others may
+differ by one level where OpenCV orders its float sums differently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpupipe.backends.numpy import filters
+
+from . import kernelcheck as kc
+
+test_under_asan = kc.asan_test(__file__)
+
+SHAPES = [(1, 1), (1, 9), (7, 1), (2, 2), (3, 5), (6, 4), (17, 13), (40, 33)]
+
+
+def filter_batch(lib, images, kind, *, taps=None, taps2=None, smooth=False, divisor=1.0, offset=0.0,
+                 unsharp=None, grid=(3, 2), block=32):
+    """Run one filter on a packed batch the way the CuPy backend will: flags, then one or two passes."""
+    n = len(images)
+    src, _ = kc.pack(images)
+    descs, size = kc.descriptors(images, [i.shape for i in images])
+    flags = np.zeros(n, np.int32)
+    lib.launch("gp_translucent", src, descs, n, flags, grid=grid, block=block)
+    dst = np.full(size, 0xA5, np.uint8)
+    if kind == "separable":
+        kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
+        tmp = np.full(size, np.nan, np.float32)
+        lib.launch("gp_sep_rows", src, tmp, descs, n, kx, len(kx) // 2, flags, int(smooth), grid=grid, block=block)
+        mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
+        lib.launch("gp_sep_cols", src, tmp, dst, descs, n, ky, len(ky) // 2, flags, int(smooth),
+                   np.float32(divisor), np.float32(offset), mode, np.float32(amount), np.float32(threshold),
+                   grid=grid, block=block)
+    else:
+        k = np.ascontiguousarray(taps, np.float32)
+        if taps2 is not None:
+            k = np.ascontiguousarray(np.concatenate([k.ravel(), np.asarray(taps2, np.float32).ravel()]))
+        lib.launch("gp_correlate", src, dst, descs, n, k, np.asarray(taps).shape[0] // 2, flags,
+                   np.float32(divisor), np.float32(offset), int(taps2 is not None), grid=grid, block=block)
+    return kc.unpack(dst, descs), flags
+
+
+def batch(seed, shapes=SHAPES, opaque_too=True):
+    images = kc.mixed_batch(seed, shapes)
+    if opaque_too:   # alpha images that are fully opaque take the no-alpha path
+        rng = np.random.default_rng(seed)
+        for c in (2, 4):
+            img = kc.random_image(rng, 11, 8, c)
+            img[..., -1] = 255
+            images.append(img)
+    return images
+
+
+def check_parity(got, want, what, exact=False):
+    assert [g.shape for g in got] == [w.shape for w in want]
+    diff = np.concatenate([np.abs(g.astype(np.int16) - w.astype(np.int16)).ravel() for g, w in zip(got, want)])
+    worst = int(diff.max())
+    equal = float((diff == 0).mean())
+    if exact:
+        assert worst == 0, f"{what}: max |Δ| {worst}, {100 * (1 - equal):.3f} % differ (expected bit-exact)"
+    assert worst <= 1 and equal >= 0.999, f"{what}: max |Δ| {worst}, {100 * equal:.3f} % equal"
+
+
+SOBEL_X = np.outer(filters._SOBEL_SMOOTH, filters._SOBEL_DIFF)
+SOBEL_Y = np.outer(filters._SOBEL_DIFF, filters._SOBEL_SMOOTH)
+
+
+class TestConvolve:
+    __test__ = kc.INNER
+
+    def setup_class(self):
+        kc.require_asan_loaded()
+        self.lib = kc.build("convolve")
+
+    def test_translucent_flags(self):
+        images = batch(1)
+        _, flags = filter_batch(self.lib, images, "2d", taps=filters._EMBOSS3)
+        want = [int(i.shape[2] in (2, 4) and (i[..., -1] != 255).any()) for i in images]
+        assert flags.tolist() == want
+
+    @pytest.mark.parametrize("sigma", [0.3, 0.8, 1.0, 1.7, 3.0, 6.0])
+    def test_gaussian_blur(self, sigma):
+        images = batch(2)
+        k = filters.gaussian_kernel(sigma)
+        got, _ = filter_batch(self.lib, images, "separable", taps=(k, k), smooth=True)
+        check_parity(got, [filters.gaussian_blur(i, sigma) for i in images], f"gaussian {sigma}")
+
+    @pytest.mark.parametrize("radius", [1, 2, 3, 5, 12])
+    def test_box_blur(self, radius):
+        images = batch(3)
+        k = np.full(2 * radius + 1, 1.0 / (2 * radius + 1), np.float32)
+        got, _ = filter_batch(self.lib, images, "separable", taps=(k, k), smooth=True)
+        check_parity(got, [filters.box_blur(i, radius) for i in images], f"box {radius}")
+
+    @pytest.mark.parametrize("amount", [1.0, 0.0, 0.5, 2.3])
+    def test_sharpen(self, amount):
+        images = batch(4)
+        k = filters._IDENTITY3 + np.float32(amount) * (filters._SHARPEN3 - filters._IDENTITY3)
+        got, _ = filter_batch(self.lib, images, "2d", taps=k)
+        check_parity(got, [filters.sharpen(i, amount) for i in images], f"sharpen {amount}",
+                     exact=amount in (0.0, 1.0))
+
+    def test_emboss(self):
+        images = batch(5)
+        got, _ = filter_batch(self.lib, images, "2d", taps=filters._EMBOSS3)
+        check_parity(got, [filters.emboss(i) for i in images], "emboss", exact=True)
+
+    def test_laplacian(self):
+        images = batch(6)
+        got, _ = filter_batch(self.lib, images, "2d", taps=filters._LAPLACIAN3)
+        check_parity(got, [filters.edges(i, "laplacian") for i in images], "laplacian", exact=True)
+
+    def test_sobel(self):
+        images = batch(7)
+        got, _ = filter_batch(self.lib, images, "2d", taps=SOBEL_X, taps2=SOBEL_Y)
+        check_parity(got, [filters.edges(i, "sobel") for i in images], "sobel")
+
+    @pytest.mark.parametrize("sigma,amount,threshold", [(1.0, 1.0, 0), (2.0, 0.7, 0), (1.3, 2.0, 4.0)])
+    def test_unsharp(self, sigma, amount, threshold):
+        images = batch(8)
+        k = filters.gaussian_kernel(sigma)
+        got, _ = filter_batch(self.lib, images, "separable", taps=(k, k),
+                              unsharp=(amount, threshold))
+        check_parity(got, [filters.unsharp(i, sigma, amount, threshold) for i in images],
+                     f"unsharp {sigma} {amount} {threshold}")
+
+    @pytest.mark.parametrize("case", range(8))
+    def test_convolve(self, case):
+        rng = np.random.default_rng(100 + case)
+        n = [3, 5, 3, 7, 5, 9, 3, 11][case]
+        if case % 2 == 0:      # rank 1: two passes
+            kx, ky = rng.integers(-3, 4, n), rng.integers(-3, 4, n)
+            ky[n // 2] = 2
+            kx[n // 2] = 1
+            kernel = np.outer(ky, kx).astype(np.float64)
+        else:                  # general 2-D
+            kernel = rng.integers(-4, 5, (n, n)).astype(np.float64)
+        if case in (4, 5):
+            kernel = kernel * 0.37
+        divisor = [None, None, 3.0, None, None, 7.5, None, 2.0][case]
+        offset = [0.0, 10.0, 0.0, -5.5, 0.0, 128.0, 0.0, 3.0][case]
+        images = batch(9 + case)
+        d = np.float32(filters._divisor(kernel, divisor))
+        pair = filters.separate(kernel)
+        if pair is not None:
+            got, _ = filter_batch(self.lib, images, "separable", taps=pair, divisor=d, offset=offset)
+        else:
+            got, _ = filter_batch(self.lib, images, "2d", taps=kernel, divisor=d, offset=offset)
+        assert (pair is not None) == (case % 2 == 0)
+        want = [filters.convolve(i, kernel, divisor, offset) for i in images]
+        check_parity(got, want, f"convolve case {case}", exact=case in (0, 1, 3, 7))
+
+    def test_kernel_larger_than_image(self):
+        images = batch(20, shapes=[(1, 1), (1, 2), (2, 1), (2, 3), (3, 3)], opaque_too=False)
+        k = filters.gaussian_kernel(4.0)    # 25 taps on images of 1..3 pixels
+        got, _ = filter_batch(self.lib, images, "separable", taps=(k, k), smooth=True)
+        check_parity(got, [filters.gaussian_blur(i, 4.0) for i in images], "gaussian on tiny images")
+        kernel = np.random.default_rng(21).integers(-3, 4, (9, 9)).astype(np.float64)
+        got, _ = filter_batch(self.lib, images, "2d", taps=kernel, divisor=np.float32(filters._divisor(kernel, None)))
+        check_parity(got, [filters.convolve(i, kernel) for i in images], "9x9 on tiny images", exact=True)
+
+    @pytest.mark.parametrize("grid,block", [((1, 1), 1), ((5, 3), 7), ((128, 64), 64)])
+    def test_launch_shapes(self, grid, block):
+        images = batch(30)
+        k = filters.gaussian_kernel(1.2)
+        got, _ = filter_batch(self.lib, images, "separable", taps=(k, k), smooth=True, grid=grid, block=block)
+        check_parity(got, [filters.gaussian_blur(i, 1.2) for i in images], f"gaussian grid {grid}x{block}")

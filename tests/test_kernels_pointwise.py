@@ -1,0 +1,158 @@
+"""kernels/pointwise.cu and kernels/geometry.cu on the CPU under ASan: bit-exact vs the NumPy backend.
+
+Run in a child process with the ASan runtime preloaded (see tests/kernelcheck.py);
+the parent collects only ``test_under_asan``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpupipe.backends.numpy import color, geometry
+
+from . import kernelcheck as kc
+
+test_under_asan = kc.asan_test(__file__)
+
+# launch shapes: a tiny grid (long grid-stride loops), an odd one, one wider than the work
+GRIDS = [((1, 1), 1), ((3, 2), 7), ((64, 40), 32)]
+
+
+def _check_equal(got, want, what):
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"{what}: image {k} shape {g.shape} != {w.shape}"
+        if not np.array_equal(g, w):
+            bad = np.argwhere(g != w)[:5]
+            raise AssertionError(f"{what}: image {k} {w.shape} differs at {bad.tolist()}: "
+                                 f"{[int(g[tuple(b)]) for b in bad]} != {[int(w[tuple(b)]) for b in bad]}")
+
+
+def _grey_channels(c):
+    return 1 if c in (1, 3) else 2
+
+
+class TestPointwise:
+    __test__ = kc.INNER
+
+    def setup_class(self):
+        kc.require_asan_loaded()
+        self.lib = kc.build("pointwise")
+
+    @pytest.mark.parametrize("grid,block", GRIDS)
+    def test_grayscale(self, grid, block):
+        images = kc.mixed_batch(1)
+        shapes = [(h, w, _grey_channels(c)) for h, w, c in (i.shape for i in images)]
+        got = kc.run_batch(self.lib, "gp_grayscale", images, shapes, grid=grid, block=block)
+        _check_equal(got, [color.grayscale(i) for i in images], "grayscale")
+
+    def test_grayscale_every_value(self):
+        # all 2**24 RGB triples would be slow under ASan: every R, G, B value in 3 sweeps + random
+        v = np.arange(256, dtype=np.uint8)
+        rng = np.random.default_rng(5)
+        sweeps = [np.stack([v, np.zeros_like(v), np.zeros_like(v)], -1),
+                  np.stack([np.zeros_like(v), v, np.zeros_like(v)], -1),
+                  np.stack([np.zeros_like(v), np.zeros_like(v), v], -1),
+                  rng.integers(0, 256, (256, 3), dtype=np.uint8)]
+        images = [s[None, :, :] for s in sweeps] + [rng.integers(0, 256, (128, 256, 3), dtype=np.uint8)]
+        got = kc.run_batch(self.lib, "gp_grayscale", images, [(i.shape[0], i.shape[1], 1) for i in images],
+                           grid=(64, 5), block=64)
+        _check_equal(got, [color.grayscale(i) for i in images], "grayscale sweep")
+
+    @pytest.mark.parametrize("value", [0, 1, -1, 0.5, -0.5, 1.5, 2.5, 37.3, -100.7, 255, -255, 127.5])
+    def test_brightness(self, value):
+        images = kc.mixed_batch(2) + [np.arange(256, dtype=np.uint8).reshape(16, 16, 1)]
+        got = kc.run_batch(self.lib, "gp_brightness", images, [i.shape for i in images], np.float32(value))
+        _check_equal(got, [color.brightness(i, value) for i in images], f"brightness {value}")
+
+    @pytest.mark.parametrize("factor", [0, 1, 0.5, 1.5, 2, 0.3, 1 / 3, 2.7182818, 7.77, 100, 1e6, 1e30])
+    def test_contrast(self, factor):
+        images = kc.mixed_batch(3) + [np.arange(256, dtype=np.uint8).reshape(16, 16, 1)]
+        got = kc.run_batch(self.lib, "gp_contrast", images, [i.shape for i in images], np.float32(factor))
+        _check_equal(got, [color.contrast(i, factor) for i in images], f"contrast {factor}")
+
+    def test_contrast_random_factors_all_values(self):
+        rng = np.random.default_rng(7)
+        img = np.arange(256, dtype=np.uint8).reshape(1, 256, 1)
+        for factor in rng.uniform(0, 4, 200):
+            got = kc.run_batch(self.lib, "gp_contrast", [img], [img.shape], np.float32(factor), grid=(4, 1))
+            _check_equal(got, [color.contrast(img, float(factor))], f"contrast {factor}")
+
+
+class TestGeometry:
+    __test__ = kc.INNER
+
+    def setup_class(self):
+        kc.require_asan_loaded()
+        self.lib = kc.build("geometry")
+
+    @pytest.mark.parametrize("grid,block", GRIDS)
+    @pytest.mark.parametrize("degrees", [90, 180, 270])
+    def test_rotate(self, degrees, grid, block):
+        images = kc.mixed_batch(10 + degrees)
+        shapes = [(w, h, c) if degrees != 180 else (h, w, c) for h, w, c in (i.shape for i in images)]
+        got = kc.run_batch(self.lib, "gp_rotate", images, shapes, degrees, grid=grid, block=block)
+        _check_equal(got, [geometry.rotate(i, degrees) for i in images], f"rotate {degrees}")
+
+    @pytest.mark.parametrize("direction", ["horizontal", "vertical"])
+    def test_flip(self, direction):
+        images = kc.mixed_batch(20)
+        got = kc.run_batch(self.lib, "gp_flip", images, [i.shape for i in images], int(direction == "vertical"))
+        _check_equal(got, [geometry.flip(i, direction) for i in images], f"flip {direction}")
+
+    @pytest.mark.parametrize("grid,block", GRIDS)
+    def test_crop(self, grid, block):
+        rng = np.random.default_rng(30)
+        images = kc.mixed_batch(31)
+        boxes = []
+        for img in images:
+            h, w = img.shape[:2]
+            cw, ch = int(rng.integers(1, w + 1)), int(rng.integers(1, h + 1))
+            boxes.append((int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch))
+
+        def setup(descs):
+            for d, (x, y, _, _) in zip(descs, boxes):
+                d["x"], d["y"] = x, y
+
+        shapes = [(ch, cw, img.shape[2]) for img, (_, _, cw, ch) in zip(images, boxes)]
+        got = kc.run_batch(self.lib, "gp_crop", images, shapes, setup=setup, grid=grid, block=block)
+        _check_equal(got, [geometry.crop(i, *b) for i, b in zip(images, boxes)], "crop")
+
+    def test_center_crop(self):
+        images = kc.mixed_batch(32)
+        boxes = []
+        for img in images:
+            h, w = img.shape[:2]
+            cw, ch = max(1, w // 2), max(1, (2 * h) // 3)
+            boxes.append(((w - cw) // 2, (h - ch) // 2, cw, ch))
+
+        def setup(descs):
+            for d, (x, y, _, _) in zip(descs, boxes):
+                d["x"], d["y"] = x, y
+
+        shapes = [(ch, cw, img.shape[2]) for img, (_, _, cw, ch) in zip(images, boxes)]
+        got = kc.run_batch(self.lib, "gp_crop", images, shapes, setup=setup)
+        _check_equal(got, [geometry.center_crop(i, b[2], b[3]) for i, b in zip(images, boxes)], "center_crop")
+
+    @pytest.mark.parametrize("background", [(255, 255, 255, 255), (10, 200, 30, 0), (1, 2, 3, 128)])
+    def test_pad(self, background):
+        rng = np.random.default_rng(40)
+        images = kc.mixed_batch(41)
+        places = []
+        for img in images:
+            h, w = img.shape[:2]
+            cw, ch = w + int(rng.integers(0, 6)), h + int(rng.integers(0, 6))
+            places.append((cw, ch, int(rng.integers(0, cw - w + 1)), int(rng.integers(0, ch - h + 1))))
+        # fill colour per channel count, as the host computes it (geometry._fill_value)
+        fill = np.zeros(16, np.uint8)
+        for c in (1, 2, 3, 4):
+            fill[(c - 1) * 4:(c - 1) * 4 + c] = geometry._fill_value(background, c)
+
+        def setup(descs):
+            for d, (_, _, left, top) in zip(descs, places):
+                d["x"], d["y"] = left, top
+
+        shapes = [(ch, cw, img.shape[2]) for img, (cw, ch, _, _) in zip(images, places)]
+        got = kc.run_batch(self.lib, "gp_pad", images, shapes, fill, setup=setup)
+        _check_equal(got, [geometry.pad(i, *p, background) for i, p in zip(images, places)], "pad")
