@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends import select_backend
 from .engine.cancel import CancelToken
-from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, LocalEngine, RunOptions, usable_cores
+from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
 from .engine.process import process_batch
 from .engine.results import FileOutcome, RunResult, RunSummary
 from .errors import InputError, UsageError
@@ -32,7 +32,7 @@ from . import sources
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
         *, backend: str = "auto", workers: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY,
         max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True, include_hidden: bool = False,
-        all_files: bool = False, on_error: str = "continue", on_progress: Callable[[RunSummary], None] | None = None,
+        all_files: bool = False, on_error: str = "continue", order: str = "input", on_progress: Callable[[RunSummary], None] | None = None,
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
         keep_outcomes: bool = True, progress: bool = False, fsync: bool = True) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
@@ -46,13 +46,15 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     spec = as_spec(spec)
     if on_error not in ("continue", "stop"):
         raise UsageError(f"on_error must be 'continue' or 'stop', got {on_error!r}")
+    if order not in ORDERS:
+        raise UsageError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be ≥ 1, got {workers}")
     sources.check_inputs(inputs)
     spec.check_resources()
     workers = workers or usable_cores()
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
-                         include_hidden=include_hidden, all_files=all_files, on_error=on_error,
+                         include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync)
     chosen = select_backend(backend, workers=workers)
     try:

@@ -24,7 +24,7 @@ from typer.core import TyperCommand
 from . import __version__, codecs, ops as op_catalogue, sources
 from .backends import BACKEND_CHOICES, select_backend
 from .engine.cancel import CancelToken
-from .engine.local import DEFAULT_MAX_PIXELS, LocalEngine, RunOptions, usable_cores
+from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
 from .errors import GpupipeError, UsageError
 from .observe import ProgressDisplay
 from .observers import ChromeTrace, StateLog
@@ -263,6 +263,9 @@ def run(
                                    rich_help_panel=RUN_PANEL),
     on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
                                  "(end the run at the first failure).", rich_help_panel=RUN_PANEL),
+    order: str = typer.Option("input", "--order", help="Which inputs go first: input (as found, streaming), "
+                              "smallest-first, largest-first or newest-first (these list every input first).",
+                              rich_help_panel=RUN_PANEL),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and every input → output; write nothing.",
                                  rich_help_panel=RUN_PANEL),
     quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; errors only.",
@@ -280,6 +283,8 @@ def run(
         chain = ops_from_args(ctx.meta.get("gpupipe_raw_args", []), params, value_options)
         if on_error not in ("continue", "stop"):
             raise UsageError(f"--on-error must be continue or stop, got {on_error!r}")
+        if order not in ORDERS:
+            raise UsageError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
         if spec_file is not None:
             if chain or format or name_template:
                 raise UsageError("--spec replaces op flags, --format and --name-template; put those in the spec file")
@@ -300,7 +305,7 @@ def run(
         return
     options = RunOptions(workers=workers, max_memory=memory, max_pixels=max_pixels,
                          recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
-                         keep_outcomes=False)
+                         order=order, keep_outcomes=False)
     writer = None
     sinks: list = []                       # everything that records each input's outcome
     if report is not None:

@@ -138,3 +138,22 @@ def test_a_full_output_disk_stops_the_run_with_one_clear_message(tmp_path: Path,
     for path in small_disk.iterdir():               # whatever was written is whole
         with Image.open(path) as im:
             im.load()
+
+
+def test_order_decides_which_inputs_go_first(tmp_path: Path) -> None:
+    import os
+    src = tmp_path / "in"
+    src.mkdir()
+    sizes = {"a.png": 40, "b.png": 10, "c.png": 30, "d.png": 20}
+    for index, (name, side) in enumerate(sizes.items()):
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (side, side, 3), np.uint8)).save(src / name)
+        os.utime(src / name, (1_000_000 + index, 1_000_000 + index))        # a is oldest, d newest
+    def order(kind: str) -> list[str]:
+        result = gpupipe.run(src, tmp_path / kind, [ops.Grayscale()], backend="cpu", workers=1, order=kind)
+        started = sorted(result.outcomes, key=lambda o: o.queued_at)      # the order inputs entered the pipeline
+        return [Path(o.path).name for o in started]
+    assert order("smallest-first") == ["b.png", "d.png", "c.png", "a.png"]
+    assert order("largest-first") == ["a.png", "c.png", "d.png", "b.png"]
+    assert order("newest-first") == ["d.png", "c.png", "b.png", "a.png"]
+    with pytest.raises(UsageError, match="order"):
+        gpupipe.run(src, tmp_path / "x", [], order="random")

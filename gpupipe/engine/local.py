@@ -56,6 +56,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
+    "smallest-first": lambda source: source.size,
+    "largest-first": lambda source: -source.size,
+    "newest-first": lambda source: -source.mtime,
+}
+ORDERS = ("input", *ORDER_KEYS)
+
+
 @dataclass
 class RunOptions:
     """Everything a run needs besides inputs, output and spec; defaults are the CLI's."""
@@ -68,6 +76,7 @@ class RunOptions:
     include_hidden: bool = False
     all_files: bool = False
     on_error: str = "continue"                  # or "stop": the first failure ends the run
+    order: str = "input"                        # input | smallest-first | largest-first | newest-first
     fsync: bool = True
     keep_outcomes: bool = True
     on_outcome: Callable[[FileOutcome], None] | None = None
@@ -268,19 +277,30 @@ class LocalEngine:
 
     def _scan(self, inputs: Sequence[str | Path]) -> None:
         opts = self.options
-        exclude = [self.output]
-        for item in sources.discover(inputs, recursive=opts.recursive, include_hidden=opts.include_hidden,
-                                     all_files=opts.all_files, exclude=exclude):
+        found = sources.discover(inputs, recursive=opts.recursive, include_hidden=opts.include_hidden,
+                                 all_files=opts.all_files, exclude=[self.output])
+        if opts.order == "input":
+            admit = self._admit            # stream: work starts while the scan goes on
+        else:
+            pending: list[sources.SourceFile] = []
+            admit = pending.append         # any other order needs the whole listing first
+        for item in found:
             if self.cancel.cancelled:
                 return
             if isinstance(item, sources.SourceFile):
                 self.summary.discovered += 1
-                self._admit(item)
+                admit(item)
             elif isinstance(item, sources.Skipped):
                 self._done.put(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason))
             else:
                 self.summary.scan_problems.append(f"{item.path}: {item.message}")
         self.summary.scan_complete = True
+        if opts.order != "input":
+            pending.sort(key=ORDER_KEYS[opts.order])      # stable: ties keep the input order
+            for source in pending:
+                if self.cancel.cancelled:
+                    return
+                self._admit(source)
 
     def _admit(self, source: sources.SourceFile) -> None:
         outcome = FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
