@@ -339,6 +339,14 @@ class LocalEngine:
             job = self.read_q.get()
             started = time.perf_counter()
             try:
+                # Reserve memory before decoding (header size, 4 bytes a pixel: the most a
+                # decode can need), so decoders never hold images the budget doesn't know of.
+                job.reserved = self.images.acquire(min(_decoded_size_bound(job.data), self.images.capacity))
+            except Closed:
+                job.outcome.status = CANCELLED
+                self._done.put(job.outcome)
+                raise
+            try:
                 job.decoded = codecs.decode(job.data, max_pixels=max_pixels, min_size=spec.decode_hint,
                                             padded_rgb=padded)
             except InputError as exc:
@@ -350,16 +358,12 @@ class LocalEngine:
             finally:
                 job.data = None       # the bytes are no longer needed: free them now
             pixels = job.decoded.pixels
-            try:
-                job.reserved = self.images.acquire(pixels.nbytes)  # waits while the pipeline is full
-            except Closed:
-                job.outcome.status = CANCELLED
-                self._done.put(job.outcome)
-                raise
+            held = _buffer_bytes(pixels)
+            job.reserved = self.images.resize(job.reserved, held)      # now the real size
             job.outcome.format = job.decoded.format
             job.outcome.height, job.outcome.width = pixels.shape[:2]
             job.timed("decode", started)
-            self._forward(self.decoded_q, job, pixels.nbytes)
+            self._forward(self.decoded_q, job, held)
 
     def _process_loop(self) -> None:
         backend = self.backend
@@ -458,6 +462,22 @@ class LocalEngine:
                 self._fail(job, job.errors[0])
             else:
                 self._done.put(job.outcome)
+
+
+def _decoded_size_bound(data: bytes) -> int:
+    """Upper bound of the decoded size from the header; 0 when the header is unreadable
+    (the decode then fails at once, holding nothing)."""
+    try:
+        info = codecs.probe(data, max_pixels=None)
+    except Exception:
+        return 0
+    return info.width * info.height * 4
+
+
+def _buffer_bytes(pixels: np.ndarray) -> int:
+    """Bytes an image really holds: an RGB view of an RGBX buffer holds the whole buffer."""
+    base = pixels.base if isinstance(pixels.base, np.ndarray) else None
+    return base.nbytes if base is not None and base.nbytes > pixels.nbytes else pixels.nbytes
 
 
 def _unexpected(exc: Exception) -> InputError:

@@ -39,9 +39,11 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
     results: list[list[Result | None]] = [[None] * len(spec.variants) for _ in range(count)]
     sizes = [(img.shape[1], img.shape[0]) for img in images]
     try:
-        batch = backend.upload(images)
+        uploaded = [backend.upload(images)]
         images.clear()
-        _walk(backend, trie, batch, list(range(count)), sizes, results)
+        # Hand the batch over without keeping a reference here, so _walk can free it
+        # as soon as the first op has run.
+        _walk(backend, trie, uploaded.pop(), list(range(count)), sizes, results)
     except InputError as exc:        # whole-batch failure: every unfinished variant of every image
         _fail_unfinished(results, exc)
     except Exception as exc:         # a backend bug must cost this batch, never the run
