@@ -208,11 +208,29 @@ def unpack(buf: np.ndarray, descs: np.ndarray) -> list[np.ndarray]:
 
 
 def run_batch(lib: KernelLib, kernel: str, images, out_shapes, *params, setup=None,
-              grid=(3, 2), block=32) -> list[np.ndarray]:
+              grid=(3, 2), block=32, isolate=False) -> list[np.ndarray]:
     """Pack images, launch kernel(src, dst, descs, n, *params), unpack the results.
 
     ``setup(descs)`` may fill per-image descriptor fields (x, y, param...).
+    ``isolate``: also run every image alone, in buffers of exactly its size, so that ASan
+    sees an access outside *one* image (in a packed batch it may land in a neighbour);
+    both runs must agree.
     """
+    if isolate:
+        alone = []
+        for k, (img, shape) in enumerate(zip(images, out_shapes)):
+            def one_setup(descs, k=k):
+                if setup is not None:
+                    full = np.zeros(len(images), DESC)
+                    setup(full)
+                    for name in ("x", "y", "param", "aux_offset"):
+                        descs[0][name] = full[k][name]
+            alone += run_batch(lib, kernel, [img], [shape], *params, setup=one_setup, grid=grid, block=block)
+        batched = run_batch(lib, kernel, images, out_shapes, *params, setup=setup, grid=grid, block=block)
+        for k, (a, b) in enumerate(zip(alone, batched)):
+            if not np.array_equal(a, b):
+                raise AssertionError(f"{kernel}: image {k} differs between its own launch and the batch")
+        return batched
     src, _ = pack(images)
     descs, out_size = descriptors(images, out_shapes)
     if setup is not None:

@@ -44,7 +44,7 @@ class TestPointwise:
     def test_grayscale(self, grid, block):
         images = kc.mixed_batch(1)
         shapes = [(h, w, _grey_channels(c)) for h, w, c in (i.shape for i in images)]
-        got = kc.run_batch(self.lib, "gp_grayscale", images, shapes, grid=grid, block=block)
+        got = kc.run_batch(self.lib, "gp_grayscale", images, shapes, grid=grid, block=block, isolate=True)
         _check_equal(got, [color.grayscale(i) for i in images], "grayscale")
 
     def test_grayscale_every_value(self):
@@ -63,13 +63,15 @@ class TestPointwise:
     @pytest.mark.parametrize("value", [0, 1, -1, 0.5, -0.5, 1.5, 2.5, 37.3, -100.7, 255, -255, 127.5])
     def test_brightness(self, value):
         images = kc.mixed_batch(2) + [np.arange(256, dtype=np.uint8).reshape(16, 16, 1)]
-        got = kc.run_batch(self.lib, "gp_brightness", images, [i.shape for i in images], np.float32(value))
+        got = kc.run_batch(self.lib, "gp_brightness", images, [i.shape for i in images], np.float32(value),
+                           isolate=True)
         _check_equal(got, [color.brightness(i, value) for i in images], f"brightness {value}")
 
     @pytest.mark.parametrize("factor", [0, 1, 0.5, 1.5, 2, 0.3, 1 / 3, 2.7182818, 7.77, 100, 1e6, 1e30])
     def test_contrast(self, factor):
         images = kc.mixed_batch(3) + [np.arange(256, dtype=np.uint8).reshape(16, 16, 1)]
-        got = kc.run_batch(self.lib, "gp_contrast", images, [i.shape for i in images], np.float32(factor))
+        got = kc.run_batch(self.lib, "gp_contrast", images, [i.shape for i in images], np.float32(factor),
+                           isolate=True)
         _check_equal(got, [color.contrast(i, factor) for i in images], f"contrast {factor}")
 
     def test_contrast_random_factors_all_values(self):
@@ -92,13 +94,14 @@ class TestGeometry:
     def test_rotate(self, degrees, grid, block):
         images = kc.mixed_batch(10 + degrees)
         shapes = [(w, h, c) if degrees != 180 else (h, w, c) for h, w, c in (i.shape for i in images)]
-        got = kc.run_batch(self.lib, "gp_rotate", images, shapes, degrees, grid=grid, block=block)
+        got = kc.run_batch(self.lib, "gp_rotate", images, shapes, degrees, grid=grid, block=block, isolate=True)
         _check_equal(got, [geometry.rotate(i, degrees) for i in images], f"rotate {degrees}")
 
     @pytest.mark.parametrize("direction", ["horizontal", "vertical"])
     def test_flip(self, direction):
         images = kc.mixed_batch(20)
-        got = kc.run_batch(self.lib, "gp_flip", images, [i.shape for i in images], int(direction == "vertical"))
+        got = kc.run_batch(self.lib, "gp_flip", images, [i.shape for i in images], int(direction == "vertical"),
+                           isolate=True)
         _check_equal(got, [geometry.flip(i, direction) for i in images], f"flip {direction}")
 
     @pytest.mark.parametrize("grid,block", GRIDS)
@@ -116,7 +119,7 @@ class TestGeometry:
                 d["x"], d["y"] = x, y
 
         shapes = [(ch, cw, img.shape[2]) for img, (_, _, cw, ch) in zip(images, boxes)]
-        got = kc.run_batch(self.lib, "gp_crop", images, shapes, setup=setup, grid=grid, block=block)
+        got = kc.run_batch(self.lib, "gp_crop", images, shapes, setup=setup, grid=grid, block=block, isolate=True)
         _check_equal(got, [geometry.crop(i, *b) for i, b in zip(images, boxes)], "crop")
 
     def test_center_crop(self):
@@ -154,5 +157,5 @@ class TestGeometry:
                 d["x"], d["y"] = left, top
 
         shapes = [(ch, cw, img.shape[2]) for img, (cw, ch, _, _) in zip(images, places)]
-        got = kc.run_batch(self.lib, "gp_pad", images, shapes, fill, setup=setup)
+        got = kc.run_batch(self.lib, "gp_pad", images, shapes, fill, setup=setup, isolate=True)
         _check_equal(got, [geometry.pad(i, *p, background) for i, p in zip(images, places)], "pad")

@@ -1,0 +1,57 @@
+// composite.cu — watermark blend, one thread per output pixel (contract: gpupipe/backends/numpy/composite.py).
+//
+// In float32 on straight colour, a = mark_alpha * opacity / 255 (rounded in that order):
+//     colour = base * (1 - a) + mark * a        (L / LA bases: mark = luma of its RGB)
+//     alpha  = base_alpha + a * (255 - base_alpha)
+// Every pixel is written: outside the mark a = 0 and the blend is the identity, exactly.
+//
+// Descriptor: width, height, channels of the base (out_* equal); aux_offset: element offset of
+// this image's RGBA mark in `marks` (images sharing a mark may share it); param[0], param[1]:
+// the mark's width w and height h; param[2]: 1 for position "tile", else 0; param[3]: margin m.
+// Not tiled: the mark's top-left corner is at (x, y) (composite.placements; may lie partly
+// outside). Tiled: copies at (m + i (w + m), m + j (h + m)), as composite.watermark's layer.
+#include "gpupipe.cuh"
+
+extern "C" __global__ void gp_watermark(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
+                                        const ImageDesc* __restrict__ descs, int n_images,
+                                        const unsigned char* __restrict__ marks, float opacity) {
+    GP_FOR_EACH_IMAGE(i, n_images) {
+        const ImageDesc d = descs[i];
+        const int mw = d.param[0], mh = d.param[1], tile = d.param[2], m = d.param[3];
+        const int colour = d.channels - (has_alpha(d.channels) ? 1 : 0);
+        const long long count = (long long)d.width * d.height;
+        GP_FOR_EACH_PIXEL(p, count) {
+            const int y = (int)(p / d.width), x = (int)(p % d.width);
+            const unsigned char* s = src + d.in_offset + p * d.channels;
+            unsigned char* o = dst + d.out_offset + p * d.channels;
+            int u, v;
+            if (tile) {
+                u = x - m < 0 ? -1 : (x - m) % (mw + m);
+                v = y - m < 0 ? -1 : (y - m) % (mh + m);
+            } else {
+                u = x - d.x;
+                v = y - d.y;
+            }
+            if (u < 0 || v < 0 || u >= mw || v >= mh) {    // no mark here: a = 0, the identity
+                for (int c = 0; c < d.channels; ++c) o[c] = s[c];
+                continue;
+            }
+            const unsigned char* mk = marks + d.aux_offset + ((long long)v * mw + u) * 4;
+            const float a = __fmul_rn((float)mk[3], opacity) / 255.0f;
+            const float keep = __fadd_rn(1.0f, -a);
+            if (colour == 1) {
+                float l = __fmul_rn((float)mk[0], 0.299f);
+                l = __fadd_rn(l, __fmul_rn((float)mk[1], 0.587f));
+                l = __fadd_rn(l, __fmul_rn((float)mk[2], 0.114f));
+                o[0] = store_u8(__fadd_rn(__fmul_rn((float)s[0], keep), __fmul_rn(l, a)));
+            } else {
+                for (int c = 0; c < 3; ++c)
+                    o[c] = store_u8(__fadd_rn(__fmul_rn((float)s[c], keep), __fmul_rn((float)mk[c], a)));
+            }
+            if (colour != d.channels) {
+                const float ab = (float)s[colour];
+                o[colour] = store_u8(__fadd_rn(ab, __fmul_rn(a, __fadd_rn(255.0f, -ab))));
+            }
+        }
+    }
+}

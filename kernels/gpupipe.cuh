@@ -1,0 +1,82 @@
+// gpupipe.cuh — shared definitions for every kernel in kernels/*.cu.
+//
+// The batched contract (DESIGN.md §5): a batch is ONE packed uint8 buffer holding
+// HWC images back to back, plus one ImageDesc per image. Images of different
+// sizes and channel counts share one launch:
+//
+//   grid  = (gx, gy), block = (bx)          any sizes; the kernels stride over both
+//   image i        = blockIdx.y, blockIdx.y + gridDim.y, ...
+//   output pixel p = blockIdx.x * blockDim.x + threadIdx.x, + gridDim.x * blockDim.x, ...
+//
+// One thread computes one output pixel (all its channels). No shared memory, no
+// __syncthreads, no dynamic allocation: a sequential loop over the grid (the CPU
+// shim, kernels/cpu_shim.h) runs the same code exactly, which is how the kernels
+// are verified without a GPU (tests/kernelcheck.py).
+//
+// Float maths is float32. Where a result must be bit-identical to the NumPy
+// backend, products and sums are written with __fmul_rn/__fadd_rn so nvcc cannot
+// contract them into FMAs (NumPy rounds each operation). Stores round half to
+// even and clamp to 0..255 (store_u8).
+//
+// This header includes no system header: NVRTC (cupy.RawModule) has none.
+#pragma once
+
+struct ImageDesc {
+    long long in_offset;    // element offset of the image in the packed input buffer
+    long long out_offset;   // element offset of the result in the packed output buffer
+    long long aux_offset;   // kernel-specific offset into an auxiliary buffer
+                            //   (resample: coefficient tables; watermark: mark pixels)
+    int width;              // input width, height, channels (1 L, 2 LA, 3 RGB, 4 RGBA)
+    int height;
+    int channels;
+    int out_width;          // output width, height, channels
+    int out_height;
+    int out_channels;
+    int x;                  // origin: crop source (x, y); pad / watermark destination (left, top)
+    int y;
+    int param[4];           // kernel-specific integers, documented by each kernel
+};
+static_assert(sizeof(ImageDesc) == 72, "ImageDesc layout is shared with the host (tests/kernelcheck.py)");
+
+// Stride loops of the contract above.
+#define GP_FOR_EACH_IMAGE(i, n_images) \
+    for (int i = blockIdx.y; i < (n_images); i += gridDim.y)
+#define GP_FOR_EACH_PIXEL(p, count) \
+    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < (count); \
+         p += (long long)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ int gp_min(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int gp_max(int a, int b) { return a > b ? a : b; }
+
+// Reflect-101 border (dcb|abcd|cba), any distance: kernels larger than the image
+// reflect repeatedly; a 1-pixel axis repeats its pixel. Same as OpenCV's
+// borderInterpolate(BORDER_REFLECT_101).
+__device__ __forceinline__ int reflect101(int p, int len) {
+    if (len == 1) return 0;
+    const int period = 2 * (len - 1);
+    p %= period;
+    if (p < 0) p += period;
+    return p < len ? p : period - p;
+}
+
+// float32 -> uint8: clamp to [0, 255], then round half to even (np.clip(np.rint(x), 0, 255)).
+// Clamping first is equivalent (the bounds are integers) and keeps the int conversion defined;
+// NaN becomes 0.
+__device__ __forceinline__ unsigned char store_u8(float v) {
+    v = fminf(fmaxf(v, 0.0f), 255.0f);
+    return (unsigned char)__float2int_rn(v);
+}
+
+// Images with alpha (LA, RGBA) carry it in the last channel.
+__device__ __forceinline__ bool has_alpha(int channels) { return channels == 2 || channels == 4; }
+
+// Pillow's integer (un)premultiply (Imaging RGBA<->RGBa), see resample.premultiply_u8 / unpremultiply_u8.
+__device__ __forceinline__ int muldiv255(int c, int a) {
+    const unsigned int t = (unsigned int)(c * a + 128);
+    return (int)(((t >> 8) + t) >> 8);
+}
+__device__ __forceinline__ int unpremultiply_pillow(int c, int a) {
+    if (a == 0 || a == 255) return c;
+    const int v = 255 * c / a;
+    return v < 255 ? v : 255;
+}
