@@ -332,3 +332,18 @@ def test_bad_parameters_raise(call):
 def test_bad_images_raise(img):
     with pytest.raises(ProcessingError):
         F.box_blur(img, 1)
+
+
+@pytest.mark.parametrize("n", [9, 11, 15, 31])
+def test_large_integer_kernels_are_exact(n: int) -> None:
+    # Large kernels must not go through a DFT: with integer taps and divisor the float32
+    # sums are exact, so every pixel must equal the float64 reference, ties included.
+    import scipy.ndimage as ndi
+    rng = np.random.default_rng(n)
+    kernel = rng.integers(-3, 4, (n, n)).astype(np.float64)
+    kernel[n // 2, n // 2] += 40            # not separable, positive sum
+    img = rng.integers(0, 256, (57, 83, 3), dtype=np.uint8)
+    got = F.convolve(img, kernel, divisor=7)
+    ref = np.stack([ndi.correlate(img[..., c].astype(np.float64), kernel, mode="mirror") / 7
+                    for c in range(3)], axis=-1)
+    assert np.array_equal(got, np.clip(np.rint(ref), 0, 255).astype(np.uint8))
