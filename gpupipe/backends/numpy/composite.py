@@ -195,7 +195,8 @@ def _blend(base: np.ndarray, mark: np.ndarray, opacity: np.float32) -> np.ndarra
     colour = mark[..., :3].astype(np.float32)
     n = base.shape[2] - (base.shape[2] in (2, 4))  # colour channels of the base
     if n == 1:
-        colour = colour @ _LUMA[:, None]
+        # Left to right, like the CUDA kernel: a BLAS matmul may sum in any order.
+        colour = colour[..., 0:1] * _LUMA[0] + colour[..., 1:2] * _LUMA[1] + colour[..., 2:3] * _LUMA[2]
     b = base[..., :n].astype(np.float32)
     out = np.empty(base.shape, np.uint8)
     out[..., :n] = _to_u8(b * (1 - a) + colour * a)
