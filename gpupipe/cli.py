@@ -9,6 +9,7 @@ class below keeps the raw arguments and ``ops_from_args`` reads them in order.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -324,8 +325,14 @@ def run(
     except KeyboardInterrupt:
         if writer:
             writer.abandon()
+        for recorder in recorders:
+            recorder.close()
         err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
-        raise typer.Exit(130)
+        # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
+        # can abort the process (C++ terminate). Nothing is left to flush, so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         chosen.close()

@@ -220,7 +220,8 @@ def test_quiet_and_plain_progress(photos: Path, tmp_path: Path) -> None:
     assert "processed" in plain.stderr
 
 
-def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for i in range(150):
@@ -232,7 +233,7 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "stopped early" in stderr and "interrupted" in stderr
@@ -284,3 +285,26 @@ def test_state_log_and_trace(photos: Path, tmp_path: Path) -> None:
     threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert any(t.startswith("gpupipe-decode") for t in threads)
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
+
+
+def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(150):
+        shutil.copy(EXIF / "Landscape_1.jpg", src / f"{i:03d}.jpg")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
+                             "-f", "png", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    for path in out.iterdir():
+        with Image.open(path) as im:
+            im.load()

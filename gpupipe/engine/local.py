@@ -39,7 +39,7 @@ from .process import process_batch
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
 from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunResult, RunSummary
-from .writer import remove_live_temporaries, write_atomic
+from .writer import allow_writes, remove_live_temporaries, write_atomic
 
 log = logging.getLogger("gpupipe")
 DEFAULT_MAX_MEMORY = 512 * 2**20
@@ -138,6 +138,7 @@ class LocalEngine:
     def run(self, inputs: Sequence[str | Path], output: str | Path) -> RunResult:
         opts = self.options
         tune_allocator()
+        allow_writes()
         self.output = Path(output)
         # Images in flight (decoded inputs, then results) share 40 % of the budget wherever
         # they are; compressed bytes waiting to decode get a tenth. The rest is headroom

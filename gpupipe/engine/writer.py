@@ -20,12 +20,15 @@ SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 _live_temporaries: set[str] = set()
 _lock = threading.Lock()
+_aborting = threading.Event()      # set by a hard abort: no new temporary may appear
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
     tmp = path.parent / f".{path.name}.gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     with _lock:
+        if _aborting.is_set():
+            raise SystemFailure("the run was aborted")
         _live_temporaries.add(str(tmp))
     try:
         try:
@@ -78,9 +81,15 @@ def _remove(tmp: Path) -> None:
         pass
 
 
+def allow_writes() -> None:
+    """A new run may write again after an earlier one was aborted (same process)."""
+    _aborting.clear()
+
+
 def remove_live_temporaries() -> int:
-    """Delete temporaries of writes still in progress (hard abort); returns how many."""
+    """Hard abort: no new temporaries from now on; delete those of writes in progress."""
     with _lock:
+        _aborting.set()
         pending = list(_live_temporaries)
     for name in pending:
         _remove(Path(name))
