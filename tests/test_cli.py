@@ -227,9 +227,10 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None
     for i in range(150):
         shutil.copy(EXIF / "Landscape_1.jpg", src / f"{i:03d}.jpg")
     out = tmp_path / "out"
+    report = tmp_path / "report.json"
     proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
-                             "-f", "png", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "-f", "png", "--workers", "2", "--report", str(report)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
@@ -243,6 +244,10 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None
     for path in written:                                                    # and every output is whole
         with Image.open(path) as im:
             im.load()
+    files = json.loads(report.read_text())["files"]                        # every input accounted for once
+    assert len(files) == len({f["path"] for f in files}) == 150
+    assert {f["status"] for f in files} <= {"ok", "cancelled"}
+    assert sum(f["status"] == "ok" for f in files) == len(written)
 
 
 def test_version_and_module_entry_point() -> None:

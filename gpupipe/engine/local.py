@@ -132,6 +132,7 @@ class LocalEngine:
         self.summary = RunSummary(backend=backend.describe())
         self._done: queue.SimpleQueue[FileOutcome] = queue.SimpleQueue()
         self._system_failure: str | None = None
+        self._draining = threading.Event()      # first Ctrl+C: finish what was read, read nothing new
 
     # ------------------------------------------------------------------ driver
 
@@ -177,9 +178,10 @@ class LocalEngine:
         try:
             self._collect(threads, outcomes)
         except KeyboardInterrupt:
-            # First Ctrl+C: stop taking work, let threads wind down, account for everything.
+            # First Ctrl+C drains: nothing new is read, what was read is finished and written.
             self.summary.interrupted = True
-            self.cancel.cancel("interrupted")
+            self.summary.stop_reason = "interrupted (Ctrl+C): work in flight was finished, nothing new started"
+            self._draining.set()
             try:
                 self._collect(threads, outcomes)
             except KeyboardInterrupt:
@@ -193,7 +195,7 @@ class LocalEngine:
                         job.outcome.status = CANCELLED
                         self._finish(job.outcome, outcomes)
                 self._drain_done(outcomes)
-                self.summary.stop_reason = self.summary.stop_reason or self._system_failure or (
+                self.summary.stop_reason = self._system_failure or self.summary.stop_reason or (
                     self.cancel.reason if self.cancel.cancelled else None)
                 self.summary.finish()
                 self._progress(force=True)
@@ -286,7 +288,7 @@ class LocalEngine:
             pending: list[sources.SourceFile] = []
             admit = pending.append         # any other order needs the whole listing first
         for item in found:
-            if self.cancel.cancelled:
+            if self.cancel.cancelled or self._draining.is_set():
                 return
             if isinstance(item, sources.SourceFile):
                 self.summary.discovered += 1
@@ -299,7 +301,7 @@ class LocalEngine:
         if opts.order != "input":
             pending.sort(key=ORDER_KEYS[opts.order])      # stable: ties keep the input order
             for source in pending:
-                if self.cancel.cancelled:
+                if self.cancel.cancelled or self._draining.is_set():
                     return
                 self._admit(source)
 
@@ -320,6 +322,10 @@ class LocalEngine:
     def _read_loop(self) -> None:
         while True:
             job = self.scan_q.get()
+            if self._draining.is_set():            # not started yet: it stays undone
+                job.outcome.status = CANCELLED
+                self._done.put(job.outcome)
+                continue
             started = time.perf_counter()
             try:
                 job.data = sources.read_bytes(job.source.path)
@@ -439,10 +445,6 @@ class LocalEngine:
     def _write_loop(self) -> None:
         while True:
             job = self.encoded_q.get()
-            if self.cancel.cancelled and self.summary.interrupted:
-                job.outcome.status = CANCELLED          # Ctrl+C: nothing new reaches the disk
-                self._done.put(job.outcome)
-                continue
             started = time.perf_counter()
             try:
                 for path, data in job.encoded:
