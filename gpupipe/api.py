@@ -22,6 +22,7 @@ from .backends import select_backend
 from .engine.cancel import CancelToken
 from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
 from .engine.process import process_batch
+from .engine.writer import check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
 from .errors import InputError, UsageError
 from .ops import Op
@@ -51,6 +52,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be ≥ 1, got {workers}")
     sources.check_inputs(inputs)
+    check_output_dir(Path(output))
     spec.check_resources()
     workers = workers or usable_cores()
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,

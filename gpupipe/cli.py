@@ -26,6 +26,7 @@ from . import __version__, codecs, ops as op_catalogue, sources
 from .backends import BACKEND_CHOICES, select_backend
 from .engine.cancel import CancelToken
 from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
+from .engine.writer import check_output_dir
 from .errors import GpupipeError, UsageError
 from .observe import ProgressDisplay
 from .observers import ChromeTrace, StateLog
@@ -295,6 +296,7 @@ def run(
                                background=background)
         spec.check_resources()
         sources.check_inputs(inputs)
+        check_output_dir(output)
         memory = parse_memory(max_memory)
         workers = workers or usable_cores()
         chosen = select_backend(backend, workers=workers)

@@ -138,6 +138,8 @@ def test_exit_code_2_with_a_message_for_usage_errors(photos: Path, tmp_path: Pat
         (["run", photos, "-o", out, "--backend", "gpu"], "CUDA not available"),
         (["run", photos, "-o", out, "--max-memory", "lots"], "--max-memory"),
     ]
+    (tmp_path / "a-file").write_text("x")
+    cases.append((["run", photos, "-o", tmp_path / "a-file"], "not a directory"))
     bad_spec = tmp_path / "bad.toml"
     bad_spec.write_text('[[variant]]\nname = "x"\nops = [{ op = "resize", widht = 3 }]\n')
     cases.append((["run", photos, "-o", out, "--spec", bad_spec], "widht"))

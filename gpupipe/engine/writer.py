@@ -13,7 +13,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from ..errors import SystemFailure, WriteError
+from ..errors import SystemFailure, UsageError, WriteError
 
 # Errors that say the output *side* is broken, not this one file: stop the run.
 SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
@@ -21,6 +21,16 @@ SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 _live_temporaries: set[str] = set()
 _lock = threading.Lock()
 _aborting = threading.Event()      # set by a hard abort: no new temporary may appear
+
+
+def check_output_dir(output: Path) -> None:
+    """UsageError (exit 2, before any work) when OUT cannot be a directory we write into."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} exists and is not a directory")
+    parent = next((p for p in (output, *output.parents) if p.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output {output} cannot be created or written: {parent} is not writable")
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
