@@ -155,16 +155,16 @@ class LocalEngine:
                                                                  max(depth, 2 * self.backend.max_batch_images))
         self.processed_q: CostBoundedQueue[Job] = CostBoundedQueue(budget, self.cancel, "processed", depth)
         self.encoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "encoded", 4 * readers)
-        stages = [
-            ("scan", 1, lambda: self._scan(inputs), None, self.scan_q),
-            ("read", readers, self._read_loop, self.scan_q, self.read_q),
-            ("decode", workers, self._decode_loop, self.read_q, self.decoded_q),
-            ("process", self.backend.concurrency, self._process_loop, self.decoded_q, self.processed_q),
-            ("encode", workers, self._encode_loop, self.processed_q, self.encoded_q),
-            ("write", readers, self._write_loop, self.encoded_q, None),
+        stages = [            # name, threads, loop, the queue it feeds (each loop knows what it reads)
+            ("scan", 1, lambda: self._scan(inputs), self.scan_q),
+            ("read", readers, self._read_loop, self.read_q),
+            ("decode", workers, self._decode_loop, self.decoded_q),
+            ("process", self.backend.concurrency, self._process_loop, self.processed_q),
+            ("encode", workers, self._encode_loop, self.encoded_q),
+            ("write", readers, self._write_loop, None),
         ]
         threads = []
-        for name, count, target, _, out_q in stages:
+        for name, count, target, out_q in stages:
             if out_q is not None:
                 out_q.add_producer(count)
             for i in range(count):
