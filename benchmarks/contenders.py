@@ -226,13 +226,13 @@ def make_opencv(workload: str, opts: dict):
         data = read(src)
         buf = np.frombuffer(data, np.uint8)
         wh = jpeg_size(data)
-        k, flag = 1, cv2.IMREAD_COLOR
+        flag = cv2.IMREAD_COLOR
         if wh:
             tw, th = fit_size(wh[0], wh[1], THUMB_BOX, THUMB_BOX)
             # DCT-domain reduction only while the reduced image keeps >= margin x target
             for kk, fl in reduced:
                 if wh[0] // kk >= tw * margin and wh[1] // kk >= th * margin:
-                    k, flag = kk, fl
+                    flag = fl
                     break
         img = cv2.imdecode(buf, flag)  # applies EXIF orientation (no IMREAD_IGNORE_ORIENTATION)
         if img is None:

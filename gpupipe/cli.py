@@ -23,7 +23,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from . import __version__, codecs, ops as op_catalogue, sources
-from .backends import BACKEND_CHOICES, select_backend
+from .backends import select_backend
 from .engine.cancel import CancelToken
 from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
 from .engine.writer import check_output_dir

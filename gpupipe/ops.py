@@ -12,8 +12,7 @@ which is what spec files, spec hashes and distributed engines rely on.
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import ProcessingError, UsageError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import math
 
 import cv2

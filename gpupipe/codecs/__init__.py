@@ -27,10 +27,10 @@ monkeypatch it through this package.)
 
 from __future__ import annotations
 
-from .decoding import DEFAULT_MAX_PIXELS, Decoded, MinSize, decode
+from .decoding import DEFAULT_MAX_PIXELS, Decoded, MinSize, decode  # noqa: F401  (MinSize: a public type)
 from .encoding import (
-    PNG_COMPRESS_LEVEL,
-    _flatten,
+    PNG_COMPRESS_LEVEL,  # noqa: F401  (documented constant)
+    _flatten,  # noqa: F401  (tests check alpha flattening directly)
     available_formats,
     encode,
     extension_for,

@@ -9,7 +9,6 @@ variant alone and the backend only ever sees valid work.
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
