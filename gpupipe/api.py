@@ -24,6 +24,7 @@ from .engine.process import process_batch
 from .engine.writer import check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
 from .errors import InputError, UsageError
+from .journal import Journal, default_path
 from .ops import Op
 from .spec import Spec
 from . import sources
@@ -34,11 +35,14 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True, include_hidden: bool = False,
         all_files: bool = False, on_error: str = "continue", order: str = "input", on_progress: Callable[[RunSummary], None] | None = None,
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
-        keep_outcomes: bool = True, progress: bool = False, fsync: bool = True) -> RunResult:
+        keep_outcomes: bool = True, progress: bool = False, fsync: bool = True,
+        journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
-    path. ``cancel.cancel()`` from another thread stops the run cleanly. Per-input
+    path. ``journal`` (default OUT/.gpupipe/journal.sqlite; a path, or False for none)
+    makes a re-run skip inputs done before and unchanged; ``force`` redoes them,
+    ``retry_failed`` retries earlier failures. ``cancel.cancel()`` from another thread stops the run cleanly. Per-input
     outcomes come back in ``result.outcomes`` (pass ``keep_outcomes=False`` on huge
     runs and use ``on_outcome`` instead). Raises UsageError for bad arguments.
     """
@@ -58,15 +62,23 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync)
     chosen = select_backend(backend, workers=workers)
+    if journal is not False:
+        path = default_path(output) if journal is True else Path(journal)
+        options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)
+    result = None
     try:
         if progress and on_progress is None:
             from .observe import ProgressDisplay
             with ProgressDisplay() as display:
                 options.on_progress = display.update
-                return LocalEngine(spec, chosen, options, cancel).run(inputs, output)
-        return LocalEngine(spec, chosen, options, cancel).run(inputs, output)
+                result = LocalEngine(spec, chosen, options, cancel).run(inputs, output)
+        else:
+            result = LocalEngine(spec, chosen, options, cancel).run(inputs, output)
+        return result
     finally:
         chosen.close()
+        if options.journal is not None:
+            options.journal.close(result.summary.to_dict() if result else None)
 
 
 def as_spec(spec: Spec | Iterable[Op] | str | Path) -> Spec:

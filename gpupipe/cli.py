@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +27,7 @@ from .engine.cancel import CancelToken
 from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
 from .engine.writer import check_output_dir
 from .errors import GpupipeError, UsageError
+from .journal import Journal, default_path, report as journal_report
 from .observe import ProgressDisplay
 from .observers import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
@@ -265,6 +265,15 @@ def run(
                                    rich_help_panel=RUN_PANEL),
     on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
                                  "(end the run at the first failure).", rich_help_panel=RUN_PANEL),
+    journal_path: Optional[Path] = typer.Option(None, "--journal", metavar="PATH", help="SQLite journal of every "
+                                                "input [default: OUT/.gpupipe/journal.sqlite]; a re-run skips what "
+                                                "is done and unchanged.", rich_help_panel=RUN_PANEL),
+    no_journal: bool = typer.Option(False, "--no-journal", help="Keep no journal: process everything, remember "
+                                    "nothing.", rich_help_panel=RUN_PANEL),
+    force: bool = typer.Option(False, "--force", help="Redo inputs the journal says are done.",
+                               rich_help_panel=RUN_PANEL),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry inputs that failed in an earlier run "
+                                      "(they are skipped otherwise).", rich_help_panel=RUN_PANEL),
     order: str = typer.Option("input", "--order", help="Which inputs go first: input (as found, streaming), "
                               "smallest-first, largest-first or newest-first (these list every input first).",
                               rich_help_panel=RUN_PANEL),
@@ -309,6 +318,12 @@ def run(
     options = RunOptions(workers=workers, max_memory=memory, max_pixels=max_pixels,
                          recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
                          order=order, keep_outcomes=False)
+    try:
+        journal = None if no_journal else Journal(journal_path or default_path(output), spec.hash(),
+                                                   force=force, retry_failed=retry_failed)
+    except GpupipeError as exc:
+        _fail_usage(exc)
+    options.journal = journal
     writer = None
     sinks: list = []                       # everything that records each input's outcome
     if report is not None:
@@ -319,7 +334,6 @@ def run(
     recorders += [ChromeTrace(trace)] if trace else []
     sinks += recorders
     options.on_outcome = (lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with ProgressDisplay(quiet=quiet) as display:
             options.on_progress = display.update
@@ -329,6 +343,8 @@ def run(
             writer.abandon()
         for recorder in recorders:
             recorder.close()
+        if journal is not None:
+            journal.close()              # what was recorded so far is kept: a re-run resumes from it
         err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
         # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
         # can abort the process (C++ terminate). Nothing is left to flush, so leave at once.
@@ -336,19 +352,16 @@ def run(
         sys.stderr.flush()
         os._exit(130)
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
         chosen.close()
         for recorder in recorders:
             recorder.close()
     if writer:
         writer.close(result.summary)
+    if journal is not None:
+        journal.close(result.summary.to_dict())
     if not quiet:
         print_summary(result.summary, console)
     raise typer.Exit(result.exit_code)
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hidden: bool, all_files: bool) -> None:
@@ -412,6 +425,36 @@ def inspect(
     if not as_json:
         out.print(table)
     raise typer.Exit(1 if bad else 0)
+
+
+@app.command("report")
+def report_command(
+    output: Path = typer.Argument(..., metavar="OUT", help="The output directory of earlier runs."),
+    journal_path: Optional[Path] = typer.Option(None, "--journal", metavar="PATH",
+                                                help="Journal file [default: OUT/.gpupipe/journal.sqlite]."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
+) -> None:
+    """Summarise what the journal knows: inputs done and failed, failures by error class, recent runs."""
+    try:
+        data = journal_report(journal_path or default_path(output))
+    except GpupipeError as exc:
+        _fail_usage(exc)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out = Console()
+    states = data["inputs"]
+    out.print(f"[bold]journal[/] {escape(data['journal'])}")
+    out.print(f"inputs done: {states.get('ok', 0)}, failed: {states.get('failed', 0)}; "
+              f"outputs: {data['outputs']} ({data['output_bytes'] / 1e6:.1f} MB)")
+    for error_class, failure in data["failures"].items():
+        out.print(f"[red]{escape(error_class)}[/]: {failure['count']} input(s)")
+        for example in failure["examples"]:
+            out.print(f"  {example['path']}: {example['message']}", markup=False, highlight=False)
+    for run in data["runs"][:1]:
+        summary = run["summary"] or {}
+        out.print(f"last run: processed {summary.get('processed', '?')}, failed {summary.get('failed', '?')}, "
+                  f"skipped {summary.get('skipped', '?')}" + ("" if run["finished"] else " (did not finish)"))
 
 
 @app.command("ops")

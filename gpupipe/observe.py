@@ -41,7 +41,7 @@ class ProgressDisplay:
     def update(self, summary: RunSummary) -> None:
         if self.quiet:
             return
-        done, total = summary.done, summary.discovered + summary.skipped
+        done, total = summary.done, summary.discovered + summary.scan_skipped
         rate = summary.images_per_second
         if self._progress is not None:
             self._progress.update(

@@ -21,11 +21,12 @@ import hashlib
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -81,6 +82,7 @@ class RunOptions:
     keep_outcomes: bool = True
     on_outcome: Callable[[FileOutcome], None] | None = None
     on_progress: Callable[[RunSummary], None] | None = None
+    journal: Any = None                         # a gpupipe.journal.Journal: skip what is done, record outcomes
     progress_interval: float = 0.1
 
 
@@ -175,20 +177,21 @@ class LocalEngine:
         for thread in threads:
             thread.start()
         interrupted_twice = False
+        previous_handlers = self._catch_signals()
         try:
-            self._collect(threads, outcomes)
-        except KeyboardInterrupt:
-            # First Ctrl+C drains: nothing new is read, what was read is finished and written.
-            self.summary.interrupted = True
-            self.summary.stop_reason = "interrupted (Ctrl+C): work in flight was finished, nothing new started"
-            self._draining.set()
-            try:
-                self._collect(threads, outcomes)
-            except KeyboardInterrupt:
-                interrupted_twice = True
-                remove_live_temporaries()
-                raise
+            while True:
+                try:
+                    self._collect(threads, outcomes)
+                    break
+                except KeyboardInterrupt:
+                    if self._draining.is_set():          # the second interrupt: abort now
+                        interrupted_twice = True
+                        remove_live_temporaries()
+                        raise
+                    self._start_draining()               # raised where no handler could be installed
         finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
             if not interrupted_twice:
                 for q in (self.scan_q, self.read_q, self.decoded_q, self.processed_q, self.encoded_q):
                     for job in q.drain():
@@ -200,6 +203,26 @@ class LocalEngine:
                 self.summary.finish()
                 self._progress(force=True)
         return RunResult(self.summary, outcomes)
+
+    def _catch_signals(self) -> dict:
+        """Ctrl+C and SIGTERM start a drain at a safe point instead of raising mid-bookkeeping
+        (an exception there could lose an input's outcome); a second one aborts. Signal
+        handlers can only be set from the main thread: elsewhere KeyboardInterrupt is caught."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum, frame) -> None:
+            if self._draining.is_set():
+                raise KeyboardInterrupt
+            self._start_draining()
+
+        return {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _start_draining(self) -> None:
+        """First interrupt: nothing new is read; what was read is finished and written."""
+        self.summary.interrupted = True
+        self.summary.stop_reason = "interrupted: work in flight was finished, nothing new started"
+        self._draining.set()
 
     def _stage(self, target: Callable[[], None], out_q: CostBoundedQueue | None) -> None:
         try:
@@ -236,6 +259,12 @@ class LocalEngine:
 
     def _finish(self, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
         self.summary.record(outcome)
+        if self.options.journal is not None:
+            try:
+                self.options.journal.record(outcome)
+            except Exception as exc:               # e.g. the disk holding the journal is full
+                self.options.journal = None
+                self._trip(f"cannot record progress in the journal: {exc}")
         if self.options.keep_outcomes:
             outcomes.append(outcome)
         if self.options.on_outcome:
@@ -294,6 +323,7 @@ class LocalEngine:
                 self.summary.discovered += 1
                 admit(item)
             elif isinstance(item, sources.Skipped):
+                self.summary.scan_skipped += 1
                 self._done.put(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason))
             else:
                 self.summary.scan_problems.append(f"{item.path}: {item.message}")
@@ -307,7 +337,8 @@ class LocalEngine:
 
     def _admit(self, source: sources.SourceFile) -> None:
         outcome = FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
-                              bytes_in=source.size, queued_at=time.perf_counter())
+                              bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
+                              mtime=source.mtime)
         guess = EXTENSION_FORMATS.get(source.relative.suffix.lower().lstrip("."), "png")
         planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
         job = Job(source, outcome, planned)
@@ -316,6 +347,12 @@ class LocalEngine:
             if other is not None:
                 self._fail(job, OutputConflict(f"output {path} is already written by {other}; "
                                                "rename one input or use a name template with {suffix}"))
+                return
+        if self.options.journal is not None:       # claimed even when skipped: its outputs stay its own
+            decision = self.options.journal.decide(str(source.path), source.size, source.mtime)
+            if decision.skip:
+                outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
+                self._done.put(outcome)
                 return
         self._forward(self.scan_q, job, 1)
 
@@ -451,6 +488,8 @@ class LocalEngine:
                     write_atomic(self.output / path, data, fsync=self.options.fsync)
                     job.outcome.outputs.append(str(self.output / path))
                     job.outcome.bytes_out += len(data)
+                    job.outcome.output_sizes.append(len(data))
+                    job.outcome.output_checksums.append(hashlib.blake2b(data, digest_size=16).hexdigest())
             except InputError as exc:
                 job.errors.insert(0, exc)
             except SystemFailure as exc:            # the output side is broken: record, then stop the run

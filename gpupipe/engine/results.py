@@ -31,9 +31,14 @@ class FileOutcome:
     # (name, start, end, thread) in time.perf_counter() seconds.
     queued_at: float | None = field(default=None, repr=False)
     spans: list[tuple[str, float, float, str]] = field(default_factory=list, repr=False)
+    # For the journal: the input as the scan saw it, and each output's size and checksum.
+    size: int | None = field(default=None, repr=False)
+    mtime: float | None = field(default=None, repr=False)
+    output_sizes: list[int] = field(default_factory=list, repr=False)
+    output_checksums: list[str] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        skip = {"queued_at", "spans"}
+        skip = {"queued_at", "spans", "size", "mtime", "output_sizes", "output_checksums"}
         return {k: v for k, v in asdict(self).items() if k not in skip and v not in (None, [], {})}
 
 
@@ -46,6 +51,7 @@ class RunSummary:
     cancelled: int = 0
     discovered: int = 0
     scan_complete: bool = False
+    scan_skipped: int = 0                     # files the scan looked at and left (e.g. not images)
     outputs_written: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
