@@ -17,10 +17,12 @@ reacts to Ctrl+C.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import queue
+import random
 import signal
 import threading
 import time
@@ -32,7 +34,7 @@ import numpy as np
 
 from .. import codecs, sources
 from ..backends.base import Backend
-from ..errors import InputError, OutputConflict, SystemFailure
+from ..errors import InputError, OutputConflict, SystemFailure, UnreadableInput
 from ..ops import Resize
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
@@ -56,6 +58,10 @@ def usable_cores() -> int:
     except AttributeError:                      # not on Linux
         return os.cpu_count() or 1
 
+
+# Read errors worth another try: the device or the network may recover.
+TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE, errno.ECONNRESET,
+                    errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.EREMOTEIO}
 
 ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
     "smallest-first": lambda source: source.size,
@@ -83,6 +89,8 @@ class RunOptions:
     on_outcome: Callable[[FileOutcome], None] | None = None
     on_progress: Callable[[RunSummary], None] | None = None
     journal: Any = None                         # a gpupipe.journal.Journal: skip what is done, record outcomes
+    retries: int = 3                            # extra attempts after a transient read error
+    retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
 
 
@@ -365,13 +373,33 @@ class LocalEngine:
                 continue
             started = time.perf_counter()
             try:
-                job.data = sources.read_bytes(job.source.path)
+                job.data = self._read_with_retries(job)
             except InputError as exc:
                 self._fail(job, exc)
                 continue
             job.outcome.bytes_in = len(job.data)
             job.timed("read", started)
             self._forward(self.read_q, job, len(job.data))
+
+    def _read_with_retries(self, job: Job) -> bytes:
+        """Read an input, retrying transient I/O errors (flaky disks, network mounts) with
+        exponential backoff and jitter; permanent ones (missing, a directory) fail at once."""
+        opts = self.options
+        for attempt in range(1, opts.retries + 2):
+            job.outcome.attempts = attempt
+            try:
+                return sources.read_bytes(job.source.path)
+            except UnreadableInput as exc:
+                cause = exc.__cause__
+                transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
+                if not transient or attempt > opts.retries:
+                    if transient:
+                        exc.args = (f"{exc} (after {attempt} attempts)",)
+                    raise
+                delay = min(5.0, opts.retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                if self.cancel.wait(delay):             # the run was stopped while waiting
+                    raise
+        raise AssertionError("unreachable")
 
     def _decode_loop(self) -> None:
         spec, max_pixels = self.spec, self.options.max_pixels

@@ -24,6 +24,7 @@ class FileOutcome:
     format: str | None = None
     width: int | None = None                 # upright size as decoded (after orientation)
     height: int | None = None
+    attempts: int = 0                        # reads tried (more than 1 after transient errors)
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: dict[str, float] = field(default_factory=dict)   # per stage: read, decode, process, encode, write

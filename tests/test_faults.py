@@ -1,0 +1,66 @@
+"""Real I/O faults: a FUSE filesystem whose reads fail with EIO (tests/faultfs.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import gpupipe
+from gpupipe import ops
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+FAULTFS = Path(__file__).resolve().parent / "faultfs.py"
+
+
+@pytest.fixture
+def flaky_files(tmp_path: Path, request):
+    """Four photos behind a FUSE mount whose reads fail ``request.param`` times per file first."""
+    try:
+        import fuse  # noqa: F401  (fusepy, with libfuse2 underneath)
+    except (ImportError, OSError) as exc:
+        pytest.skip(f"FUSE for Python is not available here: {exc}")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse on this machine")
+    source, mount = tmp_path / "source", tmp_path / "mnt"
+    source.mkdir()
+    mount.mkdir()
+    for i in range(4):
+        shutil.copy(EXAMPLES / "Landscape_1.jpg", source / f"{i}.jpg")
+    proc = subprocess.Popen([sys.executable, str(FAULTFS), str(source), str(mount), "--fail-reads",
+                             str(request.param)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 10
+    while not os.path.ismount(mount) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    if not os.path.ismount(mount):
+        proc.kill()
+        pytest.skip(f"could not mount a FUSE filesystem here: {proc.communicate()[0][-300:]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("flaky_files", [2], indirect=True)
+def test_transient_read_errors_are_retried(flaky_files: Path, tmp_path: Path) -> None:
+    result = gpupipe.run(flaky_files, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", retries=3,
+                         journal=False)
+    assert result.summary.processed == 4 and result.summary.failed == 0
+    assert [o.attempts for o in result.outcomes] == [3, 3, 3, 3]        # two EIO, then the read worked
+
+
+@pytest.mark.parametrize("flaky_files", [100], indirect=True)
+def test_a_read_that_keeps_failing_fails_that_input_after_the_retries(flaky_files: Path, tmp_path: Path) -> None:
+    result = gpupipe.run(flaky_files, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", retries=2,
+                         journal=False)
+    assert result.summary.failed == 4 and result.exit_code == 1
+    for outcome in result.outcomes:
+        assert outcome.error_class == "unreadable" and outcome.attempts == 3
+        assert "after 3 attempts" in outcome.message and "input/output error" in outcome.message.lower()
