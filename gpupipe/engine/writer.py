@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -77,11 +78,41 @@ _made_directories: set[str] = set()
 
 
 def _ensure_directory(directory: Path) -> None:
-    """mkdir -p, remembered: thousands of outputs share a handful of folders."""
+    """mkdir -p, remembered: thousands of outputs share a handful of folders. The first
+    time a run writes into a folder it also clears temporaries a killed run left there."""
     key = str(directory)
     if key not in _made_directories:
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(directory)
         _made_directories.add(key)
+
+
+_TEMPORARY = re.compile(r"^\..+\.gpupipe-(\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete temporaries of gpupipe processes that no longer exist (e.g. killed with SIGKILL)."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            _remove(directory / name)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # alive, someone else's
+        return True
+    return True
 
 
 def _remove(tmp: Path) -> None:
