@@ -37,7 +37,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
         keep_outcomes: bool = True, progress: bool = False, fsync: bool = True,
         journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False,
-        retries: int = 3) -> RunResult:
+        retries: int = 3, stall_timeout: float = 300.0) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -62,7 +62,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync,
-                         retries=retries)
+                         retries=retries, stall_timeout=stall_timeout)
     chosen = select_backend(backend, workers=workers)
     if journal is not False:
         path = default_path(output) if journal is True else Path(journal)

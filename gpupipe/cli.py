@@ -276,6 +276,9 @@ def run(
                                       "(they are skipped otherwise).", rich_help_panel=RUN_PANEL),
     retries: int = typer.Option(3, "--retries", min=0, help="Extra attempts after a transient read error (EIO, "
                                 "timeouts, network filesystems), with exponential backoff.", rich_help_panel=RUN_PANEL),
+    stall_timeout: float = typer.Option(300.0, "--stall-timeout", metavar="SECONDS", help="If no stage makes "
+                                        "progress this long while work is in flight (a hung mount, a deadlock), "
+                                        "report every stage's state and stop.", rich_help_panel=RUN_PANEL),
     order: str = typer.Option("input", "--order", help="Which inputs go first: input (as found, streaming), "
                               "smallest-first, largest-first or newest-first (these list every input first).",
                               rich_help_panel=RUN_PANEL),
@@ -319,7 +322,7 @@ def run(
         return
     options = RunOptions(workers=workers, max_memory=memory, max_pixels=max_pixels,
                          recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
-                         order=order, keep_outcomes=False, retries=retries)
+                         order=order, keep_outcomes=False, retries=retries, stall_timeout=stall_timeout)
     try:
         journal = None if no_journal else Journal(journal_path or default_path(output), spec.hash(),
                                                    force=force, retry_failed=retry_failed)

@@ -1,9 +1,9 @@
 """A real FUSE filesystem that mirrors a directory and fails reads on purpose.
 
-    python tests/faultfs.py SOURCE MOUNTPOINT --fail-reads N
+    python tests/faultfs.py SOURCE MOUNTPOINT [--fail-reads N] [--hang NAME]
 
 Each file's first N reads fail with EIO (a flaky disk or network mount), then
-reads succeed. direct_io keeps the kernel's page cache out of the way, so every
+reads succeed; reads of NAME never return (a dead network mount). direct_io keeps the kernel's page cache out of the way, so every
 read() reaches this process. Used by tests/test_faults.py; needs libfuse2 and fusepy.
 """
 
@@ -18,9 +18,10 @@ from fuse import FUSE, FuseOSError, Operations
 
 
 class FlakyMirror(Operations):
-    def __init__(self, root: str, fail_reads: int) -> None:
+    def __init__(self, root: str, fail_reads: int, hang: str | None = None) -> None:
         self.root = root
         self.fail_reads = fail_reads
+        self.hang = hang
         self._failed: dict[str, int] = {}
         self._mutex = threading.Lock()        # not "lock": that name is a FUSE operation
 
@@ -39,6 +40,8 @@ class FlakyMirror(Operations):
         return os.open(self._real(path), flags)
 
     def read(self, path, size, offset, fh):
+        if self.hang and path.lstrip("/") == self.hang:
+            threading.Event().wait()              # never returns
         with self._mutex:
             failed = self._failed.get(path, 0)
             if failed < self.fail_reads:
@@ -55,8 +58,9 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("mountpoint")
     parser.add_argument("--fail-reads", type=int, default=1)
+    parser.add_argument("--hang")
     args = parser.parse_args()
-    FUSE(FlakyMirror(args.source, args.fail_reads), args.mountpoint, foreground=True, direct_io=True)
+    FUSE(FlakyMirror(args.source, args.fail_reads, args.hang), args.mountpoint, foreground=True, direct_io=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ FAULTFS = Path(__file__).resolve().parent / "faultfs.py"
 
 @pytest.fixture
 def flaky_files(tmp_path: Path, request):
-    """Four photos behind a FUSE mount whose reads fail ``request.param`` times per file first."""
+    """Four photos behind a FUSE mount whose reads fail ``request.param`` times per file first
+    (or, for the parameter "hang", whose reads of 2.jpg never return)."""
     try:
         import fuse  # noqa: F401  (fusepy, with libfuse2 underneath)
     except (ImportError, OSError) as exc:
@@ -32,8 +33,10 @@ def flaky_files(tmp_path: Path, request):
     mount.mkdir()
     for i in range(4):
         shutil.copy(EXAMPLES / "Landscape_1.jpg", source / f"{i}.jpg")
-    proc = subprocess.Popen([sys.executable, str(FAULTFS), str(source), str(mount), "--fail-reads",
-                             str(request.param)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    fault = ["--fail-reads", "0", "--hang", "2.jpg"] if request.param == "hang" else ["--fail-reads",
+                                                                                       str(request.param)]
+    proc = subprocess.Popen([sys.executable, str(FAULTFS), str(source), str(mount), *fault],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 10
     while not os.path.ismount(mount) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -43,8 +46,8 @@ def flaky_files(tmp_path: Path, request):
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
-        proc.terminate()
+        subprocess.run(["umount", "-l", str(mount)], check=False)     # lazy: a hung read may still hold it
+        proc.kill()             # a killed FUSE server makes the kernel fail any read still hanging on it
         proc.wait(timeout=10)
 
 
@@ -64,3 +67,16 @@ def test_a_read_that_keeps_failing_fails_that_input_after_the_retries(flaky_file
     for outcome in result.outcomes:
         assert outcome.error_class == "unreadable" and outcome.attempts == 3
         assert "after 3 attempts" in outcome.message and "input/output error" in outcome.message.lower()
+
+
+@pytest.mark.parametrize("flaky_files", ["hang"], indirect=True)
+def test_a_read_that_never_returns_trips_the_stall_watchdog(flaky_files: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = gpupipe.run(flaky_files, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", journal=False,
+                         stall_timeout=1.5)
+    assert time.monotonic() - started < 30                               # it stopped, rather than hanging
+    assert result.exit_code == 1 and "stalled" in result.summary.stop_reason
+    assert "2.jpg" in result.summary.stop_reason
+    by_name = {Path(o.path).name: o for o in result.outcomes}
+    assert by_name["2.jpg"].status == "failed" and by_name["2.jpg"].error_class == "stalled"
+    assert len(by_name) == 4                                             # every input accounted for

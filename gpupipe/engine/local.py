@@ -24,8 +24,10 @@ import os
 import queue
 import random
 import signal
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Callable, Sequence
@@ -89,6 +91,7 @@ class RunOptions:
     on_outcome: Callable[[FileOutcome], None] | None = None
     on_progress: Callable[[RunSummary], None] | None = None
     journal: Any = None                         # a gpupipe.journal.Journal: skip what is done, record outcomes
+    stall_timeout: float = 300.0                # no stage progressing this long with work in flight: stop
     retries: int = 3                            # extra attempts after a transient read error
     retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
@@ -108,8 +111,11 @@ class Job:
     encoded: list = field(default_factory=list)  # (output path, file bytes) ready to write
     errors: list = field(default_factory=list)   # InputErrors of variants that could not be made
 
+    activity: list = field(default_factory=lambda: [0.0])   # shared with the engine: last progress, any stage
+
     def timed(self, stage: str, since: float) -> float:
         now = time.perf_counter()
+        self.activity[0] = now
         self.outcome.seconds[stage] = round(now - since, 6)
         self.outcome.spans.append((stage, since, now, threading.current_thread().name))
         return now
@@ -143,6 +149,9 @@ class LocalEngine:
         self._done: queue.SimpleQueue[FileOutcome] = queue.SimpleQueue()
         self._system_failure: str | None = None
         self._draining = threading.Event()      # first Ctrl+C: finish what was read, read nothing new
+        self._activity = [time.perf_counter()]  # when any stage last finished a step (see Job.timed)
+        self._taken: dict[int, list[Job]] = {}  # thread ident -> the job(s) it last took (stall reports)
+        self._stalled = False
 
     # ------------------------------------------------------------------ driver
 
@@ -249,14 +258,61 @@ class LocalEngine:
 
     def _collect(self, threads: list[threading.Thread], outcomes: list[FileOutcome]) -> None:
         self._last_progress = 0.0
-        while any(t.is_alive() for t in threads):
+        while not self._stalled and any(t.is_alive() for t in threads):
             try:
                 outcome = self._done.get(timeout=0.05)
             except queue.Empty:
                 self._progress()
+                self._watch(threads, outcomes)
                 continue
+            self._activity[0] = time.perf_counter()
             self._finish(outcome, outcomes)
         self._drain_done(outcomes)
+
+    def _take(self, taken):
+        """Remember what this thread is working on, for the stall watchdog's report."""
+        self._taken[threading.get_ident()] = taken if isinstance(taken, list) else [taken]
+        return taken
+
+    def _watch(self, threads: list[threading.Thread], outcomes: list[FileOutcome]) -> None:
+        """Stall watchdog: work in flight and no stage progressing for stall_timeout → report and stop.
+
+        A hung read (a dead network mount) or a deadlock must not hang the run forever. The
+        report names every queue's depth and each busy thread's input and stack; the inputs
+        stuck in busy threads fail as "stalled", everything else is accounted as usual.
+        """
+        idle = time.perf_counter() - self._activity[0]
+        pending = self.summary.discovered - self.summary.done + self.summary.scan_skipped
+        if idle < self.options.stall_timeout or pending <= 0 or self.cancel.cancelled:
+            return
+        frames = sys._current_frames()
+        lines, stuck = [], []
+        for thread in threads:
+            frame = frames.get(thread.ident) if thread.is_alive() else None
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            waiting = any(f.filename.endswith(("queues.py", "threading.py")) for f in stack[-4:])
+            jobs = self._taken.get(thread.ident, [])
+            if not waiting:
+                stuck.extend(jobs)
+            where = ", ".join(str(j.source.path) for j in jobs) or "-"
+            lines.append(f"  {thread.name}: {'waiting for work' if waiting else 'BUSY on ' + where}")
+            if not waiting:
+                lines.extend("      " + line.rstrip() for line in traceback.format_list(stack[-6:]))
+        depths = ", ".join(f"{q.name} {q.depth}" for q in (self.scan_q, self.read_q, self.decoded_q,
+                                                           self.processed_q, self.encoded_q))
+        report = (f"stalled: no stage made progress for {idle:.0f} s with {pending} input(s) in flight "
+                  f"(--stall-timeout {self.options.stall_timeout:g}); queues: {depths}")
+        log.error("%s\n%s", report, "\n".join(lines))
+        self._stalled = True
+        self._trip(report + (f"; stuck on {', '.join(str(j.source.path) for j in stuck)}" if stuck else ""))
+        for job in stuck:                      # their threads may never come back: account for them now
+            failure = InputError(f"stalled for {idle:.0f} s in thread that never returned")
+            failure.error_class = "stalled"
+            job.outcome.status = FAILED
+            job.outcome.error_class, job.outcome.message = failure.error_class, str(failure)
+            self._finish(job.outcome, outcomes)
 
     def _drain_done(self, outcomes: list[FileOutcome]) -> None:
         while True:
@@ -349,7 +405,7 @@ class LocalEngine:
                               mtime=source.mtime)
         guess = EXTENSION_FORMATS.get(source.relative.suffix.lower().lstrip("."), "png")
         planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
-        job = Job(source, outcome, planned)
+        job = Job(source, outcome, planned, activity=self._activity)
         for path in planned:
             other = self.claims.claim(path, str(source.path))
             if other is not None:
@@ -366,7 +422,7 @@ class LocalEngine:
 
     def _read_loop(self) -> None:
         while True:
-            job = self.scan_q.get()
+            job = self._take(self.scan_q.get())
             if self._draining.is_set():            # not started yet: it stays undone
                 job.outcome.status = CANCELLED
                 self._done.put(job.outcome)
@@ -408,7 +464,7 @@ class LocalEngine:
         padded = self.backend.name == "cpu" and all(v.ops and isinstance(v.ops[0], Resize)
                                                     for v in spec.variants)
         while True:
-            job = self.read_q.get()
+            job = self._take(self.read_q.get())
             started = time.perf_counter()
             try:
                 # Reserve memory before decoding (header size, 4 bytes a pixel: the most a
@@ -440,7 +496,7 @@ class LocalEngine:
     def _process_loop(self) -> None:
         backend = self.backend
         while True:
-            jobs = self.decoded_q.get_batch(backend.max_batch_images, backend.max_batch_pixels * 4)
+            jobs = self._take(self.decoded_q.get_batch(backend.max_batch_images, backend.max_batch_pixels * 4))
             started = time.perf_counter()
             images = [j.decoded.pixels for j in jobs]
             for job in jobs:
@@ -463,7 +519,7 @@ class LocalEngine:
 
     def _encode_loop(self) -> None:
         while True:
-            job = self.processed_q.get()
+            job = self._take(self.processed_q.get())
             started = time.perf_counter()
             try:
                 self._encode(job)
@@ -509,7 +565,7 @@ class LocalEngine:
 
     def _write_loop(self) -> None:
         while True:
-            job = self.encoded_q.get()
+            job = self._take(self.encoded_q.get())
             started = time.perf_counter()
             try:
                 for path, data in job.encoded:
