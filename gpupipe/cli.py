@@ -21,13 +21,11 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
-from . import __version__, codecs, ops as op_catalogue, sources
+from . import __version__, api, codecs, ops as op_catalogue, sources
 from .backends import select_backend
-from .engine.cancel import CancelToken
-from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
-from .engine.writer import check_output_dir
+from .engine.local import DEFAULT_MAX_PIXELS, usable_cores
 from .errors import GpupipeError, UsageError
-from .journal import Journal, default_path, report as journal_report
+from .journal import default_path, report as journal_report
 from .observe import ProgressDisplay
 from .observers import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
@@ -297,10 +295,6 @@ def run(
                          if getattr(p, "param_type_name", "") == "option" and not getattr(p, "is_flag", False)
                          for opt in p.opts}
         chain = ops_from_args(ctx.meta.get("gpupipe_raw_args", []), params, value_options)
-        if on_error not in ("continue", "stop"):
-            raise UsageError(f"--on-error must be continue or stop, got {on_error!r}")
-        if order not in ORDERS:
-            raise UsageError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
         if spec_file is not None:
             if chain or format or name_template:
                 raise UsageError("--spec replaces op flags, --format and --name-template; put those in the spec file")
@@ -308,27 +302,15 @@ def run(
         else:
             spec = Spec.single(chain, format=format, quality=quality, template=name_template,
                                background=background)
-        spec.check_resources()
-        sources.check_inputs(inputs)
-        check_output_dir(output)
         memory = parse_memory(max_memory)
-        workers = workers or usable_cores()
-        chosen = select_backend(backend, workers=workers)
+        if dry_run:
+            sources.check_inputs(inputs)
+            spec.check_resources()
+            _dry_run(inputs, output, spec, select_backend(backend, workers=workers or usable_cores()).describe(),
+                     not no_recursive, hidden, all_files)
+            return
     except GpupipeError as exc:
         _fail_usage(exc)
-    console = Console(stderr=True)
-    if dry_run:
-        _dry_run(inputs, output, spec, chosen.describe(), not no_recursive, hidden, all_files)
-        return
-    options = RunOptions(workers=workers, max_memory=memory, max_pixels=max_pixels,
-                         recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
-                         order=order, keep_outcomes=False, retries=retries, stall_timeout=stall_timeout)
-    try:
-        journal = None if no_journal else Journal(journal_path or default_path(output), spec.hash(),
-                                                   force=force, retry_failed=retry_failed)
-    except GpupipeError as exc:
-        _fail_usage(exc)
-    options.journal = journal
     writer = None
     sinks: list = []                       # everything that records each input's outcome
     if report is not None:
@@ -338,34 +320,36 @@ def run(
     recorders = [StateLog(log_file)] if log_file else []
     recorders += [ChromeTrace(trace)] if trace else []
     sinks += recorders
-    options.on_outcome = (lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None
     try:
         with ProgressDisplay(quiet=quiet) as display:
-            options.on_progress = display.update
-            result = LocalEngine(spec, chosen, options, CancelToken()).run(inputs, output)
+            # api.run validates everything else (inputs, output, backend, journal lock) before any work.
+            result = api.run(
+                inputs, output, spec, backend=backend, workers=workers, max_memory=memory, max_pixels=max_pixels,
+                recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
+                order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
+                stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
+                on_outcome=(lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None,
+                journal=False if no_journal else (journal_path or True))
+    except GpupipeError as exc:
+        if writer:
+            writer.abandon()
+        _fail_usage(exc)
     except KeyboardInterrupt:
         if writer:
             writer.abandon()
-        for recorder in recorders:
-            recorder.close()
-        if journal is not None:
-            journal.close()              # what was recorded so far is kept: a re-run resumes from it
         err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
         # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
-        # can abort the process (C++ terminate). Nothing is left to flush, so leave at once.
+        # can abort the process (C++ terminate). The journal keeps what it recorded; leave at once.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
     finally:
-        chosen.close()
         for recorder in recorders:
             recorder.close()
     if writer:
         writer.close(result.summary)
-    if journal is not None:
-        journal.close(result.summary.to_dict())
     if not quiet:
-        print_summary(result.summary, console)
+        print_summary(result.summary, Console(stderr=True))
     raise typer.Exit(result.exit_code)
 
 
