@@ -43,9 +43,10 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
     path. ``journal`` (default OUT/.gpupipe/journal.sqlite; a path, or False for none)
     makes a re-run skip inputs done before and unchanged; ``force`` redoes them,
-    ``retry_failed`` retries earlier failures. ``cancel.cancel()`` from another thread stops the run cleanly. Per-input
-    outcomes come back in ``result.outcomes`` (pass ``keep_outcomes=False`` on huge
-    runs and use ``on_outcome`` instead). Raises UsageError for bad arguments.
+    ``retry_failed`` retries earlier failures. ``cancel.cancel()`` from another
+    thread stops the run cleanly. Per-input outcomes come back in ``result.outcomes``
+    (pass ``keep_outcomes=False`` on huge runs and use ``on_outcome`` instead).
+    Raises UsageError for bad arguments, before any work.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     spec = as_spec(spec)

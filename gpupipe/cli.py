@@ -363,8 +363,7 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
                                  exclude=[output]):
         if isinstance(item, sources.SourceFile):
             count += 1
-            guess = item.relative.suffix.lower().lstrip(".")
-            guess = {"jpg": "jpeg", "jpe": "jpeg", "jfif": "jpeg", "tif": "tiff", "dib": "bmp"}.get(guess, guess)
+            guess = codecs.format_from_name(item.relative.name)
             targets = ", ".join(str(output / v.output_path(item.relative, guess)) for v in spec.variants)
             out.print(f"{item.path} → {targets}", highlight=False, markup=False)
         elif isinstance(item, sources.Skipped):

@@ -65,3 +65,15 @@ class OutputConflict(InputError):
 
 class WriteError(InputError):
     error_class = "write_error"       # this output could not be written
+
+
+class StageStalled(InputError):
+    error_class = "stalled"           # its thread made no progress for --stall-timeout (hung read, deadlock)
+
+
+class InternalError(InputError):
+    error_class = "internal"          # a bug in gpupipe or a library met on this input
+
+
+class StoppedBySystemFailure(InputError):
+    error_class = "system"            # the input was being written when the output side failed

@@ -38,7 +38,7 @@ from .encoding import (
 )
 from .modes import pil_to_array
 from .probing import ImageInfo, probe
-from .sniffing import READ_FORMATS, sniff
+from .sniffing import READ_FORMATS, format_from_name, sniff
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "encode",
     "extension_for",
+    "format_from_name",
     "normalise_format",
     "pil_to_array",
     "probe",

@@ -36,7 +36,8 @@ import numpy as np
 
 from .. import codecs, sources
 from ..backends.base import Backend
-from ..errors import InputError, OutputConflict, SystemFailure, UnreadableInput
+from ..errors import (InputError, InternalError, OutputConflict, StageStalled, StoppedBySystemFailure,
+                      SystemFailure, UnreadableInput)
 from ..ops import Resize
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
@@ -49,8 +50,6 @@ from .writer import allow_writes, remove_live_temporaries, write_atomic
 log = logging.getLogger("gpupipe")
 DEFAULT_MAX_MEMORY = 512 * 2**20
 DEFAULT_MAX_PIXELS = 178_956_970
-EXTENSION_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "jfif": "jpeg", "png": "png", "gif": "gif",
-                     "webp": "webp", "bmp": "bmp", "dib": "bmp", "tif": "tiff", "tiff": "tiff"}
 
 
 def usable_cores() -> int:
@@ -308,8 +307,7 @@ class LocalEngine:
         self._stalled = True
         self._trip(report + (f"; stuck on {', '.join(str(j.source.path) for j in stuck)}" if stuck else ""))
         for job in stuck:                      # their threads may never come back: account for them now
-            failure = InputError(f"stalled for {idle:.0f} s in thread that never returned")
-            failure.error_class = "stalled"
+            failure = StageStalled(f"stalled for {idle:.0f} s in a thread that never returned")
             job.outcome.status = FAILED
             job.outcome.error_class, job.outcome.message = failure.error_class, str(failure)
             self._finish(job.outcome, outcomes)
@@ -355,11 +353,15 @@ class LocalEngine:
         try:
             q.put(job, cost)
         except Closed:
-            self.images.release(job.reserved)
-            job.reserved = 0
-            job.outcome.status = CANCELLED
-            self._done.put(job.outcome)
+            self._cancel_job(job)
             raise
+
+    def _cancel_job(self, job: Job) -> None:
+        """The run stopped before this input was done: free what it holds and say so."""
+        self.images.release(job.reserved)
+        job.reserved = 0
+        job.outcome.status = CANCELLED
+        self._done.put(job.outcome)
 
     def _fail(self, job: Job, exc: InputError) -> None:
         self.images.release(job.reserved)
@@ -403,7 +405,7 @@ class LocalEngine:
         outcome = FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
                               bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
                               mtime=source.mtime)
-        guess = EXTENSION_FORMATS.get(source.relative.suffix.lower().lstrip("."), "png")
+        guess = codecs.format_from_name(source.relative.name)
         planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
         job = Job(source, outcome, planned, activity=self._activity)
         for path in planned:
@@ -424,8 +426,7 @@ class LocalEngine:
         while True:
             job = self._take(self.scan_q.get())
             if self._draining.is_set():            # not started yet: it stays undone
-                job.outcome.status = CANCELLED
-                self._done.put(job.outcome)
+                self._cancel_job(job)
                 continue
             started = time.perf_counter()
             try:
@@ -471,8 +472,7 @@ class LocalEngine:
                 # decode can need), so decoders never hold images the budget doesn't know of.
                 job.reserved = self.images.acquire(min(_decoded_size_bound(job.data), self.images.capacity))
             except Closed:
-                job.outcome.status = CANCELLED
-                self._done.put(job.outcome)
+                self._cancel_job(job)
                 raise
             try:
                 job.decoded = codecs.decode(job.data, max_pixels=max_pixels, min_size=spec.decode_hint,
@@ -512,9 +512,7 @@ class LocalEngine:
                     self._forward(self.processed_q, job, job.reserved)
                 except Closed:
                     for rest in jobs[position + 1:]:        # the batch's other jobs were not handed on either
-                        self.images.release(rest.reserved)
-                        rest.outcome.status = CANCELLED
-                        self._done.put(rest.outcome)
+                        self._cancel_job(rest)
                     raise
 
     def _encode_loop(self) -> None:
@@ -559,9 +557,7 @@ class LocalEngine:
     def _name_variant(self, exc: InputError, variant) -> InputError:
         if len(self.spec.variants) == 1:
             return exc
-        named = type(exc)(f"variant {variant.name}: {exc}")
-        named.error_class = exc.error_class
-        return named
+        return type(exc)(f"variant {variant.name}: {exc}")
 
     def _write_loop(self) -> None:
         while True:
@@ -577,9 +573,7 @@ class LocalEngine:
             except InputError as exc:
                 job.errors.insert(0, exc)
             except SystemFailure as exc:            # the output side is broken: record, then stop the run
-                failure = InputError(str(exc))
-                failure.error_class = "system"
-                self._fail(job, failure)
+                self._fail(job, StoppedBySystemFailure(str(exc)))
                 raise
             finally:
                 job.encoded = []
@@ -607,6 +601,4 @@ def _buffer_bytes(pixels: np.ndarray) -> int:
 
 
 def _unexpected(exc: Exception) -> InputError:
-    error = InputError(f"unexpected {exc.__class__.__name__}: {exc}")
-    error.error_class = "internal"
-    return error
+    return InternalError(f"unexpected {exc.__class__.__name__}: {exc}")
