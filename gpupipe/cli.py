@@ -27,7 +27,7 @@ from .engine.local import DEFAULT_MAX_PIXELS, usable_cores
 from .errors import GpupipeError, UsageError
 from .journal import default_path, report as journal_report
 from .observe import ProgressDisplay
-from .observers import ChromeTrace, StateLog
+from .tracing import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
 from .spec import Spec
 
