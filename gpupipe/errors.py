@@ -21,6 +21,11 @@ class SystemFailure(GpupipeError):
     """The machine, not an input, failed (disk full, read-only output, GPU lost)."""
 
 
+class DeviceFailure(SystemFailure):
+    """The GPU itself failed a batch (lost device, driver error): not the images' fault.
+    The engine retries the batch and, if the device keeps failing, moves the run to the CPU."""
+
+
 class InputError(GpupipeError):
     """One input could not be processed. ``error_class`` groups failures in reports."""
 

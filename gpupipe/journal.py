@@ -27,7 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from .engine.results import FAILED, OK, FileOutcome
-from .errors import UsageError
+from .errors import StageStalled, StoppedBySystemFailure, UsageError
+
+# Failures caused by the run, not the input (a full disk, a hung mount): a resume retries
+# them without --retry-failed, since the input itself may well be fine.
+NOT_THE_INPUTS_FAULT = {StoppedBySystemFailure.error_class, StageStalled.error_class}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
@@ -118,7 +122,7 @@ class Journal:
             if old_size != size or old_mtime != mtime or old_spec != self.spec_hash:
                 return Decision(False)
             if state == FAILED:
-                if self.retry_failed:
+                if self.retry_failed or error_class in NOT_THE_INPUTS_FAULT:
                     return Decision(False)
                 return Decision(True, f"failed before ({error_class}), unchanged; --retry-failed tries again")
             outputs = [r[0] for r in self._db.execute("SELECT path FROM outputs WHERE input_path = ?", (path,))]

@@ -34,6 +34,8 @@ def print_summary(summary: RunSummary, console: Console) -> None:
             console.print(f"  {example}", highlight=False, markup=False)
         if count > len(summary.failure_examples[cls]):
             console.print(f"  … and {count - len(summary.failure_examples[cls])} more (see --report)")
+    for note in summary.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
     for problem in summary.scan_problems[:5]:
         console.print(f"[yellow]scan problem[/]: {escape(problem)}", highlight=False)
     if summary.stop_reason:

@@ -11,7 +11,9 @@ from PIL import Image
 
 import gpupipe
 from gpupipe import codecs, ops
-from gpupipe.errors import ProcessingError, UsageError
+from gpupipe.backends.numpy import NumpyBackend
+from gpupipe.engine.local import LocalEngine, RunOptions
+from gpupipe.errors import DeviceFailure, ProcessingError, UsageError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
 
@@ -125,11 +127,17 @@ def small_disk(tmp_path: Path):
 
 
 def test_a_full_output_disk_stops_the_run_with_one_clear_message(tmp_path: Path, small_disk: Path) -> None:
+    import re
+    import subprocess
     src = _inputs(tmp_path, 30)
-    result = gpupipe.run(src, small_disk, gpupipe.Spec.single([], format="png"), backend="cpu", workers=2)
+    spec, journal = gpupipe.Spec.single([], format="png"), tmp_path / "journal.sqlite"
+    result = gpupipe.run(src, small_disk, spec, backend="cpu", workers=2, journal=journal)
     assert result.exit_code == 1
-    assert "No space left on device" in result.summary.stop_reason
-    assert str(small_disk) in result.summary.stop_reason
+    reason = result.summary.stop_reason
+    assert "No space left on device" in reason and str(small_disk) in reason
+    left = int(re.search(r"(\d+) input\(s\) left to do", reason).group(1))      # how many remain ...
+    assert "run the same command again" in reason                              # ... and how to resume
+    assert left == 30 - result.summary.processed - result.summary.failures_by_class.get("output_conflict", 0)
     assert result.summary.processed < 30
     assert any(o.error_class == "system" for o in result.outcomes)
     leftovers = [p.name for p in small_disk.iterdir() if p.name.startswith(".") and p.name != ".gpupipe"]
@@ -137,6 +145,61 @@ def test_a_full_output_disk_stops_the_run_with_one_clear_message(tmp_path: Path,
     for path in (p for p in small_disk.iterdir() if p.name != ".gpupipe"):    # whatever was written is whole
         with Image.open(path) as im:
             im.load()
+    # Free space and run the same command again: exactly the inputs said to be left are done.
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+    resumed = gpupipe.run(src, small_disk, spec, backend="cpu", workers=2, journal=journal)
+    assert resumed.exit_code == 0
+    assert resumed.summary.processed == left and resumed.summary.skipped == 30 - left
+    assert sorted(p.name for p in small_disk.iterdir() if p.suffix == ".png") == [f"{i:03d}.png" for i in range(30)]
+
+
+class FlakyDevice(NumpyBackend):
+    """A device whose batches fail with DeviceFailure (as a lost GPU would) on the calls listed.
+
+    This machine has no GPU, so the fault is injected at the backend boundary: the engine's
+    retry and CPU handover are what is under test, and they see exactly what the CuPy
+    backend raises when CUDA reports a device error."""
+
+    name = "flaky-device"
+
+    def __init__(self, failing_calls: set[int]) -> None:
+        super().__init__(workers=1)
+        self.failing_calls, self.calls, self.closed = failing_calls, 0, False
+
+    def apply(self, batch, op):
+        self.calls += 1
+        if self.calls in self.failing_calls:
+            raise DeviceFailure(f"CUDA error: an illegal memory access was encountered (call {self.calls})")
+        return super().apply(batch, op)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _run_on(backend, src: Path, out: Path):
+    spec = gpupipe.Spec.single([ops.Thumbnail(64), ops.Sharpen()])
+    return LocalEngine(spec, backend, RunOptions(workers=2)).run([src], out)
+
+
+def test_a_device_error_is_retried_and_a_failing_device_hands_the_run_to_the_cpu(tmp_path: Path) -> None:
+    src = _inputs(tmp_path, 12)
+    reference = _run_on(NumpyBackend(workers=2), src, tmp_path / "cpu")
+    expected = {p.name: p.read_bytes() for p in (tmp_path / "cpu").iterdir()}
+
+    once = _run_on(FlakyDevice({3}), src, tmp_path / "once")      # one bad batch: retried on the device
+    assert once.exit_code == 0 and once.summary.processed == 12 and not once.summary.notes
+    assert once.summary.backend.startswith("flaky-device")
+
+    device = FlakyDevice(set(range(5, 10_000)))                    # dies for good after a few batches
+    result = _run_on(device, src, tmp_path / "gone")
+    assert result.exit_code == 0 and result.summary.processed == 12 == reference.summary.processed
+    assert device.closed and result.summary.backend.startswith("cpu")
+    assert len(result.summary.notes) == 1 and "continues on cpu" in result.summary.notes[0]
+    assert "illegal memory access" in result.summary.notes[0]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "gone").iterdir()} == expected    # nothing lost or changed
 
 
 def test_order_decides_which_inputs_go_first(tmp_path: Path) -> None:

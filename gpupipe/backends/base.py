@@ -46,6 +46,10 @@ class Backend(ABC):
         """The images at ``indices`` (some variants cannot apply to every image)."""
         return [batch[i] for i in indices]
 
+    def device_memory(self) -> dict[str, int] | None:
+        """Device memory in use and its cap, in bytes, for metrics; None on the host."""
+        return None
+
     def describe(self) -> str:
         return self.name
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import Backend
-from ..errors import InputError, ProcessingError
+from ..errors import DeviceFailure, InputError, ProcessingError
 from ..spec import OpTrie, Spec
 
 Result = np.ndarray | InputError
@@ -30,8 +30,10 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
                   trie: OpTrie | None = None) -> list[list[Result]]:
     """results[i][v]: variant v of image i, as an HWC uint8 array or the InputError that stopped it.
 
-    ``images`` is consumed: the list is emptied so each input can be freed as soon
-    as the ops after it have run (a 12 MP photo is 36 MB per copy).
+    Raises DeviceFailure when the device itself failed; every other error becomes
+    the batch's per-image ProcessingError. ``images`` is consumed: the list is
+    emptied so each input can be freed as soon as the ops after it have run (a
+    12 MP photo is 36 MB per copy).
     """
     trie = trie or OpTrie.build(spec.variants)
     count = len(images)
@@ -45,6 +47,8 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
         _walk(backend, trie, uploaded.pop(), list(range(count)), sizes, results)
     except InputError as exc:        # whole-batch failure: every unfinished variant of every image
         _fail_unfinished(results, exc)
+    except DeviceFailure:            # the device's fault, not the images': the engine decides (retry, hand over)
+        raise
     except Exception as exc:         # a backend bug must cost this batch, never the run
         _fail_unfinished(results, ProcessingError(f"{exc.__class__.__name__}: {exc}"))
     return results  # type: ignore[return-value]

@@ -63,6 +63,7 @@ class RunSummary:
     failures_by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failure_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     scan_problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # things the user must know (e.g. GPU handed over to CPU)
     _started: float = field(default_factory=time.perf_counter, repr=False)
 
     def record(self, outcome: FileOutcome) -> None:
@@ -116,6 +117,7 @@ class RunSummary:
             "interrupted": self.interrupted, "stop_reason": self.stop_reason,
             "failures_by_class": dict(self.failures_by_class),
             "failure_examples": dict(self.failure_examples), "scan_problems": self.scan_problems,
+            "notes": self.notes,
             "exit_code": self.exit_code,
         }
 

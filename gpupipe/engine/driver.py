@@ -1,0 +1,210 @@
+"""The side of a run every engine shares, on the caller's thread.
+
+Discovery and admission (output claims, journal decisions), the one outcome
+every input gets (summary, journal, callbacks), progress, Ctrl+C and system
+failures. The local engine adds threads and queues under it; the Ray engine
+adds a Ray Data pipeline. Whatever does the work, the bookkeeping — and so the
+summary, the journal and the exit code — is this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import signal
+import threading
+import time
+from pathlib import Path, PurePath
+from typing import Sequence
+
+from .. import codecs, sources
+from ..errors import InputError, OutputConflict
+from ..spec import OpTrie, Spec
+from .cancel import CancelToken
+from .options import ORDER_KEYS, RunOptions
+from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
+
+
+class OutputClaims:
+    """Which input writes which output path, so two inputs never silently overwrite each other."""
+
+    def __init__(self) -> None:
+        self._owners: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, path: PurePath, owner: str) -> str | None:
+        """Claim ``path`` for ``owner``; return the other owner if it is taken."""
+        key = hashlib.blake2b(os.fsencode(str(path)), digest_size=12).digest()
+        with self._lock:
+            current = self._owners.setdefault(key, owner)
+        return None if current == owner else current
+
+
+class Driver:
+    def __init__(self, spec: Spec, backend_description: str, options: RunOptions | None = None,
+                 cancel: CancelToken | None = None) -> None:
+        self.spec = spec
+        self.trie = OpTrie.build(spec.variants)
+        self.options = options or RunOptions()
+        self.cancel = cancel or CancelToken()
+        self.claims = OutputClaims()
+        self.summary = RunSummary(backend=backend_description)
+        self._done: queue.SimpleQueue[FileOutcome] = queue.SimpleQueue()
+        self._system_failure: str | None = None
+        self._draining = threading.Event()      # first Ctrl+C: finish what was read, read nothing new
+        self._last_progress = 0.0
+        self._journal_used = self.options.journal is not None
+
+    # ------------------------------------------------------------ discovery and admission
+
+    def _scan(self, inputs: Sequence[str | Path], output: Path) -> None:
+        """Find the inputs and admit each (``_submit``), streaming unless an order needs the whole listing."""
+        opts = self.options
+        found = sources.discover(inputs, recursive=opts.recursive, include_hidden=opts.include_hidden,
+                                 all_files=opts.all_files, exclude=[output])
+        pending: list[sources.SourceFile] = []
+        for item in found:
+            if self._stopping():
+                return
+            if isinstance(item, sources.SourceFile):
+                self.summary.discovered += 1
+                if opts.order == "input":
+                    self._admit(item)              # work starts while the scan goes on
+                else:
+                    pending.append(item)
+            elif isinstance(item, sources.Skipped):
+                self.summary.scan_skipped += 1
+                self._done.put(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason))
+            else:
+                self.summary.scan_problems.append(f"{item.path}: {item.message}")
+        self.summary.scan_complete = True
+        if pending:
+            pending.sort(key=ORDER_KEYS[opts.order])      # stable: ties keep the input order
+            for source in pending:
+                if self._stopping():
+                    return
+                self._admit(source)
+
+    def _admit(self, source: sources.SourceFile) -> None:
+        """Claim the input's outputs and ask the journal; hand what is left to do to ``_submit``."""
+        outcome = FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
+                              bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
+                              mtime=source.mtime)
+        guess = codecs.format_from_name(source.relative.name)
+        planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
+        for path in planned:
+            other = self.claims.claim(path, str(source.path))
+            if other is not None:
+                self._fail_outcome(outcome, OutputConflict(
+                    f"output {path} is already written by {other}; rename one input or use a name template "
+                    "with {suffix}"))
+                return
+        if self.options.journal is not None:       # claimed even when skipped: its outputs stay its own
+            decision = self.options.journal.decide(str(source.path), source.size, source.mtime)
+            if decision.skip:
+                outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
+                self._done.put(outcome)
+                return
+        self._submit(source, outcome, planned)
+
+    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
+        raise NotImplementedError
+
+    def _stopping(self) -> bool:
+        return self.cancel.cancelled or self._draining.is_set()
+
+    # ------------------------------------------------------------ outcomes
+
+    def _fail_outcome(self, outcome: FileOutcome, exc: InputError) -> None:
+        outcome.status = FAILED
+        outcome.error_class = exc.error_class
+        outcome.message = str(exc)
+        self._done.put(outcome)
+
+    def _drain_done(self, outcomes: list[FileOutcome]) -> None:
+        while True:
+            try:
+                self._finish(self._done.get_nowait(), outcomes)
+            except queue.Empty:
+                return
+
+    def _finish(self, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
+        self.summary.record(outcome)
+        if self.options.journal is not None:
+            try:
+                self.options.journal.record(outcome)
+            except Exception as exc:               # e.g. the disk holding the journal is full
+                self.options.journal = None
+                self._trip(f"cannot record progress in the journal: {exc}")
+        if self.options.keep_outcomes:
+            outcomes.append(outcome)
+        if self.options.on_outcome:
+            self.options.on_outcome(outcome)
+        if outcome.status == FAILED and self.options.on_error == "stop":
+            self.cancel.cancel(f"stopped at the first failure (--on-error stop): {outcome.path}: {outcome.message}")
+        self._progress()
+
+    def _progress(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.options.on_progress and (force or now - self._last_progress >= self.options.progress_interval):
+            self._last_progress = now
+            self.summary.wall_seconds = now - self.summary._started
+            self.options.on_progress(self.summary)
+
+    def _close_summary(self) -> None:
+        """The run is over: say why it stopped early, and for a system failure what is left and how to resume."""
+        summary = self.summary
+        if self._system_failure:
+            summary.stop_reason = f"{self._system_failure}. {self._resume_hint()}"
+        elif not summary.stop_reason and self.cancel.cancelled:
+            summary.stop_reason = self.cancel.reason
+        summary.finish()
+        self._progress(force=True)
+
+    def _resume_hint(self) -> str:
+        summary = self.summary
+        left = summary.cancelled + summary.failures_by_class.get("system", 0)
+        more = "" if summary.scan_complete else " (the scan stopped early: more may remain)"
+        if self._journal_used:
+            how = (f"fix the cause and run the same command again: the journal skips the {summary.processed} "
+                   "input(s) done and resumes with the rest")
+        else:
+            how = "fix the cause and run the same command again (no journal: everything is redone)"
+        return f"{left} input(s) left to do{more}; {how}"
+
+    # ------------------------------------------------------------ stopping
+
+    def _catch_signals(self) -> dict:
+        """Ctrl+C and SIGTERM start a drain at a safe point instead of raising mid-bookkeeping
+        (an exception there could lose an input's outcome); a second one aborts. Signal
+        handlers can only be set from the main thread: elsewhere KeyboardInterrupt is caught."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum, frame) -> None:
+            if self._draining.is_set():
+                raise KeyboardInterrupt
+            self._start_draining()
+
+        return {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _start_draining(self) -> None:
+        """First interrupt: nothing new is read; what was read is finished and written."""
+        self.summary.interrupted = True
+        self.summary.stop_reason = "interrupted: work in flight was finished, nothing new started"
+        self._draining.set()
+
+    def _trip(self, message: str) -> None:
+        """A system failure: stop the whole run once, with one clear message."""
+        if self._system_failure is None:
+            self._system_failure = message
+            self.cancel.cancel(message)
+
+
+__all__ = ["CANCELLED", "Driver", "OutputClaims"]

@@ -1,0 +1,152 @@
+"""The work each stage does on one input, with no threads or queues in sight.
+
+Every engine runs these same functions — the local engine in its threads, the
+Ray engine in its tasks and actors — so outputs are byte-identical whichever
+engine ran them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Callable
+
+import numpy as np
+
+from .. import codecs, sources
+from ..errors import InputError, InternalError, OutputConflict, UnreadableInput
+from ..ops import Resize
+from ..spec import Spec
+from .writer import write_atomic
+
+# Read errors worth another try: the device or the network may recover.
+TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE, errno.ECONNRESET,
+                    errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.EREMOTEIO}
+
+
+def read_with_retries(path: str | Path, *, retries: int, retry_delay: float,
+                      wait: Callable[[float], bool], on_attempt: Callable[[int], None] = lambda n: None) -> bytes:
+    """Read an input, retrying transient I/O errors (flaky disks, network mounts) with
+    exponential backoff and jitter; permanent ones (missing, a directory) fail at once.
+    ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile."""
+    for attempt in range(1, retries + 2):
+        on_attempt(attempt)
+        try:
+            return sources.read_bytes(path)
+        except UnreadableInput as exc:
+            cause = exc.__cause__
+            transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
+            if not transient or attempt > retries:
+                if transient:
+                    exc.args = (f"{exc} (after {attempt} attempts)",)
+                raise
+            delay = min(5.0, retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+            if wait(delay):
+                raise
+    raise AssertionError("unreachable")
+
+
+def wants_padded_rgb(spec: Spec, backend_name: str) -> bool:
+    """RGBX-padded decodes only pay off when every chain starts by resampling (the CPU
+    resampler maps them without a copy); filters would copy them instead."""
+    return backend_name == "cpu" and all(v.ops and isinstance(v.ops[0], Resize) for v in spec.variants)
+
+
+def decode_input(data: bytes, spec: Spec, *, max_pixels: int, padded_rgb: bool) -> codecs.Decoded:
+    """Decode for this spec (shrink-on-load where its first op allows); InputError on bad data,
+    and a codec bug on one file becomes that file's InternalError, never the run's."""
+    try:
+        return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint, padded_rgb=padded_rgb)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise unexpected(exc) from exc
+
+
+def decoded_size_bound(data: bytes) -> int:
+    """Upper bound of the decoded size from the header; 0 when the header is unreadable
+    (the decode then fails at once, holding nothing)."""
+    try:
+        info = codecs.probe(data, max_pixels=None)
+    except Exception:
+        return 0
+    return info.width * info.height * 4
+
+
+def buffer_bytes(pixels: np.ndarray) -> int:
+    """Bytes an image really holds: an RGB view of an RGBX buffer holds the whole buffer."""
+    base = pixels.base if isinstance(pixels.base, np.ndarray) else None
+    return base.nbytes if base is not None and base.nbytes > pixels.nbytes else pixels.nbytes
+
+
+@dataclass
+class Encoded:
+    files: list[tuple[PurePath, bytes]] = field(default_factory=list)   # (output path, file bytes)
+    errors: list[InputError] = field(default_factory=list)              # variants that could not be made
+
+
+def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_format: str,
+                    icc_profile: bytes | None, planned: list[PurePath],
+                    claim: Callable[[PurePath], str | None]) -> Encoded:
+    """Encode every variant's result. ``planned`` are the output paths claimed at scan
+    time from the file name; when the bytes said another format than the extension the
+    path changes and ``claim`` must grant the new one (it returns the owner if taken)."""
+    encoded = Encoded()
+    for index, (variant, result) in enumerate(zip(spec.variants, results)):
+        if isinstance(result, InputError):
+            encoded.errors.append(name_variant(spec, result, variant))
+            continue
+        path = variant.output_path(relative, decoded_format)
+        if path != planned[index]:
+            other = claim(path)
+            if other is not None:
+                encoded.errors.append(OutputConflict(f"output {path} is already written by {other}"))
+                continue
+        try:
+            data = codecs.encode(result, format=variant.output_format(decoded_format), quality=variant.quality,
+                                 background=variant.background[:3], icc_profile=icc_profile)
+        except InputError as exc:
+            encoded.errors.append(name_variant(spec, exc, variant))
+            continue
+        except Exception as exc:                # an encoder bug costs this output, not the run
+            encoded.errors.append(name_variant(spec, unexpected(exc), variant))
+            continue
+        encoded.files.append((path, data))
+    return encoded
+
+
+@dataclass
+class Written:
+    outputs: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    checksums: list[str] = field(default_factory=list)
+    error: InputError | None = None
+
+
+def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: bool) -> Written:
+    """Write each file atomically. A per-file write error is recorded and stops this
+    input's remaining files; SystemFailure (disk full, read-only) propagates."""
+    written = Written()
+    for path, data in files:
+        try:
+            write_atomic(output / path, data, fsync=fsync)
+        except InputError as exc:
+            written.error = exc
+            break
+        written.outputs.append(str(output / path))
+        written.sizes.append(len(data))
+        written.checksums.append(hashlib.blake2b(data, digest_size=16).hexdigest())
+    return written
+
+
+def name_variant(spec: Spec, exc: InputError, variant) -> InputError:
+    if len(spec.variants) == 1:
+        return exc
+    return type(exc)(f"variant {variant.name}: {exc}")
+
+
+def unexpected(exc: Exception) -> InputError:
+    return InternalError(f"unexpected {exc.__class__.__name__}: {exc}")
