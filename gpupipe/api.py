@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -23,7 +24,7 @@ from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, LocalE
 from .engine.process import process_batch
 from .engine.writer import check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
-from .errors import InputError, UsageError
+from .errors import GpupipeError, InputError, UsageError
 from .journal import Journal, default_path
 from .ops import Op
 from .spec import Spec
@@ -37,7 +38,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
         keep_outcomes: bool = True, progress: bool = False, fsync: bool = True,
         journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False,
-        retries: int = 3, stall_timeout: float = 300.0) -> RunResult:
+        retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -46,7 +48,11 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     ``retry_failed`` retries earlier failures. ``cancel.cancel()`` from another
     thread stops the run cleanly. Per-input outcomes come back in ``result.outcomes``
     (pass ``keep_outcomes=False`` on huge runs and use ``on_outcome`` instead).
-    Raises UsageError for bad arguments, before any work.
+    ``metrics_port`` serves Prometheus metrics at http://metrics_host:port/metrics
+    while the run goes (127.0.0.1 unless ``metrics_host`` says otherwise);
+    ``metrics_file`` gets them in the text format at the end, even when the run
+    fails or is interrupted (see gpupipe.metrics for the names).
+    Raises UsageError for bad arguments (a metrics port in use too), before any work.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     spec = as_spec(spec)
@@ -64,24 +70,76 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync,
                          retries=retries, stall_timeout=stall_timeout)
-    chosen = select_backend(backend, workers=workers)
-    if journal is not False:
-        path = default_path(output) if journal is True else Path(journal)
-        options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)
+    metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
+    try:
+        chosen = select_backend(backend, workers=workers)
+        if journal is not False:
+            path = default_path(output) if journal is True else Path(journal)
+            options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
+    if metrics is not None:
+        options.on_outcome = _chain(metrics.observe, on_outcome)
     result = None
     try:
+        engine = LocalEngine(spec, chosen, options, cancel)
+        if metrics is not None:
+            metrics.attach(engine, chosen)
         if progress and on_progress is None:
             from .observe import ProgressDisplay
             with ProgressDisplay() as display:
                 options.on_progress = display.update
-                result = LocalEngine(spec, chosen, options, cancel).run(inputs, output)
+                result = engine.run(inputs, output)
         else:
-            result = LocalEngine(spec, chosen, options, cancel).run(inputs, output)
+            result = engine.run(inputs, output)
         return result
     finally:
-        chosen.close()
-        if options.journal is not None:
-            options.journal.close(result.summary.to_dict() if result else None)
+        try:
+            if metrics is not None:
+                _finish_metrics(metrics, metrics_file, failed=result is None)
+        finally:
+            chosen.close()
+            if options.journal is not None:
+                options.journal.close(result.summary.to_dict() if result else None)
+
+
+def _start_metrics(port: int | None, host: str, path: str | Path | None):
+    if port is None and path is None:
+        return None
+    from .metrics import RunMetrics
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"metrics_port must be 1-65535, got {port}")
+    metrics = RunMetrics()
+    if path is not None:
+        metrics.check_textfile(path)
+    if port is not None:
+        metrics.serve(port, host)
+    return metrics
+
+
+def _finish_metrics(metrics, path: str | Path | None, failed: bool) -> None:
+    """Write the textfile (also after a failed or interrupted run), then free the port."""
+    try:
+        if path is not None:
+            metrics.write_textfile(path)
+    except GpupipeError:
+        if not failed:
+            raise
+        logging.getLogger("gpupipe").exception("metrics file not written")   # keep the run's own error
+    finally:
+        metrics.close()
+
+
+def _chain(first: Callable[[FileOutcome], None], then: Callable[[FileOutcome], None] | None):
+    if then is None:
+        return first
+
+    def both(outcome: FileOutcome) -> None:
+        first(outcome)
+        then(outcome)
+    return both
 
 
 def as_spec(spec: Spec | Iterable[Op] | str | Path) -> Spec:

@@ -26,6 +26,7 @@ from .backends import select_backend
 from .engine.local import DEFAULT_MAX_PIXELS, usable_cores
 from .errors import GpupipeError, UsageError
 from .journal import default_path, report as journal_report
+from .metrics import parse_address
 from .observe import ProgressDisplay
 from .tracing import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
@@ -247,6 +248,15 @@ def run(
     trace: Optional[Path] = typer.Option(None, "--trace", metavar="FILE.json", help="Chrome/Perfetto trace: one span "
                                          "per input per stage, on the thread that ran it.",
                                          rich_help_panel=OUTPUT_PANEL),
+    metrics_port: Optional[str] = typer.Option(None, "--metrics-port", metavar="[HOST:]PORT", help="Serve "
+                                               "Prometheus metrics at http://127.0.0.1:PORT/metrics while the run "
+                                               "goes (only this machine can scrape it; 0.0.0.0:PORT listens on "
+                                               "every interface). A port in use is an error before any work.",
+                                               rich_help_panel=OUTPUT_PANEL),
+    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", metavar="FILE.prom", help="Write the "
+                                                "Prometheus metrics there at the end, also after a failure or "
+                                                "Ctrl+C (text format, for node_exporter's textfile collector).",
+                                                rich_help_panel=OUTPUT_PANEL),
     no_recursive: bool = typer.Option(False, "--no-recursive", help="Don't descend into subdirectories.",
                                       rich_help_panel=INPUT_PANEL),
     hidden: bool = typer.Option(False, "--hidden", help="Include hidden files and directories.",
@@ -303,6 +313,7 @@ def run(
             spec = Spec.single(chain, format=format, quality=quality, template=name_template,
                                background=background)
         memory = parse_memory(max_memory)
+        metrics_host, metrics_port_number = parse_address(metrics_port) if metrics_port else ("127.0.0.1", None)
         if dry_run:
             sources.check_inputs(inputs)
             spec.check_resources()
@@ -328,6 +339,7 @@ def run(
                 recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
+                metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
                 on_outcome=(lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None,
                 journal=False if no_journal else (journal_path or True))
     except GpupipeError as exc:
