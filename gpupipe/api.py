@@ -30,6 +30,8 @@ from .ops import Op
 from .spec import Spec
 from . import sources
 
+ENGINES = ("local", "ray")
+
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
         *, backend: str = "auto", workers: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY,
@@ -39,7 +41,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         keep_outcomes: bool = True, progress: bool = False, fsync: bool = True,
         journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False,
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
-        metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None) -> RunResult:
+        metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
+        ray_address: str | None = None) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -52,6 +55,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     while the run goes (127.0.0.1 unless ``metrics_host`` says otherwise);
     ``metrics_file`` gets them in the text format at the end, even when the run
     fails or is interrupted (see gpupipe.metrics for the names).
+    ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
+    local one started for the run; needs gpupipe[ray]): same outputs, same outcomes.
     Raises UsageError for bad arguments (a metrics port in use too), before any work.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -60,6 +65,10 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         raise UsageError(f"on_error must be 'continue' or 'stop', got {on_error!r}")
     if order not in ORDERS:
         raise UsageError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if engine not in ENGINES:
+        raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise UsageError("ray_address (--ray-address) needs engine 'ray' (--engine ray)")
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be ≥ 1, got {workers}")
     sources.check_inputs(inputs)
@@ -84,16 +93,16 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         options.on_outcome = _chain(metrics.observe, on_outcome)
     result = None
     try:
-        engine = LocalEngine(spec, chosen, options, cancel)
+        runner = _make_engine(engine, spec, chosen, backend, options, cancel, ray_address)
         if metrics is not None:
-            metrics.attach(engine, chosen)
+            metrics.attach(runner, chosen)
         if progress and on_progress is None:
             from .observe import ProgressDisplay
             with ProgressDisplay() as display:
                 options.on_progress = display.update
-                result = engine.run(inputs, output)
+                result = runner.run(inputs, output)
         else:
-            result = engine.run(inputs, output)
+            result = runner.run(inputs, output)
         return result
     finally:
         try:
@@ -103,6 +112,15 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
             chosen.close()
             if options.journal is not None:
                 options.journal.close(result.summary.to_dict() if result else None)
+
+
+def _make_engine(engine: str, spec: Spec, chosen, backend: str, options: RunOptions, cancel: CancelToken | None,
+                 ray_address: str | None):
+    if engine == "ray":
+        from .engine.ray_engine import RayEngine
+        # Each Ray actor builds its own backend from the choice; the one made here only checked it.
+        return RayEngine(spec, backend if backend != "auto" else chosen.name, options, cancel, address=ray_address)
+    return LocalEngine(spec, chosen, options, cancel)
 
 
 def _start_metrics(port: int | None, host: str, path: str | Path | None):

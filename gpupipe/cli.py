@@ -287,6 +287,11 @@ def run(
     stall_timeout: float = typer.Option(300.0, "--stall-timeout", metavar="SECONDS", help="If no stage makes "
                                         "progress this long while work is in flight (a hung mount, a deadlock), "
                                         "report every stage's state and stop.", rich_help_panel=RUN_PANEL),
+    engine: str = typer.Option("local", "--engine", help="local (threads on this machine) or ray (the same "
+                               "pipeline on a Ray cluster; pip install 'gpupipe[ray]').", rich_help_panel=RUN_PANEL),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="Ray cluster to join "
+                                              "with --engine ray (e.g. auto, or ray://head:10001); default: start a "
+                                              "local one for this run.", rich_help_panel=RUN_PANEL),
     order: str = typer.Option("input", "--order", help="Which inputs go first: input (as found, streaming), "
                               "smallest-first, largest-first or newest-first (these list every input first).",
                               rich_help_panel=RUN_PANEL),
@@ -340,6 +345,7 @@ def run(
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
+                engine=engine, ray_address=ray_address,
                 on_outcome=(lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None,
                 journal=False if no_journal else (journal_path or True))
     except GpupipeError as exc:

@@ -82,3 +82,16 @@ class InternalError(InputError):
 
 class StoppedBySystemFailure(InputError):
     error_class = "system"            # the input was being written when the output side failed
+
+
+def input_error(error_class: str, message: str) -> InputError:
+    """Rebuild a per-file error from its class name and message (after crossing a process boundary)."""
+    stack: list[type[InputError]] = [InputError]
+    while stack:
+        cls = stack.pop()
+        if cls.error_class == error_class:
+            return cls(message)
+        stack.extend(cls.__subclasses__())
+    error = InputError(message)
+    error.error_class = error_class
+    return error

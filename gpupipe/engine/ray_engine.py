@@ -1,0 +1,463 @@
+"""The Ray engine: the same pipeline as a Ray Data streaming execution, on a cluster.
+
+    listing (driver) ─▶ read + decode (CPU tasks) ─▶ process (actors: one per GPU, or CPU)
+                     ─▶ encode + atomic write (CPU tasks) ─▶ outcomes (driver: journal, progress)
+
+Every per-input step is the local engine's own function (``engine/stages.py``),
+and the bookkeeping — claims, journal, summary, exit code — is the shared
+``Driver`` on the caller's machine, so outputs are byte-identical to the local
+engine's and every input gets exactly one outcome. Ray Data streams blocks
+between the operators with backpressure, and its object-store budget is set
+from ``--max-memory``, so no node holds more than a few batches of pixels.
+
+Inputs and outputs must be on storage every node sees (a shared filesystem):
+tasks read and write them directly; only pixels travel through Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path, PurePath
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import sources
+from ..errors import DeviceFailure, InputError, StoppedBySystemFailure, SystemFailure, UsageError, input_error
+from ..spec import OpTrie, Spec
+from . import stages
+from .cancel import CancelToken
+from .driver import Driver
+from .options import RunOptions
+from .process import process_batch
+from .results import CANCELLED, FAILED, OK, FileOutcome, RunResult
+
+log = logging.getLogger("gpupipe")
+
+WINDOW = 100_000                  # inputs per Ray Data execution: bounds the driver's listing in memory
+NO_PIXELS = np.zeros((1, 1, 1), np.uint8)     # placeholder for inputs that failed (columns must stay 3-D uint8)
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"--engine ray needs Ray: pip install 'gpupipe[ray]' ({exc})") from exc
+    return ray
+
+
+class RayEngine(Driver):
+    def __init__(self, spec: Spec, backend: str, options: RunOptions | None = None,
+                 cancel: CancelToken | None = None, *, address: str | None = None, window: int = WINDOW) -> None:
+        super().__init__(spec, f"{backend} on Ray", options, cancel)
+        self.backend_choice = backend
+        self.address = address
+        self.window = max(1, window)
+        self._pending: queue.Queue = queue.Queue(maxsize=2 * self.window)   # admitted inputs, for the next window
+        self._results: queue.SimpleQueue = queue.SimpleQueue()              # rows coming back from Ray
+        self._in_ray: dict[int, FileOutcome] = {}                           # inputs handed to Ray, by index
+        self._next_index = 0
+        self._scan_done = threading.Event()
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self, inputs: Sequence[str | Path], output: str | Path) -> RunResult:
+        ray = import_ray()
+        self.output = Path(output).resolve()
+        started_here = self._connect(ray)
+        self.summary.backend = f"{self._describe_backend()} in Ray actors ({self._cluster_size(ray)})"
+        control = ray.remote(_Control).remote()
+        outcomes: list[FileOutcome] = []
+        scanner = threading.Thread(target=self._scan_all, args=(inputs,), name="gpupipe-scan", daemon=True)
+        scanner.start()
+        previous_handlers = self._catch_signals()
+        interrupted_twice = False
+        try:
+            while True:
+                try:
+                    self._drive(ray, control, outcomes)
+                    break
+                except KeyboardInterrupt:
+                    if self._draining.is_set():
+                        interrupted_twice = True
+                        raise
+                    self._start_draining()
+        finally:
+            self._restore_signals(previous_handlers)
+            if not interrupted_twice:
+                self._drain_done(outcomes)
+                for outcome in self._in_ray.values():       # handed to Ray, never came back: the run stopped
+                    outcome.status = CANCELLED
+                    self._finish(outcome, outcomes)
+                self._in_ray.clear()
+                self._close_summary()
+            if started_here:
+                ray.shutdown()
+        return RunResult(self.summary, outcomes)
+
+    def _connect(self, ray) -> bool:
+        """Join ``address``, or start a local cluster sized by --workers; True if started here."""
+        if ray.is_initialized():
+            self._configure_ray_data(ray)
+            return False
+        quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     configure_logging=True)
+        if self.address:
+            try:
+                ray.init(address=self.address, **quiet)
+            except Exception as exc:
+                raise UsageError(f"cannot join the Ray cluster at {self.address}: {exc}") from exc
+        else:
+            store = max(2 * self.options.max_memory, 128 * 2**20)
+            ray.init(num_cpus=max(1, self.options.workers), object_store_memory=store, **quiet)
+        self._configure_ray_data(ray)
+        return True
+
+    def _configure_ray_data(self, ray) -> None:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        ctx.execution_options.verbose_progress = False
+        # Ray Data's streaming executor keeps what waits between operators under this.
+        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+            object_store_memory=self.options.max_memory)
+        for name in ("ray.data", "ray"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    def _cluster_size(self, ray) -> str:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        return f"{len(ray.nodes())} node(s), {int(resources.get('CPU', 0))} CPU" + (f", {gpus} GPU" if gpus else "")
+
+    def _describe_backend(self) -> str:
+        return "gpu (CuPy)" if self.backend_choice == "gpu" else "cpu (NumPy/OpenCV/Pillow)"
+
+    def _scan_all(self, inputs: Sequence[str | Path]) -> None:
+        try:
+            self._scan(inputs, self.output)
+        except Exception as exc:                    # a scan bug must stop the run loudly
+            log.exception("internal error in the scan")
+            self._trip(f"internal error in the scan: {exc.__class__.__name__}: {exc}")
+        finally:
+            self._scan_done.set()
+
+    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
+        # Absolute paths: Ray workers run in another directory than the caller.
+        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": str(source.relative),
+                "planned": json.dumps([str(p) for p in planned])}
+        self._next_index += 1
+        while not self._stopping():
+            try:
+                self._pending.put((item, outcome), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        self._done.put(_cancelled(outcome))
+
+    def _drive(self, ray, control, outcomes: list[FileOutcome]) -> None:
+        """Run windows of admitted inputs through Ray until the scan is done and nothing is pending."""
+        while True:
+            window = self._next_window(outcomes)
+            if window is None:
+                return
+            self._run_window(ray, control, window, outcomes)
+
+    def _next_window(self, outcomes: list[FileOutcome]) -> list[dict] | None:
+        window: list[dict] = []
+        while len(window) < self.window:
+            self._drain_done(outcomes)
+            if self._stopping():
+                break
+            try:
+                item, outcome = self._pending.get(timeout=0.05)
+            except queue.Empty:
+                if self._scan_done.is_set() and self._pending.empty():
+                    break
+                continue
+            self._in_ray[item["index"]] = outcome
+            window.append(item)
+        while self._stopping():                     # admitted but never started: accounted, not run
+            try:
+                item, outcome = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            self._done.put(_cancelled(outcome))
+        if self._stopping():
+            for item in window:
+                self._done.put(_cancelled(self._in_ray.pop(item["index"])))
+            window = []
+        self._drain_done(outcomes)
+        return window or None
+
+    def _run_window(self, ray, control, window: list[dict], outcomes: list[FileOutcome]) -> None:
+        opts = self.options
+        dataset = build_dataset(ray, window, self.spec, self.output, self.backend_choice, opts, control)
+        consumer = threading.Thread(target=self._consume, args=(dataset,), name="gpupipe-ray-results", daemon=True)
+        consumer.start()
+        clock = _Clock()
+        last_row = time.perf_counter()
+        draining_told = False
+        while consumer.is_alive() or not self._results.empty():
+            try:
+                row = self._results.get(timeout=0.05)
+            except queue.Empty:
+                self._drain_done(outcomes)
+                self._progress()
+                if self._stopping() and not draining_told:          # tell the tasks: read nothing new
+                    ray.get(control.drain.remote())
+                    draining_told = True
+                idle = time.perf_counter() - last_row
+                if idle > opts.stall_timeout and self._in_ray:
+                    self._trip(f"stalled: no input came back from Ray for {idle:.0f} s with {len(self._in_ray)} "
+                               f"in flight (--stall-timeout {opts.stall_timeout:g})")
+                    return
+                continue
+            if isinstance(row, KeyboardInterrupt):
+                raise row
+            if isinstance(row, BaseException):          # a task or actor died: stop with Ray's reason
+                self._trip(f"the Ray pipeline failed: {row.__class__.__name__}: {row}")
+                return
+            last_row = time.perf_counter()
+            outcome = self._in_ray.pop(int(row["index"]))
+            _fill(outcome, row, clock)
+            failure = row.get("system_failure")
+            if failure:
+                self._trip(str(failure))
+            for note in json.loads(row.get("notes") or "[]"):
+                if note not in self.summary.notes:
+                    self.summary.notes.append(note)
+            self._finish(outcome, outcomes)
+
+    def _consume(self, dataset) -> None:
+        try:
+            for row in dataset.iter_rows():
+                self._results.put(row)
+        except BaseException as exc:                # surfaced on the driver's thread
+            self._results.put(exc)
+
+    def stage_state(self) -> dict[str, Any]:
+        return {"queues": {"pending": {"items": self._pending.qsize(), "bytes": 0}}, "images_bytes": 0,
+                "in_flight": len(self._in_ray)}
+
+
+# ---------------------------------------------------------------------- the Ray Data pipeline
+
+def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str, opts: RunOptions, control):
+    """read+decode tasks → process actors → encode+write tasks, over ``items`` (one row per input)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if backend == "gpu" else 0
+    actors = gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    rows_per_block = 8 if gpus else 2
+    read = dict(retries=opts.retries, retry_delay=opts.retry_delay, max_pixels=opts.max_pixels)
+    dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // rows_per_block)))
+    # Tasks and actors ask for fractions of a CPU so all three stages run at once on every
+    # node, as the local engine's threads do; the OS shares the cores among them.
+    dataset = dataset.map_batches(_read_and_decode, fn_kwargs=dict(spec=spec, backend=backend, control=control,
+                                                                   **read),
+                                  batch_size=rows_per_block, num_cpus=0.5, batch_format="numpy")
+    dataset = dataset.map_batches(_Processor, fn_constructor_kwargs=dict(spec=spec, backend=backend,
+                                                                         device_failures=opts.device_failures),
+                                  batch_size=None, compute=ray.data.ActorPoolStrategy(size=actors),
+                                  num_cpus=0 if gpus else 0.5,
+                                  num_gpus=1 if gpus else 0, batch_format="numpy")
+    return dataset.map_batches(_encode_and_write, fn_kwargs=dict(spec=spec, output=str(output), fsync=opts.fsync),
+                               batch_size=None, num_cpus=0.5, batch_format="numpy")
+
+
+class _Control:
+    """A tiny actor the tasks ask before reading: has the driver said to drain?"""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+    def drain(self) -> None:
+        self.draining = True
+
+    def is_draining(self) -> bool:
+        return self.draining
+
+
+def _read_and_decode(batch: dict, *, spec: Spec, backend: str, control, retries: int, retry_delay: float,
+                     max_pixels: int) -> dict:
+    import ray
+    draining = ray.get(control.is_draining.remote())
+    metas, pixels, iccs = [], [], []
+    for index, path in zip(batch["index"], batch["path"]):
+        meta: dict[str, Any] = {"index": int(index), "status": OK, "attempts": 0, "seconds": {}, "spans": []}
+        icc = b""
+        image = NO_PIXELS
+        if draining:
+            meta["status"] = CANCELLED
+        else:
+            try:
+                started = time.time()
+                data = stages.read_with_retries(path, retries=retries, retry_delay=retry_delay,
+                                                wait=lambda s: time.sleep(s) or False,
+                                                on_attempt=lambda n, meta=meta: meta.__setitem__("attempts", n))
+                meta["bytes_in"] = len(data)
+                _span(meta, "read", started)
+                started = time.time()
+                decoded = stages.decode_input(data, spec, max_pixels=max_pixels, padded_rgb=False)
+                del data
+                image = decoded.pixels
+                icc = decoded.icc_profile or b""
+                meta.update(format=decoded.format, height=image.shape[0], width=image.shape[1])
+                _span(meta, "decode", started)
+            except InputError as exc:
+                _failed(meta, exc)
+        metas.append(json.dumps(meta))
+        pixels.append(image)
+        iccs.append(icc)
+    return {"index": batch["index"], "relative": batch["relative"], "planned": batch["planned"],
+            "meta": np.array(metas, dtype=object), "icc": np.array(iccs, dtype=object), "pixels": _column(pixels)}
+
+
+class _Processor:
+    """An actor holding one backend (a GPU, or a CPU core): process_batch on the decoded images."""
+
+    def __init__(self, spec: Spec, backend: str, device_failures: int) -> None:
+        self.spec, self.trie = spec, OpTrie.build(spec.variants)
+        self.backend = _make_backend(backend)
+        self.device_failures, self.failures_in_a_row = device_failures, 0
+        self.notes: list[str] = []
+
+    def __call__(self, batch: dict) -> dict:
+        metas = [json.loads(m) for m in batch["meta"]]
+        count, variants = len(metas), len(self.spec.variants)
+        columns: list[list[np.ndarray]] = [[NO_PIXELS] * count for _ in range(variants)]
+        errors: list[list[Any]] = [[None] * variants for _ in range(count)]
+        todo = [i for i, meta in enumerate(metas) if meta["status"] == OK]
+        started = time.time()
+        for start in range(0, len(todo), self.backend.max_batch_images):
+            chunk = todo[start:start + self.backend.max_batch_images]
+            for i, row in zip(chunk, self._process([batch["pixels"][i] for i in chunk])):
+                for v, result in enumerate(row):
+                    if isinstance(result, InputError):
+                        errors[i][v] = [result.error_class, str(result)]
+                    else:
+                        columns[v][i] = result
+        for i in todo:
+            metas[i]["variant_errors"] = errors[i]
+            metas[i]["notes"] = self.notes
+            _span(metas[i], "process", started)
+        out = {key: batch[key] for key in ("index", "relative", "planned", "icc")}
+        out["meta"] = np.array([json.dumps(m) for m in metas], dtype=object)
+        for v in range(variants):
+            out[f"result_{v}"] = _column(columns[v])
+        return out
+
+    def _process(self, images: list[np.ndarray]) -> list[list]:
+        """As the local engine: a device failure is retried, and a device that keeps failing is
+        replaced by the CPU backend in this actor, with a note for the summary."""
+        while True:
+            try:
+                results = process_batch(self.backend, list(images), self.spec, self.trie)
+                self.failures_in_a_row = 0
+                return results
+            except DeviceFailure as exc:
+                self.failures_in_a_row += 1
+                if self.failures_in_a_row >= self.device_failures:
+                    old = self.backend.describe()
+                    self.backend.close()
+                    self.backend = _make_backend("cpu")
+                    self.notes = [f"{old} failed {self.failures_in_a_row} times in a row ({exc}); "
+                                  f"this Ray actor continues on {self.backend.describe()}"]
+
+
+def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> dict:
+    out_dir = Path(output)
+    metas = []
+    for i, meta_json in enumerate(batch["meta"]):
+        meta = json.loads(meta_json)
+        meta.update(outputs=[], sizes=[], checksums=[], bytes_out=0)
+        if meta["status"] == OK:
+            started = time.time()
+            results = []
+            for v, error in enumerate(meta.pop("variant_errors")):
+                results.append(input_error(*error) if error else batch[f"result_{v}"][i])
+            planned = [PurePath(p) for p in json.loads(batch["planned"][i])]
+            # Outputs whose name changed with the bytes' format are not claimed across
+            # the cluster: two inputs meeting there is reported by the driver afterwards.
+            encoded = stages.encode_variants(spec, results, PurePath(batch["relative"][i]), meta["format"],
+                                             batch["icc"][i] or None, planned, claim=lambda path: None)
+            _span(meta, "encode", started)
+            started = time.time()
+            try:
+                written = stages.write_outputs(out_dir, encoded.files, fsync=fsync)
+            except SystemFailure as exc:
+                meta["system_failure"] = str(exc)
+                _failed(meta, StoppedBySystemFailure(str(exc)))
+            else:
+                meta.update(outputs=written.outputs, sizes=written.sizes, checksums=written.checksums,
+                            bytes_out=sum(written.sizes))
+                errors = ([written.error] if written.error else []) + encoded.errors
+                if errors:
+                    _failed(meta, errors[0])
+                _span(meta, "write", started)
+        metas.append(meta)
+    return {"index": batch["index"], "meta": np.array([json.dumps(m) for m in metas], dtype=object),
+            "system_failure": np.array([m.get("system_failure", "") for m in metas], dtype=object),
+            "notes": np.array([json.dumps(m.get("notes", [])) for m in metas], dtype=object)}
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _make_backend(choice: str):
+    from ..backends import select_backend
+    backend = select_backend(choice, workers=1)
+    if backend.name == "cpu":
+        import cv2
+        cv2.setNumThreads(1)          # one actor per core already: OpenCV's pool would only contend
+    return backend
+
+
+def _column(arrays: list[np.ndarray]) -> np.ndarray:
+    """A column of images of different sizes: an object array, which Ray Data stores as a ragged tensor."""
+    column = np.empty(len(arrays), dtype=object)
+    column[:] = arrays
+    return column
+
+
+def _span(meta: dict, stage: str, started: float) -> None:
+    now = time.time()
+    meta["seconds"][stage] = round(now - started, 6)
+    meta["spans"].append([stage, started, now, f"ray-{stage}-{os.getpid()}"])
+
+
+def _failed(meta: dict, exc: InputError) -> None:
+    meta.update(status=FAILED, error_class=exc.error_class, message=str(exc))
+
+
+def _cancelled(outcome: FileOutcome) -> FileOutcome:
+    outcome.status = CANCELLED
+    return outcome
+
+
+class _Clock:
+    """Maps worker wall-clock times onto the driver's perf_counter timeline (for --trace)."""
+
+    def __init__(self) -> None:
+        self.offset = time.perf_counter() - time.time()
+
+    def __call__(self, wall: float) -> float:
+        return wall + self.offset
+
+
+def _fill(outcome: FileOutcome, row: dict, clock: _Clock) -> None:
+    meta = json.loads(row["meta"])
+    outcome.status = meta["status"]
+    outcome.error_class, outcome.message = meta.get("error_class"), meta.get("message")
+    outcome.format, outcome.width, outcome.height = meta.get("format"), meta.get("width"), meta.get("height")
+    outcome.attempts = meta.get("attempts", 0)
+    outcome.bytes_in = meta.get("bytes_in", outcome.bytes_in)
+    outcome.bytes_out = meta.get("bytes_out", 0)
+    outcome.outputs, outcome.output_sizes, outcome.output_checksums = (
+        meta.get("outputs", []), meta.get("sizes", []), meta.get("checksums", []))
+    outcome.seconds = meta.get("seconds", {})
+    outcome.spans = [(stage, clock(start), clock(end), worker) for stage, start, end, worker in meta.get("spans", [])]
+

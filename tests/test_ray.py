@@ -1,0 +1,154 @@
+"""The Ray engine against a real local Ray cluster: same outputs as the local engine,
+failures isolated, cancel and resume through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import gpupipe
+from gpupipe import ops
+from gpupipe.journal import default_path
+
+from .badfiles import make_bad_inputs
+from .test_journal import committed_inputs
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'gpupipe[ray]')")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+SPEC = gpupipe.Spec((gpupipe.Variant((ops.Thumbnail(96), ops.Sharpen()), name="web", format="webp"),
+                     gpupipe.Variant((ops.Grayscale(), ops.Thumbnail(48)), name="small", format="png")))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the in-process tests (starting one takes seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+    yield
+    ray.shutdown()
+
+
+def _inputs(tmp_path: Path, copies: int = 2) -> Path:
+    src = tmp_path / "in"
+    (src / "bad").mkdir(parents=True)
+    for photo in EXAMPLES.iterdir():
+        if photo.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            for i in range(copies):
+                shutil.copy(photo, src / f"{photo.stem}-{i}{photo.suffix}")
+    make_bad_inputs(src / "bad")
+    return src
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".gpupipe" not in p.parts}
+
+
+def test_ray_engine_writes_what_the_local_engine_writes(tmp_path: Path, cluster) -> None:
+    src = _inputs(tmp_path)
+    local = gpupipe.run(src, tmp_path / "local", SPEC, backend="cpu", workers=2)
+    distributed = gpupipe.run(src, tmp_path / "ray", SPEC, backend="cpu", workers=2, engine="ray")
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")          # byte for byte
+    assert len(_files(tmp_path / "ray")) >= 12
+    def fates(result):
+        return {Path(o.path).name: (o.status, o.error_class) for o in result.outcomes}
+    assert fates(distributed) == fates(local)                              # every bad file fails alike, alone
+    assert distributed.summary.failed == local.summary.failed > 0
+    assert distributed.exit_code == local.exit_code == 1
+    assert "Ray" in distributed.summary.backend
+    ok = next(o for o in distributed.outcomes if o.status == "ok")
+    assert set(ok.seconds) == {"read", "decode", "process", "encode", "write"} and len(ok.output_checksums) == 2
+    # The journal saw each input exactly once: a second run skips them all.
+    again = gpupipe.run(src, tmp_path / "ray", SPEC, backend="cpu", workers=2, engine="ray")
+    assert again.summary.skipped == len(again.outcomes) and again.summary.processed == 0
+
+
+def test_a_full_listing_is_split_into_windows(tmp_path: Path, cluster) -> None:
+    from gpupipe.engine.options import RunOptions
+    from gpupipe.engine.ray_engine import RayEngine
+    src = _inputs(tmp_path, copies=3)
+    result = RayEngine(SPEC, "cpu", RunOptions(workers=2), window=4).run([src], tmp_path / "out")
+    reference = gpupipe.run(src, tmp_path / "local", SPEC, backend="cpu", workers=2, journal=False)
+    assert result.summary.processed == reference.summary.processed and result.summary.done == len(result.outcomes)
+    assert _files(tmp_path / "out") == _files(tmp_path / "local")
+
+
+def _cli(src: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--engine", "ray", "--workers", "2",
+            "--blur", "2", "-f", "png", "--quiet", *extra]
+
+
+def _outputs(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("*.png"))
+
+
+def _kill_tree(proc: subprocess.Popen, signum: int) -> None:
+    """The CLI's local Ray cluster runs in its process group: kill them together."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def _many(tmp_path: Path, count: int) -> Path:
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(count):
+        shutil.copy(EXAMPLES / "Landscape_1.jpg", src / f"{i:03d}.jpg")
+    return src
+
+
+def test_killed_ray_run_resumes_with_every_output_exactly_once(tmp_path: Path) -> None:
+    src, out = _many(tmp_path, 60), tmp_path / "out"
+    proc = subprocess.Popen(_cli(src, out), start_new_session=True)
+    try:
+        _wait_for(lambda: committed_inputs(default_path(out)) >= 3 or proc.poll() is not None)
+    finally:
+        _kill_tree(proc, signal.SIGKILL)
+        proc.wait(timeout=60)
+    recorded = committed_inputs(default_path(out))
+    assert 3 <= recorded < 60, recorded
+    resumed = subprocess.run(_cli(src, out, "--report", str(tmp_path / "r.json")), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["skipped"] == recorded and summary["processed"] == 60 - recorded
+    assert _outputs(out) == [f"{i:03d}.png" for i in range(60)]
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_first_ctrl_c_drains_a_ray_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+    src, out = _many(tmp_path, 60), tmp_path / "out"
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen(_cli(src, out, "--report", str(report)), start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_outputs(out)) >= 2 or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        _kill_tree(proc, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-3000:]
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["interrupted"] and summary["processed"] + summary["cancelled"] == 60
+    assert summary["cancelled"] > 0 and summary["processed"] == len(_outputs(out))
+    assert not list(out.rglob(".*.tmp"))
+    rerun = subprocess.run(_cli(src, out, "--report", str(report)), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _outputs(out) == [f"{i:03d}.png" for i in range(60)]
