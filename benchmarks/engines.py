@@ -2,7 +2,9 @@
 
     python benchmarks/engines.py --workers 1,2 --repeats 3 --json engines-cpu-2core-DATE.json
 
-For each worker count, one fresh child process per engine runs the same W1 spec
+For each worker count N, one fresh child process per engine, pinned to N cores (the
+local engine runs several threads per worker and would otherwise use more cores than
+Ray's N single-threaded tasks; Ray's own processes inherit the pinning), runs the same W1 spec
 (thumbnail 256, JPEG q85) over the same corpus ``--repeats`` times, journal off,
 into a fresh folder each time:
 
@@ -43,8 +45,9 @@ import make_corpus  # noqa: E402
 RESULTS = HERE / "results"
 
 CHILD = textwrap.dedent("""
-    import json, shutil, sys, time
+    import json, os, shutil, sys, time
     from pathlib import Path
+    os.sched_setaffinity(0, range({workers}))      # N workers get N cores, whatever their threads (Ray inherits it)
     sys.path.insert(0, {here!r})
     import gpupipe
     from contenders import gpupipe_spec
