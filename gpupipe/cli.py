@@ -271,6 +271,9 @@ def run(
                                           "[default: CPU cores].", rich_help_panel=RUN_PANEL),
     max_memory: str = typer.Option("512MB", "--max-memory", help="Cap on images held in the pipeline's queues.",
                                    rich_help_panel=RUN_PANEL),
+    gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", metavar="SIZE", help="Cap on GPU memory for "
+                                             "--backend gpu (e.g. 8GB); a batch that does not fit is split. "
+                                             "Default: what the device has.", rich_help_panel=RUN_PANEL),
     on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
                                  "(end the run at the first failure).", rich_help_panel=RUN_PANEL),
     journal_path: Optional[Path] = typer.Option(None, "--journal", metavar="PATH", help="SQLite journal of every "
@@ -318,6 +321,7 @@ def run(
             spec = Spec.single(chain, format=format, quality=quality, template=name_template,
                                background=background)
         memory = parse_memory(max_memory)
+        device_memory = parse_memory(gpu_memory) if gpu_memory else None
         metrics_host, metrics_port_number = parse_address(metrics_port) if metrics_port else ("127.0.0.1", None)
         if dry_run:
             sources.check_inputs(inputs)
@@ -340,7 +344,8 @@ def run(
         with ProgressDisplay(quiet=quiet) as display:
             # api.run validates everything else (inputs, output, backend, journal lock) before any work.
             result = api.run(
-                inputs, output, spec, backend=backend, workers=workers, max_memory=memory, max_pixels=max_pixels,
+                inputs, output, spec, backend=backend, workers=workers, max_memory=memory, gpu_memory=device_memory,
+                max_pixels=max_pixels,
                 recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
@@ -498,7 +503,7 @@ def doctor() -> None:
     import simplejpeg
     from PIL import features
 
-    from .backends import cuda_unavailable_reason
+    from .backends import cuda_report
     out = Console()
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
@@ -510,9 +515,18 @@ def doctor() -> None:
     table.add_row("JPEG decode", f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo), Pillow for the rest")
     table.add_row("Pillow libjpeg-turbo", str(features.version("libjpeg_turbo") or "no"))
     table.add_row("write formats", ", ".join(codecs.available_formats()))
-    reason = cuda_unavailable_reason()
-    table.add_row("CUDA", "usable" if reason is None else escape(f"not usable: {reason}"))
-    table.add_row("--backend auto", select_backend("auto", workers=usable_cores()).describe())
+    for label, fact in cuda_report().items():
+        table.add_row(label, escape(fact))
+    auto = select_backend("auto", workers=usable_cores())
+    table.add_row("--backend auto", auto.describe())
+    auto.close()
+    table.add_row("stages (auto)", f"read: I/O threads · decode: CPU (libjpeg-turbo, Pillow) · process: "
+                                   f"{auto.name.upper()} · encode: CPU · write: I/O threads")
+    try:
+        import ray
+        table.add_row("--engine ray", f"Ray {ray.__version__}")
+    except ImportError:
+        table.add_row("--engine ray", "not installed (pip install 'gpupipe[ray]')")
     out.print(table)
 
 

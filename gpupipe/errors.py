@@ -26,6 +26,10 @@ class DeviceFailure(SystemFailure):
     The engine retries the batch and, if the device keeps failing, moves the run to the CPU."""
 
 
+class DeviceOutOfMemory(DeviceFailure):
+    """A batch did not fit in GPU memory (or --gpu-memory): the engine splits it and retries."""
+
+
 class InputError(GpupipeError):
     """One input could not be processed. ``error_class`` groups failures in reports."""
 

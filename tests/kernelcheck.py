@@ -44,12 +44,10 @@ CXX = os.environ.get("CXX", "g++")
 CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",
             "-ffp-contract=off", "-shared", "-fPIC", "-Wall", "-Wno-unused-function"]
 
-# ImageDesc (kernels/gpupipe.cuh), field for field.
-DESC_FIELDS = [("in_offset", np.int64), ("out_offset", np.int64), ("aux_offset", np.int64),
-               ("width", np.int32), ("height", np.int32), ("channels", np.int32),
-               ("out_width", np.int32), ("out_height", np.int32), ("out_channels", np.int32),
-               ("x", np.int32), ("y", np.int32), ("param", np.int32, (4,))]
-DESC = np.dtype(DESC_FIELDS, align=True)
+# ImageDesc (kernels/gpupipe.cuh), field for field: the CUDA backend's own host-side layout.
+from gpupipe.backends.cuda.plans import DESC, Buf  # noqa: E402
+
+DESC_FIELDS = [(name, DESC.fields[name][0]) for name in DESC.names]
 
 _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
 
@@ -139,7 +137,7 @@ class KernelLib:
         self.dll.shim_desc_layout.restype = ctypes.c_longlong
         self.dll.shim_desc_layout.argtypes = [ctypes.c_int]
         layout = [self.dll.shim_desc_layout(i) for i in range(len(DESC_FIELDS) + 1)]
-        expected = [DESC.itemsize] + [DESC.fields[f[0]][1] for f in DESC_FIELDS]
+        expected = [DESC.itemsize] + [DESC.fields[name][1] for name in DESC.names]
         if layout != expected:
             raise AssertionError(f"ImageDesc layout differs: C {layout}, NumPy {expected}")
         for name, params in self.kernels.items():
@@ -238,6 +236,35 @@ def run_batch(lib: KernelLib, kernel: str, images, out_shapes, *params, setup=No
     dst = np.full(out_size, 0xA5, np.uint8)        # garbage where a kernel forgets to write
     lib.launch(kernel, src, dst, descs, len(images), *params, grid=grid, block=block)
     return unpack(dst, descs)
+
+
+def kernel_library(kernel: str) -> KernelLib:
+    """The compiled kernels/*.cu that defines ``kernel``."""
+    for cu in sorted(KERNELS.glob("*.cu")):
+        if any(name == kernel for name, _ in kernels_in(cu.read_text())):
+            return build(cu.stem)
+    raise KeyError(f"no kernel {kernel} in kernels/*.cu")
+
+
+def run_program(program, images, grid=(3, 2), block=32) -> list[np.ndarray]:
+    """Execute a gpupipe.backends.cuda.plans.Program on the CPU, as the CuPy backend does on a GPU:
+    the batch packed into an exactly-sized buffer, scratch buffers filled with garbage (so a
+    value a kernel forgets to write shows), host arrays passed as they are."""
+    src, _ = pack(images)
+    buffers = {"src": src}
+    for name, (elements, dtype) in program.buffers.items():
+        garbage = np.nan if np.dtype(dtype).kind == "f" else (-7 if np.dtype(dtype).kind == "i" else 0xA5)
+        buffers[name] = np.full(elements, garbage, dtype)
+    for launch in program.launches:
+        args = [buffers[a.name] if isinstance(a, Buf) else a for a in launch.args]
+        kernel_library(launch.kernel).launch(launch.kernel, *args, grid=grid, block=block)
+    result = buffers[program.result]
+    out, offset = [], 0
+    for h, w, c in program.out_shapes:
+        out.append(result[offset:offset + h * w * c].reshape(h, w, c).copy())
+        offset += h * w * c
+    assert offset == result.size, "the result buffer is exactly the outputs"
+    return out
 
 
 def random_image(rng: np.random.Generator, h: int, w: int, c: int) -> np.ndarray:

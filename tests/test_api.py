@@ -13,7 +13,7 @@ import gpupipe
 from gpupipe import codecs, ops
 from gpupipe.backends.numpy import NumpyBackend
 from gpupipe.engine.local import LocalEngine, RunOptions
-from gpupipe.errors import DeviceFailure, ProcessingError, UsageError
+from gpupipe.errors import DeviceFailure, DeviceOutOfMemory, ProcessingError, UsageError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
 
@@ -219,3 +219,38 @@ def test_order_decides_which_inputs_go_first(tmp_path: Path) -> None:
     assert order("newest-first") == ["d.png", "c.png", "b.png", "a.png"]
     with pytest.raises(UsageError, match="order"):
         gpupipe.run(src, tmp_path / "x", [], order="random")
+
+
+class SmallDevice(NumpyBackend):
+    """A device whose memory holds at most two images, and none over a pixel budget: uploads
+    beyond that raise DeviceOutOfMemory, as the CuPy backend does when its pool is full."""
+
+    name, max_batch_images = "small-device", 8
+
+    def __init__(self, max_pixels: int) -> None:
+        super().__init__(workers=1)
+        self.max_pixels, self.batch_sizes, self.refused_alone = max_pixels, [], 0
+
+    def upload(self, images):
+        if len(images) > 2 or any(i.shape[0] * i.shape[1] > self.max_pixels for i in images):
+            self.refused_alone += len(images) == 1
+            raise DeviceOutOfMemory(f"out of GPU memory for {len(images)} image(s)")
+        self.batch_sizes.append(len(images))
+        return super().upload(images)
+
+    def describe(self) -> str:
+        return self.name
+
+
+def test_a_batch_too_big_for_the_device_is_split_and_a_huge_image_done_on_the_cpu(tmp_path: Path) -> None:
+    src = _inputs(tmp_path, 9)
+    shutil.copy(EXAMPLES / "chapel.png", src / "big.png")
+    reference = _run_on(NumpyBackend(workers=2), src, tmp_path / "cpu")
+    # The JPEGs decode DCT-scaled for the thumbnail (225x150); chapel.png (1152x858) does not fit alone.
+    device = SmallDevice(max_pixels=200_000)
+    result = _run_on(device, src, tmp_path / "gpu")
+    assert result.exit_code == 0 and result.summary.processed == 10 == reference.summary.processed
+    assert max(device.batch_sizes) <= 2 and not result.summary.notes        # split, never handed over
+    assert device.refused_alone == 1                                         # chapel.png, then done on the CPU
+    assert {p.name: p.read_bytes() for p in (tmp_path / "gpu").iterdir()} == \
+        {p.name: p.read_bytes() for p in (tmp_path / "cpu").iterdir()}

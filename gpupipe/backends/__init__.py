@@ -5,10 +5,13 @@ The engine never imports an array library itself; it asks ``select_backend``.
 
 from __future__ import annotations
 
-from ..errors import UsageError
+import logging
+
+from ..errors import SystemFailure, UsageError
 from .base import Backend
 
 BACKEND_CHOICES = ("auto", "cpu", "gpu")
+log = logging.getLogger("gpupipe")
 
 
 def cuda_unavailable_reason() -> str | None:
@@ -24,14 +27,51 @@ def cuda_unavailable_reason() -> str | None:
     return None if count > 0 else "no CUDA device found"
 
 
-def select_backend(choice: str = "auto", *, workers: int = 1) -> Backend:
-    """Build the backend for ``--backend``: auto prefers the GPU when one is usable."""
+def cuda_report() -> dict[str, str]:
+    """What `gpupipe doctor` says about CUDA: device, driver and runtime, CuPy, GPU decoders."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    facts: dict[str, str] = {}
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        import cupy
+        runtime = cupy.cuda.runtime
+        props = runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        free, total = runtime.memGetInfo()
+        facts["CUDA device"] = (f"{name}, compute {props['major']}.{props['minor']}, {total / 2**30:.0f} GiB "
+                                f"({free / 2**30:.0f} free), {runtime.getDeviceCount()} device(s)")
+        facts["CUDA driver / runtime"] = f"{runtime.driverGetVersion()} / {runtime.runtimeGetVersion()}"
+        facts["CuPy"] = cupy.__version__
+    else:
+        facts["CUDA"] = f"not usable: {reason}"
+    for label, dist in (("NVIDIA DALI", "nvidia-dali-cuda120"), ("nvImageCodec", "nvidia-nvimgcodec-cu12")):
+        try:
+            facts[label] = f"{version(dist)} installed (GPU JPEG decode is not wired in yet: decode runs on the CPU)"
+        except PackageNotFoundError:
+            facts[label] = "not installed"
+    return facts
+
+
+def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None) -> Backend:
+    """Build the backend for ``--backend``: auto prefers the GPU when one is usable.
+
+    ``gpu_memory`` caps the CuPy memory pool (bytes). ``gpu`` fails with the reason
+    when CUDA is not usable; ``auto`` then falls back to the CPU, with a warning when
+    a GPU was there but its backend failed to start (e.g. the kernels did not compile).
+    """
     if choice not in BACKEND_CHOICES:
         raise UsageError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {choice!r}")
     if choice in ("gpu", "auto"):
         reason = cuda_unavailable_reason()
         if reason is None:
-            reason = "the CuPy backend is not part of this build yet"
+            from .cuda.backend import CupyBackend
+            try:
+                return CupyBackend(workers=workers, memory_limit=gpu_memory)
+            except SystemFailure as exc:
+                reason = str(exc)
+                if choice == "auto":
+                    log.warning("the GPU backend did not start (%s); using the CPU", reason)
         if choice == "gpu":
             raise UsageError(f"--backend gpu: CUDA not available: {reason}. Use --backend cpu (or auto).")
     from .numpy import NumpyBackend

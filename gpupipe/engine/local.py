@@ -38,7 +38,7 @@ from .cancel import CancelToken
 from .driver import Driver
 from .options import (DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, RunOptions,  # noqa: F401  (re-exported)
                       usable_cores)
-from .process import process_batch
+from .process import process_batch, process_fitting
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
 from .results import CANCELLED, FAILED, FileOutcome, RunResult
@@ -82,6 +82,7 @@ class LocalEngine(Driver):
         self._queues: tuple[CostBoundedQueue, ...] = ()     # set when the run starts
         self._device_lock = threading.Lock()
         self._device_failures = 0               # consecutive failed batches on the device
+        self._cpu_backend: Backend | None = None
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ driver
@@ -330,20 +331,27 @@ class LocalEngine(Driver):
     def _process_on_device(self, backend: Backend, images: list[np.ndarray]) -> list[list]:
         """process_batch, and when the device itself fails (DeviceFailure: a lost GPU, not an
         image's fault) retry the batch; after ``device_failures`` failures in a row, hand the
-        run over to the CPU backend, saying so, and finish this batch there. No input is lost:
-        the host images are kept until the batch is done."""
+        run over to the CPU backend, saying so, and finish this batch there. A batch too big
+        for the device memory is halved; an image too big alone is done on the CPU. No input
+        is lost: the host images are kept until the batch is done."""
         if backend.name == "cpu":
             return process_batch(backend, images, self.spec, self.trie)
-        kept = list(images)
         while True:
             try:
-                results = process_batch(backend, images, self.spec, self.trie)
+                results = process_fitting(backend, images, self.spec, self.trie, self._cpu_for_big_images())
                 with self._device_lock:
                     self._device_failures = 0
                 return results
-            except DeviceFailure as exc:
-                images = list(kept)
+            except DeviceFailure as exc:        # process_fitting kept the host images: retry them
                 backend = self._device_failed(backend, exc)
+
+    def _cpu_for_big_images(self) -> Backend:
+        """A one-thread CPU backend for the rare image too big for the GPU memory alone."""
+        with self._device_lock:
+            if self._cpu_backend is None:
+                from ..backends import select_backend
+                self._cpu_backend = select_backend("cpu", workers=1)
+            return self._cpu_backend
 
     def _device_failed(self, backend: Backend, exc: DeviceFailure) -> Backend:
         with self._device_lock:

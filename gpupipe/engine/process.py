@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import Backend
-from ..errors import DeviceFailure, InputError, ProcessingError
+from ..errors import DeviceFailure, DeviceOutOfMemory, InputError, ProcessingError
 from ..spec import OpTrie, Spec
 
 Result = np.ndarray | InputError
@@ -52,6 +52,21 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
     except Exception as exc:         # a backend bug must cost this batch, never the run
         _fail_unfinished(results, ProcessingError(f"{exc.__class__.__name__}: {exc}"))
     return results  # type: ignore[return-value]
+
+
+def process_fitting(backend: Backend, images: list[np.ndarray], spec: Spec, trie: OpTrie | None,
+                    too_big: Backend) -> list[list[Result]]:
+    """process_batch on a device, halving any batch that does not fit in its memory; an image
+    that does not fit alone is processed on ``too_big`` (the CPU backend) instead. ``images``
+    is not consumed (the halves need it)."""
+    try:
+        return process_batch(backend, list(images), spec, trie)
+    except DeviceOutOfMemory:
+        if len(images) == 1:
+            return process_batch(too_big, list(images), spec, trie)
+        half = len(images) // 2
+        return (process_fitting(backend, images[:half], spec, trie, too_big)
+                + process_fitting(backend, images[half:], spec, trie, too_big))
 
 
 def _walk(backend: Backend, root: OpTrie, batch, members: list[int], sizes: list[tuple[int, int]],

@@ -34,14 +34,7 @@ def _resize(img: np.ndarray, op: ops.Resize) -> np.ndarray:
 
 def _watermark(img: np.ndarray, op: ops.Watermark) -> np.ndarray:
     height, width = img.shape[:2]
-    if op.text is not None:
-        size = op.size or composite.default_text_size(width, height)
-        mark = composite.render_text(op.text, size, op.color[:3], op.font)
-    else:
-        mark = composite.load_mark(op.image)
-        if op.scale is not None:
-            mark = composite.scale_mark(mark, max(1, round(width * op.scale)))
-    return composite.watermark(img, mark, op.position, op.margin, op.opacity)
+    return composite.watermark(img, composite.mark_for(op, width, height), op.position, op.margin, op.opacity)
 
 
 IMPLEMENTATIONS: dict[type[ops.Op], Callable[[np.ndarray, ops.Op], np.ndarray]] = {

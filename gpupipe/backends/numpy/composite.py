@@ -88,6 +88,18 @@ def default_text_size(W: int, H: int) -> int:
 
 # --- marks ---------------------------------------------------------------------
 
+def mark_for(op, width: int, height: int) -> np.ndarray:
+    """The RGBA mark a Watermark op puts on a width x height image (every backend uses this);
+    cached, so images of one size share one mark object."""
+    if op.text is not None:
+        size = op.size or default_text_size(width, height)
+        return render_text(op.text, size, op.color[:3], op.font)
+    mark = load_mark(op.image)
+    if op.scale is not None:
+        mark = scale_mark(mark, max(1, round(width * op.scale)))
+    return mark
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _font(font: str | None, size: int) -> ImageFont.FreeTypeFont:
     if font is None:

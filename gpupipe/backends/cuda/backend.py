@@ -1,0 +1,196 @@
+"""CupyBackend: batches packed in device memory, one launch per kernel per batch.
+
+A batch is one uint8 device buffer with the HWC images back to back plus their
+shapes (``DeviceBatch``). ``apply`` asks ``plans.plan_op`` what to launch and runs
+it on this thread's CUDA stream; the engine drives ``concurrency`` (two) threads,
+so one batch uploads or downloads while another computes. Host staging buffers
+are pinned, per thread, and grow to the largest batch seen.
+
+Device errors become ``DeviceOutOfMemory`` (the engine splits the batch and
+retries) or ``DeviceFailure`` (the engine retries, then hands the run to the CPU
+backend); both are the device's fault, never an image's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ... import ops
+from ...errors import DeviceFailure, DeviceOutOfMemory, SystemFailure
+from ..base import Backend
+from .plans import Buf, Program, Shape, offsets, plan_op
+
+THREADS_PER_BLOCK = 256
+MAX_GRID_Y = 65535
+_KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+
+
+@dataclass
+class DeviceBatch:
+    buffer: object                       # cupy.ndarray, uint8, 1-D: the images back to back
+    shapes: list[Shape]
+    # Host arrays uploaded asynchronously for the launches that made this batch (descriptors,
+    # tables, taps): kept alive until the batch is downloaded or dropped, after its stream is done.
+    keep: tuple = ()
+
+
+def kernel_sources() -> Path:
+    """The directory of kernels/*.cu as installed (the wheel ships them as gpupipe.kernels)."""
+    directory = Path(str(importlib.resources.files("gpupipe.kernels")))
+    if not (directory / "gpupipe.cuh").is_file():
+        raise SystemFailure(f"the CUDA kernel sources are missing from {directory} (a broken install?)")
+    return directory
+
+
+def load_kernels(cupy) -> dict[str, object]:
+    """Compile every kernel now (CuPy caches the binaries on disk): a missing or broken kernel
+    is an error when the backend starts, not in the middle of a run."""
+    directory = kernel_sources()
+    kernels = {}
+    for cu in sorted(directory.glob("*.cu")):
+        source = cu.read_text()
+        module = cupy.RawModule(code=source, options=("-std=c++17", f"-I{directory}"))
+        try:
+            for name in _KERNEL_RE.findall(source):
+                kernels[name] = module.get_function(name)
+        except Exception as exc:             # cupy.cuda.compiler.CompileException, NVRTC missing, ...
+            raise SystemFailure(f"cannot compile {cu.name} for the GPU: {exc}") from exc
+    return kernels
+
+
+class CupyBackend(Backend):
+    name = "gpu"
+    max_batch_images = 64
+    max_batch_pixels = 96 * 2**20        # ~300 MB of RGB per batch: launches amortised, memory bounded
+    concurrency = 2                      # two threads, two streams: transfers overlap kernels
+
+    def __init__(self, workers: int = 1, memory_limit: int | None = None, device: int = 0) -> None:
+        import cupy
+        self.cp = cupy
+        try:
+            self.device = cupy.cuda.Device(device)
+            self.device.use()
+            self.pool = cupy.get_default_memory_pool()
+            if memory_limit:
+                self.pool.set_limit(size=int(memory_limit))
+            self.kernels = load_kernels(cupy)
+            properties = cupy.cuda.runtime.getDeviceProperties(device)
+        except SystemFailure:
+            raise
+        except Exception as exc:
+            raise SystemFailure(f"CUDA device {device} is not usable: {exc.__class__.__name__}: {exc}") from exc
+        self.device_name = properties["name"].decode() if isinstance(properties["name"], bytes) else properties["name"]
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ Backend
+
+    def upload(self, images: Sequence[np.ndarray]) -> DeviceBatch:
+        shapes = [tuple(int(n) for n in img.shape) for img in images]
+        total = int(offsets(shapes)[-1])
+        with self._device_errors(), self._stream() as stream:
+            staging = self._staging(total)
+            position = 0
+            for img in images:                 # pack on the host, in pinned memory: one DMA for the batch
+                staging[position:position + img.size].reshape(img.shape)[...] = img
+                position += img.size
+            buffer = self.cp.empty(max(total, 1), self.cp.uint8)
+            buffer[:total].set(staging[:total], stream=stream)
+            self._local.staging_busy = stream.record()     # the staging buffer is reused after this
+            return DeviceBatch(buffer[:total], shapes)
+
+    def apply(self, batch: DeviceBatch, op: ops.Op) -> DeviceBatch:
+        program = plan_op(op, batch.shapes)
+        with self._device_errors(), self._stream() as stream:
+            return DeviceBatch(self._run(program, batch.buffer, stream), program.out_shapes, (batch.keep, program))
+
+    def download(self, batch: DeviceBatch) -> list[np.ndarray]:
+        total = int(offsets(batch.shapes)[-1])
+        with self._device_errors(), self._stream() as stream:
+            staging = self._staging(total)
+            batch.buffer.get(stream=stream, out=staging[:total])
+            stream.synchronize()
+            out, position = [], 0
+            for h, w, c in batch.shapes:
+                out.append(staging[position:position + h * w * c].reshape(h, w, c).copy())
+                position += h * w * c
+            return out
+
+    def subset(self, batch: DeviceBatch, indices: Sequence[int]) -> DeviceBatch:
+        starts = offsets(batch.shapes)
+        with self._device_errors(), self._stream():
+            parts = [batch.buffer[int(starts[i]):int(starts[i + 1])] for i in indices]
+            return DeviceBatch(self.cp.concatenate(parts), [batch.shapes[i] for i in indices], batch.keep)
+
+    def device_memory(self) -> dict[str, int] | None:
+        limit = self.pool.get_limit() or self.cp.cuda.runtime.memGetInfo()[1]
+        return {"used": int(self.pool.used_bytes()), "limit": int(limit)}
+
+    def describe(self) -> str:
+        return f"gpu (CuPy, {self.device_name})"
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):       # a lost device may fail here too: nothing left to save
+            self.device.synchronize()
+            self.pool.free_all_blocks()
+            self.cp.get_default_pinned_memory_pool().free_all_blocks()
+
+    # ------------------------------------------------------------------ running programs
+
+    def _run(self, program: Program, src, stream):
+        cp = self.cp
+        buffers = {"src": src}
+        for name, (elements, dtype) in program.buffers.items():
+            buffers[name] = cp.empty(elements, dtype)
+        for launch in program.launches:
+            args = []
+            for arg in launch.args:
+                if isinstance(arg, Buf):
+                    args.append(buffers[arg.name])
+                elif isinstance(arg, np.ndarray):      # descriptors (structured: sent as bytes), tables, taps, marks
+                    host = np.ascontiguousarray(arg)
+                    args.append(cp.asarray(host.view(np.uint8) if host.dtype.names else host))
+                else:
+                    args.append(arg)                   # np.int32 / np.float32 scalars: typed as the kernel expects
+            n_images = len(program.out_shapes)
+            grid = (max(1, min(-(-launch.work // THREADS_PER_BLOCK), 2**31 - 1)), max(1, min(n_images, MAX_GRID_Y)))
+            self.kernels[launch.kernel](grid, (THREADS_PER_BLOCK,), tuple(args))     # on the current stream
+        return buffers[program.result]
+
+    def _stream(self):
+        """This thread's non-blocking stream, made current for CuPy's own operations too."""
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            self.device.use()
+            stream = self._local.stream = self.cp.cuda.Stream(non_blocking=True)
+        return stream
+
+    def _staging(self, elements: int) -> np.ndarray:
+        """This thread's pinned host buffer, at least ``elements`` bytes, free to overwrite."""
+        busy = getattr(self._local, "staging_busy", None)
+        if busy is not None:
+            busy.synchronize()                 # the last upload from it has left for the device
+            self._local.staging_busy = None
+        staging = getattr(self._local, "staging", None)
+        if staging is None or staging.size < elements:
+            import cupyx
+            staging = self._local.staging = cupyx.empty_pinned(max(elements, 1 << 20), np.uint8)
+        return staging
+
+    @contextlib.contextmanager
+    def _device_errors(self):
+        cp = self.cp
+        try:
+            yield
+        except cp.cuda.memory.OutOfMemoryError as exc:
+            self.pool.free_all_blocks()
+            raise DeviceOutOfMemory(f"out of GPU memory: {exc}") from exc
+        except (cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError) as exc:
+            raise DeviceFailure(f"CUDA error: {exc}") from exc

@@ -1,0 +1,342 @@
+"""The host side of the CUDA backend: which kernels to launch for one op on one batch.
+
+A batch on the device is one packed uint8 buffer holding HWC images back to back
+(``kernels/gpupipe.cuh``). For an op and the batch's image shapes, ``plan_op``
+returns a ``Program``: the launches in order — kernel name and arguments, where an
+argument is a named device buffer (``Buf``), a host array to upload (descriptors,
+resample tables, filter taps, watermark marks) or a typed scalar — plus the scratch
+buffers they need and the result's shapes.
+
+Nothing here imports CUDA. Two executors run programs: the CuPy backend on a GPU,
+and ``tests/kernelcheck.py`` on the CPU through the same kernel sources compiled
+with a shim under AddressSanitizer — so every line of this planning is checked
+against the NumPy backend on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ... import ops
+from ..numpy import composite, filters, geometry, resample
+
+Shape = tuple[int, int, int]            # (height, width, channels)
+
+DESC = np.dtype([("in_offset", np.int64), ("out_offset", np.int64), ("aux_offset", np.int64),
+                 ("width", np.int32), ("height", np.int32), ("channels", np.int32),
+                 ("out_width", np.int32), ("out_height", np.int32), ("out_channels", np.int32),
+                 ("x", np.int32), ("y", np.int32), ("param", np.int32, (4,))], align=True)
+assert DESC.itemsize == 72, "ImageDesc layout is shared with kernels/gpupipe.cuh"
+
+# resample.cu's pass kinds and flags
+HORIZONTAL, VERTICAL, COPY = 0, 1, 2
+PREMULTIPLY, UNPREMULTIPLY = 1, 2
+
+
+@dataclass(frozen=True)
+class Buf:
+    """A device buffer of the program, by name: "src" is the batch itself."""
+
+    name: str
+
+
+@dataclass
+class Launch:
+    kernel: str
+    args: tuple
+    work: int            # the most threads one image needs (output pixels): sizes the grid
+
+
+@dataclass
+class Program:
+    out_shapes: list[Shape]
+    launches: list[Launch] = field(default_factory=list)
+    buffers: dict[str, tuple[int, np.dtype]] = field(default_factory=dict)   # scratch: name -> (elements, dtype)
+    result: str = "src"                 # the buffer holding the output when the launches are done
+
+
+def offsets(shapes: list[Shape]) -> np.ndarray:
+    """Element offset of each image in a packed buffer, and the total at the end."""
+    return np.concatenate([[0], np.cumsum([h * w * c for h, w, c in shapes])]).astype(np.int64)
+
+
+def descriptors(in_shapes: list[Shape], out_shapes: list[Shape]) -> np.ndarray:
+    descs = np.zeros(len(in_shapes), DESC)
+    descs["in_offset"] = offsets(in_shapes)[:-1]
+    descs["out_offset"] = offsets(out_shapes)[:-1]
+    descs["height"], descs["width"], descs["channels"] = np.array(in_shapes, np.int32).T.reshape(3, -1)
+    descs["out_height"], descs["out_width"], descs["out_channels"] = np.array(out_shapes, np.int32).T.reshape(3, -1)
+    return descs
+
+
+class _Builder:
+    """Chains launches: each step reads the current buffer and writes a new one."""
+
+    def __init__(self, shapes: list[Shape]) -> None:
+        self.shapes = list(shapes)
+        self.program = Program(out_shapes=list(shapes))
+        self.current = "src"
+
+    def scratch(self, elements: int, dtype=np.uint8) -> Buf:
+        name = f"t{len(self.program.buffers)}"
+        self.program.buffers[name] = (max(1, int(elements)), np.dtype(dtype))
+        return Buf(name)
+
+    def step(self, kernel: str, out_shapes: list[Shape], *params, descs: np.ndarray | None = None) -> np.ndarray:
+        """kernel(current, new, descs, n, *params) into a new buffer; returns the descriptors used
+        (callers fill x, y, param, aux_offset before the program runs: they are uploaded then)."""
+        if descs is None:
+            descs = descriptors(self.shapes, out_shapes)
+        out = self.scratch(offsets(out_shapes)[-1])
+        self.program.launches.append(Launch(kernel, (Buf(self.current), out, descs, np.int32(len(out_shapes)),
+                                                     *params), _most_pixels(out_shapes)))
+        self.current, self.shapes = out.name, list(out_shapes)
+        return descs
+
+    def done(self) -> Program:
+        self.program.out_shapes, self.program.result = self.shapes, self.current
+        return self.program
+
+
+def _most_pixels(shapes: list[Shape]) -> int:
+    return max((h * w for h, w, _ in shapes), default=1)
+
+
+def plan_op(op: ops.Op, shapes: list[Shape]) -> Program:
+    """The program for one op over images of ``shapes`` (checked by Op.output_size beforehand)."""
+    builder = _Builder(shapes)
+    planner = _PLANNERS.get(type(op))
+    if planner is None:
+        raise NotImplementedError(f"no CUDA plan for op {op.name}")
+    planner(builder, op)
+    return builder.done()
+
+
+# ---------------------------------------------------------------------- pointwise and geometry
+
+def _grayscale(b: _Builder, op: ops.Grayscale) -> None:
+    b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes])
+
+
+def _brightness(b: _Builder, op: ops.Brightness) -> None:
+    b.step("gp_brightness", b.shapes, np.float32(op.value))
+
+
+def _contrast(b: _Builder, op: ops.Contrast) -> None:
+    b.step("gp_contrast", b.shapes, np.float32(op.factor))
+
+
+def _rotate(b: _Builder, op: ops.Rotate) -> None:
+    out = [(w, h, c) if op.degrees != 180 else (h, w, c) for h, w, c in b.shapes]
+    b.step("gp_rotate", out, np.int32(op.degrees))
+
+
+def _flip(b: _Builder, op: ops.Flip) -> None:
+    b.step("gp_flip", b.shapes, np.int32(op.direction == "vertical"))
+
+
+def _crop_to(b: _Builder, boxes: list[tuple[int, int, int, int]]) -> None:
+    """Crop image k to boxes[k] = (x, y, w, h)."""
+    descs = b.step("gp_crop", [(ch, cw, c) for (_, _, c), (_, _, cw, ch) in zip(b.shapes, boxes)])
+    descs["x"], descs["y"] = np.array([box[:2] for box in boxes], np.int32).T.reshape(2, -1)
+
+
+def _crop(b: _Builder, op: ops.Crop) -> None:
+    _crop_to(b, [(op.x, op.y, op.width, op.height)] * len(b.shapes))
+
+
+def _center_crop(b: _Builder, op: ops.CenterCrop) -> None:
+    _crop_to(b, [((w - op.width) // 2, (h - op.height) // 2, op.width, op.height) for h, w, _ in b.shapes])
+
+
+def _pad_to(b: _Builder, places: list[tuple[int, int, int, int]], background) -> None:
+    """Place image k at (left, top) on a canvas of places[k] = (canvas w, canvas h, left, top)."""
+    fill = np.zeros(16, np.uint8)               # per channel count c: fill[(c-1)*4 : (c-1)*4 + c]
+    for c in (1, 2, 3, 4):
+        fill[(c - 1) * 4:(c - 1) * 4 + c] = geometry._fill_value(background, c)
+    descs = b.step("gp_pad", [(ch, cw, c) for (_, _, c), (cw, ch, _, _) in zip(b.shapes, places)], fill)
+    descs["x"], descs["y"] = np.array([p[2:] for p in places], np.int32).T.reshape(2, -1)
+
+
+# ---------------------------------------------------------------------- resize
+
+def _resize(b: _Builder, op: ops.Resize) -> None:
+    plans = [op.plan(w, h) for h, w, _ in b.shapes]
+    if any((p.width, p.height) != (w, h) for p, (h, w, _) in zip(plans, b.shapes)):
+        _resample(b, [(p.width, p.height) for p in plans], op.filter)
+    if any(p.crop for p in plans):                       # images without a crop take their whole self
+        _crop_to(b, [p.crop or (0, 0, w, h) for p, (h, w, _) in zip(plans, b.shapes)])
+    if any(p.pad for p in plans):
+        _pad_to(b, [p.pad or (w, h, 0, 0) for p, (h, w, _) in zip(plans, b.shapes)], op.background)
+
+
+def resample_passes(shape: Shape, width: int, height: int, filter: str) -> list[tuple]:
+    """The two passes of one image: (kind, in (w, h), out (w, h), table or None, shift, flags).
+
+    Pillow 13's order (``resample.vertical_first``), resampling only the rows or columns
+    the second pass reads; an image needing one pass or none copies in the other."""
+    in_h, in_w, channels = shape
+    def copy(w, h):
+        return (COPY, (w, h), (w, h), None, 0, 0)
+    if (in_w, in_h) == (width, height):
+        return [copy(in_w, in_h), copy(in_w, in_h)]
+    passes = []
+    if resample.vertical_first(in_w, in_h, width, height):
+        h_start, h_len, h_coeffs = resample.resample_coefficients(in_w, width, filter)
+        v_start, v_len, v_coeffs = resample.resample_coefficients(in_h, height, filter)
+        first, last = int(h_start[0]), int(h_start[-1]) + int(h_len[-1])
+        passes.append((VERTICAL, (in_w, in_h), (last - first, height), (v_start, v_len, v_coeffs), first, 0))
+        passes.append((HORIZONTAL, (last - first, height), (width, height), (h_start - first, h_len, h_coeffs), 0, 0))
+    else:
+        v_start, v_len, v_coeffs = resample.resample_coefficients(in_h, height, filter)
+        cur_w, cur_h = in_w, in_h
+        if width != in_w:
+            h_start, h_len, h_coeffs = resample.resample_coefficients(in_w, width, filter)
+            first, last = int(v_start[0]), int(v_start[-1]) + int(v_len[-1])
+            passes.append((HORIZONTAL, (in_w, in_h), (width, last - first), (h_start, h_len, h_coeffs), first, 0))
+            v_start = v_start - first
+            cur_w, cur_h = width, last - first
+        if height != in_h:
+            passes.append((VERTICAL, (cur_w, cur_h), (width, height), (v_start, v_len, v_coeffs), 0, 0))
+    if len(passes) == 1:
+        passes.append(copy(width, height))
+    if channels in (2, 4) and filter != "nearest":
+        # Pillow premultiplies when the first pass reads and unpremultiplies when the last real pass stores.
+        kind, i, o, t, s, f = passes[0]
+        passes[0] = (kind, i, o, t, s, f | PREMULTIPLY)
+        last = 1 if passes[1][0] != COPY else 0
+        kind, i, o, t, s, f = passes[last]
+        passes[last] = (kind, i, o, t, s, f | UNPREMULTIPLY)
+    return passes
+
+
+def _resample(b: _Builder, sizes: list[tuple[int, int]], filter: str) -> None:
+    plans = [resample_passes(shape, w, h, filter) for shape, (w, h) in zip(b.shapes, sizes)]
+    for step in (0, 1):
+        tables, used = [], 0
+        in_shapes, out_shapes = [], []
+        params, aux = [], []
+        for shape, plan in zip(b.shapes, plans):
+            kind, (iw, ih), (ow, oh), table, shift, flags = plan[step]
+            c = shape[2]
+            in_shapes.append((ih, iw, c))
+            out_shapes.append((oh, ow, c))
+            ksize = 0
+            aux.append(used)
+            if table is not None:
+                start, length, coeffs = table
+                ksize = coeffs.shape[1]
+                flat = np.concatenate([start, length, coeffs.ravel()]).astype(np.int32)
+                tables.append(flat)
+                used += flat.size
+            params.append((kind, ksize, shift, flags))
+        descs = descriptors(in_shapes, out_shapes)
+        descs["aux_offset"] = aux
+        descs["param"] = params
+        table_buf = np.concatenate(tables) if tables else np.zeros(1, np.int32)   # never read when all copy
+        b.shapes = in_shapes
+        b.step("gp_resample_pass", out_shapes, np.ascontiguousarray(table_buf, np.int32), descs=descs)
+
+
+# ---------------------------------------------------------------------- filters
+
+def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = False, divisor: float = 1.0,
+            offset: float = 0.0, unsharp: tuple[float, float] | None = None) -> None:
+    """The alpha rule of filters.py: flag translucent images on the device, then one or two passes."""
+    n = len(b.shapes)
+    src = Buf(b.current)
+    descs = descriptors(b.shapes, b.shapes)
+    flags = b.scratch(n, np.int32)
+    b.program.launches.append(Launch("gp_translucent", (src, descs, np.int32(n), flags), _most_pixels(b.shapes)))
+    dst = b.scratch(offsets(b.shapes)[-1])
+    work = _most_pixels(b.shapes)
+    if kind == "separable":
+        kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
+        tmp = b.scratch(offsets(b.shapes)[-1], np.float32)
+        b.program.launches.append(Launch("gp_sep_rows", (src, tmp, descs, np.int32(n), kx, np.int32(len(kx) // 2),
+                                                         flags, np.int32(smooth)), work))
+        mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
+        b.program.launches.append(Launch("gp_sep_cols", (src, tmp, dst, descs, np.int32(n), ky,
+                                                         np.int32(len(ky) // 2), flags, np.int32(smooth),
+                                                         np.float32(divisor), np.float32(offset), np.int32(mode),
+                                                         np.float32(amount), np.float32(threshold)), work))
+    else:
+        k = np.ascontiguousarray(taps, np.float32).ravel()
+        if taps2 is not None:
+            k = np.ascontiguousarray(np.concatenate([k, np.asarray(taps2, np.float32).ravel()]))
+        b.program.launches.append(Launch("gp_correlate", (src, dst, descs, np.int32(n), k,
+                                                          np.int32(np.asarray(taps).shape[0] // 2), flags,
+                                                          np.float32(divisor), np.float32(offset),
+                                                          np.int32(taps2 is not None)), work))
+    b.current = dst.name
+
+
+def _gaussian_blur(b: _Builder, op: ops.GaussianBlur) -> None:
+    k = filters.gaussian_kernel(op.sigma)
+    _filter(b, "separable", taps=(k, k), smooth=True)
+
+
+def _box_blur(b: _Builder, op: ops.BoxBlur) -> None:
+    k = np.full(2 * op.radius + 1, 1.0 / (2 * op.radius + 1), np.float32)
+    _filter(b, "separable", taps=(k, k), smooth=True)
+
+
+def _sharpen(b: _Builder, op: ops.Sharpen) -> None:
+    k = filters._IDENTITY3 + np.float32(op.amount) * (filters._SHARPEN3 - filters._IDENTITY3)
+    _filter(b, "2d", taps=k)
+
+
+def _unsharp(b: _Builder, op: ops.Unsharp) -> None:
+    k = filters.gaussian_kernel(op.sigma)
+    _filter(b, "separable", taps=(k, k), unsharp=(op.amount, op.threshold))
+
+
+def _edges(b: _Builder, op: ops.Edges) -> None:
+    if op.kind == "sobel":
+        _filter(b, "2d", taps=np.outer(filters._SOBEL_SMOOTH, filters._SOBEL_DIFF),
+                taps2=np.outer(filters._SOBEL_DIFF, filters._SOBEL_SMOOTH))
+    else:
+        _filter(b, "2d", taps=filters._LAPLACIAN3)
+
+
+def _emboss(b: _Builder, op: ops.Emboss) -> None:
+    _filter(b, "2d", taps=filters._EMBOSS3)
+
+
+def _convolve(b: _Builder, op: ops.Convolve) -> None:
+    kernel = filters._check_kernel(op.kernel)
+    divisor = filters._divisor(kernel, op.divisor)
+    pair = filters.separate(kernel)
+    if pair is not None:
+        _filter(b, "separable", taps=pair, divisor=divisor, offset=op.offset)
+    else:
+        _filter(b, "2d", taps=kernel, divisor=divisor, offset=op.offset)
+
+
+# ---------------------------------------------------------------------- watermark
+
+def _watermark(b: _Builder, op: ops.Watermark) -> None:
+    marks = [composite.mark_for(op, w, h) for h, w, _ in b.shapes]
+    unique: dict[int, tuple[np.ndarray, int]] = {}      # a mark shared by images is uploaded once
+    for mark in marks:
+        if id(mark) not in unique:
+            unique[id(mark)] = (mark, sum(m.size for m, _ in unique.values()))
+    mark_buf = np.concatenate([m.ravel() for m, _ in unique.values()])
+    descs = b.step("gp_watermark", b.shapes, mark_buf, np.float32(op.opacity))
+    for d, (h, w, _), mark in zip(descs, b.shapes, marks):
+        mh, mw = mark.shape[:2]
+        if op.position != "tile":
+            (d["x"], d["y"]), = composite.placements(w, h, mw, mh, op.position, op.margin)
+        d["aux_offset"] = unique[id(mark)][1]
+        d["param"] = (mw, mh, int(op.position == "tile"), op.margin)
+
+
+_PLANNERS = {
+    ops.Resize: _resize, ops.Thumbnail: _resize, ops.Crop: _crop, ops.CenterCrop: _center_crop,
+    ops.Rotate: _rotate, ops.Flip: _flip, ops.Grayscale: _grayscale, ops.Brightness: _brightness,
+    ops.Contrast: _contrast, ops.BoxBlur: _box_blur, ops.GaussianBlur: _gaussian_blur, ops.Sharpen: _sharpen,
+    ops.Unsharp: _unsharp, ops.Edges: _edges, ops.Emboss: _emboss, ops.Convolve: _convolve,
+    ops.Watermark: _watermark,
+}

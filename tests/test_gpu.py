@@ -1,0 +1,135 @@
+"""The CuPy backend on a real CUDA device against the NumPy backend (DESIGN §4, issue 3).
+
+Parity: max |Δ| ≤ 1 and ≥ 99.9 % of values equal for every op, bit-exact where the
+NumPy contract is integer (resize, geometry, colour, integer filters, watermark); in
+modes L/LA/RGB/RGBA, odd sizes (1×1, 1×N, N×1, 20000×20) and random op chains.
+Skipped, with the reason, where no CUDA device is usable (checked at run time).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gpupipe
+from gpupipe import ops
+from gpupipe.backends import cuda_unavailable_reason
+from gpupipe.backends.numpy import NumpyBackend, apply_op
+from gpupipe.engine.process import process_batch
+from gpupipe.spec import Spec
+
+from .test_kernels_plans import EXACT, PARITY, check
+
+REASON = cuda_unavailable_reason()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"no usable CUDA device: {REASON}")]
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+SIZES = [(1, 1), (1, 37), (41, 1), (3, 5), (20000, 20), (20, 20000), (333, 517), (1024, 768)]
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    from gpupipe.backends.cuda.backend import CupyBackend
+    backend = CupyBackend()
+    yield backend
+    backend.close()
+
+
+def images_in_every_mode(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for h, w in SIZES:
+        for c in (1, 2, 3, 4):
+            img = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+            if c in (2, 4) and (h * w) % 2:
+                img[..., -1] = 255                      # some opaque alpha images: the no-alpha path
+            out.append(img)
+    return out
+
+
+def on_gpu(backend, op, images):
+    return backend.download(backend.apply(backend.upload(images), op))
+
+
+def applicable(op, images):
+    keep = []
+    for img in images:
+        try:
+            op.output_size(img.shape[1], img.shape[0])
+            keep.append(img)
+        except Exception:
+            pass
+    return keep
+
+
+@pytest.mark.parametrize("op", EXACT + PARITY, ids=lambda op: repr(op)[:60])
+def test_every_op_matches_the_numpy_backend(gpu, op):
+    images = applicable(op, images_in_every_mode(1))
+    check(on_gpu(gpu, op, images), [apply_op(i, op) for i in images], repr(op), exact=op in EXACT)
+
+
+def test_subset_and_a_batch_of_one(gpu):
+    images = images_in_every_mode(2)[:12]
+    batch = gpu.upload(images)
+    picked = gpu.download(gpu.subset(batch, [0, 5, 11]))
+    assert all(np.array_equal(a, b) for a, b in zip(picked, [images[0], images[5], images[11]]))
+    one = gpu.download(gpu.apply(gpu.upload(images[7:8]), ops.Rotate(90)))
+    assert np.array_equal(one[0], apply_op(images[7], ops.Rotate(90)))
+
+
+SAFE_OPS = st.sampled_from([op for op in EXACT if not isinstance(op, (ops.Crop, ops.CenterCrop))])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chain=st.lists(SAFE_OPS, min_size=1, max_size=4), last=st.sampled_from([None, *PARITY]),
+       seed=st.integers(0, 2**16))
+def test_random_chains_match_the_numpy_backend(gpu, chain, last, seed):
+    """Exact ops in any order, at most one float filter at the end (its ±1 must not be amplified)."""
+    spec = Spec.single(chain + ([last] if last is not None else []))
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, (int(rng.integers(1, 90)), int(rng.integers(1, 90)), int(rng.integers(1, 5))),
+                           dtype=np.uint8) for _ in range(6)]
+    got = process_batch(gpu, list(images), spec)
+    want = process_batch(NumpyBackend(), list(images), spec)
+    pairs = [(g[0], w[0]) for g, w in zip(got, want)]
+    assert [isinstance(g, np.ndarray) for g, _ in pairs] == [isinstance(w, np.ndarray) for _, w in pairs]
+    arrays = [(g, w) for g, w in pairs if isinstance(w, np.ndarray)]
+    if arrays:
+        check([g for g, _ in arrays], [w for _, w in arrays], f"chain {spec.variants[0].ops}", exact=last is None)
+
+
+def test_a_batch_over_the_memory_cap_is_split(tmp_path):
+    from gpupipe.backends.cuda.backend import CupyBackend
+    small = CupyBackend(memory_limit=64 * 2**20)
+    try:
+        rng = np.random.default_rng(3)
+        images = [rng.integers(0, 256, (2000, 3000, 3), dtype=np.uint8) for _ in range(6)]   # 108 MB
+        from gpupipe.engine.process import process_fitting
+        spec = Spec.single([ops.GaussianBlur(1.0), ops.Thumbnail(256)])
+        got = process_fitting(small, images, spec, None, NumpyBackend())
+        want = process_batch(NumpyBackend(), list(images), spec)
+        check([g[0] for g in got], [w[0] for w in want], "split batch", exact=False)
+    finally:
+        small.close()
+
+
+def test_gpu_and_cpu_runs_write_the_same_files(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for photo in EXAMPLES.iterdir():
+        if photo.suffix.lower() in (".jpg", ".png"):
+            shutil.copy(photo, src / photo.name)
+    spec = gpupipe.Spec((gpupipe.Variant((ops.Thumbnail(256),), name="thumb", format="png"),
+                         gpupipe.Variant((ops.Resize(800, 600, mode="fill"), ops.Grayscale(),
+                                          ops.Watermark(text="© gpupipe")), name="web", format="png")))
+    cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu")
+    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu")
+    assert gpu.summary.backend.startswith("gpu") and gpu.summary.processed == cpu.summary.processed > 0
+    files = sorted(p.relative_to(tmp_path / "cpu") for p in (tmp_path / "cpu").rglob("*.png"))
+    for rel in files:
+        assert (tmp_path / "gpu" / rel).read_bytes() == (tmp_path / "cpu" / rel).read_bytes(), rel

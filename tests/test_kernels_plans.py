@@ -1,0 +1,110 @@
+"""The CUDA backend's host side (gpupipe/backends/cuda/plans.py) for every op, run on the CPU.
+
+Each op is planned for a mixed batch exactly as the CuPy backend plans it — descriptors,
+resample tables, filter taps, watermark marks, launch order, scratch buffers — and the
+program runs through the unchanged kernels/*.cu under AddressSanitizer (kernelcheck).
+The result must equal the NumPy backend: bit for bit where DESIGN §4 says so, within
+parity (max |Δ| ≤ 1, ≥ 99.9 % of values equal) for the float filters. Only the device
+transfers and the launches themselves are left for the GPU tests (tests/test_gpu.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpupipe import ops
+from gpupipe.backends.cuda.plans import plan_op
+from gpupipe.backends.numpy import apply_op
+from gpupipe.spec import Spec
+
+from . import kernelcheck as kc
+
+test_under_asan = kc.asan_test(__file__)
+
+SHAPES = [(1, 1), (1, 9), (7, 1), (2, 3), (5, 4), (13, 17), (32, 24), (3, 40), (41, 29)]
+EXAMPLES = kc.ROOT / "examples" / "photos"
+
+EXACT = [
+    ops.Grayscale(), ops.Brightness(37.5), ops.Brightness(-80), ops.Contrast(1.7), ops.Contrast(0.25),
+    ops.Rotate(90), ops.Rotate(180), ops.Rotate(270), ops.Flip("horizontal"), ops.Flip("vertical"),
+    ops.Crop(0, 0, 1, 1), ops.CenterCrop(1, 1),
+    ops.Resize(9, 6), ops.Resize(3, 50, filter="bilinear"), ops.Resize(20, 20, filter="nearest"),
+    ops.Resize(10, 10, mode="fit", filter="bicubic"), ops.Resize(8, 5, mode="fill"),
+    ops.Resize(12, 12, mode="pad", background=(10, 200, 30, 128)), ops.Resize(width=7),
+    ops.Resize(6, 6, mode="fit", upscale=False), ops.Thumbnail(16), ops.Thumbnail(1),
+    ops.Emboss(), ops.Edges("laplacian"), ops.Sharpen(1.0),
+    ops.Convolve(((1, 2, 1), (2, 4, 2), (1, 2, 1))),                     # rank 1: two passes
+    ops.Convolve(((0, -1, 0), (-1, 4, -1), (0, -1, 0)), divisor=3.0, offset=10.0),
+    ops.Watermark(text="© gp", size=6, position="bottom-right", margin=1, opacity=0.6),
+    ops.Watermark(text="x", size=5, position="tile", margin=2, opacity=1.0),
+    ops.Watermark(image=str(EXAMPLES / "chapel.png"), scale=0.5, position="center", opacity=0.4),
+]
+PARITY = [
+    ops.GaussianBlur(0.8), ops.GaussianBlur(3.0), ops.BoxBlur(2), ops.Sharpen(0.5), ops.Edges("sobel"),
+    ops.Unsharp(1.2, 1.5, 0), ops.Unsharp(2.0, 0.7, 4.0),
+    ops.Convolve(((0.1, 0.2, 0.1), (0.2, 0.4, 0.25), (0.1, 0.2, 0.3))),
+]
+
+
+def check(got, want, what, exact):
+    assert [g.shape for g in got] == [w.shape for w in want], what
+    diff = np.concatenate([np.abs(g.astype(np.int16) - w.astype(np.int16)).ravel() for g, w in zip(got, want)])
+    worst, equal = int(diff.max()), float((diff == 0).mean())
+    if exact:
+        assert worst == 0, f"{what}: max |Δ| {worst}, {100 * (1 - equal):.3f} % of values differ"
+    assert worst <= 1 and equal >= 0.999, f"{what}: max |Δ| {worst}, {100 * equal:.3f} % equal"
+
+
+def runnable(op, images):
+    """The images this op applies to (the engine drops the others before the backend sees them)."""
+    keep = []
+    for img in images:
+        try:
+            op.output_size(img.shape[1], img.shape[0])
+            keep.append(img)
+        except Exception:
+            pass
+    return keep
+
+
+class TestPlans:
+    __test__ = kc.INNER
+
+    def setup_class(self):
+        kc.require_asan_loaded()
+
+    @pytest.mark.parametrize("op", EXACT + PARITY, ids=lambda op: repr(op)[:60])
+    def test_op_matches_the_numpy_backend(self, op):
+        images = runnable(op, kc.mixed_batch(11, SHAPES))
+        assert images, "the batch must hold images this op applies to"
+        got = kc.run_program(plan_op(op, [i.shape for i in images]), images)
+        check(got, [apply_op(i, op) for i in images], repr(op), exact=op in EXACT)
+
+    @pytest.mark.parametrize("grid,block", [((1, 1), 1), ((5, 3), 7), ((64, 16), 64)])
+    def test_launch_shapes_do_not_matter(self, grid, block):
+        images = kc.mixed_batch(12, SHAPES[:6])
+        for op in (ops.Resize(5, 7), ops.GaussianBlur(1.1), ops.Rotate(90), ops.Watermark(text="w", size=4)):
+            got = kc.run_program(plan_op(op, [i.shape for i in images]), images, grid=grid, block=block)
+            check(got, [apply_op(i, op) for i in images], f"{op!r} grid {grid}x{block}",
+                  exact=not isinstance(op, ops.GaussianBlur))
+
+    def test_each_image_alone_in_exact_buffers(self):
+        """Alone, an access outside the image is outside its buffer: ASan reports it."""
+        for img in kc.mixed_batch(13, SHAPES):
+            for op in (ops.Resize(4, 3, mode="fill"), ops.Resize(9, 9, mode="pad"), ops.Unsharp(1.0, 1.0, 0),
+                       ops.Edges("sobel"), ops.Watermark(text="ab", size=7, position="top-left", margin=0)):
+                got = kc.run_program(plan_op(op, [img.shape]), [img])
+                check(got, [apply_op(img, op)], f"{op!r} alone on {img.shape}",
+                      exact=not isinstance(op, (ops.Unsharp, ops.Edges)))
+
+    def test_a_real_photo_through_a_chain(self):
+        from PIL import Image
+        photo = np.asarray(Image.open(EXAMPLES / "Landscape_1.jpg").convert("RGB").reduce(8))
+        chain = Spec.single([ops.Resize(160, 120, mode="fill"), ops.Sharpen(), ops.Grayscale(),
+                             ops.Watermark(text="gpupipe", size=12)]).variants[0].ops
+        images, want = [photo, photo[:50, :70].copy()], [photo, photo[:50, :70].copy()]
+        for op in chain:
+            images = kc.run_program(plan_op(op, [i.shape for i in images]), images, grid=(64, 2), block=64)
+            want = [apply_op(w, op) for w in want]
+            check(images, want, f"chain at {op!r}", exact=True)
