@@ -13,8 +13,10 @@ backend); both are the device's fault, never an image's.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.resources
+import time
 import re
 import threading
 from dataclasses import dataclass
@@ -72,8 +74,12 @@ class CupyBackend(Backend):
     max_batch_pixels = 96 * 2**20        # ~300 MB of RGB per batch: launches amortised, memory bounded
     concurrency = 2                      # two threads, two streams: transfers overlap kernels
 
-    def __init__(self, workers: int = 1, memory_limit: int | None = None, device: int = 0) -> None:
+    def __init__(self, workers: int = 1, memory_limit: int | None = None, device: int = 0,
+                 profile: bool = False) -> None:
         import cupy
+        # profile: each call waits for its stream and adds its seconds to ``timings`` (upload,
+        # kernels, download): a stage breakdown for benchmarks, at the cost of the overlap.
+        self.profile, self.timings = profile, collections.Counter()
         self.cp = cupy
         try:
             self.device = cupy.cuda.Device(device)
@@ -95,7 +101,7 @@ class CupyBackend(Backend):
     def upload(self, images: Sequence[np.ndarray]) -> DeviceBatch:
         shapes = [tuple(int(n) for n in img.shape) for img in images]
         total = int(offsets(shapes)[-1])
-        with self._device_errors(), self._stream() as stream:
+        with self._device_errors("upload"), self._stream() as stream:
             staging = self._staging(total)
             position = 0
             for img in images:                 # pack on the host, in pinned memory: one DMA for the batch
@@ -108,12 +114,12 @@ class CupyBackend(Backend):
 
     def apply(self, batch: DeviceBatch, op: ops.Op) -> DeviceBatch:
         program = plan_op(op, batch.shapes)
-        with self._device_errors(), self._stream() as stream:
+        with self._device_errors("kernels"), self._stream() as stream:
             return DeviceBatch(self._run(program, batch.buffer, stream), program.out_shapes, (batch.keep, program))
 
     def download(self, batch: DeviceBatch) -> list[np.ndarray]:
         total = int(offsets(batch.shapes)[-1])
-        with self._device_errors(), self._stream() as stream:
+        with self._device_errors("download"), self._stream() as stream:
             staging = self._staging(total)
             batch.buffer.get(stream=stream, out=staging[:total])
             stream.synchronize()
@@ -125,7 +131,7 @@ class CupyBackend(Backend):
 
     def subset(self, batch: DeviceBatch, indices: Sequence[int]) -> DeviceBatch:
         starts = offsets(batch.shapes)
-        with self._device_errors(), self._stream():
+        with self._device_errors("kernels"), self._stream():
             parts = [batch.buffer[int(starts[i]):int(starts[i + 1])] for i in indices]
             return DeviceBatch(self.cp.concatenate(parts), [batch.shapes[i] for i in indices], batch.keep)
 
@@ -185,10 +191,14 @@ class CupyBackend(Backend):
         return staging
 
     @contextlib.contextmanager
-    def _device_errors(self):
+    def _device_errors(self, stage: str = ""):
         cp = self.cp
+        started = time.perf_counter() if self.profile else 0.0
         try:
             yield
+            if self.profile:
+                self._stream().synchronize()
+                self.timings[stage] += time.perf_counter() - started
         except cp.cuda.memory.OutOfMemoryError as exc:
             self.pool.free_all_blocks()
             raise DeviceOutOfMemory(f"out of GPU memory: {exc}") from exc

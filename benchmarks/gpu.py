@@ -1,0 +1,156 @@
+"""The CUDA backend on this machine's GPU (issue 3's figures), in one command:
+
+    python benchmarks/gpu.py --json gpu-h100-DATE.json
+
+1. Kernels: each memory-bound op on a batch of 16 12 MP RGB images already on the
+   device, median of 10 timed launches after a warm-up; achieved bandwidth =
+   (bytes read + bytes written, at least once each) / time, as a fraction of the
+   device's peak (memory clock × bus width × 2). Target: ≥ 60 % for memory-bound kernels.
+2. Workloads W1–W3 (DESIGN §7, definitions from contenders.py) over the benchmark
+   corpora: the GPU backend against the CPU backend using every core, img/s, median of
+   --repeats, plus a stage breakdown of one GPU run with the backend in profile mode
+   (read, decode, upload, kernels, download, encode, write: seconds summed over
+   inputs or batches). Targets on an H100: W3 ≥ 20× the CPU backend; W1 and W2 limited
+   by decode/encode, shown by the breakdown.
+
+Writes device, driver, runtime, CuPy and gpupipe versions and the date with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import make_corpus  # noqa: E402
+from contenders import gpupipe_spec  # noqa: E402
+
+import gpupipe  # noqa: E402
+from gpupipe import ops  # noqa: E402
+
+RESULTS = HERE / "results"
+KERNEL_OPS = [ops.Brightness(20), ops.Contrast(1.3), ops.Grayscale(), ops.Flip("horizontal"), ops.Rotate(90),
+              ops.Crop(100, 100, 2000, 1500), ops.Sharpen(), ops.GaussianBlur(1.0), ops.GaussianBlur(3.0),
+              ops.Resize(1500, 1000), ops.Thumbnail(256), ops.Watermark(text="© gpupipe", size=64)]
+
+
+def device_info(cupy) -> dict:
+    runtime = cupy.cuda.runtime
+    props = runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    peak = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8     # bytes/s, double data rate
+    return {"device": name, "compute": f"{props['major']}.{props['minor']}",
+            "memory_gib": props["totalGlobalMem"] / 2**30, "peak_bandwidth_gbs": peak / 1e9, "driver": runtime.driverGetVersion(),
+            "runtime": runtime.runtimeGetVersion(), "cupy": cupy.__version__}
+
+
+def kernels(backend, cupy, peak_gbs: float, images: int, repeats: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    host = [rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8) for _ in range(images)]
+    batch = backend.upload(host)
+    rows = []
+    for op in KERNEL_OPS:
+        backend.apply(batch, op)                                   # warm-up: compile, allocate
+        cupy.cuda.Device().synchronize()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            out = backend.apply(batch, op)
+            cupy.cuda.Device().synchronize()
+            times.append(time.perf_counter() - started)
+        moved = batch.buffer.nbytes + out.buffer.nbytes
+        seconds = statistics.median(times)
+        rows.append({"op": repr(op), "ms": seconds * 1e3, "gb_moved": moved / 1e9,
+                     "gbs": moved / seconds / 1e9, "fraction_of_peak": moved / seconds / 1e9 / peak_gbs})
+        print(f"{repr(op)[:40]:40} {seconds * 1e3:8.2f} ms {rows[-1]['gbs']:8.0f} GB/s "
+              f"{rows[-1]['fraction_of_peak']:6.0%} of peak", flush=True)
+    return rows
+
+
+def workloads(corpora: dict[str, Path], repeats: int) -> list[dict]:
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="gpupipe-gpu-bench-"))
+    try:
+        for workload in ("W1", "W2", "W3"):
+            spec = gpupipe_spec(workload)
+            for corpus_name, corpus in corpora.items():
+                row = {"workload": workload, "corpus": corpus_name}
+                for backend in ("cpu", "gpu"):
+                    walls = []
+                    for repeat in range(repeats + 1):                 # the first is a warm-up
+                        out = work / f"{workload}-{corpus_name}-{backend}"
+                        shutil.rmtree(out, ignore_errors=True)
+                        started = time.perf_counter()
+                        result = gpupipe.run([corpus], out, spec, backend=backend, journal=False)
+                        if repeat:
+                            walls.append(time.perf_counter() - started)
+                    files = result.summary.processed + result.summary.failed
+                    row[f"{backend}_img_s"] = files / statistics.median(walls)
+                row["gpu_over_cpu"] = row["gpu_img_s"] / row["cpu_img_s"]
+                row["gpu_breakdown_s"] = breakdown(corpus, spec, work / "profiled")
+                rows.append(row)
+                print(f"{workload} {corpus_name}: cpu {row['cpu_img_s']:.0f} img/s, gpu {row['gpu_img_s']:.0f} img/s "
+                      f"({row['gpu_over_cpu']:.1f}x); breakdown {row['gpu_breakdown_s']}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def breakdown(corpus: Path, spec, out: Path) -> dict:
+    """One GPU run with the backend in profile mode: where the time goes, stage by stage."""
+    from gpupipe.backends.cuda.backend import CupyBackend
+    from gpupipe.engine.local import LocalEngine, RunOptions
+    shutil.rmtree(out, ignore_errors=True)
+    backend = CupyBackend(profile=True)
+    try:
+        result = LocalEngine(spec, backend, RunOptions()).run([corpus], out)
+    finally:
+        backend.close()
+    stages = collections.Counter()
+    for outcome in result.outcomes:
+        for stage in ("read", "decode", "encode", "write"):
+            stages[stage] += outcome.seconds.get(stage, 0.0)
+    stages.update(backend.timings)
+    stages["wall"] = result.summary.wall_seconds
+    return {k: round(v, 3) for k, v in stages.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kernel-images", type=int, default=16)
+    ap.add_argument("--skip-workloads", action="store_true")
+    ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
+    a = ap.parse_args(argv)
+    import cupy
+
+    from gpupipe.backends.cuda.backend import CupyBackend
+    info = device_info(cupy)
+    print(json.dumps(info), flush=True)
+    backend = CupyBackend()
+    result = {"date": date.today().isoformat(), "gpupipe": gpupipe.__version__, **info,
+              "kernels": kernels(backend, cupy, info["peak_bandwidth_gbs"], a.kernel_images, 10)}
+    backend.close()
+    if not a.skip_workloads:
+        corpora = {"imagenet": make_corpus.ensure_corpus("imagenet"), "camera": make_corpus.ensure_corpus("camera")}
+        result["workloads"] = workloads(corpora, a.repeats)
+    if a.json:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written: benchmarks/results/{a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
