@@ -75,6 +75,11 @@ class RayEngine(Driver):
         ray = import_ray()
         self.output = Path(output).resolve()
         started_here = self._connect(ray)
+        if self.backend_choice == "gpu" and not ray.cluster_resources().get("GPU"):
+            cluster = self._cluster_size(ray)
+            if started_here:
+                ray.shutdown()
+            raise UsageError(f"--backend gpu with --engine ray: the Ray cluster has no GPU ({cluster})")
         where = "Ray actors, one per GPU" if self.backend_choice == "gpu" else "Ray tasks"
         self.summary.backend = f"{self._describe_backend()} in {where} ({self._cluster_size(ray)})"
         # Drain signal for the tasks: a flag file on the shared output storage every node
