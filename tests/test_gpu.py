@@ -23,7 +23,7 @@ from gpupipe.backends.numpy import NumpyBackend, apply_op
 from gpupipe.engine.process import process_batch
 from gpupipe.spec import Spec
 
-from .test_kernels_plans import EXACT, PARITY, check
+from .test_kernels_plans import EXACT, PARITY, check, runnable
 
 REASON = cuda_unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"no usable CUDA device: {REASON}")]
@@ -56,20 +56,9 @@ def on_gpu(backend, op, images):
     return backend.download(backend.apply(backend.upload(images), op))
 
 
-def applicable(op, images):
-    keep = []
-    for img in images:
-        try:
-            op.output_size(img.shape[1], img.shape[0])
-            keep.append(img)
-        except Exception:
-            pass
-    return keep
-
-
 @pytest.mark.parametrize("op", EXACT + PARITY, ids=lambda op: repr(op)[:60])
 def test_every_op_matches_the_numpy_backend(gpu, op):
-    images = applicable(op, images_in_every_mode(1))
+    images = runnable(op, images_in_every_mode(1))
     check(on_gpu(gpu, op, images), [apply_op(i, op) for i in images], repr(op), exact=op in EXACT)
 
 

@@ -11,55 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpupipe.backends.cuda.plans import resample_passes
 from gpupipe.backends.numpy import resample
 
 from . import kernelcheck as kc
 
 test_under_asan = kc.asan_test(__file__)
 
-H, V, COPY = 0, 1, 2
-PREMUL, UNPREMUL = 1, 2
-
-
-def _plan(img, width, height, filter):
-    """[(direction, in (w, h), out (w, h), table or None, shift, flags)] for the two passes of one image."""
-    in_h, in_w, channels = img.shape
-    copy_in = lambda w, h: (COPY, (w, h), (w, h), None, 0, 0)  # noqa: E731
-    if (in_w, in_h) == (width, height):
-        return [copy_in(in_w, in_h), copy_in(in_w, in_h)]
-    alpha = channels in (2, 4) and filter != "nearest"
-    passes = []
-    if resample.vertical_first(in_w, in_h, width, height):
-        h_start, h_len, h_coeffs = resample.resample_coefficients(in_w, width, filter)
-        v_start, v_len, v_coeffs = resample.resample_coefficients(in_h, height, filter)
-        first, last = int(h_start[0]), int(h_start[-1]) + int(h_len[-1])
-        passes.append((V, (in_w, in_h), (last - first, height), (v_start, v_len, v_coeffs), first, 0))
-        passes.append((H, (last - first, height), (width, height), (h_start - first, h_len, h_coeffs), 0, 0))
-    else:
-        v_start, v_len, v_coeffs = resample.resample_coefficients(in_h, height, filter)
-        cur_w, cur_h = in_w, in_h
-        if width != in_w:
-            h_start, h_len, h_coeffs = resample.resample_coefficients(in_w, width, filter)
-            first, last = int(v_start[0]), int(v_start[-1]) + int(v_len[-1])
-            passes.append((H, (in_w, in_h), (width, last - first), (h_start, h_len, h_coeffs), first, 0))
-            v_start = v_start - first
-            cur_w, cur_h = width, last - first
-        if height != in_h:
-            passes.append((V, (cur_w, cur_h), (width, height), (v_start, v_len, v_coeffs), 0, 0))
-    if len(passes) == 1:
-        passes.append(copy_in(width, height))
-    if alpha:   # premultiply when the first pass reads, unpremultiply when the last real pass stores
-        d, i, o, t, s, f = passes[0]
-        passes[0] = (d, i, o, t, s, f | PREMUL)
-        last = 1 if passes[1][0] != COPY else 0
-        d, i, o, t, s, f = passes[last]
-        passes[last] = (d, i, o, t, s, f | UNPREMUL)
-    return passes
-
 
 def resize_batch(lib, images, sizes, filters, grid=(3, 2), block=32):
     """Resize images[k] to sizes[k] = (w, h) with filters[k], all in two launches."""
-    plans = [_plan(img, w, h, f) for img, (w, h), f in zip(images, sizes, filters)]
+    # the production host code: the passes the CUDA backend plans (gpupipe/backends/cuda/plans.py)
+    plans = [resample_passes(img.shape, w, h, f) for img, (w, h), f in zip(images, sizes, filters)]
     buffer, _ = kc.pack(images)
     for step in (0, 1):
         n = len(images)
