@@ -127,6 +127,9 @@ class RayEngine(Driver):
             except Exception as exc:
                 raise UsageError(f"cannot join the Ray cluster at {self.address}: {exc}") from exc
         else:
+            # The cluster lives for this run only, on this machine: Ray's notice about its token
+            # authentication default is noise to a gpupipe user.
+            logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
             store = max(2 * self.options.max_memory, 128 * 2**20)
             ray.init(num_cpus=max(1, self.options.workers), object_store_memory=store, **quiet)
         self._configure_ray_data(ray)
@@ -147,6 +150,8 @@ class RayEngine(Driver):
         ctx.op_resource_reservation_enabled = self.backend_choice == "gpu"
         for name in ("ray.data", "ray"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # gpupipe draws its own progress: Ray Data's notice that its bars are off is noise.
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
     def _cluster_size(self, ray) -> str:
         resources = ray.cluster_resources()
