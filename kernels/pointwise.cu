@@ -30,9 +30,13 @@ extern "C" __global__ void gp_grayscale(const unsigned char* __restrict__ src, u
     }
 }
 
-// brightness: colour + value (value = float32(brightness), in [-255, 255]); alpha kept.
-extern "C" __global__ void gp_brightness(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
-                                         const ImageDesc* __restrict__ descs, int n_images, float value) {
+// lut: colour channels through a 256-entry table, alpha kept. Brightness and contrast are
+// functions of one uint8 value, so the host evaluates them (or several in a row, composed)
+// on all 256 values exactly as the NumPy backend does (color._table) and one launch applies
+// them all: consecutive pointwise ops cost one pass over the batch.
+extern "C" __global__ void gp_lut(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
+                                  const ImageDesc* __restrict__ descs, int n_images,
+                                  const unsigned char* __restrict__ lut) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const long long count = (long long)d.width * d.height;
@@ -40,24 +44,7 @@ extern "C" __global__ void gp_brightness(const unsigned char* __restrict__ src, 
         GP_FOR_EACH_PIXEL(p, count) {
             const unsigned char* s = src + d.in_offset + p * d.channels;
             unsigned char* o = dst + d.out_offset + p * d.channels;
-            for (int c = 0; c < colour; ++c) o[c] = store_u8(__fadd_rn((float)s[c], value));
-            if (colour != d.channels) o[colour] = s[colour];
-        }
-    }
-}
-
-// contrast: (x - 128) * factor + 128 on colour channels (factor = float32(factor) >= 0); alpha kept.
-extern "C" __global__ void gp_contrast(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
-                                       const ImageDesc* __restrict__ descs, int n_images, float factor) {
-    GP_FOR_EACH_IMAGE(i, n_images) {
-        const ImageDesc d = descs[i];
-        const long long count = (long long)d.width * d.height;
-        const int colour = d.channels - (has_alpha(d.channels) ? 1 : 0);
-        GP_FOR_EACH_PIXEL(p, count) {
-            const unsigned char* s = src + d.in_offset + p * d.channels;
-            unsigned char* o = dst + d.out_offset + p * d.channels;
-            for (int c = 0; c < colour; ++c)
-                o[c] = store_u8(__fadd_rn(__fmul_rn(__fadd_rn((float)s[c], -128.0f), factor), 128.0f));
+            for (int c = 0; c < colour; ++c) o[c] = lut[s[c]];
             if (colour != d.channels) o[colour] = s[colour];
         }
     }

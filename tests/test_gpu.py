@@ -122,3 +122,15 @@ def test_gpu_and_cpu_runs_write_the_same_files(tmp_path):
     files = sorted(p.relative_to(tmp_path / "cpu") for p in (tmp_path / "cpu").rglob("*.png"))
     for rel in files:
         assert (tmp_path / "gpu" / rel).read_bytes() == (tmp_path / "cpu" / rel).read_bytes(), rel
+
+
+def test_colour_runs_are_deferred_and_fused(gpu):
+    images = images_in_every_mode(4)[:16]
+    batch = gpu.apply(gpu.apply(gpu.upload(images), ops.Brightness(30)), ops.Contrast(1.4))
+    assert batch.pending_table is not None                       # nothing launched yet
+    rotated = gpu.apply(batch, ops.Rotate(90))                   # settles the table first
+    subset = gpu.subset(batch, [1, 3])
+    want = [apply_op(apply_op(i, ops.Brightness(30)), ops.Contrast(1.4)) for i in images]
+    check(gpu.download(batch), want, "fused colour run", exact=True)
+    check(gpu.download(rotated), [apply_op(w, ops.Rotate(90)) for w in want], "then rotate", exact=True)
+    check(gpu.download(subset), [want[1], want[3]], "subset of a pending batch", exact=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gpupipe import ops
-from gpupipe.backends.cuda.plans import plan_op
+from gpupipe.backends.cuda.plans import colour_table, compose_tables, plan_op, plan_table
 from gpupipe.backends.numpy import apply_op
 from gpupipe.spec import Spec
 
@@ -97,6 +97,21 @@ class TestPlans:
                 got = kc.run_program(plan_op(op, [img.shape]), [img])
                 check(got, [apply_op(img, op)], f"{op!r} alone on {img.shape}",
                       exact=not isinstance(op, (ops.Unsharp, ops.Edges)))
+
+    def test_consecutive_colour_ops_fuse_into_one_launch(self):
+        """As the CuPy backend defers them: brightness/contrast runs compose into one table."""
+        images = kc.mixed_batch(14, SHAPES)
+        for run in ([ops.Brightness(40), ops.Contrast(1.8)], [ops.Contrast(0.3), ops.Brightness(-12.5),
+                                                               ops.Contrast(2.5), ops.Brightness(7)]):
+            table = None
+            for op in run:
+                table = compose_tables(table, colour_table(op))
+            program = plan_table(table, [i.shape for i in images])
+            assert [launch.kernel for launch in program.launches] == ["gp_lut"]
+            want = images
+            for op in run:
+                want = [apply_op(w, op) for w in want]
+            check(kc.run_program(program, images), want, f"fused {run}", exact=True)
 
     def test_a_real_photo_through_a_chain(self):
         from PIL import Image

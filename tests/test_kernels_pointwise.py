@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpupipe import ops
+from gpupipe.backends.cuda.plans import colour_table
 from gpupipe.backends.numpy import color, geometry
 
 from . import kernelcheck as kc
@@ -63,22 +65,23 @@ class TestPointwise:
     @pytest.mark.parametrize("value", [0, 1, -1, 0.5, -0.5, 1.5, 2.5, 37.3, -100.7, 255, -255, 127.5])
     def test_brightness(self, value):
         images = kc.mixed_batch(2) + [np.arange(256, dtype=np.uint8).reshape(16, 16, 1)]
-        got = kc.run_batch(self.lib, "gp_brightness", images, [i.shape for i in images], np.float32(value),
-                           isolate=True)
+        got = kc.run_batch(self.lib, "gp_lut", images, [i.shape for i in images],
+                           colour_table(ops.Brightness(value)), isolate=True)
         _check_equal(got, [color.brightness(i, value) for i in images], f"brightness {value}")
 
     @pytest.mark.parametrize("factor", [0, 1, 0.5, 1.5, 2, 0.3, 1 / 3, 2.7182818, 7.77, 100, 1e6, 1e30])
     def test_contrast(self, factor):
         images = kc.mixed_batch(3) + [np.arange(256, dtype=np.uint8).reshape(16, 16, 1)]
-        got = kc.run_batch(self.lib, "gp_contrast", images, [i.shape for i in images], np.float32(factor),
-                           isolate=True)
+        got = kc.run_batch(self.lib, "gp_lut", images, [i.shape for i in images],
+                           colour_table(ops.Contrast(factor)), isolate=True)
         _check_equal(got, [color.contrast(i, factor) for i in images], f"contrast {factor}")
 
     def test_contrast_random_factors_all_values(self):
         rng = np.random.default_rng(7)
         img = np.arange(256, dtype=np.uint8).reshape(1, 256, 1)
         for factor in rng.uniform(0, 4, 200):
-            got = kc.run_batch(self.lib, "gp_contrast", [img], [img.shape], np.float32(factor), grid=(4, 1))
+            got = kc.run_batch(self.lib, "gp_lut", [img], [img.shape], colour_table(ops.Contrast(float(factor))),
+                               grid=(4, 1))
             _check_equal(got, [color.contrast(img, float(factor))], f"contrast {factor}")
 
 

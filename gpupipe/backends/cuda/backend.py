@@ -28,7 +28,7 @@ import numpy as np
 from ... import ops
 from ...errors import DeviceFailure, DeviceOutOfMemory, SystemFailure
 from ..base import Backend
-from .plans import Buf, Program, Shape, offsets, plan_op
+from .plans import Buf, Program, Shape, colour_table, compose_tables, offsets, plan_op, plan_table
 
 THREADS_PER_BLOCK = 256
 MAX_GRID_Y = 65535
@@ -42,6 +42,9 @@ class DeviceBatch:
     # Host arrays uploaded asynchronously for the launches that made this batch (descriptors,
     # tables, taps): kept alive until the batch is downloaded or dropped, after its stream is done.
     keep: tuple = ()
+    # Brightness/contrast ops applied but not launched yet, composed into one 256-entry table:
+    # a run of them costs one pass, made when the next other op (or a download) needs the pixels.
+    pending_table: np.ndarray | None = None
 
 
 def kernel_sources() -> Path:
@@ -113,11 +116,24 @@ class CupyBackend(Backend):
             return DeviceBatch(buffer[:total], shapes)
 
     def apply(self, batch: DeviceBatch, op: ops.Op) -> DeviceBatch:
+        table = colour_table(op)
+        if table is not None:                  # fused with its pointwise neighbours: no launch yet
+            return DeviceBatch(batch.buffer, batch.shapes, batch.keep, compose_tables(batch.pending_table, table))
+        batch = self._settled(batch)
         program = plan_op(op, batch.shapes)
         with self._device_errors("kernels"), self._stream() as stream:
             return DeviceBatch(self._run(program, batch.buffer, stream), program.out_shapes, (batch.keep, program))
 
+    def _settled(self, batch: DeviceBatch) -> DeviceBatch:
+        """The batch with its pending colour table applied (one gp_lut launch), if it has one."""
+        if batch.pending_table is None:
+            return batch
+        program = plan_table(batch.pending_table, batch.shapes)
+        with self._device_errors("kernels"), self._stream() as stream:
+            return DeviceBatch(self._run(program, batch.buffer, stream), batch.shapes, (batch.keep, program))
+
     def download(self, batch: DeviceBatch) -> list[np.ndarray]:
+        batch = self._settled(batch)
         total = int(offsets(batch.shapes)[-1])
         with self._device_errors("download"), self._stream() as stream:
             staging = self._staging(total)
@@ -130,6 +146,7 @@ class CupyBackend(Backend):
             return out
 
     def subset(self, batch: DeviceBatch, indices: Sequence[int]) -> DeviceBatch:
+        batch = self._settled(batch)
         starts = offsets(batch.shapes)
         with self._device_errors("kernels"), self._stream():
             parts = [batch.buffer[int(starts[i]):int(starts[i + 1])] for i in indices]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ... import ops
-from ..numpy import composite, filters, geometry, resample
+from ..numpy import color, composite, filters, geometry, resample
 
 Shape = tuple[int, int, int]            # (height, width, channels)
 
@@ -120,12 +120,32 @@ def _grayscale(b: _Builder, op: ops.Grayscale) -> None:
     b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes])
 
 
-def _brightness(b: _Builder, op: ops.Brightness) -> None:
-    b.step("gp_brightness", b.shapes, np.float32(op.value))
+def colour_table(op: ops.Op) -> np.ndarray | None:
+    """The 256-entry table of an op that maps each colour value on its own (brightness,
+    contrast), evaluated exactly as the NumPy backend evaluates it; None for other ops."""
+    if isinstance(op, ops.Brightness):
+        offset = np.float32(op.value)
+        return color._table(lambda x: x + offset)
+    if isinstance(op, ops.Contrast):
+        factor = np.float32(op.factor)
+        return color._table(lambda x: (x - np.float32(128)) * factor + np.float32(128))
+    return None
 
 
-def _contrast(b: _Builder, op: ops.Contrast) -> None:
-    b.step("gp_contrast", b.shapes, np.float32(op.factor))
+def compose_tables(first: np.ndarray | None, then: np.ndarray) -> np.ndarray:
+    """One table for ``first`` followed by ``then``: exact, both being functions of one uint8."""
+    return then if first is None else then[first]
+
+
+def plan_table(table: np.ndarray, shapes: list[Shape]) -> Program:
+    """One gp_lut launch: colour channels through ``table`` (a fused run of pointwise ops)."""
+    builder = _Builder(shapes)
+    builder.step("gp_lut", builder.shapes, np.ascontiguousarray(table, np.uint8))
+    return builder.done()
+
+
+def _colour_table_op(b: _Builder, op: ops.Op) -> None:
+    b.step("gp_lut", b.shapes, np.ascontiguousarray(colour_table(op), np.uint8))
 
 
 def _rotate(b: _Builder, op: ops.Rotate) -> None:
@@ -335,8 +355,8 @@ def _watermark(b: _Builder, op: ops.Watermark) -> None:
 
 _PLANNERS = {
     ops.Resize: _resize, ops.Thumbnail: _resize, ops.Crop: _crop, ops.CenterCrop: _center_crop,
-    ops.Rotate: _rotate, ops.Flip: _flip, ops.Grayscale: _grayscale, ops.Brightness: _brightness,
-    ops.Contrast: _contrast, ops.BoxBlur: _box_blur, ops.GaussianBlur: _gaussian_blur, ops.Sharpen: _sharpen,
+    ops.Rotate: _rotate, ops.Flip: _flip, ops.Grayscale: _grayscale, ops.Brightness: _colour_table_op,
+    ops.Contrast: _colour_table_op, ops.BoxBlur: _box_blur, ops.GaussianBlur: _gaussian_blur, ops.Sharpen: _sharpen,
     ops.Unsharp: _unsharp, ops.Edges: _edges, ops.Emboss: _emboss, ops.Convolve: _convolve,
     ops.Watermark: _watermark,
 }
