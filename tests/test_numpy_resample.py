@@ -31,7 +31,7 @@ PIL_FILTERS = {
     "lanczos3": Image.Resampling.LANCZOS,
 }
 CHANNELS = [1, 2, 3, 4]
-from .corpus import CORPUS, KODAK
+from .corpus import KODAK
 ONE = 1 << PRECISION_BITS
 
 
@@ -296,17 +296,3 @@ def test_psnr_vs_opencv_area_all_kodak_measured_floor(filter, factor):
 
 def test_kodak_corpus_present():
     assert len(KODAK) == 24 and os.path.basename(KODAK[22]) == "kodim23.png"
-
-
-def test_padded_rgb_views_resize_like_contiguous_rgb() -> None:
-    # The engine decodes RGB JPEGs as RGB views of RGBX buffers (codecs padded_rgb);
-    # resize maps those into Pillow without a copy and must give the same bytes.
-    from gpupipe import codecs
-    data = open(CORPUS / "pillow" / "flower.jpg", "rb").read()
-    padded = codecs.decode(data, padded_rgb=True).pixels
-    plain = codecs.decode(data).pixels
-    assert padded.base is not None and padded.strides[1] == 4 and np.array_equal(padded, plain)
-    for size in ((97, 61), (400, 300)):
-        out = resize(padded, *size)
-        assert np.array_equal(out, resize(plain, *size))
-        assert out.flags.writeable and out.shape == (size[1], size[0], 3)

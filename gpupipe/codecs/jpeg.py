@@ -152,14 +152,14 @@ _HARMLESS_JPEG = re.compile(r"extraneous bytes before marker 0xd9", re.I)
 _REFUSED_JPEG = re.compile(r"^tjDecompressHeader", re.I)
 
 
-def _decode_turbo(data: bytes, hdr: _JpegHeader, min_stored: tuple[int, int] | None,
-                  padded: bool = False) -> tuple[np.ndarray, int] | None:
+def _decode_turbo(data: bytes, hdr: _JpegHeader,
+                  min_stored: tuple[int, int] | None) -> tuple[np.ndarray, int] | None:
     """simplejpeg decode straight into a new array, at DCT scale 1/s.
 
     None when TurboJPEG refuses the file's layout (the caller tries Pillow).
     """
     s = _pick_scale(hdr.width, hdr.height, min_stored)
-    kw = {"colorspace": "GRAY" if hdr.components == 1 else ("RGBX" if padded else "RGB"), "strict": True}
+    kw = {"colorspace": "GRAY" if hdr.components == 1 else "RGB", "strict": True}
     if s > 1:
         # Asking for exactly ceil(size / s) makes TurboJPEG choose scale 1/s
         # (it picks the smallest of its n/8 factors that reaches the minimum).
@@ -182,8 +182,6 @@ def _decode_turbo(data: bytes, hdr: _JpegHeader, min_stored: tuple[int, int] | N
         raise CorruptImage(f"corrupt JPEG data: {detail}") from exc
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    elif pixels.shape[2] == 4:
-        pixels = pixels[:, :, :3]                 # RGB view of the RGBX buffer
     return pixels, s
 
 

@@ -67,9 +67,7 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
         a = a[::-1, ::-1].swapaxes(0, 1)          # transverse
     elif orientation == 8:
         a = np.rot90(a, 1)                        # 90 degrees counter-clockwise
-    # Pillow hands out read-only arrays; the engine may work in place. An upright
-    # RGB view of a padded RGBX buffer (``padded_rgb``) stays as it is.
-    if orientation in (2, 3, 4, 5, 6, 7, 8) or not a.flags.writeable or (
-            not a.flags.c_contiguous and a.base is None):
+    # Pillow hands out read-only arrays; the engine may work in place.
+    if orientation in (2, 3, 4, 5, 6, 7, 8) or not a.flags.writeable or not a.flags.c_contiguous:
         a = np.array(a, order="C", copy=True)
     return a

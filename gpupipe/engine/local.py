@@ -280,7 +280,6 @@ class LocalEngine(Driver):
 
     def _decode_loop(self) -> None:
         spec, max_pixels = self.spec, self.options.max_pixels
-        padded = stages.wants_padded_rgb(spec, self.backend.name)
         while True:
             job = self._take(self.read_q.get())
             started = time.perf_counter()
@@ -292,14 +291,14 @@ class LocalEngine(Driver):
                 self._cancel_job(job)
                 raise
             try:
-                job.decoded = stages.decode_input(job.data, spec, max_pixels=max_pixels, padded_rgb=padded)
+                job.decoded = stages.decode_input(job.data, spec, max_pixels=max_pixels)
             except InputError as exc:
                 self._fail(job, exc)
                 continue
             finally:
                 job.data = None       # the bytes are no longer needed: free them now
             pixels = job.decoded.pixels
-            held = stages.buffer_bytes(pixels)
+            held = pixels.nbytes
             job.reserved = self.images.resize(job.reserved, held)      # now the real size
             job.outcome.format = job.decoded.format
             job.outcome.height, job.outcome.width = pixels.shape[:2]

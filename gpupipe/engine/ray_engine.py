@@ -338,7 +338,7 @@ def _read_and_decode(batch: dict, *, spec: Spec, drain_flag, retries: int, retry
                 meta["bytes_in"] = len(data)
                 _span(meta, "read", started)
                 started = time.time()
-                decoded = stages.decode_input(data, spec, max_pixels=max_pixels, padded_rgb=False)
+                decoded = stages.decode_input(data, spec, max_pixels=max_pixels)
                 del data
                 image = decoded.pixels
                 icc = decoded.icc_profile or b""

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Callable
 
-import numpy as np
 
 from .. import codecs, sources
 from ..errors import InputError, InternalError, OutputConflict, UnreadableInput
-from ..ops import Resize
 from ..spec import Spec
 from .writer import write_atomic
 
@@ -49,17 +47,11 @@ def read_with_retries(path: str | Path, *, retries: int, retry_delay: float,
     raise AssertionError("unreachable")
 
 
-def wants_padded_rgb(spec: Spec, backend_name: str) -> bool:
-    """RGBX-padded decodes only pay off when every chain starts by resampling (the CPU
-    resampler maps them without a copy); filters would copy them instead."""
-    return backend_name == "cpu" and all(v.ops and isinstance(v.ops[0], Resize) for v in spec.variants)
-
-
-def decode_input(data: bytes, spec: Spec, *, max_pixels: int, padded_rgb: bool) -> codecs.Decoded:
+def decode_input(data: bytes, spec: Spec, *, max_pixels: int) -> codecs.Decoded:
     """Decode for this spec (shrink-on-load where its first op allows); InputError on bad data,
     and a codec bug on one file becomes that file's InternalError, never the run's."""
     try:
-        return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint, padded_rgb=padded_rgb)
+        return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint)
     except InputError:
         raise
     except Exception as exc:
@@ -74,12 +66,6 @@ def decoded_size_bound(data: bytes) -> int:
     except Exception:
         return 0
     return info.width * info.height * 4
-
-
-def buffer_bytes(pixels: np.ndarray) -> int:
-    """Bytes an image really holds: an RGB view of an RGBX buffer holds the whole buffer."""
-    base = pixels.base if isinstance(pixels.base, np.ndarray) else None
-    return base.nbytes if base is not None and base.nbytes > pixels.nbytes else pixels.nbytes
 
 
 @dataclass
