@@ -38,7 +38,7 @@ from . import stages
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
-from .process import process_batch
+from .process import process_batch, process_fitting
 from .results import CANCELLED, FAILED, OK, FileOutcome, RunResult
 
 log = logging.getLogger("gpupipe")
@@ -360,6 +360,7 @@ class _Processor:
         self.spec, self.trie = spec, OpTrie.build(spec.variants)
         self.backend = _make_backend(backend)
         self.device_failures, self.failures_in_a_row = device_failures, 0
+        self.cpu = None
         self.notes: list[str] = []
 
     def __call__(self, batch: dict) -> dict:
@@ -388,11 +389,16 @@ class _Processor:
         return out
 
     def _process(self, images: list[np.ndarray]) -> list[list]:
-        """As the local engine: a device failure is retried, and a device that keeps failing is
-        replaced by the CPU backend in this actor, with a note for the summary."""
+        """As the local engine: a batch too big for the device memory is halved, a device
+        failure is retried, and a device that keeps failing is replaced by the CPU backend
+        in this actor, with a note for the summary."""
         while True:
             try:
-                results = process_batch(self.backend, list(images), self.spec, self.trie)
+                if self.backend.name == "cpu":
+                    return process_batch(self.backend, list(images), self.spec, self.trie)
+                if self.cpu is None:                  # for an image too big for the GPU alone
+                    self.cpu = _make_backend("cpu")
+                results = process_fitting(self.backend, images, self.spec, self.trie, self.cpu)
                 self.failures_in_a_row = 0
                 return results
             except DeviceFailure as exc:
