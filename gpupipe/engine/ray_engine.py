@@ -423,45 +423,79 @@ def _whole_chain_on_cpu(batch: dict, *, read: dict, write: dict) -> dict:
     if key not in _cpu_processors:
         _cpu_processors.clear()
         _cpu_processors[key] = _Processor(spec, "cpu", device_failures=1)
-    processor, rows = _cpu_processors[key], []
+    processor, pending = _cpu_processors[key], []
     for i in range(len(batch["index"])):          # one image at a time through the chain: one in memory
         one = {name: column[i:i + 1] for name, column in batch.items()}
-        rows.append(_encode_and_write(processor(_read_and_decode(one, **read)), **write))
-    return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
+        pending.extend(_encode_then_write(processor(_read_and_decode(one, **read)), **write))
+    return _written_rows(batch["index"], pending)
 
 
 def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> dict:
+    return _written_rows(batch["index"], _encode_then_write(batch, spec=spec, output=output, fsync=fsync))
+
+
+_writers = None           # per worker process: I/O threads, so a write's fsync overlaps the next image
+WRITES_AHEAD = 4
+
+
+def _encode_then_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> list:
+    """Encode each row here, hand its files to an I/O thread; returns one future per row."""
+    global _writers
+    if _writers is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _writers = ThreadPoolExecutor(2, thread_name_prefix="gpupipe-ray-write")
     out_dir = Path(output)
-    metas = []
+    pending = []
     for i, meta_json in enumerate(batch["meta"]):
         meta = json.loads(meta_json)
         meta.update(outputs=[], sizes=[], checksums=[], bytes_out=0)
-        if meta["status"] == OK:
-            started = time.time()
-            results = []
-            for v, error in enumerate(meta.pop("variant_errors")):
-                results.append(input_error(*error) if error else batch[f"result_{v}"][i])
-            planned = [PurePath(p) for p in json.loads(batch["planned"][i])]
-            # Outputs whose name changed with the bytes' format are not claimed across
-            # the cluster: two inputs meeting there is reported by the driver afterwards.
-            encoded = stages.encode_variants(spec, results, PurePath(batch["relative"][i]), meta["format"],
-                                             batch["icc"][i] or None, planned, claim=lambda path: None)
-            _span(meta, "encode", started)
-            started = time.time()
-            try:
-                written = stages.write_outputs(out_dir, encoded.files, fsync=fsync)
-            except SystemFailure as exc:
-                meta["system_failure"] = str(exc)
-                _failed(meta, StoppedBySystemFailure(str(exc)))
-            else:
-                meta.update(outputs=written.outputs, sizes=written.sizes, checksums=written.checksums,
-                            bytes_out=sum(written.sizes))
-                errors = ([written.error] if written.error else []) + encoded.errors
-                if errors:
-                    _failed(meta, errors[0])
-                _span(meta, "write", started)
-        metas.append(meta)
-    return {"index": batch["index"], "meta": np.array([json.dumps(m) for m in metas], dtype=object),
+        if meta["status"] != OK:
+            pending.append(_done_future(meta))
+            continue
+        started = time.time()
+        results = []
+        for v, error in enumerate(meta.pop("variant_errors")):
+            results.append(input_error(*error) if error else batch[f"result_{v}"][i])
+        planned = [PurePath(p) for p in json.loads(batch["planned"][i])]
+        # Outputs whose name changed with the bytes' format are not claimed across
+        # the cluster: two inputs meeting there is reported by the driver afterwards.
+        encoded = stages.encode_variants(spec, results, PurePath(batch["relative"][i]), meta["format"],
+                                         batch["icc"][i] or None, planned, claim=lambda path: None)
+        del results
+        _span(meta, "encode", started)
+        pending.append(_writers.submit(_write_row, meta, encoded, out_dir, fsync))
+        if len(pending) > WRITES_AHEAD:            # bounded: encoded files wait for at most a few writes
+            pending[-WRITES_AHEAD - 1].result()
+    return pending
+
+
+def _write_row(meta: dict, encoded: stages.Encoded, out_dir: Path, fsync: bool) -> dict:
+    started = time.time()
+    try:
+        written = stages.write_outputs(out_dir, encoded.files, fsync=fsync)
+    except SystemFailure as exc:
+        meta["system_failure"] = str(exc)
+        _failed(meta, StoppedBySystemFailure(str(exc)))
+        return meta
+    meta.update(outputs=written.outputs, sizes=written.sizes, checksums=written.checksums,
+                bytes_out=sum(written.sizes))
+    errors = ([written.error] if written.error else []) + encoded.errors
+    if errors:
+        _failed(meta, errors[0])
+    _span(meta, "write", started)
+    return meta
+
+
+def _done_future(meta: dict):
+    from concurrent.futures import Future
+    future: Future = Future()
+    future.set_result(meta)
+    return future
+
+
+def _written_rows(index, pending: list) -> dict:
+    metas = [future.result() for future in pending]
+    return {"index": index, "meta": np.array([json.dumps(m) for m in metas], dtype=object),
             "system_failure": np.array([m.get("system_failure", "") for m in metas], dtype=object),
             "notes": np.array([json.dumps(m.get("notes", [])) for m in metas], dtype=object)}
 
