@@ -320,37 +320,39 @@ def _told_to_drain(flag: str) -> bool:
     return answer
 
 
+def _read_one(index: int, path: str, spec: Spec, *, draining: bool, retries: int, retry_delay: float,
+              max_pixels: int) -> tuple[dict, np.ndarray, bytes]:
+    """(meta, pixels, icc) of one input: the read and decode steps, failures in meta."""
+    meta: dict[str, Any] = {"index": int(index), "status": OK, "attempts": 0, "seconds": {}, "spans": []}
+    if draining:
+        meta["status"] = CANCELLED
+        return meta, NO_PIXELS, b""
+    try:
+        started = time.time()
+        data = stages.read_with_retries(path, retries=retries, retry_delay=retry_delay,
+                                        wait=lambda s: time.sleep(s) or False,
+                                        on_attempt=lambda n: meta.__setitem__("attempts", n))
+        meta["bytes_in"] = len(data)
+        _span(meta, "read", started)
+        started = time.time()
+        decoded = stages.decode_input(data, spec, max_pixels=max_pixels)
+    except InputError as exc:
+        _failed(meta, exc)
+        return meta, NO_PIXELS, b""
+    image = decoded.pixels
+    meta.update(format=decoded.format, height=image.shape[0], width=image.shape[1])
+    _span(meta, "decode", started)
+    return meta, image, decoded.icc_profile or b""
+
+
 def _read_and_decode(batch: dict, *, spec: Spec, drain_flag, retries: int, retry_delay: float, max_pixels: int) -> dict:
     draining = _told_to_drain(drain_flag)
-    metas, pixels, iccs = [], [], []
-    for index, path in zip(batch["index"], batch["path"]):
-        meta: dict[str, Any] = {"index": int(index), "status": OK, "attempts": 0, "seconds": {}, "spans": []}
-        icc = b""
-        image = NO_PIXELS
-        if draining:
-            meta["status"] = CANCELLED
-        else:
-            try:
-                started = time.time()
-                data = stages.read_with_retries(path, retries=retries, retry_delay=retry_delay,
-                                                wait=lambda s: time.sleep(s) or False,
-                                                on_attempt=lambda n, meta=meta: meta.__setitem__("attempts", n))
-                meta["bytes_in"] = len(data)
-                _span(meta, "read", started)
-                started = time.time()
-                decoded = stages.decode_input(data, spec, max_pixels=max_pixels)
-                del data
-                image = decoded.pixels
-                icc = decoded.icc_profile or b""
-                meta.update(format=decoded.format, height=image.shape[0], width=image.shape[1])
-                _span(meta, "decode", started)
-            except InputError as exc:
-                _failed(meta, exc)
-        metas.append(json.dumps(meta))
-        pixels.append(image)
-        iccs.append(icc)
+    rows = [_read_one(index, path, spec, draining=draining, retries=retries, retry_delay=retry_delay,
+                      max_pixels=max_pixels) for index, path in zip(batch["index"], batch["path"])]
     return {"index": batch["index"], "relative": batch["relative"], "planned": batch["planned"],
-            "meta": np.array(metas, dtype=object), "icc": np.array(iccs, dtype=object), "pixels": _column(pixels)}
+            "meta": np.array([json.dumps(meta) for meta, _, _ in rows], dtype=object),
+            "icc": np.array([icc for _, _, icc in rows], dtype=object),
+            "pixels": _column([image for _, image, _ in rows])}
 
 
 class _Processor:
@@ -367,26 +369,29 @@ class _Processor:
         metas = [json.loads(m) for m in batch["meta"]]
         count, variants = len(metas), len(self.spec.variants)
         columns: list[list[np.ndarray]] = [[NO_PIXELS] * count for _ in range(variants)]
-        errors: list[list[Any]] = [[None] * variants for _ in range(count)]
         todo = [i for i, meta in enumerate(metas) if meta["status"] == OK]
-        started = time.time()
         for start in range(0, len(todo), self.backend.max_batch_images):
             chunk = todo[start:start + self.backend.max_batch_images]
-            for i, row in zip(chunk, self._process([batch["pixels"][i] for i in chunk])):
+            rows = self.process([metas[i] for i in chunk], [batch["pixels"][i] for i in chunk])
+            for i, row in zip(chunk, rows):
                 for v, result in enumerate(row):
-                    if isinstance(result, InputError):
-                        errors[i][v] = [result.error_class, str(result)]
-                    else:
+                    if isinstance(result, np.ndarray):
                         columns[v][i] = result
-        for i in todo:
-            metas[i]["variant_errors"] = errors[i]
-            metas[i]["notes"] = self.notes
-            _span(metas[i], "process", started)
         out = {key: batch[key] for key in ("index", "relative", "planned", "icc")}
         out["meta"] = np.array([json.dumps(m) for m in metas], dtype=object)
         for v in range(variants):
             out[f"result_{v}"] = _column(columns[v])
         return out
+
+    def process(self, metas: list[dict], images: list[np.ndarray]) -> list[list]:
+        """Per image, per variant: an array or the InputError (also noted in its meta)."""
+        started = time.time()
+        rows = self._process(images)
+        for meta, row in zip(metas, rows):
+            meta["variant_errors"] = [[r.error_class, str(r)] if isinstance(r, InputError) else None for r in row]
+            meta["notes"] = self.notes
+            _span(meta, "process", started)
+        return rows
 
     def _process(self, images: list[np.ndarray]) -> list[list]:
         """As the local engine: a batch too big for the device memory is halved, a device
@@ -415,58 +420,66 @@ _cpu_processors: dict[str, "_Processor"] = {}
 
 
 def _whole_chain_on_cpu(batch: dict, *, read: dict, write: dict) -> dict:
-    """read+decode → process → encode+write in one task: the same three stage functions,
-    composed in Python so pixels stay in this process (no Arrow round trip between them).
-    One NumPy backend per worker process and spec, kept between batches."""
+    """read+decode → process → encode+write in one task, one image at a time: the same steps
+    as the three operators, called directly so pixels and metadata stay Python objects in
+    this process (no Arrow or JSON round trip between them). One NumPy backend per worker
+    process and spec, kept between batches."""
     spec = read["spec"]
     key = spec.hash()
     if key not in _cpu_processors:
         _cpu_processors.clear()
         _cpu_processors[key] = _Processor(spec, "cpu", device_failures=1)
     processor, pending = _cpu_processors[key], []
-    for i in range(len(batch["index"])):          # one image at a time through the chain: one in memory
-        one = {name: column[i:i + 1] for name, column in batch.items()}
-        pending.extend(_encode_then_write(processor(_read_and_decode(one, **read)), **write))
+    draining = _told_to_drain(read["drain_flag"])
+    options = {k: read[k] for k in ("retries", "retry_delay", "max_pixels")}
+    out_dir = Path(write["output"])
+    for i, (index, path) in enumerate(zip(batch["index"], batch["path"])):
+        meta, image, icc = _read_one(index, path, spec, draining=draining, **options)
+        results = processor.process([meta], [image])[0] if meta["status"] == OK else None
+        del image
+        pending.append(_encode_row(meta, results, spec, batch["relative"][i], batch["planned"][i], icc,
+                                   out_dir, write["fsync"], pending))
     return _written_rows(batch["index"], pending)
 
 
 def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> dict:
-    return _written_rows(batch["index"], _encode_then_write(batch, spec=spec, output=output, fsync=fsync))
+    pending: list = []
+    out_dir = Path(output)
+    for i, meta_json in enumerate(batch["meta"]):
+        meta = json.loads(meta_json)
+        results = None
+        if meta["status"] == OK:
+            results = [input_error(*error) if error else batch[f"result_{v}"][i]
+                       for v, error in enumerate(meta["variant_errors"])]
+        pending.append(_encode_row(meta, results, spec, batch["relative"][i], batch["planned"][i],
+                                   batch["icc"][i], out_dir, fsync, pending))
+    return _written_rows(batch["index"], pending)
 
 
 _writers = None           # per worker process: I/O threads, so a write's fsync overlaps the next image
 WRITES_AHEAD = 4
 
 
-def _encode_then_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> list:
-    """Encode each row here, hand its files to an I/O thread; returns one future per row."""
+def _encode_row(meta: dict, results: list | None, spec: Spec, relative: str, planned: str, icc: bytes,
+                out_dir: Path, fsync: bool, pending: list):
+    """Encode one input's variants here and hand the files to an I/O thread; a future of its meta.
+    ``pending`` (the futures so far) keeps at most WRITES_AHEAD encoded inputs waiting to be written."""
     global _writers
+    meta.pop("variant_errors", None)
+    meta.update(outputs=[], sizes=[], checksums=[], bytes_out=0)
+    if results is None:                                   # failed or cancelled before: nothing to write
+        return _done_future(meta)
     if _writers is None:
         from concurrent.futures import ThreadPoolExecutor
         _writers = ThreadPoolExecutor(2, thread_name_prefix="gpupipe-ray-write")
-    out_dir = Path(output)
-    pending = []
-    for i, meta_json in enumerate(batch["meta"]):
-        meta = json.loads(meta_json)
-        meta.update(outputs=[], sizes=[], checksums=[], bytes_out=0)
-        if meta["status"] != OK:
-            pending.append(_done_future(meta))
-            continue
-        started = time.time()
-        results = []
-        for v, error in enumerate(meta.pop("variant_errors")):
-            results.append(input_error(*error) if error else batch[f"result_{v}"][i])
-        planned = [PurePath(p) for p in json.loads(batch["planned"][i])]
-        # Outputs whose name changed with the bytes' format are not claimed across
-        # the cluster: two inputs meeting there is reported by the driver afterwards.
-        encoded = stages.encode_variants(spec, results, PurePath(batch["relative"][i]), meta["format"],
-                                         batch["icc"][i] or None, planned, claim=lambda path: None)
-        del results
-        _span(meta, "encode", started)
-        pending.append(_writers.submit(_write_row, meta, encoded, out_dir, fsync))
-        if len(pending) > WRITES_AHEAD:            # bounded: encoded files wait for at most a few writes
-            pending[-WRITES_AHEAD - 1].result()
-    return pending
+    started = time.time()
+    # Outputs whose name changed with the bytes' format are not claimed across the cluster.
+    encoded = stages.encode_variants(spec, results, PurePath(relative), meta["format"], icc or None,
+                                     [PurePath(p) for p in json.loads(planned)], claim=lambda path: None)
+    _span(meta, "encode", started)
+    if len(pending) >= WRITES_AHEAD:
+        pending[-WRITES_AHEAD].result()
+    return _writers.submit(_write_row, meta, encoded, out_dir, fsync)
 
 
 def _write_row(meta: dict, encoded: stages.Encoded, out_dir: Path, fsync: bool) -> dict:
