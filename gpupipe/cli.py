@@ -290,7 +290,7 @@ def run(
     stall_timeout: float = typer.Option(300.0, "--stall-timeout", metavar="SECONDS", help="If no stage makes "
                                         "progress this long while work is in flight (a hung mount, a deadlock), "
                                         "report every stage's state and stop.", rich_help_panel=RUN_PANEL),
-    engine: str = typer.Option("local", "--engine", help="local (threads on this machine) or ray (the same "
+    engine: str = typer.Option("local", "--engine", metavar="local|ray", help="local (threads on this machine) or ray (the same "
                                "pipeline on a Ray cluster; pip install 'gpupipe[ray]').", rich_help_panel=RUN_PANEL),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="Ray cluster to join "
                                               "with --engine ray (e.g. auto, or ray://head:10001); default: start a "

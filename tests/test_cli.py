@@ -319,3 +319,12 @@ def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path) ->
     for path in (p for p in out.iterdir() if p.name != ".gpupipe"):
         with Image.open(path) as im:
             im.load()
+
+
+def test_engine_flags_are_checked_before_any_work(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = gp("run", photos, "-o", out, "--thumbnail", "32", "--engine", "spark")
+    assert result.exit_code == 2 and "engine must be one of local, ray" in result.output
+    result = gp("run", photos, "-o", out, "--thumbnail", "32", "--ray-address", "auto")
+    assert result.exit_code == 2 and "--engine ray" in result.output
+    assert not out.exists()
