@@ -19,3 +19,19 @@ def test_kernel_sources_are_package_resources() -> None:
     names = {p.name for p in importlib.resources.files("gpupipe.kernels").iterdir()}
     on_disk = {p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh")}
     assert on_disk and on_disk <= names
+
+
+def test_cuda_kernels_are_found_from_a_source_tree_too(monkeypatch) -> None:
+    """On PYTHONPATH from a checkout (a GPU machine without an install), gpupipe.kernels is not a
+    package: the backend then reads the checkout's kernels/ directly."""
+    import importlib.resources
+
+    from gpupipe.backends.cuda import backend
+
+    installed = backend.kernel_sources()
+    assert (installed / "resample.cu").is_file()
+
+    def no_package(name):
+        raise ModuleNotFoundError(name)
+    monkeypatch.setattr(importlib.resources, "files", no_package)
+    assert backend.kernel_sources() == Path(__file__).resolve().parent.parent / "kernels"

@@ -48,8 +48,12 @@ class DeviceBatch:
 
 
 def kernel_sources() -> Path:
-    """The directory of kernels/*.cu as installed (the wheel ships them as gpupipe.kernels)."""
-    directory = Path(str(importlib.resources.files("gpupipe.kernels")))
+    """The directory of kernels/*.cu as installed (the wheel ships them as gpupipe.kernels), or
+    the checkout's kernels/ when gpupipe runs from a source tree on PYTHONPATH."""
+    try:
+        directory = Path(str(importlib.resources.files("gpupipe.kernels")))
+    except ModuleNotFoundError:
+        directory = Path(__file__).resolve().parents[3] / "kernels"
     if not (directory / "gpupipe.cuh").is_file():
         raise SystemFailure(f"the CUDA kernel sources are missing from {directory} (a broken install?)")
     return directory

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Everything issue 3 still needs a GPU for, in one call of the device tool (its time is scarce):
+# the GPU tests, then benchmarks/gpu.py; logs and results come back in $OUT.
+#
+#   here, just before:  bash benchmarks/gpu_session.sh --prepare
+#       wheels the device image lacks (simplejpeg; Pillow 13, the resize contract) into .whl/ and
+#       the benchmark photos into .photos/, both git-excluded (about 45 MB with the repo: < 64 MiB)
+#   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".photos"], timeout_s=600)
+#   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--prepare" ]; then
+    for d in /.whl/ /.photos/; do grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
+    rm -rf .whl && python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl simplejpeg==1.9.0 pillow==13.0.0 || exit 1
+    photos="${GPUPIPE_BENCH_PHOTOS:-../shared/corpus/photos}"
+    [ -d "$photos" ] || photos=/work/shared/corpus/photos
+    rm -rf .photos && cp -r "$photos" .photos && du -sh .whl .photos
+    exit 0
+fi
+: "${OUT:?run this on the device machine (OUT is set there), or pass --prepare here}"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+# The checkout itself is gpupipe (kernels found in ./kernels); the wheels shadow the image's Pillow.
+export PYTHONPATH="/tmp/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos" GPUPIPE_CORPUS="$PWD/.photos"
+{ nvidia-smi; python3 -m pip list 2>/dev/null | grep -i -E "^(cupy|numpy|pillow|opencv)"; } > "$OUT/device.txt" 2>&1
+python3 -m gpupipe doctor > "$OUT/doctor.txt" 2>&1
+timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 \
+    | tee "$OUT/gpu-tests.log" | tail -40
+timeout 320 python3 benchmarks/gpu.py --repeats 2 --json "gpu-$(date +%F).json" 2>&1 | tee "$OUT/gpu-bench.log" | tail -40
+cp benchmarks/results/gpu-*.json "$OUT/" 2>/dev/null
+exit 0
