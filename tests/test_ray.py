@@ -81,6 +81,21 @@ def test_a_full_listing_is_split_into_windows(tmp_path: Path, cluster) -> None:
     assert _files(tmp_path / "out") == _files(tmp_path / "local")
 
 
+def test_the_gpu_operator_shape_on_cpu_actors(tmp_path: Path, cluster) -> None:
+    """read+decode tasks → process actors → encode+write tasks, as a GPU cluster runs it (pixels
+    cross Ray's object store as ragged tensors): the same files as the local engine."""
+    from gpupipe.engine.options import RunOptions
+    from gpupipe.engine.ray_engine import RayEngine
+    src = _inputs(tmp_path)
+    result = RayEngine(SPEC, "cpu", RunOptions(workers=2), actor_stages=True).run([src], tmp_path / "out")
+    reference = gpupipe.run(src, tmp_path / "local", SPEC, backend="cpu", workers=2, journal=False)
+    assert _files(tmp_path / "out") == _files(tmp_path / "local")
+    fates = {Path(o.path).name: (o.status, o.error_class) for o in result.outcomes}
+    assert fates == {Path(o.path).name: (o.status, o.error_class) for o in reference.outcomes}
+    ok = next(o for o in result.outcomes if o.status == "ok")
+    assert set(ok.seconds) == {"read", "decode", "process", "encode", "write"}
+
+
 def _cli(src: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--engine", "ray", "--workers", "2",
             "--blur", "2", "-f", "png", "--quiet", *extra]

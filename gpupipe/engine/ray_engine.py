@@ -58,9 +58,13 @@ def import_ray():
 
 class RayEngine(Driver):
     def __init__(self, spec: Spec, backend: str, options: RunOptions | None = None,
-                 cancel: CancelToken | None = None, *, address: str | None = None, window: int = WINDOW) -> None:
+                 cancel: CancelToken | None = None, *, address: str | None = None, window: int = WINDOW,
+                 actor_stages: bool | None = None) -> None:
         super().__init__(spec, f"{backend} on Ray", options, cancel)
         self.backend_choice = backend
+        # read+decode tasks → process actors → encode+write tasks: always for a GPU; on the CPU
+        # only when asked (the tests run the GPU's operator shape on CPU actors this way).
+        self.actor_stages = backend == "gpu" if actor_stages is None else actor_stages
         self.address = address
         self.window = max(1, window)
         self._pending: queue.Queue = queue.Queue(maxsize=2 * self.window)   # admitted inputs, for the next window
@@ -147,7 +151,7 @@ class RayEngine(Driver):
         # CPU the pipeline is one fused operator, and the reservation held half the cores
         # back for the first second of every run (measured: 16 tasks on 2 CPUs took 3.4 s
         # instead of 1.8 s).
-        ctx.op_resource_reservation_enabled = self.backend_choice == "gpu"
+        ctx.op_resource_reservation_enabled = self.actor_stages
         for name in ("ray.data", "ray"):
             logging.getLogger(name).setLevel(logging.WARNING)
         # gpupipe draws its own progress: Ray Data's notice that its bars are off is noise.
@@ -220,7 +224,8 @@ class RayEngine(Driver):
 
     def _run_window(self, ray, drain_flag, window: list[dict], outcomes: list[FileOutcome]) -> None:
         opts = self.options
-        dataset = build_dataset(ray, window, self.spec, self.output, self.backend_choice, opts, drain_flag)
+        dataset = build_dataset(ray, window, self.spec, self.output, self.backend_choice, opts, drain_flag,
+                                actors=self.actor_stages)
         consumer = threading.Thread(target=self._consume, args=(dataset,), name="gpupipe-ray-results", daemon=True)
         consumer.start()
         clock = _Clock()
@@ -272,7 +277,8 @@ class RayEngine(Driver):
 
 # ---------------------------------------------------------------------- the Ray Data pipeline
 
-def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str, opts: RunOptions, drain_flag):
+def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str, opts: RunOptions, drain_flag,
+                  actors: bool = False):
     """read+decode tasks → process (GPU actors, or CPU tasks) → encode+write tasks, one row per input.
 
     On the CPU the three stage functions are composed into one task, one image per
@@ -294,16 +300,18 @@ def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str
     read = dict(spec=spec, drain_flag=drain_flag, retries=opts.retries, retry_delay=opts.retry_delay,
                 max_pixels=opts.max_pixels)
     write = dict(spec=spec, output=str(output), fsync=opts.fsync)
-    if not gpus:
+    if not actors:
         return dataset.map_batches(_whole_chain_on_cpu, fn_kwargs=dict(read=read, write=write),
                                    batch_size=None, num_cpus=1, batch_format="numpy")
-    dataset = dataset.map_batches(_read_and_decode, fn_kwargs=read, batch_size=per_batch, num_cpus=1,
+    # CPU actors (tests) take half a CPU each, and so do the tasks, so every stage can run.
+    task_cpus = 1 if gpus else 0.5
+    dataset = dataset.map_batches(_read_and_decode, fn_kwargs=read, batch_size=per_batch, num_cpus=task_cpus,
                                   batch_format="numpy")
     dataset = dataset.map_batches(_Processor, fn_constructor_kwargs=dict(spec=spec, backend=backend,
                                                                          device_failures=opts.device_failures),
-                                  batch_size=per_batch, compute=ray.data.ActorPoolStrategy(size=gpus),
-                                  num_cpus=0, num_gpus=1, batch_format="numpy")
-    return dataset.map_batches(_encode_and_write, fn_kwargs=write, batch_size=per_batch, num_cpus=1,
+                                  batch_size=per_batch, compute=ray.data.ActorPoolStrategy(size=gpus or 1),
+                                  num_cpus=0 if gpus else 0.5, num_gpus=1 if gpus else 0, batch_format="numpy")
+    return dataset.map_batches(_encode_and_write, fn_kwargs=write, batch_size=per_batch, num_cpus=task_cpus,
                                batch_format="numpy")
 
 
