@@ -438,10 +438,11 @@ def _whole_chain_on_cpu(batch: dict, *, read: dict, write: dict) -> dict:
         _cpu_processors.clear()
         _cpu_processors[key] = _Processor(spec, "cpu", device_failures=1)
     processor, pending = _cpu_processors[key], []
-    draining = _told_to_drain(read["drain_flag"])
     options = {k: read[k] for k in ("retries", "retry_delay", "max_pixels")}
     out_dir = Path(write["output"])
     for i, (index, path) in enumerate(zip(batch["index"], batch["path"])):
+        # asked per input (answered from a cache twice a second): a drain stops a long block too
+        draining = _told_to_drain(read["drain_flag"])
         meta, image, icc = _read_one(index, path, spec, draining=draining, **options)
         results = processor.process([meta], [image])[0] if meta["status"] == OK else None
         del image
