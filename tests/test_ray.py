@@ -96,6 +96,19 @@ def test_the_gpu_operator_shape_on_cpu_actors(tmp_path: Path, cluster) -> None:
     assert set(ok.seconds) == {"read", "decode", "process", "encode", "write"}
 
 
+def test_metrics_and_report_from_a_ray_run(tmp_path: Path, cluster) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+    src = _inputs(tmp_path, copies=1)
+    result = gpupipe.run(src, tmp_path / "out", SPEC, backend="cpu", workers=2, engine="ray",
+                         metrics_file=tmp_path / "run.prom")
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for family in text_string_to_metric_families((tmp_path / "run.prom").read_text())
+             for s in family.samples}
+    assert found[("gpupipe_files_total", (("status", "ok"),))] == result.summary.processed > 0
+    assert found[("gpupipe_files_total", (("status", "failed"),))] == result.summary.failed > 0
+    assert found[("gpupipe_stage_seconds_count", (("stage", "encode"),))] == result.summary.processed
+
+
 def _cli(src: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--engine", "ray", "--workers", "2",
             "--blur", "2", "-f", "png", "--quiet", *extra]
