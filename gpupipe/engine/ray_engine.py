@@ -44,6 +44,7 @@ from .results import CANCELLED, FAILED, OK, FileOutcome, RunResult
 log = logging.getLogger("gpupipe")
 
 WINDOW = 100_000                  # inputs per Ray Data execution: bounds the driver's listing in memory
+FIRST_WINDOW_WAIT = 2.0           # seconds the first window waits for a long listing before it starts
 NO_PIXELS = np.zeros((1, 1, 1), np.uint8)     # placeholder for inputs that failed (columns must stay 3-D uint8)
 
 
@@ -72,6 +73,7 @@ class RayEngine(Driver):
         self._in_ray: dict[int, FileOutcome] = {}                           # inputs handed to Ray, by index
         self._next_index = 0
         self._scan_done = threading.Event()
+        self._first_window = True
 
     # ------------------------------------------------------------------ driver
 
@@ -196,10 +198,16 @@ class RayEngine(Driver):
             self._run_window(ray, drain_flag, window, outcomes)
 
     def _next_window(self, outcomes: list[FileOutcome]) -> list[dict] | None:
+        """The next inputs to hand to Ray: up to ``window`` of them, or what the scan found so
+        far once the first window has waited FIRST_WINDOW_WAIT (work starts while a long listing
+        goes on, as with the local engine)."""
         window: list[dict] = []
+        first_at = None
         while len(window) < self.window:
             self._drain_done(outcomes)
             if self._stopping():
+                break
+            if self._first_window and first_at is not None and time.monotonic() - first_at > FIRST_WINDOW_WAIT:
                 break
             try:
                 item, outcome = self._pending.get(timeout=0.05)
@@ -209,6 +217,7 @@ class RayEngine(Driver):
                 continue
             self._in_ray[item["index"]] = outcome
             window.append(item)
+            first_at = first_at or time.monotonic()
         while self._stopping():                     # admitted but never started: accounted, not run
             try:
                 item, outcome = self._pending.get_nowait()
@@ -220,6 +229,7 @@ class RayEngine(Driver):
                 self._done.put(_cancelled(self._in_ray.pop(item["index"])))
             window = []
         self._drain_done(outcomes)
+        self._first_window = self._first_window and not window
         return window or None
 
     def _run_window(self, ray, drain_flag, window: list[dict], outcomes: list[FileOutcome]) -> None:
