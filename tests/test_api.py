@@ -15,6 +15,8 @@ from gpupipe.backends.numpy import NumpyBackend
 from gpupipe.engine.local import LocalEngine, RunOptions
 from gpupipe.errors import DeviceFailure, DeviceOutOfMemory, ProcessingError, UsageError
 
+from .test_journal import make_inputs
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
 
 
@@ -43,16 +45,8 @@ def test_apply_raises_when_an_op_cannot_apply() -> None:
         gpupipe.apply(ops.Sharpen(), np.zeros((10, 10, 3), np.float32))
 
 
-def _inputs(tmp_path: Path, count: int) -> Path:
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(count):
-        shutil.copy(EXAMPLES / "Landscape_1.jpg", src / f"{i:03d}.jpg")
-    return src
-
-
 def test_run_returns_outcomes_and_reports_progress(tmp_path: Path) -> None:
-    src = _inputs(tmp_path, 6)
+    src = make_inputs(tmp_path, 6)
     seen = []
     result = gpupipe.run(src, tmp_path / "out", [ops.Thumbnail(64)], backend="cpu", workers=2,
                          on_progress=lambda s: seen.append(s.done))
@@ -64,7 +58,7 @@ def test_run_returns_outcomes_and_reports_progress(tmp_path: Path) -> None:
 
 
 def test_cancellation_token_stops_a_run(tmp_path: Path) -> None:
-    src = _inputs(tmp_path, 40)
+    src = make_inputs(tmp_path, 40)
     token = gpupipe.CancelToken()
     def stop_after_first(outcome):
         token.cancel("test says stop")
@@ -83,7 +77,7 @@ def test_cancellation_token_stops_a_run(tmp_path: Path) -> None:
 def test_memory_stays_within_a_small_budget_without_deadlock(tmp_path: Path) -> None:
     # A 16 MB budget holds fewer than three decoded 1800×1200 photos: the queues
     # must apply backpressure (and admit one oversized item) rather than hang.
-    src = _inputs(tmp_path, 12)
+    src = make_inputs(tmp_path, 12)
     result = gpupipe.run(src, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", workers=2,
                          max_memory=16 * 2**20)
     assert result.summary.processed == 12
@@ -129,7 +123,7 @@ def small_disk(tmp_path: Path):
 def test_a_full_output_disk_stops_the_run_with_one_clear_message(tmp_path: Path, small_disk: Path) -> None:
     import re
     import subprocess
-    src = _inputs(tmp_path, 30)
+    src = make_inputs(tmp_path, 30)
     spec, journal = gpupipe.Spec.single([], format="png"), tmp_path / "journal.sqlite"
     result = gpupipe.run(src, small_disk, spec, backend="cpu", workers=2, journal=journal)
     assert result.exit_code == 1
@@ -185,7 +179,7 @@ def _run_on(backend, src: Path, out: Path):
 
 
 def test_a_device_error_is_retried_and_a_failing_device_hands_the_run_to_the_cpu(tmp_path: Path) -> None:
-    src = _inputs(tmp_path, 12)
+    src = make_inputs(tmp_path, 12)
     reference = _run_on(NumpyBackend(workers=2), src, tmp_path / "cpu")
     expected = {p.name: p.read_bytes() for p in (tmp_path / "cpu").iterdir()}
 
@@ -243,7 +237,7 @@ class SmallDevice(NumpyBackend):
 
 
 def test_a_batch_too_big_for_the_device_is_split_and_a_huge_image_done_on_the_cpu(tmp_path: Path) -> None:
-    src = _inputs(tmp_path, 9)
+    src = make_inputs(tmp_path, 9)
     shutil.copy(EXAMPLES / "chapel.png", src / "big.png")
     reference = _run_on(NumpyBackend(workers=2), src, tmp_path / "cpu")
     # The JPEGs decode DCT-scaled for the thumbnail (225x150); chapel.png (1152x858) does not fit alone.

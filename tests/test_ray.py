@@ -19,7 +19,7 @@ from gpupipe import ops
 from gpupipe.journal import default_path
 
 from .badfiles import make_bad_inputs
-from .test_journal import committed_inputs
+from .test_journal import committed_inputs, make_inputs
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'gpupipe[ray]')")
 
@@ -134,16 +134,8 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def _many(tmp_path: Path, count: int) -> Path:
-    src = tmp_path / "many"
-    src.mkdir()
-    for i in range(count):
-        shutil.copy(EXAMPLES / "Landscape_1.jpg", src / f"{i:03d}.jpg")
-    return src
-
-
 def test_killed_ray_run_resumes_with_every_output_exactly_once(tmp_path: Path) -> None:
-    src, out = _many(tmp_path, 60), tmp_path / "out"
+    src, out = make_inputs(tmp_path, 60), tmp_path / "out"
     proc = subprocess.Popen(_cli(src, out), start_new_session=True)
     try:
         _wait_for(lambda: committed_inputs(default_path(out)) >= 3 or proc.poll() is not None)
@@ -162,7 +154,7 @@ def test_killed_ray_run_resumes_with_every_output_exactly_once(tmp_path: Path) -
 
 
 def test_first_ctrl_c_drains_a_ray_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
-    src, out = _many(tmp_path, 60), tmp_path / "out"
+    src, out = make_inputs(tmp_path, 60), tmp_path / "out"
     report = tmp_path / "r.json"
     proc = subprocess.Popen(_cli(src, out, "--report", str(report)), start_new_session=True,
                             stderr=subprocess.PIPE, text=True)

@@ -15,15 +15,16 @@ import queue
 import signal
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path, PurePath
 from typing import Sequence
 
 from .. import codecs, sources
-from ..errors import InputError, OutputConflict
+from ..errors import InputError, OutputConflict, StoppedBySystemFailure
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
-from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
+from .results import FAILED, OK, SKIPPED, FileOutcome, RunSummary
 
 
 class OutputClaims:
@@ -41,7 +42,7 @@ class OutputClaims:
         return None if current == owner else current
 
 
-class Driver:
+class Driver(ABC):
     def __init__(self, spec: Spec, backend_description: str, options: RunOptions | None = None,
                  cancel: CancelToken | None = None) -> None:
         self.spec = spec
@@ -108,8 +109,9 @@ class Driver:
                 return
         self._submit(source, outcome, planned)
 
+    @abstractmethod
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
-        raise NotImplementedError
+        """Hand an admitted input to the engine's workers (called on the scan's thread)."""
 
     def _stopping(self) -> bool:
         return self.cancel.cancelled or self._draining.is_set()
@@ -164,7 +166,7 @@ class Driver:
 
     def _resume_hint(self) -> str:
         summary = self.summary
-        left = summary.cancelled + summary.failures_by_class.get("system", 0)
+        left = summary.cancelled + summary.failures_by_class.get(StoppedBySystemFailure.error_class, 0)
         more = "" if summary.scan_complete else " (the scan stopped early: more may remain)"
         if self._journal_used:
             how = (f"fix the cause and run the same command again: the journal skips the {summary.processed} "
@@ -206,5 +208,3 @@ class Driver:
             self._system_failure = message
             self.cancel.cancel(message)
 
-
-__all__ = ["CANCELLED", "Driver", "OutputClaims"]

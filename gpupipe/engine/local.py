@@ -140,6 +140,8 @@ class LocalEngine(Driver):
                     self._start_draining()               # raised where no handler could be installed
         finally:
             self._restore_signals(previous_handlers)
+            if self._cpu_backend is not None:
+                self._cpu_backend.close()
             if not interrupted_twice:
                 for q in self._queues:
                     for job in q.drain():
