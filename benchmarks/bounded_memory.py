@@ -65,7 +65,6 @@ import make_corpus
 import run as R
 
 WORK = R.WORK / "bounded-memory"
-RESULTS = HERE / "results"
 FINAL_STATES = ("ok", "failed", "skipped", "cancelled")
 MiB = 2**20
 
@@ -129,8 +128,6 @@ def _vm_hwm(pid: int) -> int:
 
 def run_cli(args: list[str], log_path: Path, sample_s: float, timeout_s: float) -> dict:
     """Run ``python -m gpupipe ARGS``; sample the tree's RSS; return timings, samples, stderr tail."""
-    import psutil
-
     env = os.environ.copy()
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "gpupipe", *args]
@@ -140,33 +137,15 @@ def run_cli(args: list[str], log_path: Path, sample_s: float, timeout_s: float) 
     t0_wall, t0 = time.time(), time.perf_counter()
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(REPO))
-        root = psutil.Process(proc.pid)
-        tracked = {proc.pid: root}
-        last_scan = 0.0
+        tree = R.ProcessTree(proc.pid)
         while proc.poll() is None:
             now = time.perf_counter()
-            if now - last_scan >= 0.2:              # the children list is a /proc scan: not every sample
-                try:
-                    for c in root.children(recursive=True):
-                        tracked.setdefault(c.pid, c)
-                except psutil.Error:
-                    pass
-                last_scan = now
-            total = 0
-            for p in list(tracked.values()):
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    tracked.pop(p.pid, None)
+            total = tree.rss()
             hwm = max(hwm, _vm_hwm(proc.pid))
             if total:
                 samples.append((time.time(), total))
             if not killed and now - t0 > timeout_s:
-                for p in list(tracked.values()):
-                    try:
-                        p.kill()
-                    except psutil.Error:
-                        pass
+                tree.kill()
                 killed = True
             time.sleep(sample_s)
     wall = time.perf_counter() - t0
@@ -404,13 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": {"runs_peak_mb": overhead_runs, "median_mb": overhead_mb, "input": str(first_input)},
         "corpora": results,
     }
-    targets = [WORK / "results.json"]
-    if a.json is not None:
-        targets.append(a.json if a.json.parent != Path(".") else RESULTS / a.json)
-    for t in targets:
-        t.parent.mkdir(parents=True, exist_ok=True)
-        t.write_text(json.dumps(record, indent=1))
-    print("results: " + ", ".join(str(t) for t in targets))
+    R.write_results(record, WORK / "results.json", a.json)
     good = all(r["complete"] and r["bounded"] and r["no_growth"] for r in results)
     return 0 if good else 1
 

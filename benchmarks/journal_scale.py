@@ -35,7 +35,6 @@ to benchmarks/results/NAME (a path with a directory is used as given).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -49,13 +48,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 
 import gpupipe
 import gpupipe.journal as J
+import run as R  # noqa: E402  (the harness: result writing)
 from gpupipe.engine.results import FAILED, OK, FileOutcome
 
 WORK = HERE / "work" / "journal-scale"
-RESULTS = HERE / "results"
 SPEC_HASH = "journal-scale-01"
 SEED = 20240601
 ERROR_CLASSES = {"corrupt": "JPEG data is invalid: bad Huffman table",
@@ -330,13 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "build": built, "file": sizes, "report": report_res, "report_statements": statements, "cli": cli,
         "decide": decide, "rescan_decide_s": rescan_s,
     }
-    targets = [WORK / "results.json"]
-    if a.json is not None:
-        targets.append(a.json if a.json.parent != Path(".") else RESULTS / a.json)
-    for t in targets:
-        t.parent.mkdir(parents=True, exist_ok=True)
-        t.write_text(json.dumps(record, indent=1))
-    print("results: " + ", ".join(str(t) for t in targets))
+    R.write_results(record, WORK / "results.json", a.json)
     return 1 if slow else 0
 
 

@@ -145,12 +145,59 @@ def warm_page_cache(path: Path) -> None:
 
 # ----------------------------------------------------------------- running one child
 
+class ProcessTree:
+    """RSS of a process and all its descendants (a local Ray cluster, pool workers).
+
+    The children are re-listed at most every 0.2 s (a /proc walk), not at every sample."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+        self._error = psutil.Error
+        self.root = psutil.Process(pid)
+        self.tracked = {pid: self.root}
+        self._last_scan = 0.0
+
+    def rss(self) -> int:
+        now = time.perf_counter()
+        if now - self._last_scan >= 0.2:
+            try:
+                for c in self.root.children(recursive=True):
+                    self.tracked.setdefault(c.pid, c)
+            except self._error:
+                pass
+            self._last_scan = now
+        total = 0
+        for p in list(self.tracked.values()):
+            try:
+                total += p.memory_info().rss
+            except self._error:
+                self.tracked.pop(p.pid, None)
+        return total
+
+    def kill(self) -> None:
+        for p in list(self.tracked.values()):
+            try:
+                p.kill()
+            except self._error:
+                pass
+
+
+def write_results(record: dict, work_file: Path, name: Path | None) -> list[Path]:
+    """``record`` as JSON in ``work_file`` and, when asked, in benchmarks/results/NAME (or at a path)."""
+    targets = [work_file]
+    if name is not None:
+        targets.append(name if name.parent != Path(".") else HERE / "results" / name)
+    for t in targets:
+        t.parent.mkdir(parents=True, exist_ok=True)
+        t.write_text(json.dumps(record, indent=1))
+    print("results: " + ", ".join(str(t) for t in targets))
+    return targets
+
+
 def run_child(cfg: dict, sample_s: float, timeout_s: float, log_path: Path, on_sample=None) -> dict:
     """Start one contender child, sample its RSS until it exits, return its report.
 
     ``on_sample(elapsed_s, rss_bytes)`` is called after every sample (memory.py uses it)."""
-    import psutil
-
     result_file = Path(cfg["result_file"])
     result_file.unlink(missing_ok=True)
     cmd = [sys.executable, str(HERE / "contenders.py"), json.dumps(cfg)]
@@ -158,40 +205,22 @@ def run_child(cfg: dict, sample_s: float, timeout_s: float, log_path: Path, on_s
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, env=_child_env(), stdout=logf, stderr=subprocess.STDOUT,
                                 cwd=str(REPO))
-        root = psutil.Process(proc.pid)
-        tracked = {proc.pid: root}
+        tree = ProcessTree(proc.pid)
         peak_sampled = 0
         samples = 0
-        last_scan = 0.0
         killed = False
         while True:
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             now = time.perf_counter()
-            if now - last_scan >= 0.2:  # children list: /proc scan, so not every sample
-                try:
-                    for c in root.children(recursive=True):
-                        tracked.setdefault(c.pid, c)
-                except psutil.Error:
-                    pass
-                last_scan = now
-            total = 0
-            for p in list(tracked.values()):
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    tracked.pop(p.pid, None)
+            total = tree.rss()
             peak_sampled = max(peak_sampled, total)
             samples += 1
             if on_sample is not None:
                 on_sample(now - t_start, total)
             if not killed and timeout_s and now - t_start > timeout_s:
-                for p in list(tracked.values()):
-                    try:
-                        p.kill()
-                    except psutil.Error:
-                        pass
+                tree.kill()
                 killed = True
             time.sleep(sample_s)
         proc.returncode = os.waitstatus_to_exitcode(status)
