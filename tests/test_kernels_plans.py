@@ -123,3 +123,10 @@ class TestPlans:
             images = kc.run_program(plan_op(op, [i.shape for i in images]), images, grid=(64, 2), block=64)
             want = [apply_op(w, op) for w in want]
             check(images, want, f"chain at {op!r}", exact=True)
+
+
+def test_every_op_has_a_cuda_plan_and_is_checked_here() -> None:
+    """plan_op's NotImplementedError guards an op added to the catalogue without a CUDA plan."""
+    from gpupipe.backends.cuda.plans import _PLANNERS
+    assert set(_PLANNERS) == set(ops.OP_CLASSES.values())
+    assert {type(op) for op in EXACT + PARITY} == set(ops.OP_CLASSES.values())
