@@ -21,7 +21,8 @@ extern "C" __global__ void gp_watermark(const unsigned char* __restrict__ src, u
         const int colour = d.channels - (has_alpha(d.channels) ? 1 : 0);
         const long long count = (long long)d.width * d.height;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int y = (int)(p / d.width), x = (int)(p % d.width);
+            int y, x;
+            gp_xy(p, d.width, &x, &y);
             const unsigned char* s = src + d.in_offset + p * d.channels;
             unsigned char* o = dst + d.out_offset + p * d.channels;
             int u, v;

@@ -51,16 +51,20 @@ extern "C" __global__ void gp_sep_rows(const unsigned char* __restrict__ src, fl
         const long long count = (long long)d.width * d.height;
         const unsigned char* img = src + d.in_offset;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int y = (int)(p / d.width), x = (int)(p % d.width);
+            int y, x;
+            gp_xy(p, d.width, &x, &y);
             const unsigned char* row = img + (long long)y * d.width * d.channels;
-            for (int c = 0; c < filtered; ++c) {
-                float sum = 0.0f;
-                for (int j = 0; j <= 2 * rx; ++j) {
-                    const int sx = reflect101(x + j - rx, d.width);
-                    sum = __fadd_rn(sum, __fmul_rn(kx[j], gp_tap_value(row + (long long)sx * d.channels, c, d.channels, premul)));
-                }
-                tmp[d.in_offset + p * d.channels + c] = sum;
+            // Taps outer, channels inner: each channel still sums its taps in order (bit-identical),
+            // and each tap's position is computed once for all channels.
+            float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int j = 0; j <= 2 * rx; ++j) {
+                const unsigned char* px = row + (long long)reflect101(x + j - rx, d.width) * d.channels;
+                const float k = kx[j];
+                GP_FOR_CHANNELS(c, filtered)
+                    sum[c] = __fadd_rn(sum[c], __fmul_rn(k, gp_tap_value(px, c, d.channels, premul)));
             }
+            float* t = tmp + d.in_offset + p * d.channels;
+            GP_FOR_CHANNELS(c, filtered) t[c] = sum[c];
         }
     }
 }
@@ -73,14 +77,16 @@ __device__ __forceinline__ void gp_store_pixel(const float* v, const unsigned ch
     const bool alpha = has_alpha(channels);
     const int colour = alpha ? channels - 1 : channels;
     if (!premul) {
-        for (int c = 0; c < colour; ++c) o[c] = store_u8(__fadd_rn(v[c] / divisor, offset));
+        GP_FOR_CHANNELS(c, colour) o[c] = store_u8(__fadd_rn(v[c] / divisor, offset));
         if (alpha) o[colour] = 255;   // opaque
         return;
     }
-    const float a = smooth ? v[colour] : (float)s[colour];
+    // v[colour] with constant indices only: a runtime index would keep v in local memory.
+    const float filtered_alpha = colour == 1 ? v[1] : v[3];
+    const float a = smooth ? filtered_alpha : (float)s[colour];
     const unsigned char a8 = smooth ? store_u8(a) : s[colour];
     const float scale = __fmul_rn(a, divisor);
-    for (int c = 0; c < colour; ++c) o[c] = a8 > 0 ? store_u8(__fadd_rn(v[c] / scale, offset)) : 0;
+    GP_FOR_CHANNELS(c, colour) o[c] = a8 > 0 ? store_u8(__fadd_rn(v[c] / scale, offset)) : 0;
     o[colour] = a8;
 }
 
@@ -100,21 +106,21 @@ extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, co
         const int filtered = (alpha && !(premul && smooth)) ? d.channels - 1 : d.channels;
         const long long count = (long long)d.width * d.height;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int y = (int)(p / d.width), x = (int)(p % d.width);
+            int y, x;
+            gp_xy(p, d.width, &x, &y);
             const unsigned char* s = src + d.in_offset + p * d.channels;
-            float v[4];
-            for (int c = 0; c < filtered; ++c) {
-                float sum = 0.0f;
-                for (int j = 0; j <= 2 * ry; ++j) {
-                    const int sy = reflect101(y + j - ry, d.height);
-                    sum = __fadd_rn(sum, __fmul_rn(ky[j], tmp[d.in_offset + ((long long)sy * d.width + x) * d.channels + c]));
-                }
-                if (mode == 1) {
+            float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int j = 0; j <= 2 * ry; ++j) {
+                const float* t = tmp + d.in_offset + ((long long)reflect101(y + j - ry, d.height) * d.width + x) * d.channels;
+                const float k = ky[j];
+                GP_FOR_CHANNELS(c, filtered) v[c] = __fadd_rn(v[c], __fmul_rn(k, t[c]));
+            }
+            if (mode == 1) {
+                GP_FOR_CHANNELS(c, filtered) {
                     const float xv = gp_tap_value(s, c, d.channels, premul);
-                    const float diff = __fadd_rn(xv, -sum);
-                    sum = fabsf(diff) > threshold ? __fadd_rn(xv, __fmul_rn(amount, diff)) : xv;
+                    const float diff = __fadd_rn(xv, -v[c]);
+                    v[c] = fabsf(diff) > threshold ? __fadd_rn(xv, __fmul_rn(amount, diff)) : xv;
                 }
-                v[c] = sum;
             }
             gp_store_pixel(v, s, dst + d.out_offset + p * d.channels, d.channels, premul, smooth != 0,
                            divisor, offset);
@@ -138,21 +144,24 @@ extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, u
         const long long count = (long long)d.width * d.height;
         const unsigned char* img = src + d.in_offset;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int y = (int)(p / d.width), x = (int)(p % d.width);
-            float v[4];
-            for (int c = 0; c < colour; ++c) {
-                float g1 = 0.0f, g2 = 0.0f;
-                for (int dy = 0; dy < n; ++dy) {
-                    const unsigned char* row = img + (long long)reflect101(y + dy - r, d.height) * d.width * d.channels;
-                    for (int dx = 0; dx < n; ++dx) {
-                        const float t = gp_tap_value(row + (long long)reflect101(x + dx - r, d.width) * d.channels,
-                                                     c, d.channels, premul);
-                        g1 = __fadd_rn(g1, __fmul_rn(k[dy * n + dx], t));
-                        if (magnitude) g2 = __fadd_rn(g2, __fmul_rn(k[n * n + dy * n + dx], t));
+            int y, x;
+            gp_xy(p, d.width, &x, &y);
+            float g1[4] = {0.0f, 0.0f, 0.0f, 0.0f}, g2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int dy = 0; dy < n; ++dy) {
+                const unsigned char* row = img + (long long)reflect101(y + dy - r, d.height) * d.width * d.channels;
+                for (int dx = 0; dx < n; ++dx) {
+                    const unsigned char* px = row + (long long)reflect101(x + dx - r, d.width) * d.channels;
+                    const float k1 = k[dy * n + dx];
+                    GP_FOR_CHANNELS(c, colour) {
+                        const float t = gp_tap_value(px, c, d.channels, premul);
+                        g1[c] = __fadd_rn(g1[c], __fmul_rn(k1, t));
+                        if (magnitude) g2[c] = __fadd_rn(g2[c], __fmul_rn(k[n * n + dy * n + dx], t));
                     }
                 }
-                v[c] = magnitude ? sqrtf(__fadd_rn(__fmul_rn(g1, g1), __fmul_rn(g2, g2))) : g1;
             }
+            float v[4];
+            GP_FOR_CHANNELS(c, colour)
+                v[c] = magnitude ? sqrtf(__fadd_rn(__fmul_rn(g1[c], g1[c]), __fmul_rn(g2[c], g2[c]))) : g1[c];
             gp_store_pixel(v, img + p * d.channels, dst + d.out_offset + p * d.channels, d.channels, premul,
                            false, divisor, offset);
         }

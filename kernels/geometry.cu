@@ -16,7 +16,8 @@ extern "C" __global__ void gp_rotate(const unsigned char* __restrict__ src, unsi
         const ImageDesc d = descs[i];
         const long long count = (long long)d.out_width * d.out_height;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int oy = (int)(p / d.out_width), ox = (int)(p % d.out_width);
+            int oy, ox;
+            gp_xy(p, d.out_width, &ox, &oy);
             int sx, sy;
             if (degrees == 90) {          // out[oy, ox] = in[H-1-ox, oy]
                 sx = oy; sy = d.height - 1 - ox;
@@ -38,7 +39,8 @@ extern "C" __global__ void gp_flip(const unsigned char* __restrict__ src, unsign
         const ImageDesc d = descs[i];
         const long long count = (long long)d.width * d.height;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int oy = (int)(p / d.width), ox = (int)(p % d.width);
+            int oy, ox;
+            gp_xy(p, d.width, &ox, &oy);
             const int sx = vertical ? ox : d.width - 1 - ox;
             const int sy = vertical ? d.height - 1 - oy : oy;
             gp_copy_pixel(src + d.in_offset + ((long long)sy * d.width + sx) * d.channels,
@@ -55,7 +57,8 @@ extern "C" __global__ void gp_crop(const unsigned char* __restrict__ src, unsign
         const ImageDesc d = descs[i];
         const long long count = (long long)d.out_width * d.out_height;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int oy = (int)(p / d.out_width), ox = (int)(p % d.out_width);
+            int oy, ox;
+            gp_xy(p, d.out_width, &ox, &oy);
             gp_copy_pixel(src + d.in_offset + ((long long)(oy + d.y) * d.width + (ox + d.x)) * d.channels,
                           dst + d.out_offset + p * d.channels, d.channels);
         }
@@ -72,7 +75,10 @@ extern "C" __global__ void gp_pad(const unsigned char* __restrict__ src, unsigne
         const ImageDesc d = descs[i];
         const long long count = (long long)d.out_width * d.out_height;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int sy = (int)(p / d.out_width) - d.y, sx = (int)(p % d.out_width) - d.x;
+            int sx, sy;
+            gp_xy(p, d.out_width, &sx, &sy);
+            sx -= d.x;
+            sy -= d.y;
             unsigned char* o = dst + d.out_offset + p * d.channels;
             if (sx >= 0 && sy >= 0 && sx < d.width && sy < d.height)
                 gp_copy_pixel(src + d.in_offset + ((long long)sy * d.width + sx) * d.channels, o, d.channels);

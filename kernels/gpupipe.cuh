@@ -45,6 +45,23 @@ static_assert(sizeof(ImageDesc) == 72, "ImageDesc layout is shared with the host
     for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < (count); \
          p += (long long)gridDim.x * blockDim.x)
 
+// (x, y) of pixel p of a row-major image `width` pixels wide. 32-bit division: a 64-bit one costs
+// several times more on a GPU, and the host keeps every image under 2^31 pixels (plans.descriptors).
+__device__ __forceinline__ void gp_xy(long long p, int width, int* x, int* y) {
+    const unsigned int q = (unsigned int)p, w = (unsigned int)width, row = q / w;
+    *y = (int)row;
+    *x = (int)(q - row * w);
+}
+
+// Loop over the channels c < n of a pixel (n <= 4) with a constant trip count: unrolled, a
+// per-channel array (float sum[4]) stays in registers instead of spilling to local memory.
+#ifdef __CUDACC__
+#define GP_UNROLL _Pragma("unroll")
+#else
+#define GP_UNROLL
+#endif
+#define GP_FOR_CHANNELS(c, n) GP_UNROLL for (int c = 0; c < 4; ++c) if (c < (n))
+
 __device__ __forceinline__ int gp_min(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int gp_max(int a, int b) { return a > b ? a : b; }
 
@@ -52,6 +69,7 @@ __device__ __forceinline__ int gp_max(int a, int b) { return a > b ? a : b; }
 // reflect repeatedly; a 1-pixel axis repeats its pixel. Same as OpenCV's
 // borderInterpolate(BORDER_REFLECT_101).
 __device__ __forceinline__ int reflect101(int p, int len) {
+    if ((unsigned int)p < (unsigned int)len) return p;   // inside: every tap but the border's
     if (len == 1) return 0;
     const int period = 2 * (len - 1);
     p %= period;

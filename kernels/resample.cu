@@ -40,7 +40,8 @@ extern "C" __global__ void gp_resample_pass(const unsigned char* __restrict__ sr
         const long long count = (long long)d.out_width * d.out_height;
         const unsigned char* img = src + d.in_offset;
         GP_FOR_EACH_PIXEL(p, count) {
-            const int oy = (int)(p / d.out_width), ox = (int)(p % d.out_width);
+            int oy, ox;
+            gp_xy(p, d.out_width, &ox, &oy);
             unsigned char* o = dst + d.out_offset + p * d.channels;
             if (direction == 2) {
                 const unsigned char* s = img + ((long long)oy * d.width + ox) * d.channels;
@@ -57,15 +58,19 @@ extern "C" __global__ void gp_resample_pass(const unsigned char* __restrict__ sr
             const long long first = vertical ? (long long)start * d.width + (ox + shift)
                                              : (long long)(oy + shift) * d.width + start;
             const long long step = vertical ? d.width : 1;
-            int v[4];
-            for (int c = 0; c < d.channels; ++c) {
-                int acc = 1 << (GP_PRECISION_BITS - 1);
-                for (int j = 0; j < length; ++j)
-                    acc += gp_resample_tap(img + (first + j * step) * d.channels, c, d.channels, premul) * coeffs[j];
-                acc >>= GP_PRECISION_BITS;
+            // Taps outer, channels inner (integer sums: the order cannot change them).
+            int v[4] = {1 << (GP_PRECISION_BITS - 1), 1 << (GP_PRECISION_BITS - 1),
+                        1 << (GP_PRECISION_BITS - 1), 1 << (GP_PRECISION_BITS - 1)};
+            for (int j = 0; j < length; ++j) {
+                const unsigned char* px = img + (first + j * step) * d.channels;
+                const int k = coeffs[j];
+                GP_FOR_CHANNELS(c, d.channels) v[c] += gp_resample_tap(px, c, d.channels, premul) * k;
+            }
+            GP_FOR_CHANNELS(c, d.channels) {
+                const int acc = v[c] >> GP_PRECISION_BITS;
                 v[c] = acc < 0 ? 0 : (acc > 255 ? 255 : acc);
             }
-            for (int c = 0; c < d.channels; ++c)
+            GP_FOR_CHANNELS(c, d.channels)
                 o[c] = (unsigned char)((unpremul && c != d.channels - 1) ? unpremultiply_pillow(v[c], v[d.channels - 1]) : v[c]);
         }
     }

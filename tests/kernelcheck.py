@@ -249,12 +249,13 @@ def kernel_library(kernel: str) -> KernelLib:
 def run_program(program, images, grid=(3, 2), block=32) -> list[np.ndarray]:
     """Execute a gpupipe.backends.cuda.plans.Program on the CPU, as the CuPy backend does on a GPU:
     the batch packed into an exactly-sized buffer, scratch buffers filled with garbage (so a
-    value a kernel forgets to write shows), host arrays passed as they are."""
+    value a kernel forgets to write shows) unless the program asks for zeros, host arrays
+    passed as they are."""
     src, _ = pack(images)
     buffers = {"src": src}
     for name, (elements, dtype) in program.buffers.items():
         garbage = np.nan if np.dtype(dtype).kind == "f" else (-7 if np.dtype(dtype).kind == "i" else 0xA5)
-        buffers[name] = np.full(elements, garbage, dtype)
+        buffers[name] = np.full(elements, 0 if name in program.zeroed else garbage, dtype)
     for launch in program.launches:
         args = [buffers[a.name] if isinstance(a, Buf) else a for a in launch.args]
         kernel_library(launch.kernel).launch(launch.kernel, *args, grid=grid, block=block)

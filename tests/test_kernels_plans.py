@@ -47,6 +47,9 @@ PARITY = [
 ]
 
 
+FILTERS = (ops.GaussianBlur, ops.BoxBlur, ops.Sharpen, ops.Unsharp, ops.Edges, ops.Emboss, ops.Convolve)
+
+
 def check(got, want, what, exact):
     assert [g.shape for g in got] == [w.shape for w in want], what
     diff = np.concatenate([np.abs(g.astype(np.int16) - w.astype(np.int16)).ravel() for g, w in zip(got, want)])
@@ -97,6 +100,19 @@ class TestPlans:
                 got = kc.run_program(plan_op(op, [img.shape]), [img])
                 check(got, [apply_op(img, op)], f"{op!r} alone on {img.shape}",
                       exact=not isinstance(op, (ops.Unsharp, ops.Edges)))
+
+    @pytest.mark.parametrize("op", [op for op in EXACT + PARITY if isinstance(op, FILTERS)],
+                             ids=lambda op: repr(op)[:60])
+    def test_opaque_alpha_filters_exactly_like_no_alpha(self, op):
+        """The alpha rule: an RGBA image whose alpha is 255 everywhere gives the RGB image's colour,
+        bit for bit (the kernels' own arithmetic, no tolerance). Caught the translucency flags
+        left unzeroed: opaque images took the premultiplied path, off by one to three levels."""
+        rgb = [kc.random_image(np.random.default_rng(seed), h, w, 3) for seed, (h, w) in enumerate(SHAPES)]
+        rgba = [np.dstack([i, np.full(i.shape[:2], 255, np.uint8)]) for i in rgb]
+        plain = kc.run_program(plan_op(op, [i.shape for i in rgb]), rgb)
+        opaque = kc.run_program(plan_op(op, [i.shape for i in rgba]), rgba)
+        for p, o in zip(plain, opaque):
+            assert np.array_equal(p, o[..., :3]) and (o[..., 3] == 255).all(), repr(op)
 
     def test_consecutive_colour_ops_fuse_into_one_launch(self):
         """As the CuPy backend defers them: brightness/contrast runs compose into one table."""

@@ -123,12 +123,12 @@ class CupyBackend(Backend):
         table = colour_table(op)
         if table is not None:                  # fused with its pointwise neighbours: no launch yet
             return DeviceBatch(batch.buffer, batch.shapes, batch.keep, compose_tables(batch.pending_table, table))
-        batch = self._settled(batch)
+        batch = self.settled(batch)
         program = plan_op(op, batch.shapes)
         with self._device_errors("kernels"), self._stream() as stream:
             return DeviceBatch(self._run(program, batch.buffer, stream), program.out_shapes, (batch.keep, program))
 
-    def _settled(self, batch: DeviceBatch) -> DeviceBatch:
+    def settled(self, batch: DeviceBatch) -> DeviceBatch:
         """The batch with its pending colour table applied (one gp_lut launch), if it has one."""
         if batch.pending_table is None:
             return batch
@@ -137,7 +137,7 @@ class CupyBackend(Backend):
             return DeviceBatch(self._run(program, batch.buffer, stream), batch.shapes, (batch.keep, program))
 
     def download(self, batch: DeviceBatch) -> list[np.ndarray]:
-        batch = self._settled(batch)
+        batch = self.settled(batch)
         total = int(offsets(batch.shapes)[-1])
         with self._device_errors("download"), self._stream() as stream:
             staging = self._staging(total)
@@ -150,7 +150,7 @@ class CupyBackend(Backend):
             return out
 
     def subset(self, batch: DeviceBatch, indices: Sequence[int]) -> DeviceBatch:
-        batch = self._settled(batch)
+        batch = self.settled(batch)
         starts = offsets(batch.shapes)
         with self._device_errors("kernels"), self._stream():
             parts = [batch.buffer[int(starts[i]):int(starts[i + 1])] for i in indices]
@@ -169,13 +169,29 @@ class CupyBackend(Backend):
             self.pool.free_all_blocks()
             self.cp.get_default_pinned_memory_pool().free_all_blocks()
 
+    def kernel_seconds(self, batch: DeviceBatch, op: ops.Op, repeats: int = 10) -> float:
+        """GPU time of ``op``'s launches on ``batch`` (planned and uploaded once, then run ``repeats``
+        times back to back between two CUDA events), per run: the kernels alone, without the host's
+        planning, for the benchmarks' bandwidth figures."""
+        batch = self.settled(batch)
+        table = colour_table(op)
+        program = plan_table(table, batch.shapes) if table is not None else plan_op(op, batch.shapes)
+        with self._device_errors("kernels"), self._stream() as stream:
+            self._run(program, batch.buffer, stream)            # warm-up: first launch, allocations
+            start = stream.record()
+            for _ in range(repeats):
+                self._run(program, batch.buffer, stream)
+            end = stream.record()
+            end.synchronize()
+            return self.cp.cuda.get_elapsed_time(start, end) / 1e3 / repeats
+
     # ------------------------------------------------------------------ running programs
 
     def _run(self, program: Program, src, stream):
         cp = self.cp
         buffers = {"src": src}
         for name, (elements, dtype) in program.buffers.items():
-            buffers[name] = cp.empty(elements, dtype)
+            buffers[name] = (cp.zeros if name in program.zeroed else cp.empty)(elements, dtype)
         for launch in program.launches:
             args = []
             for arg in launch.args:

@@ -15,6 +15,7 @@ against the NumPy backend on machines without a GPU.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,7 @@ class Program:
     out_shapes: list[Shape]
     launches: list[Launch] = field(default_factory=list)
     buffers: dict[str, tuple[int, np.dtype]] = field(default_factory=dict)   # scratch: name -> (elements, dtype)
+    zeroed: set[str] = field(default_factory=set)      # scratch buffers that must start as zeros (flags)
     result: str = "src"                 # the buffer holding the output when the launches are done
 
 
@@ -79,9 +81,11 @@ class _Builder:
         self.program = Program(out_shapes=list(shapes))
         self.current = "src"
 
-    def scratch(self, elements: int, dtype=np.uint8) -> Buf:
+    def scratch(self, elements: int, dtype=np.uint8, zeroed: bool = False) -> Buf:
         name = f"t{len(self.program.buffers)}"
         self.program.buffers[name] = (max(1, int(elements)), np.dtype(dtype))
+        if zeroed:
+            self.program.zeroed.add(name)
         return Buf(name)
 
     def step(self, kernel: str, out_shapes: list[Shape], *params, descs: np.ndarray | None = None) -> np.ndarray:
@@ -192,7 +196,8 @@ def _resize(b: _Builder, op: ops.Resize) -> None:
         _pad_to(b, [p.pad or (w, h, 0, 0) for p, (h, w, _) in zip(plans, b.shapes)], op.background)
 
 
-def resample_passes(shape: Shape, width: int, height: int, filter: str) -> list[tuple]:
+@functools.lru_cache(maxsize=1024)
+def resample_passes(shape: Shape, width: int, height: int, filter: str) -> tuple[tuple, tuple]:
     """The two passes of one image: (kind, in (w, h), out (w, h), table or None, shift, flags).
 
     Pillow 13's order (``resample.vertical_first``), resampling only the rows or columns
@@ -201,7 +206,7 @@ def resample_passes(shape: Shape, width: int, height: int, filter: str) -> list[
     def copy(w, h):
         return (COPY, (w, h), (w, h), None, 0, 0)
     if (in_w, in_h) == (width, height):
-        return [copy(in_w, in_h), copy(in_w, in_h)]
+        return copy(in_w, in_h), copy(in_w, in_h)
     passes = []
     if resample.vertical_first(in_w, in_h, width, height):
         h_start, h_len, h_coeffs = resample.resample_coefficients(in_w, width, filter)
@@ -229,7 +234,7 @@ def resample_passes(shape: Shape, width: int, height: int, filter: str) -> list[
         last = 1 if passes[1][0] != COPY else 0
         kind, i, o, t, s, f = passes[last]
         passes[last] = (kind, i, o, t, s, f | UNPREMULTIPLY)
-    return passes
+    return tuple(passes)
 
 
 def _resample(b: _Builder, sizes: list[tuple[int, int]], filter: str) -> None:
@@ -238,19 +243,20 @@ def _resample(b: _Builder, sizes: list[tuple[int, int]], filter: str) -> None:
         tables, used = [], 0
         in_shapes, out_shapes = [], []
         params, aux = [], []
+        placed: dict[int, int] = {}             # images of one size share their (cached) table
         for shape, plan in zip(b.shapes, plans):
             kind, (iw, ih), (ow, oh), table, shift, flags = plan[step]
             c = shape[2]
             in_shapes.append((ih, iw, c))
             out_shapes.append((oh, ow, c))
-            ksize = 0
-            aux.append(used)
-            if table is not None:
+            ksize = 0 if table is None else table[2].shape[1]
+            if table is not None and id(table) not in placed:
                 start, length, coeffs = table
-                ksize = coeffs.shape[1]
+                placed[id(table)] = used
                 flat = np.concatenate([start, length, coeffs.ravel()]).astype(np.int32)
                 tables.append(flat)
                 used += flat.size
+            aux.append(placed.get(id(table), 0))
             params.append((kind, ksize, shift, flags))
         descs = descriptors(in_shapes, out_shapes)
         descs["aux_offset"] = aux
@@ -268,7 +274,7 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
     n = len(b.shapes)
     src = Buf(b.current)
     descs = descriptors(b.shapes, b.shapes)
-    flags = b.scratch(n, np.int32)
+    flags = b.scratch(n, np.int32, zeroed=True)      # gp_translucent only ever writes 1
     b.program.launches.append(Launch("gp_translucent", (src, descs, np.int32(n), flags), _most_pixels(b.shapes)))
     dst = b.scratch(offsets(b.shapes)[-1])
     work = _most_pixels(b.shapes)
@@ -310,7 +316,7 @@ def _sharpen(b: _Builder, op: ops.Sharpen) -> None:
 
 def _unsharp(b: _Builder, op: ops.Unsharp) -> None:
     k = filters.gaussian_kernel(op.sigma)
-    _filter(b, "separable", taps=(k, k), unsharp=(op.amount, op.threshold))
+    _filter(b, "separable", taps=(k, k), unsharp=(op.amount, filters.unsharp_threshold(op.threshold)))
 
 
 def _edges(b: _Builder, op: ops.Edges) -> None:
