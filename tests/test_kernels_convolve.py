@@ -147,7 +147,7 @@ class TestConvolve:
         images = batch(8)
         k = filters.gaussian_kernel(sigma)
         got, _ = filter_batch(self.lib, images, "separable", taps=(k, k),
-                              unsharp=(amount, threshold))
+                              unsharp=(amount, filters.unsharp_threshold(threshold)))
         check_parity(got, [filters.unsharp(i, sigma, amount, threshold) for i in images],
                      f"unsharp {sigma} {amount} {threshold}")
 

@@ -42,7 +42,8 @@ def _corr64(x, k):
 def _unsharp64(sigma, amount, threshold):
     def f(x):
         d = x - _sep64(x, _gauss64(sigma))
-        return np.where(np.abs(d) > threshold, x + amount * d, x)
+        # the contract's mask: ties at the threshold (within 1/1024) count as not above it
+        return np.where(np.abs(d) > float(F.unsharp_threshold(threshold)), x + amount * d, x)
     return f
 
 

@@ -218,13 +218,28 @@ def sharpen(img: np.ndarray, amount: float = 1.0) -> np.ndarray:
     return _filter(img, lambda x: _corr(x, k), smooth=False, reach=1)
 
 
+# A difference equal to the threshold in exact arithmetic lands on either side of it after float32
+# rounding, and the side depends on the order of the sums (OpenCV's SIMD code here, sequential sums
+# on the GPU): a flipped pixel changes by amount * threshold, whole levels. The mask therefore asks
+# for more than threshold + 1/1024 of a level: far above float32's error on sums of 0..255 values,
+# far below anything visible.
+UNSHARP_TIE_MARGIN = np.float32(1 / 1024)
+
+
+def unsharp_threshold(threshold: float) -> np.float32:
+    """The value |x - g| is compared with (``>``) for a user's threshold; 0 stays 0 (no mask)."""
+    t = np.float32(_finite("threshold", threshold, 0.0))
+    return np.float32(t + UNSHARP_TIE_MARGIN) if t > 0 else np.float32(0)
+
+
 def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
             threshold: float = 0) -> np.ndarray:
-    """Unsharp mask: x + amount*(x - g) where |x - g| > threshold, g = float gaussian of x."""
+    """Unsharp mask: x + amount*(x - g) where |x - g| > threshold, g = float gaussian of x
+    (``unsharp_threshold``: ties at the threshold count as not above it)."""
     _check_image(img)
     k = gaussian_kernel(sigma)
     a = np.float32(_finite("amount", amount, 0.0))
-    t = np.float32(_finite("threshold", threshold, 0.0))
+    t = unsharp_threshold(threshold)
 
     def fn(x):
         d = x - _sep(x, k, k)  # the blur stays float: no uint8 rounding in between
