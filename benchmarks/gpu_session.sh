@@ -4,8 +4,9 @@
 #
 #   here, just before:  bash benchmarks/gpu_session.sh --prepare
 #       wheels the device image lacks (simplejpeg; Pillow 13, the resize contract) into .whl/ and
-#       the benchmark photos into .photos/, both git-excluded (about 45 MB with the repo: < 64 MiB)
-#   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".photos"], timeout_s=600)
+#       nvImageCodec into .nvimg/ and the benchmark photos into .photos/, all git-excluded (about
+#       58 MB with the repo: < 64 MiB)
+#   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".photos", ".nvimg"], timeout_s=600)
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,18 @@ if [ "${1:-}" = "--prepare" ]; then
     rm -rf .whl && python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl simplejpeg==1.9.0 pillow==13.0.0 || exit 1
+    # nvImageCodec (GPU JPEG decode), unpacked and slimmed to Python 3.12 and the JPEG codecs: the
+    # whole wheel would not fit in the 64 MiB that travel. libnvjpeg comes with the device's CUDA.
+    grep -qxF /.nvimg/ .git/info/exclude || echo /.nvimg/ >> .git/info/exclude
+    rm -rf .nvimg && mkdir -p .nvimg/site && python3 -m pip download -q --no-deps --only-binary=:all: \
+        --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .nvimg \
+        nvidia-nvimgcodec-cu13==0.9.0.20 || exit 1
+    (cd .nvimg/site && unzip -q ../nvidia_nvimgcodec_cu13-*.whl && rm ../*.whl \
+        && find nvidia/nvimgcodec -name 'nvimgcodec_impl.cpython-*' ! -name '*cpython-312-*' -delete \
+        && rm -rf nvidia/nvimgcodec/tools nvidia/nvimgcodec/extensions/lib{opencv,tiff,nvtiff,nvjpeg2k}_ext*)
     photos="${GPUPIPE_BENCH_PHOTOS:-../shared/corpus/photos}"
     [ -d "$photos" ] || photos=/work/shared/corpus/photos
-    rm -rf .photos && cp -r "$photos" .photos && du -sh .whl .photos
+    rm -rf .photos && cp -r "$photos" .photos && du -sh .whl .photos .nvimg
     exit 0
 fi
 : "${OUT:?run this on the device machine (OUT is set there), or pass --prepare here}"
@@ -24,11 +34,12 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
 # The checkout itself is gpupipe (kernels found in ./kernels); the wheels shadow the image's Pillow.
-export PYTHONPATH="/tmp/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos" GPUPIPE_CORPUS="$PWD/.photos"
+export PYTHONPATH="/tmp/site:$PWD/.nvimg/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos" GPUPIPE_CORPUS="$PWD/.photos"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # libnvjpeg for nvImageCodec
 { nvidia-smi; python3 -m pip list 2>/dev/null | grep -i -E "^(cupy|numpy|pillow|opencv)"; } > "$OUT/device.txt" 2>&1
 python3 -m gpupipe doctor > "$OUT/doctor.txt" 2>&1
-timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 \
+timeout "${GPU_TESTS_TIMEOUT:-240}" python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 \
     | tee "$OUT/gpu-tests.log" | tail -40
-timeout 320 python3 benchmarks/gpu.py --repeats 2 --json "gpu-$(date +%F).json" 2>&1 | tee "$OUT/gpu-bench.log" | tail -40
+timeout "${GPU_BENCH_TIMEOUT:-320}" python3 benchmarks/gpu.py --repeats 2 --json "gpu-$(date +%F).json" 2>&1 | tee "$OUT/gpu-bench.log" | tail -40
 cp benchmarks/results/gpu-*.json "$OUT/" 2>/dev/null
 exit 0

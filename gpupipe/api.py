@@ -42,7 +42,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False,
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
-        ray_address: str | None = None, gpu_memory: int | None = None) -> RunResult:
+        ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -55,7 +55,10 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     while the run goes (127.0.0.1 unless ``metrics_host`` says otherwise);
     ``metrics_file`` gets them in the text format at the end, even when the run
     fails or is interrupted (see gpupipe.metrics for the names).
-    ``gpu_memory`` caps the GPU backend's memory pool (bytes). ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
+    ``gpu_memory`` caps the GPU backend's memory pool (bytes); ``gpu_decode=True`` decodes
+    full-size JPEGs on the GPU with nvJPEG when nvImageCodec is installed: 4.5x the CPU's decode
+    rate on 12 MP photos (H100, 16 cores), but a JPEG with corrupt image data then gives a noisy
+    image instead of a CorruptImage error, so it is off unless asked for. ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
     local one started for the run; needs gpupipe[ray]): same outputs, same outcomes.
     Raises UsageError for bad arguments (a metrics port in use too), before any work.
     """
@@ -81,7 +84,9 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                          retries=retries, stall_timeout=stall_timeout)
     metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
     try:
-        chosen = select_backend(backend, workers=workers, gpu_memory=gpu_memory)
+        if gpu_decode and backend == "cpu":
+            raise UsageError("gpu_decode (--gpu-decode) needs the GPU backend (--backend gpu or auto)")
+        chosen = select_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode)
         if journal is not False:
             path = default_path(output) if journal is True else Path(journal)
             options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)

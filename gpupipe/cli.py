@@ -274,6 +274,11 @@ def run(
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", metavar="SIZE", help="Cap on GPU memory for "
                                              "--backend gpu (e.g. 8GB); a batch that does not fit is split. "
                                              "Default: what the device has.", rich_help_panel=RUN_PANEL),
+    gpu_decode: bool = typer.Option(False, "--gpu-decode/--cpu-decode", help="With --backend gpu and "
+                                    "nvImageCodec installed, decode full-size JPEGs on the GPU (nvJPEG): "
+                                    "much faster, but a JPEG with corrupt image data then comes out as "
+                                    "noise instead of failing. Default: libjpeg-turbo on the CPU.",
+                                    rich_help_panel=RUN_PANEL),
     on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
                                  "(end the run at the first failure).", rich_help_panel=RUN_PANEL),
     journal_path: Optional[Path] = typer.Option(None, "--journal", metavar="PATH", help="SQLite journal of every "
@@ -345,7 +350,7 @@ def run(
             # api.run validates everything else (inputs, output, backend, journal lock) before any work.
             result = api.run(
                 inputs, output, spec, backend=backend, workers=workers, max_memory=memory, gpu_memory=device_memory,
-                max_pixels=max_pixels,
+                gpu_decode=gpu_decode, max_pixels=max_pixels,
                 recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
@@ -504,6 +509,7 @@ def doctor() -> None:
     from PIL import features
 
     from .backends import cuda_report
+    from .backends.cuda.jpeg import nvimgcodec_unavailable_reason
     out = Console()
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
@@ -520,13 +526,16 @@ def doctor() -> None:
     auto = select_backend("auto", workers=usable_cores())
     table.add_row("--backend auto", auto.describe())
     auto.close()
-    table.add_row("stages (auto)", f"read: I/O threads · decode: CPU (libjpeg-turbo, Pillow) · process: "
+    decode = "CPU (libjpeg-turbo, Pillow)" + (
+        "; with --gpu-decode, GPU (nvJPEG) for full-size 8-bit JPEGs"
+        if auto.name == "gpu" and nvimgcodec_unavailable_reason() is None else "")
+    table.add_row("stages (auto)", f"read: I/O threads · decode: {decode} · process: "
                                    f"{auto.name.upper()} · encode: CPU · write: I/O threads")
     try:
         import ray
         table.add_row("--engine ray", f"Ray {ray.__version__}")
     except ImportError:
-        table.add_row("--engine ray", "not installed (pip install 'gpupipe[ray]')")
+        table.add_row("--engine ray", escape("not installed (pip install 'gpupipe[ray]')"))
     out.print(table)
 
 

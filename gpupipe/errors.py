@@ -30,6 +30,16 @@ class DeviceOutOfMemory(DeviceFailure):
     """A batch did not fit in GPU memory (or --gpu-memory): the engine splits it and retries."""
 
 
+class UndecodableImages(GpupipeError):
+    """``Backend.upload`` met deferred JPEGs that neither the device nor the host could decode:
+    ``errors`` maps their positions in the batch to the InputError each one gets. The batch's
+    other images are fine; the engine fails these alone and uploads the rest again."""
+
+    def __init__(self, errors: dict[int, "InputError"]) -> None:
+        super().__init__(f"{len(errors)} image(s) of the batch could not be decoded")
+        self.errors = errors
+
+
 class InputError(GpupipeError):
     """One input could not be processed. ``error_class`` groups failures in reports."""
 

@@ -1,7 +1,11 @@
 // convolve.cu — spatial filters (contract: gpupipe/backends/numpy/filters.py), one thread per pixel.
 //
 // Correlation (kernel not flipped), reflect-101 borders at any distance, float32 sums
-// (taps in order), stores by store_u8. The alpha rule of filters.py's docstring:
+// (taps in order), stores by store_u8. The separable passes round every product and sum
+// (__fmul_rn/__fadd_rn), as OpenCV's row and column filters do: with fused multiply-adds, 1.2 %
+// of values differed by one from the NumPy backend for non-integer separable taps. The 2-D
+// correlation fuses them (fmaf: correctly rounded on the GPU and in the CPU shim alike; exact
+// wherever the contract is, integer taps on integer values staying integers below 2^24). The alpha rule of filters.py's docstring:
 //
 //   * L / RGB, and LA / RGBA whose alpha is 255 everywhere ("opaque", see gp_translucent):
 //     colour channels filtered as they are, alpha kept (255); res / divisor + offset.
@@ -154,8 +158,8 @@ extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, u
                     const float k1 = k[dy * n + dx];
                     GP_FOR_CHANNELS(c, colour) {
                         const float t = gp_tap_value(px, c, d.channels, premul);
-                        g1[c] = __fadd_rn(g1[c], __fmul_rn(k1, t));
-                        if (magnitude) g2[c] = __fadd_rn(g2[c], __fmul_rn(k[n * n + dy * n + dx], t));
+                        g1[c] = fmaf(k1, t, g1[c]);
+                        if (magnitude) g2[c] = fmaf(k[n * n + dy * n + dx], t, g2[c]);
                     }
                 }
             }

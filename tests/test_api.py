@@ -215,6 +215,15 @@ def test_order_decides_which_inputs_go_first(tmp_path: Path) -> None:
         gpupipe.run(src, tmp_path / "x", [], order="random")
 
 
+def test_gpu_decode_needs_the_gpu_backend(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (8, 8)).save(src / "a.jpg")
+    with pytest.raises(UsageError, match="gpu-decode"):
+        gpupipe.run(src, tmp_path / "out", [ops.Grayscale()], backend="cpu", gpu_decode=True)
+    assert not (tmp_path / "out").exists()                    # refused before any work
+
+
 class SmallDevice(NumpyBackend):
     """A device whose memory holds at most two images, and none over a pixel budget: uploads
     beyond that raise DeviceOutOfMemory, as the CuPy backend does when its pool is full."""

@@ -17,12 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpupipe
-from gpupipe import ops
+from gpupipe import codecs, ops
 from gpupipe.backends import cuda_unavailable_reason
 from gpupipe.backends.numpy import NumpyBackend, apply_op
 from gpupipe.engine.process import process_batch
 from gpupipe.spec import Spec
 
+from .badfiles import make_bad_inputs
+from .corpus import CORPUS
 from .test_kernels_plans import EXACT, PARITY, check, runnable
 
 REASON = cuda_unavailable_reason()
@@ -117,7 +119,7 @@ def test_gpu_and_cpu_runs_write_the_same_files(tmp_path):
                          gpupipe.Variant((ops.Resize(800, 600, mode="fill"), ops.Grayscale(),
                                           ops.Watermark(text="© gpupipe")), name="web", format="png")))
     cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu")
-    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu")
+    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu")       # decode on the CPU: the default
     assert gpu.summary.backend.startswith("gpu") and gpu.summary.processed == cpu.summary.processed > 0
     files = sorted(p.relative_to(tmp_path / "cpu") for p in (tmp_path / "cpu").rglob("*.png"))
     for rel in files:
@@ -134,3 +136,83 @@ def test_colour_runs_are_deferred_and_fused(gpu):
     check(gpu.download(batch), want, "fused colour run", exact=True)
     check(gpu.download(rotated), [apply_op(w, ops.Rotate(90)) for w in want], "then rotate", exact=True)
     check(gpu.download(subset), [want[1], want[3]], "subset of a pending batch", exact=True)
+
+
+# ---------------------------------------------------------------------- JPEG decode on the GPU (nvJPEG)
+
+DECODE_PHOTOS = sorted((CORPUS / "exif-orientation").glob("*.jpg")) + sorted((CORPUS / "pillow").glob("*.jpg")) \
+    + sorted((CORPUS / "kodak").glob("*"))[:6]
+
+
+@pytest.fixture(scope="module")
+def nvjpeg():
+    from gpupipe.backends.cuda.backend import CupyBackend
+    from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
+    backend = CupyBackend(jpeg_decode=True)
+    if backend.jpeg is None:
+        backend.close()
+        pytest.skip(f"no GPU JPEG decode: {nvimgcodec_unavailable_reason() or 'nvImageCodec did not start'}")
+    yield backend
+    backend.close()
+
+
+def test_nvjpeg_decodes_upright_and_close_to_libjpeg_turbo(nvjpeg, record_property):
+    """Same shapes and orientation as codecs.decode; the pixels are nvJPEG's (its IDCT and chroma
+    upsampling round differently), so they are compared by their mean and 99.9th-percentile
+    difference: a wrong orientation or channel order is off by tens of levels on average."""
+    stats, refused = [], []
+    for photo in DECODE_PHOTOS:
+        data = photo.read_bytes()
+        deferred = codecs.defer_jpeg(data)
+        if deferred is None:
+            continue
+        want = codecs.decode(data).pixels
+        got = nvjpeg.download(nvjpeg.upload([deferred.pixels]))[0]
+        assert got.shape == want.shape, photo.name
+        if deferred.pixels.host_pixels is not None:     # nvJPEG refused it: decoded on the host instead
+            refused.append(photo.name)
+            assert np.array_equal(got, want), photo.name
+            continue
+        diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+        stats.append((photo.name, float(diff.mean()), int(np.percentile(diff, 99.9)), int(diff.max())))
+        assert diff.mean() < 1.5 and np.percentile(diff, 99.9) <= 16, stats[-1]
+    assert len(stats) >= 20 and len(refused) <= 2, (stats, refused)
+    record_property("nvjpeg_vs_libjpeg_turbo", stats)
+    print("nvJPEG vs libjpeg-turbo (name, mean, p99.9, max):", *stats, f"refused (host decode): {refused}",
+          sep="\n  ")
+
+
+def test_a_mixed_batch_of_device_and_host_images(nvjpeg):
+    photos = [p.read_bytes() for p in DECODE_PHOTOS[:5]]
+    deferred = [codecs.defer_jpeg(d).pixels for d in photos]
+    host = [codecs.decode(d).pixels for d in photos]
+    batch = [deferred[0], host[1], deferred[2], host[3], deferred[4]]
+    got = nvjpeg.download(nvjpeg.upload(batch))
+    assert [g.shape for g in got] == [h.shape for h in host]
+    assert np.array_equal(got[1], host[1]) and np.array_equal(got[3], host[3])      # host images untouched
+    for i in (0, 2, 4):
+        assert np.abs(got[i].astype(np.int16) - host[i]).mean() < 1.5
+
+
+def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
+    """Bad inputs get the CPU run's error classes, with and without --gpu-decode, except the
+    one documented gap: nvJPEG decodes corrupt entropy-coded data (the test suite's corrupt.jpg:
+    a whole header, random scan bytes, EOI) to noise without an error."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for kind, path in make_bad_inputs(tmp_path / "bad").items():
+        if kind != "broken_symlink":
+            shutil.copy(path, src / path.name)
+    for photo in DECODE_PHOTOS[:6]:
+        shutil.copy(photo, src / photo.name)
+    spec = Spec.single([ops.Brightness(5), ops.Thumbnail(128)], format="png")
+    classes = {}
+    for name, options in (("cpu", {"backend": "cpu"}), ("gpu", {"backend": "gpu"}),
+                          ("nvjpeg", {"backend": "gpu", "gpu_decode": True})):
+        result = gpupipe.run(src, tmp_path / name, spec, journal=False, **options)
+        classes[name] = {Path(o.path).name: o.error_class for o in result.outcomes}
+        assert ("nvJPEG" in result.summary.backend) == (name == "nvjpeg")
+    assert classes["gpu"] == classes["cpu"] and classes["cpu"]["corrupt.jpg"] == "corrupt"
+    assert {k: v for k, v in classes["nvjpeg"].items() if k != "corrupt.jpg"} == \
+        {k: v for k, v in classes["cpu"].items() if k != "corrupt.jpg"}
+    print("corrupt.jpg with --gpu-decode:", classes["nvjpeg"]["corrupt.jpg"] or "processed (not detected)")

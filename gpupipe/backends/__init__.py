@@ -45,18 +45,32 @@ def cuda_report() -> dict[str, str]:
         facts["CuPy"] = cupy.__version__
     else:
         facts["CUDA"] = f"not usable: {reason}"
-    for label, dist in (("NVIDIA DALI", "nvidia-dali-cuda120"), ("nvImageCodec", "nvidia-nvimgcodec-cu12")):
+    from .cuda.jpeg import nvimgcodec_unavailable_reason
+    found = []
+    for dist in ("nvidia-nvimgcodec-cu13", "nvidia-nvimgcodec-cu12"):
         try:
-            facts[label] = f"{version(dist)} installed (GPU JPEG decode is not wired in yet: decode runs on the CPU)"
+            found.append(f"{version(dist)} ({dist})")
         except PackageNotFoundError:
-            facts[label] = "not installed"
+            pass
+    problem = nvimgcodec_unavailable_reason()
+    if problem is None:
+        facts["nvImageCodec"] = f"{', '.join(found) or 'importable'}: --gpu-decode decodes JPEGs on the GPU (nvJPEG)"
+    else:
+        facts["nvImageCodec"] = ("installed but not importable: " + problem if found else
+                                 "not installed (JPEG decode on the CPU; pip install 'gpupipe[nvimgcodec]')")
+    try:
+        facts["NVIDIA DALI"] = f"{version('nvidia-dali-cuda120')} installed, not used (nvImageCodec decodes)"
+    except PackageNotFoundError:
+        pass
     return facts
 
 
-def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None) -> Backend:
+def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None,
+                   gpu_decode: bool = False) -> Backend:
     """Build the backend for ``--backend``: auto prefers the GPU when one is usable.
 
-    ``gpu_memory`` caps the CuPy memory pool (bytes). ``gpu`` fails with the reason
+    ``gpu_memory`` caps the CuPy memory pool (bytes); ``gpu_decode`` lets the GPU backend decode
+    JPEGs with nvJPEG when nvImageCodec is installed (opt-in: nvJPEG does not report corrupt data). ``gpu`` fails with the reason
     when CUDA is not usable; ``auto`` then falls back to the CPU, with a warning when
     a GPU was there but its backend failed to start (e.g. the kernels did not compile).
     """
@@ -67,7 +81,7 @@ def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
         if reason is None:
             from .cuda.backend import CupyBackend
             try:
-                return CupyBackend(workers=workers, memory_limit=gpu_memory)
+                return CupyBackend(workers=workers, memory_limit=gpu_memory, jpeg_decode=gpu_decode)
             except SystemFailure as exc:
                 reason = str(exc)
                 if choice == "auto":

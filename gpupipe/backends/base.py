@@ -29,6 +29,9 @@ class Backend(ABC):
     max_batch_images: int = 1
     max_batch_pixels: int = 64 * 2**20
     concurrency: int = 1
+    # True when ``upload`` takes ``codecs.DeferredJpeg`` items and decodes them itself (nvJPEG);
+    # the engine then leaves those JPEGs undecoded. Other backends never receive one.
+    decodes_jpeg: bool = False
 
     @abstractmethod
     def upload(self, images: Sequence[np.ndarray]) -> Batch:

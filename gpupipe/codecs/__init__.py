@@ -16,7 +16,8 @@ The package is split by job; this module re-exports the public API:
     png          PNG chunk walking and the 16-bit colour PNG path
     pillow       Pillow open/load with failures mapped to InputErrors
     modes        mode normalisation to L/LA/RGB/RGBA, ICC matching, ``pil_to_array``
-    decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``
+    decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``; ``defer_jpeg``, ``DeferredJpeg``
+                 (a JPEG checked here, its pixels left to a device decoder)
     probing      ``probe``, ``ImageInfo``
     encoding     ``encode``, output formats and extensions, alpha flattening
 
@@ -27,7 +28,7 @@ monkeypatch it through this package.)
 
 from __future__ import annotations
 
-from .decoding import DEFAULT_MAX_PIXELS, Decoded, MinSize, decode  # noqa: F401  (MinSize: a public type)
+from .decoding import DEFAULT_MAX_PIXELS, Decoded, DeferredJpeg, MinSize, decode, defer_jpeg  # noqa: F401  (MinSize: a public type)
 from .encoding import (
     PNG_COMPRESS_LEVEL,  # noqa: F401  (documented constant)
     _flatten,  # noqa: F401  (tests check alpha flattening directly)

@@ -34,7 +34,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 class Decoded:
     """Upright pixels plus what the encoder and the report need to know."""
 
-    pixels: np.ndarray         # uint8, HWC, C-contiguous, C in 1..4
+    pixels: np.ndarray         # uint8, HWC, C-contiguous, C in 1..4 (or a DeferredJpeg: defer_jpeg)
     format: str                # source format, e.g. "jpeg"
     icc_profile: bytes | None  # only when it matches the output channels
     stored_size: tuple[int, int]  # (w, h) in the file, before scaling/orientation
@@ -86,6 +86,61 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                 return Decoded(_orient(pixels, orientation), fmt, icc,
                                (hdr.width, hdr.height), scale, orientation)
     return _decode_pillow(data, fmt, max_pixels, min_size)
+
+
+@dataclass
+class DeferredJpeg:
+    """A JPEG left for a device decoder (nvJPEG through nvImageCodec) to turn into pixels.
+
+    Its header was checked here exactly as ``decode`` checks it (size limit, orientation), so
+    the upright shape is known and the engine can batch, budget and plan with it as with an
+    array (``shape``, ``nbytes``). ``decode_on_host`` gives the pixels ``decode`` gives: a
+    backend without a JPEG decoder, or a file the device decoder refuses, takes that path.
+    """
+
+    data: bytes
+    shape: tuple[int, int, int]          # upright (h, w, c), as decode() would return it
+    orientation: int
+    host_pixels: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        h, w, c = self.shape
+        return h * w * c
+
+    def decode_on_host(self) -> np.ndarray:
+        """decode()'s pixels, once (kept: a batch retried after a failure does not decode again)."""
+        if self.host_pixels is None:
+            self.host_pixels = decode(self.data, max_pixels=None).pixels
+        return self.host_pixels
+
+
+_EOI = b"\xff\xd9"
+
+
+def defer_jpeg(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               min_size: MinSize = None) -> Decoded | None:
+    """``decode``'s result with a ``DeferredJpeg`` for pixels, when a device decoder can make
+    them: an 8-bit grey or YCbCr JPEG (baseline, extended or progressive) that ``decode``
+    would decode at full size (no DCT shrink-on-load: the CPU's 1/8-scale decode beats
+    decoding every pixel anywhere) and whose data ends with the end-of-image marker (nvJPEG
+    does not report a truncated file the way libjpeg-turbo does). None for everything else,
+    which ``decode`` handles; a broken header raises what ``decode`` raises."""
+    if _classify(data) != "jpeg":
+        return None
+    hdr = _parse_jpeg_header(data)
+    _check_size(hdr.width, hdr.height, max_pixels)
+    if not (hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components in (1, 3)):
+        return None
+    if not data.rstrip(b"\0").endswith(_EOI):
+        return None
+    orientation = _valid_orientation(hdr.orientation)
+    if _pick_scale(hdr.width, hdr.height, _stored_min(min_size, (hdr.width, hdr.height), orientation)) != 1:
+        return None
+    h, w = (hdr.width, hdr.height) if orientation >= 5 else (hdr.height, hdr.width)
+    deferred = DeferredJpeg(data, (h, w, hdr.components), orientation)
+    return Decoded(deferred, "jpeg", _matching_icc(hdr.icc, hdr.components),  # type: ignore[arg-type]
+                   (hdr.width, hdr.height), 1, orientation)
 
 
 def _stored_min(min_size: MinSize, stored: tuple[int, int],

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import codecs, sources
 from ..backends.base import Backend
+from ..codecs import DeferredJpeg
 from ..errors import DeviceFailure, InputError, StageStalled, StoppedBySystemFailure, SystemFailure
 from ..spec import Spec
 from . import stages
@@ -304,14 +305,18 @@ class LocalEngine(Driver):
             self._cancel_job(job)
             raise
         try:
-            job.decoded = stages.decode_input(job.data, self.spec, max_pixels=self.options.max_pixels)
+            job.decoded = stages.decode_input(job.data, self.spec, max_pixels=self.options.max_pixels,
+                                              device_jpeg=self.backend.decodes_jpeg)
         except InputError as exc:
             self._fail(job, exc)
             return False
         finally:
             job.data = None       # the bytes are no longer needed: free them now
         pixels = job.decoded.pixels
-        job.reserved = self.images.resize(job.reserved, pixels.nbytes)      # now the real size
+        # Now the real size held on the host: the pixels, or for a JPEG the device decodes
+        # (DeferredJpeg), only its compressed bytes until the results come back.
+        held = len(pixels.data) if isinstance(pixels, DeferredJpeg) else pixels.nbytes
+        job.reserved = self.images.resize(job.reserved, held)
         job.outcome.format = job.decoded.format
         job.outcome.height, job.outcome.width = pixels.shape[:2]
         job.timed("decode", started)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import Backend
-from ..errors import DeviceFailure, DeviceOutOfMemory, InputError, ProcessingError
+from ..codecs import DeferredJpeg
+from ..errors import DeviceFailure, DeviceOutOfMemory, InputError, ProcessingError, UndecodableImages
 from ..spec import OpTrie, Spec
 
 Result = np.ndarray | InputError
@@ -38,13 +39,18 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
     trie = trie or OpTrie.build(spec.variants)
     count = len(images)
     results: list[list[Result | None]] = [[None] * len(spec.variants) for _ in range(count)]
-    sizes = [(img.shape[1], img.shape[0]) for img in images]
     try:
-        uploaded = [backend.upload(images)]
+        members = list(range(count))
+        if not backend.decodes_jpeg:
+            _decode_deferred_on_host(images, members, results)
+        uploaded = [_upload(backend, images, members, results)]
+        if not members:                  # every image failed to decode, each with its own error
+            return results  # type: ignore[return-value]
+        sizes = [(img.shape[1], img.shape[0]) for img in images]
         images.clear()
         # Hand the batch over without keeping a reference here, so _walk can free it
         # as soon as the first op has run.
-        _walk(backend, trie, uploaded.pop(), list(range(count)), sizes, results)
+        _walk(backend, trie, uploaded.pop(), members, sizes, results)
     except InputError as exc:        # whole-batch failure: every unfinished variant of every image
         _fail_unfinished(results, exc)
     except DeviceFailure:            # the device's fault, not the images': the engine decides (retry, hand over)
@@ -98,6 +104,37 @@ def _walk(backend: Backend, root: OpTrie, batch, members: list[int], sizes: list
         del batch
         stack.extend(reversed(children))
         del children
+
+
+def _decode_deferred_on_host(images: list, members: list[int], results: list[list[Result | None]]) -> None:
+    """Deferred JPEGs (codecs.DeferredJpeg) become host pixels for a backend without a JPEG
+    decoder (the CPU backend after a GPU handed over); one that fails fails alone."""
+    failed = {}
+    for position, image in enumerate(images):
+        if isinstance(image, DeferredJpeg):
+            try:
+                images[position] = image.decode_on_host()
+            except InputError as exc:
+                failed[position] = exc
+    _drop_failed(failed, images, members, results)
+
+
+def _upload(backend: Backend, images: list, members: list[int], results: list[list[Result | None]]):
+    """backend.upload; images it could not decode (UndecodableImages) fail alone, the rest go up."""
+    while images:
+        try:
+            return backend.upload(images)
+        except UndecodableImages as exc:
+            _drop_failed(exc.errors, images, members, results)
+    return None
+
+
+def _drop_failed(failed: dict[int, InputError], images: list, members: list[int],
+                 results: list[list[Result | None]]) -> None:
+    for position in sorted(failed, reverse=True):
+        row = results[members[position]]
+        row[:] = [failed[position]] * len(row)
+        del images[position], members[position]
 
 
 def _fail_unfinished(results: list[list[Result | None]], exc: InputError) -> None:

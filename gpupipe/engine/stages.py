@@ -47,10 +47,16 @@ def read_with_retries(path: str | Path, *, retries: int, retry_delay: float,
     raise AssertionError("unreachable")
 
 
-def decode_input(data: bytes, spec: Spec, *, max_pixels: int) -> codecs.Decoded:
+def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool = False) -> codecs.Decoded:
     """Decode for this spec (shrink-on-load where its first op allows); InputError on bad data,
-    and a codec bug on one file becomes that file's InternalError, never the run's."""
+    and a codec bug on one file becomes that file's InternalError, never the run's.
+    ``device_jpeg``: the backend decodes JPEGs itself, so those it can take are only checked
+    here (``codecs.defer_jpeg``) and their pixels are made on the device."""
     try:
+        if device_jpeg:
+            deferred = codecs.defer_jpeg(data, max_pixels=max_pixels, min_size=spec.decode_hint)
+            if deferred is not None:
+                return deferred
         return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint)
     except InputError:
         raise

@@ -1,0 +1,129 @@
+"""JPEG decode on the GPU: nvJPEG through NVIDIA nvImageCodec (``pip install gpupipe[nvimgcodec]``).
+
+The engine only checks a JPEG's header on the CPU (``codecs.defer_jpeg``: size limit,
+orientation, that it is a kind nvJPEG decodes) and hands the compressed bytes over; the
+pixels are made on the device (the H100's hardware JPEG engines where nvImageCodec can use
+them, CUDA otherwise), oriented there, and never cross PCIe as pixels. Grey JPEGs give L,
+YCbCr ones RGB, upright, exactly the shapes ``codecs.decode`` gives.
+
+The pixels are nvJPEG's, not libjpeg-turbo's: its IDCT rounds differently, a level here and
+there (on an H100: max |Δ| 1 on baseline photos, 3 on a progressive one; tests/test_gpu.py).
+A file nvJPEG refuses is decoded on the host instead, which gives it the CPU path's result
+or error. But nvJPEG does not notice corrupt entropy-coded data (random bytes where the
+scan should be decode to a noise image without an error), where libjpeg-turbo's strict mode
+fails the file: that is why GPU decode is opt-in (``--gpu-decode``), never the default.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+from typing import Sequence
+
+from ...codecs import DeferredJpeg
+
+
+def nvimgcodec_unavailable_reason() -> str | None:
+    """Why nvImageCodec cannot decode here, or None when it can."""
+    try:
+        from nvidia import nvimgcodec  # noqa: F401
+    except Exception as exc:              # ImportError, or a library it links missing
+        return f"nvImageCodec is not installed ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+class NvJpegDecoder:
+    """Batched JPEG decode into CuPy arrays on a given CUDA stream."""
+
+    def __init__(self, cupy) -> None:
+        from nvidia import nvimgcodec as nv
+        self.cp, self.nv = cupy, nv
+        self.params = {channels: nv.DecodeParams(apply_exif_orientation=False, color_spec=spec)
+                       for channels, spec in ((1, nv.ColorSpec.GRAY), (3, nv.ColorSpec.SRGB))}
+        _give_back(_borrow(nv))                  # fail here, at the backend's start, if it cannot run
+
+    def close(self) -> None:
+        """Nothing to free per backend: the decoders stay in the process's pool for the next run."""
+
+    def decode(self, items: Sequence[DeferredJpeg], stream) -> list:
+        """Upright C-contiguous uint8 HWC CuPy arrays in ``items``' order, ready on ``stream``;
+        None for an item nvJPEG could not decode or gave another shape than its header said."""
+        out: list = [None] * len(items)
+        for channels, params in self.params.items():
+            group = [i for i, item in enumerate(items) if item.shape[2] == channels]
+            if not group:
+                continue
+            decoder = _borrow(self.nv)
+            try:
+                images = decoder.decode([items[i].data for i in group], params=params, cuda_stream=stream.ptr)
+            finally:
+                _give_back(decoder)
+            for i, image in zip(group, images):
+                if image is None:
+                    continue
+                pixels = self.cp.asarray(image)
+                if pixels.ndim == 2:
+                    pixels = pixels[:, :, None]
+                pixels = orient(self.cp, pixels, items[i].orientation)
+                if pixels.shape == items[i].shape:
+                    out[i] = pixels
+        return out
+
+
+# Idle decoders, shared by every backend of the process. Making one costs about a second (the
+# hardware decoder's set-up, measured as a fixed ~2 s per run on an H100 when each run made its
+# own), so they outlive runs; a decoder serves one thread at a time (two threads sharing one
+# crashed the process).
+_idle: queue.SimpleQueue = queue.SimpleQueue()
+_made: list = []
+_made_lock = threading.Lock()
+
+
+def _borrow(nv):
+    try:
+        return _idle.get_nowait()
+    except queue.Empty:
+        pass
+    # The GPU alone (hardware engine first, then CUDA): a CPU decode is the engine's job, and
+    # nvImageCodec's own CPU fallback would hide a refused file from us.
+    decoder = nv.Decoder(backends=[nv.Backend(nv.BackendKind.HW_GPU_ONLY), nv.Backend(nv.BackendKind.GPU_ONLY)])
+    with _made_lock:
+        if not _made:
+            atexit.register(_release_all)        # registered after CuPy's import: runs before its exit hooks
+        _made.append(decoder)
+    return decoder
+
+
+def _give_back(decoder) -> None:
+    _idle.put(decoder)
+
+
+def _release_all() -> None:
+    """Free the decoders while CUDA is still up: left to interpreter teardown, they crashed it."""
+    with _made_lock:
+        _made.clear()
+    while True:
+        try:
+            _idle.get_nowait()
+        except queue.Empty:
+            break
+
+
+def orient(cp, a, orientation: int):
+    """codecs.orientation._orient for a CuPy array: the EXIF orientation, then one contiguous copy."""
+    if orientation == 2:
+        a = a[:, ::-1]
+    elif orientation == 3:
+        a = a[::-1, ::-1]
+    elif orientation == 4:
+        a = a[::-1]
+    elif orientation == 5:
+        a = a.swapaxes(0, 1)
+    elif orientation == 6:
+        a = cp.rot90(a, -1)
+    elif orientation == 7:
+        a = a[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        a = cp.rot90(a, 1)
+    return cp.ascontiguousarray(a)
