@@ -18,6 +18,8 @@
 struct dim3 { unsigned int x = 1, y = 1, z = 1; };
 static thread_local dim3 blockIdx, threadIdx, blockDim, gridDim;
 
+struct uint4 { unsigned int x, y, z, w; };      // CUDA's vector type (gpupipe.cuh's GpVec16)
+
 // Device intrinsics: plain host maths (g++ is run with -ffp-contract=off, so no FMAs either).
 template <class T> static inline T __ldg(const T* p) { return *p; }
 static inline int __float2int_rn(float v) { return (int)nearbyintf(v); }  // round half to even

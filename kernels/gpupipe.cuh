@@ -70,6 +70,12 @@ __device__ __forceinline__ void gp_xy(long long p, int width, int* x, int* y) {
 #endif
 #define GP_FOR_CHANNELS(c, n) GP_UNROLL for (int c = 0; c < 4; ++c) if (c < (n))
 
+// 16 bytes as one 128-bit access (uint4: CUDA's, or the CPU shim's) or byte by byte.
+union GpVec16 {
+    uint4 v;
+    unsigned char b[16];
+};
+
 __device__ __forceinline__ int gp_min(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int gp_max(int a, int b) { return a > b ? a : b; }
 

@@ -144,12 +144,18 @@ def compose_tables(first: np.ndarray | None, then: np.ndarray) -> np.ndarray:
 def plan_table(table: np.ndarray, shapes: list[Shape]) -> Program:
     """One gp_lut launch: colour channels through ``table`` (a fused run of pointwise ops)."""
     builder = _Builder(shapes)
-    builder.step("gp_lut", builder.shapes, np.ascontiguousarray(table, np.uint8))
+    _lut(builder, table)
     return builder.done()
 
 
 def _colour_table_op(b: _Builder, op: ops.Op) -> None:
-    b.step("gp_lut", b.shapes, np.ascontiguousarray(colour_table(op), np.uint8))
+    _lut(b, colour_table(op))
+
+
+def _lut(b: _Builder, table: np.ndarray) -> None:
+    b.step("gp_lut", b.shapes, np.ascontiguousarray(table, np.uint8))
+    # gp_lut's threads take 16 bytes each, not a pixel: size the grid by 16-byte vectors
+    b.program.launches[-1].work = max(1, max(h * w * c for h, w, c in b.shapes) // 16 + 1)
 
 
 def _rotate(b: _Builder, op: ops.Rotate) -> None:
