@@ -552,4 +552,16 @@ def _main(version: bool = typer.Option(False, "--version", callback=version_call
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if "nvidia.nvimgcodec" in sys.modules:
+            # nvImageCodec 0.9 can crash in its own teardown at interpreter exit (seen on an H100,
+            # intermittently, after every image was written): end here, flushed, so the exit
+            # status is the run's, not a segmentation fault's.
+            if isinstance(done.code, str):
+                print(done.code, file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else (0 if done.code is None else 1))
+        raise

@@ -216,3 +216,22 @@ def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
     assert {k: v for k, v in classes["nvjpeg"].items() if k != "corrupt.jpg"} == \
         {k: v for k, v in classes["cpu"].items() if k != "corrupt.jpg"}
     print("corrupt.jpg with --gpu-decode:", classes["nvjpeg"]["corrupt.jpg"] or "processed (not detected)")
+
+
+def test_the_cli_with_gpu_decode_exits_with_the_runs_status(nvjpeg, tmp_path):
+    """Exit status 0 for a clean run and 1 when an input failed, also when nvImageCodec is loaded
+    (its teardown at interpreter exit has crashed a test process: cli.main ends before it)."""
+    import subprocess
+    import sys
+    src = tmp_path / "in"
+    src.mkdir()
+    for photo in DECODE_PHOTOS[:4]:
+        shutil.copy(photo, src / photo.name)
+    command = [sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(tmp_path / "out"), "--backend", "gpu",
+               "--gpu-decode", "--brightness", "10", "--thumbnail", "64", "--quiet"]
+    clean = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stderr
+    (src / "bad.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
+    failed = subprocess.run(command[:5] + [str(tmp_path / "out2")] + command[6:], capture_output=True, text=True,
+                            timeout=120)
+    assert failed.returncode == 1, failed.stderr

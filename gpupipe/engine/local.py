@@ -292,7 +292,9 @@ class LocalEngine(Driver):
         while True:
             job = self._take(self.read_q.get())
             if self._decode(job):
-                self._forward(self.decoded_q, job, job.reserved)
+                # Batches are cut by the pixels they will hold on the device: a deferred JPEG
+                # reserves only its compressed bytes here, and 64 of those made 2.3 GB batches.
+                self._forward(self.decoded_q, job, max(job.reserved, job.decoded.pixels.nbytes))
 
     def _decode(self, job: Job) -> bool:
         """Decode one input within the memory budget; False if it failed (already accounted)."""
