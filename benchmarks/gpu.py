@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -56,7 +57,9 @@ def device_info(cupy) -> dict:
     props = runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     peak = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8     # bytes/s, double data rate
-    return {"device": name, "compute": f"{props['major']}.{props['minor']}",
+    from gpupipe.backends import cuda_report
+    return {"device": name, "compute": f"{props['major']}.{props['minor']}", "cpu_cores": os.cpu_count(),
+            "nvimgcodec": cuda_report().get("nvImageCodec"),
             "memory_gib": props["totalGlobalMem"] / 2**30, "peak_bandwidth_gbs": peak / 1e9, "driver": runtime.driverGetVersion(),
             "runtime": runtime.runtimeGetVersion(), "cupy": cupy.__version__}
 
@@ -181,4 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    from gpupipe.backends.cuda.jpeg import exit_before_teardown
+    exit_before_teardown(status)              # nvImageCodec's teardown can crash an exiting process
+    raise SystemExit(status)

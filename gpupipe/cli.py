@@ -555,13 +555,8 @@ def main() -> None:
     try:
         app()
     except SystemExit as done:
-        if "nvidia.nvimgcodec" in sys.modules:
-            # nvImageCodec 0.9 can crash in its own teardown at interpreter exit (seen on an H100,
-            # intermittently, after every image was written): end here, flushed, so the exit
-            # status is the run's, not a segmentation fault's.
-            if isinstance(done.code, str):
-                print(done.code, file=sys.stderr)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(done.code if isinstance(done.code, int) else (0 if done.code is None else 1))
+        from .backends.cuda.jpeg import exit_before_teardown
+        if isinstance(done.code, str) and "nvidia.nvimgcodec" in sys.modules:
+            print(done.code, file=sys.stderr)
+        exit_before_teardown(done.code if isinstance(done.code, int) else (0 if done.code is None else 1))
         raise

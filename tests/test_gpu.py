@@ -232,6 +232,6 @@ def test_the_cli_with_gpu_decode_exits_with_the_runs_status(nvjpeg, tmp_path):
     clean = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr
     (src / "bad.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
-    failed = subprocess.run(command[:5] + [str(tmp_path / "out2")] + command[6:], capture_output=True, text=True,
+    failed = subprocess.run(command[:6] + [str(tmp_path / "out2")] + command[7:], capture_output=True, text=True,
                             timeout=120)
     assert failed.returncode == 1, failed.stderr

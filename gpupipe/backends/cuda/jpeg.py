@@ -110,6 +110,23 @@ def _release_all() -> None:
             break
 
 
+def exit_before_teardown(status: int) -> None:
+    """When nvImageCodec is loaded, end the process now with ``status``, output flushed.
+
+    nvImageCodec 0.9 sometimes crashes (segfault) or hangs in its own teardown at interpreter
+    exit, after all the work is done and written (seen on an H100, in test and CLI processes,
+    with every decoder already freed). Processes that loaded it end through here, so their exit
+    status is the work's. A no-op, returning, when it was never loaded."""
+    import os
+    import sys
+    if "nvidia.nvimgcodec" not in sys.modules:
+        return
+    _release_all()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def orient(cp, a, orientation: int):
     """codecs.orientation._orient for a CuPy array: the EXIF orientation, then one contiguous copy."""
     if orientation == 2:
