@@ -51,8 +51,9 @@ def _valid_orientation(raw: int | None, problems: list[str] | None = None) -> in
     return 1
 
 
-def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation with NumPy views, then one contiguous copy."""
+def _orient(a: np.ndarray, orientation: int, xp=np) -> np.ndarray:
+    """Apply an EXIF orientation with views, then one contiguous copy. ``xp``: the array module
+    (NumPy, or CuPy for pixels decoded on the GPU)."""
     if orientation == 2:
         a = a[:, ::-1]
     elif orientation == 3:
@@ -62,11 +63,13 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     elif orientation == 5:
         a = a.swapaxes(0, 1)                      # transpose
     elif orientation == 6:
-        a = np.rot90(a, -1)                       # 90 degrees clockwise
+        a = xp.rot90(a, -1)                       # 90 degrees clockwise
     elif orientation == 7:
         a = a[::-1, ::-1].swapaxes(0, 1)          # transverse
     elif orientation == 8:
-        a = np.rot90(a, 1)                        # 90 degrees counter-clockwise
+        a = xp.rot90(a, 1)                        # 90 degrees counter-clockwise
+    if xp is not np:
+        return xp.ascontiguousarray(a)
     # Pillow hands out read-only arrays; the engine may work in place.
     if orientation in (2, 3, 4, 5, 6, 7, 8) or not a.flags.writeable or not a.flags.c_contiguous:
         a = np.array(a, order="C", copy=True)

@@ -22,6 +22,7 @@ import threading
 from typing import Sequence
 
 from ...codecs import DeferredJpeg
+from ...codecs.orientation import _orient
 
 
 def nvimgcodec_unavailable_reason() -> str | None:
@@ -65,7 +66,7 @@ class NvJpegDecoder:
                 pixels = self.cp.asarray(image)
                 if pixels.ndim == 2:
                     pixels = pixels[:, :, None]
-                pixels = orient(self.cp, pixels, items[i].orientation)
+                pixels = _orient(pixels, items[i].orientation, xp=self.cp)
                 if pixels.shape == items[i].shape:
                     out[i] = pixels
         return out
@@ -125,22 +126,3 @@ def exit_before_teardown(status: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
-
-
-def orient(cp, a, orientation: int):
-    """codecs.orientation._orient for a CuPy array: the EXIF orientation, then one contiguous copy."""
-    if orientation == 2:
-        a = a[:, ::-1]
-    elif orientation == 3:
-        a = a[::-1, ::-1]
-    elif orientation == 4:
-        a = a[::-1]
-    elif orientation == 5:
-        a = a.swapaxes(0, 1)
-    elif orientation == 6:
-        a = cp.rot90(a, -1)
-    elif orientation == 7:
-        a = a[::-1, ::-1].swapaxes(0, 1)
-    elif orientation == 8:
-        a = cp.rot90(a, 1)
-    return cp.ascontiguousarray(a)
