@@ -76,6 +76,23 @@ class TestPointwise:
                            colour_table(ops.Contrast(factor)), isolate=True)
         _check_equal(got, [color.contrast(i, factor) for i in images], f"contrast {factor}")
 
+    def test_lut_with_differently_aligned_buffers_goes_byte_by_byte(self):
+        """gp_lut's 16-byte vectors need source and result equally misaligned; when they are not
+        (never with CuPy's buffers, possible in principle) every byte takes the single-byte path."""
+        images = kc.mixed_batch(8)
+        src, _ = kc.pack(images)
+        descs, total = kc.descriptors(images, [i.shape for i in images])
+        table = colour_table(ops.Brightness(-33))
+        for shift in (1, 3, 8):
+            room = np.full(total + shift, 0xA5, np.uint8)
+            dst = room[shift:]                              # same offsets, other alignment
+            self.lib.launch("gp_lut", src, dst, descs, np.int32(len(images)), table, grid=(5, 3), block=16)
+            got, at = [], 0
+            for img in images:
+                got.append(dst[at:at + img.size].reshape(img.shape))
+                at += img.size
+            _check_equal(got, [color.brightness(i, -33) for i in images], f"lut, result shifted by {shift}")
+
     def test_contrast_random_factors_all_values(self):
         rng = np.random.default_rng(7)
         img = np.arange(256, dtype=np.uint8).reshape(1, 256, 1)
