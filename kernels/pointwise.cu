@@ -1,4 +1,4 @@
-// pointwise.cu — colour ops, one thread per output pixel (contract: gpupipe/backends/numpy/color.py).
+// pointwise.cu — colour ops (contract: gpupipe/backends/numpy/color.py).
 //
 // Every kernel: (src, dst, descs, n_images, ...) with the launch shape of gpupipe.cuh.
 // Descriptor fields used: in_offset, out_offset, width, height, channels, out_channels.
@@ -9,23 +9,56 @@
 // grayscale: RGB -> L, RGBA -> LA (alpha kept); L and LA are copied.
 // luma = ((R * 0.299f) + (G * 0.587f)) + (B * 0.114f), float32 left to right (color.luma).
 // out_channels must be 1 for channels 1 and 3, 2 for channels 2 and 4.
+__device__ __forceinline__ unsigned char gp_luma(const unsigned char* rgb) {
+    float y = __fmul_rn((float)rgb[0], 0.299f);
+    y = __fadd_rn(y, __fmul_rn((float)rgb[1], 0.587f));
+    y = __fadd_rn(y, __fmul_rn((float)rgb[2], 0.114f));
+    return store_u8(y);
+}
+
+// RGB images take 16 pixels per step where they can: three 128-bit loads, one 128-bit store
+// (per-pixel byte accesses reached 36 % of an H100's bandwidth). That needs the result 16-byte
+// aligned at the first vector and the source with it (in a batch of RGB images only, the
+// source offset is three times the result's: both align together). The pixels before the
+// first vector and after the last, and every other image, go one pixel at a time.
 extern "C" __global__ void gp_grayscale(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                         const ImageDesc* __restrict__ descs, int n_images) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const long long count = (long long)d.width * d.height;
-        GP_FOR_EACH_PIXEL(p, count) {
-            const unsigned char* s = src + d.in_offset + p * d.channels;
-            unsigned char* o = dst + d.out_offset + p * d.out_channels;
+        const unsigned char* s = src + d.in_offset;
+        unsigned char* o = dst + d.out_offset;
+        long long first = count, vectors = 0;                        // vectors cover [first, last)
+        if (d.channels == 3) {
+            const long long head = (long long)((16 - ((unsigned long long)o & 15)) & 15);
+            if (head + 16 <= count && ((unsigned long long)(s + 3 * head) & 15) == 0) {
+                first = head;
+                vectors = (count - head) / 16;
+            }
+        }
+        const long long last = first + 16 * vectors;
+        GP_FOR_EACH_PIXEL(q, vectors) {
+            const long long at = first + 16 * q;
+            union { uint4 v[3]; unsigned char b[48]; } in;
+            GpVec16 out;
+            const uint4* from = (const uint4*)(s + 3 * at);
+            in.v[0] = from[0];
+            in.v[1] = from[1];
+            in.v[2] = from[2];
+            GP_UNROLL for (int j = 0; j < 16; ++j) out.b[j] = gp_luma(in.b + 3 * j);
+            *(uint4*)(o + at) = out.v;
+        }
+        const long long singles = first + (count - last);            // pixels before and after the vectors
+        GP_FOR_EACH_PIXEL(k, singles) {
+            const long long p = k < first ? k : last + (k - first);
+            const unsigned char* px = s + p * d.channels;
+            unsigned char* out = o + p * d.out_channels;
             if (d.channels <= 2) {
-                for (int c = 0; c < d.channels; ++c) o[c] = s[c];
+                for (int c = 0; c < d.channels; ++c) out[c] = px[c];
                 continue;
             }
-            float y = __fmul_rn((float)s[0], 0.299f);
-            y = __fadd_rn(y, __fmul_rn((float)s[1], 0.587f));
-            y = __fadd_rn(y, __fmul_rn((float)s[2], 0.114f));
-            o[0] = store_u8(y);
-            if (d.channels == 4) o[1] = s[3];
+            out[0] = gp_luma(px);
+            if (d.channels == 4) out[1] = px[3];
         }
     }
 }

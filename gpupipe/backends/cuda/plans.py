@@ -121,7 +121,10 @@ def plan_op(op: ops.Op, shapes: list[Shape]) -> Program:
 # ---------------------------------------------------------------------- pointwise and geometry
 
 def _grayscale(b: _Builder, op: ops.Grayscale) -> None:
+    rgb_only = all(c == 3 for _, _, c in b.shapes)
     b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes])
+    if rgb_only:            # gp_grayscale's threads take 16 RGB pixels each: size the grid by those
+        b.program.launches[-1].work = max(1, _most_pixels(b.shapes) // 16 + 1)
 
 
 def colour_table(op: ops.Op) -> np.ndarray | None:
