@@ -60,7 +60,8 @@ def device_info(cupy) -> dict:
     from gpupipe.backends import cuda_report
     return {"device": name, "compute": f"{props['major']}.{props['minor']}", "cpu_cores": os.cpu_count(),
             "nvimgcodec": cuda_report().get("nvImageCodec"),
-            "memory_gib": props["totalGlobalMem"] / 2**30, "peak_bandwidth_gbs": peak / 1e9, "driver": runtime.driverGetVersion(),
+            "memory_gib": props["totalGlobalMem"] / 2**30, "peak_bandwidth_gbs": peak / 1e9,
+            "driver": runtime.driverGetVersion(),
             "runtime": runtime.runtimeGetVersion(), "cupy": cupy.__version__}
 
 

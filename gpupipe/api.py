@@ -58,7 +58,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     ``gpu_memory`` caps the GPU backend's memory pool (bytes); ``gpu_decode=True`` decodes
     full-size JPEGs on the GPU with nvJPEG when nvImageCodec is installed: 4.5x the CPU's decode
     rate on 12 MP photos (H100, 16 cores), but a JPEG with corrupt image data then gives a noisy
-    image instead of a CorruptImage error, so it is off unless asked for. ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
+    image instead of a CorruptImage error, so it is off unless asked for.
+    ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
     local one started for the run; needs gpupipe[ray]): same outputs, same outcomes.
     Raises UsageError for bad arguments (a metrics port in use too), before any work.
     """

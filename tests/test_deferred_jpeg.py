@@ -141,8 +141,10 @@ def test_the_engine_carries_deferred_jpegs_to_the_same_outputs(tmp_path: Path) -
     deferring = LocalEngine(SPEC, HostJpegBackend(), RunOptions(workers=2)).run([src], tmp_path / "deferred")
     plain = LocalEngine(SPEC, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
     assert HostJpegBackend.seen_deferred >= len(PHOTOS)
-    files = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*.png"))
-    assert files and files == sorted(p.relative_to(tmp_path / "deferred") for p in (tmp_path / "deferred").rglob("*.png"))
+    def pngs(out: Path) -> list[Path]:
+        return sorted(p.relative_to(out) for p in out.rglob("*.png"))
+    files = pngs(tmp_path / "plain")
+    assert files and files == pngs(tmp_path / "deferred")
     for name in files:
         assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "deferred" / name).read_bytes(), name
     errors = {Path(o.path).name: o.error_class for o in plain.outcomes}

@@ -70,7 +70,8 @@ def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
     """Build the backend for ``--backend``: auto prefers the GPU when one is usable.
 
     ``gpu_memory`` caps the CuPy memory pool (bytes); ``gpu_decode`` lets the GPU backend decode
-    JPEGs with nvJPEG when nvImageCodec is installed (opt-in: nvJPEG does not report corrupt data). ``gpu`` fails with the reason
+    JPEGs with nvJPEG when nvImageCodec is installed (opt-in: nvJPEG does not report corrupt
+    data). ``gpu`` fails with the reason
     when CUDA is not usable; ``auto`` then falls back to the CPU, with a warning when
     a GPU was there but its backend failed to start (e.g. the kernels did not compile).
     """
