@@ -104,14 +104,8 @@ class HostJpegBackend(NumpyBackend):
     seen_deferred = 0
 
     def upload(self, images):
-        failed = {}
-        for i, image in enumerate(images):
-            if isinstance(image, DeferredJpeg):
-                type(self).seen_deferred += 1
-                try:
-                    image.decode_on_host()
-                except InputError as exc:
-                    failed[i] = exc
+        type(self).seen_deferred += sum(isinstance(image, DeferredJpeg) for image in images)
+        failed = codecs.decode_deferred_on_host(images, range(len(images)))
         if failed:
             raise UndecodableImages(failed)
         return super().upload([i.decode_on_host() if isinstance(i, DeferredJpeg) else i for i in images])

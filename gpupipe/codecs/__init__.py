@@ -28,7 +28,8 @@ monkeypatch it through this package.)
 
 from __future__ import annotations
 
-from .decoding import DEFAULT_MAX_PIXELS, Decoded, DeferredJpeg, MinSize, decode, defer_jpeg  # noqa: F401  (MinSize: a public type)
+from .decoding import (  # noqa: F401  (MinSize: a public type)
+    DEFAULT_MAX_PIXELS, Decoded, DeferredJpeg, MinSize, decode, decode_deferred_on_host, defer_jpeg)
 from .encoding import (
     PNG_COMPRESS_LEVEL,  # noqa: F401  (documented constant)
     _flatten,  # noqa: F401  (tests check alpha flattening directly)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpupipe.errors import ImageTooLarge
+from gpupipe.errors import ImageTooLarge, InputError
 
 from .jpeg import _TURBO_SOF, _decode_turbo, _parse_jpeg_header, _pick_scale
 from .modes import _matching_icc, _to_array
@@ -113,6 +113,20 @@ class DeferredJpeg:
         if self.host_pixels is None:
             self.host_pixels = decode(self.data, max_pixels=None).pixels
         return self.host_pixels
+
+
+def decode_deferred_on_host(images: list, positions) -> dict[int, InputError]:
+    """``decode_on_host`` for the DeferredJpeg items at ``positions`` of ``images`` (others are
+    skipped); the InputError of each one that cannot be decoded, by position."""
+    failed = {}
+    for position in positions:
+        image = images[position]
+        if isinstance(image, DeferredJpeg):
+            try:
+                image.decode_on_host()
+            except InputError as exc:
+                failed[position] = exc
+    return failed
 
 
 _EOI = b"\xff\xd9"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import Backend
-from ..codecs import DeferredJpeg
+from ..codecs import DeferredJpeg, decode_deferred_on_host
 from ..errors import DeviceFailure, DeviceOutOfMemory, InputError, ProcessingError, UndecodableImages
 from ..spec import OpTrie, Spec
 
@@ -109,13 +109,10 @@ def _walk(backend: Backend, root: OpTrie, batch, members: list[int], sizes: list
 def _decode_deferred_on_host(images: list, members: list[int], results: list[list[Result | None]]) -> None:
     """Deferred JPEGs (codecs.DeferredJpeg) become host pixels for a backend without a JPEG
     decoder (the CPU backend after a GPU handed over); one that fails fails alone."""
-    failed = {}
+    failed = decode_deferred_on_host(images, range(len(images)))
     for position, image in enumerate(images):
-        if isinstance(image, DeferredJpeg):
-            try:
-                images[position] = image.decode_on_host()
-            except InputError as exc:
-                failed[position] = exc
+        if isinstance(image, DeferredJpeg) and position not in failed:
+            images[position] = image.host_pixels
     _drop_failed(failed, images, members, results)
 
 

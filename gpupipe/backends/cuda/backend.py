@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from ... import ops
-from ...codecs import DeferredJpeg
-from ...errors import DeviceFailure, DeviceOutOfMemory, InputError, SystemFailure, UndecodableImages
+from ...codecs import DeferredJpeg, decode_deferred_on_host
+from ...errors import DeviceFailure, DeviceOutOfMemory, SystemFailure, UndecodableImages
 from ..base import Backend
 from .jpeg import NvJpegDecoder, nvimgcodec_unavailable_reason
 from .plans import Buf, Program, Shape, colour_table, compose_tables, offsets, plan_op, plan_table
@@ -144,15 +144,15 @@ class CupyBackend(Backend):
         total = int(starts[-1])
         with self._device_errors("upload"), self._stream() as stream:
             on_device = self._decode_jpegs(images, stream)
-            staging = self._staging(total)
             buffer = self.cp.empty(max(total, 1), self.cp.uint8)
-            for i, img in enumerate(images):   # pack the host images in pinned memory: one DMA for them all
-                if i not in on_device:
-                    host = img.decode_on_host() if isinstance(img, DeferredJpeg) else img
-                    staging[starts[i]:starts[i + 1]].reshape(host.shape)[...] = host
-            if len(on_device) < len(images):
+            if len(on_device) < len(images):   # pack the host images in pinned memory: one DMA for them all
+                staging = self._staging(total)
+                for i, img in enumerate(images):
+                    if i not in on_device:
+                        host = img.decode_on_host() if isinstance(img, DeferredJpeg) else img
+                        staging[starts[i]:starts[i + 1]].reshape(host.shape)[...] = host
                 buffer[:total].set(staging[:total], stream=stream)
-            self._local.staging_busy = stream.record()     # the staging buffer is reused after this
+                self._local.staging_busy = stream.record()     # the staging buffer is reused after this
             for i, pixels in on_device.items():            # device to device, after the DMA (same stream)
                 buffer[int(starts[i]):int(starts[i + 1])] = pixels.ravel()
             return DeviceBatch(buffer[:total], shapes)
@@ -165,15 +165,8 @@ class CupyBackend(Backend):
             return {}
         started = time.perf_counter() if self.profile else 0.0
         decoded = self.jpeg.decode([images[i] for i in deferred], stream) if self.jpeg else [None] * len(deferred)
-        on_device, failed = {}, {}
-        for i, pixels in zip(deferred, decoded):
-            if pixels is not None:
-                on_device[i] = pixels
-                continue
-            try:
-                images[i].decode_on_host()
-            except InputError as exc:
-                failed[i] = exc
+        on_device = {i: pixels for i, pixels in zip(deferred, decoded) if pixels is not None}
+        failed = decode_deferred_on_host(images, [i for i in deferred if i not in on_device])
         if failed:
             raise UndecodableImages(failed)
         if self.profile:

@@ -88,14 +88,16 @@ class _Builder:
             self.program.zeroed.add(name)
         return Buf(name)
 
-    def step(self, kernel: str, out_shapes: list[Shape], *params, descs: np.ndarray | None = None) -> np.ndarray:
+    def step(self, kernel: str, out_shapes: list[Shape], *params, descs: np.ndarray | None = None,
+             work: int | None = None) -> np.ndarray:
         """kernel(current, new, descs, n, *params) into a new buffer; returns the descriptors used
-        (callers fill x, y, param, aux_offset before the program runs: they are uploaded then)."""
+        (callers fill x, y, param, aux_offset before the program runs: they are uploaded then).
+        ``work`` sizes the grid: the most thread items one image needs (default: output pixels)."""
         if descs is None:
             descs = descriptors(self.shapes, out_shapes)
         out = self.scratch(offsets(out_shapes)[-1])
         self.program.launches.append(Launch(kernel, (Buf(self.current), out, descs, np.int32(len(out_shapes)),
-                                                     *params), _most_pixels(out_shapes)))
+                                                     *params), work or _most_pixels(out_shapes)))
         self.current, self.shapes = out.name, list(out_shapes)
         return descs
 
@@ -121,10 +123,9 @@ def plan_op(op: ops.Op, shapes: list[Shape]) -> Program:
 # ---------------------------------------------------------------------- pointwise and geometry
 
 def _grayscale(b: _Builder, op: ops.Grayscale) -> None:
-    rgb_only = all(c == 3 for _, _, c in b.shapes)
-    b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes])
-    if rgb_only:            # gp_grayscale's threads take 16 RGB pixels each: size the grid by those
-        b.program.launches[-1].work = max(1, _most_pixels(b.shapes) // 16 + 1)
+    # on RGB images gp_grayscale's thread items are 16 pixels each
+    vectors = _most_pixels(b.shapes) // 16 + 1 if all(c == 3 for _, _, c in b.shapes) else None
+    b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes], work=vectors)
 
 
 def colour_table(op: ops.Op) -> np.ndarray | None:
@@ -156,9 +157,9 @@ def _colour_table_op(b: _Builder, op: ops.Op) -> None:
 
 
 def _lut(b: _Builder, table: np.ndarray) -> None:
-    b.step("gp_lut", b.shapes, np.ascontiguousarray(table, np.uint8))
-    # gp_lut's threads take 16 bytes each, not a pixel: size the grid by 16-byte vectors
-    b.program.launches[-1].work = max(1, max(h * w * c for h, w, c in b.shapes) // 16 + 1)
+    # gp_lut's thread items are 16 bytes each, not a pixel
+    b.step("gp_lut", b.shapes, np.ascontiguousarray(table, np.uint8),
+           work=max(h * w * c for h, w, c in b.shapes) // 16 + 1)
 
 
 def _rotate(b: _Builder, op: ops.Rotate) -> None:
