@@ -8,8 +8,9 @@
    (bytes read + bytes written, at least once each) / time, as a fraction of the
    device's peak (memory clock × bus width × 2). Target: ≥ 60 % for memory-bound kernels.
 2. Workloads W1–W3 (DESIGN §7, definitions from contenders.py) over the benchmark
-   corpora: the GPU backend (decode on the CPU, and with --gpu-decode when nvImageCodec is
-   installed) against the CPU backend using every core, img/s, median of
+   corpora: the GPU backend (JPEG codecs on the CPU; and where nvImageCodec is installed,
+   with --gpu-decode, and with --gpu-decode --gpu-encode) against the CPU backend using every
+   core, img/s, median of
    --repeats, plus a stage breakdown of one GPU run with the backend in profile mode
    (read, decode, upload, kernels, download, encode, write: seconds summed over
    inputs or batches), all runs with --max-memory 4GB. Targets on an H100: W3 ≥ 20× the CPU backend; W1 and W2 limited
@@ -91,9 +92,16 @@ def kernels(backend, cupy, peak_gbs: float, images: int, repeats: int) -> list[d
     return rows
 
 
+# label -> gpupipe.run options; the nvJPEG ones run where nvImageCodec is installed.
+CONFIGS = {"cpu": {"backend": "cpu"}, "gpu": {"backend": "gpu"},
+           "gpu_nvjpeg": {"backend": "gpu", "gpu_decode": True},
+           "gpu_nvjpeg_codecs": {"backend": "gpu", "gpu_decode": True, "gpu_encode": True}}
+
+
 def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Path]) -> list[dict]:
     from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
-    nvjpeg = nvimgcodec_unavailable_reason() is None          # also with --gpu-decode when installed
+    nvjpeg = nvimgcodec_unavailable_reason() is None
+    configs = {label: options for label, options in CONFIGS.items() if nvjpeg or "nvjpeg" not in label}
     rows = []
     work = Path(tempfile.mkdtemp(prefix="gpupipe-gpu-bench-"))
     try:
@@ -101,45 +109,45 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
             spec = gpupipe_spec(workload)
             for corpus_name, corpus in corpora.items():
                 row = {"workload": workload, "corpus": corpus_name}
-                for label, options in (("cpu", {"backend": "cpu"}), ("gpu", {"backend": "gpu"}),
-                                       ("gpu_nvjpeg", {"backend": "gpu", "gpu_decode": nvjpeg})):
-                    if label == "gpu_nvjpeg" and not nvjpeg:
-                        continue
+                gpu_source = gpu_corpora.get(corpus_name, corpus)
+                row["gpu_corpus"] = gpu_source.name
+                line = f"{workload} {corpus_name}:"
+                for label, options in configs.items():
                     walls = []
                     for repeat in range(repeats + 1):                 # the first is a warm-up
                         out = work / f"{workload}-{corpus_name}-{label}"
                         shutil.rmtree(out, ignore_errors=True)
                         started = time.perf_counter()
-                        source = gpu_corpora.get(corpus_name, corpus) if label != "cpu" else corpus
+                        source = gpu_source if label != "cpu" else corpus
                         result = gpupipe.run([source], out, spec, journal=False, max_memory=MAX_MEMORY, **options)
                         if repeat:
                             walls.append(time.perf_counter() - started)
                     files = result.summary.processed + result.summary.failed
                     row[f"{label}_img_s"] = files / statistics.median(walls)
-                row["gpu_over_cpu"] = row["gpu_img_s"] / row["cpu_img_s"]
-                gpu_source = gpu_corpora.get(corpus_name, corpus)
-                row["gpu_corpus"] = gpu_source.name
-                row["gpu_breakdown_s"] = breakdown(gpu_source, spec, work / "profiled", jpeg_decode=False)
-                line = (f"{workload} {corpus_name}: cpu {row['cpu_img_s']:.0f} img/s, gpu {row['gpu_img_s']:.0f} img/s "
-                        f"({row['gpu_over_cpu']:.1f}x)")
+                    if label != "cpu":
+                        row[f"{label}_over_cpu"] = row[f"{label}_img_s"] / row["cpu_img_s"]
+                    line += f" {label} {row[f'{label}_img_s']:.0f} img/s"
+                    line += f" ({row[f'{label}_over_cpu']:.1f}x)," if label != "cpu" else ","
+                # Where the time goes: CPU codecs, and both JPEG codecs on the GPU where they can be.
+                row["gpu_breakdown_s"] = breakdown(gpu_source, spec, work / "profiled")
+                line += f" breakdown (CPU codecs) {row['gpu_breakdown_s']}"
                 if nvjpeg:
-                    row["gpu_nvjpeg_over_cpu"] = row["gpu_nvjpeg_img_s"] / row["cpu_img_s"]
-                    row["gpu_nvjpeg_breakdown_s"] = breakdown(gpu_source, spec, work / "profiled", jpeg_decode=True)
-                    line += (f", gpu+nvJPEG {row['gpu_nvjpeg_img_s']:.0f} img/s ({row['gpu_nvjpeg_over_cpu']:.1f}x); "
-                             f"breakdown {row['gpu_nvjpeg_breakdown_s']}")
+                    row["gpu_nvjpeg_codecs_breakdown_s"] = breakdown(gpu_source, spec, work / "profiled",
+                                                                     jpeg_decode=True, jpeg_encode=True)
+                    line += f", (nvJPEG codecs) {row['gpu_nvjpeg_codecs_breakdown_s']}"
                 rows.append(row)
-                print(f"{line}; breakdown (CPU decode) {row['gpu_breakdown_s']}", flush=True)
+                print(line, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
-def breakdown(corpus: Path, spec, out: Path, jpeg_decode: bool) -> dict:
+def breakdown(corpus: Path, spec, out: Path, jpeg_decode: bool = False, jpeg_encode: bool = False) -> dict:
     """One GPU run with the backend in profile mode: where the time goes, stage by stage."""
     from gpupipe.backends.cuda.backend import CupyBackend
     from gpupipe.engine.local import LocalEngine, RunOptions
     shutil.rmtree(out, ignore_errors=True)
-    backend = CupyBackend(profile=True, jpeg_decode=jpeg_decode)
+    backend = CupyBackend(profile=True, jpeg_decode=jpeg_decode, jpeg_encode=jpeg_encode)
     try:
         result = LocalEngine(spec, backend, RunOptions(max_memory=MAX_MEMORY)).run([corpus], out)
     finally:

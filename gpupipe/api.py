@@ -42,7 +42,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False,
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
-        ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False) -> RunResult:
+        ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
+        gpu_encode: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -58,7 +59,10 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     ``gpu_memory`` caps the GPU backend's memory pool (bytes); ``gpu_decode=True`` decodes
     full-size JPEGs on the GPU with nvJPEG when nvImageCodec is installed: 4.5x the CPU's decode
     rate on 12 MP photos (H100, 16 cores), but a JPEG with corrupt image data then gives a noisy
-    image instead of a CorruptImage error, so it is off unless asked for.
+    image instead of a CorruptImage error, so it is off unless asked for. ``gpu_encode=True``
+    encodes the L and RGB results written as JPEG on the GPU with nvJPEG (same quality, 4:2:0),
+    so only the files cross PCIe; the bytes are nvJPEG's, not libjpeg-turbo's, so it is off
+    unless asked for too. Both need the GPU backend and the local engine.
     ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
     local one started for the run; needs gpupipe[ray]): same outputs, same outcomes.
     Raises UsageError for bad arguments (a metrics port in use too), before any work.
@@ -85,9 +89,13 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                          retries=retries, stall_timeout=stall_timeout)
     metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
     try:
-        if gpu_decode and backend == "cpu":
-            raise UsageError("gpu_decode (--gpu-decode) needs the GPU backend (--backend gpu or auto)")
-        chosen = select_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode)
+        for wanted, name in ((gpu_decode, "gpu_decode (--gpu-decode)"), (gpu_encode, "gpu_encode (--gpu-encode)")):
+            if wanted and backend == "cpu":
+                raise UsageError(f"{name} needs the GPU backend (--backend gpu or auto)")
+            if wanted and engine == "ray":
+                raise UsageError(f"{name} works with the local engine only: Ray's tasks use libjpeg-turbo")
+        chosen = select_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode,
+                                gpu_encode=gpu_encode)
         if journal is not False:
             path = default_path(output) if journal is True else Path(journal)
             options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)

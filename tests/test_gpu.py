@@ -218,7 +218,7 @@ def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
     print("corrupt.jpg with --gpu-decode:", classes["nvjpeg"]["corrupt.jpg"] or "processed (not detected)")
 
 
-def test_the_cli_with_gpu_decode_exits_with_the_runs_status(nvjpeg, tmp_path):
+def test_the_cli_with_gpu_codecs_exits_with_the_runs_status(nvjpeg, tmp_path):
     """Exit status 0 for a clean run and 1 when an input failed, also when nvImageCodec is loaded
     (its teardown at interpreter exit has crashed a test process: cli.main ends before it)."""
     import subprocess
@@ -228,10 +228,89 @@ def test_the_cli_with_gpu_decode_exits_with_the_runs_status(nvjpeg, tmp_path):
     for photo in DECODE_PHOTOS[:4]:
         shutil.copy(photo, src / photo.name)
     command = [sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(tmp_path / "out"), "--backend", "gpu",
-               "--gpu-decode", "--brightness", "10", "--thumbnail", "64", "--quiet"]
+               "--gpu-decode", "--gpu-encode", "--brightness", "10", "--thumbnail", "64", "--quiet"]
     clean = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr
     (src / "bad.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
     failed = subprocess.run(command[:6] + [str(tmp_path / "out2")] + command[7:], capture_output=True, text=True,
                             timeout=120)
     assert failed.returncode == 1, failed.stderr
+
+
+# ---------------------------------------------------------------------- JPEG encode on the GPU (nvJPEG)
+
+@pytest.fixture(scope="module")
+def nvjpeg_encoder():
+    from gpupipe.backends.cuda.backend import CupyBackend
+    from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
+    backend = CupyBackend(jpeg_encode=True)
+    if backend.jpeg_encoder is None:
+        backend.close()
+        pytest.skip(f"no GPU JPEG encode: {nvimgcodec_unavailable_reason() or 'nvImageCodec did not start'}")
+    yield backend
+    backend.close()
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_nvjpeg_encodes_jpegs_as_good_as_libjpeg_turbo(nvjpeg_encoder, record_property):
+    """Files libjpeg-turbo decodes strictly, to the right shape, as close to the pixels as
+    libjpeg-turbo's own at the same quality (PSNR within 1 dB) and of a similar size; alpha
+    images are left to the host (None)."""
+    photos = [codecs.decode(p.read_bytes()).pixels for p in DECODE_PHOTOS[:10]]
+    images = photos + [np.ascontiguousarray(p[:, :, :1]) for p in photos[:3]]
+    images += [np.dstack([photos[0], np.full(photos[0].shape[:2], 200, np.uint8)]), photos[0][:1, :7].copy()]
+    batch = nvjpeg_encoder.upload(images)
+    stats = []
+    for quality in (90, 60):
+        files = nvjpeg_encoder.encode_jpeg(batch, list(range(len(images))), quality)
+        assert files[-2] is None                                       # RGBA: the host flattens it first
+        for image, encoded in zip(images[:-2] + images[-1:], files[:-2] + files[-1:]):
+            if encoded is None and image.shape[0] == 1:                # a refusal the host would encode
+                stats.append((quality, image.shape, "refused"))
+                continue
+            assert encoded is not None and encoded.channels == image.shape[2]
+            back = codecs.decode(encoded.data).pixels                  # strict libjpeg-turbo
+            assert back.shape == image.shape
+            cpu = codecs.encode(image, format="jpeg", quality=quality)
+            gain = _psnr(back, image) - _psnr(codecs.decode(cpu).pixels, image)
+            ratio = len(encoded.data) / len(cpu)
+            stats.append((quality, image.shape, round(gain, 2), round(ratio, 2)))
+            assert gain > -1.0 and 0.5 < ratio < 2.0, stats[-1]
+    record_property("nvjpeg_encode_vs_libjpeg_turbo", stats)
+    print("nvJPEG encode vs libjpeg-turbo (quality, shape, PSNR gain dB, size ratio):", *stats, sep="\n  ")
+
+
+def test_a_run_with_gpu_encode_writes_what_the_cpu_run_writes(tmp_path):
+    """Same files, outcomes and PNG bytes as a CPU run; the JPEGs are nvJPEG's, decoding to
+    within a JPEG's rounding of the CPU run's."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for photo in DECODE_PHOTOS[:8]:
+        shutil.copy(photo, src / photo.name)
+    with_alpha = np.dstack([codecs.decode(DECODE_PHOTOS[0].read_bytes()).pixels[:300, :400],
+                            np.full((300, 400), 128, np.uint8)])
+    (src / "alpha.png").write_bytes(codecs.encode(with_alpha, format="png"))
+    spec = gpupipe.Spec((gpupipe.Variant((ops.Resize(640, 480, mode="fit"), ops.Brightness(10)), name="web",
+                                         format="jpeg", quality=90),
+                         gpupipe.Variant((ops.Resize(640, 480, mode="fit"), ops.Brightness(10)), name="png",
+                                         format="png")))
+    cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu", journal=False)
+    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu", gpu_encode=True, journal=False)
+    assert "nvJPEG encode" in gpu.summary.backend
+    assert {Path(o.path).name: o.error_class for o in gpu.outcomes} == \
+        {Path(o.path).name: o.error_class for o in cpu.outcomes}
+    files = sorted(p.relative_to(tmp_path / "cpu") for p in (tmp_path / "cpu").rglob("*.*")
+                   if p.suffix in (".jpg", ".png"))
+    assert files and files == sorted(p.relative_to(tmp_path / "gpu") for p in (tmp_path / "gpu").rglob("*.*")
+                                     if p.suffix in (".jpg", ".png"))
+    for rel in files:
+        got, want = (tmp_path / "gpu" / rel).read_bytes(), (tmp_path / "cpu" / rel).read_bytes()
+        if rel.suffix == ".png":
+            assert got == want, rel
+            continue
+        a, b = codecs.decode(got).pixels, codecs.decode(want).pixels
+        assert a.shape == b.shape and np.abs(a.astype(np.int16) - b).mean() < 3.0, rel

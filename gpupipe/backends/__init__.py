@@ -54,10 +54,12 @@ def cuda_report() -> dict[str, str]:
             pass
     problem = nvimgcodec_unavailable_reason()
     if problem is None:
-        facts["nvImageCodec"] = f"{', '.join(found) or 'importable'}: --gpu-decode decodes JPEGs on the GPU (nvJPEG)"
+        facts["nvImageCodec"] = (f"{', '.join(found) or 'importable'}: --gpu-decode / --gpu-encode decode / "
+                                 "encode JPEGs on the GPU (nvJPEG)")
     else:
         facts["nvImageCodec"] = ("installed but not importable: " + problem if found else
-                                 "not installed (JPEG decode on the CPU; pip install 'gpupipe[nvimgcodec]')")
+                                 "not installed (JPEG decode and encode on the CPU; "
+                                 "pip install 'gpupipe[nvimgcodec]')")
     try:
         facts["NVIDIA DALI"] = f"{version('nvidia-dali-cuda120')} installed, not used (nvImageCodec decodes)"
     except PackageNotFoundError:
@@ -66,12 +68,13 @@ def cuda_report() -> dict[str, str]:
 
 
 def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None,
-                   gpu_decode: bool = False) -> Backend:
+                   gpu_decode: bool = False, gpu_encode: bool = False) -> Backend:
     """Build the backend for ``--backend``: auto prefers the GPU when one is usable.
 
     ``gpu_memory`` caps the CuPy memory pool (bytes); ``gpu_decode`` lets the GPU backend decode
     JPEGs with nvJPEG when nvImageCodec is installed (opt-in: nvJPEG does not report corrupt
-    data). ``gpu`` fails with the reason
+    data); ``gpu_encode`` lets it encode JPEG results with nvJPEG (opt-in: other bytes than
+    libjpeg-turbo's). ``gpu`` fails with the reason
     when CUDA is not usable; ``auto`` then falls back to the CPU, with a warning when
     a GPU was there but its backend failed to start (e.g. the kernels did not compile).
     """
@@ -82,7 +85,8 @@ def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
         if reason is None:
             from .cuda.backend import CupyBackend
             try:
-                return CupyBackend(workers=workers, memory_limit=gpu_memory, jpeg_decode=gpu_decode)
+                return CupyBackend(workers=workers, memory_limit=gpu_memory, jpeg_decode=gpu_decode,
+                                   jpeg_encode=gpu_encode)
             except SystemFailure as exc:
                 reason = str(exc)
                 if choice == "auto":

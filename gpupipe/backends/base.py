@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..codecs import EncodedImage
 from ..ops import Op
 
 Batch = Any   # backend-specific: list of arrays (numpy), packed device buffer (cupy)
@@ -32,6 +33,9 @@ class Backend(ABC):
     # True when ``upload`` takes ``codecs.DeferredJpeg`` items and decodes them itself (nvJPEG);
     # the engine then leaves those JPEGs undecoded. Other backends never receive one.
     decodes_jpeg: bool = False
+    # True when ``encode_jpeg`` makes JPEG files where the pixels are (nvJPEG): the engine then
+    # downloads only the results that must be encoded on the host.
+    encodes_jpeg: bool = False
 
     @abstractmethod
     def upload(self, images: Sequence[np.ndarray]) -> Batch:
@@ -44,6 +48,12 @@ class Backend(ABC):
     @abstractmethod
     def download(self, batch: Batch) -> list[np.ndarray]:
         """Host copies of the batch's images, in order."""
+
+    def encode_jpeg(self, batch: Batch, positions: Sequence[int], quality: int) -> list[EncodedImage | None]:
+        """JPEG files (``quality``, 4:2:0 as ``codecs.encode``) of the images at ``positions``, made
+        where they are; None for each one left to the host (alpha images, refusals). Asked only
+        when ``encodes_jpeg``; this default leaves every image to the host."""
+        return [None] * len(positions)
 
     def subset(self, batch: Batch, indices: Sequence[int]) -> Batch:
         """The images at ``indices`` (some variants cannot apply to every image)."""

@@ -19,7 +19,8 @@ The package is split by job; this module re-exports the public API:
     decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``; ``defer_jpeg``, ``DeferredJpeg``
                  (a JPEG checked here, its pixels left to a device decoder)
     probing      ``probe``, ``ImageInfo``
-    encoding     ``encode``, output formats and extensions, alpha flattening
+    encoding     ``encode``, output formats and extensions, alpha flattening;
+                 ``EncodedImage`` (a result a device encoded) and ``with_icc_profile``
 
 (The modules are not named after the functions they hold, so that
 ``gpupipe.codecs.decode`` is always the function: callers and tests use and
@@ -30,13 +31,15 @@ from __future__ import annotations
 
 from .decoding import (  # noqa: F401  (MinSize: a public type)
     DEFAULT_MAX_PIXELS, Decoded, DeferredJpeg, MinSize, decode, decode_deferred_on_host, defer_jpeg)
-from .encoding import (
+from .encoding import (  # noqa: F401  (EncodedImage, with_icc_profile: for the engine)
     PNG_COMPRESS_LEVEL,  # noqa: F401  (documented constant)
     _flatten,  # noqa: F401  (tests check alpha flattening directly)
+    EncodedImage,
     available_formats,
     encode,
     extension_for,
     normalise_format,
+    with_icc_profile,
 )
 from .modes import pil_to_array
 from .probing import ImageInfo, probe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
@@ -93,6 +94,28 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
     else:
         im.save(buf, "AVIF", quality=int(quality), **opts)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A result already encoded where its pixels are (a GPU backend's nvJPEG): the file bytes
+    of one variant, less the ICC profile, which ``with_icc_profile`` adds as ``encode`` would.
+    Only L and RGB results are encoded this way (JPEG has no alpha: the host flattens those)."""
+
+    data: bytes
+    format: str
+    channels: int
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+
+def with_icc_profile(encoded: EncodedImage, icc_profile: bytes | None) -> bytes:
+    """The file bytes of ``encoded`` with the profile ``encode`` would have written (one that
+    fits the channels), as APP2 segments."""
+    icc = _matching_icc(icc_profile, encoded.channels)
+    return _with_icc(encoded.data, icc) if icc else encoded.data
 
 
 def _check_pixels(pixels: np.ndarray) -> np.ndarray:

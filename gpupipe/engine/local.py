@@ -342,11 +342,11 @@ class LocalEngine(Driver):
         images = [j.decoded.pixels for j in jobs]
         for job in jobs:
             job.decoded.pixels = None        # process_batch owns (and frees) them now
-        results = self._process_on_device(backend, images)
+        results = self._process_on_device(backend, images, [j.decoded.format for j in jobs])
         for job, row in zip(jobs, results):
             job.results = row
             job.timed("process", started)
-            cost = sum({id(r): r.nbytes for r in row if isinstance(r, np.ndarray)}.values())
+            cost = sum({id(r): r.nbytes for r in row if isinstance(r, (np.ndarray, codecs.EncodedImage))}.values())
             job.reserved = self.images.resize(job.reserved, cost)
 
     def _compute_loop(self) -> None:
@@ -360,17 +360,18 @@ class LocalEngine(Driver):
                 if self._encode(job):
                     self._forward(self.encoded_q, job, sum(len(data) for _, data in job.encoded))
 
-    def _process_on_device(self, backend: Backend, images: list[np.ndarray]) -> list[list]:
-        """process_batch, and when the device itself fails (DeviceFailure: a lost GPU, not an
-        image's fault) retry the batch; after ``device_failures`` failures in a row, hand the
-        run over to the CPU backend, saying so, and finish this batch there. A batch too big
-        for the device memory is halved; an image too big alone is done on the CPU. No input
-        is lost: the host images are kept until the batch is done."""
+    def _process_on_device(self, backend: Backend, images: list[np.ndarray], formats: list[str]) -> list[list]:
+        """process_batch (``formats``: the inputs' decoded formats, for a backend that encodes
+        JPEG), and when the device itself fails (DeviceFailure: a lost GPU, not an image's fault)
+        retry the batch; after ``device_failures`` failures in a row, hand the run over to the
+        CPU backend, saying so, and finish this batch there. A batch too big for the device
+        memory is halved; an image too big alone is done on the CPU. No input is lost: the host
+        images are kept until the batch is done."""
         if backend.name == "cpu":
-            return process_batch(backend, images, self.spec, self.trie)
+            return process_batch(backend, images, self.spec, self.trie, formats)
         while True:
             try:
-                results = process_fitting(backend, images, self.spec, self.trie, self._cpu_for_big_images())
+                results = process_fitting(backend, images, self.spec, self.trie, self._cpu_for_big_images(), formats)
                 with self._device_lock:
                     self._device_failures = 0
                 return results

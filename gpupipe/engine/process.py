@@ -9,15 +9,19 @@ variant alone and the backend only ever sees valid work.
 
 from __future__ import annotations
 
+from typing import Sequence
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..codecs import DeferredJpeg, decode_deferred_on_host
+from ..codecs import DeferredJpeg, EncodedImage, decode_deferred_on_host
 from ..errors import DeviceFailure, DeviceOutOfMemory, InputError, ProcessingError, UndecodableImages
 from ..spec import OpTrie, Spec
 
-Result = np.ndarray | InputError
+Result = np.ndarray | EncodedImage | InputError
+# variant index -> (JPEG quality, the images whose result it writes as JPEG): the variants a
+# backend that encodes JPEG (``Backend.encodes_jpeg``) may encode where the pixels are.
+DeviceJpegPlan = dict[int, tuple[int, frozenset[int]]]
 
 
 def variants_under(node: OpTrie) -> list[int]:
@@ -28,15 +32,20 @@ def variants_under(node: OpTrie) -> list[int]:
 
 
 def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
-                  trie: OpTrie | None = None) -> list[list[Result]]:
-    """results[i][v]: variant v of image i, as an HWC uint8 array or the InputError that stopped it.
+                  trie: OpTrie | None = None, formats: Sequence[str] | None = None) -> list[list[Result]]:
+    """results[i][v]: variant v of image i, as an HWC uint8 array, an EncodedImage (a JPEG the
+    backend encoded where the pixels are) or the InputError that stopped it.
 
+    ``formats`` are the images' decoded formats: with them, a backend that encodes JPEG
+    (``encodes_jpeg``) encodes the results written as JPEG itself (a variant that keeps the
+    input's format needs the format to know); without, every result comes back as pixels.
     Raises DeviceFailure when the device itself failed; every other error becomes
     the batch's per-image ProcessingError. ``images`` is consumed: the list is
     emptied so each input can be freed as soon as the ops after it have run (a
     12 MP photo is 36 MB per copy).
     """
     trie = trie or OpTrie.build(spec.variants)
+    device_jpeg = device_jpeg_plan(spec, formats) if backend.encodes_jpeg and formats is not None else {}
     count = len(images)
     results: list[list[Result | None]] = [[None] * len(spec.variants) for _ in range(count)]
     try:
@@ -50,7 +59,7 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
         images.clear()
         # Hand the batch over without keeping a reference here, so _walk can free it
         # as soon as the first op has run.
-        _walk(backend, trie, uploaded.pop(), members, sizes, results)
+        _walk(backend, trie, uploaded.pop(), members, sizes, results, device_jpeg)
     except InputError as exc:        # whole-batch failure: every unfinished variant of every image
         _fail_unfinished(results, exc)
     except DeviceFailure:            # the device's fault, not the images': the engine decides (retry, hand over)
@@ -61,22 +70,36 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
 
 
 def process_fitting(backend: Backend, images: list[np.ndarray], spec: Spec, trie: OpTrie | None,
-                    too_big: Backend) -> list[list[Result]]:
+                    too_big: Backend, formats: Sequence[str] | None = None) -> list[list[Result]]:
     """process_batch on a device, halving any batch that does not fit in its memory; an image
     that does not fit alone is processed on ``too_big`` (the CPU backend) instead. ``images``
     is not consumed (the halves need it)."""
     try:
-        return process_batch(backend, list(images), spec, trie)
+        return process_batch(backend, list(images), spec, trie, formats)
     except DeviceOutOfMemory:
         if len(images) == 1:
-            return process_batch(too_big, list(images), spec, trie)
+            return process_batch(too_big, list(images), spec, trie, formats)
         half = len(images) // 2
-        return (process_fitting(backend, images[:half], spec, trie, too_big)
-                + process_fitting(backend, images[half:], spec, trie, too_big))
+        return (process_fitting(backend, images[:half], spec, trie, too_big, _part(formats, 0, half))
+                + process_fitting(backend, images[half:], spec, trie, too_big, _part(formats, half, None)))
+
+
+def _part(formats: Sequence[str] | None, start: int, stop: int | None) -> Sequence[str] | None:
+    return None if formats is None else formats[start:stop]
+
+
+def device_jpeg_plan(spec: Spec, formats: Sequence[str]) -> DeviceJpegPlan:
+    """The variants written as JPEG, with their quality and the images concerned."""
+    plan: DeviceJpegPlan = {}
+    for v, variant in enumerate(spec.variants):
+        jpegs = frozenset(i for i, fmt in enumerate(formats) if variant.output_format(fmt) == "jpeg")
+        if jpegs:
+            plan[v] = (variant.quality, jpegs)
+    return plan
 
 
 def _walk(backend: Backend, root: OpTrie, batch, members: list[int], sizes: list[tuple[int, int]],
-          results: list[list[Result | None]]) -> None:
+          results: list[list[Result | None]], device_jpeg: DeviceJpegPlan) -> None:
     """Depth-first over the trie with an explicit stack: a batch is referenced only by
     its stack entry, so along a chain each intermediate is freed once the next op ran."""
     stack = [(root, batch, members, sizes)]
@@ -84,9 +107,7 @@ def _walk(backend: Backend, root: OpTrie, batch, members: list[int], sizes: list
     while stack:
         node, batch, members, sizes = stack.pop()
         if node.variant_indices:
-            for member, array in zip(members, backend.download(batch)):
-                for v in node.variant_indices:
-                    results[member][v] = array
+            _collect(backend, batch, node.variant_indices, members, results, device_jpeg)
         children = []
         for child in node.children:
             keep, child_sizes = [], []
@@ -104,6 +125,32 @@ def _walk(backend: Backend, root: OpTrie, batch, members: list[int], sizes: list
         del batch
         stack.extend(reversed(children))
         del children
+
+
+def _collect(backend: Backend, batch, variants: list[int], members: list[int],
+             results: list[list[Result | None]], device_jpeg: DeviceJpegPlan) -> None:
+    """The results of the variants that end at this node: JPEG files the backend encodes where
+    the pixels are (one call per quality, shared by variants that agree), pixels for the rest
+    and for any image the backend left to the host."""
+    by_quality: dict[int, list[int]] = {}
+    for v in variants:
+        if v in device_jpeg:
+            by_quality.setdefault(device_jpeg[v][0], []).append(v)
+    for quality, group in by_quality.items():
+        positions = [p for p, m in enumerate(members) if any(m in device_jpeg[v][1] for v in group)]
+        for p, encoded in zip(positions, backend.encode_jpeg(batch, positions, quality)):
+            if encoded is not None:
+                for v in group:
+                    if members[p] in device_jpeg[v][1]:
+                        results[members[p]][v] = encoded
+    on_host = [p for p, m in enumerate(members) if any(results[m][v] is None for v in variants)]
+    if not on_host:
+        return
+    sub = batch if len(on_host) == len(members) else backend.subset(batch, on_host)
+    for p, array in zip(on_host, backend.download(sub)):
+        for v in variants:
+            if results[members[p]][v] is None:
+                results[members[p]][v] = array
 
 
 def _decode_deferred_on_host(images: list, members: list[int], results: list[list[Result | None]]) -> None:

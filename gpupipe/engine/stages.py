@@ -83,7 +83,8 @@ class Encoded:
 def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_format: str,
                     icc_profile: bytes | None, planned: list[PurePath],
                     claim: Callable[[PurePath], str | None]) -> Encoded:
-    """Encode every variant's result. ``planned`` are the output paths claimed at scan
+    """Encode every variant's result (an EncodedImage, already encoded by the backend, only
+    gets its ICC profile). ``planned`` are the output paths claimed at scan
     time from the file name; when the bytes said another format than the extension the
     path changes and ``claim`` must grant the new one (it returns the owner if taken)."""
     encoded = Encoded()
@@ -98,8 +99,11 @@ def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_forma
                 encoded.errors.append(OutputConflict(f"output {path} is already written by {other}"))
                 continue
         try:
-            data = codecs.encode(result, format=variant.output_format(decoded_format), quality=variant.quality,
-                                 background=variant.background[:3], icc_profile=icc_profile)
+            if isinstance(result, codecs.EncodedImage):     # the backend encoded it (a GPU's nvJPEG)
+                data = codecs.with_icc_profile(result, icc_profile)
+            else:
+                data = codecs.encode(result, format=variant.output_format(decoded_format), quality=variant.quality,
+                                     background=variant.background[:3], icc_profile=icc_profile)
         except InputError as exc:
             encoded.errors.append(name_variant(spec, exc, variant))
             continue

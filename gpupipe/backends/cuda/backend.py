@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 
 from ... import ops
-from ...codecs import DeferredJpeg, decode_deferred_on_host
+from ...codecs import DeferredJpeg, EncodedImage, decode_deferred_on_host
 from ...errors import DeviceFailure, DeviceOutOfMemory, SystemFailure, UndecodableImages
 from ..base import Backend
-from .jpeg import NvJpegDecoder, nvimgcodec_unavailable_reason
+from .jpeg import NvJpegDecoder, NvJpegEncoder, nvimgcodec_unavailable_reason
 from .plans import Buf, Program, Shape, colour_table, compose_tables, offsets, plan_op, plan_table
 
 log = logging.getLogger("gpupipe")
@@ -95,7 +95,7 @@ class CupyBackend(Backend):
     concurrency = 2                      # two threads, two streams: transfers overlap kernels
 
     def __init__(self, workers: int = 1, memory_limit: int | None = None, device: int = 0,
-                 profile: bool = False, jpeg_decode: bool = False) -> None:
+                 profile: bool = False, jpeg_decode: bool = False, jpeg_encode: bool = False) -> None:
         import cupy
         # profile: each call waits for its stream and adds its seconds to ``timings`` (upload,
         # kernels, download): a stage breakdown for benchmarks, at the cost of the overlap.
@@ -115,22 +115,26 @@ class CupyBackend(Backend):
         except Exception as exc:
             raise SystemFailure(f"CUDA device {device} is not usable: {exc.__class__.__name__}: {exc}") from exc
         self.device_name = properties["name"].decode() if isinstance(properties["name"], bytes) else properties["name"]
-        self.jpeg = self._jpeg_decoder(jpeg_decode)
+        self.jpeg = self._nvjpeg(jpeg_decode, "decode", lambda: NvJpegDecoder(self.cp))
         self.decodes_jpeg = self.jpeg is not None
+        self.jpeg_encoder = self._nvjpeg(jpeg_encode, "encode", NvJpegEncoder)
+        self.encodes_jpeg = self.jpeg_encoder is not None
         self._local = threading.local()
 
-    def _jpeg_decoder(self, wanted: bool):
-        """nvJPEG through nvImageCodec when installed and wanted, else None (the CPU decodes)."""
+    def _nvjpeg(self, wanted: bool, job: str, make):
+        """nvJPEG's decoder or encoder through nvImageCodec when installed and wanted, else None
+        (the CPU does that job), with a warning saying why when it was wanted."""
         if not wanted:
             return None
         problem = nvimgcodec_unavailable_reason()
         if problem is not None:
-            log.warning("--gpu-decode: %s; JPEGs are decoded on the CPU", problem)
+            log.warning("--gpu-%s: %s; JPEGs are %sd on the CPU", job, problem, job)
             return None
         try:
-            return NvJpegDecoder(self.cp)
+            return make()
         except Exception as exc:                 # installed but broken (no libnvjpeg, ...): say so, go on
-            log.warning("GPU JPEG decode unavailable, decoding on the CPU: %s: %s", exc.__class__.__name__, exc)
+            log.warning("GPU JPEG %s unavailable, %sing on the CPU: %s: %s", job, job.rstrip("e"),
+                        exc.__class__.__name__, exc)
             return None
 
     # ------------------------------------------------------------------ Backend
@@ -205,6 +209,35 @@ class CupyBackend(Backend):
             stream.synchronize()
             return [block[starts[i]:starts[i + 1]].reshape(shape) for i, shape in enumerate(batch.shapes)]
 
+    def encode_jpeg(self, batch: DeviceBatch, positions: Sequence[int], quality: int) -> list[EncodedImage | None]:
+        """nvJPEG files of the L and RGB images at ``positions``; None for the others (alpha: the
+        host flattens them first) and for any nvJPEG refuses. If the encoder itself breaks, this
+        backend stops encoding, saying so, and the host encodes from then on."""
+        out: list[EncodedImage | None] = [None] * len(positions)
+        if self.jpeg_encoder is None:
+            return out
+        batch = self.settled(batch)
+        starts = offsets(batch.shapes)
+        wanted = [k for k, i in enumerate(positions) if batch.shapes[i][2] in (1, 3)]
+        if not wanted:
+            return out
+        with self._device_errors("encode (GPU)"), self._stream() as stream:
+            views = [batch.buffer[int(starts[positions[k]]):int(starts[positions[k] + 1])]
+                     .reshape(batch.shapes[positions[k]]) for k in wanted]
+            try:
+                files = self.jpeg_encoder.encode(views, quality, stream)
+            except (self.cp.cuda.runtime.CUDARuntimeError, self.cp.cuda.driver.CUDADriverError):
+                raise                                   # the device's fault: _device_errors decides
+            except Exception as exc:
+                log.warning("GPU JPEG encode failed (%s: %s); JPEGs are encoded on the CPU from now on",
+                            exc.__class__.__name__, exc)
+                self.jpeg_encoder, self.encodes_jpeg = None, False
+                return out
+        for k, data in zip(wanted, files):
+            if data is not None:
+                out[k] = EncodedImage(data, "jpeg", batch.shapes[positions[k]][2])
+        return out
+
     def subset(self, batch: DeviceBatch, indices: Sequence[int]) -> DeviceBatch:
         batch = self.settled(batch)
         starts = offsets(batch.shapes)
@@ -217,13 +250,15 @@ class CupyBackend(Backend):
         return {"used": int(self.pool.used_bytes()), "limit": int(limit)}
 
     def describe(self) -> str:
-        return f"gpu (CuPy, {self.device_name}{', nvJPEG decode' if self.jpeg else ''})"
+        codecs = [job for job, codec in (("decode", self.jpeg), ("encode", self.jpeg_encoder)) if codec]
+        return f"gpu (CuPy, {self.device_name}{', nvJPEG ' + ' and '.join(codecs) if codecs else ''})"
 
     def close(self) -> None:
         with contextlib.suppress(Exception):       # a lost device may fail here too: nothing left to save
             self.device.synchronize()
-            if self.jpeg is not None:
-                self.jpeg.close()
+            for codec in (self.jpeg, self.jpeg_encoder):
+                if codec is not None:
+                    codec.close()
             self.pool.free_all_blocks()
             self.cp.get_default_pinned_memory_pool().free_all_blocks()
 

@@ -1,6 +1,6 @@
-"""JPEG decode on the GPU: nvJPEG through NVIDIA nvImageCodec (``pip install gpupipe[nvimgcodec]``).
+"""JPEG on the GPU: nvJPEG through NVIDIA nvImageCodec (``pip install gpupipe[nvimgcodec]``).
 
-The engine only checks a JPEG's header on the CPU (``codecs.defer_jpeg``: size limit,
+Decode. The engine only checks a JPEG's header on the CPU (``codecs.defer_jpeg``: size limit,
 orientation, that it is a kind nvJPEG decodes) and hands the compressed bytes over; the
 pixels are made on the device (the H100's hardware JPEG engines where nvImageCodec can use
 them, CUDA otherwise), oriented there, and never cross PCIe as pixels. Grey JPEGs give L,
@@ -12,11 +12,18 @@ A file nvJPEG refuses is decoded on the host instead, which gives it the CPU pat
 or error. But nvJPEG does not notice corrupt entropy-coded data (random bytes where the
 scan should be decode to a noise image without an error), where libjpeg-turbo's strict mode
 fails the file: that is why GPU decode is opt-in (``--gpu-decode``), never the default.
+
+Encode. L and RGB results written as JPEG are encoded on the device (the settings of
+``codecs.encode``: the quality, 4:2:0 chroma for colour, baseline, standard Huffman tables) and
+only the files cross PCIe, a tenth of the pixels' bytes. The files are nvJPEG's, not
+libjpeg-turbo's: other bytes, the same quality setting. Opt-in (``--gpu-encode``) for that
+reason: a run's output bytes should not depend on the machine unless asked.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
 from typing import Sequence
@@ -42,7 +49,7 @@ class NvJpegDecoder:
         self.cp, self.nv = cupy, nv
         self.params = {channels: nv.DecodeParams(apply_exif_orientation=False, color_spec=spec)
                        for channels, spec in ((1, nv.ColorSpec.GRAY), (3, nv.ColorSpec.SRGB))}
-        _give_back(_borrow(nv))                  # fail here, at the backend's start, if it cannot run
+        _decoders.give_back(_decoders.borrow())   # fail here, at the backend's start, if it cannot run
 
     def close(self) -> None:
         """Nothing to free per backend: the decoders stay in the process's pool for the next run."""
@@ -55,11 +62,8 @@ class NvJpegDecoder:
             group = [i for i, item in enumerate(items) if item.shape[2] == channels]
             if not group:
                 continue
-            decoder = _borrow(self.nv)
-            try:
+            with _decoders.lend() as decoder:
                 images = decoder.decode([items[i].data for i in group], params=params, cuda_stream=stream.ptr)
-            finally:
-                _give_back(decoder)
             for i, image in zip(group, images):
                 if image is None:
                     continue
@@ -72,43 +76,105 @@ class NvJpegDecoder:
         return out
 
 
-# Idle decoders, shared by every backend of the process. Making one costs about a second (the
-# hardware decoder's set-up, measured as a fixed ~2 s per run on an H100 when each run made its
-# own), so they outlive runs; a decoder serves one thread at a time (two threads sharing one
-# crashed the process).
-_idle: queue.SimpleQueue = queue.SimpleQueue()
+class NvJpegEncoder:
+    """Batched JPEG encode of CuPy arrays (L or RGB, HWC uint8) into file bytes."""
+
+    def __init__(self) -> None:
+        from nvidia import nvimgcodec as nv
+        self.nv = nv
+        self.subsampling = {1: nv.ChromaSubsampling.CSS_GRAY, 3: nv.ChromaSubsampling.CSS_420}
+        self.jpeg = nv.JpegEncodeParams(progressive=False, optimized_huffman=False)
+        _encoders.give_back(_encoders.borrow())   # fail at the backend's start, not mid-run
+
+    def encode(self, images: Sequence, quality: int, stream) -> list[bytes | None]:
+        """JPEG files of ``images`` (C-contiguous CuPy arrays, HWC, C 1 or 3) once ``stream``'s work
+        on them is done; None for one nvJPEG could not encode."""
+        out: list[bytes | None] = [None] * len(images)
+        for channels, subsampling in self.subsampling.items():
+            group = [i for i, image in enumerate(images) if image.shape[2] == channels]
+            if not group:
+                continue
+            params = self.nv.EncodeParams(quality_type=self.nv.QualityType.QUALITY, quality_value=float(quality),
+                                          chroma_subsampling=subsampling, jpeg_encode_params=self.jpeg)
+            wrapped = self.nv.as_images([images[i] for i in group], cuda_stream=stream.ptr)
+            with _encoders.lend() as encoder:
+                streams = encoder.encode(wrapped, "jpeg", params=params, cuda_stream=stream.ptr)
+            for i, code_stream in zip(group, streams):
+                if code_stream is not None:
+                    out[i] = bytes(memoryview(code_stream)[:code_stream.size])
+        return out
+
+    def close(self) -> None:
+        """Nothing to free per backend: the encoders stay in the process's pool."""
+
+
+class _Pool:
+    """Idle nvImageCodec decoders (or encoders), shared by every backend of the process.
+
+    Making one costs about a second (the hardware decoder's set-up, measured as a fixed ~2 s per
+    run on an H100 when each run made its own), so they outlive runs; one serves one thread at
+    a time (two threads sharing a decoder crashed the process)."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+
+    def borrow(self):
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        made = self._make()
+        with _made_lock:
+            if not _made:
+                atexit.register(_release_all)    # registered after CuPy's import: runs before its exit hooks
+            _made.append(made)
+        return made
+
+    def give_back(self, made) -> None:
+        self._idle.put(made)
+
+    @contextlib.contextmanager
+    def lend(self):
+        made = self.borrow()
+        try:
+            yield made
+        finally:
+            self.give_back(made)
+
+    def clear(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                break
+
+
+def _make_decoder():
+    from nvidia import nvimgcodec as nv
+    # The GPU alone (hardware engine first, then CUDA): a CPU decode is the engine's job, and
+    # nvImageCodec's own CPU fallback would hide a refused file from us.
+    return nv.Decoder(backends=[nv.Backend(nv.BackendKind.HW_GPU_ONLY), nv.Backend(nv.BackendKind.GPU_ONLY)])
+
+
+def _make_encoder():
+    from nvidia import nvimgcodec as nv
+    # The GPU alone, for the same reason: a refusal comes back as None and the host encodes it.
+    return nv.Encoder(backends=[nv.Backend(nv.BackendKind.GPU_ONLY)])
+
+
+_decoders, _encoders = _Pool(_make_decoder), _Pool(_make_encoder)
 _made: list = []
 _made_lock = threading.Lock()
 
 
-def _borrow(nv):
-    try:
-        return _idle.get_nowait()
-    except queue.Empty:
-        pass
-    # The GPU alone (hardware engine first, then CUDA): a CPU decode is the engine's job, and
-    # nvImageCodec's own CPU fallback would hide a refused file from us.
-    decoder = nv.Decoder(backends=[nv.Backend(nv.BackendKind.HW_GPU_ONLY), nv.Backend(nv.BackendKind.GPU_ONLY)])
-    with _made_lock:
-        if not _made:
-            atexit.register(_release_all)        # registered after CuPy's import: runs before its exit hooks
-        _made.append(decoder)
-    return decoder
-
-
-def _give_back(decoder) -> None:
-    _idle.put(decoder)
-
-
 def _release_all() -> None:
-    """Free the decoders while CUDA is still up: left to interpreter teardown, they crashed it."""
+    """Free the decoders and encoders while CUDA is still up: left to interpreter teardown, they
+    crashed it."""
     with _made_lock:
         _made.clear()
-    while True:
-        try:
-            _idle.get_nowait()
-        except queue.Empty:
-            break
+    _decoders.clear()
+    _encoders.clear()
 
 
 def exit_before_teardown(status: int) -> None:
