@@ -98,14 +98,17 @@ CONFIGS = {"cpu": {"backend": "cpu"}, "gpu": {"backend": "gpu"},
            "gpu_nvjpeg_codecs": {"backend": "gpu", "gpu_decode": True, "gpu_encode": True}}
 
 
-def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Path]) -> list[dict]:
+def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Path],
+              names: tuple[str, ...] = ("W1", "W2", "W3"), labels: tuple[str, ...] = tuple(CONFIGS)) -> list[dict]:
     from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
     nvjpeg = nvimgcodec_unavailable_reason() is None
-    configs = {label: options for label, options in CONFIGS.items() if nvjpeg or "nvjpeg" not in label}
+    # The CPU backend always runs: every GPU figure is a ratio to it.
+    configs = {label: options for label, options in CONFIGS.items()
+               if (label == "cpu" or label in labels) and (nvjpeg or "nvjpeg" not in label)}
     rows = []
     work = Path(tempfile.mkdtemp(prefix="gpupipe-gpu-bench-"))
     try:
-        for workload in ("W1", "W2", "W3"):
+        for workload in names:
             spec = gpupipe_spec(workload)
             for corpus_name, corpus in corpora.items():
                 row = {"workload": workload, "corpus": corpus_name}
@@ -166,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kernel-images", type=int, default=16)
     ap.add_argument("--skip-workloads", action="store_true")
+    ap.add_argument("--skip-kernels", action="store_true")
+    ap.add_argument("--workloads", default="W1,W2,W3", help="comma-separated, e.g. W3")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated of {', '.join(CONFIGS)} "
+                    "(cpu always runs: the ratios need it)")
     ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
     a = ap.parse_args(argv)
     import cupy
@@ -173,10 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     from gpupipe.backends.cuda.backend import CupyBackend
     info = device_info(cupy)
     print(json.dumps(info), flush=True)
-    backend = CupyBackend()
-    result = {"date": date.today().isoformat(), "gpupipe": gpupipe.__version__, **info,
-              "kernels": kernels(backend, cupy, info["peak_bandwidth_gbs"], a.kernel_images, 10)}
-    backend.close()
+    result = {"date": date.today().isoformat(), "gpupipe": gpupipe.__version__, **info}
+    if not a.skip_kernels:
+        backend = CupyBackend()
+        result["kernels"] = kernels(backend, cupy, info["peak_bandwidth_gbs"], a.kernel_images, 10)
+        backend.close()
     if not a.skip_workloads:
         corpora = {"imagenet": make_corpus.ensure_corpus("imagenet"), "camera": make_corpus.ensure_corpus("camera")}
         # The GPU does 40 camera photos in well under a second: too short for a steady state, so
@@ -184,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         # same work per image); the CPU backend takes 3-4 s over the 40 and reads them there.
         gpu_corpora = {"camera": make_corpus.ensure_corpus("camera1000", count=CAMERA_GPU_COUNT)}
         result["max_memory"] = MAX_MEMORY
-        result["workloads"] = workloads(corpora, a.repeats, gpu_corpora)
+        result["workloads"] = workloads(corpora, a.repeats, gpu_corpora, tuple(a.workloads.split(",")),
+                                        tuple(a.configs.split(",")))
     if a.json:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")

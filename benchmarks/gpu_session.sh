@@ -7,6 +7,8 @@
 #       nvImageCodec into .nvimg/ and the benchmark photos into .photos/, all git-excluded (about
 #       58 MB with the repo: < 64 MiB)
 #   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".photos", ".nvimg"], timeout_s=600)
+#            env: GPU_TESTS_TIMEOUT / GPU_BENCH_TIMEOUT (seconds), GPU_BENCH_ARGS (benchmarks/gpu.py
+#            options, e.g. "--skip-kernels --workloads W3"), GPU_BENCH_SUFFIX (results file name)
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +42,9 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # l
 python3 -m gpupipe doctor > "$OUT/doctor.txt" 2>&1
 timeout "${GPU_TESTS_TIMEOUT:-240}" python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 \
     | tee "$OUT/gpu-tests.log" | tail -40
-timeout "${GPU_BENCH_TIMEOUT:-320}" python3 benchmarks/gpu.py --repeats 2 --json "gpu-$(date +%F).json" 2>&1 | tee "$OUT/gpu-bench.log" | tail -40
+# GPU_BENCH_ARGS narrows the benchmark to fit a call, e.g. "--skip-kernels --workloads W3".
+# shellcheck disable=SC2086
+timeout "${GPU_BENCH_TIMEOUT:-320}" python3 benchmarks/gpu.py --repeats 2 ${GPU_BENCH_ARGS:-} \
+    --json "gpu-$(date +%F)${GPU_BENCH_SUFFIX:-}.json" 2>&1 | tee "$OUT/gpu-bench.log" | tail -40
 cp benchmarks/results/gpu-*.json "$OUT/" 2>/dev/null
 exit 0
