@@ -3,17 +3,32 @@
 // tests/kernelcheck.py compiles  `#include "cpu_shim.h"` + `#include "<kernel>.cu"`
 // + one generated launcher per kernel with g++ -fsanitize=address into a shared
 // library. A launch is a sequential loop over the grid; each "thread" runs the
-// kernel body with its own blockIdx/threadIdx. That is exact for kernels written
-// to gpupipe.cuh's rules (no shared memory, no __syncthreads, no inter-thread
-// communication). Never used by the CUDA build.
+// kernel body with its own blockIdx/threadIdx. That is exact for kernels whose
+// threads do not communicate (gpupipe.cuh's rules).
+//
+// Files that use __syncthreads (block-shared memory tiles) get a cooperative launch
+// instead (shim_launch_cooperative): one OS thread per CUDA thread of a block, the
+// blocks one after another, so a __shared__ array (a static here) is the block's.
+// __syncthreads is a real barrier; a barrier that some threads of a block miss
+// (divergent, undefined on a GPU) aborts with a message instead of deadlocking.
+// Never used by the CUDA build.
 #pragma once
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __restrict__ __restrict
+#define __shared__ static        // one block runs at a time: its shared memory is one static
 
 struct dim3 { unsigned int x = 1, y = 1, z = 1; };
 static thread_local dim3 blockIdx, threadIdx, blockDim, gridDim;
@@ -38,4 +53,71 @@ static void shim_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsi
             threadIdx = {tx, ty, tz};
             body();
         }
+}
+
+// A block-wide barrier that knows where each thread waits: __syncthreads (SYNC) or the end of
+// the block (END). A generation mixing the two, or one that does not fill in 10 s, means some
+// threads of the block skipped a __syncthreads the others reached.
+struct ShimBarrier {
+    enum Site { SYNC, END };
+    explicit ShimBarrier(unsigned n) : count(n) {}
+    void wait(Site site) {
+        std::unique_lock<std::mutex> lock(mutex);
+        if (waiting == 0) first_site = site;
+        if (site != first_site) divergent();
+        const unsigned long long generation_now = generation;
+        if (++waiting == count) {
+            waiting = 0;
+            ++generation;
+            ready.notify_all();
+            return;
+        }
+        if (!ready.wait_for(lock, std::chrono::seconds(10), [&] { return generation != generation_now; }))
+            divergent();
+    }
+    [[noreturn]] static void divergent() {
+        fprintf(stderr, "cpu_shim: __syncthreads reached by some threads of a block and not by others "
+                        "(a divergent barrier: undefined behaviour on a GPU)\n");
+        abort();
+    }
+    std::mutex mutex;
+    std::condition_variable ready;
+    const unsigned count;
+    unsigned waiting = 0;
+    unsigned long long generation = 0;
+    Site first_site = SYNC;
+};
+static ShimBarrier* shim_barrier = nullptr;
+
+static inline void __syncthreads() {
+    if (shim_barrier == nullptr) {
+        fprintf(stderr, "cpu_shim: __syncthreads in a kernel launched with shim_launch, not shim_launch_cooperative\n");
+        abort();
+    }
+    shim_barrier->wait(ShimBarrier::SYNC);
+}
+
+// Run `body` with one OS thread per thread of a block, block after block (every thread waits at
+// the end of each block, so no thread starts the next one while the block's shared memory is in use).
+template <class F>
+static void shim_launch_cooperative(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                                    F body) {
+    const unsigned n = bx * by * bz;
+    ShimBarrier barrier(n);
+    shim_barrier = &barrier;
+    std::vector<std::thread> threads;
+    threads.reserve(n);
+    for (unsigned t = 0; t < n; ++t)
+        threads.emplace_back([&, t] {
+            gridDim = {gx, gy, gz};
+            blockDim = {bx, by, bz};
+            threadIdx = {t % bx, (t / bx) % by, t / (bx * by)};
+            for (unsigned z = 0; z < gz; ++z) for (unsigned y = 0; y < gy; ++y) for (unsigned x = 0; x < gx; ++x) {
+                blockIdx = {x, y, z};
+                body();
+                barrier.wait(ShimBarrier::END);
+            }
+        });
+    for (auto& thread : threads) thread.join();
+    shim_barrier = nullptr;
 }

@@ -8,10 +8,12 @@
 //   image i        = blockIdx.y, blockIdx.y + gridDim.y, ...
 //   output pixels  = GP_PIXELS_PER_THREAD per thread and round, see GP_FOR_EACH_PIXEL
 //
-// A thread computes whole output pixels (all their channels). No shared memory, no
-// __syncthreads, no dynamic allocation: a sequential loop over the grid (the CPU
-// shim, kernels/cpu_shim.h) runs the same code exactly, which is how the kernels
-// are verified without a GPU (tests/kernelcheck.py).
+// A thread computes whole output pixels (all their channels), no dynamic allocation:
+// a sequential loop over the grid (the CPU shim, kernels/cpu_shim.h) runs the same code
+// exactly, which is how the kernels are verified without a GPU (tests/kernelcheck.py).
+// A kernel may share a static __shared__ tile within a block if every thread of the
+// block reaches each __syncthreads (transpose.cu): the shim then runs a block's threads
+// as OS threads at once, and aborts on a barrier some of them skip.
 //
 // Float maths is float32. Where a result must be bit-identical to the NumPy
 // backend, products and sums are written with __fmul_rn/__fadd_rn so nvcc cannot

@@ -42,7 +42,7 @@ ENV_FLAG = "GPUPIPE_KERNELCHECK"
 INNER = os.environ.get(ENV_FLAG) == "asan"
 CXX = os.environ.get("CXX", "g++")
 CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",
-            "-ffp-contract=off", "-shared", "-fPIC", "-Wall", "-Wno-unused-function"]
+            "-ffp-contract=off", "-shared", "-fPIC", "-pthread", "-Wall", "-Wno-unused-function"]
 
 # ImageDesc (kernels/gpupipe.cuh), field for field: the CUDA backend's own host-side layout.
 from gpupipe.backends.cuda.plans import DESC, Buf  # noqa: E402
@@ -87,11 +87,13 @@ def _wrapper(cu: Path, source: str) -> str:
     offsets = ", ".join(f"(long long)offsetof(ImageDesc, {f[0]})" for f in DESC_FIELDS)
     lines.append(f"extern \"C\" long long shim_desc_layout(int i) {{ const long long v[] = "
                  f"{{(long long)sizeof(ImageDesc), {offsets}}}; return v[i]; }}")
+    # Threads that meet at __syncthreads need to run at once: one OS thread each (cpu_shim.h).
+    launch = "shim_launch_cooperative" if "__syncthreads" in source else "shim_launch"
     for name, params in kernels_in(source):
         decl = "".join(f", {t} {n}" for t, n in params)
         args = ", ".join(n for _, n in params)
         lines.append(f'extern "C" void shim_{name}(unsigned gx, unsigned gy, unsigned bx{decl}) '
-                     f"{{ shim_launch(gx, gy, 1, bx, 1, 1, [&] {{ {name}({args}); }}); }}")
+                     f"{{ {launch}(gx, gy, 1, bx, 1, 1, [&] {{ {name}({args}); }}); }}")
     return "\n".join(lines) + "\n"
 
 

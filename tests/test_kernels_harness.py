@@ -89,3 +89,61 @@ def test_off_by_one_is_reported_by_asan(tmp_path):
 
 
 test_off_by_one_is_reported_by_asan.__test__ = not kc.INNER   # the parent runs it; the child need not
+
+
+BARRIER_KERNEL = r'''
+#include "gpupipe.cuh"
+// Each 256-byte chunk of an image, reversed through shared memory.
+extern "C" __global__ void gp_reverse_chunks(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
+                                             const ImageDesc* __restrict__ descs, int n_images) {
+    __shared__ unsigned char stage[256];
+    GP_FOR_EACH_IMAGE(i, n_images) {
+        const ImageDesc d = descs[i];
+        const long long count = (long long)d.width * d.height * d.channels;
+        for (long long base = (long long)blockIdx.x * 256; base < count; base += (long long)gridDim.x * 256) {
+            const int length = count - base < 256 ? (int)(count - base) : 256;
+            for (int k = threadIdx.x; k < length; k += blockDim.x) stage[k] = src[d.in_offset + base + k];
+            if (WHO) __syncthreads();
+            for (int k = threadIdx.x; k < length; k += blockDim.x) dst[d.out_offset + base + k] = stage[length - 1 - k];
+            __syncthreads();
+        }
+    }
+}
+'''
+
+BARRIER_CHILD = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    from tests import kernelcheck as kc
+    lib = kc.KernelLib(Path({cu!r}))
+    images = kc.mixed_batch(1, shapes=[(30, 20), (1, 1), (7, 9)])
+    got = kc.run_batch(lib, "gp_reverse_chunks", images, [i.shape for i in images], grid=(2, 2), block=16)
+    for g, i in zip(got, images):
+        flat = i.ravel()
+        want = np.concatenate([flat[s:s + 256][::-1] for s in range(0, flat.size, 256)])
+        assert np.array_equal(g.ravel(), want)
+    print("KERNEL OK")
+''')
+
+
+def test_a_barrier_some_threads_skip_is_reported(tmp_path):
+    """Files with __syncthreads run one OS thread per CUDA thread: a barrier every thread reaches
+    works (the shared-memory result is right), one that thread 0 skips aborts with a message
+    instead of passing by luck or hanging."""
+    env = dict(os.environ, GPUPIPE_KERNELCHECK="asan", LD_PRELOAD=kc.asan_runtime() or "",
+               ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=99")
+    outcomes = {}
+    for name, who in (("uniform", "true"), ("divergent", "threadIdx.x != 0")):
+        cu = tmp_path / f"reverse_{name}.cu"
+        cu.write_text(BARRIER_KERNEL.replace("WHO", who))
+        code = BARRIER_CHILD.format(root=str(kc.ROOT), cu=str(cu))
+        outcomes[name] = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                        timeout=120)
+    good, bad = outcomes["uniform"], outcomes["divergent"]
+    assert good.returncode == 0 and "KERNEL OK" in good.stdout, good.stdout + good.stderr
+    assert bad.returncode != 0 and "divergent barrier" in bad.stderr, bad.stderr[-4000:]
+
+
+test_a_barrier_some_threads_skip_is_reported.__test__ = not kc.INNER

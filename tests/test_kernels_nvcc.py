@@ -49,8 +49,9 @@ def test_nvrtc_friendly(path):
     """cupy.RawModule compiles with NVRTC: no system headers, kernels extern "C" (unmangled names)."""
     text = re.sub(r"//[^\n]*|/\*.*?\*/", "", path.read_text(), flags=re.S)   # code only
     assert not re.search(r"^\s*#\s*include\s*<", text, re.M), f"{path.name} includes a system header"
-    assert "__shared__" not in text and "__syncthreads" not in text, \
-        f"{path.name} uses shared memory: the CPU shim cannot check it (DESIGN §5)"
+    # Static shared memory works on the CPU shim (a static, one block at a time); a dynamic one
+    # (extern __shared__, sized at launch) has no storage there.
+    assert not re.search(r"extern\s+__shared__", text), f"{path.name}: dynamic shared memory, which the CPU shim lacks"
     if path.suffix == ".cu":
         assert "__global__" in text
         for m in re.finditer(r"^[^\n]*__global__[^\n]*$", text, re.M):

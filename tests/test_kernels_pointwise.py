@@ -19,6 +19,9 @@ test_under_asan = kc.asan_test(__file__)
 
 # launch shapes: a tiny grid (long grid-stride loops), an odd one, one wider than the work
 GRIDS = [((1, 1), 1), ((3, 2), 7), ((64, 40), 32)]
+# Kernels with __syncthreads run one OS thread per CUDA thread (kernels/cpu_shim.h), and every block
+# ends at a barrier: fewer idle blocks keep those launches to seconds. Still more blocks than tiles.
+COOPERATIVE_GRIDS = [((1, 1), 1), ((3, 2), 7), ((16, 3), 64)]
 
 
 def _check_equal(got, want, what):
@@ -116,6 +119,19 @@ class TestGeometry:
         shapes = [(w, h, c) if degrees != 180 else (h, w, c) for h, w, c in (i.shape for i in images)]
         got = kc.run_batch(self.lib, "gp_rotate", images, shapes, degrees, grid=grid, block=block, isolate=True)
         _check_equal(got, [geometry.rotate(i, degrees) for i in images], f"rotate {degrees}")
+
+    @pytest.mark.parametrize("grid,block", COOPERATIVE_GRIDS)
+    @pytest.mark.parametrize("degrees", [90, 270])
+    def test_rotate_through_shared_memory_tiles(self, degrees, grid, block):
+        """gp_rotate_tiled (transpose.cu): one OS thread per CUDA thread, meeting at __syncthreads;
+        images larger than a tile, with partial tiles on both edges, and the same batch as gp_rotate."""
+        lib = kc.build("transpose")
+        rng = np.random.default_rng(40 + degrees)
+        images = kc.mixed_batch(11 + degrees) + [kc.random_image(rng, h, w, c) for (h, w), c in
+                                                 (((70, 45), 3), ((33, 97), 4), ((64, 32), 1), ((31, 65), 2))]
+        shapes = [(w, h, c) for h, w, c in (i.shape for i in images)]
+        got = kc.run_batch(lib, "gp_rotate_tiled", images, shapes, degrees, grid=grid, block=block, isolate=True)
+        _check_equal(got, [geometry.rotate(i, degrees) for i in images], f"rotate {degrees} tiled")
 
     @pytest.mark.parametrize("direction", ["horizontal", "vertical"])
     def test_flip(self, direction):

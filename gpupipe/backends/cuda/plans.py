@@ -162,9 +162,18 @@ def _lut(b: _Builder, table: np.ndarray) -> None:
            work=max(h * w * c for h, w, c in b.shapes) // 16 + 1)
 
 
+TILE = 32                # GP_TILE of kernels/transpose.cu
+
+
 def _rotate(b: _Builder, op: ops.Rotate) -> None:
-    out = [(w, h, c) if op.degrees != 180 else (h, w, c) for h, w, c in b.shapes]
-    b.step("gp_rotate", out, np.int32(op.degrees))
+    if op.degrees == 180:                  # a reversal: both sides are contiguous already
+        b.step("gp_rotate", b.shapes, np.int32(180))
+        return
+    # A transpose: 32 x 32 tiles through shared memory, one tile a block (its 1024 pixels are
+    # one block's work at GP_PIXELS_PER_THREAD 4 and 256 threads).
+    out = [(w, h, c) for h, w, c in b.shapes]
+    tiles = max(-(-w // TILE) * -(-h // TILE) for h, w, _ in out)
+    b.step("gp_rotate_tiled", out, np.int32(op.degrees), work=tiles * TILE * TILE)
 
 
 def _flip(b: _Builder, op: ops.Flip) -> None:
