@@ -45,7 +45,7 @@ CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-po
             "-ffp-contract=off", "-shared", "-fPIC", "-pthread", "-Wall", "-Wno-unused-function"]
 
 # ImageDesc (kernels/gpupipe.cuh), field for field: the CUDA backend's own host-side layout.
-from gpupipe.backends.cuda.plans import DESC, Buf  # noqa: E402
+from gpupipe.backends.cuda.plans import MEMCPY, DESC, Buf  # noqa: E402
 
 DESC_FIELDS = [(name, DESC.fields[name][0]) for name in DESC.names]
 
@@ -260,6 +260,9 @@ def run_program(program, images, grid=(3, 2), block=32) -> list[np.ndarray]:
         buffers[name] = np.full(elements, 0 if name in program.zeroed else garbage, dtype)
     for launch in program.launches:
         args = [buffers[a.name] if isinstance(a, Buf) else a for a in launch.args]
+        if launch.kernel == MEMCPY:
+            np.copyto(args[1], args[0])
+            continue
         kernel_library(launch.kernel).launch(launch.kernel, *args, grid=grid, block=block)
     result = buffers[program.result]
     out, offset = [], 0

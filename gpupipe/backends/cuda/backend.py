@@ -31,7 +31,7 @@ from ...codecs import DeferredJpeg, EncodedImage, decode_deferred_on_host
 from ...errors import DeviceFailure, DeviceOutOfMemory, SystemFailure, UndecodableImages
 from ..base import Backend
 from .jpeg import NvJpegDecoder, NvJpegEncoder, nvimgcodec_unavailable_reason
-from .plans import Buf, Program, Shape, colour_table, compose_tables, offsets, plan_op, plan_table
+from .plans import MEMCPY, Buf, Program, Shape, colour_table, compose_tables, offsets, plan_op, plan_table
 
 log = logging.getLogger("gpupipe")
 
@@ -286,6 +286,10 @@ class CupyBackend(Backend):
         for name, (elements, dtype) in program.buffers.items():
             buffers[name] = (cp.zeros if name in program.zeroed else cp.empty)(elements, dtype)
         for launch in program.launches:
+            if launch.kernel == MEMCPY:           # device to device, by the copy engine
+                source, target = (buffers[arg.name] for arg in launch.args)
+                target.data.copy_from_device_async(source.data, source.nbytes, self.cp.cuda.get_current_stream())
+                continue
             args = []
             for arg in launch.args:
                 if isinstance(arg, Buf):

@@ -43,9 +43,14 @@ class Buf:
     name: str
 
 
+# Launch.kernel of a device-to-device copy of a whole buffer, args (source Buf, target Buf): the
+# backend's memcpy (the copy engine), the CPU check's np.copyto.
+MEMCPY = "memcpy"
+
+
 @dataclass
 class Launch:
-    kernel: str
+    kernel: str          # a kernels/*.cu kernel, or MEMCPY
     args: tuple
     work: int            # the most threads one image needs (output pixels): sizes the grid
 
@@ -100,6 +105,15 @@ class _Builder:
                                                      *params), work or _most_pixels(out_shapes)))
         self.current, self.shapes = out.name, list(out_shapes)
         return descs
+
+    def copy(self) -> Buf:
+        """A new buffer holding the current one's bytes (a MEMCPY launch); it becomes current and the
+        buffer it copies is returned, for a kernel that reads there and writes over the copy."""
+        source = Buf(self.current)
+        out = self.scratch(offsets(self.shapes)[-1])
+        self.program.launches.append(Launch(MEMCPY, (source, out), 0))
+        self.current = out.name
+        return source
 
     def done(self) -> Program:
         self.program.out_shapes, self.program.result = self.shapes, self.current
@@ -363,19 +377,28 @@ def _convolve(b: _Builder, op: ops.Convolve) -> None:
 # ---------------------------------------------------------------------- watermark
 
 def _watermark(b: _Builder, op: ops.Watermark) -> None:
+    """The batch copied, then gp_watermark over the marks' rectangles only (composite.cu)."""
     marks = [composite.mark_for(op, w, h) for h, w, _ in b.shapes]
     unique: dict[int, tuple[np.ndarray, int]] = {}      # a mark shared by images is uploaded once
     for mark in marks:
         if id(mark) not in unique:
             unique[id(mark)] = (mark, sum(m.size for m, _ in unique.values()))
     mark_buf = np.concatenate([m.ravel() for m, _ in unique.values()])
-    descs = b.step("gp_watermark", b.shapes, mark_buf, np.float32(op.opacity))
+    descs = descriptors(b.shapes, b.shapes)
+    work = 1
     for d, (h, w, _), mark in zip(descs, b.shapes, marks):
         mh, mw = mark.shape[:2]
-        if op.position != "tile":
-            (d["x"], d["y"]), = composite.placements(w, h, mw, mh, op.position, op.margin)
+        if op.position == "tile":
+            work = max(work, w * h)
+        else:
+            (x, y), = composite.placements(w, h, mw, mh, op.position, op.margin)
+            d["x"], d["y"] = x, y
+            work = max(work, max(0, min(x + mw, w) - max(x, 0)) * max(0, min(y + mh, h) - max(y, 0)))
         d["aux_offset"] = unique[id(mark)][1]
         d["param"] = (mw, mh, int(op.position == "tile"), op.margin)
+    source = b.copy()
+    b.program.launches.append(Launch("gp_watermark", (source, Buf(b.current), descs, np.int32(len(b.shapes)),
+                                                      mark_buf, np.float32(op.opacity)), work))
 
 
 _PLANNERS = {
