@@ -531,11 +531,13 @@ def doctor() -> None:
     auto = select_backend("auto", workers=usable_cores())
     table.add_row("--backend auto", auto.describe())
     auto.close()
-    decode = "CPU (libjpeg-turbo, Pillow)" + (
-        "; with --gpu-decode, GPU (nvJPEG) for full-size 8-bit JPEGs"
-        if auto.name == "gpu" and nvimgcodec_unavailable_reason() is None else "")
+    nvjpeg = auto.name == "gpu" and nvimgcodec_unavailable_reason() is None
+    decode = "CPU (libjpeg-turbo, Pillow)" + ("; with --gpu-decode, GPU (nvJPEG) for full-size 8-bit JPEGs"
+                                              if nvjpeg else "")
+    encode = "CPU (libjpeg-turbo, Pillow)" + ("; with --gpu-encode, GPU (nvJPEG) for L/RGB JPEG outputs"
+                                              if nvjpeg else "")
     table.add_row("stages (auto)", f"read: I/O threads · decode: {decode} · process: "
-                                   f"{auto.name.upper()} · encode: CPU · write: I/O threads")
+                                   f"{auto.name.upper()} · encode: {encode} · write: I/O threads")
     try:
         import ray
         table.add_row("--engine ray", f"Ray {ray.__version__}")
