@@ -41,6 +41,9 @@ static inline int __float2int_rn(float v) { return (int)nearbyintf(v); }  // rou
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline unsigned int __funnelshift_r(unsigned int lo, unsigned int hi, unsigned int shift) {
+    return (unsigned int)((((unsigned long long)hi << 32) | lo) >> (shift & 31));
+}
 
 // Run `body` (a call of the kernel) once per thread of a (gx, gy, gz) x (bx, by, bz) launch.
 template <class F>

@@ -63,6 +63,18 @@ __device__ __forceinline__ void gp_xy(long long p, int width, int* x, int* y) {
     *x = (int)(q - row * w);
 }
 
+// e / divisor and its remainder, with a 32-bit division where e allows (a 64-bit one costs several
+// times more on a GPU); byte offsets of images over 4 GB take the 64-bit one.
+__device__ __forceinline__ long long gp_divmod(long long e, int divisor, int* remainder) {
+    long long q;
+    if ((unsigned long long)e <= 0xFFFFFFFFull)
+        q = (long long)((unsigned int)e / (unsigned int)divisor);
+    else
+        q = e / divisor;
+    *remainder = (int)(e - q * divisor);
+    return q;
+}
+
 // Loop over the channels c < n of a pixel (n <= 4) with a constant trip count: unrolled, a
 // per-channel array (float sum[4]) stays in registers instead of spilling to local memory.
 #ifdef __CUDACC__
@@ -75,6 +87,7 @@ __device__ __forceinline__ void gp_xy(long long p, int width, int* x, int* y) {
 // 16 bytes as one 128-bit access (uint4: CUDA's, or the CPU shim's) or byte by byte.
 union GpVec16 {
     uint4 v;
+    unsigned int w[4];
     unsigned char b[16];
 };
 

@@ -158,6 +158,22 @@ class TestGeometry:
         got = kc.run_batch(self.lib, "gp_crop", images, shapes, setup=setup, grid=grid, block=block, isolate=True)
         _check_equal(got, [geometry.crop(i, *b) for i, b in zip(images, boxes)], "crop")
 
+    def test_crops_at_the_images_corners(self):
+        """Crops flush with the first and the last byte of an image alone in its buffer, at every
+        alignment: the 32-bit loads of the vector path may reach 3 bytes beyond the bytes they
+        fetch, so they must fall back to bytes there, or ASan reports a read outside the image."""
+        rng = np.random.default_rng(33)
+        for c in (1, 2, 3, 4):
+            for w in range(17, 41, 3):
+                img = kc.random_image(rng, 3, w, c)
+                for x in range(0, 6):
+                    for box in ((x, 0, w - x, 2), (0, 1, w - x, 2)):        # bottom-right, top-left corners
+                        def setup(descs, box=box):
+                            descs[0]["x"], descs[0]["y"] = box[:2]
+                        got = kc.run_batch(self.lib, "gp_crop", [img], [(box[3], box[2], c)], setup=setup,
+                                           grid=(2, 1), block=8)
+                        _check_equal(got, [geometry.crop(img, *box)], f"crop {box} of {img.shape}")
+
     def test_center_crop(self):
         images = kc.mixed_batch(32)
         boxes = []
