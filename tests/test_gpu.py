@@ -144,14 +144,21 @@ DECODE_PHOTOS = sorted((CORPUS / "exif-orientation").glob("*.jpg")) + sorted((CO
     + sorted((CORPUS / "kodak").glob("*"))[:6]
 
 
-@pytest.fixture(scope="module")
-def nvjpeg():
+def _with_nvjpeg(job: str):
+    """A CupyBackend with nvJPEG's decoder or encoder ("decode", "encode"), or a skip saying why
+    there is none."""
     from gpupipe.backends.cuda.backend import CupyBackend
     from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
-    backend = CupyBackend(jpeg_decode=True)
-    if backend.jpeg is None:
+    backend = CupyBackend(**{f"jpeg_{job}": True})
+    if (backend.jpeg if job == "decode" else backend.jpeg_encoder) is None:
         backend.close()
-        pytest.skip(f"no GPU JPEG decode: {nvimgcodec_unavailable_reason() or 'nvImageCodec did not start'}")
+        pytest.skip(f"no GPU JPEG {job}: {nvimgcodec_unavailable_reason() or 'nvImageCodec did not start'}")
+    return backend
+
+
+@pytest.fixture(scope="module")
+def nvjpeg():
+    backend = _with_nvjpeg("decode")
     yield backend
     backend.close()
 
@@ -241,12 +248,7 @@ def test_the_cli_with_gpu_codecs_exits_with_the_runs_status(nvjpeg, tmp_path):
 
 @pytest.fixture(scope="module")
 def nvjpeg_encoder():
-    from gpupipe.backends.cuda.backend import CupyBackend
-    from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
-    backend = CupyBackend(jpeg_encode=True)
-    if backend.jpeg_encoder is None:
-        backend.close()
-        pytest.skip(f"no GPU JPEG encode: {nvimgcodec_unavailable_reason() or 'nvImageCodec did not start'}")
+    backend = _with_nvjpeg("encode")
     yield backend
     backend.close()
 
@@ -284,7 +286,7 @@ def test_nvjpeg_encodes_jpegs_as_good_as_libjpeg_turbo(nvjpeg_encoder, record_pr
     print("nvJPEG encode vs libjpeg-turbo (quality, shape, PSNR gain dB, size ratio):", *stats, sep="\n  ")
 
 
-def test_a_run_with_gpu_encode_writes_what_the_cpu_run_writes(tmp_path):
+def test_a_run_with_gpu_encode_writes_what_the_cpu_run_writes(nvjpeg_encoder, tmp_path):
     """Same files, outcomes and PNG bytes as a CPU run; the JPEGs are nvJPEG's, decoding to
     within a JPEG's rounding of the CPU run's."""
     src = tmp_path / "in"
