@@ -98,6 +98,27 @@ CONFIGS = {"cpu": {"backend": "cpu"}, "gpu": {"backend": "gpu"},
            "gpu_nvjpeg_codecs": {"backend": "gpu", "gpu_decode": True, "gpu_encode": True}}
 
 
+def twins(backend, peak_gbs: float, images: int, repeats: int) -> list[dict]:
+    """Kernels that kept a plain twin when a faster version replaced them, timed side by side on
+    the same batch: the per-pixel gp_rotate against the shared-memory tiles of gp_rotate_tiled."""
+    from gpupipe.backends.cuda import plans
+    rng = np.random.default_rng(1)
+    batch = backend.upload([rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8) for _ in range(images)])
+    rows = []
+    for degrees in (90, 270):
+        per_pixel = plans._Builder(batch.shapes)
+        per_pixel.step("gp_rotate", [(w, h, c) for h, w, c in batch.shapes], np.int32(degrees))
+        for name, program in (("gp_rotate", per_pixel.done()),
+                              ("gp_rotate_tiled", plans.plan_op(ops.Rotate(degrees), batch.shapes))):
+            seconds = backend.program_seconds(batch, program, repeats)
+            moved = 2 * batch.buffer.nbytes
+            rows.append({"kernel": name, "degrees": degrees, "ms": seconds * 1e3, "gbs": moved / seconds / 1e9,
+                         "fraction_of_peak": moved / seconds / 1e9 / peak_gbs})
+            print(f"{name:16} {degrees:3} {seconds * 1e3:8.3f} ms GPU {rows[-1]['fraction_of_peak']:5.0%} of peak",
+                  flush=True)
+    return rows
+
+
 def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Path],
               names: tuple[str, ...] = ("W1", "W2", "W3"), labels: tuple[str, ...] = tuple(CONFIGS)) -> list[dict]:
     from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
@@ -184,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_kernels:
         backend = CupyBackend()
         result["kernels"] = kernels(backend, cupy, info["peak_bandwidth_gbs"], a.kernel_images, 10)
+        result["twins"] = twins(backend, info["peak_bandwidth_gbs"], a.kernel_images, 10)
         backend.close()
     if not a.skip_workloads:
         corpora = {"imagenet": make_corpus.ensure_corpus("imagenet"), "camera": make_corpus.ensure_corpus("camera")}

@@ -269,6 +269,10 @@ class CupyBackend(Backend):
         batch = self.settled(batch)
         table = colour_table(op)
         program = plan_table(table, batch.shapes) if table is not None else plan_op(op, batch.shapes)
+        return self.program_seconds(batch, program, repeats)
+
+    def program_seconds(self, batch: DeviceBatch, program: Program, repeats: int = 10) -> float:
+        """GPU time of ``program``'s launches on ``batch``, per run (see kernel_seconds)."""
         with self._device_errors("kernels"), self._stream() as stream:
             self._run(program, batch.buffer, stream)            # warm-up: first launch, allocations
             start = stream.record()
