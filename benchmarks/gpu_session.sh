@@ -8,7 +8,8 @@
 #       58 MB with the repo: < 64 MiB)
 #   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".photos", ".nvimg"], timeout_s=600)
 #            env: GPU_TESTS_TIMEOUT / GPU_BENCH_TIMEOUT (seconds), GPU_BENCH_ARGS (benchmarks/gpu.py
-#            options, e.g. "--skip-kernels --workloads W3"), GPU_BENCH_SUFFIX (results file name)
+#            options, e.g. "--skip-kernels --workloads W3"), GPU_BENCH_SUFFIX (results file name),
+#            GPU_PROFILE=1 (Nsight Compute over each kernel once: benchmarks/profile_kernels.py)
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,14 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # l
 python3 -m gpupipe doctor > "$OUT/doctor.txt" 2>&1
 timeout "${GPU_TESTS_TIMEOUT:-240}" python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 \
     | tee "$OUT/gpu-tests.log" | tail -40
+# GPU_PROFILE=1: Nsight Compute over one launch of each kernel, where ncu is installed and may read
+# the counters (it says so in ncu.txt when it may not).
+NCU="$(command -v ncu || echo /usr/local/cuda/bin/ncu)"
+if [ "${GPU_PROFILE:-0}" = 1 ] && [ -x "$NCU" ]; then
+    timeout "${GPU_PROFILE_TIMEOUT:-150}" "$NCU" -k regex:^gp_ --section SpeedOfLight --section MemoryWorkloadAnalysis \
+        --section LaunchStats --section Occupancy python3 benchmarks/profile_kernels.py > "$OUT/ncu.txt" 2>&1
+    tail -5 "$OUT/ncu.txt"
+fi
 # GPU_BENCH_ARGS narrows the benchmark to fit a call, e.g. "--skip-kernels --workloads W3".
 # shellcheck disable=SC2086
 timeout "${GPU_BENCH_TIMEOUT:-320}" python3 benchmarks/gpu.py --repeats 2 ${GPU_BENCH_ARGS:-} \
