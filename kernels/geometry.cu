@@ -1,19 +1,120 @@
-// geometry.cu — pixel moves, one thread per output pixel (contract: gpupipe/backends/numpy/geometry.py).
+// geometry.cu — pixel moves (contract: gpupipe/backends/numpy/geometry.py).
 //
 // Every kernel: (src, dst, descs, n_images, ...) with the launch shape of gpupipe.cuh.
 // Output pixel (ox, oy) of an out_width x out_height image copies the channels of
 // one input pixel; no arithmetic, so results are exact. channels == out_channels.
+// Crop, flip and rotate 180 walk result bytes 16 at a time instead (see GP_RESULT_SPLIT).
 #include "gpupipe.cuh"
 
 __device__ __forceinline__ void gp_copy_pixel(const unsigned char* s, unsigned char* o, int channels) {
     for (int c = 0; c < channels; ++c) o[c] = s[c];
 }
 
-// rotate clockwise by `degrees` (90, 180, 270). out size: (height, width) for 90/270.
+// Result bytes 16 at a time: per-pixel byte copies reached 38-40 % of an H100's bandwidth, a
+// kernel walking 16-byte vectors (gp_lut) 79 %. Each thread fills 16 result bytes in registers
+// and stores them with one aligned 128-bit write; the bytes before the first aligned vector and
+// after the last go one by one. GP_RESULT_SPLIT(n, o) splits the n result bytes at o: vectors
+// start at gp_first + 16 q for q < gp_vectors, and single byte k < gp_first + (n - gp_last) is
+// byte k, or gp_last + (k - gp_first) past the vectors.
+#define GP_RESULT_SPLIT(n, o)                                                                       \
+    const int gp_head = (int)((16 - ((unsigned long long)(o) & 15)) & 15);                          \
+    const long long gp_first = (n) >= gp_head + 16 ? gp_head : (n);                                 \
+    const long long gp_vectors = (n) >= gp_head + 16 ? ((n) - gp_head) / 16 : 0;                    \
+    const long long gp_last = gp_first + 16 * gp_vectors;
+
+// Rows of row_bytes bytes, each one contiguous run of the source: result row r starts at
+// first_row + r * row_stride (row_stride < 0 walks the source bottom-up). Where the 16 bytes of a
+// vector lie in one source row, five aligned 32-bit loads and funnel shifts fetch them at any
+// alignment (only when those words stay inside the image: they may reach 3 bytes either side);
+// otherwise byte by byte.
+__device__ __forceinline__ unsigned char gp_run_byte(const unsigned char* first_row, long long row_stride,
+                                                     int row_bytes, long long e) {
+    int col;
+    const long long row = gp_divmod(e, row_bytes, &col);
+    return first_row[row * row_stride + col];
+}
+
+__device__ __forceinline__ void gp_copy_runs(const unsigned char* first_row, long long row_stride, int row_bytes,
+                                             int rows, const unsigned char* image, const unsigned char* image_end,
+                                             unsigned char* o) {
+    const long long n = (long long)row_bytes * rows;
+    GP_RESULT_SPLIT(n, o)
+    GP_FOR_EACH_PIXEL(q, gp_vectors) {
+        const long long e = gp_first + 16 * q;
+        int col;
+        const long long row = gp_divmod(e, row_bytes, &col);
+        const unsigned char* from = first_row + row * row_stride + col;
+        const int shift = (int)((unsigned long long)from & 3);
+        const unsigned char* words = from - shift;
+        GpVec16 out;
+        if (col + 16 <= row_bytes && words >= image && words + (shift ? 20 : 16) <= image_end) {
+            const unsigned int* w = (const unsigned int*)words;
+            unsigned int v[5];
+            GP_UNROLL for (int k = 0; k < 4; ++k) v[k] = w[k];
+            v[4] = shift ? w[4] : 0u;
+            GP_UNROLL for (int k = 0; k < 4; ++k) out.w[k] = __funnelshift_r(v[k], v[k + 1], 8 * shift);
+        } else {
+            GP_UNROLL for (int j = 0; j < 16; ++j) out.b[j] = gp_run_byte(first_row, row_stride, row_bytes, e + j);
+        }
+        *(uint4*)(o + e) = out.v;
+    }
+    GP_FOR_EACH_PIXEL(k, gp_first + (n - gp_last)) {
+        const long long e = k < gp_first ? k : gp_last + (k - gp_first);
+        o[e] = gp_run_byte(first_row, row_stride, row_bytes, e);
+    }
+}
+
+// Rows of `pixels` pixels of c channels, each the same source row with its pixels in reverse
+// order (a horizontal flip; with the whole image as one row, a rotation by 180). The source of a
+// vector's 16 bytes is found once and then stepped, byte by byte.
+__device__ __forceinline__ long long gp_reversed_byte(long long e, long long pixels, int c) {
+    const long long row_bytes = pixels * c;
+    const long long row = e / row_bytes, b = e - row * row_bytes, px = b / c;
+    return row * row_bytes + (pixels - 1 - px) * c + (b - px * c);
+}
+
+__device__ __forceinline__ void gp_reverse_pixels(const unsigned char* s, unsigned char* o, long long pixels,
+                                                  int rows, int c) {
+    const long long n = pixels * c * rows;
+    GP_RESULT_SPLIT(n, o)
+    GP_FOR_EACH_PIXEL(q, gp_vectors) {
+        const long long e = gp_first + 16 * q;
+        const long long row_bytes = pixels * c;
+        const long long row = e / row_bytes, b = e - row * row_bytes;
+        long long px = b / c;
+        int ch = (int)(b - px * c);
+        const unsigned char* row_end = s + row * row_bytes + row_bytes;   // the source row's last pixel ends here
+        GpVec16 out;
+        GP_UNROLL for (int j = 0; j < 16; ++j) {
+            if (px == pixels) {                       // the vector runs into the next row
+                px = 0;
+                row_end += row_bytes;
+            }
+            out.b[j] = row_end[-(px + 1) * c + ch];
+            if (++ch == c) {
+                ch = 0;
+                ++px;
+            }
+        }
+        *(uint4*)(o + e) = out.v;
+    }
+    GP_FOR_EACH_PIXEL(k, gp_first + (n - gp_last)) {
+        const long long e = k < gp_first ? k : gp_last + (k - gp_first);
+        o[e] = s[gp_reversed_byte(e, pixels, c)];
+    }
+}
+
+// rotate clockwise by `degrees` (90, 180, 270). out size: (height, width) for 90/270. The backend
+// rotates by 90 and 270 with gp_rotate_tiled (transpose.cu); this per-pixel version is its plain
+// twin (tests, benchmarks). 180 reverses the image's pixels.
 extern "C" __global__ void gp_rotate(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                      const ImageDesc* __restrict__ descs, int n_images, int degrees) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
+        if (degrees == 180) {
+            gp_reverse_pixels(src + d.in_offset, dst + d.out_offset, (long long)d.width * d.height, 1, d.channels);
+            continue;
+        }
         const long long count = (long long)d.out_width * d.out_height;
         GP_FOR_EACH_PIXEL(p, count) {
             int oy, ox;
@@ -21,10 +122,8 @@ extern "C" __global__ void gp_rotate(const unsigned char* __restrict__ src, unsi
             int sx, sy;
             if (degrees == 90) {          // out[oy, ox] = in[H-1-ox, oy]
                 sx = oy; sy = d.height - 1 - ox;
-            } else if (degrees == 270) {  // out[oy, ox] = in[ox, W-1-oy]
+            } else {                      // 270: out[oy, ox] = in[ox, W-1-oy]
                 sx = d.width - 1 - oy; sy = ox;
-            } else {                      // 180
-                sx = d.width - 1 - ox; sy = d.height - 1 - oy;
             }
             gp_copy_pixel(src + d.in_offset + ((long long)sy * d.width + sx) * d.channels,
                           dst + d.out_offset + p * d.channels, d.channels);
@@ -32,78 +131,32 @@ extern "C" __global__ void gp_rotate(const unsigned char* __restrict__ src, unsi
     }
 }
 
-// flip: vertical != 0 mirrors top<->bottom, else left<->right.
+// flip: vertical != 0 mirrors top<->bottom (the rows bottom-up), else left<->right (each row's
+// pixels reversed).
 extern "C" __global__ void gp_flip(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                    const ImageDesc* __restrict__ descs, int n_images, int vertical) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
-        const long long count = (long long)d.width * d.height;
-        GP_FOR_EACH_PIXEL(p, count) {
-            int oy, ox;
-            gp_xy(p, d.width, &ox, &oy);
-            const int sx = vertical ? ox : d.width - 1 - ox;
-            const int sy = vertical ? d.height - 1 - oy : oy;
-            gp_copy_pixel(src + d.in_offset + ((long long)sy * d.width + sx) * d.channels,
-                          dst + d.out_offset + p * d.channels, d.channels);
-        }
+        const unsigned char* image = src + d.in_offset;
+        const int row_bytes = d.width * d.channels;
+        if (vertical)
+            gp_copy_runs(image + (long long)(d.height - 1) * row_bytes, -(long long)row_bytes, row_bytes, d.height,
+                         image, image + (long long)row_bytes * d.height, dst + d.out_offset);
+        else
+            gp_reverse_pixels(image, dst + d.out_offset, d.width, d.height, d.channels);
     }
 }
 
 // crop (and center_crop): the out_width x out_height rectangle at (desc.x, desc.y) of the input;
-// the host checks it lies inside.
-//
-// Each result row is one contiguous run of the source row, so the kernel walks the result's
-// bytes 16 at a time, aligned, and stores each 16 as one 128-bit write (per-pixel byte copies
-// reached 38 % of an H100's bandwidth). The 16 source bytes sit at any alignment: where they
-// lie in one row, five aligned 32-bit loads and funnel shifts fetch them (only when those
-// words stay inside the image: they may reach 3 bytes either side); otherwise, and for the
-// bytes before the first aligned vector and after the last, byte by byte.
-__device__ __forceinline__ unsigned char gp_crop_byte(const unsigned char* corner, long long row_stride,
-                                                      int row_bytes, long long e) {
-    int col;
-    const long long row = gp_divmod(e, row_bytes, &col);
-    return corner[row * row_stride + col];
-}
-
+// the host checks it lies inside. Each result row is one run of a source row.
 extern "C" __global__ void gp_crop(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                    const ImageDesc* __restrict__ descs, int n_images) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
-        const int row_bytes = d.out_width * d.channels;
         const long long row_stride = (long long)d.width * d.channels;
-        const long long n = (long long)row_bytes * d.out_height;
         const unsigned char* image = src + d.in_offset;
-        const unsigned char* image_end = image + row_stride * d.height;
-        const unsigned char* corner = image + (long long)d.y * row_stride + (long long)d.x * d.channels;
-        unsigned char* o = dst + d.out_offset;
-        const int head = (int)((16 - ((unsigned long long)o & 15)) & 15);
-        const long long first = n >= head + 16 ? head : n;             // vectors cover [first, last)
-        const long long count = n >= head + 16 ? (n - head) / 16 : 0;
-        const long long last = first + 16 * count;
-        GP_FOR_EACH_PIXEL(q, count) {
-            const long long e = first + 16 * q;
-            int col;
-            const long long row = gp_divmod(e, row_bytes, &col);
-            const unsigned char* from = corner + row * row_stride + col;
-            const int shift = (int)((unsigned long long)from & 3);
-            const unsigned char* words = from - shift;
-            GpVec16 out;
-            if (col + 16 <= row_bytes && words >= image && words + (shift ? 20 : 16) <= image_end) {
-                const unsigned int* w = (const unsigned int*)words;
-                unsigned int v[5];
-                GP_UNROLL for (int k = 0; k < 4; ++k) v[k] = w[k];
-                v[4] = shift ? w[4] : 0u;
-                GP_UNROLL for (int k = 0; k < 4; ++k) out.w[k] = __funnelshift_r(v[k], v[k + 1], 8 * shift);
-            } else {
-                GP_UNROLL for (int j = 0; j < 16; ++j) out.b[j] = gp_crop_byte(corner, row_stride, row_bytes, e + j);
-            }
-            *(uint4*)(o + e) = out.v;
-        }
-        const long long singles = first + (n - last);                // bytes before and after the vectors
-        GP_FOR_EACH_PIXEL(k, singles) {
-            const long long e = k < first ? k : last + (k - first);
-            o[e] = gp_crop_byte(corner, row_stride, row_bytes, e);
-        }
+        gp_copy_runs(image + d.y * row_stride + (long long)d.x * d.channels, row_stride, d.out_width * d.channels,
+                     d.out_height, image, image + row_stride * d.height, dst + d.out_offset);
     }
 }
 
