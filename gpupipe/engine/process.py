@@ -138,6 +138,8 @@ def _collect(backend: Backend, batch, variants: list[int], members: list[int],
             by_quality.setdefault(device_jpeg[v][0], []).append(v)
     for quality, group in by_quality.items():
         positions = [p for p, m in enumerate(members) if any(m in device_jpeg[v][1] for v in group)]
+        if not positions:
+            continue
         for p, encoded in zip(positions, backend.encode_jpeg(batch, positions, quality)):
             if encoded is not None:
                 for v in group:
