@@ -98,6 +98,14 @@ __device__ __forceinline__ void gp_store_pixel(const float* v, const unsigned ch
 // mode 0: store v / divisor + offset (alpha rule above).
 // mode 1 (unsharp, never smooth): with the pixel's own value x (premultiplied as above) and
 //        d = x - v: store (|d| > threshold ? x + amount * d : x).
+//
+// A thread item is GP_COLUMN_ROWS vertically adjacent pixels of one column: they share their taps'
+// rows, so each row of tmp is loaded once for all of them (2 ry + GP_COLUMN_ROWS loads instead of
+// GP_COLUMN_ROWS (2 ry + 1)). The rows are walked top-down and row y0 + i - ry adds tap i - k to
+// output k, so each output still sums its taps in order: results are bit-identical. Items are
+// counted per image as width x ceil(height / GP_COLUMN_ROWS) (the host sizes the grid so).
+#define GP_COLUMN_ROWS 4
+
 extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, const float* __restrict__ tmp,
                                        unsigned char* __restrict__ dst, const ImageDesc* __restrict__ descs,
                                        int n_images, const float* __restrict__ ky, int ry,
@@ -108,26 +116,41 @@ extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, co
         const bool alpha = has_alpha(d.channels);
         const bool premul = alpha && translucent[i];
         const int filtered = (alpha && !(premul && smooth)) ? d.channels - 1 : d.channels;
-        const long long count = (long long)d.width * d.height;
-        GP_FOR_EACH_PIXEL(p, count) {
-            int y, x;
-            gp_xy(p, d.width, &x, &y);
-            const unsigned char* s = src + d.in_offset + p * d.channels;
-            float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int j = 0; j <= 2 * ry; ++j) {
-                const float* t = tmp + d.in_offset + ((long long)reflect101(y + j - ry, d.height) * d.width + x) * d.channels;
-                const float k = ky[j];
-                GP_FOR_CHANNELS(c, filtered) v[c] = __fadd_rn(v[c], __fmul_rn(k, t[c]));
-            }
-            if (mode == 1) {
-                GP_FOR_CHANNELS(c, filtered) {
-                    const float xv = gp_tap_value(s, c, d.channels, premul);
-                    const float diff = __fadd_rn(xv, -v[c]);
-                    v[c] = fabsf(diff) > threshold ? __fadd_rn(xv, __fmul_rn(amount, diff)) : xv;
+        const long long row_floats = (long long)d.width * d.channels;
+        const long long items = (long long)d.width * ((d.height + GP_COLUMN_ROWS - 1) / GP_COLUMN_ROWS);
+        GP_FOR_EACH_PIXEL(p, items) {
+            int x, group;
+            gp_xy(p, d.width, &x, &group);
+            const int y0 = group * GP_COLUMN_ROWS;
+            const float* column = tmp + d.in_offset + (long long)x * d.channels;
+            float v[GP_COLUMN_ROWS][4];
+            GP_UNROLL for (int k = 0; k < GP_COLUMN_ROWS; ++k)
+                GP_UNROLL for (int c = 0; c < 4; ++c) v[k][c] = 0.0f;
+            for (int r = 0; r < 2 * ry + GP_COLUMN_ROWS; ++r) {
+                const float* t = column + reflect101(y0 + r - ry, d.height) * row_floats;
+                float value[4];
+                GP_FOR_CHANNELS(c, filtered) value[c] = t[c];
+                GP_UNROLL for (int k = 0; k < GP_COLUMN_ROWS; ++k) {
+                    const int j = r - k;                    // the tap this row is for output y0 + k
+                    if (j < 0 || j > 2 * ry) continue;
+                    const float kj = ky[j];
+                    GP_FOR_CHANNELS(c, filtered) v[k][c] = __fadd_rn(v[k][c], __fmul_rn(kj, value[c]));
                 }
             }
-            gp_store_pixel(v, s, dst + d.out_offset + p * d.channels, d.channels, premul, smooth != 0,
-                           divisor, offset);
+            GP_UNROLL for (int k = 0; k < GP_COLUMN_ROWS; ++k) {
+                if (y0 + k >= d.height) break;
+                const long long at = (long long)(y0 + k) * d.width + x;
+                const unsigned char* s = src + d.in_offset + at * d.channels;
+                if (mode == 1) {
+                    GP_FOR_CHANNELS(c, filtered) {
+                        const float xv = gp_tap_value(s, c, d.channels, premul);
+                        const float diff = __fadd_rn(xv, -v[k][c]);
+                        v[k][c] = fabsf(diff) > threshold ? __fadd_rn(xv, __fmul_rn(amount, diff)) : xv;
+                    }
+                }
+                gp_store_pixel(v[k], s, dst + d.out_offset + at * d.channels, d.channels, premul, smooth != 0,
+                               divisor, offset);
+            }
         }
     }
 }

@@ -301,6 +301,8 @@ def _resample(b: _Builder, sizes: list[tuple[int, int]], filter: str) -> None:
 
 # ---------------------------------------------------------------------- filters
 
+COLUMN_ROWS = 4          # GP_COLUMN_ROWS of kernels/convolve.cu: outputs per gp_sep_cols thread item
+
 def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = False, divisor: float = 1.0,
             offset: float = 0.0, unsharp: tuple[float, float] | None = None) -> None:
     """The alpha rule of filters.py: flag translucent images on the device, then one or two passes."""
@@ -317,10 +319,11 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
         b.program.launches.append(Launch("gp_sep_rows", (src, tmp, descs, np.int32(n), kx, np.int32(len(kx) // 2),
                                                          flags, np.int32(smooth)), work))
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
+        column_items = max(w * -(-h // COLUMN_ROWS) for h, w, _ in b.shapes)
         b.program.launches.append(Launch("gp_sep_cols", (src, tmp, dst, descs, np.int32(n), ky,
                                                          np.int32(len(ky) // 2), flags, np.int32(smooth),
                                                          np.float32(divisor), np.float32(offset), np.int32(mode),
-                                                         np.float32(amount), np.float32(threshold)), work))
+                                                         np.float32(amount), np.float32(threshold)), column_items))
     else:
         k = np.ascontiguousarray(taps, np.float32).ravel()
         if taps2 is not None:
