@@ -43,6 +43,12 @@ __device__ __forceinline__ float gp_tap_value(const unsigned char* px, int c, in
 // Horizontal pass: tmp[y, x, c] = sum_j kx[j] * value(y, reflect(x + j - rx), c), j = 0 .. 2 rx.
 // The alpha channel of translucent images is filtered only when smooth (the column pass
 // reads the original alpha otherwise).
+//
+// A thread item is GP_ROW_PIXELS horizontally adjacent pixels of a row sharing their taps' loads,
+// as gp_sep_cols's items share rows (see there): the window is walked left to right, so each
+// output sums its taps in order. Items per image: ceil(width / GP_ROW_PIXELS) x height.
+#define GP_ROW_PIXELS 4
+
 extern "C" __global__ void gp_sep_rows(const unsigned char* __restrict__ src, float* __restrict__ tmp,
                                        const ImageDesc* __restrict__ descs, int n_images,
                                        const float* __restrict__ kx, int rx,
@@ -52,23 +58,33 @@ extern "C" __global__ void gp_sep_rows(const unsigned char* __restrict__ src, fl
         const bool alpha = has_alpha(d.channels);
         const bool premul = alpha && translucent[i];
         const int filtered = (alpha && !(premul && smooth)) ? d.channels - 1 : d.channels;
-        const long long count = (long long)d.width * d.height;
+        const int groups = (d.width + GP_ROW_PIXELS - 1) / GP_ROW_PIXELS;
+        const long long items = (long long)groups * d.height;
         const unsigned char* img = src + d.in_offset;
-        GP_FOR_EACH_PIXEL(p, count) {
-            int y, x;
-            gp_xy(p, d.width, &x, &y);
+        GP_FOR_EACH_PIXEL(p, items) {
+            int group, y;
+            gp_xy(p, groups, &group, &y);
+            const int x0 = group * GP_ROW_PIXELS;
             const unsigned char* row = img + (long long)y * d.width * d.channels;
-            // Taps outer, channels inner: each channel still sums its taps in order (bit-identical),
-            // and each tap's position is computed once for all channels.
-            float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int j = 0; j <= 2 * rx; ++j) {
-                const unsigned char* px = row + (long long)reflect101(x + j - rx, d.width) * d.channels;
-                const float k = kx[j];
-                GP_FOR_CHANNELS(c, filtered)
-                    sum[c] = __fadd_rn(sum[c], __fmul_rn(k, gp_tap_value(px, c, d.channels, premul)));
+            float sum[GP_ROW_PIXELS][4];
+            GP_UNROLL for (int k = 0; k < GP_ROW_PIXELS; ++k)
+                GP_UNROLL for (int c = 0; c < 4; ++c) sum[k][c] = 0.0f;
+            for (int r = 0; r < 2 * rx + GP_ROW_PIXELS; ++r) {
+                const unsigned char* px = row + reflect101(x0 + r - rx, d.width) * d.channels;
+                float value[4];
+                GP_FOR_CHANNELS(c, filtered) value[c] = gp_tap_value(px, c, d.channels, premul);
+                GP_UNROLL for (int k = 0; k < GP_ROW_PIXELS; ++k) {
+                    const int j = r - k;                    // the tap this pixel is for output x0 + k
+                    if (j < 0 || j > 2 * rx) continue;
+                    const float kj = kx[j];
+                    GP_FOR_CHANNELS(c, filtered) sum[k][c] = __fadd_rn(sum[k][c], __fmul_rn(kj, value[c]));
+                }
             }
-            float* t = tmp + d.in_offset + p * d.channels;
-            GP_FOR_CHANNELS(c, filtered) t[c] = sum[c];
+            float* t = tmp + d.in_offset + ((long long)y * d.width + x0) * d.channels;
+            GP_UNROLL for (int k = 0; k < GP_ROW_PIXELS; ++k) {
+                if (x0 + k >= d.width) break;
+                GP_FOR_CHANNELS(c, filtered) t[k * d.channels + c] = sum[k][c];
+            }
         }
     }
 }

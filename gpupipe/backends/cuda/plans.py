@@ -301,7 +301,8 @@ def _resample(b: _Builder, sizes: list[tuple[int, int]], filter: str) -> None:
 
 # ---------------------------------------------------------------------- filters
 
-COLUMN_ROWS = 4          # GP_COLUMN_ROWS of kernels/convolve.cu: outputs per gp_sep_cols thread item
+# Outputs per thread item of the separable passes (GP_ROW_PIXELS, GP_COLUMN_ROWS of convolve.cu)
+ROW_PIXELS = COLUMN_ROWS = 4
 
 def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = False, divisor: float = 1.0,
             offset: float = 0.0, unsharp: tuple[float, float] | None = None) -> None:
@@ -316,8 +317,9 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
     if kind == "separable":
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
         tmp = b.scratch(offsets(b.shapes)[-1], np.float32)
+        row_items = max(-(-w // ROW_PIXELS) * h for h, w, _ in b.shapes)
         b.program.launches.append(Launch("gp_sep_rows", (src, tmp, descs, np.int32(n), kx, np.int32(len(kx) // 2),
-                                                         flags, np.int32(smooth)), work))
+                                                         flags, np.int32(smooth)), row_items))
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
         column_items = max(w * -(-h // COLUMN_ROWS) for h, w, _ in b.shapes)
         b.program.launches.append(Launch("gp_sep_cols", (src, tmp, dst, descs, np.int32(n), ky,
