@@ -96,6 +96,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                 raise UsageError(f"{name} works with the local engine only: Ray's tasks use libjpeg-turbo")
         chosen = select_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode,
                                 gpu_encode=gpu_encode)
+        _warn_about_unused_gpu_codecs(spec, chosen.name, gpu_decode, gpu_encode)
         if journal is not False:
             path = default_path(output) if journal is True else Path(journal)
             options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)
@@ -126,6 +127,19 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
             chosen.close()
             if options.journal is not None:
                 options.journal.close(result.summary.to_dict() if result else None)
+
+
+def _warn_about_unused_gpu_codecs(spec: Spec, backend: str, gpu_decode: bool, gpu_encode: bool) -> None:
+    """Say so when --gpu-decode/--gpu-encode cannot do anything in this run (the CPU backend was
+    chosen, or no variant writes JPEG), rather than let the user believe they did."""
+    log = logging.getLogger("gpupipe")
+    asked = [flag for flag, wanted in (("--gpu-decode", gpu_decode), ("--gpu-encode", gpu_encode)) if wanted]
+    if asked and backend != "gpu":
+        log.warning("%s: this run uses the %s backend, so JPEGs are decoded and encoded on the CPU",
+                    " and ".join(asked), backend)
+    if gpu_encode and all(v.format not in (None, "jpeg") for v in spec.variants):
+        log.warning("--gpu-encode: no variant writes JPEG (formats: %s), so it changes nothing",
+                    ", ".join(sorted({str(v.format) for v in spec.variants})))
 
 
 def _make_engine(engine: str, spec: Spec, chosen, backend: str, options: RunOptions, cancel: CancelToken | None,

@@ -12,6 +12,7 @@ a plain CPU run's: the right image, quality and ICC profile reached each output.
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import struct
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import gpupipe
 from gpupipe import codecs, ops
 from gpupipe.backends.numpy import NumpyBackend
 from gpupipe.codecs import EncodedImage
@@ -157,3 +159,23 @@ def test_an_encoded_result_gets_only_a_profile_that_fits_its_channels() -> None:
         with Image.open(io.BytesIO(data)) as im:
             assert (im.info.get("icc_profile") == icc) is kept
         assert data == codecs.encode(pixels, format="jpeg", icc_profile=icc)
+
+
+def test_gpu_codecs_that_cannot_apply_say_so(tmp_path: Path, caplog) -> None:
+    """--gpu-encode where no variant writes JPEG, and --gpu-decode/--gpu-encode when the run ends up
+    on the CPU backend (auto on a machine without CUDA), warn instead of doing nothing silently."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(CORPUS / "pillow" / "hopper.jpg", src)
+    with caplog.at_level(logging.WARNING, logger="gpupipe"):
+        result = gpupipe.run(src, tmp_path / "webp", Spec.single([ops.Grayscale()], format="png"),
+                             gpu_encode=True, journal=False)
+    assert result.summary.processed == 1
+    assert "--gpu-encode: no variant writes JPEG (formats: png)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gpupipe"):
+        result = gpupipe.run(src, tmp_path / "jpeg", Spec.single([ops.Grayscale()]), gpu_decode=True,
+                             gpu_encode=True, journal=False)
+    on_cpu = result.summary.backend.startswith("cpu")
+    assert ("--gpu-decode and --gpu-encode: this run uses the cpu backend" in caplog.text) == on_cpu
+    assert "no variant writes JPEG" not in caplog.text
