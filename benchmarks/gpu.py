@@ -100,22 +100,28 @@ CONFIGS = {"cpu": {"backend": "cpu"}, "gpu": {"backend": "gpu"},
 
 def twins(backend, peak_gbs: float, images: int, repeats: int) -> list[dict]:
     """Kernels that kept a plain twin when a faster version replaced them, timed side by side on
-    the same batch: the per-pixel gp_rotate against the shared-memory tiles of gp_rotate_tiled."""
+    the same batch: the per-pixel gp_rotate against the shared-memory tiles of gp_rotate_tiled;
+    and a device-to-device copy of the batch (plans.MEMCPY), the practical ceiling of a kernel
+    that reads and writes every byte once."""
     from gpupipe.backends.cuda import plans
     rng = np.random.default_rng(1)
     batch = backend.upload([rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8) for _ in range(images)])
-    rows = []
+    copy = plans._Builder(batch.shapes)
+    copy.copy()
+    programs = [("memcpy", None, copy.done())]
     for degrees in (90, 270):
         per_pixel = plans._Builder(batch.shapes)
         per_pixel.step("gp_rotate", [(w, h, c) for h, w, c in batch.shapes], np.int32(degrees))
-        for name, program in (("gp_rotate", per_pixel.done()),
-                              ("gp_rotate_tiled", plans.plan_op(ops.Rotate(degrees), batch.shapes))):
-            seconds = backend.program_seconds(batch, program, repeats)
-            moved = 2 * batch.buffer.nbytes
-            rows.append({"kernel": name, "degrees": degrees, "ms": seconds * 1e3, "gbs": moved / seconds / 1e9,
-                         "fraction_of_peak": moved / seconds / 1e9 / peak_gbs})
-            print(f"{name:16} {degrees:3} {seconds * 1e3:8.3f} ms GPU {rows[-1]['fraction_of_peak']:5.0%} of peak",
-                  flush=True)
+        programs += [("gp_rotate", degrees, per_pixel.done()),
+                     ("gp_rotate_tiled", degrees, plans.plan_op(ops.Rotate(degrees), batch.shapes))]
+    rows = []
+    moved = 2 * batch.buffer.nbytes          # each reads and writes every byte of the batch once
+    for name, degrees, program in programs:
+        seconds = backend.program_seconds(batch, program, repeats)
+        rows.append({"kernel": name, "degrees": degrees, "ms": seconds * 1e3, "gbs": moved / seconds / 1e9,
+                     "fraction_of_peak": moved / seconds / 1e9 / peak_gbs})
+        print(f"{name:16} {degrees or '':>3} {seconds * 1e3:8.3f} ms GPU {rows[-1]['fraction_of_peak']:5.0%} of peak",
+              flush=True)
     return rows
 
 
