@@ -173,7 +173,9 @@ extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, co
 
 // Direct 2-D correlation with an n x n kernel k (n = 2 r + 1, row-major, k[dy][dx]); never smooth.
 // magnitude != 0: a second kernel follows at k + n * n and the value is sqrt(g1 * g1 + g2 * g2)
-// (edges: sobel).
+// (edges: sobel). A thread item is GP_ROW_PIXELS horizontally adjacent pixels sharing their taps'
+// loads (as gp_sep_rows); within each kernel row the taps are walked left to right, so each output
+// accumulates in the same order as one pixel at a time.
 extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                         const ImageDesc* __restrict__ descs, int n_images,
                                         const float* __restrict__ k, int r, const int* __restrict__ translucent,
@@ -184,29 +186,43 @@ extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, u
         const bool alpha = has_alpha(d.channels);
         const bool premul = alpha && translucent[i];
         const int colour = alpha ? d.channels - 1 : d.channels;
-        const long long count = (long long)d.width * d.height;
+        const int groups = (d.width + GP_ROW_PIXELS - 1) / GP_ROW_PIXELS;
+        const long long items = (long long)groups * d.height;
         const unsigned char* img = src + d.in_offset;
-        GP_FOR_EACH_PIXEL(p, count) {
-            int y, x;
-            gp_xy(p, d.width, &x, &y);
-            float g1[4] = {0.0f, 0.0f, 0.0f, 0.0f}, g2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        GP_FOR_EACH_PIXEL(p, items) {
+            int group, y;
+            gp_xy(p, groups, &group, &y);
+            const int x0 = group * GP_ROW_PIXELS;
+            float g1[GP_ROW_PIXELS][4], g2[GP_ROW_PIXELS][4];
+            GP_UNROLL for (int q = 0; q < GP_ROW_PIXELS; ++q)
+                GP_UNROLL for (int c = 0; c < 4; ++c) g1[q][c] = g2[q][c] = 0.0f;
             for (int dy = 0; dy < n; ++dy) {
                 const unsigned char* row = img + (long long)reflect101(y + dy - r, d.height) * d.width * d.channels;
-                for (int dx = 0; dx < n; ++dx) {
-                    const unsigned char* px = row + (long long)reflect101(x + dx - r, d.width) * d.channels;
-                    const float k1 = k[dy * n + dx];
-                    GP_FOR_CHANNELS(c, colour) {
-                        const float t = gp_tap_value(px, c, d.channels, premul);
-                        g1[c] = fmaf(k1, t, g1[c]);
-                        if (magnitude) g2[c] = fmaf(k[n * n + dy * n + dx], t, g2[c]);
+                const float* k1 = k + dy * n;
+                for (int t = 0; t < n + GP_ROW_PIXELS - 1; ++t) {
+                    const unsigned char* px = row + reflect101(x0 + t - r, d.width) * d.channels;
+                    float value[4];
+                    GP_FOR_CHANNELS(c, colour) value[c] = gp_tap_value(px, c, d.channels, premul);
+                    GP_UNROLL for (int q = 0; q < GP_ROW_PIXELS; ++q) {
+                        const int dx = t - q;                // the tap this pixel is for output x0 + q
+                        if (dx < 0 || dx >= n) continue;
+                        GP_FOR_CHANNELS(c, colour) {
+                            g1[q][c] = fmaf(k1[dx], value[c], g1[q][c]);
+                            if (magnitude) g2[q][c] = fmaf(k1[n * n + dx], value[c], g2[q][c]);
+                        }
                     }
                 }
             }
-            float v[4];
-            GP_FOR_CHANNELS(c, colour)
-                v[c] = magnitude ? sqrtf(__fadd_rn(__fmul_rn(g1[c], g1[c]), __fmul_rn(g2[c], g2[c]))) : g1[c];
-            gp_store_pixel(v, img + p * d.channels, dst + d.out_offset + p * d.channels, d.channels, premul,
-                           false, divisor, offset);
+            GP_UNROLL for (int q = 0; q < GP_ROW_PIXELS; ++q) {
+                if (x0 + q >= d.width) break;
+                float v[4];
+                GP_FOR_CHANNELS(c, colour)
+                    v[c] = magnitude ? sqrtf(__fadd_rn(__fmul_rn(g1[q][c], g1[q][c]), __fmul_rn(g2[q][c], g2[q][c])))
+                                     : g1[q][c];
+                const long long at = (long long)y * d.width + x0 + q;
+                gp_store_pixel(v, img + at * d.channels, dst + d.out_offset + at * d.channels, d.channels, premul,
+                               false, divisor, offset);
+            }
         }
     }
 }

@@ -313,7 +313,6 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
     flags = b.scratch(n, np.int32, zeroed=True)      # gp_translucent only ever writes 1
     b.program.launches.append(Launch("gp_translucent", (src, descs, np.int32(n), flags), _most_pixels(b.shapes)))
     dst = b.scratch(offsets(b.shapes)[-1])
-    work = _most_pixels(b.shapes)
     if kind == "separable":
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
         tmp = b.scratch(offsets(b.shapes)[-1], np.float32)
@@ -333,7 +332,8 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
         b.program.launches.append(Launch("gp_correlate", (src, dst, descs, np.int32(n), k,
                                                           np.int32(np.asarray(taps).shape[0] // 2), flags,
                                                           np.float32(divisor), np.float32(offset),
-                                                          np.int32(taps2 is not None)), work))
+                                                          np.int32(taps2 is not None)),
+                                         max(-(-w // ROW_PIXELS) * h for h, w, _ in b.shapes)))
     b.current = dst.name
 
 
