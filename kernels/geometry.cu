@@ -162,23 +162,51 @@ extern "C" __global__ void gp_crop(const unsigned char* __restrict__ src, unsign
 
 // pad: the input placed at (desc.x, desc.y) = (left, top) on an out_width x out_height canvas;
 // elsewhere the fill colour fill[(channels - 1) * 4 + c] (the host computes it per channel
-// count, as geometry._fill_value: grey modes take the background's luma).
+// count, as geometry._fill_value: grey modes take the background's luma). Result bytes 16 at a
+// time (GP_RESULT_SPLIT), each gathered from the image or the fill.
+// Byte c of result pixel (x, row).
+__device__ __forceinline__ unsigned char gp_pad_byte(const unsigned char* image, const unsigned char* colour,
+                                                     const ImageDesc& d, int row, int x, int c) {
+    const int sx = x - d.x, sy = row - d.y;
+    return (sx >= 0 && sy >= 0 && sx < d.width && sy < d.height)
+        ? image[((long long)sy * d.width + sx) * d.channels + c] : colour[c];
+}
+
 extern "C" __global__ void gp_pad(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                   const ImageDesc* __restrict__ descs, int n_images,
                                   const unsigned char* __restrict__ fill) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
-        const long long count = (long long)d.out_width * d.out_height;
-        GP_FOR_EACH_PIXEL(p, count) {
-            int sx, sy;
-            gp_xy(p, d.out_width, &sx, &sy);
-            sx -= d.x;
-            sy -= d.y;
-            unsigned char* o = dst + d.out_offset + p * d.channels;
-            if (sx >= 0 && sy >= 0 && sx < d.width && sy < d.height)
-                gp_copy_pixel(src + d.in_offset + ((long long)sy * d.width + sx) * d.channels, o, d.channels);
-            else
-                gp_copy_pixel(fill + (d.channels - 1) * 4, o, d.channels);
+        const unsigned char* image = src + d.in_offset;
+        const unsigned char* colour = fill + (d.channels - 1) * 4;
+        const int row_bytes = d.out_width * d.channels;
+        const long long n = (long long)row_bytes * d.out_height;
+        unsigned char* o = dst + d.out_offset;
+        GP_RESULT_SPLIT(n, o)
+        GP_FOR_EACH_PIXEL(q, gp_vectors) {              // 16 result bytes, gathered, one 128-bit store
+            const long long e = gp_first + 16 * q;
+            int col;
+            int row = (int)gp_divmod(e, row_bytes, &col);
+            int x = col / d.channels, c = col - x * d.channels;   // then stepped, byte by byte
+            GpVec16 out;
+            GP_UNROLL for (int j = 0; j < 16; ++j) {
+                out.b[j] = gp_pad_byte(image, colour, d, row, x, c);
+                if (++c == d.channels) {
+                    c = 0;
+                    if (++x == d.out_width) {
+                        x = 0;
+                        ++row;
+                    }
+                }
+            }
+            *(uint4*)(o + e) = out.v;
+        }
+        GP_FOR_EACH_PIXEL(k, gp_first + (n - gp_last)) {
+            const long long e = k < gp_first ? k : gp_last + (k - gp_first);
+            int col;
+            const int row = (int)gp_divmod(e, row_bytes, &col);
+            const int x = col / d.channels;
+            o[e] = gp_pad_byte(image, colour, d, row, x, col - x * d.channels);
         }
     }
 }
