@@ -16,11 +16,12 @@ __device__ __forceinline__ unsigned char gp_luma(const unsigned char* rgb) {
     return store_u8(y);
 }
 
-// RGB images take 16 pixels per step where they can: three 128-bit loads, one 128-bit store
-// (per-pixel byte accesses reached 36 % of an H100's bandwidth). That needs the result 16-byte
-// aligned at the first vector and the source with it (in a batch of RGB images only, the
-// source offset is three times the result's: both align together). The pixels before the
-// first vector and after the last, and every other image, go one pixel at a time.
+// RGB and RGBA images fill 16 result bytes per step where they can: 16 RGB pixels (three 128-bit
+// loads) or 8 RGBA pixels (two), one 128-bit store (per-pixel byte accesses reached 36 % of an
+// H100's bandwidth). That needs the result 16-byte aligned at the first vector, on a pixel
+// boundary, and the source aligned with it (in a batch of one mode only, the source offset is a
+// fixed multiple of the result's: both align together). The pixels before the first vector and
+// after the last, and every other image, go one pixel at a time.
 extern "C" __global__ void gp_grayscale(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                         const ImageDesc* __restrict__ descs, int n_images) {
     GP_FOR_EACH_IMAGE(i, n_images) {
@@ -28,25 +29,35 @@ extern "C" __global__ void gp_grayscale(const unsigned char* __restrict__ src, u
         const long long count = (long long)d.width * d.height;
         const unsigned char* s = src + d.in_offset;
         unsigned char* o = dst + d.out_offset;
+        const int per = d.channels == 3 ? 16 : 8;                    // pixels per vector (RGB, RGBA)
         long long first = count, vectors = 0;                        // vectors cover [first, last)
-        if (d.channels == 3) {
-            const long long head = (long long)((16 - ((unsigned long long)o & 15)) & 15);
-            if (head + 16 <= count && ((unsigned long long)(s + 3 * head) & 15) == 0) {
+        if (d.channels >= 3) {
+            const int head_bytes = (int)((16 - ((unsigned long long)o & 15)) & 15);
+            const long long head = head_bytes / d.out_channels;
+            if (head_bytes % d.out_channels == 0 && head + per <= count &&
+                ((unsigned long long)(s + d.channels * head) & 15) == 0) {
                 first = head;
-                vectors = (count - head) / 16;
+                vectors = (count - head) / per;
             }
         }
-        const long long last = first + 16 * vectors;
+        const long long last = first + per * vectors;
         GP_FOR_EACH_PIXEL(q, vectors) {
-            const long long at = first + 16 * q;
+            const long long at = first + per * q;
             union { uint4 v[3]; unsigned char b[48]; } in;
             GpVec16 out;
-            const uint4* from = (const uint4*)(s + 3 * at);
+            const uint4* from = (const uint4*)(s + d.channels * at);
             in.v[0] = from[0];
             in.v[1] = from[1];
-            in.v[2] = from[2];
-            GP_UNROLL for (int j = 0; j < 16; ++j) out.b[j] = gp_luma(in.b + 3 * j);
-            *(uint4*)(o + at) = out.v;
+            if (d.channels == 3) {
+                in.v[2] = from[2];
+                GP_UNROLL for (int j = 0; j < 16; ++j) out.b[j] = gp_luma(in.b + 3 * j);
+            } else {
+                GP_UNROLL for (int j = 0; j < 8; ++j) {
+                    out.b[2 * j] = gp_luma(in.b + 4 * j);
+                    out.b[2 * j + 1] = in.b[4 * j + 3];
+                }
+            }
+            *(uint4*)(o + d.out_channels * at) = out.v;
         }
         const long long singles = first + (count - last);            // pixels before and after the vectors
         GP_FOR_EACH_PIXEL(k, singles) {

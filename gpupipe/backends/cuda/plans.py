@@ -137,9 +137,10 @@ def plan_op(op: ops.Op, shapes: list[Shape]) -> Program:
 # ---------------------------------------------------------------------- pointwise and geometry
 
 def _grayscale(b: _Builder, op: ops.Grayscale) -> None:
-    # on RGB images gp_grayscale's thread items are 16 pixels each
-    vectors = _most_pixels(b.shapes) // 16 + 1 if all(c == 3 for _, _, c in b.shapes) else None
-    b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes], work=vectors)
+    # gp_grayscale's thread items are 16 pixels each on RGB images, 8 on RGBA ones
+    per_item = {3: 16, 4: 8}.get(b.shapes[0][2], 1) if len({c for _, _, c in b.shapes}) == 1 else 1
+    b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes],
+           work=_most_pixels(b.shapes) // per_item + 1)
 
 
 def colour_table(op: ops.Op) -> np.ndarray | None:
