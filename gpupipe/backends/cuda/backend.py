@@ -127,15 +127,13 @@ class CupyBackend(Backend):
         if not wanted:
             return None
         problem = nvimgcodec_unavailable_reason()
-        if problem is not None:
-            log.warning("--gpu-%s: %s; JPEGs are %sd on the CPU", job, problem, job)
-            return None
-        try:
-            return make()
-        except Exception as exc:                 # installed but broken (no libnvjpeg, ...): say so, go on
-            log.warning("GPU JPEG %s unavailable, %sing on the CPU: %s: %s", job, job.rstrip("e"),
-                        exc.__class__.__name__, exc)
-            return None
+        if problem is None:
+            try:
+                return make()
+            except Exception as exc:             # installed but broken (no libnvjpeg, ...): say so, go on
+                problem = f"GPU JPEG {job} unavailable ({exc.__class__.__name__}: {exc})"
+        log.warning("--gpu-%s: %s; JPEGs are %sd on the CPU", job, problem, job)
+        return None
 
     # ------------------------------------------------------------------ Backend
 
@@ -188,12 +186,18 @@ class CupyBackend(Backend):
             return DeviceBatch(self._run(program, batch.buffer, stream), program.out_shapes, (batch.keep, program))
 
     def settled(self, batch: DeviceBatch) -> DeviceBatch:
-        """The batch with its pending colour table applied (one gp_lut launch), if it has one."""
+        """The batch with its pending colour table applied (one gp_lut launch), if it has one.
+
+        Settled in place: a batch may be read several times (JPEGs encoded, then the rest
+        downloaded or subset for the children), and its table must be launched once. Batches
+        made from it before keep their own buffer and composed table, so they are unaffected."""
         if batch.pending_table is None:
             return batch
         program = plan_table(batch.pending_table, batch.shapes)
         with self._device_errors("kernels"), self._stream() as stream:
-            return DeviceBatch(self._run(program, batch.buffer, stream), batch.shapes, (batch.keep, program))
+            buffer = self._run(program, batch.buffer, stream)
+        batch.buffer, batch.keep, batch.pending_table = buffer, (batch.keep, program), None
+        return batch
 
     def download(self, batch: DeviceBatch) -> list[np.ndarray]:
         """The images as views of one pinned host block per batch, filled by one DMA: no host copy
