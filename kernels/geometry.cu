@@ -14,8 +14,8 @@ __device__ __forceinline__ void gp_copy_pixel(const unsigned char* s, unsigned c
 // kernel walking 16-byte vectors (gp_lut) 79 %. Each thread fills 16 result bytes in registers
 // and stores them with one aligned 128-bit write; the bytes before the first aligned vector and
 // after the last go one by one. GP_RESULT_SPLIT(n, o) splits the n result bytes at o: vectors
-// start at gp_first + 16 q for q < gp_vectors, and single byte k < gp_first + (n - gp_last) is
-// byte k, or gp_last + (k - gp_first) past the vectors.
+// start at gp_first + 16 q for q < gp_vectors; single byte k < gp_first + (n - gp_last) is
+// byte gp_around(k, gp_first, gp_last).
 #define GP_RESULT_SPLIT(n, o)                                                                       \
     const int gp_head = (int)((16 - ((unsigned long long)(o) & 15)) & 15);                          \
     const long long gp_first = (n) >= gp_head + 16 ? gp_head : (n);                                 \
@@ -59,7 +59,7 @@ __device__ __forceinline__ void gp_copy_runs(const unsigned char* first_row, lon
         *(uint4*)(o + e) = out.v;
     }
     GP_FOR_EACH_PIXEL(k, gp_first + (n - gp_last)) {
-        const long long e = k < gp_first ? k : gp_last + (k - gp_first);
+        const long long e = gp_around(k, gp_first, gp_last);
         o[e] = gp_run_byte(first_row, row_stride, row_bytes, e);
     }
 }
@@ -99,7 +99,7 @@ __device__ __forceinline__ void gp_reverse_pixels(const unsigned char* s, unsign
         *(uint4*)(o + e) = out.v;
     }
     GP_FOR_EACH_PIXEL(k, gp_first + (n - gp_last)) {
-        const long long e = k < gp_first ? k : gp_last + (k - gp_first);
+        const long long e = gp_around(k, gp_first, gp_last);
         o[e] = s[gp_reversed_byte(e, pixels, c)];
     }
 }
@@ -202,7 +202,7 @@ extern "C" __global__ void gp_pad(const unsigned char* __restrict__ src, unsigne
             *(uint4*)(o + e) = out.v;
         }
         GP_FOR_EACH_PIXEL(k, gp_first + (n - gp_last)) {
-            const long long e = k < gp_first ? k : gp_last + (k - gp_first);
+            const long long e = gp_around(k, gp_first, gp_last);
             int col;
             const int row = (int)gp_divmod(e, row_bytes, &col);
             const int x = col / d.channels;

@@ -63,6 +63,12 @@ __device__ __forceinline__ void gp_xy(long long p, int width, int* x, int* y) {
     *x = (int)(q - row * w);
 }
 
+// Kernels that walk vectors over [first, last) take the elements before and after them one by
+// one: the k-th of those (k < first + (count - last)) is element k, or last + (k - first).
+__device__ __forceinline__ long long gp_around(long long k, long long first, long long last) {
+    return k < first ? k : last + (k - first);
+}
+
 // e / divisor and its remainder, with a 32-bit division where e allows (a 64-bit one costs several
 // times more on a GPU); byte offsets of images over 4 GB take the 64-bit one.
 __device__ __forceinline__ long long gp_divmod(long long e, int divisor, int* remainder) {

@@ -61,7 +61,7 @@ extern "C" __global__ void gp_grayscale(const unsigned char* __restrict__ src, u
         }
         const long long singles = first + (count - last);            // pixels before and after the vectors
         GP_FOR_EACH_PIXEL(k, singles) {
-            const long long p = k < first ? k : last + (k - first);
+            const long long p = gp_around(k, first, last);
             const unsigned char* px = s + p * d.channels;
             unsigned char* out = o + p * d.out_channels;
             if (d.channels <= 2) {
@@ -110,7 +110,7 @@ extern "C" __global__ void gp_lut(const unsigned char* __restrict__ src, unsigne
         }
         const long long singles = first + (n - last);                // bytes before and after the vectors
         GP_FOR_EACH_PIXEL(k, singles) {
-            const long long e = k < first ? k : last + (k - first);
+            const long long e = gp_around(k, first, last);
             o[e] = (alpha >= 0 && (int)(e % channels) == alpha) ? s[e] : lut[s[e]];
         }
     }

@@ -46,7 +46,7 @@ class NvJpegDecoder:
 
     def __init__(self, cupy) -> None:
         from nvidia import nvimgcodec as nv
-        self.cp, self.nv = cupy, nv
+        self.cp = cupy
         self.params = {channels: nv.DecodeParams(apply_exif_orientation=False, color_spec=spec)
                        for channels, spec in ((1, nv.ColorSpec.GRAY), (3, nv.ColorSpec.SRGB))}
         _decoders.give_back(_decoders.borrow())   # fail here, at the backend's start, if it cannot run

@@ -124,6 +124,12 @@ def _most_pixels(shapes: list[Shape]) -> int:
     return max((h * w for h, w, _ in shapes), default=1)
 
 
+def _most_items(shapes: list[Shape], across: int = 1, down: int = 1) -> int:
+    """The most thread items one image needs when an item covers ``across`` x ``down`` pixels
+    (partial items at the right and bottom edges count whole)."""
+    return max((-(-w // across) * -(-h // down) for h, w, _ in shapes), default=1)
+
+
 def plan_op(op: ops.Op, shapes: list[Shape]) -> Program:
     """The program for one op over images of ``shapes`` (checked by Op.output_size beforehand)."""
     builder = _Builder(shapes)
@@ -187,8 +193,7 @@ def _rotate(b: _Builder, op: ops.Rotate) -> None:
     # A transpose: 32 x 32 tiles through shared memory, one tile a block (its 1024 pixels are
     # one block's work at GP_PIXELS_PER_THREAD 4 and 256 threads).
     out = [(w, h, c) for h, w, c in b.shapes]
-    tiles = max(-(-w // TILE) * -(-h // TILE) for h, w, _ in out)
-    b.step("gp_rotate_tiled", out, np.int32(op.degrees), work=tiles * TILE * TILE)
+    b.step("gp_rotate_tiled", out, np.int32(op.degrees), work=_most_items(out, TILE, TILE) * TILE * TILE)
 
 
 def _flip(b: _Builder, op: ops.Flip) -> None:
@@ -305,6 +310,7 @@ def _resample(b: _Builder, sizes: list[tuple[int, int]], filter: str) -> None:
 # Outputs per thread item of the separable passes (GP_ROW_PIXELS, GP_COLUMN_ROWS of convolve.cu)
 ROW_PIXELS = COLUMN_ROWS = 4
 
+
 def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = False, divisor: float = 1.0,
             offset: float = 0.0, unsharp: tuple[float, float] | None = None) -> None:
     """The alpha rule of filters.py: flag translucent images on the device, then one or two passes."""
@@ -317,15 +323,15 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
     if kind == "separable":
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
         tmp = b.scratch(offsets(b.shapes)[-1], np.float32)
-        row_items = max(-(-w // ROW_PIXELS) * h for h, w, _ in b.shapes)
         b.program.launches.append(Launch("gp_sep_rows", (src, tmp, descs, np.int32(n), kx, np.int32(len(kx) // 2),
-                                                         flags, np.int32(smooth)), row_items))
+                                                         flags, np.int32(smooth)),
+                                         _most_items(b.shapes, across=ROW_PIXELS)))
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
-        column_items = max(w * -(-h // COLUMN_ROWS) for h, w, _ in b.shapes)
         b.program.launches.append(Launch("gp_sep_cols", (src, tmp, dst, descs, np.int32(n), ky,
                                                          np.int32(len(ky) // 2), flags, np.int32(smooth),
                                                          np.float32(divisor), np.float32(offset), np.int32(mode),
-                                                         np.float32(amount), np.float32(threshold)), column_items))
+                                                         np.float32(amount), np.float32(threshold)),
+                                         _most_items(b.shapes, down=COLUMN_ROWS)))
     else:
         k = np.ascontiguousarray(taps, np.float32).ravel()
         if taps2 is not None:
@@ -334,7 +340,7 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
                                                           np.int32(np.asarray(taps).shape[0] // 2), flags,
                                                           np.float32(divisor), np.float32(offset),
                                                           np.int32(taps2 is not None)),
-                                         max(-(-w // ROW_PIXELS) * h for h, w, _ in b.shapes)))
+                                         _most_items(b.shapes, across=ROW_PIXELS)))
     b.current = dst.name
 
 
