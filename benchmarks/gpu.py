@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import shutil
@@ -101,26 +102,34 @@ CONFIGS = {"cpu": {"backend": "cpu"}, "gpu": {"backend": "gpu"},
 def twins(backend, peak_gbs: float, images: int, repeats: int) -> list[dict]:
     """Kernels that kept a plain twin when a faster version replaced them, timed side by side on
     the same batch: the per-pixel gp_rotate against the shared-memory tiles of gp_rotate_tiled;
-    and a device-to-device copy of the batch (plans.MEMCPY), the practical ceiling of a kernel
-    that reads and writes every byte once."""
+    gaussian σ 3's row pass, gp_sep_rows against gp_sep_rows_tiled (flagging included, as the op
+    runs it); and a device-to-device copy of the batch (plans.MEMCPY), the practical ceiling of a
+    kernel that reads and writes every byte once."""
     from gpupipe.backends.cuda import plans
     rng = np.random.default_rng(1)
     batch = backend.upload([rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8) for _ in range(images)])
+    size = batch.buffer.nbytes
     copy = plans._Builder(batch.shapes)
     copy.copy()
-    programs = [("memcpy", None, copy.done())]
+    programs = [("memcpy", None, copy.done(), 2 * size)]      # (name, degrees, program, bytes moved)
     for degrees in (90, 270):
         per_pixel = plans._Builder(batch.shapes)
         per_pixel.step("gp_rotate", [(w, h, c) for h, w, c in batch.shapes], np.int32(degrees))
-        programs += [("gp_rotate", degrees, per_pixel.done()),
-                     ("gp_rotate_tiled", degrees, plans.plan_op(ops.Rotate(degrees), batch.shapes))]
+        programs += [("gp_rotate", degrees, per_pixel.done(), 2 * size),
+                     ("gp_rotate_tiled", degrees, plans.plan_op(ops.Rotate(degrees), batch.shapes), 2 * size)]
+    blur = plans.plan_op(ops.GaussianBlur(3.0), batch.shapes)
+    flags, tiled_rows = blur.launches[:2]
+    assert tiled_rows.kernel == "gp_sep_rows_tiled", "σ 3's row pass goes through shared memory (plans.ROW_APRON)"
+    per_item_rows = dataclasses.replace(tiled_rows, kernel="gp_sep_rows",
+                                        work=plans._most_items(batch.shapes, across=plans.ROW_PIXELS))
+    for launch in (per_item_rows, tiled_rows):   # bytes in, float32 out
+        programs.append((launch.kernel, None, dataclasses.replace(blur, launches=[flags, launch]), 5 * size))
     rows = []
-    moved = 2 * batch.buffer.nbytes          # each reads and writes every byte of the batch once
-    for name, degrees, program in programs:
+    for name, degrees, program, moved in programs:
         seconds = backend.program_seconds(batch, program, repeats)
         rows.append({"kernel": name, "degrees": degrees, "ms": seconds * 1e3, "gbs": moved / seconds / 1e9,
                      "fraction_of_peak": moved / seconds / 1e9 / peak_gbs})
-        print(f"{name:16} {degrees or '':>3} {seconds * 1e3:8.3f} ms GPU {rows[-1]['fraction_of_peak']:5.0%} of peak",
+        print(f"{name:17} {degrees or '':>3} {seconds * 1e3:8.3f} ms GPU {rows[-1]['fraction_of_peak']:5.0%} of peak",
               flush=True)
     return rows
 

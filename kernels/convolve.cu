@@ -18,8 +18,10 @@
 // Launch order for one op on a batch:
 //   gp_translucent (flags zeroed by the host) -> separable: gp_sep_rows then gp_sep_cols,
 //                                                2-D: gp_correlate.
-// The float32 intermediate `tmp` has the input's layout: element offsets = in_offset.
+// The float32 intermediate `tmp` has the input's layout: element offsets = in_offset. The row pass
+// has a twin through shared memory, gp_sep_rows_tiled (convolve_tiled.cu), for radii up to 64.
 #include "gpupipe.cuh"
+#include "filters.cuh"
 
 // flags[i] = 1 when image i has alpha and some alpha < 255 (host sets flags to 0 first).
 extern "C" __global__ void gp_translucent(const unsigned char* __restrict__ src, const ImageDesc* __restrict__ descs,
@@ -32,12 +34,6 @@ extern "C" __global__ void gp_translucent(const unsigned char* __restrict__ src,
             if (src[d.in_offset + p * d.channels + d.channels - 1] != 255) flags[i] = 1;  // same value from all writers
         }
     }
-}
-
-// Value channel c of a pixel enters the filter as: c * alpha for colour of translucent images, else c.
-__device__ __forceinline__ float gp_tap_value(const unsigned char* px, int c, int channels, bool premul) {
-    const float v = (float)px[c];
-    return (premul && c != channels - 1) ? __fmul_rn(v, (float)px[channels - 1]) : v;
 }
 
 // Horizontal pass: tmp[y, x, c] = sum_j kx[j] * value(y, reflect(x + j - rx), c), j = 0 .. 2 rx.
@@ -55,9 +51,8 @@ extern "C" __global__ void gp_sep_rows(const unsigned char* __restrict__ src, fl
                                        const int* __restrict__ translucent, int smooth) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
-        const bool alpha = has_alpha(d.channels);
-        const bool premul = alpha && translucent[i];
-        const int filtered = (alpha && !(premul && smooth)) ? d.channels - 1 : d.channels;
+        const bool premul = has_alpha(d.channels) && translucent[i];
+        const int filtered = gp_filtered_channels(d.channels, premul, smooth != 0);
         const int groups = (d.width + GP_ROW_PIXELS - 1) / GP_ROW_PIXELS;
         const long long items = (long long)groups * d.height;
         const unsigned char* img = src + d.in_offset;
@@ -129,9 +124,8 @@ extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, co
                                        float divisor, float offset, int mode, float amount, float threshold) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
-        const bool alpha = has_alpha(d.channels);
-        const bool premul = alpha && translucent[i];
-        const int filtered = (alpha && !(premul && smooth)) ? d.channels - 1 : d.channels;
+        const bool premul = has_alpha(d.channels) && translucent[i];
+        const int filtered = gp_filtered_channels(d.channels, premul, smooth != 0);
         const long long row_floats = (long long)d.width * d.channels;
         const long long items = (long long)d.width * ((d.height + GP_COLUMN_ROWS - 1) / GP_COLUMN_ROWS);
         GP_FOR_EACH_PIXEL(p, items) {

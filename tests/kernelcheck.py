@@ -36,7 +36,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "kernels"
 SHIM = KERNELS / "cpu_shim.h"
-HEADER = KERNELS / "gpupipe.cuh"
 
 ENV_FLAG = "GPUPIPE_KERNELCHECK"
 INNER = os.environ.get(ENV_FLAG) == "asan"
@@ -110,7 +109,8 @@ def compile_shared(cu: Path, source: str | None = None) -> Path:
     source = cu.read_text() if source is None else source
     wrapper = _wrapper(cu, source)
     h = hashlib.sha256()
-    for part in (wrapper, source, SHIM.read_text(), HEADER.read_text(), " ".join([CXX, *CXXFLAGS])):
+    headers = [h.read_text() for h in sorted(KERNELS.glob("*.cuh"))]   # any may be included
+    for part in (wrapper, source, SHIM.read_text(), *headers, " ".join([CXX, *CXXFLAGS])):
         h.update(part.encode())
         h.update(b"\0")
     out = cache_dir() / f"{cu.stem}-{h.hexdigest()[:16]}.so"
@@ -283,6 +283,10 @@ def random_image(rng: np.random.Generator, h: int, w: int, c: int) -> np.ndarray
 
 
 SHAPES = [(1, 1), (1, 7), (9, 1), (2, 3), (5, 4), (13, 17), (32, 24), (3, 40)]
+
+# Launch shapes for kernels with __syncthreads: they run one OS thread per CUDA thread (cpu_shim.h),
+# and every block ends at a barrier, so fewer idle blocks keep those launches to seconds.
+COOPERATIVE_GRIDS = [((1, 1), 1), ((3, 2), 7), ((16, 3), 64)]
 
 
 def mixed_batch(seed: int, shapes=SHAPES, channels=(1, 2, 3, 4)) -> list[np.ndarray]:

@@ -21,8 +21,9 @@ SHAPES = [(1, 1), (1, 9), (7, 1), (2, 2), (3, 5), (6, 4), (17, 13), (40, 33)]
 
 
 def filter_batch(lib, images, kind, *, taps=None, taps2=None, smooth=False, divisor=1.0, offset=0.0,
-                 unsharp=None, grid=(3, 2), block=32):
-    """Run one filter on a packed batch the way the CuPy backend will: flags, then one or two passes."""
+                 unsharp=None, grid=(3, 2), block=32, rows="gp_sep_rows"):
+    """Run one filter on a packed batch the way the CuPy backend will: flags, then one or two passes
+    (``rows``: the row pass, gp_sep_rows or convolve_tiled.cu's gp_sep_rows_tiled)."""
     n = len(images)
     src, _ = kc.pack(images)
     descs, size = kc.descriptors(images, [i.shape for i in images])
@@ -32,7 +33,8 @@ def filter_batch(lib, images, kind, *, taps=None, taps2=None, smooth=False, divi
     if kind == "separable":
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
         tmp = np.full(size, np.nan, np.float32)
-        lib.launch("gp_sep_rows", src, tmp, descs, n, kx, len(kx) // 2, flags, int(smooth), grid=grid, block=block)
+        rows_lib = lib if rows == "gp_sep_rows" else kc.build("convolve_tiled")
+        rows_lib.launch(rows, src, tmp, descs, n, kx, len(kx) // 2, flags, int(smooth), grid=grid, block=block)
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
         lib.launch("gp_sep_cols", src, tmp, dst, descs, n, ky, len(ky) // 2, flags, int(smooth),
                    np.float32(divisor), np.float32(offset), mode, np.float32(amount), np.float32(threshold),
@@ -44,6 +46,19 @@ def filter_batch(lib, images, kind, *, taps=None, taps2=None, smooth=False, divi
         lib.launch("gp_correlate", src, dst, descs, n, k, np.asarray(taps).shape[0] // 2, flags,
                    np.float32(divisor), np.float32(offset), int(taps2 is not None), grid=grid, block=block)
     return kc.unpack(dst, descs), flags
+
+
+def row_pass(lib, rows, images, kx, smooth, grid, block):
+    """The float32 intermediate one row pass writes (NaN where it writes nothing), as raw bits."""
+    n = len(images)
+    src, _ = kc.pack(images)
+    descs, size = kc.descriptors(images, [i.shape for i in images])
+    flags = np.zeros(n, np.int32)
+    kc.build("convolve").launch("gp_translucent", src, descs, n, flags, grid=(3, 2), block=32)
+    tmp = np.full(size, np.nan, np.float32)
+    kx = np.ascontiguousarray(kx, np.float32)
+    lib.launch(rows, src, tmp, descs, n, kx, len(kx) // 2, flags, int(smooth), grid=grid, block=block)
+    return tmp.view(np.uint32)
 
 
 def batch(seed, shapes=SHAPES, opaque_too=True):
@@ -181,6 +196,34 @@ class TestConvolve:
         if case == 7:          # and both equal the float64 ground truth
             check_parity(got, [exact_correlation(i, kernel, d, offset) for i in images],
                          "convolve 11x11 vs float64", exact=True)
+
+    @pytest.mark.parametrize("grid,block", kc.COOPERATIVE_GRIDS)
+    def test_tiled_row_pass_writes_what_gp_sep_rows_writes(self, grid, block):
+        """gp_sep_rows_tiled (convolve_tiled.cu) against its twin, bit for bit: every mode, opaque and
+        translucent, rows of one to three segments (the last partial), radii from 1 to the apron's 64
+        (reflecting more than once on the narrow images), smooth and not, negative taps."""
+        tiled = kc.build("convolve_tiled")
+        rng = np.random.default_rng(50)
+        images = batch(51) + [kc.random_image(rng, h, w, c) for (h, w), c in
+                              (((3, 1100), 4), ((2, 2049), 3), ((4, 1024), 2), ((2, 1023), 1), ((1, 1025), 3))]
+        opaque = kc.random_image(rng, 2, 1030, 4)
+        opaque[..., -1] = 255
+        images.append(opaque)
+        cases = [(filters.gaussian_kernel(0.3), True), (filters.gaussian_kernel(3.0), True),
+                 (filters.gaussian_kernel(3.0), False), (np.full(129, 1 / 129, np.float32), True),
+                 (rng.integers(-3, 4, 7).astype(np.float32), False)]
+        for kx, smooth in cases:
+            want = row_pass(self.lib, "gp_sep_rows", images, kx, smooth, (3, 2), 32)
+            got = row_pass(tiled, "gp_sep_rows_tiled", images, kx, smooth, grid, block)
+            assert np.array_equal(got, want), f"{len(kx)} taps, smooth {smooth}: {np.sum(got != want)} values differ"
+
+    def test_filters_with_the_tiled_row_pass(self):
+        images = batch(52)
+        k = filters.gaussian_kernel(1.7)
+        got, _ = filter_batch(self.lib, images, "separable", taps=(k, k), smooth=True, rows="gp_sep_rows_tiled")
+        check_parity(got, [filters.gaussian_blur(i, 1.7) for i in images], "gaussian 1.7, tiled rows")
+        got, _ = filter_batch(self.lib, images, "separable", taps=(k, k), unsharp=(1.5, 0.0), rows="gp_sep_rows_tiled")
+        check_parity(got, [filters.unsharp(i, 1.7, 1.5, 0) for i in images], "unsharp 1.7, tiled rows")
 
     def test_kernel_larger_than_image(self):
         images = batch(20, shapes=[(1, 1), (1, 2), (2, 1), (2, 3), (3, 3)], opaque_too=False)

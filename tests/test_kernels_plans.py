@@ -41,7 +41,7 @@ EXACT = [
     ops.Watermark(image=str(EXAMPLES / "chapel.png"), scale=0.5, position="center", opacity=0.4),
 ]
 PARITY = [
-    ops.GaussianBlur(0.8), ops.GaussianBlur(3.0), ops.BoxBlur(2), ops.Sharpen(0.5), ops.Edges("sobel"),
+    ops.GaussianBlur(0.8), ops.GaussianBlur(3.0), ops.GaussianBlur(22.0), ops.BoxBlur(2), ops.Sharpen(0.5), ops.Edges("sobel"),
     ops.Unsharp(1.2, 1.5, 0), ops.Unsharp(2.0, 0.7, 4.0),
     ops.Convolve(((0.1, 0.2, 0.1), (0.2, 0.4, 0.25), (0.1, 0.2, 0.3))),
 ]
@@ -146,3 +146,29 @@ def test_every_op_has_a_cuda_plan_and_is_checked_here() -> None:
     from gpupipe.backends.cuda.plans import _PLANNERS
     assert set(_PLANNERS) == set(ops.OP_CLASSES.values())
     assert {type(op) for op in EXACT + PARITY} == set(ops.OP_CLASSES.values())
+
+
+def test_row_passes_go_through_shared_memory_up_to_the_apron() -> None:
+    """Radii up to plans.ROW_APRON take gp_sep_rows_tiled, larger ones gp_sep_rows (both checked above)."""
+    from gpupipe.backends.cuda.plans import ROW_APRON, plan_op
+
+    def row_kernels(op):
+        return [launch.kernel for launch in plan_op(op, [(4, 5, 3)]).launches if "rows" in launch.kernel]
+    assert row_kernels(ops.GaussianBlur(3.0)) == ["gp_sep_rows_tiled"]
+    assert row_kernels(ops.GaussianBlur(21.0)) == ["gp_sep_rows_tiled"]        # radius 63
+    assert row_kernels(ops.BoxBlur(64)) == ["gp_sep_rows_tiled"]
+    assert row_kernels(ops.BoxBlur(65)) == ["gp_sep_rows"]
+    assert row_kernels(ops.GaussianBlur(22.0)) == ["gp_sep_rows"]              # radius 66
+
+
+def test_host_constants_match_the_kernels_defines() -> None:
+    """plans.py sizes grids and picks kernels by the kernels' #defines: they must agree."""
+    import re
+
+    from gpupipe.backends.cuda import plans
+
+    defines = {name: int(value) for cu in kc.KERNELS.glob("*.cu")
+               for name, value in re.findall(r"^#define (GP_\w+) (\d+)$", cu.read_text(), re.M)}
+    assert (plans.TILE, plans.ROW_PIXELS, plans.COLUMN_ROWS, plans.ROW_SEGMENT, plans.ROW_APRON) == (
+        defines["GP_TILE"], defines["GP_ROW_PIXELS"], defines["GP_COLUMN_ROWS"], defines["GP_ROW_SEGMENT"],
+        defines["GP_ROW_APRON"])

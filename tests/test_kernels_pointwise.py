@@ -19,9 +19,6 @@ test_under_asan = kc.asan_test(__file__)
 
 # launch shapes: a tiny grid (long grid-stride loops), an odd one, one wider than the work
 GRIDS = [((1, 1), 1), ((3, 2), 7), ((64, 40), 32)]
-# Kernels with __syncthreads run one OS thread per CUDA thread (kernels/cpu_shim.h), and every block
-# ends at a barrier: fewer idle blocks keep those launches to seconds. Still more blocks than tiles.
-COOPERATIVE_GRIDS = [((1, 1), 1), ((3, 2), 7), ((16, 3), 64)]
 
 
 def _check_equal(got, want, what):
@@ -120,7 +117,7 @@ class TestGeometry:
         got = kc.run_batch(self.lib, "gp_rotate", images, shapes, degrees, grid=grid, block=block, isolate=True)
         _check_equal(got, [geometry.rotate(i, degrees) for i in images], f"rotate {degrees}")
 
-    @pytest.mark.parametrize("grid,block", COOPERATIVE_GRIDS)
+    @pytest.mark.parametrize("grid,block", kc.COOPERATIVE_GRIDS)
     @pytest.mark.parametrize("degrees", [90, 270])
     def test_rotate_through_shared_memory_tiles(self, degrees, grid, block):
         """gp_rotate_tiled (transpose.cu): one OS thread per CUDA thread, meeting at __syncthreads;

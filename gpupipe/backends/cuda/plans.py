@@ -309,6 +309,9 @@ def _resample(b: _Builder, sizes: list[tuple[int, int]], filter: str) -> None:
 
 # Outputs per thread item of the separable passes (GP_ROW_PIXELS, GP_COLUMN_ROWS of convolve.cu)
 ROW_PIXELS = COLUMN_ROWS = 4
+# gp_sep_rows_tiled (convolve_tiled.cu): a block filters a segment of ROW_SEGMENT pixels of one row
+# through shared memory, for radii up to ROW_APRON; gp_sep_rows takes larger ones.
+ROW_SEGMENT, ROW_APRON = 1024, 64
 
 
 def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = False, divisor: float = 1.0,
@@ -323,9 +326,13 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
     if kind == "separable":
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
         tmp = b.scratch(offsets(b.shapes)[-1], np.float32)
-        b.program.launches.append(Launch("gp_sep_rows", (src, tmp, descs, np.int32(n), kx, np.int32(len(kx) // 2),
-                                                         flags, np.int32(smooth)),
-                                         _most_items(b.shapes, across=ROW_PIXELS)))
+        rx = len(kx) // 2
+        if rx <= ROW_APRON:           # one block per row segment
+            rows, work = "gp_sep_rows_tiled", _most_items(b.shapes, across=ROW_SEGMENT) * ROW_SEGMENT
+        else:
+            rows, work = "gp_sep_rows", _most_items(b.shapes, across=ROW_PIXELS)
+        b.program.launches.append(Launch(rows, (src, tmp, descs, np.int32(n), kx, np.int32(rx), flags,
+                                                np.int32(smooth)), work))
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
         b.program.launches.append(Launch("gp_sep_cols", (src, tmp, dst, descs, np.int32(n), ky,
                                                          np.int32(len(ky) // 2), flags, np.int32(smooth),
