@@ -18,7 +18,7 @@ The package is split by job; this module re-exports the public API:
     modes        mode normalisation to L/LA/RGB/RGBA, ICC matching, ``pil_to_array``
     decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``; ``defer_jpeg``, ``DeferredJpeg``
                  (a JPEG checked here, its pixels left to a device decoder)
-    probing      ``probe``, ``ImageInfo``
+    probing      ``probe``, ``ImageInfo``, ``header_size``
     encoding     ``encode``, output formats and extensions, alpha flattening;
                  ``EncodedImage`` (a result a device encoded) and ``with_icc_profile``
 
@@ -42,7 +42,7 @@ from .encoding import (  # noqa: F401  (EncodedImage, with_icc_profile: for the 
     with_icc_profile,
 )
 from .modes import pil_to_array
-from .probing import ImageInfo, probe
+from .probing import ImageInfo, header_size, probe
 from .sniffing import READ_FORMATS, format_from_name, sniff
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "encode",
     "extension_for",
     "format_from_name",
+    "header_size",
     "normalise_format",
     "pil_to_array",
     "probe",

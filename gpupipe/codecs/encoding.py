@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ _OUT_ALIASES = {"jpeg": "jpeg", "jpg": "jpeg", "jpe": "jpeg", "jfif": "jpeg",
 _EXTENSION = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
 
 
+@functools.cache          # asked for every file written; Pillow's features cannot change in a process
 def available_formats() -> tuple[str, ...]:
     """Output formats this installation can write."""
     out = ["jpeg", "png"]
@@ -40,13 +42,13 @@ def normalise_format(name: str) -> str:
     """"JPG", ".jpeg", "Jpeg" -> "jpeg". UsageError for unknown/unavailable names."""
     key = str(name).strip().lower().lstrip(".")
     fmt = _OUT_ALIASES.get(key)
+    if fmt is not None and fmt in available_formats():
+        return fmt
     valid = ", ".join(f + (" (jpg)" if f == "jpeg" else "") for f in available_formats())
     if fmt is None:
         raise UsageError(f"unknown output format {name!r}; choose one of: {valid}")
-    if fmt not in available_formats():
-        raise UsageError(f"output format {fmt!r} needs a Pillow built with {fmt.upper()} support, "
-                         f"which this one lacks; choose one of: {valid}")
-    return fmt
+    raise UsageError(f"output format {fmt!r} needs a Pillow built with {fmt.upper()} support, "
+                     f"which this one lacks; choose one of: {valid}")
 
 
 def extension_for(format: str) -> str:

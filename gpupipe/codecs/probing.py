@@ -1,4 +1,5 @@
-"""Describe an image from its header alone (``probe``, for ``gpupipe inspect``)."""
+"""Describe an image from its header alone (``probe``, for ``gpupipe inspect``; ``header_size``,
+for the engine's memory budget)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,14 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo
     if info.frames > 1:
         problems.append(f"{info.frames} frames: only the first is used")
     return info
+
+
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as stored, from the header alone; the InputError ``probe`` raises when even
+    the header cannot be read. A JPEG's comes from gpupipe's own marker walk, without the
+    Pillow parse ``probe`` adds for the frame count: the engine asks this for every input."""
+    if _classify(data) == "jpeg":
+        hdr = _parse_jpeg_header(data)
+        return hdr.width, hdr.height
+    info = probe(data, max_pixels=None)
+    return info.width, info.height

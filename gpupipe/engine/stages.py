@@ -68,10 +68,10 @@ def decoded_size_bound(data: bytes) -> int:
     """Upper bound of the decoded size from the header; 0 when the header is unreadable
     (the decode then fails at once, holding nothing)."""
     try:
-        info = codecs.probe(data, max_pixels=None)
+        width, height = codecs.header_size(data)
     except Exception:
         return 0
-    return info.width * info.height * 4
+    return width * height * 4
 
 
 @dataclass
