@@ -18,6 +18,10 @@ from .cancel import CancelToken
 
 T = TypeVar("T")
 
+# How often a waiting thread looks at the cancel token (cancelling notifies nobody); every other
+# change a waiter cares about notifies it at once.
+POLL_SECONDS = 0.1
+
 
 class Closed(Exception):
     """The queue was closed and drained, or the run was cancelled."""
@@ -40,6 +44,10 @@ class CostBoundedQueue(Generic[T]):
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
+        # Threads waiting on each condition: a notify nobody waits for still costs Python work
+        # per item (the engine's per-file overhead is what bounds small images on many cores).
+        self._consumers_waiting = 0
+        self._producers_waiting = 0
         self.peak = 0
 
     # Producers register so the queue knows when the last one has finished.
@@ -62,28 +70,27 @@ class CostBoundedQueue(Generic[T]):
                                    (self.max_items is not None and len(self._items) >= self.max_items)):
                 if self._cancel.cancelled:
                     raise Closed(self.name)
-                self._not_full.wait(0.1)
+                self._producers_waiting += 1
+                try:
+                    self._not_full.wait(POLL_SECONDS)
+                finally:
+                    self._producers_waiting -= 1
             self._items.append((item, cost))
             self._used += cost
             self.peak = max(self.peak, self._used)
-            self._not_empty.notify()
+            if self._consumers_waiting:
+                self._not_empty.notify()
 
     def get(self) -> T:
         """Next item; raise Closed when every producer is done and nothing is left."""
         with self._lock:
-            while not self._items:
-                if self._closed or self._cancel.cancelled:
-                    raise Closed(self.name)
-                self._not_empty.wait(0.1)
+            self._wait_for_items()
             return self._take()
 
     def get_batch(self, max_items: int, max_cost: int) -> list[T]:
         """One item (blocking as ``get``) plus whatever else is ready, within the limits."""
         with self._lock:
-            while not self._items:
-                if self._closed or self._cancel.cancelled:
-                    raise Closed(self.name)
-                self._not_empty.wait(0.1)
+            self._wait_for_items()
             batch = [self._take()]
             cost = 0
             while self._items and len(batch) < max_items and cost + self._items[0][1] <= max_cost:
@@ -100,10 +107,22 @@ class CostBoundedQueue(Generic[T]):
             self._not_full.notify_all()
             return items
 
+    def _wait_for_items(self) -> None:
+        """(Holding the lock.) Return once an item is queued; Closed when none will come."""
+        while not self._items:
+            if self._closed or self._cancel.cancelled:
+                raise Closed(self.name)
+            self._consumers_waiting += 1
+            try:
+                self._not_empty.wait(POLL_SECONDS)
+            finally:
+                self._consumers_waiting -= 1
+
     def _take(self) -> T:
         item, cost = self._items.popleft()
         self._used -= cost
-        self._not_full.notify_all()
+        if self._producers_waiting:
+            self._not_full.notify_all()
         return item
 
     @property
@@ -130,6 +149,7 @@ class MemoryBudget:
         self._cancel = cancel
         self._used = 0
         self._lock = threading.Condition()
+        self._waiting = 0          # threads in acquire: only they need a notify
         self.peak = 0
 
     def acquire(self, amount: int) -> int:
@@ -137,7 +157,11 @@ class MemoryBudget:
             while self._used and self._used + amount > self.capacity:
                 if self._cancel.cancelled:
                     raise Closed("memory budget")
-                self._lock.wait(0.1)
+                self._waiting += 1
+                try:
+                    self._lock.wait(POLL_SECONDS)
+                finally:
+                    self._waiting -= 1
             self._used += amount
             self.peak = max(self.peak, self._used)
             return amount
@@ -147,14 +171,16 @@ class MemoryBudget:
         with self._lock:
             self._used += amount - held
             self.peak = max(self.peak, self._used)
-            self._lock.notify_all()
+            if self._waiting:
+                self._lock.notify_all()
             return amount
 
     def release(self, held: int) -> None:
         if held:
             with self._lock:
                 self._used -= held
-                self._lock.notify_all()
+                if self._waiting:
+                    self._lock.notify_all()
 
     @property
     def used(self) -> int:
