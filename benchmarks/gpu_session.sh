@@ -9,7 +9,8 @@
 #   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".photos", ".nvimg"], timeout_s=600)
 #            env: GPU_TESTS_TIMEOUT / GPU_BENCH_TIMEOUT (seconds), GPU_BENCH_ARGS (benchmarks/gpu.py
 #            options, e.g. "--skip-kernels --workloads W3"), GPU_BENCH_SUFFIX (results file name),
-#            GPU_PROFILE=1 (Nsight Compute over each kernel once: benchmarks/profile_kernels.py)
+#            GPU_PROFILE=1 (Nsight Compute over each kernel once: benchmarks/profile_kernels.py),
+#            GPU_SCALING=1 (benchmarks/scaling.py: img/s and cores busy by worker count, both backends)
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,9 +52,16 @@ if [ "${GPU_PROFILE:-0}" = 1 ] && [ -x "$NCU" ]; then
         --section LaunchStats --section Occupancy python3 benchmarks/profile_kernels.py > "$OUT/ncu.txt" 2>&1
     tail -5 "$OUT/ncu.txt"
 fi
+# GPU_SCALING=1: does the engine's per-file work stop small images short of the cores? (about 2 min)
+if [ "${GPU_SCALING:-0}" = 1 ]; then
+    for backend in cpu gpu; do
+        timeout "${GPU_SCALING_TIMEOUT:-150}" python3 benchmarks/scaling.py --backend "$backend" --repeats 2 \
+            --json "scaling-$backend-device-host-$(date +%F).json" 2>&1 | tee -a "$OUT/scaling.log" | tail -8
+    done
+fi
 # GPU_BENCH_ARGS narrows the benchmark to fit a call, e.g. "--skip-kernels --workloads W3".
 # shellcheck disable=SC2086
 timeout "${GPU_BENCH_TIMEOUT:-320}" python3 benchmarks/gpu.py --repeats 2 ${GPU_BENCH_ARGS:-} \
     --json "gpu-$(date +%F)${GPU_BENCH_SUFFIX:-}.json" 2>&1 | tee "$OUT/gpu-bench.log" | tail -40
-cp benchmarks/results/gpu-*.json "$OUT/" 2>/dev/null
+cp benchmarks/results/gpu-*.json benchmarks/results/scaling-*-device-host-*.json "$OUT/" 2>/dev/null
 exit 0

@@ -1,0 +1,101 @@
+"""How gpupipe's local engine scales with worker threads on this host:
+
+    python benchmarks/scaling.py --json scaling-<host>-DATE.json [--backend gpu]
+
+W1 (thumbnails, DESIGN §7) over 2000 ImageNet-size JPEGs, where each file is a few
+milliseconds of codec work and the engine's own per-file Python work counts most, at 1, 2,
+4, ... workers up to every core: img/s (median of --repeats) and the cores the process kept
+busy (its user + system CPU time over the wall time). Work that scales adds cores and
+images together; a run bound by the interpreter lock stops gaining images while cores sit
+idle. On the H100 host (16 cores) both backends stopped near 550-750 img/s on small images,
+W1 and W3 alike (benchmarks/results/gpu-h100-2026-11-23.json): this separates that ceiling
+from the codecs. Outputs go to a tmpfs where there is one, without fsync, so the disk is not
+what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import gpupipe  # noqa: E402
+import make_corpus  # noqa: E402
+from contenders import gpupipe_spec  # noqa: E402
+
+RESULTS = HERE / "results"
+FILES = 2000
+
+
+def worker_counts(cores: int) -> list[int]:
+    counts, n = [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    return counts + [cores]
+
+
+def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of this process, files done) of one run."""
+    out = work / f"out-{backend}-{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    before, started = os.times(), time.perf_counter()
+    result = gpupipe.run([corpus], out, gpupipe_spec("W1"), backend=backend, workers=workers, journal=False,
+                         fsync=False, **extra)
+    wall, after = time.perf_counter() - started, os.times()
+    shutil.rmtree(out, ignore_errors=True)
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return wall, cpu, result.summary.processed + result.summary.failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="cpu", help="cpu or gpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", help="comma-separated counts (default 1, 2, 4, ... up to every core)")
+    ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
+    a = ap.parse_args(argv)
+    cores = len(os.sched_getaffinity(0))
+    counts = [int(n) for n in a.workers.split(",")] if a.workers else worker_counts(cores)
+    corpus = make_corpus.ensure_corpus("imagenet", count=FILES)
+    extra = {"max_memory": 4 * 2**30} if a.backend == "gpu" else {}
+    tmpfs = Path("/dev/shm")
+    work = Path(tempfile.mkdtemp(prefix="gpupipe-scaling-", dir=tmpfs if tmpfs.is_dir() else None))
+    rows = []
+    try:
+        one_run(corpus, work, a.backend, counts[-1], extra)             # warm-up: page cache, kernels
+        for workers in counts:
+            runs = [one_run(corpus, work, a.backend, workers, extra) for _ in range(a.repeats)]
+            wall = statistics.median(r[0] for r in runs)
+            busy = statistics.median(r[1] / r[0] for r in runs)
+            rows.append({"workers": workers, "img_s": runs[0][2] / wall, "cores_busy": busy,
+                         "walls": [round(r[0], 3) for r in runs]})
+            print(f"{a.backend} workers {workers:3}: {rows[-1]['img_s']:7.0f} img/s, "
+                  f"{busy:5.2f} of {cores} cores busy", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"date": date.today().isoformat(), "gpupipe": gpupipe.__version__, "python": sys.version.split()[0],
+              "cores": cores, "backend": a.backend, "workload": "W1", "corpus": corpus.name, "rows": rows}
+    if a.json:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written: benchmarks/results/{a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    if "--backend" in sys.argv and "gpu" in sys.argv:
+        from gpupipe.backends.cuda.jpeg import exit_before_teardown
+        exit_before_teardown(status)          # nvImageCodec's teardown can crash an exiting process
+    raise SystemExit(status)
