@@ -15,6 +15,8 @@
    (read, decode, upload, kernels, download, encode, write: seconds summed over
    inputs or batches), all runs with --max-memory 4GB. Targets on an H100: W3 ≥ 20× the CPU backend; W1 and W2 limited
    by decode/encode, shown by the breakdown.
+3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
+   from host bytes and q90 encode from device arrays, alone, by batch size and thread count.
 
 Writes device, driver, runtime, CuPy and gpupipe versions and the date with the figures.
 """
@@ -91,6 +93,53 @@ def kernels(backend, cupy, peak_gbs: float, images: int, repeats: int) -> list[d
         print(f"{repr(op)[:40]:40} {seconds * 1e3:8.3f} ms GPU ({rows[-1]['apply_ms']:7.2f} ms apply) "
               f"{rows[-1]['gbs']:6.0f} GB/s {rows[-1]['fraction_of_peak']:5.0%} of peak", flush=True)
     return rows
+
+
+def codec_ceiling(cupy, corpus: Path, repeats: int) -> dict:
+    """nvJPEG through gpupipe's own decoder and encoder classes, alone: 12 MP photos decoded from
+    bytes in host memory and encoded from arrays already on the device, at two batch sizes, from
+    one thread and from two threads at once (the backend's concurrency). No file I/O, no kernel,
+    no engine: the most img/s the JPEG codecs allow W3 on this device, what "20x" is measured
+    against."""
+    import threading
+
+    from gpupipe import codecs
+    from gpupipe.backends.cuda.jpeg import NvJpegDecoder, NvJpegEncoder
+    deferred = [codecs.defer_jpeg(p.read_bytes(), max_pixels=None) for p in sorted(corpus.glob("*.jpg"))]
+    items = [d.pixels for d in deferred if d is not None]       # None: a JPEG the device does not take
+    decoder, encoder = NvJpegDecoder(cupy), NvJpegEncoder()
+    streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(2)]
+    decoded = [image for image in decoder.decode(items[:16], streams[0]) if image is not None]
+    streams[0].synchronize()
+    megapixels = statistics.mean(item.shape[0] * item.shape[1] for item in items) / 1e6
+
+    def decode(chunk, stream):
+        decoder.decode(chunk, stream)
+        stream.synchronize()
+
+    def encode(chunk, stream):
+        encoder.encode(chunk, 90, stream)
+
+    result = {"images": len(items), "megapixels": round(megapixels, 2)}
+    for label, work, inputs in (("decode", decode, items), ("encode_q90", encode, decoded * (len(items) // 16 or 1))):
+        for batch in (8, 32):
+            chunks = [inputs[i:i + batch] for i in range(0, len(inputs), batch)]
+            for threads in (1, 2):
+                walls = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    workers = [threading.Thread(target=lambda k=k: [work(c, streams[k]) for c in chunks[k::threads]])
+                               for k in range(threads)]
+                    for worker in workers:
+                        worker.start()
+                    for worker in workers:
+                        worker.join()
+                    walls.append(time.perf_counter() - started)
+                rate = len(inputs) / statistics.median(walls)
+                result[f"{label}_batch{batch}_threads{threads}_img_s"] = round(rate, 1)
+                print(f"nvJPEG {label:10} batch {batch:2} threads {threads}: {rate:7.1f} img/s "
+                      f"({rate * megapixels:6.0f} MP/s)", flush=True)
+    return result
 
 
 # label -> gpupipe.run options; the nvJPEG ones run where nvImageCodec is installed.
@@ -229,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         # same work per image); the CPU backend takes 3-4 s over the 40 and reads them there.
         gpu_corpora = {"camera": make_corpus.ensure_corpus("camera1000", count=CAMERA_GPU_COUNT)}
         result["max_memory"] = MAX_MEMORY
+        from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
+        if nvimgcodec_unavailable_reason() is None and "W3" in a.workloads:
+            result["nvjpeg_ceiling"] = codec_ceiling(cupy, gpu_corpora["camera"], a.repeats)
         result["workloads"] = workloads(corpora, a.repeats, gpu_corpora, tuple(a.workloads.split(",")),
                                         tuple(a.configs.split(",")))
     if a.json:
