@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends import select_backend
 from .engine.cancel import CancelToken
-from .engine.local import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
+from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
 from .engine.process import process_batch
 from .engine.writer import check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
@@ -34,7 +34,7 @@ ENGINES = ("local", "ray")
 
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
-        *, backend: str = "auto", workers: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY,
+        *, backend: str = "auto", workers: int | None = None, max_memory: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True, include_hidden: bool = False,
         all_files: bool = False, on_error: str = "continue", order: str = "input", on_progress: Callable[[RunSummary], None] | None = None,
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
@@ -56,6 +56,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     while the run goes (127.0.0.1 unless ``metrics_host`` says otherwise);
     ``metrics_file`` gets them in the text format at the end, even when the run
     fails or is interrupted (see gpupipe.metrics for the names).
+    ``max_memory`` caps the images held in the pipeline (bytes; None: ``default_max_memory``, 256 MB
+    per worker, at least 512 MB, above that only within a quarter of the memory this process may use).
     ``gpu_memory`` caps the GPU backend's memory pool (bytes); ``gpu_decode=True`` decodes
     full-size JPEGs on the GPU with nvJPEG when nvImageCodec is installed: 4.5x the CPU's decode
     rate on 12 MP photos (H100, 16 cores), but a JPEG with corrupt image data then gives a noisy

@@ -23,7 +23,7 @@ from typer.core import TyperCommand
 
 from . import __version__, api, codecs, ops as op_catalogue, sources
 from .backends import select_backend
-from .engine.local import DEFAULT_MAX_PIXELS, usable_cores
+from .engine.options import DEFAULT_MAX_PIXELS, default_max_memory, usable_cores, usable_memory
 from .errors import GpupipeError, UsageError
 from .journal import default_path, report as journal_report
 from .metrics import parse_address
@@ -153,7 +153,7 @@ def parse_memory(text: str) -> int:
     """'512MB', '2G', '300m', '1.5GiB' or a plain number of megabytes."""
     match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", text.lower())
     if not match:
-        raise UsageError(f"--max-memory takes a size like 512MB or 2G, got {text!r}")
+        raise UsageError(f"--max-memory takes a size like 512MB or 2G, or auto, got {text!r}")
     number, unit = float(match.group(1)), match.group(2) or "m"
     size = int(number * 1024 ** " kmgt".index(unit))
     if size < 16 * 2**20:
@@ -269,8 +269,9 @@ def run(
                                 rich_help_panel=RUN_PANEL),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker threads per stage "
                                           "[default: CPU cores].", rich_help_panel=RUN_PANEL),
-    max_memory: str = typer.Option("512MB", "--max-memory", help="Cap on images held in the pipeline's queues.",
-                                   rich_help_panel=RUN_PANEL),
+    max_memory: str = typer.Option("auto", "--max-memory", help="Cap on images held in the pipeline (e.g. 2GB). "
+                                   "auto: 256MB per worker, at least 512MB, and above 512MB only within a "
+                                   "quarter of the memory this process may use.", rich_help_panel=RUN_PANEL),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", metavar="SIZE", help="Cap on GPU memory for "
                                              "--backend gpu (e.g. 8GB); a batch that does not fit is split. "
                                              "Default: what the device has.", rich_help_panel=RUN_PANEL),
@@ -330,7 +331,7 @@ def run(
         else:
             spec = Spec.single(chain, format=format, quality=quality, template=name_template,
                                background=background)
-        memory = parse_memory(max_memory)
+        memory = None if max_memory.strip().lower() == "auto" else parse_memory(max_memory)
         device_memory = parse_memory(gpu_memory) if gpu_memory else None
         metrics_host, metrics_port_number = parse_address(metrics_port) if metrics_port else ("127.0.0.1", None)
         if dry_run:
@@ -522,6 +523,10 @@ def doctor() -> None:
     table.add_row("gpupipe", __version__)
     table.add_row("python", f"{platform.python_version()} ({platform.machine()}, {platform.system()})")
     table.add_row("cpu cores usable", str(usable_cores()))
+    memory = usable_memory()
+    table.add_row("memory usable", "unknown" if memory is None else f"{memory / 2**30:.1f} GB")
+    table.add_row("--max-memory auto", f"{default_max_memory(usable_cores()) / 2**20:.0f} MB "
+                                       f"(for {usable_cores()} workers)")
     table.add_row("numpy / Pillow / OpenCV", f"{numpy.__version__} / {PIL.__version__} / {cv2.__version__}")
     table.add_row("JPEG decode", f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo), Pillow for the rest")
     table.add_row("Pillow libjpeg-turbo", str(features.version("libjpeg_turbo") or "no"))

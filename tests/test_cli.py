@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gpupipe.cli import app
+from gpupipe.engine.options import default_max_memory, usable_cores
 
 from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
 from .corpus import CORPUS
@@ -267,6 +269,16 @@ def test_doctor_reports_backend_and_cuda(tmp_path: Path) -> None:
     result = gp("doctor")
     assert result.exit_code == 0
     assert "--backend auto" in result.output and "CUDA" in result.output and "write formats" in result.output
+    auto = default_max_memory(usable_cores())
+    assert re.search(rf"--max-memory auto\s+{auto / 2**20:.0f} MB \(for {usable_cores()} workers\)", result.output)
+
+
+def test_max_memory_takes_auto_or_a_size(photos: Path, tmp_path: Path) -> None:
+    for value in ("auto", "AUTO", "64MB"):
+        result = gp("run", photos, "-o", tmp_path / value, "--thumbnail", "32", "--max-memory", value)
+        assert result.exit_code == 0, (value, result.output)
+    result = gp("run", photos, "-o", tmp_path / "bad", "--max-memory", "automatic")
+    assert result.exit_code == 2 and "or auto" in result.output
 
 
 def test_brackets_in_user_text_are_shown_verbatim(photos: Path, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from typing import Any, Callable
 from .. import sources
 from .results import FileOutcome, RunSummary
 
-DEFAULT_MAX_MEMORY = 512 * 2**20
+DEFAULT_MAX_MEMORY = 512 * 2**20         # --max-memory auto's floor
+MEMORY_PER_WORKER = 256 * 2**20          # --max-memory auto: about three decoded 12 MP photos a worker
 DEFAULT_MAX_PIXELS = 178_956_970
 
 
@@ -19,6 +20,44 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:                      # not on Linux
         return os.cpu_count() or 1
+
+
+def usable_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's, or its cgroup's limit where lower
+    (a container's); None where neither can be read."""
+    try:
+        limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    except (ValueError, OSError, AttributeError):
+        limits = []
+    candidates = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:                       # "0::/path" (v2), "4:memory:/path" (v1)
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers == "":
+                    candidates.append(f"/sys/fs/cgroup{path}/memory.max")
+                elif "memory" in controllers.split(","):
+                    candidates.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    for candidate in candidates:
+        try:
+            with open(candidate) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():                       # "max" (v2) means no limit
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def default_max_memory(workers: int, memory: int | None = None) -> int:
+    """``--max-memory auto``: 256 MB per worker, at least 512 MB, and above 512 MB only within a
+    quarter of ``memory`` (default: what this process may use, ``usable_memory``). A fixed 512 MB
+    held five decoded 12 MP photos for all workers: on 16 cores W3 ran 2.3x faster with 4 GB."""
+    memory = usable_memory() if memory is None else memory
+    wanted = max(DEFAULT_MAX_MEMORY, MEMORY_PER_WORKER * max(1, workers))
+    return wanted if memory is None else min(wanted, max(DEFAULT_MAX_MEMORY, memory // 4))
 
 
 ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
@@ -35,7 +74,7 @@ class RunOptions:
 
     workers: int = field(default_factory=lambda: usable_cores())
     readers: int | None = None                 # I/O threads; default 2 × workers, at most 16
-    max_memory: int = DEFAULT_MAX_MEMORY
+    max_memory: int | None = None              # None: default_max_memory(workers), "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     recursive: bool = True
     include_hidden: bool = False
@@ -52,3 +91,7 @@ class RunOptions:
     retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
     device_failures: int = 3                    # consecutive GPU failures before the run moves to the CPU
+
+    def __post_init__(self) -> None:
+        if self.max_memory is None:
+            self.max_memory = default_max_memory(self.workers)
