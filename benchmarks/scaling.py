@@ -90,12 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"written: benchmarks/results/{a.json}")
+    if a.backend != "cpu":
+        from gpupipe.backends.cuda.jpeg import exit_before_teardown
+        exit_before_teardown(0)               # nvImageCodec's teardown can crash an exiting process
     return 0
 
 
 if __name__ == "__main__":
-    status = main()
-    if "--backend" in sys.argv and "gpu" in sys.argv:
-        from gpupipe.backends.cuda.jpeg import exit_before_teardown
-        exit_before_teardown(status)          # nvImageCodec's teardown can crash an exiting process
-    raise SystemExit(status)
+    raise SystemExit(main())
