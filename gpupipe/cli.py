@@ -23,7 +23,8 @@ from typer.core import TyperCommand
 
 from . import __version__, api, codecs, ops as op_catalogue, sources
 from .backends import select_backend
-from .engine.options import DEFAULT_MAX_PIXELS, default_max_memory, usable_cores, usable_memory
+from .engine.host import usable_cores, usable_memory
+from .engine.options import DEFAULT_MAX_PIXELS, default_max_memory
 from .errors import GpupipeError, UsageError
 from .journal import default_path, report as journal_report
 from .metrics import parse_address

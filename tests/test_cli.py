@@ -18,7 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gpupipe.cli import app
-from gpupipe.engine.options import default_max_memory, usable_cores
+from gpupipe.engine.host import usable_cores
+from gpupipe.engine.options import default_max_memory
 
 from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
 from .corpus import CORPUS

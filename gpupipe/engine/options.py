@@ -2,53 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import sources
+from .host import usable_cores, usable_memory  # noqa: F401  (re-exported)
 from .results import FileOutcome, RunSummary
 
 DEFAULT_MAX_MEMORY = 512 * 2**20         # --max-memory auto's floor
 MEMORY_PER_WORKER = 256 * 2**20          # --max-memory auto: about three decoded 12 MP photos a worker
 DEFAULT_MAX_PIXELS = 178_956_970
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (a container's or taskset's share, not the host's)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:                      # not on Linux
-        return os.cpu_count() or 1
-
-
-def usable_memory() -> int | None:
-    """Bytes of memory this process may use: the machine's, or its cgroup's limit where lower
-    (a container's); None where neither can be read."""
-    try:
-        limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
-    except (ValueError, OSError, AttributeError):
-        limits = []
-    candidates = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:                       # "0::/path" (v2), "4:memory:/path" (v1)
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                if controllers == "":
-                    candidates.append(f"/sys/fs/cgroup{path}/memory.max")
-                elif "memory" in controllers.split(","):
-                    candidates.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-    except (OSError, ValueError):
-        pass
-    for candidate in candidates:
-        try:
-            with open(candidate) as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        if text.isdigit():                       # "max" (v2) means no limit
-            limits.append(int(text))
-    return min(limits) if limits else None
 
 
 def default_max_memory(workers: int, memory: int | None = None) -> int:
