@@ -40,7 +40,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # The checkout itself is gpupipe (kernels found in ./kernels); the wheels shadow the image's Pillow.
 export PYTHONPATH="/tmp/site:$PWD/.nvimg/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos" GPUPIPE_CORPUS="$PWD/.photos"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # libnvjpeg for nvImageCodec
-{ nvidia-smi; python3 -m pip list 2>/dev/null | grep -i -E "^(cupy|numpy|pillow|opencv)"; } > "$OUT/device.txt" 2>&1
+# The host's CPUs as well as the GPU: on 16 "cores" the CPU backend did 2.4x less per core than on the
+# 2-core VM even where decode alone bounds it (W1, 12 MP): SMT siblings or a cgroup CPU quota would say why.
+{ nvidia-smi; python3 -m pip list 2>/dev/null | grep -i -E "^(cupy|numpy|pillow|opencv)"; lscpu;
+  cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us; } \
+    > "$OUT/device.txt" 2>&1
 python3 -m gpupipe doctor > "$OUT/doctor.txt" 2>&1
 timeout "${GPU_TESTS_TIMEOUT:-240}" python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 \
     | tee "$OUT/gpu-tests.log" | tail -40
