@@ -44,8 +44,8 @@ class CostBoundedQueue(Generic[T]):
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
-        # Threads waiting on each condition: a notify nobody waits for still costs Python work
-        # per item (the engine's per-file overhead is what bounds small images on many cores).
+        # Threads waiting on each condition: a notify nobody waits for still costs Python work,
+        # per item and stage, which adds up on small images.
         self._consumers_waiting = 0
         self._producers_waiting = 0
         self.peak = 0
