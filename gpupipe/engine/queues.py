@@ -27,6 +27,32 @@ class Closed(Exception):
     """The queue was closed and drained, or the run was cancelled."""
 
 
+class _Waiters:
+    """A condition that counts the threads waiting on it, so a notify nobody waits for is skipped:
+    it still cost Python work, per item and stage, which adds up on small images. Every method is
+    called with the lock held, so no wake-up is lost."""
+
+    def __init__(self, lock) -> None:
+        self._condition = threading.Condition(lock)
+        self._count = 0
+
+    def wait(self) -> None:
+        """Until notified, or POLL_SECONDS (the caller looks at the cancel token then)."""
+        self._count += 1
+        try:
+            self._condition.wait(POLL_SECONDS)
+        finally:
+            self._count -= 1
+
+    def notify(self) -> None:
+        if self._count:
+            self._condition.notify()
+
+    def notify_all(self) -> None:
+        if self._count:
+            self._condition.notify_all()
+
+
 class CostBoundedQueue(Generic[T]):
     def __init__(self, capacity: int, cancel: CancelToken, name: str = "queue", max_items: int | None = None) -> None:
         self.capacity = max(1, int(capacity))
@@ -42,12 +68,8 @@ class CostBoundedQueue(Generic[T]):
         # producers. notify_all on a single condition woke every idle thread of two
         # stages per item, and each wake-up costs a GIL round trip.
         self._lock = threading.Lock()
-        self._not_empty = threading.Condition(self._lock)
-        self._not_full = threading.Condition(self._lock)
-        # Threads waiting on each condition: a notify nobody waits for still costs Python work,
-        # per item and stage, which adds up on small images.
-        self._consumers_waiting = 0
-        self._producers_waiting = 0
+        self._not_empty = _Waiters(self._lock)
+        self._not_full = _Waiters(self._lock)
         self.peak = 0
 
     # Producers register so the queue knows when the last one has finished.
@@ -70,16 +92,11 @@ class CostBoundedQueue(Generic[T]):
                                    (self.max_items is not None and len(self._items) >= self.max_items)):
                 if self._cancel.cancelled:
                     raise Closed(self.name)
-                self._producers_waiting += 1
-                try:
-                    self._not_full.wait(POLL_SECONDS)
-                finally:
-                    self._producers_waiting -= 1
+                self._not_full.wait()
             self._items.append((item, cost))
             self._used += cost
             self.peak = max(self.peak, self._used)
-            if self._consumers_waiting:
-                self._not_empty.notify()
+            self._not_empty.notify()
 
     def get(self) -> T:
         """Next item; raise Closed when every producer is done and nothing is left."""
@@ -112,17 +129,12 @@ class CostBoundedQueue(Generic[T]):
         while not self._items:
             if self._closed or self._cancel.cancelled:
                 raise Closed(self.name)
-            self._consumers_waiting += 1
-            try:
-                self._not_empty.wait(POLL_SECONDS)
-            finally:
-                self._consumers_waiting -= 1
+            self._not_empty.wait()
 
     def _take(self) -> T:
         item, cost = self._items.popleft()
         self._used -= cost
-        if self._producers_waiting:
-            self._not_full.notify_all()
+        self._not_full.notify_all()
         return item
 
     @property
@@ -148,8 +160,8 @@ class MemoryBudget:
         self.capacity = max(1, int(capacity))
         self._cancel = cancel
         self._used = 0
-        self._lock = threading.Condition()
-        self._waiting = 0          # threads in acquire: only they need a notify
+        self._lock = threading.Lock()
+        self._room = _Waiters(self._lock)      # threads in acquire
         self.peak = 0
 
     def acquire(self, amount: int) -> int:
@@ -157,11 +169,7 @@ class MemoryBudget:
             while self._used and self._used + amount > self.capacity:
                 if self._cancel.cancelled:
                     raise Closed("memory budget")
-                self._waiting += 1
-                try:
-                    self._lock.wait(POLL_SECONDS)
-                finally:
-                    self._waiting -= 1
+                self._room.wait()
             self._used += amount
             self.peak = max(self.peak, self._used)
             return amount
@@ -171,16 +179,14 @@ class MemoryBudget:
         with self._lock:
             self._used += amount - held
             self.peak = max(self.peak, self._used)
-            if self._waiting:
-                self._lock.notify_all()
+            self._room.notify_all()
             return amount
 
     def release(self, held: int) -> None:
         if held:
             with self._lock:
                 self._used -= held
-                if self._waiting:
-                    self._lock.notify_all()
+                self._room.notify_all()
 
     @property
     def used(self) -> int:
