@@ -523,18 +523,17 @@ def doctor() -> None:
     table.add_column()
     table.add_row("gpupipe", __version__)
     table.add_row("python", f"{platform.python_version()} ({platform.machine()}, {platform.system()})")
-    table.add_row("cpu cores usable", str(usable_cores()))
-    memory = usable_memory()
+    cores, memory = usable_cores(), usable_memory()
+    table.add_row("cpu cores usable", str(cores))
     table.add_row("memory usable", "unknown" if memory is None else f"{memory / 2**30:.1f} GB")
-    table.add_row("--max-memory auto", f"{default_max_memory(usable_cores()) / 2**20:.0f} MB "
-                                       f"(for {usable_cores()} workers)")
+    table.add_row("--max-memory auto", f"{default_max_memory(cores, memory) / 2**20:.0f} MB (for {cores} workers)")
     table.add_row("numpy / Pillow / OpenCV", f"{numpy.__version__} / {PIL.__version__} / {cv2.__version__}")
     table.add_row("JPEG decode", f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo), Pillow for the rest")
     table.add_row("Pillow libjpeg-turbo", str(features.version("libjpeg_turbo") or "no"))
     table.add_row("write formats", ", ".join(codecs.available_formats()))
     for label, fact in cuda_report().items():
         table.add_row(label, escape(fact))
-    auto = select_backend("auto", workers=usable_cores())
+    auto = select_backend("auto", workers=cores)
     table.add_row("--backend auto", auto.describe())
     auto.close()
     nvjpeg = auto.name == "gpu" and nvimgcodec_unavailable_reason() is None

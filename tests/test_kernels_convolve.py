@@ -24,17 +24,12 @@ def filter_batch(lib, images, kind, *, taps=None, taps2=None, smooth=False, divi
                  unsharp=None, grid=(3, 2), block=32, rows="gp_sep_rows"):
     """Run one filter on a packed batch the way the CuPy backend will: flags, then one or two passes
     (``rows``: the row pass, gp_sep_rows or convolve_tiled.cu's gp_sep_rows_tiled)."""
+    src, descs, size, flags = _flagged(lib, images, grid, block)
     n = len(images)
-    src, _ = kc.pack(images)
-    descs, size = kc.descriptors(images, [i.shape for i in images])
-    flags = np.zeros(n, np.int32)
-    lib.launch("gp_translucent", src, descs, n, flags, grid=grid, block=block)
     dst = np.full(size, 0xA5, np.uint8)
     if kind == "separable":
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
-        tmp = np.full(size, np.nan, np.float32)
-        rows_lib = lib if rows == "gp_sep_rows" else kc.build("convolve_tiled")
-        rows_lib.launch(rows, src, tmp, descs, n, kx, len(kx) // 2, flags, int(smooth), grid=grid, block=block)
+        tmp = _row_pass(rows, src, descs, size, flags, kx, smooth, grid, block)
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
         lib.launch("gp_sep_cols", src, tmp, dst, descs, n, ky, len(ky) // 2, flags, int(smooth),
                    np.float32(divisor), np.float32(offset), mode, np.float32(amount), np.float32(threshold),
@@ -48,17 +43,27 @@ def filter_batch(lib, images, kind, *, taps=None, taps2=None, smooth=False, divi
     return kc.unpack(dst, descs), flags
 
 
-def row_pass(lib, rows, images, kx, smooth, grid, block):
-    """The float32 intermediate one row pass writes (NaN where it writes nothing), as raw bits."""
-    n = len(images)
+def row_pass(rows, images, kx, smooth, grid, block):
+    """The float32 intermediate the row pass ``rows`` writes (NaN where it writes nothing), as raw bits."""
+    src, descs, size, flags = _flagged(kc.build("convolve"), images, (3, 2), 32)
+    return _row_pass(rows, src, descs, size, flags, np.ascontiguousarray(kx, np.float32), smooth, grid,
+                     block).view(np.uint32)
+
+
+def _flagged(lib, images, grid, block):
+    """The packed batch, its descriptors and size, and gp_translucent's flags for it."""
     src, _ = kc.pack(images)
     descs, size = kc.descriptors(images, [i.shape for i in images])
-    flags = np.zeros(n, np.int32)
-    kc.build("convolve").launch("gp_translucent", src, descs, n, flags, grid=(3, 2), block=32)
+    flags = np.zeros(len(images), np.int32)
+    lib.launch("gp_translucent", src, descs, len(images), flags, grid=grid, block=block)
+    return src, descs, size, flags
+
+
+def _row_pass(rows, src, descs, size, flags, kx, smooth, grid, block):
     tmp = np.full(size, np.nan, np.float32)
-    kx = np.ascontiguousarray(kx, np.float32)
-    lib.launch(rows, src, tmp, descs, n, kx, len(kx) // 2, flags, int(smooth), grid=grid, block=block)
-    return tmp.view(np.uint32)
+    kc.kernel_library(rows).launch(rows, src, tmp, descs, len(flags), kx, len(kx) // 2, flags, int(smooth),
+                                   grid=grid, block=block)
+    return tmp
 
 
 def batch(seed, shapes=SHAPES, opaque_too=True):
@@ -202,7 +207,6 @@ class TestConvolve:
         """gp_sep_rows_tiled (convolve_tiled.cu) against its twin, bit for bit: every mode, opaque and
         translucent, rows of one to three segments (the last partial), radii from 1 to the apron's 64
         (reflecting more than once on the narrow images), smooth and not, negative taps."""
-        tiled = kc.build("convolve_tiled")
         rng = np.random.default_rng(50)
         images = batch(51) + [kc.random_image(rng, h, w, c) for (h, w), c in
                               (((3, 1100), 4), ((2, 2049), 3), ((4, 1024), 2), ((2, 1023), 1), ((1, 1025), 3))]
@@ -213,8 +217,8 @@ class TestConvolve:
                  (filters.gaussian_kernel(3.0), False), (np.full(129, 1 / 129, np.float32), True),
                  (rng.integers(-3, 4, 7).astype(np.float32), False)]
         for kx, smooth in cases:
-            want = row_pass(self.lib, "gp_sep_rows", images, kx, smooth, (3, 2), 32)
-            got = row_pass(tiled, "gp_sep_rows_tiled", images, kx, smooth, grid, block)
+            want = row_pass("gp_sep_rows", images, kx, smooth, (3, 2), 32)
+            got = row_pass("gp_sep_rows_tiled", images, kx, smooth, grid, block)
             assert np.array_equal(got, want), f"{len(kx)} taps, smooth {smooth}: {np.sum(got != want)} values differ"
 
     def test_filters_with_the_tiled_row_pass(self):
