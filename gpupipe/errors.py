@@ -90,6 +90,10 @@ class StageStalled(InputError):
     error_class = "stalled"           # its thread made no progress for --stall-timeout (hung read, deadlock)
 
 
+class WorkerCrashed(InputError):
+    error_class = "crashed"           # the worker process died on this input (a codec crash, the OOM killer)
+
+
 class InternalError(InputError):
     error_class = "internal"          # a bug in gpupipe or a library met on this input
 

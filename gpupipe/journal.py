@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .engine.results import FAILED, OK, FileOutcome
-from .errors import StageStalled, StoppedBySystemFailure, UsageError
+from .errors import StageStalled, StoppedBySystemFailure, UsageError, WorkerCrashed
 
 # Failures caused by the run, not the input (a full disk, a hung mount): a resume retries
 # them without --retry-failed, since the input itself may well be fine.
-NOT_THE_INPUTS_FAULT = {StoppedBySystemFailure.error_class, StageStalled.error_class}
+# A worker's crash may be the OOM killer's doing as well as the input's: worth another try.
+NOT_THE_INPUTS_FAULT = {StoppedBySystemFailure.error_class, StageStalled.error_class, WorkerCrashed.error_class}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (

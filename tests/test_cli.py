@@ -225,8 +225,9 @@ def test_quiet_and_plain_progress(photos: Path, tmp_path: Path) -> None:
     assert "processed" in plain.stderr
 
 
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None:
+def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int, parallel: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for i in range(150):
@@ -234,12 +235,12 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None
     out = tmp_path / "out"
     report = tmp_path / "report.json"
     proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
-                             "-f", "png", "--workers", "2", "--report", str(report)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "-f", "png", "--workers", "2", "--report", str(report), "--parallel", parallel],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
-    proc.send_signal(signum)
+    os.killpg(proc.pid, signum)         # as a terminal's Ctrl+C, or systemd's stop: the whole group
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "stopped early" in stderr and "interrupted" in stderr

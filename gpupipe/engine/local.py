@@ -4,7 +4,9 @@
                                                     (backend batches)
 
 On the CPU backend, which takes one image at a time, decode, process and encode run in
-one "compute" thread per worker: readers ─▶ [bytes] ─▶ compute ─▶ [bytes] ─▶ writers.
+one "compute" thread per worker: readers ─▶ [bytes] ─▶ compute ─▶ [bytes] ─▶ writers;
+with ``--parallel processes`` each compute thread hands that work to a worker process
+of its own (``worker_process.py``), so the interpreter lock no longer caps many cores.
 
 Each arrow is a ``CostBoundedQueue`` (bounded in bytes and in items), so a
 fast stage waits for a slow one; on top, a ``MemoryBudget`` caps the bytes of
@@ -35,20 +37,23 @@ import numpy as np
 from .. import codecs, sources
 from ..backends.base import Backend
 from ..codecs import DeferredJpeg
-from ..errors import DeviceFailure, InputError, StageStalled, StoppedBySystemFailure, SystemFailure
+from ..errors import DeviceFailure, InputError, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
 from ..spec import Spec
 from . import stages
 from .cancel import CancelToken
 from .driver import Driver
 from .options import (DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, RunOptions,  # noqa: F401  (re-exported)
-                      usable_cores)
+                      usable_cores, worker_processes)
 from .process import process_batch, process_fitting
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
 from .results import CANCELLED, FAILED, FileOutcome, RunResult
+from .worker_process import WorkerProcess
 from .writer import allow_writes, remove_live_temporaries
 
 log = logging.getLogger("gpupipe")
+
+WORKER_CRASHES_IN_A_ROW = 8          # then the run stops (SystemFailure) instead of failing every input
 
 
 @dataclass
@@ -88,6 +93,8 @@ class LocalEngine(Driver):
         self._device_failures = 0               # consecutive failed batches on the device
         self._cpu_backend: Backend | None = None
         self._threads: list[threading.Thread] = []
+        self._workers: list[WorkerProcess] = []   # with --parallel processes: one per compute thread
+        self._crashes_in_a_row = 0
 
     # ------------------------------------------------------------------ driver
 
@@ -112,7 +119,8 @@ class LocalEngine(Driver):
         self.encoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "encoded", 4 * readers)
         self._queues = (self.scan_q, self.read_q, self.decoded_q, self.processed_q, self.encoded_q)
         if self.backend.name == "cpu":         # no batches to gather: one thread takes an image through
-            compute = [("compute", workers, self._compute_loop, self.encoded_q)]
+            loop = self._worker_loop if worker_processes(opts.parallel, "cpu") else self._compute_loop
+            compute = [("compute", workers, loop, self.encoded_q)]
         else:
             compute = [("decode", workers, self._decode_loop, self.decoded_q),
                        ("process", self.backend.concurrency, self._process_loop, self.processed_q),
@@ -150,6 +158,8 @@ class LocalEngine(Driver):
                         self._finish(job.outcome, outcomes)
                 self._drain_done(outcomes)
                 self._close_summary()
+            for worker in self._workers:        # only workers a stalled thread still waits on are left
+                worker.kill()
         return RunResult(self.summary, outcomes)
 
     def _start_threads(self, name: str, count: int, target: Callable[[], None],
@@ -360,6 +370,66 @@ class LocalEngine(Driver):
                 if self._encode(job):
                     self._forward(self.encoded_q, job, sum(len(data) for _, data in job.encoded))
 
+    def _worker_loop(self) -> None:
+        """_compute_loop with the work done in a worker process of this thread's own."""
+        worker = WorkerProcess(self.spec, self.options.max_pixels, f"{threading.current_thread().name}-process")
+        self._workers.append(worker)
+        try:
+            worker.start()
+            while True:
+                job = self._take(self.read_q.get())
+                if self._compute_in(worker, job):
+                    self._forward(self.encoded_q, job, sum(len(data) for _, data in job.encoded))
+        finally:
+            worker.close()
+
+    def _compute_in(self, worker: WorkerProcess, job: Job) -> bool:
+        """Decode, process and encode one input in ``worker``; False if it failed (accounted)."""
+        try:       # the worker holds the decoded image: the budget counts it as a thread's would
+            job.reserved = self.images.acquire(min(stages.decoded_size_bound(job.data), self.images.capacity))
+        except Closed:
+            self._cancel_job(job)
+            raise
+        data, job.data = job.data, None
+        try:
+            computed = worker.compute(data, job.source.relative)
+        except WorkerCrashed as exc:
+            self._fail(job, exc)
+            self._count_crash(exc)
+            return False
+        finally:
+            self.images.release(job.reserved)
+            job.reserved = 0
+        self._crashes_in_a_row = 0
+        outcome = job.outcome
+        for stage, start, end in computed.spans:
+            outcome.seconds[stage] = round(end - start, 6)
+            outcome.spans.append((stage, start, end, worker.name))
+        job.activity[0] = time.perf_counter()
+        if computed.failure is not None:
+            self._fail(job, computed.failure)
+            return False
+        outcome.format = computed.format
+        outcome.height, outcome.width = computed.size
+        self._settle_claims(job, computed.encoded)
+        if not job.encoded:
+            self._fail(job, job.errors[0])
+            return False
+        return True
+
+    def _count_crash(self, exc: WorkerCrashed) -> None:
+        """Workers that die on input after input (a host out of memory) are the system's failure."""
+        with self._device_lock:
+            self._crashes_in_a_row += 1
+            crashes = self._crashes_in_a_row
+        if crashes >= WORKER_CRASHES_IN_A_ROW:
+            raise SystemFailure(f"worker processes died on {crashes} inputs in a row, the last: {exc}")
+
+    def _settle_claims(self, job: Job, encoded: stages.Encoded) -> None:
+        encoded = stages.claim_renamed(encoded, job.planned,
+                                       lambda path, owner=str(job.source.path): self.claims.claim(path, owner))
+        job.encoded, job.errors = encoded.files, encoded.errors
+
     def _process_on_device(self, backend: Backend, images: list[np.ndarray], formats: list[str]) -> list[list]:
         """process_batch (``formats``: the inputs' decoded formats, for a backend that encodes
         JPEG), and when the device itself fails (DeviceFailure: a lost GPU, not an image's fault)
@@ -421,14 +491,13 @@ class LocalEngine(Driver):
         """Encode every variant and free the pixels; False if no output could be made."""
         started = time.perf_counter()
         try:
-            encoded = stages.encode_variants(
-                self.spec, job.results, job.source.relative, job.decoded.format, job.decoded.icc_profile,
-                job.planned, claim=lambda path, owner=str(job.source.path): self.claims.claim(path, owner))
+            encoded = stages.encode_variants(self.spec, job.results, job.source.relative, job.decoded.format,
+                                             job.decoded.icc_profile)
         finally:
             job.results = None                       # pixels are done with: free their budget
             self.images.release(job.reserved)
             job.reserved = 0
-        job.encoded, job.errors = encoded.files, encoded.errors
+        self._settle_claims(job, encoded)
         job.timed("encode", started)
         if not job.encoded:
             self._fail(job, job.errors[0])

@@ -23,6 +23,17 @@ def default_max_memory(workers: int, memory: int | None = None) -> int:
     return wanted if memory is None else min(wanted, max(DEFAULT_MAX_MEMORY, memory // 4))
 
 
+PARALLEL_CHOICES = ("threads", "processes")
+
+
+def worker_processes(parallel: str, backend: str) -> bool:
+    """Whether the CPU backend's workers run as processes (``--parallel processes``); the GPU
+    backend's decoders and encoders are threads either way."""
+    if parallel not in PARALLEL_CHOICES:
+        raise ValueError(f"parallel must be one of {', '.join(PARALLEL_CHOICES)}, got {parallel!r}")
+    return parallel == "processes" and backend == "cpu"
+
+
 ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
     "smallest-first": lambda source: source.size,
     "largest-first": lambda source: -source.size,
@@ -37,6 +48,7 @@ class RunOptions:
 
     workers: int = field(default_factory=lambda: usable_cores())
     readers: int | None = None                 # I/O threads; default 2 × workers, at most 16
+    parallel: str = "threads"                   # CPU workers as threads or processes (worker_processes)
     max_memory: int | None = None              # None: default_max_memory(workers), "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     recursive: bool = True

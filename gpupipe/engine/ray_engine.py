@@ -178,8 +178,8 @@ class RayEngine(Driver):
 
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
         # Absolute paths: Ray workers run in another directory than the caller.
-        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": str(source.relative),
-                "planned": json.dumps([str(p) for p in planned])}
+        # The planned outputs stay here: renamed outputs are not claimed across the cluster.
+        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": str(source.relative)}
         self._next_index += 1
         while not self._stopping():
             try:
@@ -367,7 +367,7 @@ def _read_and_decode(batch: dict, *, spec: Spec, drain_flag, retries: int, retry
     draining = _told_to_drain(drain_flag)
     rows = [_read_one(index, path, spec, draining=draining, retries=retries, retry_delay=retry_delay,
                       max_pixels=max_pixels) for index, path in zip(batch["index"], batch["path"])]
-    return {"index": batch["index"], "relative": batch["relative"], "planned": batch["planned"],
+    return {"index": batch["index"], "relative": batch["relative"],
             "meta": np.array([json.dumps(meta) for meta, _, _ in rows], dtype=object),
             "icc": np.array([icc for _, _, icc in rows], dtype=object),
             "pixels": _column([image for _, image, _ in rows])}
@@ -395,7 +395,7 @@ class _Processor:
                 for v, result in enumerate(row):
                     if isinstance(result, np.ndarray):
                         columns[v][i] = result
-        out = {key: batch[key] for key in ("index", "relative", "planned", "icc")}
+        out = {key: batch[key] for key in ("index", "relative", "icc")}
         out["meta"] = np.array([json.dumps(m) for m in metas], dtype=object)
         for v in range(variants):
             out[f"result_{v}"] = _column(columns[v])
@@ -456,7 +456,7 @@ def _whole_chain_on_cpu(batch: dict, *, read: dict, write: dict) -> dict:
         meta, image, icc = _read_one(index, path, spec, draining=draining, **options)
         results = processor.process([meta], [image])[0] if meta["status"] == OK else None
         del image
-        pending.append(_encode_row(meta, results, spec, batch["relative"][i], batch["planned"][i], icc,
+        pending.append(_encode_row(meta, results, spec, batch["relative"][i], icc,
                                    out_dir, write["fsync"], pending))
     return _written_rows(batch["index"], pending)
 
@@ -470,7 +470,7 @@ def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> d
         if meta["status"] == OK:
             results = [input_error(*error) if error else batch[f"result_{v}"][i]
                        for v, error in enumerate(meta["variant_errors"])]
-        pending.append(_encode_row(meta, results, spec, batch["relative"][i], batch["planned"][i],
+        pending.append(_encode_row(meta, results, spec, batch["relative"][i],
                                    batch["icc"][i], out_dir, fsync, pending))
     return _written_rows(batch["index"], pending)
 
@@ -479,7 +479,7 @@ _writers = None           # per worker process: I/O threads, so a write's fsync 
 WRITES_AHEAD = 4
 
 
-def _encode_row(meta: dict, results: list | None, spec: Spec, relative: str, planned: str, icc: bytes,
+def _encode_row(meta: dict, results: list | None, spec: Spec, relative: str, icc: bytes,
                 out_dir: Path, fsync: bool, pending: list):
     """Encode one input's variants here and hand the files to an I/O thread; a future of its meta.
     ``pending`` (the futures so far) keeps at most WRITES_AHEAD encoded inputs waiting to be written."""
@@ -492,9 +492,7 @@ def _encode_row(meta: dict, results: list | None, spec: Spec, relative: str, pla
         from concurrent.futures import ThreadPoolExecutor
         _writers = ThreadPoolExecutor(2, thread_name_prefix="gpupipe-ray-write")
     started = time.time()
-    # Outputs whose name changed with the bytes' format are not claimed across the cluster.
-    encoded = stages.encode_variants(spec, results, PurePath(relative), meta["format"], icc or None,
-                                     [PurePath(p) for p in json.loads(planned)], claim=lambda path: None)
+    encoded = stages.encode_variants(spec, results, PurePath(relative), meta["format"], icc or None)
     _span(meta, "encode", started)
     if len(pending) >= WRITES_AHEAD:
         pending[-WRITES_AHEAD].result()

@@ -81,23 +81,15 @@ class Encoded:
 
 
 def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_format: str,
-                    icc_profile: bytes | None, planned: list[PurePath],
-                    claim: Callable[[PurePath], str | None]) -> Encoded:
+                    icc_profile: bytes | None) -> Encoded:
     """Encode every variant's result (an EncodedImage, already encoded by the backend, only
-    gets its ICC profile). ``planned`` are the output paths claimed at scan
-    time from the file name; when the bytes said another format than the extension the
-    path changes and ``claim`` must grant the new one (it returns the owner if taken)."""
+    gets its ICC profile), each under its output path for this input's decoded format."""
     encoded = Encoded()
-    for index, (variant, result) in enumerate(zip(spec.variants, results)):
+    for variant, result in zip(spec.variants, results):
         if isinstance(result, InputError):
             encoded.errors.append(name_variant(spec, result, variant))
             continue
         path = variant.output_path(relative, decoded_format)
-        if path != planned[index]:
-            other = claim(path)
-            if other is not None:
-                encoded.errors.append(OutputConflict(f"output {path} is already written by {other}"))
-                continue
         try:
             if isinstance(result, codecs.EncodedImage):     # the backend encoded it (a GPU's nvJPEG)
                 data = codecs.with_icc_profile(result, icc_profile)
@@ -111,6 +103,21 @@ def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_forma
             encoded.errors.append(name_variant(spec, unexpected(exc), variant))
             continue
         encoded.files.append((path, data))
+    return encoded
+
+
+def claim_renamed(encoded: Encoded, planned: list[PurePath], claim: Callable[[PurePath], str | None]) -> Encoded:
+    """``planned`` are the output paths claimed at scan time from the file name; an output whose
+    path changed because the bytes said another format than the extension must be granted by
+    ``claim`` (which returns the owner if the path is taken), or it becomes an OutputConflict."""
+    granted = []
+    for path, data in encoded.files:
+        other = None if path in planned else claim(path)
+        if other is not None:
+            encoded.errors.append(OutputConflict(f"output {path} is already written by {other}"))
+        else:
+            granted.append((path, data))
+    encoded.files = granted
     return encoded
 
 

@@ -1,0 +1,213 @@
+"""--parallel processes: the CPU backend's workers as real processes of their own.
+
+They must make the same files and the same outcomes as the threads they replace, and a
+worker that dies (killed here with real signals, as the OOM killer does) must cost the
+one input it was on and nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path, PurePath
+
+import pytest
+from PIL import Image
+
+import gpupipe
+from gpupipe.engine.local import WORKER_CRASHES_IN_A_ROW
+from gpupipe.engine.worker_process import WorkerProcess
+from gpupipe.errors import WorkerCrashed
+from gpupipe.ops import GaussianBlur, Thumbnail
+from gpupipe.spec import Spec, Variant
+
+from .badfiles import EXPECTED_ERROR_CLASS, PHOTO, make_bad_inputs
+from .corpus import CORPUS, KODAK
+
+THUMB = Spec.single([Thumbnail(48)])
+
+
+def _small_jpegs(directory: Path, count: int) -> Path:
+    directory.mkdir(parents=True)
+    with Image.open(PHOTO) as im:
+        small = im.resize((64, 48))
+    for i in range(count):
+        small.rotate(i).save(directory / f"{i:02d}.jpg", quality=90)
+    return directory
+
+
+def _workers_of_this_process() -> list[int]:
+    """PIDs of the worker processes this process started (read from /proc, as ps would)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"gpupipe.engine.worker_process" in cmdline and b"import main" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _kill_workers_on_their_first_input(times: int, stop: threading.Event) -> list[int]:
+    """Kill ``times`` successive workers while each holds an input: stop each as soon as it
+    appears, give the engine a moment to hand it an input, then SIGKILL it."""
+    killed: list[int] = []
+
+    def hunt() -> None:
+        while len(killed) < times and not stop.is_set():
+            for pid in _workers_of_this_process():
+                if pid in killed:
+                    continue
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(0.5)                  # the engine sends it the next input meanwhile
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+            time.sleep(0.01)
+
+    threading.Thread(target=hunt, daemon=True).start()
+    return killed
+
+
+def _outputs(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*")
+            if p.is_file() and ".gpupipe" not in p.parts}
+
+
+def test_processes_make_the_same_files_and_outcomes_as_threads(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    kinds = make_bad_inputs(inputs / "bad")
+    for path in KODAK[:4]:
+        shutil.copy(path, inputs / Path(path).name)
+    for name in ("Landscape_6.jpg", "Portrait_3.jpg"):           # EXIF orientations
+        shutil.copy(CORPUS / "exif-orientation" / name, inputs / name)
+    # Two variants, one keeping the input's format: a PNG named .jpg is written as .png, a
+    # path the worker chose and the engine must still claim.
+    spec = Spec((Variant((Thumbnail(64),), name="thumb", format="jpeg"),
+                 Variant((GaussianBlur(1.5),), name="blur")))
+    results = {}
+    for parallel in ("threads", "processes"):
+        results[parallel] = gpupipe.run(inputs, tmp_path / parallel, spec, backend="cpu", workers=2,
+                                        parallel=parallel, journal=False, fsync=False)
+    threads, processes = results["threads"], results["processes"]
+
+    assert _outputs(tmp_path / "threads") == _outputs(tmp_path / "processes")
+    assert len(_outputs(tmp_path / "processes")) >= 2 * 6
+
+    def outcomes(result) -> dict:
+        return {o.path: (o.status, o.error_class, o.message, o.format, o.width, o.height, o.outputs and
+                         [Path(p).name for p in o.outputs]) for o in result.outcomes}
+    assert outcomes(processes) == outcomes(threads)
+    by_name = {Path(o.path).name: o for o in processes.outcomes}
+    for kind, path in kinds.items():
+        if path.name in by_name and EXPECTED_ERROR_CLASS[kind] is not None:
+            assert by_name[path.name].error_class == EXPECTED_ERROR_CLASS[kind], kind
+    ok = [o for o in processes.outcomes if o.status == "ok"]
+    assert all({"decode", "process", "encode", "write"} <= set(o.seconds) for o in ok)
+    assert all(worker.endswith("-process") for o in ok for stage, _, _, worker in o.spans if stage == "decode")
+
+
+def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path) -> None:
+    inputs = _small_jpegs(tmp_path / "in", 12)
+    stop = threading.Event()
+    killed = _kill_workers_on_their_first_input(1, stop)
+    try:
+        result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
+                             journal=False, fsync=False)
+    finally:
+        stop.set()
+    assert len(killed) == 1
+    failed = result.failed
+    assert [o.error_class for o in failed] == ["crashed"], [(o.path, o.message) for o in failed]
+    assert "killed by SIGKILL" in failed[0].message
+    assert result.summary.processed == 11
+    written = _outputs(tmp_path / "out")
+    assert len(written) == 11 and not any(name.startswith(".") for name in written)   # no temporary left
+    assert Path(failed[0].path).name not in written
+
+
+def test_workers_dying_on_every_input_stop_the_run(tmp_path: Path) -> None:
+    inputs = _small_jpegs(tmp_path / "in", WORKER_CRASHES_IN_A_ROW + 6)
+    stop = threading.Event()
+    _kill_workers_on_their_first_input(WORKER_CRASHES_IN_A_ROW, stop)
+    try:
+        result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
+                             journal=False, fsync=False)
+    finally:
+        stop.set()
+    assert result.summary.failures_by_class["crashed"] == WORKER_CRASHES_IN_A_ROW
+    assert result.exit_code == 1
+    assert f"worker processes died on {WORKER_CRASHES_IN_A_ROW} inputs in a row" in result.summary.stop_reason
+    assert result.summary.processed + result.summary.failed + result.summary.cancelled == len(list(inputs.iterdir()))
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    with Image.open(PHOTO) as im:
+        buffer = io.BytesIO()
+        im.resize(size).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_worker_that_died_idle_is_replaced_without_losing_the_input() -> None:
+    worker = WorkerProcess(THUMB, 10**8, "test-worker")
+    worker.start()
+    try:
+        first = worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
+        assert first.failure is None and first.size == (48, 64)
+        os.kill(worker.pid, signal.SIGKILL)
+        dead = worker.pid
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{dead}").exists() and Path(f"/proc/{dead}/stat").read_text().split()[2] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        again = worker.compute(_jpeg((80, 60)), PurePath("b.jpg"))
+        assert again.failure is None and again.size == (60, 80) and worker.pid != dead
+        [(path, data)] = again.encoded.files
+        assert path == PurePath("b.jpg") and Image.open(io.BytesIO(data)).size == (48, 36)
+    finally:
+        worker.close()
+
+
+def test_a_worker_killed_while_busy_raises_worker_crashed_and_restarts() -> None:
+    worker = WorkerProcess(THUMB, 10**8, "test-worker")
+    worker.start()
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)            # it holds the input below and never answers
+        victim = worker.pid
+        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+        with pytest.raises(WorkerCrashed, match="killed by SIGKILL; out of memory"):
+            worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
+        after = worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
+        assert after.failure is None and worker.pid != victim
+    finally:
+        worker.close()
+
+
+def test_workers_ignore_ctrl_c_and_close_when_asked() -> None:
+    worker = WorkerProcess(THUMB, 10**8, "test-worker")
+    worker.start()
+    try:
+        assert worker.compute(_jpeg((64, 48)), PurePath("a.jpg")).failure is None   # up and serving
+        pid, process = worker.pid, worker._process
+        os.kill(pid, signal.SIGINT)                    # Ctrl+C reaches the whole process group
+        os.kill(pid, signal.SIGTERM)                   # as systemd's stop reaches the whole cgroup
+        time.sleep(0.2)
+        assert worker.compute(_jpeg((64, 48)), PurePath("b.jpg")).failure is None
+        assert worker.pid == pid and process.poll() is None     # the same worker, not a replacement
+    finally:
+        worker.close()
+    assert process.returncode == 0                     # it left on its own when told, not killed
+
+
+def test_parallel_must_be_threads_or_processes(tmp_path: Path) -> None:
+    with pytest.raises(gpupipe.UsageError, match="parallel must be one of threads, processes"):
+        gpupipe.run(tmp_path, tmp_path / "out", THUMB, parallel="fibers")
