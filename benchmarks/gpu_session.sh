@@ -56,11 +56,12 @@ if [ "${GPU_PROFILE:-0}" = 1 ] && [ -x "$NCU" ]; then
         --section LaunchStats --section Occupancy python3 benchmarks/profile_kernels.py > "$OUT/ncu.txt" 2>&1
     tail -5 "$OUT/ncu.txt"
 fi
-# GPU_SCALING=1: does the engine's per-file work stop small images short of the cores? (about 2 min)
+# GPU_SCALING=1: does the engine's per-file work stop small images short of the cores? CPU workers as
+# threads and as processes (--parallel). About 4 min.
 if [ "${GPU_SCALING:-0}" = 1 ]; then
     for backend in cpu gpu; do
-        timeout "${GPU_SCALING_TIMEOUT:-150}" python3 benchmarks/scaling.py --backend "$backend" --repeats 2 \
-            --json "scaling-$backend-device-host-$(date +%F).json" 2>&1 | tee -a "$OUT/scaling.log" | tail -8
+        timeout "${GPU_SCALING_TIMEOUT:-240}" python3 benchmarks/scaling.py --backend "$backend" --repeats 2 \
+            --workers "${GPU_SCALING_WORKERS:-4,8,$(nproc)}" --json "scaling-$backend-device-host-$(date +%F).json" 2>&1 | tee -a "$OUT/scaling.log" | tail -8
     done
 fi
 # GPU_BENCH_ARGS narrows the benchmark to fit a call, e.g. "--skip-kernels --workloads W3".

@@ -1,6 +1,6 @@
-"""How gpupipe's local engine scales with worker threads on this host:
+"""How gpupipe's local engine scales with workers on this host:
 
-    python benchmarks/scaling.py --json scaling-<host>-DATE.json [--backend gpu]
+    python benchmarks/scaling.py --json scaling-<host>-DATE.json [--backend gpu] [--parallel threads,processes]
 
 W1 (thumbnails, DESIGN §7) over 2000 ImageNet-size JPEGs, where each file is a few
 milliseconds of codec work and the engine's own per-file Python work counts most, at 1, 2,
@@ -12,6 +12,8 @@ W1 and W3 alike (benchmarks/results/gpu-h100-2026-11-23.json): this separates th
 from the codecs. The sweep writes to a tmpfs where there is one, without fsync, so the disk is
 not what it measures; a last run at every core writes to disk with an fsync per file, as the
 other benchmarks and the CLI's default do, to tell whether the disk's fsync rate is the ceiling.
+On the CPU backend the sweep runs the workers as threads and as processes (--parallel), whose
+decode, resize and encode hold no lock the engine shares; "cores busy" counts the workers' CPU.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def worker_counts(cores: int) -> list[int]:
 
 def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict,
             fsync: bool = False) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds of this process, files done) of one run."""
+    """(wall seconds, CPU seconds of this process and its worker processes, files done) of one run."""
     out = work / f"out-{backend}-{workers}"
     shutil.rmtree(out, ignore_errors=True)
     before, started = os.times(), time.perf_counter()
@@ -57,7 +59,7 @@ def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict,
                          fsync=fsync, **extra)
     wall, after = time.perf_counter() - started, os.times()
     shutil.rmtree(out, ignore_errors=True)
-    cpu = (after.user - before.user) + (after.system - before.system)
+    cpu = sum(after[:4]) - sum(before[:4])      # user + system, and the workers' once they have exited
     return wall, cpu, result.summary.processed + result.summary.failed
 
 
@@ -66,30 +68,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="cpu", help="cpu or gpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", help="comma-separated counts (default 1, 2, 4, ... up to every core)")
+    ap.add_argument("--parallel", help="comma-separated: threads, processes (default: both on the CPU backend)")
     ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
     a = ap.parse_args(argv)
     cores = len(os.sched_getaffinity(0))        # the sweep's end; usable_cores() also counts a CPU quota
     counts = [int(n) for n in a.workers.split(",")] if a.workers else worker_counts(cores)
     corpus = make_corpus.ensure_corpus("imagenet", count=FILES)
-    extra = {"max_memory": 4 * 2**30} if a.backend == "gpu" else {}
+    modes = a.parallel.split(",") if a.parallel else ["threads", "processes"] if a.backend == "cpu" else ["threads"]
+    base = {"max_memory": 4 * 2**30} if a.backend == "gpu" else {}
     tmpfs = Path("/dev/shm")
     work = Path(tempfile.mkdtemp(prefix="gpupipe-scaling-", dir=tmpfs if tmpfs.is_dir() else None))
     rows = []
     try:
-        one_run(corpus, work, a.backend, counts[-1], extra)             # warm-up: page cache, kernels
+        one_run(corpus, work, a.backend, counts[-1], base)              # warm-up: page cache, kernels
         for workers in counts:
-            runs = [one_run(corpus, work, a.backend, workers, extra) for _ in range(a.repeats)]
-            wall = statistics.median(r[0] for r in runs)
-            busy = statistics.median(r[1] / r[0] for r in runs)
-            rows.append({"workers": workers, "img_s": runs[0][2] / wall, "cores_busy": busy,
-                         "walls": [round(r[0], 3) for r in runs]})
-            print(f"{a.backend} workers {workers:3}: {rows[-1]['img_s']:7.0f} img/s, "
-                  f"{busy:5.2f} of {cores} cores busy", flush=True)
+            for mode in modes:
+                extra = {**base, "parallel": mode}
+                runs = [one_run(corpus, work, a.backend, workers, extra) for _ in range(a.repeats)]
+                wall = statistics.median(r[0] for r in runs)
+                busy = statistics.median(r[1] / r[0] for r in runs)
+                rows.append({"workers": workers, "parallel": mode, "img_s": runs[0][2] / wall, "cores_busy": busy,
+                             "walls": [round(r[0], 3) for r in runs]})
+                print(f"{a.backend} {mode:9} workers {workers:3}: {rows[-1]['img_s']:7.0f} img/s, "
+                      f"{busy:5.2f} of {cores} cores busy", flush=True)
         # The benchmarks' own setting, on disk with an fsync per file: does the disk's fsync rate,
         # not the engine, set the small-image ceiling?
         disk = Path(tempfile.mkdtemp(prefix="scaling-", dir=HERE / "work" if (HERE / "work").is_dir() else None))
         try:
-            runs = [one_run(corpus, disk, a.backend, counts[-1], extra, fsync=True) for _ in range(a.repeats)]
+            runs = [one_run(corpus, disk, a.backend, counts[-1], base, fsync=True) for _ in range(a.repeats)]
         finally:
             shutil.rmtree(disk, ignore_errors=True)
         wall = statistics.median(r[0] for r in runs)
