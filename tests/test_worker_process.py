@@ -150,6 +150,34 @@ def test_workers_dying_on_every_input_stop_the_run(tmp_path: Path) -> None:
     assert result.summary.processed + result.summary.failed + result.summary.cancelled == len(list(inputs.iterdir()))
 
 
+def test_a_worker_that_hangs_trips_the_stall_watchdog_and_is_killed(tmp_path: Path) -> None:
+    """A hung codec in a thread can never be taken back; a hung worker process can."""
+    inputs = _small_jpegs(tmp_path / "in", 6)
+    frozen: list[int] = []
+
+    def freeze_the_worker() -> None:
+        deadline = time.monotonic() + 30
+        while not frozen and time.monotonic() < deadline:
+            frozen.extend(_workers_of_this_process()[:1])
+            time.sleep(0.01)
+        if frozen:
+            os.kill(frozen[0], signal.SIGSTOP)          # as a codec stuck in a loop: alive, never answering
+
+    threading.Thread(target=freeze_the_worker, daemon=True).start()
+    started = time.monotonic()
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
+                         journal=False, stall_timeout=1.5)
+    assert time.monotonic() - started < 30                               # it stopped, rather than hanging
+    assert frozen and result.exit_code == 1 and "stalled" in result.summary.stop_reason
+    stalled = [o for o in result.outcomes if o.error_class == "stalled"]
+    assert len(stalled) == 1 and Path(stalled[0].path).name in result.summary.stop_reason
+    assert len(result.outcomes) == 6                                     # every input accounted for, once
+    deadline = time.monotonic() + 10                                     # and the frozen worker is gone
+    while Path(f"/proc/{frozen[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _workers_of_this_process()
+
+
 def _jpeg(size: tuple[int, int]) -> bytes:
     with Image.open(PHOTO) as im:
         buffer = io.BytesIO()

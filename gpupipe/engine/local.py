@@ -88,6 +88,7 @@ class LocalEngine(Driver):
         self._activity = [time.perf_counter()]  # when any stage last finished a step (see Job.timed)
         self._taken: dict[int, list[Job]] = {}  # thread ident -> the job(s) it last took (stall reports)
         self._stalled = False
+        self._stuck_threads: set[int | None] = set()   # idents of the threads a stall left busy
         self._queues: tuple[CostBoundedQueue, ...] = ()     # set when the run starts
         self._device_lock = threading.Lock()
         self._device_failures = 0               # consecutive failed batches on the device
@@ -209,6 +210,12 @@ class LocalEngine(Driver):
                 continue
             self._activity[0] = time.perf_counter()
             self._finish(outcome, outcomes)
+        if self._stalled:
+            # The threads that were only waiting on a queue wake up to the closed queues and
+            # account for the jobs they held (a reader blocked on a full queue holds one).
+            for thread in self._threads:
+                if thread.ident not in self._stuck_threads:
+                    thread.join(timeout=5)
         self._drain_done(outcomes)
 
     def _take(self, taken):
@@ -238,6 +245,7 @@ class LocalEngine(Driver):
             jobs = self._taken.get(thread.ident, [])
             if not waiting:
                 stuck.extend(jobs)
+                self._stuck_threads.add(thread.ident)
             where = ", ".join(str(j.source.path) for j in jobs) or "-"
             lines.append(f"  {thread.name}: {'waiting for work' if waiting else 'BUSY on ' + where}")
             if not waiting:
