@@ -8,6 +8,7 @@ one input it was on and nothing else.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import signal
@@ -57,25 +58,33 @@ def _workers_of_this_process() -> list[int]:
     return found
 
 
-def _kill_workers_on_their_first_input(times: int, stop: threading.Event) -> list[int]:
-    """Kill ``times`` successive workers while each holds an input: stop each as soon as it
-    appears, give the engine a moment to hand it an input, then SIGKILL it."""
-    killed: list[int] = []
+class _FreezeReadyWorkers(logging.Handler):
+    """Freeze the next ``times`` workers with SIGSTOP the moment the engine hears each is ready,
+    before it hands them an input, so each then holds an input it never answers;
+    ``then_kill`` kills each 0.3 s later, as the OOM killer would. Used as a context manager."""
 
-    def hunt() -> None:
-        while len(killed) < times and not stop.is_set():
-            for pid in _workers_of_this_process():
-                if pid in killed:
-                    continue
-                os.kill(pid, signal.SIGSTOP)
-                time.sleep(0.5)                  # the engine sends it the next input meanwhile
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                break
-            time.sleep(0.01)
+    def __init__(self, times: int, then_kill: bool = True) -> None:
+        super().__init__(logging.DEBUG)
+        self.times, self.then_kill, self.caught = times, then_kill, []
+        self._logger = logging.getLogger("gpupipe")
 
-    threading.Thread(target=hunt, daemon=True).start()
-    return killed
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.endswith("worker process %d ready") and len(self.caught) < self.times:
+            pid = record.args[-1]
+            os.kill(pid, signal.SIGSTOP)          # runs in the engine's thread, before it sends an input
+            self.caught.append(pid)
+            if self.then_kill:
+                threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+
+    def __enter__(self) -> "_FreezeReadyWorkers":
+        self._level = self._logger.level
+        self._logger.setLevel(logging.DEBUG)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 def _outputs(directory: Path) -> dict[str, bytes]:
@@ -118,14 +127,10 @@ def test_processes_make_the_same_files_and_outcomes_as_threads(tmp_path: Path) -
 
 def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path) -> None:
     inputs = _small_jpegs(tmp_path / "in", 12)
-    stop = threading.Event()
-    killed = _kill_workers_on_their_first_input(1, stop)
-    try:
+    with _FreezeReadyWorkers(1) as killer:
         result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
                              journal=False, fsync=False)
-    finally:
-        stop.set()
-    assert len(killed) == 1
+    assert len(killer.caught) == 1
     failed = result.failed
     assert [o.error_class for o in failed] == ["crashed"], [(o.path, o.message) for o in failed]
     assert "killed by SIGKILL" in failed[0].message
@@ -137,13 +142,9 @@ def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path) -> N
 
 def test_workers_dying_on_every_input_stop_the_run(tmp_path: Path) -> None:
     inputs = _small_jpegs(tmp_path / "in", WORKER_CRASHES_IN_A_ROW + 6)
-    stop = threading.Event()
-    _kill_workers_on_their_first_input(WORKER_CRASHES_IN_A_ROW, stop)
-    try:
+    with _FreezeReadyWorkers(WORKER_CRASHES_IN_A_ROW):
         result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
                              journal=False, fsync=False)
-    finally:
-        stop.set()
     assert result.summary.failures_by_class["crashed"] == WORKER_CRASHES_IN_A_ROW
     assert result.exit_code == 1
     assert f"worker processes died on {WORKER_CRASHES_IN_A_ROW} inputs in a row" in result.summary.stop_reason
@@ -153,20 +154,11 @@ def test_workers_dying_on_every_input_stop_the_run(tmp_path: Path) -> None:
 def test_a_worker_that_hangs_trips_the_stall_watchdog_and_is_killed(tmp_path: Path) -> None:
     """A hung codec in a thread can never be taken back; a hung worker process can."""
     inputs = _small_jpegs(tmp_path / "in", 6)
-    frozen: list[int] = []
-
-    def freeze_the_worker() -> None:
-        deadline = time.monotonic() + 30
-        while not frozen and time.monotonic() < deadline:
-            frozen.extend(_workers_of_this_process()[:1])
-            time.sleep(0.01)
-        if frozen:
-            os.kill(frozen[0], signal.SIGSTOP)          # as a codec stuck in a loop: alive, never answering
-
-    threading.Thread(target=freeze_the_worker, daemon=True).start()
     started = time.monotonic()
-    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
-                         journal=False, stall_timeout=1.5)
+    with _FreezeReadyWorkers(1, then_kill=False) as freezer:     # as a codec stuck in a loop: alive, silent
+        result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
+                             journal=False, stall_timeout=1.5)
+    frozen = freezer.caught
     assert time.monotonic() - started < 30                               # it stopped, rather than hanging
     assert frozen and result.exit_code == 1 and "stalled" in result.summary.stop_reason
     stalled = [o for o in result.outcomes if o.error_class == "stalled"]
@@ -234,6 +226,17 @@ def test_workers_ignore_ctrl_c_and_close_when_asked() -> None:
     finally:
         worker.close()
     assert process.returncode == 0                     # it left on its own when told, not killed
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = _small_jpegs(tmp_path / "in", 3)
+    monkeypatch.setattr("sys.executable", shutil.which("false"))   # an interpreter that exits at once
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
+                         journal=False)
+    assert result.exit_code == 1
+    assert "a worker process did not start (exit status 1" in result.summary.stop_reason
+    assert result.summary.cancelled == 3 and not _outputs(tmp_path / "out")
 
 
 def test_parallel_must_be_threads_or_processes(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ script in every child, which a library must not do to its user's script.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -27,11 +28,17 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import PurePath
 
-from ..errors import InputError, WorkerCrashed
+from ..errors import InputError, SystemFailure, WorkerCrashed
 from ..spec import OpTrie, Spec
 from . import stages
 from .process import process_batch
 from .queues import Closed
+
+
+log = logging.getLogger("gpupipe")
+
+READY = "ready"              # a worker's first word: imported, spec received, backend built
+START_TIMEOUT = 120.0        # seconds a worker may take to get there (a cold disk, a loaded host)
 
 
 @dataclass
@@ -84,6 +91,7 @@ def _serve(conn: Connection) -> None:
     spec, max_pixels = conn.recv()
     backend = select_backend("cpu", workers=1)
     trie = OpTrie.build(spec.variants)
+    conn.send(READY)
     while True:
         try:
             request = conn.recv()
@@ -126,7 +134,17 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL, env=env)
         # Only the worker holds its end now: its death reads as end-of-file here.
         self._conn = Connection(ours.detach())
-        self._conn.send((self._spec, self._max_pixels))
+        try:
+            self._conn.send((self._spec, self._max_pixels))
+            ready = self._conn.poll(START_TIMEOUT) and self._conn.recv() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            cause = self._death()
+            self._discard()
+            raise SystemFailure(f"--parallel processes: a worker process did not start ({cause}; its own "
+                                f"error, if any, is above); --parallel threads needs none")
+        log.debug("%s: worker process %d ready", self.name, self._process.pid)
 
     def compute(self, data: bytes, relative: PurePath) -> Computed:
         """The input's result. WorkerCrashed when the worker died on it (the next call starts a
@@ -157,7 +175,7 @@ class WorkerProcess:
         try:
             code = self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            return "its pipe broke"
+            return "it stopped answering"
         if code < 0:
             try:
                 name = signal.Signals(-code).name
