@@ -108,6 +108,8 @@ def test_processes_make_the_same_files_and_outcomes_as_threads(tmp_path: Path) -
         results[parallel] = gpupipe.run(inputs, tmp_path / parallel, spec, backend="cpu", workers=2,
                                         parallel=parallel, journal=False, fsync=False)
     threads, processes = results["threads"], results["processes"]
+    assert processes.summary.backend == "cpu (NumPy/OpenCV/Pillow, 2 worker processes)"
+    assert threads.summary.backend == "cpu (NumPy/OpenCV/Pillow, 2 worker threads)"
 
     assert _outputs(tmp_path / "threads") == _outputs(tmp_path / "processes")
     assert len(_outputs(tmp_path / "processes")) >= 2 * 6

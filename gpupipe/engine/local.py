@@ -83,7 +83,10 @@ class Job:
 class LocalEngine(Driver):
     def __init__(self, spec: Spec, backend: Backend, options: RunOptions | None = None,
                  cancel: CancelToken | None = None) -> None:
-        super().__init__(spec, backend.describe(), options, cancel)
+        options = options or RunOptions()
+        self._worker_processes = worker_processes(options.parallel, backend.name)
+        super().__init__(spec, backend.describe(processes=True) if self._worker_processes else backend.describe(),
+                         options, cancel)
         self.backend = backend
         self._activity = [time.perf_counter()]  # when any stage last finished a step (see Job.timed)
         self._taken: dict[int, list[Job]] = {}  # thread ident -> the job(s) it last took (stall reports)
@@ -120,7 +123,7 @@ class LocalEngine(Driver):
         self.encoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "encoded", 4 * readers)
         self._queues = (self.scan_q, self.read_q, self.decoded_q, self.processed_q, self.encoded_q)
         if self.backend.name == "cpu":         # no batches to gather: one thread takes an image through
-            loop = self._worker_loop if worker_processes(opts.parallel, "cpu") else self._compute_loop
+            loop = self._worker_loop if self._worker_processes else self._compute_loop
             compute = [("compute", workers, loop, self.encoded_q)]
         else:
             compute = [("decode", workers, self._decode_loop, self.decoded_q),

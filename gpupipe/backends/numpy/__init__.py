@@ -87,5 +87,6 @@ class NumpyBackend(Backend):
     def download(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         return batch
 
-    def describe(self) -> str:
-        return f"cpu (NumPy/OpenCV/Pillow, {self.concurrency} worker threads)"
+    def describe(self, processes: bool = False) -> str:
+        """``processes``: the engine runs the workers as processes (``--parallel processes``)."""
+        return f"cpu (NumPy/OpenCV/Pillow, {self.concurrency} worker {'processes' if processes else 'threads'})"
