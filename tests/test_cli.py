@@ -312,27 +312,46 @@ def test_state_log_and_trace(photos: Path, tmp_path: Path) -> None:
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
 
 
-def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path, parallel: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for i in range(150):
         shutil.copy(EXIF / "Landscape_1.jpg", src / f"{i:03d}.jpg")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
-                             "-f", "png", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "-f", "png", "--workers", "2", "--parallel", parallel], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    children = _children(proc.pid)
+    assert len(children) == (2 if parallel == "processes" else 0)
+    os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
+    deadline = time.monotonic() + 10                      # no worker outlives the run it served
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".gpupipe"]
     for path in (p for p in out.iterdir() if p.name != ".gpupipe"):
         with Image.open(path) as im:
             im.load()
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def test_engine_flags_are_checked_before_any_work(photos: Path, tmp_path: Path) -> None:
