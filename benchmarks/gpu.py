@@ -17,6 +17,9 @@
    by decode/encode, shown by the breakdown.
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
    from host bytes and q90 encode from device arrays, alone, by batch size and thread count.
+4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
+   Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
+   configuration's ratio to the fastest of them (add_peers).
 
 Writes device, driver, runtime, CuPy and gpupipe versions and the date with the figures.
 """
@@ -183,6 +186,24 @@ def twins(backend, peak_gbs: float, images: int, repeats: int) -> list[dict]:
     return rows
 
 
+def add_peers(rows: list[dict], peers: dict) -> None:
+    """Put each peer's img/s from a run.py result (``peers``) into the row of the same workload and
+    corpus, and each configuration's ratio to the fastest peer that made every output."""
+    measured = {(r["workload"], r["corpus"]["name"]): r["summary"] for r in peers["results"]}
+    for row in rows:
+        summary = measured.get((row["workload"], row["corpus"]))
+        if summary is None:
+            continue
+        valid = {name: s["images_per_s"] for name, s in summary.items() if name != "gpupipe" and s.get("valid")}
+        row["peers_img_s"] = valid
+        row["peers_workers"] = peers["config"]["workers"]
+        if not valid:
+            continue
+        row["fastest_peer"] = fastest = max(valid, key=valid.get)
+        for key in [k for k in row if k.endswith("_img_s") and k != "peers_img_s"]:
+            row[key.replace("_img_s", "_over_fastest_peer")] = row[key] / valid[fastest]
+
+
 def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Path],
               names: tuple[str, ...] = ("W1", "W2", "W3"), labels: tuple[str, ...] = tuple(CONFIGS)) -> list[dict]:
     from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
@@ -258,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", default="W1,W2,W3", help="comma-separated, e.g. W3")
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated of {', '.join(CONFIGS)} "
                     "(cpu always runs: the ratios need it)")
+    ap.add_argument("--peers", type=Path, metavar="FILE", help="a benchmarks/run.py result of the peers on "
+                    "this host and corpora: adds their img/s and each configuration's ratio to the fastest")
     ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
     a = ap.parse_args(argv)
     import cupy
@@ -283,6 +306,16 @@ def main(argv: list[str] | None = None) -> int:
             result["nvjpeg_ceiling"] = codec_ceiling(cupy, gpu_corpora["camera"], a.repeats)
         result["workloads"] = workloads(corpora, a.repeats, gpu_corpora, tuple(a.workloads.split(",")),
                                         tuple(a.configs.split(",")))
+        if a.peers is not None and a.peers.is_file():
+            peers = json.loads(a.peers.read_text())
+            add_peers(result["workloads"], peers)
+            result["peers"] = {"source": a.peers.name, "versions": peers.get("machine", {}).get("versions")}
+            for row in result["workloads"]:
+                if "fastest_peer" in row:
+                    print(f"{row['workload']} {row['corpus']}: fastest peer {row['fastest_peer']} "
+                          f"{row['peers_img_s'][row['fastest_peer']]:.0f} img/s; " + ", ".join(
+                              f"{k.removesuffix('_over_fastest_peer')} {v:.1f}x" for k, v in row.items()
+                              if k.endswith("_over_fastest_peer")), flush=True)
     if a.json:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -10,7 +10,9 @@
 #            env: GPU_TESTS_TIMEOUT / GPU_BENCH_TIMEOUT (seconds), GPU_BENCH_ARGS (benchmarks/gpu.py
 #            options, e.g. "--skip-kernels --workloads W3"), GPU_BENCH_SUFFIX (results file name),
 #            GPU_PROFILE=1 (Nsight Compute over each kernel once: benchmarks/profile_kernels.py),
-#            GPU_SCALING=1 (benchmarks/scaling.py: img/s and cores busy by worker count, both backends)
+#            GPU_SCALING=1 (benchmarks/scaling.py: img/s and cores busy by worker count, both backends),
+#            GPU_PEERS=1 (benchmarks/run.py: Pillow and OpenCV on every core of this host, same corpora,
+#            then gpu.py --peers: every configuration's ratio to the fastest peer; about 2 min)
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -64,9 +66,21 @@ if [ "${GPU_SCALING:-0}" = 1 ]; then
             --workers "${GPU_SCALING_WORKERS:-4,8,$(nproc)}" --json "scaling-$backend-device-host-$(date +%F).json" 2>&1 | tee -a "$OUT/scaling.log" | tail -8
     done
 fi
+# GPU_PEERS=1: the peers on this host's cores, for the GPU's ratio to them (issue 3: "against the
+# CPU backend and the peers on the same machine"). pyvips is left out: libvips' wheel (8 MB) would
+# not fit in the 64 MiB that travel; DALI's (424 MB) never would.
+PEERS_ARG=()
+if [ "${GPU_PEERS:-0}" = 1 ]; then
+    peers="benchmarks/results/peers-device-host-$(date +%F)${GPU_BENCH_SUFFIX:-}.json"
+    timeout "${GPU_PEERS_TIMEOUT:-200}" python3 benchmarks/run.py --contenders pillow,opencv --repeats 2 \
+        --cooldown 0.2 --workloads "${GPU_PEERS_WORKLOADS:-W1,W2,W3}" --out "$peers" 2>&1 \
+        | tee "$OUT/peers.log" | grep -E "^(==|pillow|opencv)"
+    [ -f "$peers" ] && PEERS_ARG=(--peers "$peers")
+fi
 # GPU_BENCH_ARGS narrows the benchmark to fit a call, e.g. "--skip-kernels --workloads W3".
 # shellcheck disable=SC2086
-timeout "${GPU_BENCH_TIMEOUT:-320}" python3 benchmarks/gpu.py --repeats 2 ${GPU_BENCH_ARGS:-} \
+timeout "${GPU_BENCH_TIMEOUT:-320}" python3 benchmarks/gpu.py --repeats 2 ${GPU_BENCH_ARGS:-} ${PEERS_ARG[@]+"${PEERS_ARG[@]}"} \
     --json "gpu-$(date +%F)${GPU_BENCH_SUFFIX:-}.json" 2>&1 | tee "$OUT/gpu-bench.log" | tail -40
-cp benchmarks/results/gpu-*.json benchmarks/results/scaling-*-device-host-*.json "$OUT/" 2>/dev/null
+cp benchmarks/results/gpu-*.json benchmarks/results/scaling-*-device-host-*.json \
+    benchmarks/results/peers-device-host-*.json "$OUT/" 2>/dev/null
 exit 0
