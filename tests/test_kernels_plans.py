@@ -129,6 +129,25 @@ class TestPlans:
                 want = [apply_op(w, op) for w in want]
             check(kc.run_program(program, images), want, f"fused {run}", exact=True)
 
+    @pytest.mark.parametrize("seed", range(24))
+    def test_random_chains_match_the_numpy_backend(self, seed):
+        """As tests/test_gpu.py's random chains, here through the kernels on the CPU: exact ops in
+        any order on a random mixed batch, then at most one float filter (its ±1 is not amplified).
+        Each op is planned for the shapes the previous one left, as the CuPy backend plans it."""
+        rng = np.random.default_rng(seed)
+        exact = [op for op in EXACT if not isinstance(op, (ops.Crop, ops.CenterCrop))]
+        chain = [exact[i] for i in rng.integers(0, len(exact), int(rng.integers(1, 5)))]
+        filtered = rng.random() < 0.5
+        if filtered:
+            chain.append(PARITY[int(rng.integers(0, len(PARITY)))])
+        images = [kc.random_image(rng, int(rng.integers(1, 40)), int(rng.integers(1, 40)), int(rng.integers(1, 5)))
+                  for _ in range(6)]
+        want = list(images)
+        for op in chain:
+            images = kc.run_program(plan_op(op, [i.shape for i in images]), images, grid=(7, 3), block=32)
+            want = [apply_op(w, op) for w in want]
+        check(images, want, f"seed {seed}: chain {chain}", exact=not filtered)
+
     def test_a_real_photo_through_a_chain(self):
         from PIL import Image
         photo = np.asarray(Image.open(EXAMPLES / "Landscape_1.jpg").convert("RGB").reduce(8))
