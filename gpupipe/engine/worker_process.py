@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import PurePath
+from typing import NoReturn
 
 from ..errors import InputError, SystemFailure, WorkerCrashed
 from ..spec import OpTrie, Spec
@@ -153,19 +154,26 @@ class WorkerProcess:
             raise Closed()
         if self._process is None:        # it died on the last input
             self.start()
+        request = (data, relative)
         try:
-            self._conn.send((data, relative))
-        except OSError:                  # it died idle, before this input reached it
+            self._conn.send(request)
+        except OSError:                  # it died idle, before this input reached it: a new one takes it
             self._restart()
-            self._conn.send((data, relative))
+            try:
+                self._conn.send(request)
+            except OSError:
+                self._crashed()
         try:
             return self._conn.recv()
         except (EOFError, OSError):
             if self._closed.is_set():
                 raise Closed() from None
-            cause = self._death()
-            self._discard()
-            raise WorkerCrashed(f"the worker process died on this input ({cause})") from None
+            self._crashed()
+
+    def _crashed(self) -> NoReturn:
+        cause = self._death()
+        self._discard()
+        raise WorkerCrashed(f"the worker process died on this input ({cause})")
 
     def _restart(self) -> None:
         self._discard()
