@@ -230,14 +230,18 @@ def test_workers_ignore_ctrl_c_and_close_when_asked() -> None:
     assert process.returncode == 0                     # it left on its own when told, not killed
 
 
-def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("interpreter,reason", [
+    (shutil.which("false"), "a worker process did not start (exit status 1"),     # exits at once
+    ("/nonexistent/python", "cannot start a worker process with '/nonexistent/python'"),   # an embedded Python
+])
+def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  interpreter: str, reason: str) -> None:
     inputs = _small_jpegs(tmp_path / "in", 3)
-    monkeypatch.setattr("sys.executable", shutil.which("false"))   # an interpreter that exits at once
+    monkeypatch.setattr("sys.executable", interpreter)
     result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
                          journal=False)
     assert result.exit_code == 1
-    assert "a worker process did not start (exit status 1" in result.summary.stop_reason
+    assert reason in result.summary.stop_reason
     assert result.summary.cancelled == 3 and not _outputs(tmp_path / "out")
 
 

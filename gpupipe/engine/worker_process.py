@@ -1,8 +1,9 @@
 """A CPU worker as a process of its own: decode, process and encode one input at a time.
 
 Threads share one interpreter lock, and each input holds it for the Python around the
-codecs (about a fifth of W1's CPU time on small images, by perf), so threads stop
-scaling at a few cores however many the host has. A worker process has its own lock.
+codecs: about a fifth of W1's CPU time on small images (perf, 2-core VM), which would cap
+threads near five cores' worth of that work whatever the host has (benchmarks/scaling.py
+measures it on a many-core host). A worker process has its own lock.
 It also isolates the codecs: a crash or the OOM killer costs the input it was on
 (``WorkerCrashed``), and a fresh process takes the next one.
 
@@ -129,10 +130,14 @@ class WorkerProcess:
         # The same imports as this interpreter: gpupipe may be found through sys.path only.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         with theirs:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", f"from {__name__} import main; main({theirs.fileno()})"],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL, env=env)
+            try:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-c", f"from {__name__} import main; main({theirs.fileno()})"],
+                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+            except OSError as exc:       # no interpreter to run (an embedded Python), no processes left
+                ours.close()
+                raise SystemFailure(f"--parallel processes: cannot start a worker process with "
+                                    f"{sys.executable!r}: {exc}") from exc
         # Only the worker holds its end now: its death reads as end-of-file here.
         self._conn = Connection(ours.detach())
         try:
