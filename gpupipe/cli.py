@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -547,12 +548,31 @@ def doctor() -> None:
                                               if nvjpeg else "")
     table.add_row("stages (auto)", f"read: I/O threads · decode: {decode} · process: "
                                    f"{auto.name.upper()} · encode: {encode} · write: I/O threads")
+    table.add_row("--parallel processes", _worker_process_check())
     try:
         import ray
         table.add_row("--engine ray", f"Ray {ray.__version__}")
     except ImportError:
         table.add_row("--engine ray", escape("not installed (pip install 'gpupipe[ray]')"))
     out.print(table)
+
+
+def _worker_process_check() -> str:
+    """Start one CPU worker process and stop it: whether --parallel processes can run here."""
+    from .engine.worker_process import WorkerProcess
+    from .ops import Thumbnail
+    from .spec import Spec
+
+    worker = WorkerProcess(Spec.single([Thumbnail(1)]), DEFAULT_MAX_PIXELS, "doctor")
+    started = time.perf_counter()
+    try:
+        worker.start()
+        seconds = time.perf_counter() - started
+    except GpupipeError as exc:
+        return escape(f"cannot run here: {exc}")
+    finally:
+        worker.close()
+    return f"a worker process starts in {seconds:.2f} s"
 
 
 def version_callback(value: bool) -> None:

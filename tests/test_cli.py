@@ -273,6 +273,7 @@ def test_doctor_reports_backend_and_cuda(tmp_path: Path) -> None:
     assert "--backend auto" in result.output and "CUDA" in result.output and "write formats" in result.output
     auto = default_max_memory(usable_cores())
     assert re.search(rf"--max-memory auto\s+{auto / 2**20:.0f} MB \(for {usable_cores()} workers\)", result.output)
+    assert re.search(r"--parallel processes\s+a worker process starts in \d+\.\d\d s", result.output)
 
 
 def test_max_memory_takes_auto_or_a_size(photos: Path, tmp_path: Path) -> None:
