@@ -204,6 +204,19 @@ def add_peers(rows: list[dict], peers: dict) -> None:
             row[key.replace("_img_s", "_over_fastest_peer")] = row[key] / valid[fastest]
 
 
+def attach_peers(result: dict, peers_file: Path) -> None:
+    """add_peers on a whole result, noting where the peers' figures came from, and print the ratios."""
+    peers = json.loads(peers_file.read_text())
+    add_peers(result.get("workloads", []), peers)
+    result["peers"] = {"source": peers_file.name, "versions": peers.get("machine", {}).get("versions")}
+    for row in result.get("workloads", []):
+        if "fastest_peer" in row:
+            print(f"{row['workload']} {row['corpus']}: fastest peer {row['fastest_peer']} "
+                  f"{row['peers_img_s'][row['fastest_peer']]:.0f} img/s; " + ", ".join(
+                      f"{k.removesuffix('_over_fastest_peer')} {v:.1f}x" for k, v in row.items()
+                      if k.endswith("_over_fastest_peer")), flush=True)
+
+
 def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Path],
               names: tuple[str, ...] = ("W1", "W2", "W3"), labels: tuple[str, ...] = tuple(CONFIGS)) -> list[dict]:
     from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
@@ -281,8 +294,16 @@ def main(argv: list[str] | None = None) -> int:
                     "(cpu always runs: the ratios need it)")
     ap.add_argument("--peers", type=Path, metavar="FILE", help="a benchmarks/run.py result of the peers on "
                     "this host and corpora: adds their img/s and each configuration's ratio to the fastest")
+    ap.add_argument("--merge-peers", nargs=2, type=Path, metavar=("RESULT", "PEERS"), help="no GPU work: add "
+                    "a peers file from the same host to an earlier result of this benchmark, in place")
     ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
     a = ap.parse_args(argv)
+    if a.merge_peers:                      # the peers ran in another device call than the workloads
+        target, peers_file = a.merge_peers
+        result = json.loads(target.read_text())
+        attach_peers(result, peers_file)
+        target.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     import cupy
 
     from gpupipe.backends.cuda.backend import CupyBackend
@@ -307,15 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         result["workloads"] = workloads(corpora, a.repeats, gpu_corpora, tuple(a.workloads.split(",")),
                                         tuple(a.configs.split(",")))
         if a.peers is not None and a.peers.is_file():
-            peers = json.loads(a.peers.read_text())
-            add_peers(result["workloads"], peers)
-            result["peers"] = {"source": a.peers.name, "versions": peers.get("machine", {}).get("versions")}
-            for row in result["workloads"]:
-                if "fastest_peer" in row:
-                    print(f"{row['workload']} {row['corpus']}: fastest peer {row['fastest_peer']} "
-                          f"{row['peers_img_s'][row['fastest_peer']]:.0f} img/s; " + ", ".join(
-                              f"{k.removesuffix('_over_fastest_peer')} {v:.1f}x" for k, v in row.items()
-                              if k.endswith("_over_fastest_peer")), flush=True)
+            attach_peers(result, a.peers)
     if a.json:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")
