@@ -16,7 +16,8 @@
    inputs or batches), all runs with --max-memory 4GB. Targets on an H100: W3 ≥ 20× the CPU backend; W1 and W2 limited
    by decode/encode, shown by the breakdown.
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
-   from host bytes and q90 encode from device arrays, alone, by batch size and thread count.
+   from host bytes and q90 encode from device arrays, alone, by batch size and thread count;
+   and decode with the batch split between the hardware JPEG engines and CUDA (decoder_variants).
 4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
    Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
    configuration's ratio to the fastest of them (add_peers).
@@ -123,7 +124,8 @@ def codec_ceiling(cupy, corpus: Path, repeats: int) -> dict:
     def encode(chunk, stream):
         encoder.encode(chunk, 90, stream)
 
-    result = {"images": len(items), "megapixels": round(megapixels, 2)}
+    result = {"images": len(items), "megapixels": round(megapixels, 2),
+              "decoder_variants": decoder_variants(items, streams[0], repeats, megapixels)}
     for label, work, inputs in (("decode", decode, items), ("encode_q90", encode, decoded * (len(items) // 16 or 1))):
         for batch in (8, 32):
             chunks = [inputs[i:i + batch] for i in range(0, len(inputs), batch)]
@@ -143,6 +145,50 @@ def codec_ceiling(cupy, corpus: Path, repeats: int) -> dict:
                 print(f"nvJPEG {label:10} batch {batch:2} threads {threads}: {rate:7.1f} img/s "
                       f"({rate * megapixels:6.0f} MP/s)", flush=True)
     return result
+
+
+def decoder_variants(items, stream, repeats: int, megapixels: float) -> dict:
+    """Decode img/s (batches of 32, one thread) of nvImageCodec decoders set up other ways than
+    gpupipe's (the H100's hardware JPEG engines take the whole batch, CUDA only what they refuse):
+    the batch split between the engines and CUDA, DALI's way (its hw_decoder_load is 0.65-0.9),
+    with nvImageCodec balancing the split itself; CUDA alone; the engines alone. If a split beats
+    gpupipe's setting, jpeg._make_decoder should take it. Each variant's error is kept, not raised."""
+    from nvidia import nvimgcodec as nv
+    hw, cuda = nv.BackendKind.HW_GPU_ONLY, nv.BackendKind.GPU_ONLY
+    adaptive = nv.LoadHintPolicy.ADAPTIVE_MINIMIZE_IDLE_TIME
+    variants = {
+        "hw_then_cuda (gpupipe)": lambda: [nv.Backend(hw), nv.Backend(cuda)],
+        "hw_0.75_adaptive+cuda": lambda: [nv.Backend(hw, load_hint=0.75, load_hint_policy=adaptive), nv.Backend(cuda)],
+        "hw_0.5_adaptive+cuda": lambda: [nv.Backend(hw, load_hint=0.5, load_hint_policy=adaptive), nv.Backend(cuda)],
+        "cuda_only": lambda: [nv.Backend(cuda)],
+        "hw_only": lambda: [nv.Backend(hw)],
+    }
+    params = nv.DecodeParams(apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB)
+    data = [item.data for item in items if item.shape[2] == 3]
+    chunks = [data[i:i + 32] for i in range(0, len(data), 32)]
+    rows = {}
+    for name, backends in variants.items():
+        try:
+            decoder = nv.Decoder(backends=backends())
+            decoder.decode(chunks[0], params=params, cuda_stream=stream.ptr)      # warm-up: set-up, buffers
+            stream.synchronize()
+            walls, refused = [], 0
+            for _ in range(repeats):
+                started = time.perf_counter()
+                for chunk in chunks:
+                    refused += sum(image is None for image in decoder.decode(chunk, params=params,
+                                                                            cuda_stream=stream.ptr))
+                    stream.synchronize()
+                walls.append(time.perf_counter() - started)
+            rate = len(data) / statistics.median(walls)
+            rows[name] = {"img_s": round(rate, 1), "refused": refused // max(1, repeats)}
+            print(f"nvJPEG decoder {name:24} {rate:7.1f} img/s ({rate * megapixels:6.0f} MP/s), "
+                  f"{rows[name]['refused']} refused", flush=True)
+            del decoder
+        except Exception as exc:                       # a variant this nvImageCodec cannot make
+            rows[name] = {"error": f"{exc.__class__.__name__}: {exc}"}
+            print(f"nvJPEG decoder {name:24} failed: {rows[name]['error']}", flush=True)
+    return rows
 
 
 # label -> gpupipe.run options; the nvJPEG ones run where nvImageCodec is installed.
