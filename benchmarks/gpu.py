@@ -151,13 +151,16 @@ def decoder_variants(items, stream, repeats: int, megapixels: float) -> dict:
     """Decode img/s (batches of 32, one thread) of nvImageCodec decoders set up other ways than
     gpupipe's (the H100's hardware JPEG engines take the whole batch, CUDA only what they refuse):
     the batch split between the engines and CUDA, DALI's way (its hw_decoder_load is 0.65-0.9),
-    with nvImageCodec balancing the split itself; CUDA alone; the engines alone. If a split beats
-    gpupipe's setting, jpeg._make_decoder should take it. Each variant's error is kept, not raised."""
+    with nvImageCodec balancing the split itself; CUDA alone; the engines alone; and gpupipe's
+    decoder handed the previous batch's Images to decode into (nvImageCodec then resizes them
+    instead of allocating). If one beats gpupipe's setting, jpeg.py should take it. Each
+    variant's error is kept, not raised."""
     from nvidia import nvimgcodec as nv
     hw, cuda = nv.BackendKind.HW_GPU_ONLY, nv.BackendKind.GPU_ONLY
     adaptive = nv.LoadHintPolicy.ADAPTIVE_MINIMIZE_IDLE_TIME
     variants = {
         "hw_then_cuda (gpupipe)": lambda: [nv.Backend(hw), nv.Backend(cuda)],
+        "hw_then_cuda, images reused": lambda: [nv.Backend(hw), nv.Backend(cuda)],
         "hw_0.75_adaptive+cuda": lambda: [nv.Backend(hw, load_hint=0.75, load_hint_policy=adaptive), nv.Backend(cuda)],
         "hw_0.5_adaptive+cuda": lambda: [nv.Backend(hw, load_hint=0.5, load_hint_policy=adaptive), nv.Backend(cuda)],
         "cuda_only": lambda: [nv.Backend(cuda)],
@@ -172,13 +175,18 @@ def decoder_variants(items, stream, repeats: int, megapixels: float) -> dict:
             decoder = nv.Decoder(backends=backends())
             decoder.decode(chunks[0], params=params, cuda_stream=stream.ptr)      # warm-up: set-up, buffers
             stream.synchronize()
-            walls, refused = [], 0
+            walls, refused, reuse = [], 0, "reused" in name
+            previous: list = []
             for _ in range(repeats):
                 started = time.perf_counter()
                 for chunk in chunks:
-                    refused += sum(image is None for image in decoder.decode(chunk, params=params,
-                                                                            cuda_stream=stream.ptr))
+                    # Reusing the last batch's Images saves nvImageCodec an allocation per image.
+                    recycled = previous[:len(chunk)] if reuse and None not in previous[:len(chunk)] else []
+                    images = decoder.decode(chunk, params=params, cuda_stream=stream.ptr,
+                                            **({"images": recycled} if len(recycled) == len(chunk) else {}))
+                    refused += sum(image is None for image in images)
                     stream.synchronize()
+                    previous = images if reuse else []
                 walls.append(time.perf_counter() - started)
             rate = len(data) / statistics.median(walls)
             rows[name] = {"img_s": round(rate, 1), "refused": refused // max(1, repeats)}
