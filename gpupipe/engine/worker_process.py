@@ -110,6 +110,7 @@ def _serve(conn: Connection) -> None:
             conn.send(reply)
         except OSError:                  # the engine stopped without waiting for it
             return
+        del request, data, reply         # an idle worker holds no input (one may be 100 MB)
 
 
 class WorkerProcess:
