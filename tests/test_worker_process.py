@@ -245,6 +245,18 @@ def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path: Path
     assert result.summary.cancelled == 3 and not _outputs(tmp_path / "out")
 
 
+def test_workers_import_this_gpupipe_not_one_in_the_working_directory(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = _small_jpegs(tmp_path / "in", 3)
+    decoy = tmp_path / "cwd" / "gpupipe"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy gpupipe in the working directory')\n")
+    monkeypatch.chdir(decoy.parent)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, parallel="processes",
+                         journal=False)
+    assert result.summary.processed == 3, result.summary.stop_reason
+
+
 def test_parallel_must_be_threads_or_processes(tmp_path: Path) -> None:
     with pytest.raises(gpupipe.UsageError, match="parallel must be one of threads, processes"):
         gpupipe.run(tmp_path, tmp_path / "out", THUMB, parallel="fibers")

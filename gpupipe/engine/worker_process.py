@@ -133,7 +133,9 @@ class WorkerProcess:
         with theirs:
             try:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-c", f"from {__name__} import main; main({theirs.fileno()})"],
+                    # -P: no working directory first on its path, so it imports this gpupipe, not one
+                    # that happens to sit in the directory the run was started from.
+                    [sys.executable, "-P", "-c", f"from {__name__} import main; main({theirs.fileno()})"],
                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
             except OSError as exc:       # no interpreter to run (an embedded Python), no processes left
                 ours.close()
