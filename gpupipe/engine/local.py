@@ -74,10 +74,14 @@ class Job:
 
     def timed(self, stage: str, since: float) -> float:
         now = time.perf_counter()
-        self.activity[0] = now
-        self.outcome.seconds[stage] = round(now - since, 6)
-        self.outcome.spans.append((stage, since, now, threading.current_thread().name))
+        self.record(stage, since, now, threading.current_thread().name)
         return now
+
+    def record(self, stage: str, start: float, end: float, worker: str) -> None:
+        """A stage's span (perf_counter seconds, one clock for every process) and its progress."""
+        self.activity[0] = max(self.activity[0], end)
+        self.outcome.seconds[stage] = round(end - start, 6)
+        self.outcome.spans.append((stage, start, end, worker))
 
 
 class LocalEngine(Driver):
@@ -98,7 +102,8 @@ class LocalEngine(Driver):
         self._cpu_backend: Backend | None = None
         self._threads: list[threading.Thread] = []
         self._workers: list[WorkerProcess] = []   # with --parallel processes: one per compute thread
-        self._crashes_in_a_row = 0
+        self._crashes_in_a_row = 0             # inputs in a row whose worker process died
+        self._crash_lock = threading.Lock()
 
     # ------------------------------------------------------------------ driver
 
@@ -320,13 +325,7 @@ class LocalEngine(Driver):
     def _decode(self, job: Job) -> bool:
         """Decode one input within the memory budget; False if it failed (already accounted)."""
         started = time.perf_counter()
-        try:
-            # Reserve memory before decoding (header size, 4 bytes a pixel: the most a
-            # decode can need), so decoders never hold images the budget doesn't know of.
-            job.reserved = self.images.acquire(min(stages.decoded_size_bound(job.data), self.images.capacity))
-        except Closed:
-            self._cancel_job(job)
-            raise
+        self._reserve_for_decode(job)
         try:
             job.decoded = stages.decode_input(job.data, self.spec, max_pixels=self.options.max_pixels,
                                               device_jpeg=self.backend.decodes_jpeg)
@@ -394,13 +393,18 @@ class LocalEngine(Driver):
         finally:
             worker.close()
 
-    def _compute_in(self, worker: WorkerProcess, job: Job) -> bool:
-        """Decode, process and encode one input in ``worker``; False if it failed (accounted)."""
-        try:       # the worker holds the decoded image: the budget counts it as a thread's would
+    def _reserve_for_decode(self, job: Job) -> None:
+        """Reserve memory before decoding (header size, 4 bytes a pixel: the most a decode can
+        need), so no thread or worker process holds an image the budget doesn't know of."""
+        try:
             job.reserved = self.images.acquire(min(stages.decoded_size_bound(job.data), self.images.capacity))
         except Closed:
             self._cancel_job(job)
             raise
+
+    def _compute_in(self, worker: WorkerProcess, job: Job) -> bool:
+        """Decode, process and encode one input in ``worker``; False if it failed (accounted)."""
+        self._reserve_for_decode(job)
         data, job.data = job.data, None
         try:
             computed = worker.compute(data, job.source.relative)
@@ -412,34 +416,33 @@ class LocalEngine(Driver):
             self.images.release(job.reserved)
             job.reserved = 0
         self._crashes_in_a_row = 0
-        outcome = job.outcome
         for stage, start, end in computed.spans:
-            outcome.seconds[stage] = round(end - start, 6)
-            outcome.spans.append((stage, start, end, worker.name))
-        job.activity[0] = time.perf_counter()
+            job.record(stage, start, end, worker.name)
         if computed.failure is not None:
             self._fail(job, computed.failure)
             return False
-        outcome.format = computed.format
-        outcome.height, outcome.width = computed.size
-        self._settle_claims(job, computed.encoded)
-        if not job.encoded:
-            self._fail(job, job.errors[0])
-            return False
-        return True
+        job.outcome.format = computed.format
+        job.outcome.height, job.outcome.width = computed.size
+        return self._keep_outputs(job, computed.encoded)
 
     def _count_crash(self, exc: WorkerCrashed) -> None:
         """Workers that die on input after input (a host out of memory) are the system's failure."""
-        with self._device_lock:
+        with self._crash_lock:
             self._crashes_in_a_row += 1
             crashes = self._crashes_in_a_row
         if crashes >= WORKER_CRASHES_IN_A_ROW:
             raise SystemFailure(f"worker processes died on {crashes} inputs in a row, the last: {exc}")
 
-    def _settle_claims(self, job: Job, encoded: stages.Encoded) -> None:
+    def _keep_outputs(self, job: Job, encoded: stages.Encoded) -> bool:
+        """Take the encoded files whose paths this input may write (renamed ones claimed now);
+        False, and the input failed, when none is left."""
         encoded = stages.claim_renamed(encoded, job.planned,
                                        lambda path, owner=str(job.source.path): self.claims.claim(path, owner))
         job.encoded, job.errors = encoded.files, encoded.errors
+        if not job.encoded:
+            self._fail(job, job.errors[0])
+            return False
+        return True
 
     def _process_on_device(self, backend: Backend, images: list[np.ndarray], formats: list[str]) -> list[list]:
         """process_batch (``formats``: the inputs' decoded formats, for a backend that encodes
@@ -508,12 +511,8 @@ class LocalEngine(Driver):
             job.results = None                       # pixels are done with: free their budget
             self.images.release(job.reserved)
             job.reserved = 0
-        self._settle_claims(job, encoded)
         job.timed("encode", started)
-        if not job.encoded:
-            self._fail(job, job.errors[0])
-            return False
-        return True
+        return self._keep_outputs(job, encoded)
 
     def _write_loop(self) -> None:
         while True:
