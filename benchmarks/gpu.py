@@ -158,32 +158,33 @@ def decoder_variants(items, stream, repeats: int, megapixels: float) -> dict:
     from nvidia import nvimgcodec as nv
     hw, cuda = nv.BackendKind.HW_GPU_ONLY, nv.BackendKind.GPU_ONLY
     adaptive = nv.LoadHintPolicy.ADAPTIVE_MINIMIZE_IDLE_TIME
-    variants = {
-        "hw_then_cuda (gpupipe)": lambda: [nv.Backend(hw), nv.Backend(cuda)],
-        "hw_then_cuda, images reused": lambda: [nv.Backend(hw), nv.Backend(cuda)],
-        "hw_0.75_adaptive+cuda": lambda: [nv.Backend(hw, load_hint=0.75, load_hint_policy=adaptive), nv.Backend(cuda)],
-        "hw_0.5_adaptive+cuda": lambda: [nv.Backend(hw, load_hint=0.5, load_hint_policy=adaptive), nv.Backend(cuda)],
-        "cuda_only": lambda: [nv.Backend(cuda)],
-        "hw_only": lambda: [nv.Backend(hw)],
+    split = lambda load: [nv.Backend(hw, load_hint=load, load_hint_policy=adaptive), nv.Backend(cuda)]  # noqa: E731
+    variants = {            # name: (the decoder's backends, whether it decodes into the last batch's Images)
+        "hw_then_cuda (gpupipe)": (lambda: [nv.Backend(hw), nv.Backend(cuda)], False),
+        "hw_then_cuda, images reused": (lambda: [nv.Backend(hw), nv.Backend(cuda)], True),
+        "hw_0.75_adaptive+cuda": (lambda: split(0.75), False),
+        "hw_0.5_adaptive+cuda": (lambda: split(0.5), False),
+        "cuda_only": (lambda: [nv.Backend(cuda)], False),
+        "hw_only": (lambda: [nv.Backend(hw)], False),
     }
     params = nv.DecodeParams(apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB)
     data = [item.data for item in items if item.shape[2] == 3]
     chunks = [data[i:i + 32] for i in range(0, len(data), 32)]
     rows = {}
-    for name, backends in variants.items():
+    for name, (backends, reuse) in variants.items():
         try:
             decoder = nv.Decoder(backends=backends())
             decoder.decode(chunks[0], params=params, cuda_stream=stream.ptr)      # warm-up: set-up, buffers
             stream.synchronize()
-            walls, refused, reuse = [], 0, "reused" in name
+            walls, refused = [], 0
             previous: list = []
             for _ in range(repeats):
                 started = time.perf_counter()
                 for chunk in chunks:
                     # Reusing the last batch's Images saves nvImageCodec an allocation per image.
-                    recycled = previous[:len(chunk)] if reuse and None not in previous[:len(chunk)] else []
-                    images = decoder.decode(chunk, params=params, cuda_stream=stream.ptr,
-                                            **({"images": recycled} if len(recycled) == len(chunk) else {}))
+                    recycled = previous[:len(chunk)]
+                    reused = {"images": recycled} if len(recycled) == len(chunk) and None not in recycled else {}
+                    images = decoder.decode(chunk, params=params, cuda_stream=stream.ptr, **reused)
                     refused += sum(image is None for image in images)
                     stream.synchronize()
                     previous = images if reuse else []
