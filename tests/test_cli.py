@@ -21,6 +21,7 @@ from gpupipe.cli import app
 from gpupipe.engine.host import usable_cores
 from gpupipe.engine.options import default_max_memory
 
+from . import procs
 from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
 from .corpus import CORPUS
 
@@ -326,7 +327,7 @@ def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path, pa
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
-    children = _children(proc.pid)
+    children = procs.children(proc.pid)
     assert len(children) == (2 if parallel == "processes" else 0)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)
@@ -341,18 +342,6 @@ def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path, pa
     for path in (p for p in out.iterdir() if p.name != ".gpupipe"):
         with Image.open(path) as im:
             im.load()
-
-
-def _children(pid: int) -> list[int]:
-    """The PIDs whose parent is ``pid``, from /proc."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def test_engine_flags_are_checked_before_any_work(photos: Path, tmp_path: Path) -> None:

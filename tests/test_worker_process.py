@@ -26,6 +26,7 @@ from gpupipe.errors import WorkerCrashed
 from gpupipe.ops import GaussianBlur, Thumbnail
 from gpupipe.spec import Spec, Variant
 
+from . import procs
 from .badfiles import EXPECTED_ERROR_CLASS, PHOTO, make_bad_inputs
 from .corpus import CORPUS, KODAK
 
@@ -42,20 +43,9 @@ def _small_jpegs(directory: Path, count: int) -> Path:
 
 
 def _workers_of_this_process() -> list[int]:
-    """PIDs of the worker processes this process started (read from /proc, as ps would)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == os.getpid() and b"gpupipe.engine.worker_process" in cmdline and b"import main" in cmdline:
-            found.append(int(entry))
-    return found
+    """PIDs of the worker processes this process started."""
+    return [pid for pid in procs.children(os.getpid())
+            if b"gpupipe.engine.worker_process" in procs.command_line(pid)]
 
 
 class _FreezeReadyWorkers(logging.Handler):
@@ -179,54 +169,49 @@ def _jpeg(size: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_worker_that_died_idle_is_replaced_without_losing_the_input() -> None:
-    worker = WorkerProcess(THUMB, 10**8, "test-worker")
-    worker.start()
-    try:
-        first = worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
-        assert first.failure is None and first.size == (48, 64)
-        os.kill(worker.pid, signal.SIGKILL)
-        dead = worker.pid
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{dead}").exists() and Path(f"/proc/{dead}/stat").read_text().split()[2] != "Z":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        again = worker.compute(_jpeg((80, 60)), PurePath("b.jpg"))
-        assert again.failure is None and again.size == (60, 80) and worker.pid != dead
-        [(path, data)] = again.encoded.files
-        assert path == PurePath("b.jpg") and Image.open(io.BytesIO(data)).size == (48, 36)
-    finally:
-        worker.close()
+@pytest.fixture
+def worker():
+    """A started worker process for the thumbnail spec, closed after the test."""
+    started = WorkerProcess(THUMB, 10**8, "test-worker")
+    started.start()
+    yield started
+    started.close()
 
 
-def test_a_worker_killed_while_busy_raises_worker_crashed_and_restarts() -> None:
-    worker = WorkerProcess(THUMB, 10**8, "test-worker")
-    worker.start()
-    try:
-        os.kill(worker.pid, signal.SIGSTOP)            # it holds the input below and never answers
-        victim = worker.pid
-        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
-        with pytest.raises(WorkerCrashed, match="killed by SIGKILL; out of memory"):
-            worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
-        after = worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
-        assert after.failure is None and worker.pid != victim
-    finally:
-        worker.close()
+def test_a_worker_that_died_idle_is_replaced_without_losing_the_input(worker: WorkerProcess) -> None:
+    first = worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
+    assert first.failure is None and first.size == (48, 64)
+    os.kill(worker.pid, signal.SIGKILL)
+    dead = worker.pid
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{dead}").exists() and Path(f"/proc/{dead}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    again = worker.compute(_jpeg((80, 60)), PurePath("b.jpg"))
+    assert again.failure is None and again.size == (60, 80) and worker.pid != dead
+    [(path, data)] = again.encoded.files
+    assert path == PurePath("b.jpg") and Image.open(io.BytesIO(data)).size == (48, 36)
 
 
-def test_workers_ignore_ctrl_c_and_close_when_asked() -> None:
-    worker = WorkerProcess(THUMB, 10**8, "test-worker")
-    worker.start()
-    try:
-        assert worker.compute(_jpeg((64, 48)), PurePath("a.jpg")).failure is None   # up and serving
-        pid, process = worker.pid, worker._process
-        os.kill(pid, signal.SIGINT)                    # Ctrl+C reaches the whole process group
-        os.kill(pid, signal.SIGTERM)                   # as systemd's stop reaches the whole cgroup
-        time.sleep(0.2)
-        assert worker.compute(_jpeg((64, 48)), PurePath("b.jpg")).failure is None
-        assert worker.pid == pid and process.poll() is None     # the same worker, not a replacement
-    finally:
-        worker.close()
+def test_a_worker_killed_while_busy_raises_worker_crashed_and_restarts(worker: WorkerProcess) -> None:
+    os.kill(worker.pid, signal.SIGSTOP)                # it holds the input below and never answers
+    victim = worker.pid
+    threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+    with pytest.raises(WorkerCrashed, match="killed by SIGKILL; out of memory"):
+        worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
+    after = worker.compute(_jpeg((64, 48)), PurePath("a.jpg"))
+    assert after.failure is None and worker.pid != victim
+
+
+def test_workers_ignore_ctrl_c_and_close_when_asked(worker: WorkerProcess) -> None:
+    assert worker.compute(_jpeg((64, 48)), PurePath("a.jpg")).failure is None   # up and serving
+    pid, process = worker.pid, worker._process
+    os.kill(pid, signal.SIGINT)                        # Ctrl+C reaches the whole process group
+    os.kill(pid, signal.SIGTERM)                       # as systemd's stop reaches the whole cgroup
+    time.sleep(0.2)
+    assert worker.compute(_jpeg((64, 48)), PurePath("b.jpg")).failure is None
+    assert worker.pid == pid and process.poll() is None         # the same worker, not a replacement
+    worker.close()
     assert process.returncode == 0                     # it left on its own when told, not killed
 
 
