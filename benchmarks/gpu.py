@@ -18,6 +18,9 @@
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
    from host bytes and q90 encode from device arrays, alone, by batch size and thread count;
    and decode with the batch split between the hardware JPEG engines and CUDA (decoder_variants).
+   Then W3 over the camera photos with both nvJPEG codecs, set up four ways (w3_setups): 2 or 4
+   device streams, with or without the host decoding JPEGs while the GPU has a backlog, each
+   also net of a run's fixed start cost.
 4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
    Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
    configuration's ratio to the fastest of them (add_peers).
@@ -319,6 +322,57 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
     return rows
 
 
+# How the GPU backend could be set up for W3 with both nvJPEG codecs: label -> (device streams,
+# RunOptions.host_decode_overflow). gpupipe's own setting is 2 streams with the overflow on.
+W3_SETUPS = {"2 streams, GPU decodes all": (2, False), "2 streams, host takes overflow": (2, True),
+             "4 streams, GPU decodes all": (4, False), "4 streams, host takes overflow": (4, True)}
+
+
+def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
+    """W3 over the GPU camera corpus with both nvJPEG codecs, for each of W3_SETUPS: img/s (median
+    of repeats after a warm-up, a new backend per run as gpupipe.run makes), where the JPEGs were
+    decoded, and img/s net of the fixed cost of a run (the same run over 4 of the photos: backend
+    start, thread start, the last batch's drain), which 240 photos do not hide. Whichever setting
+    wins should become the backend's default."""
+    from gpupipe.backends.cuda.backend import CupyBackend
+    from gpupipe.engine.local import LocalEngine, RunOptions
+    spec = gpupipe_spec("W3")
+    few = work / "w3-four-photos"
+    few.mkdir(parents=True, exist_ok=True)
+    for photo in sorted(corpus.glob("*.jpg"))[:4]:
+        if not (few / photo.name).exists():
+            os.link(photo, few / photo.name)
+
+    def timed(source: Path, streams: int, overflow: bool) -> tuple[float, int, dict]:
+        out = work / "w3-setup"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        backend = CupyBackend(jpeg_decode=True, jpeg_encode=True, streams=streams)
+        try:
+            engine = LocalEngine(spec, backend, RunOptions(max_memory=MAX_MEMORY, host_decode_overflow=overflow,
+                                                           fsync=False))
+            result = engine.run([source], out)
+        finally:
+            backend.close()
+        return time.perf_counter() - started, result.summary.processed + result.summary.failed, engine.jpeg_decodes
+
+    rows = {}
+    for label, (streams, overflow) in W3_SETUPS.items():
+        try:
+            runs = [timed(corpus, streams, overflow) for _ in range(repeats + 1)][1:]
+            starts = [timed(few, streams, overflow)[0] for _ in range(repeats)]
+            wall, files = statistics.median(r[0] for r in runs), runs[0][1]
+            start = statistics.median(starts)
+            rows[label] = {"img_s": round(files / wall, 1), "run_start_s": round(start, 3),
+                           "img_s_net_of_start": round((files - 4) / max(wall - start, 1e-9), 1),
+                           "jpeg_decodes": runs[-1][2]}
+            print(f"W3 camera, nvJPEG codecs, {label:32} {rows[label]}", flush=True)
+        except Exception as exc:                      # one set-up failing must not cost the others
+            rows[label] = {"error": f"{exc.__class__.__name__}: {exc}"}
+            print(f"W3 camera, nvJPEG codecs, {label:32} failed: {rows[label]['error']}", flush=True)
+    return rows
+
+
 def breakdown(corpus: Path, spec, out: Path, jpeg_decode: bool = False, jpeg_encode: bool = False) -> dict:
     """One GPU run with the backend in profile mode: where the time goes, stage by stage."""
     from gpupipe.backends.cuda.backend import CupyBackend
@@ -382,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
             result["nvjpeg_ceiling"] = codec_ceiling(cupy, gpu_corpora["camera"], a.repeats)
         result["workloads"] = workloads(corpora, a.repeats, gpu_corpora, tuple(a.workloads.split(",")),
                                         tuple(a.configs.split(",")))
+        if nvimgcodec_unavailable_reason() is None and "W3" in a.workloads:
+            work = Path(tempfile.mkdtemp(prefix="gpupipe-w3-setups-"))
+            try:
+                result["w3_setups"] = w3_setups(gpu_corpora["camera"], a.repeats, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
         if a.peers is not None and a.peers.is_file():
             attach_peers(result, a.peers)
     if a.json:

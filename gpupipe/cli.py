@@ -284,7 +284,8 @@ def run(
     gpu_decode: bool = typer.Option(False, "--gpu-decode/--cpu-decode", help="With --backend gpu and "
                                     "nvImageCodec installed, decode full-size JPEGs on the GPU (nvJPEG): "
                                     "much faster, but a JPEG with corrupt image data then comes out as "
-                                    "noise instead of failing. Default: libjpeg-turbo on the CPU.",
+                                    "noise instead of failing. While the GPU has work waiting, idle CPU "
+                                    "cores decode the JPEGs that arrive. Default: libjpeg-turbo on the CPU.",
                                     rich_help_panel=RUN_PANEL),
     gpu_encode: bool = typer.Option(False, "--gpu-encode/--cpu-encode", help="With --backend gpu and "
                                     "nvImageCodec installed, encode JPEG outputs on the GPU (nvJPEG, same "

@@ -225,6 +225,37 @@ def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
     print("corrupt.jpg with --gpu-decode:", classes["nvjpeg"]["corrupt.jpg"] or "processed (not detected)")
 
 
+@pytest.mark.parametrize("streams", [2, 4])
+def test_gpu_decode_with_host_overflow_loses_nothing(nvjpeg, tmp_path, streams):
+    """--gpu-decode through the engine with 2 or 4 device streams and the host taking JPEGs while
+    the device has a backlog: every input is processed, every JPEG is counted on one side, and
+    the outputs are within nvJPEG's rounding of the CPU run's (bit-equal where the host decoded)."""
+    from gpupipe.backends.cuda.backend import CupyBackend
+    from gpupipe.engine.local import LocalEngine, RunOptions
+    src = tmp_path / "in"
+    src.mkdir()
+    for copy in range(4):
+        for photo in DECODE_PHOTOS:
+            shutil.copy(photo, src / f"{copy}-{photo.name}")
+    jpegs = 4 * sum(codecs.defer_jpeg(p.read_bytes()) is not None for p in DECODE_PHOTOS)
+    spec = Spec.single([ops.Brightness(10), ops.GaussianBlur(2.0)], format="png")
+    cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu", journal=False)
+    backend = CupyBackend(jpeg_decode=True, streams=streams)
+    try:
+        assert backend.concurrency == streams
+        engine = LocalEngine(spec, backend, RunOptions(workers=8))
+        gpu = engine.run([src], tmp_path / "gpu")
+    finally:
+        backend.close()
+    assert gpu.summary.processed == cpu.summary.processed == 4 * len(DECODE_PHOTOS)
+    assert sum(engine.jpeg_decodes.values()) == jpegs, engine.jpeg_decodes
+    print(f"{streams} streams: JPEG decodes {engine.jpeg_decodes}")
+    for want_path in sorted((tmp_path / "cpu").rglob("*.png")):
+        got = codecs.decode((tmp_path / "gpu" / want_path.relative_to(tmp_path / "cpu")).read_bytes()).pixels
+        want = codecs.decode(want_path.read_bytes()).pixels
+        assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).mean() < 1.5, want_path.name
+
+
 def test_the_cli_with_gpu_codecs_exits_with_the_runs_status(nvjpeg, tmp_path):
     """Exit status 0 for a clean run and 1 when an input failed, also when nvImageCodec is loaded
     (its teardown at interpreter exit has crashed a test process: cli.main ends before it)."""

@@ -169,7 +169,7 @@ def test_every_op_has_a_cuda_plan_and_is_checked_here() -> None:
 
 def test_row_passes_go_through_shared_memory_up_to_the_apron() -> None:
     """Radii up to plans.ROW_APRON take gp_sep_rows_tiled, larger ones gp_sep_rows (both checked above)."""
-    from gpupipe.backends.cuda.plans import ROW_APRON, plan_op
+    from gpupipe.backends.cuda.plans import plan_op
 
     def row_kernels(op):
         return [launch.kernel for launch in plan_op(op, [(4, 5, 3)]).launches if "rows" in launch.kernel]

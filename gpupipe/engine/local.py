@@ -104,6 +104,10 @@ class LocalEngine(Driver):
         self._workers: list[WorkerProcess] = []   # with --parallel processes: one per compute thread
         self._crashes_in_a_row = 0             # inputs in a row whose worker process died
         self._crash_lock = threading.Lock()
+        # --gpu-decode: the JPEGs left to the device's decoder and those the host decoded because
+        # the device had a backlog (_defer_to_device); for benchmarks' breakdowns and the log.
+        self.jpeg_decodes = {"device": 0, "host (device busy)": 0}
+        self._decodes_lock = threading.Lock()
 
     # ------------------------------------------------------------------ driver
 
@@ -167,6 +171,9 @@ class LocalEngine(Driver):
                         self._finish(job.outcome, outcomes)
                 self._drain_done(outcomes)
                 self._close_summary()
+            if any(self.jpeg_decodes.values()):
+                log.info("JPEG decode: %d on the device, %d on the host while the device was busy",
+                         *self.jpeg_decodes.values())
             for worker in self._workers:        # only workers a stalled thread still waits on are left
                 worker.kill()
         return RunResult(self.summary, outcomes)
@@ -322,13 +329,35 @@ class LocalEngine(Driver):
                 # reserves only its compressed bytes here, and 64 of those made 2.3 GB batches.
                 self._forward(self.decoded_q, job, max(job.reserved, job.decoded.pixels.nbytes))
 
+    def _batch_cost(self, backend: Backend) -> int:
+        """The most a batch holds, in the decoded queue's cost (bytes of decoded pixels)."""
+        return backend.max_batch_pixels * 4
+
+    def _defer_to_device(self) -> bool:
+        """Whether the next JPEG is left to the device's decoder (``decodes_jpeg``).
+
+        Not when the device already has a full batch waiting for each of its streams: then the
+        device is the bottleneck and this decode thread's core is idle, so it decodes the JPEG
+        itself and the device only uploads it. The share settles by itself, at the point where
+        neither side waits; a device that keeps up gets every JPEG. Which JPEGs the host takes
+        depends on timing, so with --gpu-decode a JPEG's pixels may be libjpeg-turbo's or
+        nvJPEG's (max |Δ| 1-3 levels apart) from one run to the next."""
+        backend = self.backend
+        if not backend.decodes_jpeg:
+            return False
+        if not self.options.host_decode_overflow:
+            return True
+        waiting = max(self.decoded_q.depth / backend.max_batch_images, self.decoded_q.used / self._batch_cost(backend))
+        return waiting < backend.concurrency
+
     def _decode(self, job: Job) -> bool:
         """Decode one input within the memory budget; False if it failed (already accounted)."""
         started = time.perf_counter()
         self._reserve_for_decode(job)
+        device_jpeg = self._defer_to_device()
         try:
             job.decoded = stages.decode_input(job.data, self.spec, max_pixels=self.options.max_pixels,
-                                              device_jpeg=self.backend.decodes_jpeg)
+                                              device_jpeg=device_jpeg)
         except InputError as exc:
             self._fail(job, exc)
             return False
@@ -339,6 +368,10 @@ class LocalEngine(Driver):
         # (DeferredJpeg), only its compressed bytes until the results come back.
         held = len(pixels.data) if isinstance(pixels, DeferredJpeg) else pixels.nbytes
         job.reserved = self.images.resize(job.reserved, held)
+        overflow = self.backend.decodes_jpeg and not device_jpeg and job.decoded.format == "jpeg"
+        if overflow or isinstance(pixels, DeferredJpeg):
+            with self._decodes_lock:
+                self.jpeg_decodes["host (device busy)" if overflow else "device"] += 1
         job.outcome.format = job.decoded.format
         job.outcome.height, job.outcome.width = pixels.shape[:2]
         job.timed("decode", started)
@@ -347,7 +380,7 @@ class LocalEngine(Driver):
     def _process_loop(self) -> None:
         while True:
             backend = self.backend
-            jobs = self._take(self.decoded_q.get_batch(backend.max_batch_images, backend.max_batch_pixels * 4))
+            jobs = self._take(self.decoded_q.get_batch(backend.max_batch_images, self._batch_cost(backend)))
             self._process(backend, jobs)
             for position, job in enumerate(jobs):
                 try:

@@ -66,6 +66,9 @@ class RunOptions:
     retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
     device_failures: int = 3                    # consecutive GPU failures before the run moves to the CPU
+    # --gpu-decode: a JPEG that arrives while the GPU already has a batch waiting per stream is
+    # decoded on the CPU instead (LocalEngine._defer_to_device); False sends every one to the GPU.
+    host_decode_overflow: bool = True
 
     def __post_init__(self) -> None:
         if self.max_memory is None:

@@ -95,8 +95,13 @@ class CupyBackend(Backend):
     concurrency = 2                      # two threads, two streams: transfers overlap kernels
 
     def __init__(self, workers: int = 1, memory_limit: int | None = None, device: int = 0,
-                 profile: bool = False, jpeg_decode: bool = False, jpeg_encode: bool = False) -> None:
+                 profile: bool = False, jpeg_decode: bool = False, jpeg_encode: bool = False,
+                 streams: int = 2) -> None:
         import cupy
+        # streams: the engine's device threads, one CUDA stream each. Two overlap transfers with
+        # kernels; with nvJPEG each thread also waits in the codec's host-side work, which more
+        # may hide (benchmarks/gpu.py's W3 variants measure 2 against 4).
+        self.concurrency = max(1, int(streams))
         # profile: each call waits for its stream and adds its seconds to ``timings`` (upload,
         # kernels, download): a stage breakdown for benchmarks, at the cost of the overlap.
         self.profile, self.timings = profile, collections.Counter()
