@@ -419,11 +419,20 @@ def main(argv: list[str] | None = None) -> int:
     info = device_info(cupy)
     print(json.dumps(info), flush=True)
     result = {"date": date.today().isoformat(), "gpupipe": gpupipe.__version__, **info}
+
+    def save() -> None:
+        """Written after each part, so a call cut short by its time limit still brings back the
+        parts that finished."""
+        if a.json:
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")
+
     if not a.skip_kernels:
         backend = CupyBackend()
         result["kernels"] = kernels(backend, cupy, info["peak_bandwidth_gbs"], a.kernel_images, 10)
         result["twins"] = twins(backend, info["peak_bandwidth_gbs"], a.kernel_images, 10)
         backend.close()
+        save()
     if not a.skip_workloads:
         corpora = {"imagenet": make_corpus.ensure_corpus("imagenet"), "camera": make_corpus.ensure_corpus("camera")}
         # The GPU does 40 camera photos in well under a second: too short for a steady state, so
@@ -432,21 +441,23 @@ def main(argv: list[str] | None = None) -> int:
         gpu_corpora = {"camera": make_corpus.ensure_corpus("camera1000", count=CAMERA_GPU_COUNT)}
         result["max_memory"] = MAX_MEMORY
         from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
-        if nvimgcodec_unavailable_reason() is None and "W3" in a.workloads:
+        nvjpeg_w3 = nvimgcodec_unavailable_reason() is None and "W3" in a.workloads
+        if nvjpeg_w3:
             result["nvjpeg_ceiling"] = codec_ceiling(cupy, gpu_corpora["camera"], a.repeats)
+            save()
         result["workloads"] = workloads(corpora, a.repeats, gpu_corpora, tuple(a.workloads.split(",")),
                                         tuple(a.configs.split(",")))
-        if nvimgcodec_unavailable_reason() is None and "W3" in a.workloads:
+        if a.peers is not None and a.peers.is_file():
+            attach_peers(result, a.peers)
+        save()
+        if nvjpeg_w3:
             work = Path(tempfile.mkdtemp(prefix="gpupipe-w3-setups-"))
             try:
                 result["w3_setups"] = w3_setups(gpu_corpora["camera"], a.repeats, work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        if a.peers is not None and a.peers.is_file():
-            attach_peers(result, a.peers)
+            save()
     if a.json:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / a.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"written: benchmarks/results/{a.json}")
     return 0
 

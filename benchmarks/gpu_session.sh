@@ -11,8 +11,13 @@
 #            options, e.g. "--skip-kernels --workloads W3"), GPU_BENCH_SUFFIX (results file name),
 #            GPU_PROFILE=1 (Nsight Compute over each kernel once: benchmarks/profile_kernels.py),
 #            GPU_SCALING=1 (benchmarks/scaling.py: img/s and cores busy by worker count, both backends),
-#            GPU_PEERS=1 (benchmarks/run.py: Pillow and OpenCV on every core of this host, same corpora,
-#            then gpu.py --peers: every configuration's ratio to the fastest peer; about 2 min)
+#            GPU_PEERS=1 (benchmarks/run.py: Pillow, OpenCV and, where .peerwhl travels, pyvips on
+#            every core of this host, same corpora, then gpu.py --peers: every configuration's ratio
+#            to the fastest peer; about 2 min)
+#   a peers call carries .peerwhl (pyvips, libvips, cffi: 8 MB) instead of .nvimg, which would not
+#   fit beside it:  run(command="GPU_TESTS_TIMEOUT=1 GPU_PEERS=1 GPU_BENCH_TIMEOUT=1 bash
+#   benchmarks/gpu_session.sh", carry=[".whl", ".photos", ".peerwhl"]); then here, no GPU:
+#   python benchmarks/gpu.py --merge-peers benchmarks/results/gpu-DATE.json <the peers file>
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,15 +35,21 @@ if [ "${1:-}" = "--prepare" ]; then
     (cd .nvimg/site && unzip -q ../nvidia_nvimgcodec_cu13-*.whl && rm ../*.whl \
         && find nvidia/nvimgcodec -name 'nvimgcodec_impl.cpython-*' ! -name '*cpython-312-*' -delete \
         && rm -rf nvidia/nvimgcodec/tools nvidia/nvimgcodec/extensions/lib{opencv,tiff,nvtiff,nvjpeg2k}_ext*)
+    # The peers' wheels the device image lacks: pyvips with its libvips build, and cffi under it.
+    grep -qxF /.peerwhl/ .git/info/exclude || echo /.peerwhl/ >> .git/info/exclude
+    rm -rf .peerwhl && python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .peerwhl pyvips-binary==8.18.7 cffi==2.1.1 pycparser==3.12 \
+        && python3 -m pip wheel -q --no-deps -w .peerwhl pyvips==3.2.0 || exit 1    # pure Python: an sdist
     photos="${GPUPIPE_BENCH_PHOTOS:-../shared/corpus/photos}"
     [ -d "$photos" ] || photos=/work/shared/corpus/photos
-    rm -rf .photos && cp -r "$photos" .photos && du -sh .whl .photos .nvimg
+    rm -rf .photos && cp -r "$photos" .photos && du -sh .whl .photos .nvimg .peerwhl
     exit 0
 fi
 : "${OUT:?run this on the device machine (OUT is set there), or pass --prepare here}"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
+    $(ls .peerwhl/*.whl 2>/dev/null) || exit 1
 # The checkout itself is gpupipe (kernels found in ./kernels); the wheels shadow the image's Pillow.
 export PYTHONPATH="/tmp/site:$PWD/.nvimg/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos" GPUPIPE_CORPUS="$PWD/.photos"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # libnvjpeg for nvImageCodec
@@ -67,14 +78,16 @@ if [ "${GPU_SCALING:-0}" = 1 ]; then
     done
 fi
 # GPU_PEERS=1: the peers on this host's cores, for the GPU's ratio to them (issue 3: "against the
-# CPU backend and the peers on the same machine"). pyvips is left out: libvips' wheel (8 MB) would
-# not fit in the 64 MiB that travel; DALI's (424 MB) never would.
+# CPU backend and the peers on the same machine"). pyvips runs where .peerwhl travelled (then
+# .nvimg cannot: both would not fit in the 64 MiB); DALI's wheel (424 MB) never would.
 PEERS_ARG=()
 if [ "${GPU_PEERS:-0}" = 1 ]; then
     peers="benchmarks/results/peers-device-host-$(date +%F)${GPU_BENCH_SUFFIX:-}.json"
-    timeout "${GPU_PEERS_TIMEOUT:-200}" python3 benchmarks/run.py --contenders pillow,opencv --repeats 2 \
+    contenders=pillow,opencv
+    python3 -c "import pyvips" 2>/dev/null && contenders=pillow,pyvips,opencv
+    timeout "${GPU_PEERS_TIMEOUT:-300}" python3 benchmarks/run.py --contenders "$contenders" --repeats 2 \
         --cooldown 0.2 --workloads "${GPU_PEERS_WORKLOADS:-W1,W2,W3}" --out "$peers" 2>&1 \
-        | tee "$OUT/peers.log" | grep -E "^(==|pillow|opencv)"
+        | tee "$OUT/peers.log" | grep -E "^(==|pillow|pyvips|opencv)"
     [ -f "$peers" ] && PEERS_ARG=(--peers "$peers")
 fi
 # GPU_BENCH_ARGS narrows the benchmark to fit a call, e.g. "--skip-kernels --workloads W3".
