@@ -85,7 +85,7 @@ if [ "${GPU_PEERS:-0}" = 1 ]; then
     peers="benchmarks/results/peers-device-host-$(date +%F)${GPU_BENCH_SUFFIX:-}.json"
     contenders=pillow,opencv
     python3 -c "import pyvips" 2>/dev/null && contenders=pillow,pyvips,opencv
-    timeout "${GPU_PEERS_TIMEOUT:-300}" python3 benchmarks/run.py --contenders "$contenders" --repeats 2 \
+    timeout "${GPU_PEERS_TIMEOUT:-300}" python3 benchmarks/run.py --contenders "$contenders" --repeats 2 --imagenet-count 2000 \
         --cooldown 0.2 --workloads "${GPU_PEERS_WORKLOADS:-W1,W2,W3}" --out "$peers" 2>&1 \
         | tee "$OUT/peers.log" | grep -E "^(==|pillow|pyvips|opencv)"
     [ -f "$peers" ] && PEERS_ARG=(--peers "$peers")
