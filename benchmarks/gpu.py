@@ -18,9 +18,9 @@
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
    from host bytes and q90 encode from device arrays, alone, by batch size and thread count;
    and decode with the batch split between the hardware JPEG engines and CUDA (decoder_variants).
-   Then W3 over the camera photos with both nvJPEG codecs, set up four ways (w3_setups): 2 or 4
-   device streams, with or without the host decoding JPEGs while the GPU has a backlog, each
-   also net of a run's fixed start cost.
+   Then W3 over the camera photos with both nvJPEG codecs, set up five ways (w3_setups): 2 or 4
+   device streams, with or without the host taking JPEG decodes and encodes while the GPU has a
+   backlog, each also net of a run's fixed start cost.
 4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
    Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
    configuration's ratio to the fastest of them (add_peers).
@@ -326,15 +326,18 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
 
 
 # How the GPU backend could be set up for W3 with both nvJPEG codecs: label -> (device streams,
-# RunOptions.host_decode_overflow). gpupipe's own setting is 2 streams with the overflow on.
-W3_SETUPS = {"2 streams, GPU decodes all": (2, False), "2 streams, host takes overflow": (2, True),
-             "4 streams, GPU decodes all": (4, False), "4 streams, host takes overflow": (4, True)}
+# RunOptions.host_decode_overflow, .host_encode_overflow). gpupipe's own: 2 streams, both on.
+W3_SETUPS = {"2 streams, GPU codecs only": (2, False, False),
+             "2 streams, host takes decode overflow": (2, True, False),
+             "2 streams, host takes both overflows": (2, True, True),
+             "4 streams, GPU codecs only": (4, False, False),
+             "4 streams, host takes both overflows": (4, True, True)}
 
 
 def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
     """W3 over the GPU camera corpus with both nvJPEG codecs, for each of W3_SETUPS: img/s (median
     of repeats after a warm-up, a new backend per run as gpupipe.run makes), where the JPEGs were
-    decoded, and img/s net of the fixed cost of a run (the same run over 4 of the photos: backend
+    decoded and encoded, and img/s net of the fixed cost of a run (the same run over 4 of the photos: backend
     start, thread start, the last batch's drain), which 240 photos do not hide. Whichever setting
     wins should become the backend's default."""
     from gpupipe.backends.cuda.backend import CupyBackend
@@ -346,29 +349,31 @@ def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
         if not (few / photo.name).exists():
             os.link(photo, few / photo.name)
 
-    def timed(source: Path, streams: int, overflow: bool) -> tuple[float, int, dict]:
+    def timed(source: Path, streams: int, decode_overflow: bool, encode_overflow: bool) -> tuple[float, int, dict]:
         out = work / "w3-setup"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
         backend = CupyBackend(jpeg_decode=True, jpeg_encode=True, streams=streams)
         try:
-            engine = LocalEngine(spec, backend, RunOptions(max_memory=MAX_MEMORY, host_decode_overflow=overflow,
-                                                           fsync=False))
+            engine = LocalEngine(spec, backend, RunOptions(max_memory=MAX_MEMORY, fsync=False,
+                                                           host_decode_overflow=decode_overflow,
+                                                           host_encode_overflow=encode_overflow))
             result = engine.run([source], out)
         finally:
             backend.close()
-        return time.perf_counter() - started, result.summary.processed + result.summary.failed, engine.jpeg_decodes
+        return (time.perf_counter() - started, result.summary.processed + result.summary.failed,
+                {"decodes": engine.jpeg_decodes, "encodes": engine.jpeg_encodes})
 
     rows = {}
-    for label, (streams, overflow) in W3_SETUPS.items():
+    for label, setup in W3_SETUPS.items():
         try:
-            runs = [timed(corpus, streams, overflow) for _ in range(repeats + 1)][1:]
-            starts = [timed(few, streams, overflow)[0] for _ in range(repeats)]
+            runs = [timed(corpus, *setup) for _ in range(repeats + 1)][1:]
+            starts = [timed(few, *setup)[0] for _ in range(repeats)]
             wall, files = statistics.median(r[0] for r in runs), runs[0][1]
             start = statistics.median(starts)
             rows[label] = {"img_s": round(files / wall, 1), "run_start_s": round(start, 3),
                            "img_s_net_of_start": round((files - 4) / max(wall - start, 1e-9), 1),
-                           "jpeg_decodes": runs[-1][2]}
+                           "jpeg": runs[-1][2]}
             print(f"W3 camera, nvJPEG codecs, {label:32} {rows[label]}", flush=True)
         except Exception as exc:                      # one set-up failing must not cost the others
             rows[label] = {"error": f"{exc.__class__.__name__}: {exc}"}

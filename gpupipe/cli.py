@@ -290,7 +290,8 @@ def run(
     gpu_encode: bool = typer.Option(False, "--gpu-encode/--cpu-encode", help="With --backend gpu and "
                                     "nvImageCodec installed, encode JPEG outputs on the GPU (nvJPEG, same "
                                     "quality, 4:2:0): only the files cross PCIe, but their bytes differ from "
-                                    "libjpeg-turbo's. Default: libjpeg-turbo on the CPU.",
+                                    "libjpeg-turbo's. While the GPU has work waiting, idle CPU threads "
+                                    "encode some. Default: libjpeg-turbo on the CPU.",
                                     rich_help_panel=RUN_PANEL),
     on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
                                  "(end the run at the first failure).", rich_help_panel=RUN_PANEL),

@@ -24,8 +24,10 @@ import gpupipe
 from gpupipe import codecs, ops
 from gpupipe.backends.numpy import NumpyBackend
 from gpupipe.codecs import EncodedImage
+from gpupipe.engine.cancel import CancelToken
 from gpupipe.engine.local import LocalEngine, RunOptions
 from gpupipe.engine.process import device_jpeg_plan, process_batch
+from gpupipe.engine.queues import CostBoundedQueue
 from gpupipe.spec import Spec, Variant
 
 from .corpus import CORPUS
@@ -100,7 +102,9 @@ def _without_mark(data: bytes) -> bytes:
 def test_the_engine_writes_what_the_backend_encoded_and_the_host_encodes_the_rest(tmp_path: Path) -> None:
     modes = _inputs(tmp_path / "in")
     backend = HostJpegEncodingBackend()
-    encoding = LocalEngine(SPEC, backend, RunOptions(workers=2)).run([tmp_path / "in"], tmp_path / "device")
+    # Every JPEG to the "device" here; the overflow to the host is tested below.
+    encoding = LocalEngine(SPEC, backend, RunOptions(workers=2, host_encode_overflow=False)).run(
+        [tmp_path / "in"], tmp_path / "device")
     plain = LocalEngine(SPEC, NumpyBackend(), RunOptions(workers=2)).run([tmp_path / "in"], tmp_path / "plain")
     assert encoding.summary.failed == plain.summary.failed == 0
 
@@ -179,3 +183,82 @@ def test_gpu_codecs_that_cannot_apply_say_so(tmp_path: Path, caplog) -> None:
     on_cpu = result.summary.backend.startswith("cpu")
     assert ("--gpu-decode and --gpu-encode: this run uses the cpu backend" in caplog.text) == on_cpu
     assert "no variant writes JPEG" not in caplog.text
+
+
+class FirstBatchFindsABacklog(LocalEngine):
+    """The engine with its first batch seeing a device backlog, so that the encode threads are
+    certainly idle then (nothing has been processed yet): which inputs the host takes is then
+    certain, not timed. The backlog rule itself is tested on real queues below."""
+
+    backlogs = 1
+
+    def _device_backlogged(self, backend) -> bool:
+        self.backlogs -= 1
+        return self.backlogs >= 0
+
+
+def test_a_busy_device_leaves_jpeg_encodes_to_idle_encode_threads(tmp_path: Path) -> None:
+    """With --gpu-encode, while the device has a backlog, the batch's last inputs (one per idle
+    encode thread) get their JPEGs from the host: the same bytes as a CPU run, where the others
+    carry the backend's mark; the engine counts both."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for copy in range(6):
+        shutil.copy(CORPUS / "pillow" / "hopper.jpg", src / f"{copy}.jpg")
+    spec = Spec.single([ops.Resize(200, 150, mode="fit")], format="jpeg", quality=80)
+    backend = HostJpegEncodingBackend()
+    backend.concurrency, backend.max_batch_images = 1, 3
+    engine = FirstBatchFindsABacklog(spec, backend, RunOptions(workers=2))
+    busy = engine.run([src], tmp_path / "busy")
+    LocalEngine(spec, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
+    assert busy.summary.processed == 6
+    host = sorted(p.name for p in (tmp_path / "busy").glob("*.jpg") if COMMENT not in p.read_bytes())
+    assert engine.jpeg_encodes == {"device": 6 - len(host), "host (device busy)": len(host)}
+    assert 1 <= len(host) <= 2                              # two encode threads, idle at the first batch
+    for path in (tmp_path / "plain").glob("*.jpg"):
+        assert _without_mark((tmp_path / "busy" / path.name).read_bytes()) == path.read_bytes(), path.name
+
+    engine = FirstBatchFindsABacklog(spec, backend, RunOptions(workers=2, host_encode_overflow=False))
+    engine.run([src], tmp_path / "all-device")
+    assert engine.jpeg_encodes == {"device": 6, "host (device busy)": 0}
+
+
+def test_the_backlog_rule_counts_batches_waiting_and_idle_encode_threads() -> None:
+    """A backlog is a full batch waiting per stream, by count or by pixels; the host then takes
+    one input per idle encode thread (threads not encoding, less the inputs already queued for
+    them), from the end of the batch."""
+    backend = HostJpegEncodingBackend()
+    backend.concurrency, backend.max_batch_images = 2, 4
+    engine = LocalEngine(SPEC, backend, RunOptions(workers=4))
+    cancel = CancelToken()
+    engine.decoded_q = CostBoundedQueue(2**40, cancel, "decoded")
+    engine.processed_q = CostBoundedQueue(2**40, cancel, "processed")
+    engine._encode_threads, engine._encoding = 4, 1
+
+    class Decoded:
+        format = "jpeg"
+
+    class Job:
+        decoded = Decoded()
+
+    jobs = [Job() for _ in range(4)]
+    for _ in range(7):                                    # 7 < 2 streams x 4 images: no backlog
+        engine.decoded_q.put(object(), 1)
+    assert not engine._device_backlogged(backend)
+    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
+    engine.decoded_q.put(object(), 1)                    # 8 waiting: a batch per stream
+    assert engine._device_backlogged(backend)
+    assert engine._formats_for_device(backend, jobs) == ["jpeg", None, None, None]   # 4 - 1 encoding
+    engine.processed_q.put(object(), 1)
+    engine.processed_q.put(object(), 1)
+    assert engine._formats_for_device(backend, jobs) == ["jpeg", "jpeg", "jpeg", None]
+    engine.processed_q.put(object(), 1)
+    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
+    engine.options.host_encode_overflow = False
+    engine.processed_q.drain()
+    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
+
+    few_but_big = CostBoundedQueue(2**40, cancel, "decoded")
+    few_but_big.put(object(), 2 * engine._batch_cost(backend))     # 1 input, two batches' pixels
+    engine.decoded_q = few_but_big
+    assert engine._device_backlogged(backend)

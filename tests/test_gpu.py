@@ -226,10 +226,10 @@ def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
 
 
 @pytest.mark.parametrize("streams", [2, 4])
-def test_gpu_decode_with_host_overflow_loses_nothing(nvjpeg, tmp_path, streams):
-    """--gpu-decode through the engine with 2 or 4 device streams and the host taking JPEGs while
-    the device has a backlog: every input is processed, every JPEG is counted on one side, and
-    the outputs are within nvJPEG's rounding of the CPU run's (bit-equal where the host decoded)."""
+def test_gpu_codecs_with_host_overflow_lose_nothing(nvjpeg, tmp_path, streams):
+    """--gpu-decode --gpu-encode through the engine with 2 or 4 device streams, the host taking
+    JPEG decodes and encodes while the device has a backlog: every input is processed, every
+    JPEG counted on one side, and the outputs within nvJPEG's rounding of the CPU run's."""
     from gpupipe.backends.cuda.backend import CupyBackend
     from gpupipe.engine.local import LocalEngine, RunOptions
     src = tmp_path / "in"
@@ -238,22 +238,29 @@ def test_gpu_decode_with_host_overflow_loses_nothing(nvjpeg, tmp_path, streams):
         for photo in DECODE_PHOTOS:
             shutil.copy(photo, src / f"{copy}-{photo.name}")
     jpegs = 4 * sum(codecs.defer_jpeg(p.read_bytes()) is not None for p in DECODE_PHOTOS)
-    spec = Spec.single([ops.Brightness(10), ops.GaussianBlur(2.0)], format="png")
+    chain = (ops.Brightness(10), ops.GaussianBlur(2.0))
+    spec = gpupipe.Spec((gpupipe.Variant(chain, name="png", format="png"),
+                         gpupipe.Variant(chain, name="jpeg", format="jpeg", quality=90)))
     cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu", journal=False)
-    backend = CupyBackend(jpeg_decode=True, streams=streams)
+    backend = CupyBackend(jpeg_decode=True, jpeg_encode=True, streams=streams)
     try:
-        assert backend.concurrency == streams
+        assert backend.concurrency == streams and backend.encodes_jpeg
         engine = LocalEngine(spec, backend, RunOptions(workers=8))
         gpu = engine.run([src], tmp_path / "gpu")
     finally:
         backend.close()
     assert gpu.summary.processed == cpu.summary.processed == 4 * len(DECODE_PHOTOS)
     assert sum(engine.jpeg_decodes.values()) == jpegs, engine.jpeg_decodes
-    print(f"{streams} streams: JPEG decodes {engine.jpeg_decodes}")
-    for want_path in sorted((tmp_path / "cpu").rglob("*.png")):
-        got = codecs.decode((tmp_path / "gpu" / want_path.relative_to(tmp_path / "cpu")).read_bytes()).pixels
-        want = codecs.decode(want_path.read_bytes()).pixels
-        assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).mean() < 1.5, want_path.name
+    assert sum(engine.jpeg_encodes.values()) == 4 * len(DECODE_PHOTOS), engine.jpeg_encodes
+    print(f"{streams} streams: JPEG decodes {engine.jpeg_decodes}, encodes {engine.jpeg_encodes}")
+    outputs = sorted(p.relative_to(tmp_path / "cpu") for p in (tmp_path / "cpu").rglob("*.*")
+                     if p.suffix in (".png", ".jpg"))
+    assert len(outputs) == 2 * 4 * len(DECODE_PHOTOS)
+    for rel in outputs:
+        got = codecs.decode((tmp_path / "gpu" / rel).read_bytes()).pixels
+        want = codecs.decode((tmp_path / "cpu" / rel).read_bytes()).pixels
+        limit = 1.5 if rel.suffix == ".png" else 3.0          # a JPEG adds its own rounding
+        assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).mean() < limit, rel
 
 
 def test_the_cli_with_gpu_codecs_exits_with_the_runs_status(nvjpeg, tmp_path):

@@ -104,10 +104,13 @@ class LocalEngine(Driver):
         self._workers: list[WorkerProcess] = []   # with --parallel processes: one per compute thread
         self._crashes_in_a_row = 0             # inputs in a row whose worker process died
         self._crash_lock = threading.Lock()
-        # --gpu-decode: the JPEGs left to the device's decoder and those the host decoded because
-        # the device had a backlog (_defer_to_device); for benchmarks' breakdowns and the log.
+        # --gpu-decode / --gpu-encode: the inputs whose JPEG the device decoded (or encoded) and
+        # those the host took because the device had a backlog; for benchmarks and the log.
         self.jpeg_decodes = {"device": 0, "host (device busy)": 0}
-        self._decodes_lock = threading.Lock()
+        self.jpeg_encodes = {"device": 0, "host (device busy)": 0}
+        self._codec_counts_lock = threading.Lock()
+        self._encoding = 0                      # encode threads busy with an input
+        self._encode_threads = 0                # set when the run starts
 
     # ------------------------------------------------------------------ driver
 
@@ -135,6 +138,7 @@ class LocalEngine(Driver):
             loop = self._worker_loop if self._worker_processes else self._compute_loop
             compute = [("compute", workers, loop, self.encoded_q)]
         else:
+            self._encode_threads = workers
             compute = [("decode", workers, self._decode_loop, self.decoded_q),
                        ("process", self.backend.concurrency, self._process_loop, self.processed_q),
                        ("encode", workers, self._encode_loop, self.encoded_q)]
@@ -171,9 +175,10 @@ class LocalEngine(Driver):
                         self._finish(job.outcome, outcomes)
                 self._drain_done(outcomes)
                 self._close_summary()
-            if any(self.jpeg_decodes.values()):
-                log.info("JPEG decode: %d on the device, %d on the host while the device was busy",
-                         *self.jpeg_decodes.values())
+            for job, counts in (("decode", self.jpeg_decodes), ("encode", self.jpeg_encodes)):
+                if any(counts.values()):
+                    log.info("JPEG %s: %d on the device, %d on the host while the device was busy", job,
+                             *counts.values())
             for worker in self._workers:        # only workers a stalled thread still waits on are left
                 worker.kill()
         return RunResult(self.summary, outcomes)
@@ -333,22 +338,35 @@ class LocalEngine(Driver):
         """The most a batch holds, in the decoded queue's cost (bytes of decoded pixels)."""
         return backend.max_batch_pixels * 4
 
-    def _defer_to_device(self) -> bool:
-        """Whether the next JPEG is left to the device's decoder (``decodes_jpeg``).
+    def _device_backlogged(self, backend: Backend) -> bool:
+        """Whether a full batch already waits for each of the device's streams: then the device is
+        the bottleneck, and JPEG work the host's idle threads take off it is throughput gained.
+        The shares settle by themselves where neither side waits; a device that keeps up gets all."""
+        waiting = max(self.decoded_q.depth / backend.max_batch_images, self.decoded_q.used / self._batch_cost(backend))
+        return waiting >= backend.concurrency
 
-        Not when the device already has a full batch waiting for each of its streams: then the
-        device is the bottleneck and this decode thread's core is idle, so it decodes the JPEG
-        itself and the device only uploads it. The share settles by itself, at the point where
-        neither side waits; a device that keeps up gets every JPEG. Which JPEGs the host takes
-        depends on timing, so with --gpu-decode a JPEG's pixels may be libjpeg-turbo's or
-        nvJPEG's (max |Δ| 1-3 levels apart) from one run to the next."""
+    def _defer_to_device(self) -> bool:
+        """Whether the next JPEG is left to the device's decoder (``decodes_jpeg``): not while the
+        device has a backlog, when this decode thread decodes it and the device only uploads it.
+        Which JPEGs the host takes depends on timing, so with --gpu-decode a JPEG's pixels may be
+        libjpeg-turbo's or nvJPEG's (max |Δ| 1-3 levels apart) from one run to the next."""
         backend = self.backend
         if not backend.decodes_jpeg:
             return False
-        if not self.options.host_decode_overflow:
-            return True
-        waiting = max(self.decoded_q.depth / backend.max_batch_images, self.decoded_q.used / self._batch_cost(backend))
-        return waiting < backend.concurrency
+        return not (self.options.host_decode_overflow and self._device_backlogged(backend))
+
+    def _formats_for_device(self, backend: Backend, jobs: list[Job]) -> list[str | None]:
+        """The batch's decoded formats for process_batch, None for the inputs whose JPEG results
+        the host encodes instead of the device (``encodes_jpeg``): while the device has a
+        backlog, as many as there are encode threads idle, from the end of the batch. Their
+        files are libjpeg-turbo's, the others nvJPEG's, by timing."""
+        formats: list[str | None] = [job.decoded.format for job in jobs]
+        if not (backend.encodes_jpeg and self.options.host_encode_overflow and self._device_backlogged(backend)):
+            return formats
+        idle = self._encode_threads - self._encoding - self.processed_q.depth
+        for position in range(len(jobs) - 1, len(jobs) - 1 - min(max(idle, 0), len(jobs)), -1):
+            formats[position] = None
+        return formats
 
     def _decode(self, job: Job) -> bool:
         """Decode one input within the memory budget; False if it failed (already accounted)."""
@@ -370,7 +388,7 @@ class LocalEngine(Driver):
         job.reserved = self.images.resize(job.reserved, held)
         overflow = self.backend.decodes_jpeg and not device_jpeg and job.decoded.format == "jpeg"
         if overflow or isinstance(pixels, DeferredJpeg):
-            with self._decodes_lock:
+            with self._codec_counts_lock:
                 self.jpeg_decodes["host (device busy)" if overflow else "device"] += 1
         job.outcome.format = job.decoded.format
         job.outcome.height, job.outcome.width = pixels.shape[:2]
@@ -395,7 +413,15 @@ class LocalEngine(Driver):
         images = [j.decoded.pixels for j in jobs]
         for job in jobs:
             job.decoded.pixels = None        # process_batch owns (and frees) them now
-        results = self._process_on_device(backend, images, [j.decoded.format for j in jobs])
+        formats = self._formats_for_device(backend, jobs)
+        results = self._process_on_device(backend, images, formats)
+        if backend.encodes_jpeg:
+            with self._codec_counts_lock:
+                for fmt, row in zip(formats, results):
+                    if fmt is None:
+                        self.jpeg_encodes["host (device busy)"] += 1
+                    elif any(isinstance(r, codecs.EncodedImage) for r in row):
+                        self.jpeg_encodes["device"] += 1
         for job, row in zip(jobs, results):
             job.results = row
             job.timed("process", started)
@@ -537,10 +563,14 @@ class LocalEngine(Driver):
     def _encode(self, job: Job) -> bool:
         """Encode every variant and free the pixels; False if no output could be made."""
         started = time.perf_counter()
+        with self._codec_counts_lock:
+            self._encoding += 1
         try:
             encoded = stages.encode_variants(self.spec, job.results, job.source.relative, job.decoded.format,
                                              job.decoded.icc_profile)
         finally:
+            with self._codec_counts_lock:
+                self._encoding -= 1
             job.results = None                       # pixels are done with: free their budget
             self.images.release(job.reserved)
             job.reserved = 0

@@ -66,9 +66,11 @@ class RunOptions:
     retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
     device_failures: int = 3                    # consecutive GPU failures before the run moves to the CPU
-    # --gpu-decode: a JPEG that arrives while the GPU already has a batch waiting per stream is
-    # decoded on the CPU instead (LocalEngine._defer_to_device); False sends every one to the GPU.
+    # While the GPU already has a batch waiting per stream, idle CPU threads take JPEG work off it
+    # (LocalEngine._device_backlogged): with --gpu-decode they decode the JPEGs that arrive, with
+    # --gpu-encode they encode some of the batch's JPEG results. False leaves all of it to the GPU.
     host_decode_overflow: bool = True
+    host_encode_overflow: bool = True
 
     def __post_init__(self) -> None:
         if self.max_memory is None:

@@ -32,13 +32,14 @@ def variants_under(node: OpTrie) -> list[int]:
 
 
 def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
-                  trie: OpTrie | None = None, formats: Sequence[str] | None = None) -> list[list[Result]]:
+                  trie: OpTrie | None = None, formats: Sequence[str | None] | None = None) -> list[list[Result]]:
     """results[i][v]: variant v of image i, as an HWC uint8 array, an EncodedImage (a JPEG the
     backend encoded where the pixels are) or the InputError that stopped it.
 
     ``formats`` are the images' decoded formats: with them, a backend that encodes JPEG
     (``encodes_jpeg``) encodes the results written as JPEG itself (a variant that keeps the
-    input's format needs the format to know); without, every result comes back as pixels.
+    input's format needs the format to know); without, every result comes back as pixels, and
+    so do those of an image whose format is None (the engine leaves its JPEGs to the host).
     Raises DeviceFailure when the device itself failed; every other error becomes
     the batch's per-image ProcessingError. ``images`` is consumed: the list is
     emptied so each input can be freed as soon as the ops after it have run (a
@@ -70,7 +71,7 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
 
 
 def process_fitting(backend: Backend, images: list[np.ndarray], spec: Spec, trie: OpTrie | None,
-                    too_big: Backend, formats: Sequence[str] | None = None) -> list[list[Result]]:
+                    too_big: Backend, formats: Sequence[str | None] | None = None) -> list[list[Result]]:
     """process_batch on a device, halving any batch that does not fit in its memory; an image
     that does not fit alone is processed on ``too_big`` (the CPU backend) instead. ``images``
     is not consumed (the halves need it)."""
@@ -84,15 +85,16 @@ def process_fitting(backend: Backend, images: list[np.ndarray], spec: Spec, trie
                 + process_fitting(backend, images[half:], spec, trie, too_big, _part(formats, half, None)))
 
 
-def _part(formats: Sequence[str] | None, start: int, stop: int | None) -> Sequence[str] | None:
+def _part(formats: Sequence[str | None] | None, start: int, stop: int | None) -> Sequence[str | None] | None:
     return None if formats is None else formats[start:stop]
 
 
-def device_jpeg_plan(spec: Spec, formats: Sequence[str]) -> DeviceJpegPlan:
-    """The variants written as JPEG, with their quality and the images concerned."""
+def device_jpeg_plan(spec: Spec, formats: Sequence[str | None]) -> DeviceJpegPlan:
+    """The variants written as JPEG, with their quality and the images concerned (not those
+    whose format is None: left to the host)."""
     plan: DeviceJpegPlan = {}
     for v, variant in enumerate(spec.variants):
-        jpegs = frozenset(i for i, fmt in enumerate(formats) if variant.output_format(fmt) == "jpeg")
+        jpegs = frozenset(i for i, fmt in enumerate(formats) if fmt is not None and variant.output_format(fmt) == "jpeg")
         if jpegs:
             plan[v] = (variant.quality, jpegs)
     return plan
