@@ -397,7 +397,13 @@ def breakdown(corpus: Path, spec, out: Path, jpeg_decode: bool = False, jpeg_enc
             stages[stage] += outcome.seconds.get(stage, 0.0)
     stages.update(backend.timings)
     stages["wall"] = result.summary.wall_seconds
-    return {k: round(v, 3) for k, v in stages.items()}
+    breakdown = {k: round(v, 3) for k, v in stages.items()}
+    # The seconds above are each stage's wall time summed over inputs, waits for the interpreter
+    # lock included. What the stages' threads spent on a CPU, against cores x wall, tells codec
+    # work (decode/encode threads busy) from gpupipe's own (one core's worth of Python, idle cores).
+    breakdown["cpu_by_stage_s"] = {k: round(v, 3) for k, v in result.summary.cpu_seconds_by_stage.items()}
+    breakdown["cores_x_wall_s"] = round(len(os.sched_getaffinity(0)) * result.summary.wall_seconds, 3)
+    return breakdown
 
 
 def main(argv: list[str] | None = None) -> int:

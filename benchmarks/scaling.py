@@ -50,9 +50,9 @@ def worker_counts(cores: int) -> list[int]:
 
 
 def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict,
-            fsync: bool = False) -> tuple[float, float, int, float]:
+            fsync: bool = False) -> tuple[float, float, int, float, dict[str, float]]:
     """(wall seconds, CPU seconds of this process and its worker processes, files done, CPU seconds
-    of this process alone) of one run."""
+    of this process alone, those by pipeline stage) of one run."""
     out = work / f"out-{backend}-{workers}"
     shutil.rmtree(out, ignore_errors=True)
     before, started = os.times(), time.perf_counter()
@@ -62,7 +62,7 @@ def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict,
     shutil.rmtree(out, ignore_errors=True)
     cpu = sum(after[:4]) - sum(before[:4])      # user + system, and the workers' once they have exited
     engine = sum(after[:2]) - sum(before[:2])
-    return wall, cpu, result.summary.processed + result.summary.failed, engine
+    return wall, cpu, result.summary.processed + result.summary.failed, engine, result.summary.cpu_seconds_by_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                 # With worker processes, the engine's own process (reading, writing, journal) is
                 # one interpreter: its CPU per file bounds the img/s any number of workers reaches.
                 engine_ms = statistics.median(1000 * r[3] / r[2] for r in runs)
+                # Which threads used that CPU: codec threads busy, or one core's worth of Python.
+                by_stage = {stage: round(statistics.median(1000 * r[4].get(stage, 0.0) / r[2] for r in runs), 3)
+                            for stage in runs[0][4]}
                 rows.append({"workers": workers, "parallel": mode, "img_s": runs[0][2] / wall, "cores_busy": busy,
                              "engine_process_cpu_ms_per_file": round(engine_ms, 3),
+                             "engine_cpu_ms_per_file_by_stage": by_stage,
                              "walls": [round(r[0], 3) for r in runs]})
                 print(f"{a.backend} {mode:9} workers {workers:3}: {rows[-1]['img_s']:7.0f} img/s, "
                       f"{busy:5.2f} of {cores} cores busy, engine process {engine_ms:.2f} ms CPU a file",

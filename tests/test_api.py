@@ -261,3 +261,27 @@ def test_a_batch_too_big_for_the_device_is_split_and_a_huge_image_done_on_the_cp
     assert device.refused_alone == 1                                         # chapel.png, then done on the CPU
     assert {p.name: p.read_bytes() for p in (tmp_path / "gpu").iterdir()} == \
         {p.name: p.read_bytes() for p in (tmp_path / "cpu").iterdir()}
+
+
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_a_run_says_where_its_cpu_went(tmp_path: Path, parallel: str) -> None:
+    """The summary's CPU seconds by stage: every stage of the run, and together about the
+    process's own CPU time (the worker processes' CPU is theirs, not the process's)."""
+    import os
+    src = tmp_path / "in"
+    src.mkdir()
+    for copy in range(6):
+        for photo in sorted(EXAMPLES.glob("*.jpg")):
+            shutil.copy(photo, src / f"{copy}-{photo.name}")
+    before = os.times()
+    result = gpupipe.run(src, tmp_path / "out", [ops.GaussianBlur(2.0), ops.Thumbnail(256)], backend="cpu",
+                         workers=2, journal=False, parallel=parallel)
+    after = os.times()
+    cpu = result.summary.cpu_seconds_by_stage
+    assert set(cpu) == {"scan", "read", "compute", "write", "collect"}
+    assert all(seconds >= 0 for seconds in cpu.values())
+    process_cpu = sum(after[:2]) - sum(before[:2])
+    assert 0.7 * process_cpu <= sum(cpu.values()) <= 1.05 * process_cpu + 0.05, (cpu, process_cpu)
+    assert result.summary.to_dict()["cpu_seconds_by_stage"].keys() == cpu.keys()
+    if parallel == "threads":                # the decode, blur, resize and encode are the compute threads'
+        assert cpu["compute"] == max(cpu.values())

@@ -116,6 +116,7 @@ class LocalEngine(Driver):
 
     def run(self, inputs: Sequence[str | Path], output: str | Path) -> RunResult:
         opts = self.options
+        collect_cpu = time.thread_time()
         tune_allocator()
         allow_writes()
         self.output = Path(output)
@@ -181,6 +182,7 @@ class LocalEngine(Driver):
                              *counts.values())
             for worker in self._workers:        # only workers a stalled thread still waits on are left
                 worker.kill()
+        self.summary.cpu_seconds_by_stage["collect"] = time.thread_time() - collect_cpu
         return RunResult(self.summary, outcomes)
 
     def _start_threads(self, name: str, count: int, target: Callable[[], None],
@@ -189,7 +191,7 @@ class LocalEngine(Driver):
             out_q.add_producer(count)           # before any starts: the queue must not close early
         first = sum(t.name.startswith(f"gpupipe-{name}-") for t in self._threads)
         for i in range(first, first + count):
-            thread = threading.Thread(target=self._stage, args=(target, out_q), name=f"gpupipe-{name}-{i}",
+            thread = threading.Thread(target=self._stage, args=(name, target, out_q), name=f"gpupipe-{name}-{i}",
                                       daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -204,7 +206,7 @@ class LocalEngine(Driver):
             "in_flight": max(0, summary.discovered + summary.scan_skipped - summary.done),
         }
 
-    def _stage(self, target: Callable[[], None], out_q: CostBoundedQueue | None) -> None:
+    def _stage(self, name: str, target: Callable[[], None], out_q: CostBoundedQueue | None) -> None:
         try:
             target()
         except Closed:
@@ -218,6 +220,9 @@ class LocalEngine(Driver):
         finally:
             if out_q is not None:
                 out_q.producer_done()
+            with self._codec_counts_lock:            # each thread's own CPU, added as it ends
+                cpu = self.summary.cpu_seconds_by_stage
+                cpu[name] = cpu.get(name, 0.0) + time.thread_time()
 
     def _collect(self, outcomes: list[FileOutcome]) -> None:
         self._last_progress = 0.0

@@ -64,6 +64,9 @@ class RunSummary:
     failure_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     scan_problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)      # things the user must know (e.g. GPU handed over to CPU)
+    # CPU seconds of each pipeline stage's threads (the local engine; "collect" is the thread that
+    # ran it): against workers x wall time, a stage that used little CPU was waiting (lock, I/O).
+    cpu_seconds_by_stage: dict[str, float] = field(default_factory=dict)
     _started: float = field(default_factory=time.perf_counter, repr=False)
 
     def record(self, outcome: FileOutcome) -> None:
@@ -118,6 +121,7 @@ class RunSummary:
             "failures_by_class": dict(self.failures_by_class),
             "failure_examples": dict(self.failure_examples), "scan_problems": self.scan_problems,
             "notes": self.notes,
+            "cpu_seconds_by_stage": {stage: round(seconds, 3) for stage, seconds in self.cpu_seconds_by_stage.items()},
             "exit_code": self.exit_code,
         }
 
