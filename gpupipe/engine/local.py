@@ -369,7 +369,7 @@ class LocalEngine(Driver):
         if not (backend.encodes_jpeg and self.options.host_encode_overflow and self._device_backlogged(backend)):
             return formats
         idle = self._encode_threads - self._encoding - self.processed_q.depth
-        for position in range(len(jobs) - 1, len(jobs) - 1 - min(max(idle, 0), len(jobs)), -1):
+        for position in range(len(jobs) - min(max(idle, 0), len(jobs)), len(jobs)):
             formats[position] = None
         return formats
 
