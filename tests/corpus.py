@@ -14,3 +14,14 @@ CORPUS = next((Path(c) for c in _candidates if c and (Path(c) / "kodak").is_dir(
 assert CORPUS is not None, f"the photo corpus was not found; looked in {_candidates}"
 KODAK = sorted(str(p) for p in (CORPUS / "kodak").glob("*.png"))
 assert KODAK, f"no kodak/*.png under {CORPUS}"
+
+
+def copies(photos, directory: Path, times: int) -> Path:
+    """A new ``directory`` holding ``times`` copies of each photo ("<copy>-<name>"): a corpus
+    big enough for batches and queues to fill."""
+    import shutil
+    directory.mkdir(parents=True)
+    for copy in range(times):
+        for photo in photos:
+            shutil.copy(photo, directory / f"{copy}-{Path(photo).name}")
+    return directory

@@ -27,7 +27,7 @@ from gpupipe.errors import CorruptImage, InputError, TruncatedImage, Undecodable
 from gpupipe.spec import Spec
 
 from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
-from .corpus import CORPUS
+from .corpus import CORPUS, copies
 
 PHOTOS = sorted((CORPUS / "exif-orientation").glob("*.jpg")) + sorted((CORPUS / "pillow").glob("*.jpg"))
 
@@ -182,11 +182,7 @@ def test_a_busy_device_leaves_jpegs_to_the_host_and_nothing_changes(tmp_path: Pa
     """With --gpu-decode, JPEGs that arrive while the device has a full batch waiting per stream
     are decoded by the idle decode threads: the device then gets pixels, the outputs are the
     same, and the engine counts which side decoded what."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for copy in range(3):
-        for photo in PHOTOS:
-            shutil.copy(photo, src / f"{copy}-{photo.name}")
+    src = copies(PHOTOS, tmp_path / "in", 3)
     jpegs = 3 * sum(codecs.defer_jpeg(p.read_bytes()) is not None for p in PHOTOS)
     plain = LocalEngine(SPEC, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
 

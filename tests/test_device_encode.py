@@ -30,7 +30,7 @@ from gpupipe.engine.process import device_jpeg_plan, process_batch
 from gpupipe.engine.queues import CostBoundedQueue
 from gpupipe.spec import Spec, Variant
 
-from .corpus import CORPUS
+from .corpus import CORPUS, copies
 
 TAG = b"encoded by the backend"
 COMMENT = b"\xff\xfe" + struct.pack(">H", 2 + len(TAG)) + TAG
@@ -201,10 +201,7 @@ def test_a_busy_device_leaves_jpeg_encodes_to_idle_encode_threads(tmp_path: Path
     """With --gpu-encode, while the device has a backlog, the batch's last inputs (one per idle
     encode thread) get their JPEGs from the host: the same bytes as a CPU run, where the others
     carry the backend's mark; the engine counts both."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for copy in range(6):
-        shutil.copy(CORPUS / "pillow" / "hopper.jpg", src / f"{copy}.jpg")
+    src = copies([CORPUS / "pillow" / "hopper.jpg"], tmp_path / "in", 6)
     spec = Spec.single([ops.Resize(200, 150, mode="fit")], format="jpeg", quality=80)
     backend = HostJpegEncodingBackend()
     backend.concurrency, backend.max_batch_images = 1, 3

@@ -24,7 +24,7 @@ from gpupipe.engine.process import process_batch
 from gpupipe.spec import Spec
 
 from .badfiles import make_bad_inputs
-from .corpus import CORPUS
+from .corpus import CORPUS, copies
 from .test_kernels_plans import EXACT, PARITY, check, runnable
 
 REASON = cuda_unavailable_reason()
@@ -232,11 +232,7 @@ def test_gpu_codecs_with_host_overflow_lose_nothing(nvjpeg, tmp_path, streams):
     JPEG counted on one side, and the outputs within nvJPEG's rounding of the CPU run's."""
     from gpupipe.backends.cuda.backend import CupyBackend
     from gpupipe.engine.local import LocalEngine, RunOptions
-    src = tmp_path / "in"
-    src.mkdir()
-    for copy in range(4):
-        for photo in DECODE_PHOTOS:
-            shutil.copy(photo, src / f"{copy}-{photo.name}")
+    src = copies(DECODE_PHOTOS, tmp_path / "in", 4)
     jpegs = 4 * sum(codecs.defer_jpeg(p.read_bytes()) is not None for p in DECODE_PHOTOS)
     chain = (ops.Brightness(10), ops.GaussianBlur(2.0))
     spec = gpupipe.Spec((gpupipe.Variant(chain, name="png", format="png"),
