@@ -108,7 +108,7 @@ class LocalEngine(Driver):
         # those the host took because the device had a backlog; for benchmarks and the log.
         self.jpeg_decodes = {"device": 0, "host (device busy)": 0}
         self.jpeg_encodes = {"device": 0, "host (device busy)": 0}
-        self._codec_counts_lock = threading.Lock()
+        self._tally_lock = threading.Lock()    # the counts above, _encoding, the stages' CPU
         self._encoding = 0                      # encode threads busy with an input
         self._encode_threads = 0                # set when the run starts
 
@@ -220,7 +220,7 @@ class LocalEngine(Driver):
         finally:
             if out_q is not None:
                 out_q.producer_done()
-            with self._codec_counts_lock:            # each thread's own CPU, added as it ends
+            with self._tally_lock:            # each thread's own CPU, added as it ends
                 cpu = self.summary.cpu_seconds_by_stage
                 cpu[name] = cpu.get(name, 0.0) + time.thread_time()
 
@@ -350,15 +350,12 @@ class LocalEngine(Driver):
         waiting = max(self.decoded_q.depth / backend.max_batch_images, self.decoded_q.used / self._batch_cost(backend))
         return waiting >= backend.concurrency
 
-    def _defer_to_device(self) -> bool:
-        """Whether the next JPEG is left to the device's decoder (``decodes_jpeg``): not while the
-        device has a backlog, when this decode thread decodes it and the device only uploads it.
-        Which JPEGs the host takes depends on timing, so with --gpu-decode a JPEG's pixels may be
-        libjpeg-turbo's or nvJPEG's (max |Δ| 1-3 levels apart) from one run to the next."""
-        backend = self.backend
-        if not backend.decodes_jpeg:
-            return False
-        return not (self.options.host_decode_overflow and self._device_backlogged(backend))
+    def _host_takes_decode(self) -> bool:
+        """Whether this decode thread decodes a JPEG the device's decoder would take: yes while
+        the device has a backlog, and the device then only uploads its pixels. Which JPEGs the
+        host takes depends on timing, so with --gpu-decode a JPEG's pixels may be libjpeg-turbo's
+        or nvJPEG's (max |Δ| 1-3 levels apart) from one run to the next."""
+        return self.options.host_decode_overflow and self._device_backlogged(self.backend)
 
     def _formats_for_device(self, backend: Backend, jobs: list[Job]) -> list[str | None]:
         """The batch's decoded formats for process_batch, None for the inputs whose JPEG results
@@ -377,10 +374,13 @@ class LocalEngine(Driver):
         """Decode one input within the memory budget; False if it failed (already accounted)."""
         started = time.perf_counter()
         self._reserve_for_decode(job)
-        device_jpeg = self._defer_to_device()
         try:
             job.decoded = stages.decode_input(job.data, self.spec, max_pixels=self.options.max_pixels,
-                                              device_jpeg=device_jpeg)
+                                              device_jpeg=self.backend.decodes_jpeg)
+            deferred = isinstance(job.decoded.pixels, DeferredJpeg)
+            overflow = deferred and self._host_takes_decode()
+            if overflow:
+                job.decoded.pixels = stages.decode_deferred(job.decoded.pixels)
         except InputError as exc:
             self._fail(job, exc)
             return False
@@ -391,9 +391,8 @@ class LocalEngine(Driver):
         # (DeferredJpeg), only its compressed bytes until the results come back.
         held = len(pixels.data) if isinstance(pixels, DeferredJpeg) else pixels.nbytes
         job.reserved = self.images.resize(job.reserved, held)
-        overflow = self.backend.decodes_jpeg and not device_jpeg and job.decoded.format == "jpeg"
-        if overflow or isinstance(pixels, DeferredJpeg):
-            with self._codec_counts_lock:
+        if deferred:
+            with self._tally_lock:
                 self.jpeg_decodes["host (device busy)" if overflow else "device"] += 1
         job.outcome.format = job.decoded.format
         job.outcome.height, job.outcome.width = pixels.shape[:2]
@@ -421,7 +420,7 @@ class LocalEngine(Driver):
         formats = self._formats_for_device(backend, jobs)
         results = self._process_on_device(backend, images, formats)
         if backend.encodes_jpeg:
-            with self._codec_counts_lock:
+            with self._tally_lock:
                 for fmt, row in zip(formats, results):
                     if fmt is None:
                         self.jpeg_encodes["host (device busy)"] += 1
@@ -568,13 +567,13 @@ class LocalEngine(Driver):
     def _encode(self, job: Job) -> bool:
         """Encode every variant and free the pixels; False if no output could be made."""
         started = time.perf_counter()
-        with self._codec_counts_lock:
+        with self._tally_lock:
             self._encoding += 1
         try:
             encoded = stages.encode_variants(self.spec, job.results, job.source.relative, job.decoded.format,
                                              job.decoded.icc_profile)
         finally:
-            with self._codec_counts_lock:
+            with self._tally_lock:
                 self._encoding -= 1
             job.results = None                       # pixels are done with: free their budget
             self.images.release(job.reserved)

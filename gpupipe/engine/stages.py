@@ -64,6 +64,17 @@ def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool 
         raise unexpected(exc) from exc
 
 
+def decode_deferred(deferred: codecs.DeferredJpeg):
+    """A deferred JPEG's pixels decoded on the host after all (the device is busy): what
+    ``decode_input`` would have given; InputError on bad data."""
+    try:
+        return deferred.decode_on_host()
+    except InputError:
+        raise
+    except Exception as exc:
+        raise unexpected(exc) from exc
+
+
 def decoded_size_bound(data: bytes) -> int:
     """Upper bound of the decoded size from the header; 0 when the header is unreadable
     (the decode then fails at once, holding nothing)."""
