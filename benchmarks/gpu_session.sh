@@ -19,6 +19,17 @@
 #   benchmarks/gpu_session.sh", carry=[".whl", ".photos", ".peerwhl"]); then here, no GPU:
 #   python benchmarks/gpu.py --merge-peers benchmarks/results/gpu-DATE.json <the peers file>
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
+#
+# Everything no longer fits one 10-minute call. A session's 30 minutes, most needed first (each
+# call's prefix, then "bash benchmarks/gpu_session.sh"; carry as above unless said):
+#   1. GPU_PROFILE=1 GPU_BENCH_ARGS=--skip-workloads        tests, ncu, kernels and twins   ~6 min
+#   2. GPU_TESTS_TIMEOUT=1 GPU_BENCH_TIMEOUT=540 GPU_BENCH_SUFFIX=-w3
+#      GPU_BENCH_ARGS="--skip-kernels --workloads W3"       nvJPEG ceiling, W3, W3 set-ups     ~6 min
+#   3. the peers call above (carry .peerwhl)                Pillow, pyvips, OpenCV W1-W3        ~4 min
+#   4. GPU_TESTS_TIMEOUT=1 GPU_SCALING=1 GPU_BENCH_TIMEOUT=1  scaling, both backends          ~5 min
+#   5. GPU_TESTS_TIMEOUT=1 GPU_BENCH_TIMEOUT=540 GPU_BENCH_SUFFIX=-w12
+#      GPU_BENCH_ARGS="--skip-kernels --workloads W1,W2"    W1, W2                              ~5 min
+# then --merge-peers the peers file into the -w3 and -w12 results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
