@@ -255,6 +255,10 @@ def test_the_backlog_rule_counts_batches_waiting_and_idle_encode_threads() -> No
     engine.processed_q.drain()
     assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
 
+    engine.options.host_encode_overflow = True
+    engine.spec = Spec.single([ops.Thumbnail(32)], format="png")     # no JPEG to take: nothing changes
+    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
+
     few_but_big = CostBoundedQueue(2**40, cancel, "decoded")
     few_but_big.put(object(), 2 * engine._batch_cost(backend))     # 1 input, two batches' pixels
     engine.decoded_q = few_but_big

@@ -365,8 +365,10 @@ class LocalEngine(Driver):
         formats: list[str | None] = [job.decoded.format for job in jobs]
         if not (backend.encodes_jpeg and self.options.host_encode_overflow and self._device_backlogged(backend)):
             return formats
+        writing_jpeg = [i for i, fmt in enumerate(formats)
+                        if any(variant.output_format(fmt) == "jpeg" for variant in self.spec.variants)]
         idle = self._encode_threads - self._encoding - self.processed_q.depth
-        for position in range(len(jobs) - min(max(idle, 0), len(jobs)), len(jobs)):
+        for position in writing_jpeg[len(writing_jpeg) - min(max(idle, 0), len(writing_jpeg)):]:
             formats[position] = None
         return formats
 
