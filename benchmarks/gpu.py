@@ -337,17 +337,16 @@ W3_SETUPS = {"2 streams, GPU codecs only": (2, False, False),
 def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
     """W3 over the GPU camera corpus with both nvJPEG codecs, for each of W3_SETUPS: img/s (median
     of repeats after a warm-up, a new backend per run as gpupipe.run makes), where the JPEGs were
-    decoded and encoded, and img/s net of the fixed cost of a run (the same run over 4 of the photos: backend
-    start, thread start, the last batch's drain), which 240 photos do not hide. Whichever setting
-    wins should become the backend's default."""
+    decoded and encoded, and img/s net of the fixed cost of a run (the same run over 4 of the
+    photos: backend start, thread start, the last batch's drain), which 240 photos do not hide.
+    Whichever setting wins should become the backend's default."""
     from gpupipe.backends.cuda.backend import CupyBackend
     from gpupipe.engine.local import LocalEngine, RunOptions
     spec = gpupipe_spec("W3")
     few = work / "w3-four-photos"
     few.mkdir(parents=True, exist_ok=True)
     for photo in sorted(corpus.glob("*.jpg"))[:4]:
-        if not (few / photo.name).exists():
-            os.link(photo, few / photo.name)
+        shutil.copyfile(photo, few / photo.name)        # a copy: the corpus may be on another filesystem
 
     def timed(source: Path, streams: int, decode_overflow: bool, encode_overflow: bool) -> tuple[float, int, dict]:
         out = work / "w3-setup"
