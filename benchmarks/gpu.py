@@ -360,8 +360,10 @@ def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
             result = engine.run([source], out)
         finally:
             backend.close()
-        return (time.perf_counter() - started, result.summary.processed + result.summary.failed,
-                {"decodes": engine.jpeg_decodes, "encodes": engine.jpeg_encodes})
+        summary = result.summary
+        return (time.perf_counter() - started, summary.processed + summary.failed,
+                {"decodes": engine.jpeg_decodes, "encodes": engine.jpeg_encodes, "failed": summary.failed,
+                 "first_failure": next(iter(summary.failure_examples.values()), [None])[0]})
 
     rows = {}
     for label, setup in W3_SETUPS.items():

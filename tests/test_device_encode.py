@@ -185,52 +185,62 @@ def test_gpu_codecs_that_cannot_apply_say_so(tmp_path: Path, caplog) -> None:
     assert "no variant writes JPEG" not in caplog.text
 
 
-class FirstBatchFindsABacklog(LocalEngine):
-    """The engine with its first batch seeing a device backlog, so that the encode threads are
-    certainly idle then (nothing has been processed yet): which inputs the host takes is then
-    certain, not timed. The backlog rule itself is tested on real queues below."""
-
-    backlogs = 1
+class AlwaysBacklogged(LocalEngine):
+    """The engine with the device always behind, as a slow GPU keeps it: the host's share of the
+    encodes then follows the encode threads' idle time alone (the backlog rule itself is tested
+    on real queues below)."""
 
     def _device_backlogged(self, backend) -> bool:
-        self.backlogs -= 1
-        return self.backlogs >= 0
+        return True
 
 
 def test_a_busy_device_leaves_jpeg_encodes_to_idle_encode_threads(tmp_path: Path) -> None:
-    """With --gpu-encode, while the device has a backlog, the batch's last inputs (one per idle
-    encode thread) get their JPEGs from the host: the same bytes as a CPU run, where the others
-    carry the backend's mark; the engine counts both."""
-    src = copies([CORPUS / "pillow" / "hopper.jpg"], tmp_path / "in", 6)
+    """With --gpu-encode, while the device has a backlog and the encode threads idle, batches
+    leave a growing share of their JPEGs to the host: the same bytes as a CPU run, where the
+    others carry the backend's mark; the engine counts both."""
+    src = copies([CORPUS / "pillow" / "hopper.jpg"], tmp_path / "in", 24)
     spec = Spec.single([ops.Resize(200, 150, mode="fit")], format="jpeg", quality=80)
     backend = HostJpegEncodingBackend()
-    backend.concurrency, backend.max_batch_images = 1, 3
-    engine = FirstBatchFindsABacklog(spec, backend, RunOptions(workers=2))
+    backend.concurrency, backend.max_batch_images = 1, 4
+    engine = AlwaysBacklogged(spec, backend, RunOptions(workers=2))
     busy = engine.run([src], tmp_path / "busy")
     LocalEngine(spec, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
-    assert busy.summary.processed == 6
+    assert busy.summary.processed == 24
     host = sorted(p.name for p in (tmp_path / "busy").glob("*.jpg") if COMMENT not in p.read_bytes())
-    assert engine.jpeg_encodes == {"device": 6 - len(host), "host (device busy)": len(host)}
-    assert 1 <= len(host) <= 2                              # two encode threads, idle at the first batch
+    assert engine.jpeg_encodes == {"device": 24 - len(host), "host (device busy)": len(host)}
+    # Two encode threads with a 200x150 JPEG to make now and then: idle most of the time, so the
+    # share grows a step a batch (6 batches at least) and reaches every JPEG of a batch.
+    assert len(host) >= 4, engine.jpeg_encodes
     for path in (tmp_path / "plain").glob("*.jpg"):
         assert _without_mark((tmp_path / "busy" / path.name).read_bytes()) == path.read_bytes(), path.name
 
-    engine = FirstBatchFindsABacklog(spec, backend, RunOptions(workers=2, host_encode_overflow=False))
+    engine = AlwaysBacklogged(spec, backend, RunOptions(workers=2, host_encode_overflow=False))
     engine.run([src], tmp_path / "all-device")
-    assert engine.jpeg_encodes == {"device": 6, "host (device busy)": 0}
+    assert engine.jpeg_encodes == {"device": 24, "host (device busy)": 0}
 
 
-def test_the_backlog_rule_counts_batches_waiting_and_idle_encode_threads() -> None:
-    """A backlog is a full batch waiting per stream, by count or by pixels; the host then takes
-    one input per idle encode thread (threads not encoding, less the inputs already queued for
-    them), from the end of the batch."""
+class ScriptedSpare:
+    """Stands in for the encode threads' IdleMeter: the spare fractions a test chooses."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+
+    def spare(self) -> float:
+        return self.values.pop(0)
+
+
+def test_the_host_share_of_encodes_follows_the_backlog_and_the_encoders_spare_time() -> None:
+    """A backlog is a full batch waiting per stream, by count or by pixels. Under one, the host's
+    share of a batch's JPEGs grows a step while the encode threads idled more than SPARE_TARGET
+    of their time, shrinks a step when they did not, and drops to 0 without a backlog; it is
+    taken from the end of the batch, among the inputs with a JPEG result."""
+    from gpupipe.engine.local import HOST_ENCODE_STEP, SPARE_TARGET
+    assert HOST_ENCODE_STEP == 0.25                        # the steps below are quarters
     backend = HostJpegEncodingBackend()
     backend.concurrency, backend.max_batch_images = 2, 4
     engine = LocalEngine(SPEC, backend, RunOptions(workers=4))
-    cancel = CancelToken()
-    engine.decoded_q = CostBoundedQueue(2**40, cancel, "decoded")
-    engine.processed_q = CostBoundedQueue(2**40, cancel, "processed")
-    engine._encode_threads, engine._encoding = 4, 1
+    engine.decoded_q = CostBoundedQueue(2**40, CancelToken(), "decoded")
+    idle, busy = SPARE_TARGET + 0.1, SPARE_TARGET - 0.1
 
     class Decoded:
         format = "jpeg"
@@ -241,25 +251,48 @@ def test_the_backlog_rule_counts_batches_waiting_and_idle_encode_threads() -> No
     jobs = [Job() for _ in range(4)]
     for _ in range(7):                                    # 7 < 2 streams x 4 images: no backlog
         engine.decoded_q.put(object(), 1)
+    engine._encoders = ScriptedSpare(idle)
     assert not engine._device_backlogged(backend)
     assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
     engine.decoded_q.put(object(), 1)                    # 8 waiting: a batch per stream
     assert engine._device_backlogged(backend)
-    assert engine._formats_for_device(backend, jobs) == ["jpeg", None, None, None]   # 4 - 1 encoding
-    engine.processed_q.put(object(), 1)
-    engine.processed_q.put(object(), 1)
+    engine._encoders = ScriptedSpare(idle, idle, idle, idle, idle, busy, busy)
+    shares = [engine._formats_for_device(backend, jobs).count(None) for _ in range(7)]
+    assert shares == [1, 2, 3, 4, 4, 3, 2]
+    engine.decoded_q.drain()                             # the device caught up: the share starts again
+    engine._encoders = ScriptedSpare(idle, idle)
+    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
+    for _ in range(8):
+        engine.decoded_q.put(object(), 1)
     assert engine._formats_for_device(backend, jobs) == ["jpeg", "jpeg", "jpeg", None]
-    engine.processed_q.put(object(), 1)
-    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
-    engine.options.host_encode_overflow = False
-    engine.processed_q.drain()
-    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
 
+    engine.options.host_encode_overflow = False
+    engine._encoders = ScriptedSpare()                   # not even asked
+    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
     engine.options.host_encode_overflow = True
     engine.spec = Spec.single([ops.Thumbnail(32)], format="png")     # no JPEG to take: nothing changes
+    engine._encoders = ScriptedSpare(idle)
     assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
 
-    few_but_big = CostBoundedQueue(2**40, cancel, "decoded")
+    few_but_big = CostBoundedQueue(2**40, CancelToken(), "decoded")
     few_but_big.put(object(), 2 * engine._batch_cost(backend))     # 1 input, two batches' pixels
     engine.decoded_q = few_but_big
     assert engine._device_backlogged(backend)
+
+
+def test_the_idle_meter_counts_waits_that_are_still_going_on() -> None:
+    from gpupipe.engine.idle import IdleMeter
+    now = [0.0]
+    meter = IdleMeter(2, clock=lambda: now[0])
+    with meter.waiting():                                  # one of two threads waits 1 s of 4
+        now[0] = 1.0
+    now[0] = 4.0
+    assert meter.spare() == 1.0 / (4.0 * 2)
+    waits = meter.waiting()
+    waits.__enter__()                                      # a wait that has not ended yet
+    now[0] = 6.0
+    assert meter.spare() == 2.0 / (2.0 * 2)                # counted up to now
+    now[0] = 7.0
+    waits.__exit__(None, None, None)
+    now[0] = 8.0
+    assert meter.spare() == 1.0 / (2.0 * 2)                # only its part since the last read

@@ -42,6 +42,7 @@ from ..spec import Spec
 from . import stages
 from .cancel import CancelToken
 from .driver import Driver
+from .idle import IdleMeter
 from .options import (DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, RunOptions,  # noqa: F401  (re-exported)
                       usable_cores, worker_processes)
 from .process import process_batch, process_fitting
@@ -54,6 +55,10 @@ from .writer import allow_writes, remove_live_temporaries
 log = logging.getLogger("gpupipe")
 
 WORKER_CRASHES_IN_A_ROW = 8          # then the run stops (SystemFailure) instead of failing every input
+# The host's share of a busy device's JPEG encodes (_formats_for_device): the step per batch, and
+# the fraction of their time the encode threads may sit idle before they are given more.
+HOST_ENCODE_STEP = 0.25
+SPARE_TARGET = 0.2
 
 
 @dataclass
@@ -108,9 +113,9 @@ class LocalEngine(Driver):
         # those the host took because the device had a backlog; for benchmarks and the log.
         self.jpeg_decodes = {"device": 0, "host (device busy)": 0}
         self.jpeg_encodes = {"device": 0, "host (device busy)": 0}
-        self._tally_lock = threading.Lock()    # the counts above, _encoding, the stages' CPU
-        self._encoding = 0                      # encode threads busy with an input
-        self._encode_threads = 0                # set when the run starts
+        self._tally_lock = threading.Lock()    # the counts above, the stages' CPU, the encode share
+        self._encoders = IdleMeter(1)           # the encode threads' waits (set when the run starts)
+        self._host_encode_share = 0.0           # of a batch's JPEG results, while the device has a backlog
 
     # ------------------------------------------------------------------ driver
 
@@ -139,7 +144,7 @@ class LocalEngine(Driver):
             loop = self._worker_loop if self._worker_processes else self._compute_loop
             compute = [("compute", workers, loop, self.encoded_q)]
         else:
-            self._encode_threads = workers
+            self._encoders = IdleMeter(workers)
             compute = [("decode", workers, self._decode_loop, self.decoded_q),
                        ("process", self.backend.concurrency, self._process_loop, self.processed_q),
                        ("encode", workers, self._encode_loop, self.encoded_q)]
@@ -346,7 +351,9 @@ class LocalEngine(Driver):
     def _device_backlogged(self, backend: Backend) -> bool:
         """Whether a full batch already waits for each of the device's streams: then the device is
         the bottleneck, and JPEG work the host's idle threads take off it is throughput gained.
-        The shares settle by themselves where neither side waits; a device that keeps up gets all."""
+        The shares settle by themselves where neither side waits; a device that keeps up gets all.
+        A --max-memory too small to hold that much waiting never shows a backlog: then the device
+        does all of its JPEG work, as without the overflow."""
         waiting = max(self.decoded_q.depth / backend.max_batch_images, self.decoded_q.used / self._batch_cost(backend))
         return waiting >= backend.concurrency
 
@@ -359,16 +366,26 @@ class LocalEngine(Driver):
 
     def _formats_for_device(self, backend: Backend, jobs: list[Job]) -> list[str | None]:
         """The batch's decoded formats for process_batch, None for the inputs whose JPEG results
-        the host encodes instead of the device (``encodes_jpeg``): while the device has a
-        backlog, as many as there are encode threads idle, from the end of the batch. Their
-        files are libjpeg-turbo's, the others nvJPEG's, by timing."""
+        the host encodes instead of the device (``encodes_jpeg``), from the end of the batch.
+
+        The host's share of the JPEGs grows by a step for each batch that finds the device with
+        a backlog and the encode threads idle more than SPARE_TARGET of their time since the
+        last batch, shrinks by a step when they were busier, and is 0 without a backlog: it
+        settles where the encode threads keep a little room. Which files are libjpeg-turbo's
+        and which nvJPEG's then depends on timing."""
         formats: list[str | None] = [job.decoded.format for job in jobs]
-        if not (backend.encodes_jpeg and self.options.host_encode_overflow and self._device_backlogged(backend)):
+        if not (backend.encodes_jpeg and self.options.host_encode_overflow):
             return formats
+        spare = self._encoders.spare()
+        with self._tally_lock:
+            if not self._device_backlogged(backend):
+                self._host_encode_share = 0.0
+                return formats
+            step = HOST_ENCODE_STEP if spare > SPARE_TARGET else -HOST_ENCODE_STEP
+            share = self._host_encode_share = min(1.0, max(0.0, self._host_encode_share + step))
         writing_jpeg = [i for i, fmt in enumerate(formats)
                         if any(variant.output_format(fmt) == "jpeg" for variant in self.spec.variants)]
-        idle = self._encode_threads - self._encoding - self.processed_q.depth
-        for position in writing_jpeg[len(writing_jpeg) - min(max(idle, 0), len(writing_jpeg)):]:
+        for position in writing_jpeg[len(writing_jpeg) - round(share * len(writing_jpeg)):]:
             formats[position] = None
         return formats
 
@@ -562,21 +579,19 @@ class LocalEngine(Driver):
 
     def _encode_loop(self) -> None:
         while True:
-            job = self._take(self.processed_q.get())
+            with self._encoders.waiting():
+                taken = self.processed_q.get()
+            job = self._take(taken)
             if self._encode(job):
                 self._forward(self.encoded_q, job, sum(len(data) for _, data in job.encoded))
 
     def _encode(self, job: Job) -> bool:
         """Encode every variant and free the pixels; False if no output could be made."""
         started = time.perf_counter()
-        with self._tally_lock:
-            self._encoding += 1
         try:
             encoded = stages.encode_variants(self.spec, job.results, job.source.relative, job.decoded.format,
                                              job.decoded.icc_profile)
         finally:
-            with self._tally_lock:
-                self._encoding -= 1
             job.results = None                       # pixels are done with: free their budget
             self.images.release(job.reserved)
             job.reserved = 0
