@@ -230,7 +230,8 @@ class ScriptedSpare:
 
 
 def test_the_host_share_of_encodes_follows_the_backlog_and_the_encoders_spare_time() -> None:
-    """A backlog is a full batch waiting per stream, by count or by pixels. Under one, the host's
+    """A backlog is a full batch waiting per stream, by count or by pixels, while the device's
+    results do not wait for the encode threads (half their queue). Under one, the host's
     share of a batch's JPEGs grows a step while the encode threads idled more than SPARE_TARGET
     of their time, shrinks a step when they did not, and drops to 0 without a backlog; it is
     taken from the end of the batch, among the inputs with a JPEG result."""
@@ -240,6 +241,7 @@ def test_the_host_share_of_encodes_follows_the_backlog_and_the_encoders_spare_ti
     backend.concurrency, backend.max_batch_images = 2, 4
     engine = LocalEngine(SPEC, backend, RunOptions(workers=4))
     engine.decoded_q = CostBoundedQueue(2**40, CancelToken(), "decoded")
+    engine.processed_q = CostBoundedQueue(2**40, CancelToken(), "processed", max_items=8)
     idle, busy = SPARE_TARGET + 0.1, SPARE_TARGET - 0.1
 
     class Decoded:
@@ -277,6 +279,11 @@ def test_the_host_share_of_encodes_follows_the_backlog_and_the_encoders_spare_ti
     few_but_big = CostBoundedQueue(2**40, CancelToken(), "decoded")
     few_but_big.put(object(), 2 * engine._batch_cost(backend))     # 1 input, two batches' pixels
     engine.decoded_q = few_but_big
+    assert engine._device_backlogged(backend)
+    for _ in range(4):                  # the results queue half full: the encoders are behind, not the device
+        engine.processed_q.put(object(), 1)
+    assert not engine._device_backlogged(backend)
+    engine.processed_q.get()
     assert engine._device_backlogged(backend)
 
 

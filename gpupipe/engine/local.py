@@ -351,11 +351,17 @@ class LocalEngine(Driver):
     def _device_backlogged(self, backend: Backend) -> bool:
         """Whether a full batch already waits for each of the device's streams: then the device is
         the bottleneck, and JPEG work the host's idle threads take off it is throughput gained.
-        The shares settle by themselves where neither side waits; a device that keeps up gets all.
+        The shares settle by themselves where neither side waits; a device that keeps up gets all,
+        and so does one whose results wait for the encode threads.
         A --max-memory too small to hold that much waiting never shows a backlog: then the device
         does all of its JPEG work, as without the overflow."""
         waiting = max(self.decoded_q.depth / backend.max_batch_images, self.decoded_q.used / self._batch_cost(backend))
-        return waiting >= backend.concurrency
+        if waiting < backend.concurrency:
+            return False
+        # A device that waits to hand its results on is not the bottleneck: the encode threads
+        # are (W2's WebP), and a core taken from them for a decode would cost throughput.
+        handed_on = self.processed_q
+        return handed_on.depth < (handed_on.max_items or 1 << 30) / 2 and handed_on.used < handed_on.capacity / 2
 
     def _host_takes_decode(self) -> bool:
         """Whether this decode thread decodes a JPEG the device's decoder would take: yes while
