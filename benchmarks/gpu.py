@@ -18,9 +18,9 @@
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
    from host bytes and q90 encode from device arrays, alone, by batch size and thread count;
    and decode with the batch split between the hardware JPEG engines and CUDA (decoder_variants).
-   Then W3 over the camera photos with both nvJPEG codecs, set up five ways (w3_setups): 2 or 4
+   Then W3 over the camera photos with both nvJPEG codecs, set up five ways (setups): 2 or 4
    device streams, with or without the host taking JPEG decodes and encodes while the GPU has a
-   backlog, each also net of a run's fixed start cost.
+   backlog, each also net of a run's fixed start cost; --setups W2 does the same for W2.
 4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
    Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
    configuration's ratio to the fastest of them (add_peers).
@@ -325,31 +325,31 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
     return rows
 
 
-# How the GPU backend could be set up for W3 with both nvJPEG codecs: label -> (device streams,
+# How the GPU backend could be set up with both nvJPEG codecs: label -> (device streams,
 # RunOptions.host_decode_overflow, .host_encode_overflow). gpupipe's own: 2 streams, both on.
-W3_SETUPS = {"2 streams, GPU codecs only": (2, False, False),
+SETUPS = {"2 streams, GPU codecs only": (2, False, False),
              "2 streams, host takes decode overflow": (2, True, False),
              "2 streams, host takes both overflows": (2, True, True),
              "4 streams, GPU codecs only": (4, False, False),
              "4 streams, host takes both overflows": (4, True, True)}
 
 
-def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
-    """W3 over the GPU camera corpus with both nvJPEG codecs, for each of W3_SETUPS: img/s (median
+def setups(workload: str, corpus: Path, repeats: int, work: Path) -> dict:
+    """``workload`` over ``corpus`` with both nvJPEG codecs, for each of SETUPS: img/s (median
     of repeats after a warm-up, a new backend per run as gpupipe.run makes), where the JPEGs were
     decoded and encoded, and img/s net of the fixed cost of a run (the same run over 4 of the
-    photos: backend start, thread start, the last batch's drain), which 240 photos do not hide.
-    Whichever setting wins should become the backend's default."""
+    photos: backend start, thread start, the last batch's drain), which a few hundred photos do
+    not hide. Whichever setting wins should become the backend's default."""
     from gpupipe.backends.cuda.backend import CupyBackend
     from gpupipe.engine.local import LocalEngine, RunOptions
-    spec = gpupipe_spec("W3")
-    few = work / "w3-four-photos"
+    spec = gpupipe_spec(workload)
+    few = work / f"{workload}-four-photos"
     few.mkdir(parents=True, exist_ok=True)
     for photo in sorted(corpus.glob("*.jpg"))[:4]:
         shutil.copyfile(photo, few / photo.name)        # a copy: the corpus may be on another filesystem
 
     def timed(source: Path, streams: int, decode_overflow: bool, encode_overflow: bool) -> tuple[float, int, dict]:
-        out = work / "w3-setup"
+        out = work / f"{workload}-setup"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
         backend = CupyBackend(jpeg_decode=True, jpeg_encode=True, streams=streams)
@@ -366,7 +366,7 @@ def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
                  "first_failure": next(iter(summary.failure_examples.values()), [None])[0]})
 
     rows = {}
-    for label, setup in W3_SETUPS.items():
+    for label, setup in SETUPS.items():
         try:
             runs = [timed(corpus, *setup) for _ in range(repeats + 1)][1:]
             starts = [timed(few, *setup)[0] for _ in range(repeats)]
@@ -375,10 +375,10 @@ def w3_setups(corpus: Path, repeats: int, work: Path) -> dict:
             rows[label] = {"img_s": round(files / wall, 1), "run_start_s": round(start, 3),
                            "img_s_net_of_start": round((files - 4) / max(wall - start, 1e-9), 1),
                            "jpeg": runs[-1][2]}
-            print(f"W3 camera, nvJPEG codecs, {label:32} {rows[label]}", flush=True)
+            print(f"{workload} {corpus.name}, nvJPEG codecs, {label:38} {rows[label]}", flush=True)
         except Exception as exc:                      # one set-up failing must not cost the others
             rows[label] = {"error": f"{exc.__class__.__name__}: {exc}"}
-            print(f"W3 camera, nvJPEG codecs, {label:32} failed: {rows[label]['error']}", flush=True)
+            print(f"{workload} {corpus.name}, nvJPEG codecs, {label:38} failed: {rows[label]['error']}", flush=True)
     return rows
 
 
@@ -420,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                     "this host and corpora: adds their img/s and each configuration's ratio to the fastest")
     ap.add_argument("--merge-peers", nargs=2, type=Path, metavar=("RESULT", "PEERS"), help="no GPU work: add "
                     "a peers file from the same host to an earlier result of this benchmark, in place")
+    ap.add_argument("--setups", help="comma-separated of W2, W3: the GPU backend set up each of SETUPS' ways, "
+                    "with both nvJPEG codecs (default: W3 when --workloads has it)")
     ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
     a = ap.parse_args(argv)
     if a.merge_peers:                      # the peers ran in another device call than the workloads
@@ -466,10 +468,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.peers is not None and a.peers.is_file():
             attach_peers(result, a.peers)
         save()
-        if nvjpeg_w3:
-            work = Path(tempfile.mkdtemp(prefix="gpupipe-w3-setups-"))
+        setup_corpora = {"W2": corpora["imagenet"], "W3": gpu_corpora["camera"]}
+        wanted = a.setups if a.setups is not None else "W3" if "W3" in a.workloads else ""
+        for workload in wanted.split(",") if nvimgcodec_unavailable_reason() is None and wanted else []:
+            work = Path(tempfile.mkdtemp(prefix="gpupipe-setups-"))
             try:
-                result["w3_setups"] = w3_setups(gpu_corpora["camera"], a.repeats, work)
+                result.setdefault("setups", {})[workload] = setups(workload, setup_corpora[workload], a.repeats, work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             save()

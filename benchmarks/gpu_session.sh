@@ -28,7 +28,7 @@
 #   3. the peers call above (carry .peerwhl)                Pillow, pyvips, OpenCV W1-W3        ~4 min
 #   4. GPU_TESTS_TIMEOUT=1 GPU_SCALING=1 GPU_BENCH_TIMEOUT=1  scaling, both backends          ~5 min
 #   5. GPU_TESTS_TIMEOUT=1 GPU_BENCH_TIMEOUT=540 GPU_BENCH_SUFFIX=-w12
-#      GPU_BENCH_ARGS="--skip-kernels --workloads W1,W2"    W1, W2                              ~5 min
+#      GPU_BENCH_ARGS="--skip-kernels --workloads W1,W2 --setups W2"   W1, W2, W2's set-ups  ~7 min
 # then --merge-peers the peers file into the -w3 and -w12 results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
