@@ -7,6 +7,7 @@ engine ran them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import random
@@ -52,23 +53,27 @@ def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool 
     and a codec bug on one file becomes that file's InternalError, never the run's.
     ``device_jpeg``: the backend decodes JPEGs itself, so those it can take are only checked
     here (``codecs.defer_jpeg``) and their pixels are made on the device."""
-    try:
+    with _codec_errors_as_input_errors():
         if device_jpeg:
             deferred = codecs.defer_jpeg(data, max_pixels=max_pixels, min_size=spec.decode_hint)
             if deferred is not None:
                 return deferred
         return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise unexpected(exc) from exc
 
 
 def decode_deferred(deferred: codecs.DeferredJpeg):
     """A deferred JPEG's pixels decoded on the host after all (the device is busy): what
     ``decode_input`` would have given; InputError on bad data."""
-    try:
+    with _codec_errors_as_input_errors():
         return deferred.decode_on_host()
+
+
+@contextlib.contextmanager
+def _codec_errors_as_input_errors():
+    """InputErrors pass; any other exception from a codec (a bug met on one file) becomes that
+    file's InternalError, never the run's."""
+    try:
+        yield
     except InputError:
         raise
     except Exception as exc:
