@@ -45,7 +45,7 @@ from .driver import Driver
 from .idle import IdleMeter
 from .options import (DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, RunOptions,  # noqa: F401  (re-exported)
                       usable_cores, worker_processes)
-from .process import process_batch, process_fitting
+from .process import device_jpeg_plan, process_batch, process_fitting
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
 from .results import CANCELLED, FAILED, FileOutcome, RunResult
@@ -389,8 +389,7 @@ class LocalEngine(Driver):
                 return formats
             step = HOST_ENCODE_STEP if spare > SPARE_TARGET else -HOST_ENCODE_STEP
             share = self._host_encode_share = min(1.0, max(0.0, self._host_encode_share + step))
-        writing_jpeg = [i for i, fmt in enumerate(formats)
-                        if any(variant.output_format(fmt) == "jpeg" for variant in self.spec.variants)]
+        writing_jpeg = sorted(set().union(*(images for _, images in device_jpeg_plan(self.spec, formats).values())))
         for position in writing_jpeg[len(writing_jpeg) - round(share * len(writing_jpeg)):]:
             formats[position] = None
         return formats
