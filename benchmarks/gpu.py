@@ -328,10 +328,10 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
 # How the GPU backend could be set up with both nvJPEG codecs: label -> (device streams,
 # RunOptions.host_decode_overflow, .host_encode_overflow). gpupipe's own: 2 streams, both on.
 SETUPS = {"2 streams, GPU codecs only": (2, False, False),
-             "2 streams, host takes decode overflow": (2, True, False),
-             "2 streams, host takes both overflows": (2, True, True),
-             "4 streams, GPU codecs only": (4, False, False),
-             "4 streams, host takes both overflows": (4, True, True)}
+          "2 streams, host takes decode overflow": (2, True, False),
+          "2 streams, host takes both overflows": (2, True, True),
+          "4 streams, GPU codecs only": (4, False, False),
+          "4 streams, host takes both overflows": (4, True, True)}
 
 
 def setups(workload: str, corpus: Path, repeats: int, work: Path) -> dict:
@@ -459,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         gpu_corpora = {"camera": make_corpus.ensure_corpus("camera1000", count=CAMERA_GPU_COUNT)}
         result["max_memory"] = MAX_MEMORY
         from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
-        nvjpeg_w3 = nvimgcodec_unavailable_reason() is None and "W3" in a.workloads
-        if nvjpeg_w3:
+        nvjpeg = nvimgcodec_unavailable_reason() is None
+        if nvjpeg and "W3" in a.workloads:
             result["nvjpeg_ceiling"] = codec_ceiling(cupy, gpu_corpora["camera"], a.repeats)
             save()
         result["workloads"] = workloads(corpora, a.repeats, gpu_corpora, tuple(a.workloads.split(",")),
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
         setup_corpora = {"W2": corpora["imagenet"], "W3": gpu_corpora["camera"]}
         wanted = a.setups if a.setups is not None else "W3" if "W3" in a.workloads else ""
-        for workload in wanted.split(",") if nvimgcodec_unavailable_reason() is None and wanted else []:
+        for workload in wanted.split(",") if nvjpeg and wanted else []:
             work = Path(tempfile.mkdtemp(prefix="gpupipe-setups-"))
             try:
                 result.setdefault("setups", {})[workload] = setups(workload, setup_corpora[workload], a.repeats, work)

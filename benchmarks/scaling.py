@@ -28,6 +28,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -49,10 +50,15 @@ def worker_counts(cores: int) -> list[int]:
     return counts + [cores]
 
 
-def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict,
-            fsync: bool = False) -> tuple[float, float, int, float, dict[str, float]]:
-    """(wall seconds, CPU seconds of this process and its worker processes, files done, CPU seconds
-    of this process alone, those by pipeline stage) of one run."""
+class Run(NamedTuple):
+    wall: float                          # seconds
+    cpu: float                           # CPU seconds of this process and its worker processes
+    files: int                           # done, or failed
+    engine_cpu: float                    # CPU seconds of this process alone
+    engine_cpu_by_stage: dict[str, float]   # those by pipeline stage (RunSummary.cpu_seconds_by_stage)
+
+
+def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict, fsync: bool = False) -> Run:
     out = work / f"out-{backend}-{workers}"
     shutil.rmtree(out, ignore_errors=True)
     before, started = os.times(), time.perf_counter()
@@ -62,7 +68,7 @@ def one_run(corpus: Path, work: Path, backend: str, workers: int, extra: dict,
     shutil.rmtree(out, ignore_errors=True)
     cpu = sum(after[:4]) - sum(before[:4])      # user + system, and the workers' once they have exited
     engine = sum(after[:2]) - sum(before[:2])
-    return wall, cpu, result.summary.processed + result.summary.failed, engine, result.summary.cpu_seconds_by_stage
+    return Run(wall, cpu, result.summary.processed + result.summary.failed, engine, result.summary.cpu_seconds_by_stage)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,18 +93,19 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 extra = {**base, "parallel": mode}
                 runs = [one_run(corpus, work, a.backend, workers, extra) for _ in range(a.repeats)]
-                wall = statistics.median(r[0] for r in runs)
-                busy = statistics.median(r[1] / r[0] for r in runs)
+                wall = statistics.median(r.wall for r in runs)
+                busy = statistics.median(r.cpu / r.wall for r in runs)
                 # With worker processes, the engine's own process (reading, writing, journal) is
                 # one interpreter: its CPU per file bounds the img/s any number of workers reaches.
-                engine_ms = statistics.median(1000 * r[3] / r[2] for r in runs)
+                engine_ms = statistics.median(1000 * r.engine_cpu / r.files for r in runs)
                 # Which threads used that CPU: codec threads busy, or one core's worth of Python.
-                by_stage = {stage: round(statistics.median(1000 * r[4].get(stage, 0.0) / r[2] for r in runs), 3)
-                            for stage in runs[0][4]}
-                rows.append({"workers": workers, "parallel": mode, "img_s": runs[0][2] / wall, "cores_busy": busy,
+                by_stage = {stage: round(statistics.median(1000 * r.engine_cpu_by_stage.get(stage, 0.0) / r.files
+                                                           for r in runs), 3)
+                            for stage in runs[0].engine_cpu_by_stage}
+                rows.append({"workers": workers, "parallel": mode, "img_s": runs[0].files / wall, "cores_busy": busy,
                              "engine_process_cpu_ms_per_file": round(engine_ms, 3),
                              "engine_cpu_ms_per_file_by_stage": by_stage,
-                             "walls": [round(r[0], 3) for r in runs]})
+                             "walls": [round(r.wall, 3) for r in runs]})
                 print(f"{a.backend} {mode:9} workers {workers:3}: {rows[-1]['img_s']:7.0f} img/s, "
                       f"{busy:5.2f} of {cores} cores busy, engine process {engine_ms:.2f} ms CPU a file",
                       flush=True)
@@ -109,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = [one_run(corpus, disk, a.backend, counts[-1], base, fsync=True) for _ in range(a.repeats)]
         finally:
             shutil.rmtree(disk, ignore_errors=True)
-        wall = statistics.median(r[0] for r in runs)
-        fsynced = {"workers": counts[-1], "img_s": runs[0][2] / wall, "on": str(disk.parent),
-                   "walls": [round(r[0], 3) for r in runs]}
+        wall = statistics.median(r.wall for r in runs)
+        fsynced = {"workers": counts[-1], "img_s": runs[0].files / wall, "on": str(disk.parent),
+                   "walls": [round(r.wall, 3) for r in runs]}
         print(f"{a.backend} workers {counts[-1]:3}, fsync on disk: {fsynced['img_s']:7.0f} img/s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -5,6 +5,7 @@ silently testing nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 _candidates = [os.environ.get("GPUPIPE_CORPUS"),
@@ -19,7 +20,6 @@ assert KODAK, f"no kodak/*.png under {CORPUS}"
 def copies(photos, directory: Path, times: int) -> Path:
     """A new ``directory`` holding ``times`` copies of each photo ("<copy>-<name>"): a corpus
     big enough for batches and queues to fill."""
-    import shutil
     directory.mkdir(parents=True)
     for copy in range(times):
         for photo in photos:
