@@ -82,6 +82,10 @@ class OutputConflict(InputError):
     error_class = "output_conflict"   # another input already writes this output path
 
 
+class OutputExists(InputError):
+    error_class = "output_exists"     # a file gpupipe did not write is at the output path (kept; --overwrite replaces)
+
+
 class WriteError(InputError):
     error_class = "write_error"       # this output could not be written
 
