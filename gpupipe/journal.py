@@ -131,6 +131,12 @@ class Journal:
             return Decision(False)
         return Decision(True, "done before, unchanged")
 
+    def wrote(self, output_path: str) -> bool:
+        """Whether this journal recorded ``output_path`` as an output gpupipe wrote: a file there
+        may be replaced by a new run; any other file at an output path is the user's and is kept."""
+        with self._mutex:
+            return self._db.execute("SELECT 1 FROM outputs WHERE path = ?", (output_path,)).fetchone() is not None
+
     # ------------------------------------------------------------------ records
 
     def record(self, outcome: FileOutcome) -> None:
