@@ -48,6 +48,27 @@ def walk(root: Path | bytes, skip: bytes | None = None):
                 stack.append(path)
 
 
+def remove_tree(root: Path | bytes) -> None:
+    """rm -rf without recursion: pytest's own clean-up of old temporary folders (shutil.rmtree,
+    recursive before Python 3.12) would die on the deep trees these tests make."""
+    root = os.fsencode(root)
+    if not os.path.lexists(root):
+        return
+    stack = [(root, False)]
+    while stack:
+        path, emptied = stack.pop()
+        if emptied:
+            os.rmdir(path)
+            continue
+        stack.append((path, True))
+        for name in os.listdir(path):
+            child = os.path.join(path, name)
+            if stat.S_ISDIR(os.lstat(child).st_mode):
+                stack.append((child, False))
+            else:
+                os.unlink(child)
+
+
 def small_photo(size: tuple[int, int] = (48, 32)) -> Image.Image:
     with Image.open(PHOTO) as im:
         im.draft("RGB", (im.width // 8, im.height // 8))

@@ -57,6 +57,14 @@ def report_outcomes(report: Path) -> tuple[dict[bytes, dict], dict]:
     return by_path, data["summary"]
 
 
+@pytest.fixture
+def tmp_path(tmp_path: Path):
+    """pytest's tmp_path, emptied here: its deep trees would break pytest's own clean-up."""
+    yield tmp_path
+    hostile.remove_tree(tmp_path)
+    tmp_path.mkdir()
+
+
 @pytest.mark.parametrize("parallel", ["threads", "processes"])
 def test_every_hostile_input_gets_exactly_its_one_outcome(tmp_path: Path, parallel: str) -> None:
     inputs, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
