@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from .metrics import parse_address
 from .observe import ProgressDisplay
 from .tracing import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
+from .sidefiles import STDOUT, printable
 from .spec import Spec
 
 app = typer.Typer(help="Process whole directories of images: resize, filters, watermarks, format conversion — "
@@ -342,23 +344,21 @@ def run(
         memory = None if max_memory.strip().lower() == "auto" else parse_memory(max_memory)
         device_memory = parse_memory(gpu_memory) if gpu_memory else None
         metrics_host, metrics_port_number = parse_address(metrics_port) if metrics_port else ("127.0.0.1", None)
+        api.check_numbers(workers=workers, max_memory=memory, gpu_memory=device_memory, max_pixels=max_pixels,
+                          retries=retries, stall_timeout=stall_timeout)
+        _check_one_stdout({"--report": report, "--log": log_file, "--trace": trace, "--metrics-file": metrics_file})
         if dry_run:
             sources.check_inputs(inputs)
-            spec.check_resources()
+            spec.check_resources(max_pixels=max_pixels)
             _dry_run(inputs, output, spec, select_backend(backend, workers=workers or usable_cores()).describe(),
                      not no_recursive, hidden, all_files)
             return
+        side = _SideFiles.open(report, log_file, trace, {
+            "gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get("gpupipe_raw_args", [])],
+            "spec": spec.to_dict(), "spec_hash": spec.hash()})
     except GpupipeError as exc:
         _fail_usage(exc)
-    writer = None
-    sinks: list = []                       # everything that records each input's outcome
-    if report is not None:
-        writer = ReportWriter(report, {"gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get(
-            "gpupipe_raw_args", [])], "spec": spec.to_dict(), "spec_hash": spec.hash()})
-        sinks.append(writer.add)
-    recorders = [StateLog(log_file)] if log_file else []
-    recorders += [ChromeTrace(trace)] if trace else []
-    sinks += recorders
+    result = None
     try:
         with ProgressDisplay(quiet=quiet) as display:
             # api.run validates everything else (inputs, output, backend, journal lock) before any work.
@@ -369,30 +369,93 @@ def run(
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
-                engine=engine, ray_address=ray_address, parallel=parallel,
-                on_outcome=(lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None,
+                engine=engine, ray_address=ray_address, parallel=parallel, on_outcome=side.on_outcome,
                 journal=False if no_journal else (journal_path or True))
     except GpupipeError as exc:
-        if writer:
-            writer.abandon()
+        side.abandon()
         _fail_usage(exc)
     except KeyboardInterrupt:
-        if writer:
-            writer.abandon()
-        err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
-        # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
-        # can abort the process (C++ terminate). The journal keeps what it recorded; leave at once.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-    finally:
-        for recorder in recorders:
-            recorder.close()
-    if writer:
-        writer.close(result.summary)
-    if not quiet:
-        print_summary(result.summary, Console(stderr=True))
+        _abort(side, backend)
+    side.close(result.summary)
+    print_summary(result.summary, Console(stderr=True), failures_only=quiet)
     raise typer.Exit(result.exit_code)
+
+
+class _SideFiles:
+    """The report, log and trace of one CLI run: opened before any work, fed every outcome,
+    closed at the end with any write failure (a full disk) added to the summary, not raised."""
+
+    def __init__(self) -> None:
+        self.writer: ReportWriter | None = None
+        self.recorders: list[StateLog | ChromeTrace] = []
+
+    @classmethod
+    def open(cls, report: Path | None, log_file: Path | None, trace: Path | None,
+             header: dict[str, Any]) -> "_SideFiles":
+        side = cls()
+        try:
+            if report is not None:
+                side.writer = ReportWriter(report, header)
+            if log_file is not None:
+                side.recorders.append(StateLog(log_file))
+            if trace is not None:
+                side.recorders.append(ChromeTrace(trace))
+        except GpupipeError:
+            side.abandon()
+            raise
+        return side
+
+    @property
+    def on_outcome(self):
+        sinks = ([self.writer.add] if self.writer else []) + self.recorders
+        if not sinks:
+            return None
+        return lambda outcome: [sink(outcome) for sink in sinks]
+
+    def close(self, summary) -> None:
+        """Log and trace first, so the report's summary lists their failures too."""
+        for side_file in self.recorders:
+            _close_into(side_file.close, summary)
+        if self.writer:
+            _close_into(lambda: self.writer.close(summary), summary)
+
+    def close_aborted(self, backend: str) -> None:
+        for side_file in self.recorders:
+            _close_into(side_file.close, None)
+        if self.writer:
+            _close_into(lambda: self.writer.close_aborted(backend), None)
+
+    def abandon(self) -> None:
+        for side_file in [*self.recorders, *([self.writer] if self.writer else [])]:
+            side_file.abandon()
+
+
+def _close_into(close, summary) -> None:
+    try:
+        close()
+    except GpupipeError as exc:
+        if summary is not None:
+            summary.side_file_errors.append(str(exc))
+        else:
+            err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False)
+
+
+def _abort(side: _SideFiles, backend: str) -> None:
+    """The second Ctrl+C: the report still gets what was done so far (marked aborted), then exit 130."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # a third Ctrl+C must not cut the report short
+    side.close_aborted(backend)
+    err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
+    # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
+    # can abort the process (C++ terminate). The journal keeps what it recorded; leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _check_one_stdout(side_files: dict[str, Optional[Path]]) -> None:
+    to_stdout = [option for option, path in side_files.items() if path is not None and str(path) == STDOUT]
+    if len(to_stdout) > 1:
+        raise UsageError(f"{' and '.join(to_stdout)} both ask for stdout ('-'); give at most one of them '-'")
 
 
 def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hidden: bool, all_files: bool) -> None:
