@@ -238,15 +238,27 @@ def check_watermark_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> No
 
     data = read_resource(path, "watermark image")
     shown = printable(str(path))
+    size = _declared_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise UsageError(f"watermark image {shown} is {size[0]}×{size[1]} = {size[0] * size[1]:,} pixels, above "
+                         f"the limit of {max_pixels:,} (--max-pixels); use a smaller image")
     try:
         with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                raise UsageError(f"watermark image {shown} is {width}×{height} = {width * height:,} pixels, above "
-                                 f"the limit of {max_pixels:,} (--max-pixels); use a smaller image")
             im.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UsageError(f"watermark image {shown} cannot be read: {exc}") from None
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header of a format gpupipe reads (Pillow's own bomb check, which
+    warns or raises at its fixed limit, never runs first); None for other formats, left to Pillow."""
+    from .errors import InputError
+
+    try:
+        info = codecs.probe(data, max_pixels=None)
+    except InputError:
+        return None
+    return info.width, info.height
 
 
 def check_watermark_font(path: str) -> None:
