@@ -469,12 +469,12 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
         if isinstance(item, sources.SourceFile):
             count += 1
             guess = codecs.format_from_name(item.relative.name)
-            targets = ", ".join(str(output / v.output_path(item.relative, guess)) for v in spec.variants)
-            out.print(f"{item.path} → {targets}", highlight=False, markup=False)
+            targets = ", ".join(printable(str(output / v.output_path(item.relative, guess))) for v in spec.variants)
+            out.print(f"{printable(str(item.path))} → {targets}", highlight=False, markup=False)
         elif isinstance(item, sources.Skipped):
-            out.print(f"skip {item.path}: {item.reason}", highlight=False, markup=False)
+            out.print(printable(f"skip {item.path}: {item.reason}"), highlight=False, markup=False)
         else:
-            out.print(f"[yellow]problem[/] {escape(f'{item.path}: {item.message}')}", highlight=False)
+            out.print(f"[yellow]problem[/] {escape(printable(f'{item.path}: {item.message}'))}", highlight=False)
     out.print(f"[bold]{count}[/] input(s); nothing written (--dry-run)")
 
 
@@ -513,8 +513,9 @@ def inspect(
             print(json.dumps(row), flush=True)
         else:
             size = f"{row['width']}×{row['height']}" if "width" in row else "—"
-            table.add_row(row["path"], row.get("format", "—"), str(row["bytes"]), size, row.get("mode", "—"),
-                          str(row.get("orientation", "—")), "; ".join(row.get("problems", [])))
+            table.add_row(escape(printable(row["path"])), row.get("format", "—"), str(row["bytes"]), size,
+                          row.get("mode", "—"), str(row.get("orientation", "—")),
+                          escape(printable("; ".join(row.get("problems", [])))))
     if not as_json:
         out.print(table)
     raise typer.Exit(1 if bad else 0)
@@ -537,13 +538,13 @@ def report_command(
         return
     out = Console()
     states = data["inputs"]
-    out.print(f"[bold]journal[/] {escape(data['journal'])}")
+    out.print(f"[bold]journal[/] {escape(printable(data['journal']))}")
     out.print(f"inputs done: {states.get('ok', 0)}, failed: {states.get('failed', 0)}; "
               f"outputs: {data['outputs']} ({data['output_bytes'] / 1e6:.1f} MB)")
     for error_class, failure in data["failures"].items():
         out.print(f"[red]{escape(error_class)}[/]: {failure['count']} input(s)")
         for example in failure["examples"]:
-            out.print(f"  {example['path']}: {example['message']}", markup=False, highlight=False)
+            out.print(printable(f"  {example['path']}: {example['message']}"), markup=False, highlight=False)
     for run in data["runs"][:1]:
         summary = run["summary"] or {}
         out.print(f"last run: processed {summary.get('processed', '?')}, failed {summary.get('failed', '?')}, "

@@ -402,3 +402,16 @@ def test_api_refuses_numbers_that_cannot_work(photos: Path, tmp_path: Path, bad:
     with pytest.raises(UsageError, match=next(iter(bad))):
         gpupipe.run(photos, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", **bad)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "--dry-run", "--thumbnail", "16", "-o", "OUT"], ["inspect"]])
+def test_dry_run_and_inspect_print_odd_names_to_a_strict_utf8_stdout(odd_names: Path, tmp_path: Path,
+                                                                     command: list[str]) -> None:
+    """PYTHONIOENCODING=utf-8 makes stdout strict (as under an en_US.UTF-8 locale): a raw surrogate
+    printed there is a UnicodeEncodeError."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8", "COLUMNS": "300"}
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    done = subprocess.run([sys.executable, "-m", "gpupipe", args[0], str(odd_names), *args[1:]],
+                          capture_output=True, env=env, timeout=120)
+    assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
+    assert b"caf\\xe9.png" in done.stdout
