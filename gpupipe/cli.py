@@ -166,7 +166,7 @@ def parse_memory(text: str) -> int:
 
 
 def _fail_usage(exc: GpupipeError) -> None:
-    err.print(f"[red]error:[/] {escape(str(exc))}")
+    err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False)
     raise typer.Exit(2)
 
 

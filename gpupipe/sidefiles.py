@@ -25,6 +25,7 @@ from typing import TextIO
 from .errors import SystemFailure, UsageError
 
 STDOUT = "-"
+HELD_BYTES = 64 * 1024         # held in memory before the first write (see SideFile)
 _NAME_MAX = 255
 
 
@@ -49,6 +50,8 @@ class SideFile:
 
     ``write`` never raises: the first OSError is kept, the file is dropped and later writes are
     ignored; ``close`` then raises SystemFailure with it. ``abandon`` drops the file quietly.
+    The first 64 KB are held in memory, so a run that never starts (a usage error found later)
+    writes nothing into a FIFO or stdout and leaves a link's target as it was.
     """
 
     def __init__(self, path: str | os.PathLike, option: str) -> None:
@@ -58,6 +61,9 @@ class SideFile:
         self._tmp: Path | None = None
         self._file: TextIO | None = None
         self._owned = True
+        self._held: list[str] | None = []          # None once the file is being written
+        self._held_size = 0
+        self._truncate = False                      # a link's regular target: emptied at the first write
         if str(path) == STDOUT:
             self._file, self._owned = sys.stdout, False
             return
@@ -86,10 +92,12 @@ class SideFile:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         else:
             # FIFO, character device (/dev/stdout, /dev/null) or symlink: write through, replace nothing.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
                 os.close(fd)
                 raise UsageError(f"{self.option} {printable(str(self.path))} leads to a directory")
+            self._truncate = stat.S_ISREG(mode)
         # JSON written with ensure_ascii is ASCII; backslashreplace keeps anything else from raising.
         self._file = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
 
@@ -101,10 +109,22 @@ class SideFile:
     def write(self, text: str) -> None:
         if self._file is None:
             return
+        if self._held is not None:
+            self._held.append(text)
+            self._held_size += len(text)
+            if self._held_size < HELD_BYTES:
+                return
         try:
-            self._file.write(text)
+            self._file.write(self._release() if self._held is not None else text)
         except OSError as exc:
             self._fail(exc)
+
+    def _release(self) -> str:
+        """Stop holding: the held text, to be written now (a link's target emptied first)."""
+        held, self._held = "".join(self._held or ()), None
+        if self._truncate:
+            os.ftruncate(self._file.fileno(), 0)
+        return held
 
     def _fail(self, exc: OSError) -> None:
         self.error = self.error or exc
@@ -126,6 +146,11 @@ class SideFile:
     def close(self) -> None:
         """Finish the file (flush, fsync and rename a temporary into place).
         Raises SystemFailure if any write failed; the target is then left as it was."""
+        if self._file is not None and self._held is not None:
+            try:
+                self._file.write(self._release())
+            except OSError as exc:
+                self._fail(exc)
         file, self._file = self._file, None
         if file is not None:
             try:
@@ -150,11 +175,7 @@ class SideFile:
 
     def abandon(self) -> None:
         """Drop the file: a temporary is removed, the target left as it was."""
-        if self._file is not None and not self._owned:
-            try:
-                self._file.flush()
-            except OSError:
-                pass
+        self._held = None
         self._drop()
 
 

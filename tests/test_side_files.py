@@ -110,6 +110,19 @@ def full_disk(tmp_path: Path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
+def private_null(directory: Path) -> Path:
+    """A character device of our own, the twin of /dev/null: a test run against code that replaces
+    special files must not replace the machine's /dev/null (skipped, saying why, where mknod fails)."""
+    null = directory / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        with open(null, "wb") as f:
+            f.write(b"x")
+    except OSError as exc:
+        pytest.skip(f"cannot make and use a character device here: {exc}")
+    return null
+
+
 def flat(text: str | bytes) -> str:
     """Console text with rich's line wrapping and column padding undone."""
     return " ".join((text.decode(errors="replace") if isinstance(text, bytes) else text).split())
@@ -129,8 +142,9 @@ def test_side_files_write_through_fifos_links_and_devices(photos: Path, tmp_path
     (tmp_path / "log.link").symlink_to(target)
     metrics_target = tmp_path / "metrics.prom"
     (tmp_path / "metrics.link").symlink_to(metrics_target)      # dangling: written through, the link kept
+    null = private_null(tmp_path)
     result = gp("run", photos, "-o", tmp_path / "out", "--thumbnail", "32", "--backend", "cpu",
-                "--report", report.path, "--log", tmp_path / "log.link", "--trace", "/dev/null",
+                "--report", report.path, "--log", tmp_path / "log.link", "--trace", null,
                 "--metrics-file", tmp_path / "metrics.link")
     assert result.exit_code == 0, result.output
     assert json.loads(report.text())["summary"]["processed"] == 2
@@ -140,7 +154,7 @@ def test_side_files_write_through_fifos_links_and_devices(photos: Path, tmp_path
     assert states.count("ok") == 2 and "old log" not in target.read_text()
     assert (tmp_path / "metrics.link").is_symlink()
     assert "gpupipe_files_total" in metrics_target.read_text()
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
     assert leftovers(tmp_path) == []
 
 
@@ -415,3 +429,18 @@ def test_dry_run_and_inspect_print_odd_names_to_a_strict_utf8_stdout(odd_names: 
                           capture_output=True, env=env, timeout=120)
     assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
     assert b"caf\\xe9.png" in done.stdout
+
+
+def test_a_run_refused_after_the_side_files_opened_leaves_their_targets_as_they_were(photos: Path,
+                                                                                     tmp_path: Path) -> None:
+    """The side files open before api.run checks the rest (here a backend that does not exist): a
+    link's target keeps its bytes, stdout and a FIFO get nothing, no temporary is left."""
+    target = tmp_path / "old-report.json"
+    target.write_text("yesterday's report")
+    (tmp_path / "report.link").symlink_to(target)
+    fifo = FifoReader(tmp_path / "log.fifo")
+    done = gp_process("run", photos, "-o", tmp_path / "out", "--thumbnail", "32", "--backend", "nosuch",
+                      "--report", tmp_path / "report.link", "--log", fifo.path, "--trace", "-")
+    assert done.returncode == 2, done.stderr.decode()
+    assert target.read_text() == "yesterday's report" and done.stdout == b"" and fifo.text() == ""
+    assert leftovers(tmp_path) == []
