@@ -166,7 +166,7 @@ def parse_memory(text: str) -> int:
 
 
 def _fail_usage(exc: GpupipeError) -> None:
-    err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False)
+    err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -437,7 +437,7 @@ def _close_into(close, summary) -> None:
         if summary is not None:
             summary.side_file_errors.append(str(exc))
         else:
-            err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False)
+            err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
 
 
 def _abort(side: _SideFiles, backend: str) -> None:

@@ -15,25 +15,28 @@ from .sidefiles import SideFile, printable
 
 
 def print_summary(summary: RunSummary, console: Console, *, failures_only: bool = False) -> None:
-    """The run for people. ``failures_only`` (--quiet): just what went wrong, never nothing."""
+    """The run for people. ``failures_only`` (--quiet): just what went wrong, never nothing.
+    Lines naming paths are not wrapped, so a path can be copied or grepped whole."""
     if not failures_only:
         _print_counts(summary, console)
     for cls, count in sorted(summary.failures_by_class.items(), key=lambda kv: -kv[1]):
         console.print(f"[red]{escape(printable(cls))}[/]: {count} file(s)", highlight=False)
         for example in summary.failure_examples[cls]:
-            console.print(f"  {printable(example)}", highlight=False, markup=False)
+            console.print(f"  {printable(example)}", highlight=False, markup=False, soft_wrap=True)
         if count > len(summary.failure_examples[cls]):
             console.print(f"  … and {count - len(summary.failure_examples[cls])} more (see --report)")
     if not failures_only:
         for note in summary.notes:
-            console.print(f"[yellow]note[/]: {escape(printable(note))}", highlight=False)
+            console.print(f"[yellow]note[/]: {escape(printable(note))}", highlight=False, soft_wrap=True)
         for problem in summary.scan_problems[:5]:
-            console.print(f"[yellow]scan problem[/]: {escape(printable(problem))}", highlight=False)
+            console.print(f"[yellow]scan problem[/]: {escape(printable(problem))}", highlight=False,
+                          soft_wrap=True)
     for problem in summary.side_file_errors:
-        console.print(f"[red]error[/]: {escape(printable(problem))}", highlight=False)
+        console.print(f"[red]error[/]: {escape(printable(problem))}", highlight=False, soft_wrap=True)
     if summary.stop_reason:
         style = "yellow" if summary.interrupted else "red"
-        console.print(f"[{style}]stopped early[/]: {escape(printable(summary.stop_reason))}", highlight=False)
+        console.print(f"[{style}]stopped early[/]: {escape(printable(summary.stop_reason))}", highlight=False,
+                      soft_wrap=True)
 
 
 def _print_counts(summary: RunSummary, console: Console) -> None:
