@@ -246,11 +246,11 @@ def run(
     background: str = typer.Option("#ffffff", "--background", help="Colour for --pad and for flattening alpha into "
                                    "formats without it (JPEG).", rich_help_panel=OUTPUT_PANEL),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", help="Write every input's outcome "
-                                          "as JSON.", rich_help_panel=OUTPUT_PANEL),
+                                          "as JSON ('-': stdout).", rich_help_panel=OUTPUT_PANEL),
     log_file: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="JSON lines: every input's state "
-                                            "transitions with timestamps and durations.", rich_help_panel=OUTPUT_PANEL),
+                                            "transitions with timestamps and durations ('-': stdout).", rich_help_panel=OUTPUT_PANEL),
     trace: Optional[Path] = typer.Option(None, "--trace", metavar="FILE.json", help="Chrome/Perfetto trace: one span "
-                                         "per input per stage, on the thread that ran it.",
+                                         "per input per stage, on the thread that ran it ('-': stdout).",
                                          rich_help_panel=OUTPUT_PANEL),
     metrics_port: Optional[str] = typer.Option(None, "--metrics-port", metavar="[HOST:]PORT", help="Serve "
                                                "Prometheus metrics at http://127.0.0.1:PORT/metrics while the run "
@@ -259,7 +259,7 @@ def run(
                                                rich_help_panel=OUTPUT_PANEL),
     metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", metavar="FILE.prom", help="Write the "
                                                 "Prometheus metrics there at the end, also after a failure or "
-                                                "Ctrl+C (text format, for node_exporter's textfile collector).",
+                                                "Ctrl+C (text format, for node_exporter's textfile collector; '-': stdout).",
                                                 rich_help_panel=OUTPUT_PANEL),
     no_recursive: bool = typer.Option(False, "--no-recursive", help="Don't descend into subdirectories.",
                                       rich_help_panel=INPUT_PANEL),
@@ -321,7 +321,7 @@ def run(
                               rich_help_panel=RUN_PANEL),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and every input → output; write nothing.",
                                  rich_help_panel=RUN_PANEL),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; errors only.",
+    quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; failures and errors only.",
                                rich_help_panel=RUN_PANEL),
 ) -> None:
     """Process images: gpupipe run IN [IN...] -o OUT [op flags] [--format F] [--quality Q].
