@@ -15,6 +15,7 @@ FIFO swapped in after the check cannot hang the run.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import stat
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import SystemFailure, UsageError
+
+log = logging.getLogger("gpupipe")
 
 STDOUT = "-"
 HELD_BYTES = 64 * 1024         # held in memory before the first write (see SideFile)
@@ -34,8 +37,7 @@ def printable(text: str) -> str:
     control characters (a newline in a file name) escaped too, never a UnicodeEncodeError."""
     raw = _fsencode(text) if isinstance(text, str) else bytes(text)
     decoded = raw.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
-                   for c in decoded)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in decoded)
 
 
 def _fsencode(text: str) -> bytes:
@@ -72,10 +74,6 @@ class SideFile:
         except OSError as exc:
             raise UsageError(f"{option} {printable(str(self.path))}: cannot write it: "
                              f"{exc.strerror or exc}") from None
-
-    @property
-    def atomic(self) -> bool:
-        return self._tmp is not None
 
     def _open(self) -> None:
         try:
@@ -137,11 +135,12 @@ class SideFile:
                 file.close()
             except OSError:
                 pass            # the buffered rest cannot be written either: the error is already kept
-        if self._tmp is not None:
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
             try:
-                os.unlink(self._tmp)
-            except FileNotFoundError:
-                pass
+                os.unlink(tmp)
+            except OSError:
+                log.warning("could not remove %s's temporary %s", self.option, printable(str(tmp)))
 
     def close(self) -> None:
         """Finish the file (flush, fsync and rename a temporary into place).
@@ -170,7 +169,7 @@ class SideFile:
 
     def failure_message(self) -> str:
         error = self.error
-        why = error.strerror or str(error) if error else "unknown error"
+        why = (error.strerror or str(error)) if error else "unknown error"
         return f"cannot write {self.option} {printable(str(self.path))}: {why}"
 
     def abandon(self) -> None:
@@ -179,12 +178,7 @@ class SideFile:
         self._drop()
 
 
-def check_regular(path: str | os.PathLike, what: str) -> None:
-    """UsageError unless ``path`` is a readable regular file (after following links)."""
-    read_resource(path, what, read=False)
-
-
-def read_resource(path: str | os.PathLike, what: str, *, read: bool = True) -> bytes:
+def read_resource(path: str | os.PathLike, what: str) -> bytes:
     """The bytes of a file gpupipe reads besides inputs (a spec, a watermark image or font).
 
     It must be a regular file: checked before opening, and the open is non-blocking, so a FIFO
@@ -203,8 +197,6 @@ def read_resource(path: str | os.PathLike, what: str, *, read: bool = True) -> b
         raise UsageError(f"{what} {shown} cannot be read: {exc.strerror or exc}") from None
     try:
         _require_regular(os.fstat(fd), what, shown)      # swapped for a FIFO between stat and open
-        if not read:
-            return b""
         with os.fdopen(fd, "rb", closefd=False) as file:
             return file.read()
     except OSError as exc:
