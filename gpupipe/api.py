@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -87,11 +88,11 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         raise UsageError("ray_address (--ray-address) needs engine 'ray' (--engine ray)")
     if parallel not in PARALLEL_CHOICES:
         raise UsageError(f"parallel must be one of {', '.join(PARALLEL_CHOICES)}, got {parallel!r}")
-    if workers is not None and workers < 1:
-        raise UsageError(f"workers must be ≥ 1, got {workers}")
+    check_numbers(workers=workers, max_memory=max_memory, gpu_memory=gpu_memory, max_pixels=max_pixels,
+                  retries=retries, stall_timeout=stall_timeout)
     sources.check_inputs(inputs)
     check_output_dir(Path(output))
-    spec.check_resources()
+    spec.check_resources(max_pixels=max_pixels)
     workers = workers or usable_cores()
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
@@ -137,7 +138,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     finally:
         try:
             if metrics is not None:
-                _finish_metrics(metrics, metrics_file, failed=result is None)
+                _finish_metrics(metrics, metrics_file, result)
         finally:
             chosen.close()
             if options.journal is not None:
@@ -180,17 +181,41 @@ def _start_metrics(port: int | None, host: str, path: str | Path | None):
     return metrics
 
 
-def _finish_metrics(metrics, path: str | Path | None, failed: bool) -> None:
-    """Write the textfile (also after a failed or interrupted run), then free the port."""
+def _finish_metrics(metrics, path: str | Path | None, result: RunResult | None) -> None:
+    """Write the textfile (also after a failed or interrupted run), then free the port.
+    A textfile that cannot be written (a full disk) is one of the run's side-file errors:
+    the outputs and the journal are fine, the exit code says the run did not deliver it all."""
     try:
         if path is not None:
             metrics.write_textfile(path)
-    except GpupipeError:
-        if not failed:
-            raise
-        logging.getLogger("gpupipe").exception("metrics file not written")   # keep the run's own error
+    except GpupipeError as exc:
+        if result is not None:
+            result.summary.side_file_errors.append(str(exc))
+        else:
+            logging.getLogger("gpupipe").error("metrics file not written: %s", exc)   # keep the run's own error
     finally:
         metrics.close()
+
+
+def check_numbers(*, workers: int | None = None, max_memory: int | None = None, gpu_memory: int | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, retries: int = 3, stall_timeout: float = 300.0) -> None:
+    """UsageError for a count or limit that cannot work (zero, negative, not a number), before any work."""
+    _whole("workers (--workers)", workers, 1, optional=True)
+    _whole("max_memory (--max-memory)", max_memory, 1, optional=True)
+    _whole("gpu_memory (--gpu-memory)", gpu_memory, 1, optional=True)
+    _whole("max_pixels (--max-pixels)", max_pixels, 1)
+    _whole("retries (--retries)", retries, 0)
+    if (isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float))
+            or not math.isfinite(stall_timeout) or stall_timeout <= 0):
+        raise UsageError(f"stall_timeout (--stall-timeout) must be a number of seconds above 0, got "
+                         f"{stall_timeout!r}")
+
+
+def _whole(what: str, value: Any, least: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{what} must be a whole number ≥ {least}, got {value!r}")
 
 
 def _chain(first: Callable[[FileOutcome], None], then: Callable[[FileOutcome], None] | None):

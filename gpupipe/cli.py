@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from .metrics import parse_address
 from .observe import ProgressDisplay
 from .tracing import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
+from .sidefiles import STDOUT, printable
 from .spec import Spec
 
 app = typer.Typer(help="Process whole directories of images: resize, filters, watermarks, format conversion — "
@@ -164,7 +166,7 @@ def parse_memory(text: str) -> int:
 
 
 def _fail_usage(exc: GpupipeError) -> None:
-    err.print(f"[red]error:[/] {escape(str(exc))}")
+    err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -244,11 +246,11 @@ def run(
     background: str = typer.Option("#ffffff", "--background", help="Colour for --pad and for flattening alpha into "
                                    "formats without it (JPEG).", rich_help_panel=OUTPUT_PANEL),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", help="Write every input's outcome "
-                                          "as JSON.", rich_help_panel=OUTPUT_PANEL),
+                                          "as JSON ('-': stdout).", rich_help_panel=OUTPUT_PANEL),
     log_file: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="JSON lines: every input's state "
-                                            "transitions with timestamps and durations.", rich_help_panel=OUTPUT_PANEL),
+                                            "transitions with timestamps and durations ('-': stdout).", rich_help_panel=OUTPUT_PANEL),
     trace: Optional[Path] = typer.Option(None, "--trace", metavar="FILE.json", help="Chrome/Perfetto trace: one span "
-                                         "per input per stage, on the thread that ran it.",
+                                         "per input per stage, on the thread that ran it ('-': stdout).",
                                          rich_help_panel=OUTPUT_PANEL),
     metrics_port: Optional[str] = typer.Option(None, "--metrics-port", metavar="[HOST:]PORT", help="Serve "
                                                "Prometheus metrics at http://127.0.0.1:PORT/metrics while the run "
@@ -257,7 +259,7 @@ def run(
                                                rich_help_panel=OUTPUT_PANEL),
     metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", metavar="FILE.prom", help="Write the "
                                                 "Prometheus metrics there at the end, also after a failure or "
-                                                "Ctrl+C (text format, for node_exporter's textfile collector).",
+                                                "Ctrl+C (text format, for node_exporter's textfile collector; '-': stdout).",
                                                 rich_help_panel=OUTPUT_PANEL),
     no_recursive: bool = typer.Option(False, "--no-recursive", help="Don't descend into subdirectories.",
                                       rich_help_panel=INPUT_PANEL),
@@ -319,7 +321,7 @@ def run(
                               rich_help_panel=RUN_PANEL),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and every input → output; write nothing.",
                                  rich_help_panel=RUN_PANEL),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; errors only.",
+    quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; failures and errors only.",
                                rich_help_panel=RUN_PANEL),
 ) -> None:
     """Process images: gpupipe run IN [IN...] -o OUT [op flags] [--format F] [--quality Q].
@@ -342,23 +344,21 @@ def run(
         memory = None if max_memory.strip().lower() == "auto" else parse_memory(max_memory)
         device_memory = parse_memory(gpu_memory) if gpu_memory else None
         metrics_host, metrics_port_number = parse_address(metrics_port) if metrics_port else ("127.0.0.1", None)
+        api.check_numbers(workers=workers, max_memory=memory, gpu_memory=device_memory, max_pixels=max_pixels,
+                          retries=retries, stall_timeout=stall_timeout)
+        _check_one_stdout({"--report": report, "--log": log_file, "--trace": trace, "--metrics-file": metrics_file})
         if dry_run:
             sources.check_inputs(inputs)
-            spec.check_resources()
+            spec.check_resources(max_pixels=max_pixels)
             _dry_run(inputs, output, spec, select_backend(backend, workers=workers or usable_cores()).describe(),
                      not no_recursive, hidden, all_files)
             return
+        side = _SideFiles.open(report, log_file, trace, {
+            "gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get("gpupipe_raw_args", [])],
+            "spec": spec.to_dict(), "spec_hash": spec.hash()})
     except GpupipeError as exc:
         _fail_usage(exc)
-    writer = None
-    sinks: list = []                       # everything that records each input's outcome
-    if report is not None:
-        writer = ReportWriter(report, {"gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get(
-            "gpupipe_raw_args", [])], "spec": spec.to_dict(), "spec_hash": spec.hash()})
-        sinks.append(writer.add)
-    recorders = [StateLog(log_file)] if log_file else []
-    recorders += [ChromeTrace(trace)] if trace else []
-    sinks += recorders
+    result = None
     try:
         with ProgressDisplay(quiet=quiet) as display:
             # api.run validates everything else (inputs, output, backend, journal lock) before any work.
@@ -369,30 +369,93 @@ def run(
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
-                engine=engine, ray_address=ray_address, parallel=parallel,
-                on_outcome=(lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None,
+                engine=engine, ray_address=ray_address, parallel=parallel, on_outcome=side.on_outcome,
                 journal=False if no_journal else (journal_path or True))
     except GpupipeError as exc:
-        if writer:
-            writer.abandon()
+        side.abandon()
         _fail_usage(exc)
     except KeyboardInterrupt:
-        if writer:
-            writer.abandon()
-        err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
-        # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
-        # can abort the process (C++ terminate). The journal keeps what it recorded; leave at once.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-    finally:
-        for recorder in recorders:
-            recorder.close()
-    if writer:
-        writer.close(result.summary)
-    if not quiet:
-        print_summary(result.summary, Console(stderr=True))
+        _abort(side, backend)
+    side.close(result.summary)
+    print_summary(result.summary, Console(stderr=True), failures_only=quiet)
     raise typer.Exit(result.exit_code)
+
+
+class _SideFiles:
+    """The report, log and trace of one CLI run: opened before any work, fed every outcome,
+    closed at the end with any write failure (a full disk) added to the summary, not raised."""
+
+    def __init__(self) -> None:
+        self.writer: ReportWriter | None = None
+        self.recorders: list[StateLog | ChromeTrace] = []
+
+    @classmethod
+    def open(cls, report: Path | None, log_file: Path | None, trace: Path | None,
+             header: dict[str, Any]) -> "_SideFiles":
+        side = cls()
+        try:
+            if report is not None:
+                side.writer = ReportWriter(report, header)
+            if log_file is not None:
+                side.recorders.append(StateLog(log_file))
+            if trace is not None:
+                side.recorders.append(ChromeTrace(trace))
+        except GpupipeError:
+            side.abandon()
+            raise
+        return side
+
+    @property
+    def on_outcome(self):
+        sinks = ([self.writer.add] if self.writer else []) + self.recorders
+        if not sinks:
+            return None
+        return lambda outcome: [sink(outcome) for sink in sinks]
+
+    def close(self, summary) -> None:
+        """Log and trace first, so the report's summary lists their failures too."""
+        for side_file in self.recorders:
+            _close_into(side_file.close, summary)
+        if self.writer:
+            _close_into(lambda: self.writer.close(summary), summary)
+
+    def close_aborted(self, backend: str) -> None:
+        for side_file in self.recorders:
+            _close_into(side_file.close, None)
+        if self.writer:
+            _close_into(lambda: self.writer.close_aborted(backend), None)
+
+    def abandon(self) -> None:
+        for side_file in [*self.recorders, *([self.writer] if self.writer else [])]:
+            side_file.abandon()
+
+
+def _close_into(close, summary) -> None:
+    try:
+        close()
+    except GpupipeError as exc:
+        if summary is not None:
+            summary.side_file_errors.append(str(exc))
+        else:
+            err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
+
+
+def _abort(side: _SideFiles, backend: str) -> None:
+    """The second Ctrl+C: the report still gets what was done so far (marked aborted), then exit 130."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # a third Ctrl+C must not cut the report short
+    side.close_aborted(backend)
+    err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
+    # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
+    # can abort the process (C++ terminate). The journal keeps what it recorded; leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _check_one_stdout(side_files: dict[str, Optional[Path]]) -> None:
+    to_stdout = [option for option, path in side_files.items() if path is not None and str(path) == STDOUT]
+    if len(to_stdout) > 1:
+        raise UsageError(f"{' and '.join(to_stdout)} both ask for stdout ('-'); give at most one of them '-'")
 
 
 def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hidden: bool, all_files: bool) -> None:
@@ -406,12 +469,12 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
         if isinstance(item, sources.SourceFile):
             count += 1
             guess = codecs.format_from_name(item.relative.name)
-            targets = ", ".join(str(output / v.output_path(item.relative, guess)) for v in spec.variants)
-            out.print(f"{item.path} → {targets}", highlight=False, markup=False)
+            targets = ", ".join(printable(str(output / v.output_path(item.relative, guess))) for v in spec.variants)
+            out.print(f"{printable(str(item.path))} → {targets}", highlight=False, markup=False)
         elif isinstance(item, sources.Skipped):
-            out.print(f"skip {item.path}: {item.reason}", highlight=False, markup=False)
+            out.print(printable(f"skip {item.path}: {item.reason}"), highlight=False, markup=False)
         else:
-            out.print(f"[yellow]problem[/] {escape(f'{item.path}: {item.message}')}", highlight=False)
+            out.print(f"[yellow]problem[/] {escape(printable(f'{item.path}: {item.message}'))}", highlight=False)
     out.print(f"[bold]{count}[/] input(s); nothing written (--dry-run)")
 
 
@@ -450,8 +513,9 @@ def inspect(
             print(json.dumps(row), flush=True)
         else:
             size = f"{row['width']}×{row['height']}" if "width" in row else "—"
-            table.add_row(row["path"], row.get("format", "—"), str(row["bytes"]), size, row.get("mode", "—"),
-                          str(row.get("orientation", "—")), "; ".join(row.get("problems", [])))
+            table.add_row(escape(printable(row["path"])), row.get("format", "—"), str(row["bytes"]), size,
+                          row.get("mode", "—"), str(row.get("orientation", "—")),
+                          escape(printable("; ".join(row.get("problems", [])))))
     if not as_json:
         out.print(table)
     raise typer.Exit(1 if bad else 0)
@@ -474,13 +538,13 @@ def report_command(
         return
     out = Console()
     states = data["inputs"]
-    out.print(f"[bold]journal[/] {escape(data['journal'])}")
+    out.print(f"[bold]journal[/] {escape(printable(data['journal']))}")
     out.print(f"inputs done: {states.get('ok', 0)}, failed: {states.get('failed', 0)}; "
               f"outputs: {data['outputs']} ({data['output_bytes'] / 1e6:.1f} MB)")
     for error_class, failure in data["failures"].items():
         out.print(f"[red]{escape(error_class)}[/]: {failure['count']} input(s)")
         for example in failure["examples"]:
-            out.print(f"  {example['path']}: {example['message']}", markup=False, highlight=False)
+            out.print(printable(f"  {example['path']}: {example['message']}"), markup=False, highlight=False)
     for run in data["runs"][:1]:
         summary = run["summary"] or {}
         out.print(f"last run: processed {summary.get('processed', '?')}, failed {summary.get('failed', '?')}, "

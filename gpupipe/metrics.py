@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,14 +34,15 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    generate_latest,
     start_http_server,
-    write_to_textfile,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .engine.results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome
 from .errors import SystemFailure, UsageError
+from .sidefiles import STDOUT, SideFile, printable
 
 log = logging.getLogger("gpupipe")
 
@@ -187,24 +189,41 @@ class RunMetrics:
         self.address = (host, self._server.server_address[1])
 
     def check_textfile(self, path: str | Path) -> None:
-        """Before any work: the textfile's directory exists (made if needed) and is writable."""
+        """Before any work: the textfile can be written (its directory made if needed).
+        A directory, a block device or an unwritable place is a UsageError."""
         path = Path(path)
+        if str(path) == STDOUT:
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise UsageError(f"--metrics-file {printable(str(path))}: {exc.strerror or exc}") from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"--metrics-file {printable(str(path))} is a directory; give a file name such as "
+                             "gpupipe.prom")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            return                  # a FIFO or a device: written straight through at the end
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"--metrics-file {path}: cannot create its directory: {exc}") from None
-        if path.is_dir():
-            raise UsageError(f"--metrics-file {path} is a directory; give a file name such as gpupipe.prom")
+            raise UsageError(f"--metrics-file {printable(str(path))}: cannot create its directory: "
+                             f"{exc.strerror or exc}") from None
         if not os.access(path.parent, os.W_OK):
-            raise UsageError(f"--metrics-file {path}: cannot write in {path.parent}")
+            raise UsageError(f"--metrics-file {printable(str(path))}: cannot write in {printable(str(path.parent))}")
 
     def write_textfile(self, path: str | Path) -> None:
-        """Every metric in the text format, for node_exporter's textfile collector.
-        Written to a temporary name and renamed: a reader never sees half a file."""
+        """Every metric in the text format, for node_exporter's textfile collector: renamed into
+        place from a temporary (a reader never sees half a file), or written straight through to
+        a FIFO, a device or a symlink, or stdout for ``-`` (see gpupipe.sidefiles).
+        Raises SystemFailure when it cannot be written (a full disk)."""
         try:
-            write_to_textfile(str(path), self.registry)
-        except OSError as exc:
-            raise SystemFailure(f"cannot write --metrics-file {path}: {exc}") from None
+            file = SideFile(path, "--metrics-file")
+        except UsageError as exc:
+            raise SystemFailure(str(exc)) from None
+        file.write(generate_latest(self.registry).decode("utf-8", "backslashreplace"))
+        file.close()
 
     def close(self) -> None:
         """Stop serving and free the port (idempotent)."""

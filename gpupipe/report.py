@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .engine.results import FileOutcome, RunSummary
+from .sidefiles import SideFile, printable
 
 
-def print_summary(summary: RunSummary, console: Console) -> None:
+def print_summary(summary: RunSummary, console: Console, *, failures_only: bool = False) -> None:
+    """The run for people. ``failures_only`` (--quiet): just what went wrong, never nothing.
+    Lines naming paths are not wrapped, so a path can be copied or grepped whole."""
+    if not failures_only:
+        _print_counts(summary, console)
+    for cls, count in sorted(summary.failures_by_class.items(), key=lambda kv: -kv[1]):
+        console.print(f"[red]{escape(printable(cls))}[/]: {count} file(s)", highlight=False)
+        for example in summary.failure_examples[cls]:
+            console.print(f"  {printable(example)}", highlight=False, markup=False, soft_wrap=True)
+        if count > len(summary.failure_examples[cls]):
+            console.print(f"  … and {count - len(summary.failure_examples[cls])} more (see --report)")
+    if not failures_only:
+        for note in summary.notes:
+            console.print(f"[yellow]note[/]: {escape(printable(note))}", highlight=False, soft_wrap=True)
+        for problem in summary.scan_problems[:5]:
+            console.print(f"[yellow]scan problem[/]: {escape(printable(problem))}", highlight=False,
+                          soft_wrap=True)
+    for problem in summary.side_file_errors:
+        console.print(f"[red]error[/]: {escape(printable(problem))}", highlight=False, soft_wrap=True)
+    if summary.stop_reason:
+        style = "yellow" if summary.interrupted else "red"
+        console.print(f"[{style}]stopped early[/]: {escape(printable(summary.stop_reason))}", highlight=False,
+                      soft_wrap=True)
+
+
+def _print_counts(summary: RunSummary, console: Console) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("backend", summary.backend)
+    table.add_row("backend", escape(summary.backend))
     table.add_row("processed", f"{summary.processed}  ({summary.outputs_written} outputs written)")
     table.add_row("failed", f"[red]{summary.failed}[/]" if summary.failed else "0")
     table.add_row("skipped", str(summary.skipped))
@@ -28,47 +53,46 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     table.add_row("throughput", f"{summary.images_per_second:.1f} images/s, {summary.megabytes_per_second:.1f} MB/s "
                                 f"read, {summary.pixels_in / 1e6 / max(summary.wall_seconds, 1e-9):.1f} MP/s")
     console.print(table)
-    for cls, count in sorted(summary.failures_by_class.items(), key=lambda kv: -kv[1]):
-        console.print(f"[red]{escape(cls)}[/]: {count} file(s)", highlight=False)
-        for example in summary.failure_examples[cls]:
-            console.print(f"  {example}", highlight=False, markup=False)
-        if count > len(summary.failure_examples[cls]):
-            console.print(f"  … and {count - len(summary.failure_examples[cls])} more (see --report)")
-    for note in summary.notes:
-        console.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
-    for problem in summary.scan_problems[:5]:
-        console.print(f"[yellow]scan problem[/]: {escape(problem)}", highlight=False)
-    if summary.stop_reason:
-        style = "yellow" if summary.interrupted else "red"
-        console.print(f"[{style}]stopped early[/]: {escape(summary.stop_reason)}", highlight=False)
 
 
 class ReportWriter:
     """Streams every outcome into a JSON report, so memory doesn't grow with the input set.
 
-    Written to a temporary name and renamed at the end, like every output.
+    Opened before any work (a bad path is a UsageError then) through ``SideFile``: renamed into
+    place at the end when the target is a regular file, written straight through to a FIFO, a
+    device or a link, ``-`` for stdout. ``close`` raises SystemFailure when it could not be written.
     """
 
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._file: TextIO = open(self._tmp, "w", encoding="utf-8")
+    def __init__(self, path: Path | str, header: dict[str, Any]) -> None:
+        self._file = SideFile(path, "--report")
+        self.path = self._file.path
         self._file.write("{\n")
         for key, value in header.items():
             self._file.write(f"  {json.dumps(key)}: {json.dumps(value)},\n")
         self._file.write('  "files": [')
         self._first = True
+        self._tally = RunSummary()         # what was done so far, for a report written after an abort
 
     def add(self, outcome: FileOutcome) -> None:
+        self._tally.record(outcome)
         self._file.write(("\n    " if self._first else ",\n    ") + json.dumps(outcome.to_dict()))
         self._first = False
 
     def close(self, summary: RunSummary) -> None:
-        self._file.write(f"\n  ],\n  \"summary\": {json.dumps(summary.to_dict())}\n}}\n")
+        self._finish(summary.to_dict())
+
+    def close_aborted(self, backend: str = "?") -> None:
+        """Finish the report after a second Ctrl+C: the outcomes so far, marked as aborted."""
+        self._tally.backend = backend
+        self._tally.interrupted = True
+        self._tally.stop_reason = "aborted (second interrupt): in-flight work dropped"
+        self._tally.finish()
+        self._finish(self._tally.to_dict(), aborted=True)
+
+    def _finish(self, summary: dict[str, Any], aborted: bool = False) -> None:
+        mark = '  "aborted": true,\n' if aborted else ""
+        self._file.write(f"\n  ],\n{mark}  \"summary\": {json.dumps(summary)}\n}}\n")
         self._file.close()
-        os.replace(self._tmp, self.path)
 
     def abandon(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self._file.abandon()

@@ -26,6 +26,7 @@ on file 10 000), and hashes stably so a journal can tell when it changed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import string
 import tomllib
@@ -34,8 +35,10 @@ from pathlib import Path, PurePath
 from typing import Any, Iterable, Sequence
 
 from . import codecs
+from .codecs.decoding import DEFAULT_MAX_PIXELS
 from .errors import UsageError
 from .ops import Op, Resize, Watermark, _color, op_from_dict
+from .sidefiles import printable, read_resource
 
 TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}
 DEFAULT_QUALITY = 85
@@ -167,38 +170,27 @@ class Spec:
     @classmethod
     def from_toml(cls, path: str | Path) -> "Spec":
         path = Path(path)
+        data = read_resource(path, "spec file")          # a regular file, never a FIFO that blocks
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UsageError(f"spec file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read spec file {path}: {exc}") from None
+            parsed = tomllib.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"spec file {printable(str(path))} is not UTF-8 text: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"spec file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, source=str(path), base_dir=path.parent)
+            raise UsageError(f"spec file {printable(str(path))} is not valid TOML: {exc}") from None
+        return cls.from_dict(parsed, source=printable(str(path)), base_dir=path.parent)
 
     # ----------------------------------------------------------------- queries
 
-    def check_resources(self) -> None:
-        """Fail up front (UsageError) on a watermark image or font that can't be read,
-        rather than once per input halfway through a run."""
-        from PIL import Image, ImageFont
-
+    def check_resources(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        """Fail up front (UsageError) on a watermark image or font that can't be read, rather than
+        once per input halfway through a run: each must be a regular file (a FIFO would block), and
+        an image declaring more than ``max_pixels`` is refused from its header, before it is loaded."""
         for variant in self.variants:
             for op in variant.ops:
-                if not isinstance(op, Watermark):
-                    continue
-                if op.image is not None:
-                    try:
-                        with Image.open(op.image) as im:
-                            im.load()
-                    except (OSError, ValueError, SyntaxError) as exc:
-                        raise UsageError(f"watermark image {op.image} cannot be read: {exc}") from None
-                if op.font is not None:
-                    try:
-                        ImageFont.truetype(op.font, 12)
-                    except (OSError, ValueError) as exc:
-                        raise UsageError(f"watermark font {op.font} cannot be loaded: {exc}") from None
+                if isinstance(op, Watermark) and op.image is not None:
+                    check_watermark_image(op.image, max_pixels)
+                if isinstance(op, Watermark) and op.font is not None:
+                    check_watermark_font(op.font)
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": [v.to_dict() for v in self.variants]}
@@ -237,6 +229,47 @@ def _resolve_paths(table: Any, base_dir: Path) -> Any:
         if isinstance(value, str) and not Path(value).is_absolute() and (base_dir / value).exists():
             resolved[key] = str(base_dir / value)
     return resolved
+
+
+def check_watermark_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """UsageError unless ``path`` is a regular file holding an image Pillow reads, of at most
+    ``max_pixels`` pixels (checked from the header, so a bomb is never decoded)."""
+    from PIL import Image
+
+    data = read_resource(path, "watermark image")
+    shown = printable(str(path))
+    size = _declared_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise UsageError(f"watermark image {shown} is {size[0]}×{size[1]} = {size[0] * size[1]:,} pixels, above "
+                         f"the limit of {max_pixels:,} (--max-pixels); use a smaller image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UsageError(f"watermark image {shown} cannot be read: {exc}") from None
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header of a format gpupipe reads (Pillow's own bomb check, which
+    warns or raises at its fixed limit, never runs first); None for other formats, left to Pillow."""
+    from .errors import InputError
+
+    try:
+        info = codecs.probe(data, max_pixels=None)
+    except InputError:
+        return None
+    return info.width, info.height
+
+
+def check_watermark_font(path: str) -> None:
+    """UsageError unless ``path`` is a regular file holding a font FreeType loads."""
+    from PIL import ImageFont
+
+    data = read_resource(path, "watermark font")
+    try:
+        ImageFont.truetype(io.BytesIO(data), 12)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"watermark font {printable(str(path))} cannot be loaded: {exc}") from None
 
 
 @dataclass

@@ -11,9 +11,9 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TextIO
 
 from .engine.results import FileOutcome
+from .sidefiles import SideFile
 
 # Stage name → the state an input is in once that stage is done.
 STATE_AFTER = {"read": "read", "decode": "decoded", "process": "processed", "encode": "encoded",
@@ -40,9 +40,8 @@ class StateLog:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = open(self.path, "w", encoding="utf-8")
+        self._file = SideFile(path, "--log")
+        self.path = self._file.path
         self._clock = _Clock()
 
     def __call__(self, outcome: FileOutcome) -> None:
@@ -61,7 +60,11 @@ class StateLog:
         write(json.dumps(final) + "\n")
 
     def close(self) -> None:
+        """Raises SystemFailure when the log could not be written (a full disk)."""
         self._file.close()
+
+    def abandon(self) -> None:
+        self._file.abandon()
 
 
 class ChromeTrace:
@@ -72,10 +75,8 @@ class ChromeTrace:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._file: TextIO = open(self._tmp, "w", encoding="utf-8")
+        self._file = SideFile(path, "--trace")
+        self.path = self._file.path
         self._file.write('{"displayTimeUnit": "ms", "traceEvents": [\n')
         self._clock = _Clock()
         self._threads: dict[str, int] = {}
@@ -98,9 +99,12 @@ class ChromeTrace:
                                          "args": {"input": name, "message": outcome.message}}) + ",\n")
 
     def close(self) -> None:
+        """Raises SystemFailure when the trace could not be written (a full disk)."""
         names = [{"name": "thread_name", "ph": "M", "pid": self._pid, "tid": tid, "args": {"name": thread}}
                  for thread, tid in self._threads.items()]
         names.append({"name": "process_name", "ph": "M", "pid": self._pid, "args": {"name": "gpupipe run"}})
         self._file.write(",\n".join(json.dumps(n) for n in names) + "\n]}\n")
         self._file.close()
-        os.replace(self._tmp, self.path)
+
+    def abandon(self) -> None:
+        self._file.abandon()

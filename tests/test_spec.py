@@ -143,5 +143,5 @@ def test_watermark_files_are_checked_up_front_and_resolved_next_to_the_spec(tmp_
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(UsageError, match="cannot be read"):
         Spec.single([ops.Watermark(image=str(tmp_path / "broken.png"))]).check_resources()
-    with pytest.raises(UsageError, match="cannot be loaded"):
+    with pytest.raises(UsageError, match="watermark font .*none.ttf does not exist"):
         Spec.single([ops.Watermark(text="x", font=str(tmp_path / "none.ttf"))]).check_resources()

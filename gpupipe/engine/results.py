@@ -67,6 +67,9 @@ class RunSummary:
     # CPU seconds of each pipeline stage's threads (the local engine; "collect" is the thread that
     # ran it): against workers x wall time, a stage that used little CPU was waiting (lock, I/O).
     cpu_seconds_by_stage: dict[str, float] = field(default_factory=dict)
+    # Side files (--report, --log, --trace, --metrics-file) that could not be written (a full disk):
+    # the outputs and the journal are fine, but the run did not deliver everything asked for.
+    side_file_errors: list[str] = field(default_factory=list)
     _started: float = field(default_factory=time.perf_counter, repr=False)
 
     def record(self, outcome: FileOutcome) -> None:
@@ -107,7 +110,7 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if (self.failed or self.stop_reason) else 0
+        return 1 if (self.failed or self.stop_reason or self.side_file_errors) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,7 +123,7 @@ class RunSummary:
             "interrupted": self.interrupted, "stop_reason": self.stop_reason,
             "failures_by_class": dict(self.failures_by_class),
             "failure_examples": dict(self.failure_examples), "scan_problems": self.scan_problems,
-            "notes": self.notes,
+            "notes": self.notes, "side_file_errors": self.side_file_errors,
             "cpu_seconds_by_stage": {stage: round(seconds, 3) for stage, seconds in self.cpu_seconds_by_stage.items()},
             "exit_code": self.exit_code,
         }

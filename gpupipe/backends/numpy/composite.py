@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
 import operator
 import os
@@ -23,7 +24,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from gpupipe.errors import ProcessingError
+from gpupipe.errors import ProcessingError, UsageError
+from gpupipe.sidefiles import read_resource
 
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center", "tile")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -100,12 +102,21 @@ def mark_for(op, width: int, height: int) -> np.ndarray:
     return mark
 
 
+def _resource(path: str, what: str) -> bytes:
+    """The file's bytes, read as every resource is (a regular file, opened non-blocking: a FIFO
+    swapped in mid-run cannot hang a worker); a problem fails the input that needed it."""
+    try:
+        return read_resource(path, what)
+    except UsageError as e:
+        raise ProcessingError(str(e)) from None
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _font(font: str | None, size: int) -> ImageFont.FreeTypeFont:
     if font is None:
         return ImageFont.load_default(size=size)
     try:
-        return ImageFont.truetype(font, size)
+        return ImageFont.truetype(io.BytesIO(_resource(font, "watermark font")), size)
     except OSError as e:
         raise ProcessingError(f"cannot load font {font!r}: {e}") from None
 
@@ -143,7 +154,7 @@ def render_text(text: str, size: int, color=(255, 255, 255), font=None) -> np.nd
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _load_mark(path: str, mtime_ns: int, size: int) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(_resource(path, "watermark image"))) as im:
             rgba = ImageOps.exif_transpose(im).convert("RGBA")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ProcessingError(f"cannot read watermark image {path!r}: {e}") from None
