@@ -406,7 +406,10 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
         if isinstance(item, sources.SourceFile):
             count += 1
             guess = codecs.format_from_name(item.relative.name)
-            targets = ", ".join(str(output / v.output_path(item.relative, guess)) for v in spec.variants)
+            try:
+                targets = ", ".join(str(output / v.output_path(item.relative, guess)) for v in spec.variants)
+            except GpupipeError as exc:
+                targets = f"(fails: {exc})"
             out.print(f"{item.path} → {targets}", highlight=False, markup=False)
         elif isinstance(item, sources.Skipped):
             out.print(f"skip {item.path}: {item.reason}", highlight=False, markup=False)

@@ -93,7 +93,11 @@ class Driver(ABC):
                               bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
                               mtime=source.mtime)
         guess = codecs.format_from_name(source.relative.name)
-        planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
+        try:
+            planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
+        except InputError as exc:               # the name template gives no valid path for this input
+            self._fail_outcome(outcome, exc)
+            return
         for path in planned:
             other = self.claims.claim(path, str(source.path))
             if other is not None:

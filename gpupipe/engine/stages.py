@@ -105,8 +105,8 @@ def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_forma
         if isinstance(result, InputError):
             encoded.errors.append(name_variant(spec, result, variant))
             continue
-        path = variant.output_path(relative, decoded_format)
         try:
+            path = variant.output_path(relative, decoded_format)
             if isinstance(result, codecs.EncodedImage):     # the backend encoded it (a GPU's nvJPEG)
                 data = codecs.with_icc_profile(result, icc_profile)
             else:
