@@ -44,7 +44,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
         ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
-        gpu_encode: bool = False, parallel: str = "threads") -> RunResult:
+        gpu_encode: bool = False, parallel: str = "threads", overwrite: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -71,6 +71,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     (error class ``crashed``) instead of the run, and workers no longer share an interpreter
     lock. It costs 0.3 s and about 60 MB a worker to start, and the engine's own per-input work
     (reading, writing, the journal) stays in this process. Default "threads".
+    A file already at an output path is kept, and its input fails as ``output_exists``, unless the
+    journal recorded writing it or ``overwrite=True``; an input of the run is never replaced.
     ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
     local one started for the run; needs gpupipe[ray]): same outputs, same outcomes.
     Raises UsageError for bad arguments (a metrics port in use too), before any work.
@@ -90,13 +92,13 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be ≥ 1, got {workers}")
     sources.check_inputs(inputs)
-    check_output_dir(Path(output))
+    check_output_dir(Path(output), inputs)
     spec.check_resources()
     workers = workers or usable_cores()
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync,
-                         retries=retries, stall_timeout=stall_timeout, parallel=parallel)
+                         retries=retries, stall_timeout=stall_timeout, parallel=parallel, overwrite=overwrite)
     metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
     try:
         for wanted, name in ((gpu_decode, "gpu_decode (--gpu-decode)"), (gpu_encode, "gpu_encode (--gpu-encode)")):

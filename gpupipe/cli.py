@@ -241,6 +241,9 @@ def run(
     name_template: Optional[str] = typer.Option(None, "--name-template", help="Output name, from {stem} {ext} "
                                                 "{name} {suffix} {variant} [default: {stem}.{ext}].",
                                                 rich_help_panel=OUTPUT_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files already at output paths that "
+                                   "gpupipe's journal did not write [default: keep them; that input fails as "
+                                   "output_exists]. Inputs are never replaced.", rich_help_panel=OUTPUT_PANEL),
     background: str = typer.Option("#ffffff", "--background", help="Colour for --pad and for flattening alpha into "
                                    "formats without it (JPEG).", rich_help_panel=OUTPUT_PANEL),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", help="Write every input's outcome "
@@ -369,7 +372,7 @@ def run(
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
-                engine=engine, ray_address=ray_address, parallel=parallel,
+                engine=engine, ray_address=ray_address, parallel=parallel, overwrite=overwrite,
                 on_outcome=(lambda outcome: [sink(outcome) for sink in sinks]) if sinks else None,
                 journal=False if no_journal else (journal_path or True))
     except GpupipeError as exc:
