@@ -20,6 +20,8 @@ there meanwhile, and the input fails as ``output_exists``, keeping the file.
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
 import re
 import stat
@@ -107,6 +109,59 @@ class WritePolicy:
         """The input folder or file that writing ``relative`` would replace or write into, if any."""
         target = os.path.join(self.root, *relative.parts)
         return next((p for p in self.inputs if _within(target, p)), None)
+
+
+class OutputLock:
+    """An exclusive flock on OUT's own directory for the whole run, so two runs never write one
+    OUT at once, whatever their journals (--no-journal included).
+
+    On the folder itself rather than a lock file in it: nothing is created in OUT (a run with
+    --no-journal leaves no trace), there is no file a planted symlink could redirect, and the
+    holder is still named, from /proc/locks. Where the filesystem cannot flock a folder (NFS
+    emulates flock with byte-range locks, which need a file open for writing) the run goes on
+    unlocked, saying so."""
+
+    def __init__(self, output: str | os.PathLike) -> None:
+        self.output = Path(output)
+        try:
+            os.makedirs(self.output, exist_ok=True)
+            self._fd = os.open(self.output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)   # the user's own path
+        except OSError as exc:
+            raise UsageError(f"cannot open the output {self.output}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(self._fd)
+            self.release()
+            raise UsageError(f"the output {self.output} is in use by {holder}: two runs must not write one "
+                             "output directory at once; wait for it to finish, or choose another output") from None
+        except OSError as exc:
+            logging.getLogger("gpupipe").warning("cannot lock the output %s (%s): another run writing to it at "
+                                                 "the same time would not be stopped", self.output, exc.strerror)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)          # closing drops the flock
+            self._fd = -1
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the flock on ``fd``'s file, from /proc/locks (Linux): 'gpupipe pid N' or a guess."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as locks:
+            pids = [line.split()[4] for line in locks if "FLOCK" in line and key in line.split()]
+    except OSError:
+        pids = []
+    if not pids:
+        return "another gpupipe run"
+    try:
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as cmdline:
+            command = cmdline.read()
+    except OSError:
+        command = b""
+    return f"gpupipe pid {pids[0]}" if b"gpupipe" in command else f"process {pids[0]}"
 
 
 # ---------------------------------------------------------------------- one output
