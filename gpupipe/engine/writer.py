@@ -14,7 +14,10 @@ component at a time, so no depth of folders needs recursion or a long path.
 A file already at an output path is replaced only when the run may replace it
 (``--overwrite``, or the journal recorded writing it); otherwise the
 temporary is hard-linked to the final name, which fails if anything appeared
-there meanwhile, and the input fails as ``output_exists``, keeping the file.
+there meanwhile, and the input fails as ``output_exists``, keeping the file. A
+file there that already holds exactly the bytes to write is that output (a run
+killed after writing it, before its journal committed): kept, and the write is
+done.
 """
 
 from __future__ import annotations
@@ -185,7 +188,7 @@ def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = Tr
         try:
             _clear_stale_once(directory, os.path.join(root, *folders))
             _write_file(directory, tmp, data, fsync)
-            _place(directory, tmp, name, shown, replace)
+            _place(directory, tmp, name, shown, replace, data)
             if fsync:
                 os.fsync(directory)          # the new name itself survives a power cut
         except OSError as exc:
@@ -210,10 +213,11 @@ def _write_file(directory: int, name: str, data: bytes, fsync: bool) -> None:
         os.close(fd)
 
 
-def _place(directory: int, tmp: str, name: str, shown: str, replace: bool) -> None:
+def _place(directory: int, tmp: str, name: str, shown: str, replace: bool, data: bytes) -> None:
     """Give the finished temporary its final name: renameat where replacing is allowed (never
     over a symlink or folder), else linkat, which fails if the name exists, so a file that
-    appeared there since is kept."""
+    appeared there since is kept. A file there that already holds exactly ``data`` is this
+    output (a killed run wrote it after its journal's last commit): kept, and that is success."""
     if replace:
         in_the_way = _kind_at(directory, name)
         if in_the_way not in (None, "a file"):
@@ -224,6 +228,8 @@ def _place(directory: int, tmp: str, name: str, shown: str, replace: bool) -> No
         os.link(tmp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
     except FileExistsError:
         in_the_way = _kind_at(directory, name) or "a file"
+        if in_the_way == "a file" and _holds(directory, name, data):
+            return
         if in_the_way == "a file":
             raise OutputExists(f"output {shown} already exists and was not written by gpupipe's journal: kept; "
                                "--overwrite replaces it") from None
@@ -232,10 +238,29 @@ def _place(directory: int, tmp: str, name: str, shown: str, replace: bool) -> No
         if exc.errno not in _NO_HARD_LINKS:
             raise
         # No hard links here: look, then rename. Not atomic against a file appearing in between.
+        if _kind_at(directory, name) == "a file" and _holds(directory, name, data):
+            return
         if _kind_at(directory, name) is not None:
             raise OutputExists(f"output {shown} already exists and was not written by gpupipe's journal: kept; "
                                "--overwrite replaces it") from None
         os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+
+
+def _holds(directory: int, name: str, data: bytes) -> bool:
+    """Whether the regular file ``name`` holds exactly ``data`` (not following a symlink)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=directory)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size != len(data):
+            return False
+        with os.fdopen(os.dup(fd), "rb") as existing:
+            return existing.read(len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _kind_at(directory: int, name: str) -> str | None:
