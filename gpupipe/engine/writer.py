@@ -152,11 +152,15 @@ def _lock_holder(fd: int) -> str:
     """Who holds the flock on ``fd``'s file, from /proc/locks (Linux): 'gpupipe pid N' or a guess."""
     st = os.fstat(fd)
     key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
     try:
-        with open("/proc/locks") as locks:
-            pids = [line.split()[4] for line in locks if "FLOCK" in line and key in line.split()]
-    except OSError:
-        pids = []
+        with open("/proc/locks") as locks:           # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"
+            for line in locks:
+                fields = line.split()
+                if "FLOCK" in fields and "->" not in fields and key in fields:   # "->": a waiter
+                    pids.append(fields[fields.index("FLOCK") + 3])
+    except (OSError, IndexError):
+        pass
     if not pids:
         return "another gpupipe run"
     try:
