@@ -554,3 +554,24 @@ def test_ray_tasks_write_by_the_same_rules(tmp_path: Path, actor_stages: bool) -
     finally:
         ray.shutdown()
     assert not temporaries(out)
+
+
+def test_the_ray_drain_flag_is_not_created_through_a_symlink(tmp_path: Path) -> None:
+    """The Ray driver tells its tasks to drain with a flag file in OUT/.gpupipe; a link planted
+    there is neither followed nor written through."""
+    from gpupipe.engine.ray_engine import _raise_flag
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    (out / ".gpupipe").mkdir(parents=True)
+    flag = out / ".gpupipe" / "drain-1-0123abcd"
+    flag.symlink_to(victim)
+    _raise_flag(out, str(flag))
+    assert not victim.exists() and flag.is_symlink()
+    victim.mkdir()
+    shutil.rmtree(out / ".gpupipe")
+    (out / ".gpupipe").symlink_to(victim)
+    _raise_flag(out, str(flag))
+    assert os.listdir(victim) == []
+    (out / ".gpupipe").unlink()
+    _raise_flag(out, str(flag))
+    assert flag.is_file()

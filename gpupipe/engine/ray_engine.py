@@ -32,9 +32,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import sources
-from ..errors import DeviceFailure, InputError, StoppedBySystemFailure, SystemFailure, UsageError, input_error
+from ..errors import (DeviceFailure, GpupipeError, InputError, StoppedBySystemFailure, SystemFailure, UsageError,
+                      input_error)
 from ..spec import OpTrie, Spec
-from . import stages
+from . import stages, writer
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
@@ -251,8 +252,7 @@ class RayEngine(Driver):
                 self._drain_done(outcomes)
                 self._progress()
                 if self._stopping() and not draining_told:          # tell the tasks: read nothing new
-                    Path(drain_flag).parent.mkdir(parents=True, exist_ok=True)
-                    Path(drain_flag).touch()
+                    _raise_flag(self.output, drain_flag)
                     draining_told = True
                 idle = time.perf_counter() - last_row
                 if idle > opts.stall_timeout and self._in_ray:
@@ -286,6 +286,25 @@ class RayEngine(Driver):
     def stage_state(self) -> dict[str, Any]:
         return {"queues": {"pending": {"items": self._pending.qsize(), "bytes": 0}}, "images_bytes": 0,
                 "in_flight": len(self._in_ray)}
+
+
+def _raise_flag(output: Path, flag: str) -> None:
+    """Create the drain flag (OUT/.gpupipe/drain-…) as every file below OUT is made: folders entered
+    by fd without following a link, the file O_EXCL|O_NOFOLLOW. Where it cannot be made, the
+    tasks are not told: they finish the window they have, which the driver then waits for."""
+    relative = PurePath(flag).relative_to(output)
+    try:
+        directory = writer.open_output_dir(str(output), relative.parts[:-1])
+    except GpupipeError as exc:
+        log.warning("cannot tell the Ray tasks to stop reading: %s", exc)
+        return
+    try:
+        os.close(os.open(relative.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=directory))
+    except OSError as exc:
+        log.warning("cannot tell the Ray tasks to stop reading: %s: %s", flag, exc.strerror)
+    finally:
+        os.close(directory)
 
 
 # ---------------------------------------------------------------------- the Ray Data pipeline

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Iterable
 
-from ..errors import OutputConflict, OutputExists, SystemFailure, UsageError, WriteError
+from ..errors import OutputExists, SystemFailure, UsageError, WriteError
 
 # Errors that say the output *side* is broken, not this one file: stop the run.
 SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
@@ -181,7 +181,7 @@ def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = Tr
     ENOSPC/EROFS/EDQUOT (the disk, not the file) raise SystemFailure."""
     shown = os.path.join(root, *relative.parts)
     folders, name = relative.parts[:-1], relative.parts[-1]
-    directory = _open_output_dir(root, folders)
+    directory = open_output_dir(root, folders)
     tmp = f".gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     registered = os.path.join(root, *folders, tmp)
     try:
@@ -280,7 +280,7 @@ def _kind_at(directory: int, name: str) -> str | None:
     return "a file" if stat.S_ISREG(mode) else "a special file"
 
 
-def _open_output_dir(root: str, folders: tuple[str, ...]) -> int:
+def open_output_dir(root: str, folders: tuple[str, ...]) -> int:
     """An fd of the folder ``root/folders``, each made if missing and entered without following
     a symlink. Iterative and fd-relative: any depth works, no path grows past PATH_MAX."""
     try:
