@@ -231,23 +231,26 @@ def _place(directory: int, tmp: str, name: str, shown: str, replace: bool, data:
     try:
         os.link(tmp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
     except FileExistsError:
-        in_the_way = _kind_at(directory, name) or "a file"
-        if in_the_way == "a file" and _holds(directory, name, data):
-            return
-        if in_the_way == "a file":
-            raise OutputExists(f"output {shown} already exists and was not written by gpupipe's journal: kept; "
-                               "--overwrite replaces it") from None
-        raise WriteError(f"cannot write {shown}: {in_the_way} is in the way (gpupipe does not replace it)") from None
+        _accept_existing(directory, name, shown, data)
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINKS:
             raise
         # No hard links here: look, then rename. Not atomic against a file appearing in between.
-        if _kind_at(directory, name) == "a file" and _holds(directory, name, data):
-            return
         if _kind_at(directory, name) is not None:
-            raise OutputExists(f"output {shown} already exists and was not written by gpupipe's journal: kept; "
-                               "--overwrite replaces it") from None
+            _accept_existing(directory, name, shown, data)
+            return
         os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+
+
+def _accept_existing(directory: int, name: str, shown: str, data: bytes) -> None:
+    """Return if the file at ``name`` already holds exactly ``data`` (this output, written by a
+    killed run); else raise OutputExists for a file, WriteError for a link, folder or device."""
+    in_the_way = _kind_at(directory, name) or "a file"
+    if in_the_way != "a file":
+        raise WriteError(f"cannot write {shown}: {in_the_way} is in the way (gpupipe does not replace it)")
+    if not _holds(directory, name, data):
+        raise OutputExists(f"output {shown} already exists and was not written by gpupipe's journal: kept; "
+                           "--overwrite replaces it")
 
 
 def _holds(directory: int, name: str, data: bytes) -> bool:
