@@ -24,7 +24,7 @@ from .engine.cancel import CancelToken
 from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
 from .engine.options import PARALLEL_CHOICES
 from .engine.process import process_batch
-from .engine.writer import check_output_dir
+from .engine.writer import OutputLock, check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
 from .errors import GpupipeError, InputError, UsageError
 from .journal import Journal, default_path
@@ -45,7 +45,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
         ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
-        gpu_encode: bool = False, parallel: str = "threads") -> RunResult:
+        gpu_encode: bool = False, parallel: str = "threads", overwrite: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -72,6 +72,9 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     (error class ``crashed``) instead of the run, and workers no longer share an interpreter
     lock. It costs 0.3 s and about 60 MB a worker to start, and the engine's own per-input work
     (reading, writing, the journal) stays in this process. Default "threads".
+    A file already at an output path is kept, and its input fails as ``output_exists``, unless the
+    journal recorded writing it or ``overwrite=True``; an input of the run is never replaced.
+    Two runs never write one ``output`` at once: the second raises UsageError.
     ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
     local one started for the run; needs gpupipe[ray]): same outputs, same outcomes.
     Raises UsageError for bad arguments (a metrics port in use too), before any work.
@@ -91,14 +94,15 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     check_numbers(workers=workers, max_memory=max_memory, gpu_memory=gpu_memory, max_pixels=max_pixels,
                   retries=retries, stall_timeout=stall_timeout)
     sources.check_inputs(inputs)
-    check_output_dir(Path(output))
+    check_output_dir(Path(output), inputs)
     spec.check_resources(max_pixels=max_pixels)
     workers = workers or usable_cores()
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync,
-                         retries=retries, stall_timeout=stall_timeout, parallel=parallel)
+                         retries=retries, stall_timeout=stall_timeout, parallel=parallel, overwrite=overwrite)
     metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
+    lock = None
     try:
         for wanted, name in ((gpu_decode, "gpu_decode (--gpu-decode)"), (gpu_encode, "gpu_encode (--gpu-encode)")):
             if wanted and backend == "cpu":
@@ -113,12 +117,15 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                 "--parallel processes: %s, so it changes nothing here",
                 "Ray runs workers as processes already" if engine != "local" else
                 f"the {chosen.name} backend decodes and encodes in threads")
+        lock = OutputLock(output)            # held to the end: a second run on this OUT is refused
         if journal is not False:
             path = default_path(output) if journal is True else Path(journal)
             options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)
     except BaseException:
         if metrics is not None:
             metrics.close()
+        if lock is not None:
+            lock.release()
         raise
     if metrics is not None:
         options.on_outcome = _chain(metrics.observe, on_outcome)
@@ -140,9 +147,12 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
             if metrics is not None:
                 _finish_metrics(metrics, metrics_file, result)
         finally:
-            chosen.close()
-            if options.journal is not None:
-                options.journal.close(result.summary.to_dict() if result else None)
+            try:
+                chosen.close()
+                if options.journal is not None:
+                    options.journal.close(result.summary.to_dict() if result else None)
+            finally:
+                lock.release()
 
 
 def _warn_about_unused_gpu_codecs(spec: Spec, backend: str, gpu_decode: bool, gpu_encode: bool) -> None:

@@ -243,6 +243,9 @@ def run(
     name_template: Optional[str] = typer.Option(None, "--name-template", help="Output name, from {stem} {ext} "
                                                 "{name} {suffix} {variant} [default: {stem}.{ext}].",
                                                 rich_help_panel=OUTPUT_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files already at output paths that "
+                                   "gpupipe's journal did not write [default: keep them; that input fails as "
+                                   "output_exists]. Inputs are never replaced.", rich_help_panel=OUTPUT_PANEL),
     background: str = typer.Option("#ffffff", "--background", help="Colour for --pad and for flattening alpha into "
                                    "formats without it (JPEG).", rich_help_panel=OUTPUT_PANEL),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", help="Write every input's outcome "
@@ -369,7 +372,8 @@ def run(
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
-                engine=engine, ray_address=ray_address, parallel=parallel, on_outcome=side.on_outcome,
+                engine=engine, ray_address=ray_address, parallel=parallel, overwrite=overwrite,
+                on_outcome=side.on_outcome,
                 journal=False if no_journal else (journal_path or True))
     except GpupipeError as exc:
         side.abandon()
@@ -469,7 +473,11 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
         if isinstance(item, sources.SourceFile):
             count += 1
             guess = codecs.format_from_name(item.relative.name)
-            targets = ", ".join(printable(str(output / v.output_path(item.relative, guess))) for v in spec.variants)
+            try:
+                targets = ", ".join(printable(str(output / v.output_path(item.relative, guess)))
+                                    for v in spec.variants)
+            except GpupipeError as exc:
+                targets = printable(f"(fails: {exc})")
             out.print(f"{printable(str(item.path))} → {targets}", highlight=False, markup=False)
         elif isinstance(item, sources.Skipped):
             out.print(printable(f"skip {item.path}: {item.reason}"), highlight=False, markup=False)

@@ -86,6 +86,10 @@ class OutputExists(InputError):
     error_class = "output_exists"     # a file gpupipe did not write is at the output path (kept; --overwrite replaces)
 
 
+class BadOutputName(InputError):
+    error_class = "bad_output_name"   # the name template made no valid path strictly inside OUT for this input
+
+
 class WriteError(InputError):
     error_class = "write_error"       # this output could not be written
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import string
 import tomllib
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import Any, Iterable, Sequence
 
 from . import codecs
 from .codecs.decoding import DEFAULT_MAX_PIXELS
-from .errors import UsageError
+from .errors import BadOutputName, UsageError
 from .ops import Op, Resize, Watermark, _color, op_from_dict
 from .sidefiles import printable, read_resource
 
@@ -62,14 +63,16 @@ class Variant:
         for op in self.ops:
             if not isinstance(op, Op):
                 raise UsageError(f"variant {self.name or '(default)'}: {op!r} is not an op (use gpupipe.ops.*)")
-        if self.name is not None and (not self.name or any(c in self.name for c in "/\\\0")):
-            raise UsageError(f"variant name {self.name!r} must be non-empty and contain no slashes")
+        if self.name is not None and (not self.name or any(c in self.name for c in "/\\\0")
+                                      or self.name in (".", "..")):
+            raise UsageError(f"variant name {self.name!r} must be non-empty, not '.' or '..', and contain no "
+                             "slashes")
         if self.format is not None:
             object.__setattr__(self, "format", codecs.normalise_format(self.format))
         if not (isinstance(self.quality, int) and 1 <= self.quality <= 100):
             raise UsageError(f"quality must be a whole number from 1 to 100, got {self.quality!r}")
         object.__setattr__(self, "background", _color(self.background, "background"))
-        _check_template(self.effective_template)
+        _check_template(self.effective_template, self.name)
 
     @property
     def effective_template(self) -> str:
@@ -81,12 +84,18 @@ class Variant:
         return self.format or KEEP_FORMAT.get(input_format, "png")
 
     def output_path(self, relative: PurePath, input_format: str) -> PurePath:
-        """Where this variant of the input at ``relative`` goes, relative to the output root."""
+        """Where this variant of the input at ``relative`` goes, relative to the output root;
+        BadOutputName when the template makes no valid path strictly inside it for this input
+        (e.g. a file named '...png', whose stem is '..')."""
         fmt = self.output_format(input_format)
-        name = self.effective_template.format(
-            stem=relative.stem, variant=self.name or "", ext=codecs.extension_for(fmt),
-            name=relative.name, suffix=relative.suffix.lstrip("."))
-        return relative.parent / name
+        name = _fill_template(self.effective_template, stem=relative.stem, variant=self.name or "",
+                              ext=codecs.extension_for(fmt), name=relative.name,
+                              suffix=relative.suffix.lstrip("."))
+        text = "/".join((*relative.parent.parts, name))
+        problem = _path_problem(text)
+        if problem:
+            raise BadOutputName(f"name template {self.effective_template!r} gives {text!r} for this input: {problem}")
+        return PurePath(text)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "format": self.format, "quality": self.quality,
@@ -94,17 +103,54 @@ class Variant:
                 "ops": [op.to_dict() for op in self.ops]}
 
 
-def _check_template(template: str) -> None:
+def _check_template(template: str, variant: str | None = None) -> None:
+    """UsageError unless the template is plain text and plain known fields ({stem}, not {stem:>9},
+    {stem!r} or {stem.x}: format specs can pad with '/' or '.', and attribute access reaches
+    Python objects) and gives a valid relative path for an ordinary input."""
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise UsageError(f"name template {template!r} is malformed: {exc}") from None
-    unknown = fields - TEMPLATE_FIELDS
-    if unknown:
-        raise UsageError(f"name template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}")
-    if template.startswith("/") or ".." in PurePath(template).parts:
-        raise UsageError(f"name template {template!r} must stay inside the output directory")
+    known = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
+    for _, field_name, format_spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if field_name not in TEMPLATE_FIELDS:
+            raise UsageError(f"name template {template!r} uses unknown field {{{field_name}}}; known: {known}")
+        if format_spec or conversion:
+            raise UsageError(f"name template {template!r}: {{{field_name}}} has a format spec or conversion; "
+                             f"only plain fields are allowed: {known}")
+    sample = _fill_template(template, stem="photo", variant=variant or "", ext="jpg", name="photo.jpg",
+                            suffix="jpg")
+    problem = _path_problem(sample)
+    if problem:
+        raise UsageError(f"name template {template!r} gives {sample!r} for photo.jpg: {problem}; the output "
+                         "must be a relative path inside the output directory")
+
+
+def _fill_template(template: str, **fields: str) -> str:
+    """The template with its fields filled in (checked by _check_template: plain fields only)."""
+    return "".join(literal + (fields[field_name] if field_name is not None else "")
+                   for literal, field_name, _, _ in string.Formatter().parse(template))
+
+
+NAME_MAX = 255          # bytes in one path component on Linux filesystems
+
+
+def _path_problem(text: str) -> str | None:
+    """Why ``text`` is not a path strictly inside the output directory, or None."""
+    if not text:
+        return "it is empty"
+    if "\0" in text:
+        return "it contains a NUL character"
+    if text.startswith("/"):
+        return "it is an absolute path"
+    for part in text.split("/"):
+        if part in ("", ".", ".."):
+            return f"it has a {part!r} component" if part else "it has an empty component"
+        if len(os.fsencode(part)) > NAME_MAX:
+            return f"the name {part[:40]!r}… is longer than {NAME_MAX} bytes"
+    return None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from ..errors import InputError, OutputConflict, StoppedBySystemFailure
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
+from .writer import WritePolicy
 from .results import FAILED, OK, SKIPPED, FileOutcome, RunSummary
 
 
@@ -93,7 +94,11 @@ class Driver(ABC):
                               bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
                               mtime=source.mtime)
         guess = codecs.format_from_name(source.relative.name)
-        planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
+        try:
+            planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
+        except InputError as exc:               # the name template gives no valid path for this input
+            self._fail_outcome(outcome, exc)
+            return
         for path in planned:
             other = self.claims.claim(path, str(source.path))
             if other is not None:
@@ -108,6 +113,21 @@ class Driver(ABC):
                 self._done.put(outcome)
                 return
         self._submit(source, outcome, planned)
+
+    def _plan_writes(self, inputs: Sequence[str | Path], output: Path) -> None:
+        """The rules every write of this run follows (``WritePolicy``): OUT resolved once, the
+        inputs inside it, --overwrite, and the reads' retry settings."""
+        opts = self.options
+        self.write_policy = WritePolicy.for_run(inputs, output, overwrite=opts.overwrite, retries=opts.retries,
+                                                retry_delay=opts.retry_delay)
+
+    def _replaceable(self, paths: Sequence[PurePath]) -> frozenset[PurePath]:
+        """Those of ``paths`` (relative to OUT) that the journal recorded writing: a file there is
+        gpupipe's own output and may be replaced; any other file at an output path is kept."""
+        journal = self.options.journal
+        if journal is None:
+            return frozenset()
+        return frozenset(p for p in paths if journal.wrote(str(self.output / p)))
 
     @abstractmethod
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:

@@ -23,6 +23,7 @@ reacts to Ctrl+C.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -124,7 +125,8 @@ class LocalEngine(Driver):
         collect_cpu = time.thread_time()
         tune_allocator()
         allow_writes()
-        self.output = Path(output)
+        self.output = Path(os.path.abspath(output))     # as the journal records outputs, whatever the cwd
+        self._plan_writes(inputs, self.output)
         # Images in flight (decoded inputs, then results) share 40 % of the budget wherever
         # they are; compressed bytes waiting to decode get a tenth. The rest is headroom
         # for op temporaries, encoder copies and the interpreter itself.
@@ -608,7 +610,9 @@ class LocalEngine(Driver):
             job = self._take(self.encoded_q.get())
             started = time.perf_counter()
             try:
-                written = stages.write_outputs(self.output, job.encoded, fsync=self.options.fsync)
+                written = stages.write_outputs(
+                    self.output, job.encoded, fsync=self.options.fsync, policy=self.write_policy,
+                    replaceable=self._replaceable([path for path, _ in job.encoded]), wait=self.cancel.wait)
             except SystemFailure as exc:            # the output side is broken: record, then stop the run
                 self._fail(job, StoppedBySystemFailure(str(exc)))
                 raise

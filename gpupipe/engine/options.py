@@ -57,6 +57,7 @@ class RunOptions:
     on_error: str = "continue"                  # or "stop": the first failure ends the run
     order: str = "input"                        # input | smallest-first | largest-first | newest-first
     fsync: bool = True
+    overwrite: bool = False                     # replace files at output paths that the journal did not write
     keep_outcomes: bool = True
     on_outcome: Callable[[FileOutcome], None] | None = None
     on_progress: Callable[[RunSummary], None] | None = None

@@ -32,9 +32,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import sources
-from ..errors import DeviceFailure, InputError, StoppedBySystemFailure, SystemFailure, UsageError, input_error
+from ..errors import (DeviceFailure, GpupipeError, InputError, StoppedBySystemFailure, SystemFailure, UsageError,
+                      input_error)
 from ..spec import OpTrie, Spec
-from . import stages
+from . import stages, writer
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
@@ -80,6 +81,7 @@ class RayEngine(Driver):
     def run(self, inputs: Sequence[str | Path], output: str | Path) -> RunResult:
         ray = import_ray()
         self.output = Path(output).resolve()
+        self._plan_writes(inputs, self.output)
         started_here = self._connect(ray)
         if self.backend_choice == "gpu" and not ray.cluster_resources().get("GPU"):
             cluster = self._cluster_size(ray)
@@ -179,7 +181,9 @@ class RayEngine(Driver):
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
         # Absolute paths: Ray workers run in another directory than the caller.
         # The planned outputs stay here: renamed outputs are not claimed across the cluster.
-        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": str(source.relative)}
+        # Which outputs the journal wrote is asked here: the tasks have no journal.
+        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": str(source.relative),
+                "replaceable": json.dumps([str(p) for p in self._replaceable(planned)])}
         self._next_index += 1
         while not self._stopping():
             try:
@@ -235,7 +239,7 @@ class RayEngine(Driver):
     def _run_window(self, ray, drain_flag, window: list[dict], outcomes: list[FileOutcome]) -> None:
         opts = self.options
         dataset = build_dataset(ray, window, self.spec, self.output, self.backend_choice, opts, drain_flag,
-                                actors=self.actor_stages)
+                                self.write_policy, actors=self.actor_stages)
         consumer = threading.Thread(target=self._consume, args=(dataset,), name="gpupipe-ray-results", daemon=True)
         consumer.start()
         clock = _Clock()
@@ -248,8 +252,7 @@ class RayEngine(Driver):
                 self._drain_done(outcomes)
                 self._progress()
                 if self._stopping() and not draining_told:          # tell the tasks: read nothing new
-                    Path(drain_flag).parent.mkdir(parents=True, exist_ok=True)
-                    Path(drain_flag).touch()
+                    _raise_flag(self.output, drain_flag)
                     draining_told = True
                 idle = time.perf_counter() - last_row
                 if idle > opts.stall_timeout and self._in_ray:
@@ -285,10 +288,29 @@ class RayEngine(Driver):
                 "in_flight": len(self._in_ray)}
 
 
+def _raise_flag(output: Path, flag: str) -> None:
+    """Create the drain flag (OUT/.gpupipe/drain-…) as every file below OUT is made: folders entered
+    by fd without following a link, the file O_EXCL|O_NOFOLLOW. Where it cannot be made, the
+    tasks are not told: they finish the window they have, which the driver then waits for."""
+    relative = PurePath(flag).relative_to(output)
+    try:
+        directory = writer.open_output_dir(str(output), relative.parts[:-1])
+    except GpupipeError as exc:
+        log.warning("cannot tell the Ray tasks to stop reading: %s", exc)
+        return
+    try:
+        os.close(os.open(relative.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=directory))
+    except OSError as exc:
+        log.warning("cannot tell the Ray tasks to stop reading: %s: %s", flag, exc.strerror)
+    finally:
+        os.close(directory)
+
+
 # ---------------------------------------------------------------------- the Ray Data pipeline
 
 def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str, opts: RunOptions, drain_flag,
-                  actors: bool = False):
+                  policy: stages.WritePolicy, actors: bool = False):
     """read+decode tasks → process (GPU actors, or CPU tasks) → encode+write tasks, one row per input.
 
     On the CPU the three stage functions are composed into one task, one image per
@@ -309,7 +331,7 @@ def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str
     dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // rows_per_block)))
     read = dict(spec=spec, drain_flag=drain_flag, retries=opts.retries, retry_delay=opts.retry_delay,
                 max_pixels=opts.max_pixels)
-    write = dict(spec=spec, output=str(output), fsync=opts.fsync)
+    write = dict(spec=spec, output=str(output), fsync=opts.fsync, policy=policy)
     if not actors:
         return dataset.map_batches(_whole_chain_on_cpu, fn_kwargs=dict(read=read, write=write),
                                    batch_size=None, num_cpus=1, batch_format="numpy")
@@ -367,7 +389,7 @@ def _read_and_decode(batch: dict, *, spec: Spec, drain_flag, retries: int, retry
     draining = _told_to_drain(drain_flag)
     rows = [_read_one(index, path, spec, draining=draining, retries=retries, retry_delay=retry_delay,
                       max_pixels=max_pixels) for index, path in zip(batch["index"], batch["path"])]
-    return {"index": batch["index"], "relative": batch["relative"],
+    return {"index": batch["index"], "relative": batch["relative"], "replaceable": batch["replaceable"],
             "meta": np.array([json.dumps(meta) for meta, _, _ in rows], dtype=object),
             "icc": np.array([icc for _, _, icc in rows], dtype=object),
             "pixels": _column([image for _, image, _ in rows])}
@@ -395,7 +417,7 @@ class _Processor:
                 for v, result in enumerate(row):
                     if isinstance(result, np.ndarray):
                         columns[v][i] = result
-        out = {key: batch[key] for key in ("index", "relative", "icc")}
+        out = {key: batch[key] for key in ("index", "relative", "replaceable", "icc")}
         out["meta"] = np.array([json.dumps(m) for m in metas], dtype=object)
         for v in range(variants):
             out[f"result_{v}"] = _column(columns[v])
@@ -456,12 +478,12 @@ def _whole_chain_on_cpu(batch: dict, *, read: dict, write: dict) -> dict:
         meta, image, icc = _read_one(index, path, spec, draining=draining, **options)
         results = processor.process([meta], [image])[0] if meta["status"] == OK else None
         del image
-        pending.append(_encode_row(meta, results, spec, batch["relative"][i], icc,
-                                   out_dir, write["fsync"], pending))
+        pending.append(_encode_row(meta, results, spec, batch["relative"][i], icc, out_dir,
+                                   _Writes(write["fsync"], write["policy"], batch["replaceable"][i]), pending))
     return _written_rows(batch["index"], pending)
 
 
-def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> dict:
+def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool, policy: stages.WritePolicy) -> dict:
     pending: list = []
     out_dir = Path(output)
     for i, meta_json in enumerate(batch["meta"]):
@@ -470,8 +492,8 @@ def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool) -> d
         if meta["status"] == OK:
             results = [input_error(*error) if error else batch[f"result_{v}"][i]
                        for v, error in enumerate(meta["variant_errors"])]
-        pending.append(_encode_row(meta, results, spec, batch["relative"][i],
-                                   batch["icc"][i], out_dir, fsync, pending))
+        pending.append(_encode_row(meta, results, spec, batch["relative"][i], batch["icc"][i], out_dir,
+                                   _Writes(fsync, policy, batch["replaceable"][i]), pending))
     return _written_rows(batch["index"], pending)
 
 
@@ -479,8 +501,16 @@ _writers = None           # per worker process: I/O threads, so a write's fsync 
 WRITES_AHEAD = 4
 
 
+class _Writes:
+    """How one input's files are written: the run's policy and the paths its journal wrote."""
+
+    def __init__(self, fsync: bool, policy: stages.WritePolicy, replaceable: str) -> None:
+        self.fsync, self.policy = fsync, policy
+        self.replaceable = frozenset(PurePath(p) for p in json.loads(replaceable))
+
+
 def _encode_row(meta: dict, results: list | None, spec: Spec, relative: str, icc: bytes,
-                out_dir: Path, fsync: bool, pending: list):
+                out_dir: Path, writes: _Writes, pending: list):
     """Encode one input's variants here and hand the files to an I/O thread; a future of its meta.
     ``pending`` (the futures so far) keeps at most WRITES_AHEAD encoded inputs waiting to be written."""
     global _writers
@@ -496,13 +526,14 @@ def _encode_row(meta: dict, results: list | None, spec: Spec, relative: str, icc
     _span(meta, "encode", started)
     if len(pending) >= WRITES_AHEAD:
         pending[-WRITES_AHEAD].result()
-    return _writers.submit(_write_row, meta, encoded, out_dir, fsync)
+    return _writers.submit(_write_row, meta, encoded, out_dir, writes)
 
 
-def _write_row(meta: dict, encoded: stages.Encoded, out_dir: Path, fsync: bool) -> dict:
+def _write_row(meta: dict, encoded: stages.Encoded, out_dir: Path, writes: _Writes) -> dict:
     started = time.time()
     try:
-        written = stages.write_outputs(out_dir, encoded.files, fsync=fsync)
+        written = stages.write_outputs(out_dir, encoded.files, fsync=writes.fsync, policy=writes.policy,
+                                       replaceable=writes.replaceable)
     except SystemFailure as exc:
         meta["system_failure"] = str(exc)
         _failed(meta, StoppedBySystemFailure(str(exc)))

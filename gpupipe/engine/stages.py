@@ -11,15 +11,16 @@ import contextlib
 import errno
 import hashlib
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Callable
+from typing import Callable, Container
 
 
 from .. import codecs, sources
-from ..errors import InputError, InternalError, OutputConflict, UnreadableInput
+from ..errors import InputError, InternalError, OutputConflict, UnreadableInput, WriteError
 from ..spec import Spec
-from .writer import write_atomic
+from .writer import WritePolicy, write_output
 
 # Read errors worth another try: the device or the network may recover.
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE, errno.ECONNRESET,
@@ -105,8 +106,8 @@ def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_forma
         if isinstance(result, InputError):
             encoded.errors.append(name_variant(spec, result, variant))
             continue
-        path = variant.output_path(relative, decoded_format)
         try:
+            path = variant.output_path(relative, decoded_format)
             if isinstance(result, codecs.EncodedImage):     # the backend encoded it (a GPU's nvJPEG)
                 data = codecs.with_icc_profile(result, icc_profile)
             else:
@@ -145,13 +146,23 @@ class Written:
     error: InputError | None = None
 
 
-def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: bool) -> Written:
-    """Write each file atomically. A per-file write error is recorded and stops this
-    input's remaining files; SystemFailure (disk full, read-only) propagates."""
+def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: bool, policy: WritePolicy,
+                  replaceable: Container[PurePath] = (), wait: Callable[[float], bool] | None = None) -> Written:
+    """Write each file atomically under ``policy``: an existing file is replaced only with
+    ``policy.overwrite`` or when its path is in ``replaceable`` (the journal wrote it), an input
+    of the run never. A per-file error is recorded and stops this input's remaining files;
+    SystemFailure (disk full, read-only) propagates. ``output`` is OUT as recorded in outcomes."""
     written = Written()
     for path, data in files:
         try:
-            write_atomic(output / path, data, fsync=fsync)
+            inside = policy.input_at(path)
+            if inside is not None:
+                raise OutputConflict(f"output {output / path} would be written into the input {inside}: gpupipe "
+                                     "never writes over or among the inputs of a run; choose an output directory "
+                                     "outside the inputs")
+            replace = policy.overwrite or path in replaceable
+            write_with_retries(lambda: write_output(policy.root, path, data, fsync=fsync, replace=replace),
+                               retries=policy.retries, retry_delay=policy.retry_delay, wait=wait)
         except InputError as exc:
             written.error = exc
             break
@@ -159,6 +170,34 @@ def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: b
         written.sizes.append(len(data))
         written.checksums.append(hashlib.blake2b(data, digest_size=16).hexdigest())
     return written
+
+
+def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: float,
+                       wait: Callable[[float], bool] | None = None) -> None:
+    """Run ``write``, retrying a WriteError caused by a transient errno (EIO, ESTALE, a network
+    mount's timeout) with the reads' backoff; ``wait(seconds)`` returns True if the run was stopped."""
+    for attempt in range(1, retries + 2):
+        try:
+            return write()
+        except WriteError as exc:
+            cause = exc.__cause__
+            transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
+            if not transient or attempt > retries:
+                if transient:
+                    exc.args = (f"{exc} (after {attempt} attempts)",)
+                raise
+            if (wait or _sleep)(backoff(attempt, retry_delay)):
+                raise
+
+
+def backoff(attempt: int, retry_delay: float) -> float:
+    """Seconds before another try: doubled each attempt, at most 5 s, with jitter."""
+    return min(5.0, retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
 
 
 def name_variant(spec: Spec, exc: InputError, variant) -> InputError:

@@ -1,106 +1,370 @@
-"""Atomic output files: temporary name in the target directory, fsync, rename.
+"""Output files: written under a short temporary name, fsynced, then put in place.
 
 A crash or Ctrl+C therefore never leaves a half-written file under a final
-name. Temporary names are hidden (leading dot) and registered while they
-exist, so an aborted run can remove every one it made.
+name. Temporary names are hidden, short and fixed in length (a final name of
+255 bytes still has room for one) and registered while they exist, so an
+aborted run can remove every one it made.
+
+Below OUT nothing is followed: every folder is entered with a directory fd
+opened O_NOFOLLOW, temporaries are created O_EXCL|O_NOFOLLOW relative to it,
+and put in place with linkat/renameat, so a symlink planted anywhere below OUT
+fails that one output instead of sending it elsewhere. Paths are walked one
+component at a time, so no depth of folders needs recursion or a long path.
+
+A file already at an output path is replaced only when the run may replace it
+(``--overwrite``, or the journal recorded writing it); otherwise the
+temporary is hard-linked to the final name, which fails if anything appeared
+there meanwhile, and the input fails as ``output_exists``, keeping the file. A
+file there that already holds exactly the bytes to write is that output (a run
+killed after writing it, before its journal committed): kept, and the write is
+done.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
 import re
+import stat
 import threading
 import uuid
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Iterable
 
-from ..errors import SystemFailure, UsageError, WriteError
+from ..errors import OutputExists, SystemFailure, UsageError, WriteError
 
 # Errors that say the output *side* is broken, not this one file: stop the run.
 SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+# linkat refused by the filesystem itself (FAT, some FUSE and network filesystems).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _live_temporaries: set[str] = set()
 _lock = threading.Lock()
 _aborting = threading.Event()      # set by a hard abort: no new temporary may appear
 
 
-def check_output_dir(output: Path) -> None:
-    """UsageError (exit 2, before any work) when OUT cannot be a directory we write into."""
+# ---------------------------------------------------------------------- before the run
+
+def check_output_dir(output: Path, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """UsageError (exit 2, before any work) when OUT cannot be a directory we write into,
+    or is one of the input folders (its outputs would land among the originals)."""
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UsageError(f"output {output} exists and is not a directory")
     parent = next((p for p in (output, *output.parents) if p.exists()), None)
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"output {output} cannot be created or written: {parent} is not writable")
+    real = os.path.realpath(output)
+    for folder in _input_folders(inputs):
+        if os.path.realpath(folder) == real:
+            raise UsageError(f"output {output} is the input folder {folder}: outputs would be written among "
+                             "the originals (and the scan skips the output folder, so nothing would be done); "
+                             f"choose another output directory, e.g. -o {folder.rstrip('/')}-out")
 
 
-def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
-    tmp = path.parent / f".{path.name}.gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    with _lock:
-        if _aborting.is_set():
-            raise SystemFailure("the run was aborted")
-        _live_temporaries.add(str(tmp))
+def _input_folders(inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """The folders the inputs walk: directories, and the leading folder of each glob pattern."""
+    from .. import sources
+    folders = []
+    for raw in inputs:
+        text = os.fsdecode(raw)
+        if os.path.isdir(text):
+            folders.append(text)
+        elif not os.path.lexists(text) and sources._is_glob(text):
+            folders.append(sources._split_glob(text)[0])
+    return folders
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    """What a run's writes may do: a plain value, so Ray tasks write by the same rules.
+
+    ``root`` is OUT's real path, resolved once at the start (the one symlink ever followed).
+    ``inputs`` are the real paths of input folders and files that lie inside OUT: never
+    written, even with ``overwrite`` (an input folder inside OUT is how a run replaced the
+    user's originals). Folders containing OUT need no entry: the scan never enters OUT."""
+
+    root: str
+    overwrite: bool = False
+    inputs: tuple[str, ...] = ()
+    retries: int = 3
+    retry_delay: float = 0.1
+
+    @classmethod
+    def for_run(cls, inputs: Iterable[str | os.PathLike], output: str | os.PathLike, *, overwrite: bool = False,
+                retries: int = 3, retry_delay: float = 0.1) -> "WritePolicy":
+        root = os.path.realpath(output)
+        named = [os.fsdecode(raw) for raw in inputs]
+        real = {os.path.realpath(p) for p in [*_input_folders(named), *(p for p in named if os.path.isfile(p))]}
+        inside = tuple(sorted(p for p in real if _within(p, root) and p != root))
+        return cls(root, overwrite, inside, retries, retry_delay)
+
+    def input_at(self, relative: PurePath) -> str | None:
+        """The input folder or file that writing ``relative`` would replace or write into, if any."""
+        target = os.path.join(self.root, *relative.parts)
+        return next((p for p in self.inputs if _within(target, p)), None)
+
+
+class OutputLock:
+    """An exclusive flock on OUT's own directory for the whole run, so two runs never write one
+    OUT at once, whatever their journals (--no-journal included).
+
+    On the folder itself rather than a lock file in it: nothing is created in OUT (a run with
+    --no-journal leaves no trace), there is no file a planted symlink could redirect, and the
+    holder is still named, from /proc/locks. Where the filesystem cannot flock a folder (NFS
+    emulates flock with byte-range locks, which need a file open for writing) the run goes on
+    unlocked, saying so."""
+
+    def __init__(self, output: str | os.PathLike) -> None:
+        self.output = Path(output)
+        try:
+            os.makedirs(self.output, exist_ok=True)
+            self._fd = os.open(self.output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)   # the user's own path
+        except OSError as exc:
+            raise UsageError(f"cannot open the output {self.output}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(self._fd)
+            self.release()
+            raise UsageError(f"the output {self.output} is in use by {holder}: two runs must not write one "
+                             "output directory at once; wait for it to finish, or choose another output") from None
+        except OSError as exc:
+            logging.getLogger("gpupipe").warning("cannot lock the output %s (%s): another run writing to it at "
+                                                 "the same time would not be stopped", self.output, exc.strerror)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)          # closing drops the flock
+            self._fd = -1
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the flock on ``fd``'s file, from /proc/locks (Linux): 'gpupipe pid N' or a guess."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    try:
+        with open("/proc/locks") as locks:           # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"
+            for line in locks:
+                fields = line.split()
+                if "FLOCK" in fields and "->" not in fields and key in fields:   # "->": a waiter
+                    pids.append(fields[fields.index("FLOCK") + 3])
+    except (OSError, IndexError):
+        pass
+    if not pids:
+        return "another gpupipe run"
+    try:
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as cmdline:
+            command = cmdline.read()
+    except OSError:
+        command = b""
+    return f"gpupipe pid {pids[0]}" if b"gpupipe" in command else f"process {pids[0]}"
+
+
+# ---------------------------------------------------------------------- one output
+
+def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = True, replace: bool = False) -> None:
+    """Write ``data`` at ``root/relative`` so that it is either absent, old, or complete.
+
+    ``replace``: an existing regular file there may be replaced; otherwise the input fails as
+    OutputExists and the file is kept. A symlink or folder in the way fails as WriteError;
+    ENOSPC/EROFS/EDQUOT (the disk, not the file) raise SystemFailure."""
+    shown = os.path.join(root, *relative.parts)
+    folders, name = relative.parts[:-1], relative.parts[-1]
+    directory = open_output_dir(root, folders)
+    tmp = f".gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    registered = os.path.join(root, *folders, tmp)
+    try:
+        with _lock:
+            if _aborting.is_set():
+                raise SystemFailure("the run was aborted")
+            _live_temporaries.add(registered)
+        try:
+            _clear_stale_once(directory, os.path.join(root, *folders))
+            _write_file(directory, tmp, data, fsync)
+            _place(directory, tmp, name, shown, replace, data)
+            if fsync:
+                os.fsync(directory)          # the new name itself survives a power cut
+        except OSError as exc:
+            raise _as_gpupipe_error(exc, shown, os.path.join(root, *folders)) from exc
+        finally:
+            _remove_quietly(tmp, directory)
+            with _lock:
+                _live_temporaries.discard(registered)
+    finally:
+        os.close(directory)
+
+
+def _write_file(directory: int, name: str, data: bytes, fsync: bool) -> None:
+    fd = os.open(name, _NEW_FILE, 0o644, dir_fd=directory)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _place(directory: int, tmp: str, name: str, shown: str, replace: bool, data: bytes) -> None:
+    """Give the finished temporary its final name: renameat where replacing is allowed (never
+    over a symlink or folder), else linkat, which fails if the name exists, so a file that
+    appeared there since is kept. A file there that already holds exactly ``data`` is this
+    output (a killed run wrote it after its journal's last commit): kept, and that is success."""
+    if replace:
+        in_the_way = _kind_at(directory, name)
+        if in_the_way not in (None, "a file"):
+            raise WriteError(f"cannot write {shown}: {in_the_way} is in the way (gpupipe does not replace it)")
+        os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+        return
+    try:
+        os.link(tmp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+    except FileExistsError:
+        _accept_existing(directory, name, shown, data)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # No hard links here: look, then rename. Not atomic against a file appearing in between.
+        if _kind_at(directory, name) is not None:
+            _accept_existing(directory, name, shown, data)
+            return
+        os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+
+
+def _accept_existing(directory: int, name: str, shown: str, data: bytes) -> None:
+    """Return if the file at ``name`` already holds exactly ``data`` (this output, written by a
+    killed run); else raise OutputExists for a file, WriteError for a link, folder or device."""
+    in_the_way = _kind_at(directory, name) or "a file"
+    if in_the_way != "a file":
+        raise WriteError(f"cannot write {shown}: {in_the_way} is in the way (gpupipe does not replace it)")
+    if not _holds(directory, name, data):
+        raise OutputExists(f"output {shown} already exists and was not written by gpupipe's journal: kept; "
+                           "--overwrite replaces it")
+
+
+def _holds(directory: int, name: str, data: bytes) -> bool:
+    """Whether the regular file ``name`` holds exactly ``data`` (not following a symlink)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=directory)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size != len(data):
+            return False
+        with os.fdopen(os.dup(fd), "rb") as existing:
+            return existing.read(len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _kind_at(directory: int, name: str) -> str | None:
+    """What is at ``name`` (not following a symlink): None when nothing is."""
+    try:
+        mode = os.lstat(name, dir_fd=directory).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a file" if stat.S_ISREG(mode) else "a special file"
+
+
+def open_output_dir(root: str, folders: tuple[str, ...]) -> int:
+    """An fd of the folder ``root/folders``, each made if missing and entered without following
+    a symlink. Iterative and fd-relative: any depth works, no path grows past PATH_MAX."""
     try:
         try:
-            _ensure_directory(path.parent)
+            fd = os.open(root, _DIRECTORY)
+        except FileNotFoundError:
+            os.makedirs(root, exist_ok=True)     # OUT itself (the engine was called without api.run)
+            fd = os.open(root, _DIRECTORY)
+    except OSError as exc:
+        raise _as_gpupipe_error(exc, root, root) from exc
+    for depth, name in enumerate(folders, 1):
+        fd = _enter(fd, name, os.path.join(root, *folders[:depth]))
+    return fd
+
+
+def _enter(parent: int, name: str, shown: str) -> int:
+    """Open (making it if missing) the folder ``name`` in ``parent``, never through a symlink;
+    ``parent`` is closed. WriteError when something else is in the way."""
+    try:
+        try:
+            return os.open(name, _DIRECTORY, dir_fd=parent)
+        except FileNotFoundError:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:          # the folder was removed since we made it
-                _made_directories.discard(str(path.parent))
-                _ensure_directory(path.parent)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+                os.mkdir(name, 0o777, dir_fd=parent)
+            except FileExistsError:         # another writer made it meanwhile
+                pass
+            return os.open(name, _DIRECTORY, dir_fd=parent)
         except OSError as exc:
-            _remove(tmp)
-            if exc.errno in SYSTEM_ERRNOS:
-                raise SystemFailure(f"cannot write to {path.parent}: {os.strerror(exc.errno)}") from exc
-            if exc.errno == errno.EACCES and not os.access(path.parent, os.W_OK):
-                raise SystemFailure(f"cannot write to {path.parent}: permission denied") from exc
-            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        except BaseException:
-            _remove(tmp)
-            raise
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            in_the_way = _kind_at(parent, name) or "something"
+            raise WriteError(f"cannot write into {shown}: it is {in_the_way}, not a folder "
+                             "(gpupipe never follows links below the output directory)") from None
+    except OSError as exc:
+        raise _as_gpupipe_error(exc, shown, shown) from exc
     finally:
-        with _lock:
-            _live_temporaries.discard(str(tmp))
+        os.close(parent)
 
 
-_made_directories: set[str] = set()
+def _as_gpupipe_error(exc: OSError, shown: str, folder: str) -> Exception:
+    """The one error an OSError means here: the disk's (SystemFailure) or this output's (WriteError,
+    its cause kept so a transient errno can be retried)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in SYSTEM_ERRNOS:
+        return SystemFailure(f"cannot write to {folder}: {reason}")
+    if exc.errno == errno.EACCES and not os.access(folder, os.W_OK):
+        return SystemFailure(f"cannot write to {folder}: permission denied")
+    if exc.errno == errno.ENAMETOOLONG:
+        return WriteError(f"cannot write {shown}: the name is too long for the output filesystem")
+    return WriteError(f"cannot write {shown}: {reason}")
 
 
-def _ensure_directory(directory: Path) -> None:
-    """mkdir -p, remembered: thousands of outputs share a handful of folders. The first
-    time a run writes into a folder it also clears temporaries a killed run left there."""
-    key = str(directory)
-    if key not in _made_directories:
-        directory.mkdir(parents=True, exist_ok=True)
+# ---------------------------------------------------------------------- temporaries
+
+_cleared: set[str] = set()
+# Ours (".gpupipe-PID-xxxxxxxx.tmp") and the older ".NAME.gpupipe-PID-xxxxxxxx.tmp", which grew with NAME.
+_TEMPORARY = re.compile(r"^\.(?:.+\.)?gpupipe-(\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def _clear_stale_once(directory: int, key: str) -> None:
+    """The first time a run writes into a folder, clear temporaries a killed run left there."""
+    if key not in _cleared:
         remove_stale_temporaries(directory)
-        _made_directories.add(key)
+        _cleared.add(key)
 
 
-_TEMPORARY = re.compile(r"^\..+\.gpupipe-(\d+)-[0-9a-f]{8}\.tmp$")
-
-
-def remove_stale_temporaries(directory: Path) -> int:
-    """Delete temporaries of gpupipe processes that no longer exist (e.g. killed with SIGKILL)."""
+def remove_stale_temporaries(directory: int | str | os.PathLike) -> int:
+    """Delete temporaries of gpupipe processes that no longer exist (e.g. killed with SIGKILL).
+    ``directory``: a folder's fd or path. Never raises."""
     removed = 0
     try:
-        names = os.listdir(directory)
+        names = os.listdir(directory if isinstance(directory, int) else os.fspath(directory))
     except OSError:
         return 0
     for name in names:
         match = _TEMPORARY.match(name)
         if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
-            _remove(directory / name)
+            if isinstance(directory, int):
+                _remove_quietly(name, directory)
+            else:
+                _remove_quietly(os.path.join(os.fspath(directory), name))
             removed += 1
     return removed
 
@@ -115,10 +379,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _remove(tmp: Path) -> None:
+def _remove_quietly(name: str, directory: int | None = None) -> None:
+    """Cleanup never raises: a temporary that cannot be removed is left for the next run."""
     try:
-        os.unlink(tmp)
-    except FileNotFoundError:
+        os.unlink(name, dir_fd=directory)
+    except OSError:
         pass
 
 
@@ -133,5 +398,5 @@ def remove_live_temporaries() -> int:
         _aborting.set()
         pending = list(_live_temporaries)
     for name in pending:
-        _remove(Path(name))
+        _remove_quietly(name)
     return len(pending)
