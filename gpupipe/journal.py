@@ -94,6 +94,7 @@ COMMIT;
 """
 COMMIT_EVERY = 256
 COMMIT_SECONDS = 1.0
+RESERVE_BYTES = 2**20                 # room for the journal's last commits (256 records take about 200 KB)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm")                 # SQLite opens these next to the database itself
 WHAT_TO_DO = "move it aside, pass --journal another path, or use --force to set it aside and start a new one"
@@ -154,10 +155,9 @@ class Journal:
         self.notes: list[str] = []            # what the user must know about the journal itself
         self._failure: str | None = None      # set once writing failed: the journal then records nothing
         self._skipped = 0                     # inputs this run skipped: the next one skips them too
-        self._resumable_pending = 0           # records in the open transaction the next run would skip
-        self._resumable_committed = 0
+        self._resumable_committed = 0         # inputs this run recorded, committed, that the next one skips
+        self._batch: list[FileOutcome] = []   # recorded since the last commit
         self._mutex = threading.Lock()
-        self._pending = 0
         self._last_commit = time.monotonic()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +170,7 @@ class Journal:
         except BaseException:
             os.close(self._lock_fd)
             raise
+        self._reserve = Reserve(self.path.with_name(self.path.name + ".reserve"))
 
     @classmethod
     def for_output(cls, output: str | Path, spec_hash: str, **options: Any) -> "Journal":
@@ -199,9 +200,10 @@ class Journal:
                 # One connection shared by the scan thread (look-ups) and the collector (records).
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("BEGIN")
+                # Committed at once: a disk that cannot take a commit fails here, before any work.
                 self._run_id = db.execute("INSERT INTO runs (started, spec_hash) VALUES (?, ?)",
                                           (time.time(), self.spec_hash)).lastrowid
+                db.execute("BEGIN")
             except BaseException:
                 db.close()
                 raise
@@ -275,18 +277,16 @@ class Journal:
         Raises SystemFailure if the journal cannot be written (a full disk): it then records nothing more."""
         if outcome.status not in (OK, FAILED) or outcome.mtime is None:
             return
-        key = path_key(outcome.path)
         with self._mutex:
             if self._failure:
                 return
-            self._write(self._store, key, outcome)
-            if self._next_run_skips(outcome):
-                self._resumable_pending += 1
-            self._pending += 1
-            if self._pending >= COMMIT_EVERY or time.monotonic() - self._last_commit >= COMMIT_SECONDS:
+            self._write(self._store, outcome)
+            self._batch.append(outcome)
+            if len(self._batch) >= COMMIT_EVERY or time.monotonic() - self._last_commit >= COMMIT_SECONDS:
                 self._write(self._commit)
 
-    def _store(self, key: bytes, outcome: FileOutcome) -> None:
+    def _store(self, outcome: FileOutcome) -> None:
+        key = path_key(outcome.path)
         self._db.execute(
             "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated) "
             "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
@@ -318,10 +318,9 @@ class Journal:
 
     def _commit(self) -> None:
         self._db.execute("COMMIT")
-        self._resumable_committed += self._resumable_pending
-        self._resumable_pending = 0
+        self._resumable_committed += sum(map(self._next_run_skips, self._batch))
+        self._batch.clear()
         self._db.execute("BEGIN")
-        self._pending = 0
         self._last_commit = time.monotonic()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
@@ -336,6 +335,7 @@ class Journal:
                 self._db.close()
             except sqlite3.Error:
                 pass                  # what is committed is in the database or its WAL either way
+            self._reserve.release()
             os.close(self._lock_fd)
 
     def _finish_run(self, summary: dict[str, Any] | None) -> None:
@@ -352,18 +352,72 @@ class Journal:
             raise SystemFailure(f"cannot read the journal {self.path}: {exc}") from None
 
     def _write(self, step, *args) -> None:
-        """Run one write step; on failure (a full disk, an I/O error) give up the uncommitted batch
-        and stop recording: what was committed stays, and a resume does the rest again."""
+        """Run one write step. When the disk is full, give up the reserve and do the open batch
+        again; when that fails too (or for any other error) give up the batch and stop recording:
+        what was committed stays, and a resume does the rest again."""
         try:
             step(*args)
         except sqlite3.Error as exc:
-            self._failure = str(exc)
-            self._resumable_pending = 0
+            if not (getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
+                    and self._reserve.release()):
+                self._give_up(exc)
             try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass                              # SQLite may have rolled back already
-            raise SystemFailure(f"cannot record progress in the journal {self.path}: {exc}") from None
+                self._rollback()
+                self._db.execute("BEGIN")
+                for outcome in self._batch:
+                    self._store(outcome)
+                step(*args)
+            except sqlite3.Error as again:
+                self._give_up(again)
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass                              # SQLite may have rolled back already
+
+    def _give_up(self, exc: sqlite3.Error) -> None:
+        self._failure = str(exc)
+        self._batch.clear()
+        self._rollback()
+        raise SystemFailure(f"cannot record progress in the journal {self.path}: {exc}") from None
+
+
+class Reserve:
+    """Room for the journal on its disk, held by a file and given up when the disk is full, so
+    the journal can still commit what the run did: a disk filled by the outputs must not lose
+    the record of outputs that were written. Best effort: no room, no reserve."""
+
+    def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
+        self.path = path
+        self.held = self._take(size)
+
+    def _take(self, size: int) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False                  # not ours to fill, nor to remove
+            os.posix_fallocate(fd, 0, size)
+            return True
+        except OSError:
+            os.unlink(self.path)
+            return False
+        finally:
+            os.close(fd)
+
+    def release(self) -> bool:
+        """Give the room back to the disk; whether there was any to give."""
+        if not self.held:
+            return False
+        self.held = False
+        try:
+            os.unlink(self.path)
+        except OSError:
+            return False
+        return True
 
 
 # ---------------------------------------------------------------------- opening safely
