@@ -171,6 +171,8 @@ def test_a_damaged_journal_is_a_usage_error_that_says_what_to_do(tmp_path: Path,
     assert "Traceback" not in result.stderr and str(journal) in result.stderr
     assert "--journal" in result.stderr and ("--force" in result.stderr or how == "directory")
     assert sorted(p.name for p in journal.parent.iterdir()) == before               # nothing redone, nothing moved
+    report = gpupipe_cli("report", out)
+    assert report.returncode == 2 and "Traceback" not in report.stderr and str(journal) in report.stderr
 
 
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
@@ -339,6 +341,7 @@ def test_a_journal_whose_commit_fails_at_the_end_says_so(tmp_path: Path) -> None
     with tmpfs(tmp_path / "small", "1m") as small:
         journal_path = small / "journal.sqlite"
         journal = Journal(journal_path, Spec.single(THUMB).hash())
+        assert not (small / "journal.sqlite.reserve").exists()      # 1 MB: no room for a reserve
         filler = fill(small)
         result = gpupipe.run(src, tmp_path / "out", THUMB, backend="cpu", journal=False)
         for outcome in result.outcomes:
@@ -349,6 +352,23 @@ def test_a_journal_whose_commit_fails_at_the_end_says_so(tmp_path: Path) -> None
         journal.record(result.outcomes[0])             # a journal that failed records nothing more
         journal.close()
         filler.unlink()
+
+
+def test_the_journal_reserve_lets_it_commit_on_a_full_disk(tmp_path: Path) -> None:
+    """Room held while the journal is open is given up to commit the batch a full disk would lose."""
+    src = make_inputs(tmp_path, 3)
+    result = gpupipe.run(src, tmp_path / "out", THUMB, backend="cpu", journal=False)
+    with tmpfs(tmp_path / "small", "4m") as small:
+        journal = Journal(small / "journal.sqlite", Spec.single(THUMB).hash())
+        reserve = small / "journal.sqlite.reserve"
+        assert reserve.stat().st_size > 0
+        fill(small)
+        for outcome in result.outcomes:
+            journal.record(outcome)
+        journal.commit()                               # the reserve made room
+        assert journal.will_skip() == 3 and not reserve.exists()
+        journal.close()
+        assert len(input_keys(small / "journal.sqlite")) == 3
 
 
 # ---------------------------------------------------------------------- finding 13: outputs checked on resume
