@@ -52,7 +52,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     makes a re-run skip inputs done before and unchanged whose outputs are still there at
     the size written (``verify=True`` compares their checksums too); ``force`` redoes them,
     ``retry_failed`` retries earlier failures (while they stay failed the exit code is 1).
-    A journal that is damaged raises UsageError; with ``force`` it is set aside and a new one started. ``cancel.cancel()`` from another
+    A damaged journal raises UsageError; with ``force`` it is set aside and a new one started;
+    one that cannot be created (no space) raises SystemFailure. ``cancel.cancel()`` from another
     thread stops the run cleanly. Per-input outcomes come back in ``result.outcomes``
     (pass ``keep_outcomes=False`` on huge runs and use ``on_outcome`` instead).
     ``metrics_port`` serves Prometheus metrics at http://metrics_host:port/metrics
