@@ -23,6 +23,7 @@ symbolic link: a link planted there could make gpupipe write outside OUT.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -386,7 +387,9 @@ class Journal:
 class Reserve:
     """Room for the journal on its disk, held by a file and given up when the disk is full, so
     the journal can still commit what the run did: a disk filled by the outputs must not lose
-    the record of outputs that were written. Best effort: no room, no reserve."""
+    the record of outputs that were written. Best effort: no room, no reserve. Like the lock
+    and SQLite's -wal and -shm files, the file beside the journal is the journal's own (a killed
+    run leaves it; the next one, holding the lock, takes it over)."""
 
     def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
         self.path = path
@@ -403,7 +406,8 @@ class Reserve:
             os.posix_fallocate(fd, 0, size)
             return True
         except OSError:
-            os.unlink(self.path)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
             return False
         finally:
             os.close(fd)
