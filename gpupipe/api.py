@@ -26,8 +26,8 @@ from .engine.options import PARALLEL_CHOICES
 from .engine.process import process_batch
 from .engine.writer import OutputLock, check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
-from .errors import GpupipeError, InputError, UsageError
-from .journal import Journal, default_path
+from .errors import GpupipeError, InputError, SystemFailure, UsageError
+from .journal import Journal
 from .ops import Op
 from .spec import Spec
 from . import sources
@@ -41,7 +41,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         all_files: bool = False, on_error: str = "continue", order: str = "input", on_progress: Callable[[RunSummary], None] | None = None,
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
         keep_outcomes: bool = True, progress: bool = False, fsync: bool = True,
-        journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False,
+        journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False, verify: bool = False,
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
         ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
@@ -50,8 +50,11 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
     path. ``journal`` (default OUT/.gpupipe/journal.sqlite; a path, or False for none)
-    makes a re-run skip inputs done before and unchanged; ``force`` redoes them,
-    ``retry_failed`` retries earlier failures. ``cancel.cancel()`` from another
+    makes a re-run skip inputs done before and unchanged whose outputs are still there at
+    the size written (``verify=True`` compares their checksums too); ``force`` redoes them,
+    ``retry_failed`` retries earlier failures (while they stay failed the exit code is 1).
+    A damaged journal raises UsageError; with ``force`` it is set aside and a new one started;
+    one that cannot be created (no space) raises SystemFailure. ``cancel.cancel()`` from another
     thread stops the run cleanly. Per-input outcomes come back in ``result.outcomes``
     (pass ``keep_outcomes=False`` on huge runs and use ``on_outcome`` instead).
     ``metrics_port`` serves Prometheus metrics at http://metrics_host:port/metrics
@@ -119,8 +122,9 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                 f"the {chosen.name} backend decodes and encodes in threads")
         lock = OutputLock(output)            # held to the end: a second run on this OUT is refused
         if journal is not False:
-            path = default_path(output) if journal is True else Path(journal)
-            options.journal = Journal(path, spec.hash(), force=force, retry_failed=retry_failed)
+            choices = dict(force=force, retry_failed=retry_failed, verify=verify)
+            options.journal = (Journal.for_output(output, spec.hash(), **choices) if journal is True
+                               else Journal(Path(journal), spec.hash(), **choices))
     except BaseException:
         if metrics is not None:
             metrics.close()
@@ -150,9 +154,24 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
             try:
                 chosen.close()
                 if options.journal is not None:
-                    options.journal.close(result.summary.to_dict() if result else None)
+                    _close_journal(options.journal, result)
             finally:
                 lock.release()
+
+
+def _close_journal(journal: Journal, result: RunResult | None) -> None:
+    """Record the run in the journal and release it; what it has to say goes into the summary."""
+    if result is None:                 # the run raised: that error is the one to see
+        try:
+            journal.close()
+        except SystemFailure as exc:
+            logging.getLogger("gpupipe").error("%s", exc)
+        return
+    result.summary.notes.extend(journal.notes)
+    try:
+        journal.close(result.summary.to_dict())
+    except SystemFailure as exc:       # every input's outcome was committed before: only the run's record is lost
+        result.summary.stop_reason = result.summary.stop_reason or f"{exc}; every input's outcome is recorded"
 
 
 def _warn_about_unused_gpu_codecs(spec: Spec, backend: str, gpu_decode: bool, gpu_encode: bool) -> None:

@@ -27,7 +27,7 @@ from . import __version__, api, codecs, ops as op_catalogue, sources
 from .backends import select_backend
 from .engine.host import usable_cores, usable_memory
 from .engine.options import DEFAULT_MAX_PIXELS, default_max_memory
-from .errors import GpupipeError, UsageError
+from .errors import GpupipeError, SystemFailure, UsageError
 from .journal import default_path, report as journal_report
 from .metrics import parse_address
 from .observe import ProgressDisplay
@@ -165,9 +165,9 @@ def parse_memory(text: str) -> int:
     return size
 
 
-def _fail_usage(exc: GpupipeError) -> None:
+def _fail_usage(exc: GpupipeError, code: int = 2) -> None:
     err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 @app.command(cls=OrderedOpsCommand, no_args_is_help=True)
@@ -308,7 +308,11 @@ def run(
     force: bool = typer.Option(False, "--force", help="Redo inputs the journal says are done.",
                                rich_help_panel=RUN_PANEL),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry inputs that failed in an earlier run "
-                                      "(they are skipped otherwise).", rich_help_panel=RUN_PANEL),
+                                      "(they are skipped otherwise, and the exit code stays 1).",
+                                      rich_help_panel=RUN_PANEL),
+    verify: bool = typer.Option(False, "--verify", help="Before skipping an input done before, compare its "
+                                "outputs' checksums with the journal's (their sizes are always compared); a "
+                                "mismatch redoes it.", rich_help_panel=RUN_PANEL),
     retries: int = typer.Option(3, "--retries", min=0, help="Extra attempts after a transient read error (EIO, "
                                 "timeouts, network filesystems), with exponential backoff.", rich_help_panel=RUN_PANEL),
     stall_timeout: float = typer.Option(300.0, "--stall-timeout", metavar="SECONDS", help="If no stage makes "
@@ -370,11 +374,14 @@ def run(
                 gpu_decode=gpu_decode, gpu_encode=gpu_encode, max_pixels=max_pixels,
                 recursive=not no_recursive, include_hidden=hidden, all_files=all_files, on_error=on_error,
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
-                stall_timeout=stall_timeout, force=force, retry_failed=retry_failed,
+                stall_timeout=stall_timeout, force=force, retry_failed=retry_failed, verify=verify,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
                 engine=engine, ray_address=ray_address, parallel=parallel, overwrite=overwrite,
                 on_outcome=side.on_outcome,
                 journal=False if no_journal else (journal_path or True))
+    except SystemFailure as exc:           # before any work: e.g. no space for the journal
+        side.abandon()
+        _fail_usage(exc, code=1)
     except GpupipeError as exc:
         side.abandon()
         _fail_usage(exc)

@@ -2,24 +2,35 @@
 
 One row per input (path, size, mtime, the hash of the spec that applies to it,
 state, attempts, error) and one per output (size, checksum). A re-run skips an
-input that is done, unchanged and whose outputs are all still there; an input
-that failed before is skipped too unless ``retry_failed`` (corrupt files do not
-heal), and ``force`` redoes everything.
+input that is done, unchanged and whose outputs are all still there at the size
+written (and, with ``verify``, with the same checksum); an input that failed
+before is skipped too unless ``retry_failed`` (corrupt files do not heal), and
+``force`` redoes everything.
+
+Paths are stored as the bytes of their absolute path (``os.fsencode``), so any
+file name round-trips exactly and ``in/a.jpg`` and ``/abs/in/a.jpg`` are one
+entry. The schema's version is in ``PRAGMA user_version``: journals of version 0
+(text paths) are migrated in place, newer ones are refused.
 
 Records are written by the engine's collecting thread and committed in small
 batches (every ``COMMIT_EVERY`` records or ``COMMIT_SECONDS``): a run killed
 outright loses at most that much bookkeeping, and those inputs are simply done
 again on resume — their outputs are replaced atomically, so every output still
 exists exactly once. An exclusive lock file keeps two runs from sharing one
-journal.
+journal. Neither the lock file nor the database is ever opened through a
+symbolic link: a link planted there could make gpupipe write outside OUT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -27,16 +38,20 @@ from pathlib import Path
 from typing import Any
 
 from .engine.results import FAILED, OK, FileOutcome
-from .errors import StageStalled, StoppedBySystemFailure, UsageError, WorkerCrashed
+from .errors import (OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, UsageError,
+                     WorkerCrashed)
+
+log = logging.getLogger("gpupipe")
 
 # Failures caused by the run, not the input (a full disk, a hung mount): a resume retries
 # them without --retry-failed, since the input itself may well be fine.
 # A worker's crash may be the OOM killer's doing as well as the input's: worth another try.
 NOT_THE_INPUTS_FAULT = {StoppedBySystemFailure.error_class, StageStalled.error_class, WorkerCrashed.error_class}
 
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
-    path TEXT PRIMARY KEY,
+    path BLOB PRIMARY KEY,            -- os.fsencode of the absolute path
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
     spec_hash TEXT NOT NULL,
@@ -48,10 +63,10 @@ CREATE TABLE IF NOT EXISTS inputs (
 );
 CREATE INDEX IF NOT EXISTS inputs_by_state ON inputs (state, error_class);
 CREATE TABLE IF NOT EXISTS outputs (
-    path TEXT PRIMARY KEY,
-    input_path TEXT NOT NULL,
+    path BLOB PRIMARY KEY,            -- os.fsencode of the absolute path
+    input_path BLOB NOT NULL,
     size INTEGER NOT NULL,
-    checksum TEXT NOT NULL
+    checksum TEXT NOT NULL            -- blake2b, 16 bytes, hex
 );
 CREATE INDEX IF NOT EXISTS outputs_by_input ON outputs (input_path);
 CREATE TABLE IF NOT EXISTS runs (
@@ -62,51 +77,150 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 """
+# Version 0 stored paths as TEXT, as the caller spelled them: rewrite them as version 1's keys.
+MIGRATE_FROM_0 = """
+BEGIN IMMEDIATE;
+DROP INDEX IF EXISTS inputs_by_state;
+DROP INDEX IF EXISTS outputs_by_input;
+ALTER TABLE inputs RENAME TO inputs_v0;
+ALTER TABLE outputs RENAME TO outputs_v0;
+""" + SCHEMA + """
+INSERT OR REPLACE INTO inputs SELECT gpupipe_key(path), size, mtime, spec_hash, state, attempts, error_class,
+    message, updated FROM inputs_v0 ORDER BY updated;
+INSERT OR REPLACE INTO outputs SELECT gpupipe_key(path), gpupipe_key(input_path), size, checksum FROM outputs_v0;
+DROP TABLE inputs_v0;
+DROP TABLE outputs_v0;
+PRAGMA user_version = 1;
+COMMIT;
+"""
 COMMIT_EVERY = 256
 COMMIT_SECONDS = 1.0
+RESERVE_BYTES = 2**20                 # room for the journal's last commits (256 records take about 200 KB)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SIDE_FILES = ("-wal", "-shm")                 # SQLite opens these next to the database itself
+WHAT_TO_DO = "move it aside, pass --journal another path, or use --force to set it aside and start a new one"
 
 
 def default_path(output: str | Path) -> Path:
     return Path(output) / ".gpupipe" / "journal.sqlite"
 
 
+def path_key(path: str | os.PathLike) -> bytes:
+    """The journal's key for a file: the bytes of its absolute path (links not resolved)."""
+    return os.fsencode(os.path.abspath(path))
+
+
+def display(key: bytes | str) -> str:
+    """A stored path for people: undecodable bytes shown as \\xNN escapes (version 0 stored text)."""
+    return key if isinstance(key, str) else key.decode("utf-8", "backslashreplace")
+
+
+def file_checksum(path: str | bytes) -> str:
+    """The checksum the journal keeps for an output: blake2b, 16 bytes, of its contents."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _text(message: str | None) -> str | None:
+    """A message as SQLite text (UTF-8): a non-UTF-8 file name in it shown as \\xNN escapes."""
+    if message is None:
+        return None
+    try:
+        return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass(frozen=True)
 class Decision:
     skip: bool
     reason: str = ""
+    failed_before: str | None = None     # the error class, when skipped because it failed before
+
+
+class Corrupt(Exception):
+    """The journal file is there but unusable as a journal (says why); --force sets it aside."""
 
 
 class Journal:
-    def __init__(self, path: str | Path, spec_hash: str, *, force: bool = False, retry_failed: bool = False) -> None:
+    def __init__(self, path: str | Path, spec_hash: str, *, force: bool = False, retry_failed: bool = False,
+                 verify: bool = False) -> None:
         self.path = Path(path)
         self.spec_hash = spec_hash
         self.force = force
         self.retry_failed = retry_failed
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.seek(0)
-            holder = self._lock_file.read().strip() or "another process"
-            self._lock_file.close()
-            raise UsageError(f"the journal {self.path} is in use by {holder}: another gpupipe run is writing to "
-                             "this output; wait for it, or use another output or --journal") from None
-        self._lock_file.seek(0)
-        self._lock_file.truncate()
-        self._lock_file.write(f"gpupipe pid {os.getpid()}\n")
-        self._lock_file.flush()
-        # One connection shared by the scan thread (look-ups) and the collector (records).
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self.verify = verify
+        self.notes: list[str] = []            # what the user must know about the journal itself
+        self._failure: str | None = None      # set once writing failed: the journal then records nothing
+        self._skipped = 0                     # inputs this run skipped: the next one skips them too
+        self._resumable_committed = 0         # inputs this run recorded, committed, that the next one skips
+        self._batch: list[FileOutcome] = []   # recorded since the last commit
         self._mutex = threading.Lock()
-        self._pending = 0
         self._last_commit = time.monotonic()
-        self._db.execute("BEGIN")
-        self._run_id = self._db.execute("INSERT INTO runs (started, spec_hash) VALUES (?, ?)",
-                                        (time.time(), spec_hash)).lastrowid
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemFailure(f"cannot create the journal's folder {self.path.parent}: {exc.strerror}; pass "
+                                "--journal another path, or --no-journal") from None
+        self._lock_fd = _open_lock(self.path.with_name(self.path.name + ".lock"), self.path)
+        try:
+            self._db = self._open_database()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._reserve = Reserve(self.path.with_name(self.path.name + ".reserve"))
+
+    @classmethod
+    def for_output(cls, output: str | Path, spec_hash: str, **options: Any) -> "Journal":
+        """The journal in its default place, OUT/.gpupipe: that folder must be a real one, since a
+        link there could make gpupipe write outside OUT."""
+        path = default_path(output)
+        if path.parent.is_symlink():
+            raise UsageError(f"{path.parent} is a symbolic link: gpupipe does not write its journal through "
+                             "links; remove it, or pass --journal another path")
+        return cls(path, spec_hash, **options)
+
+    # ------------------------------------------------------------------ opening
+
+    def _open_database(self) -> sqlite3.Connection:
+        """Connect, checked and at the current schema; a corrupt journal is refused, or with --force set aside."""
+        for suffix in ("", *SIDE_FILES):
+            _refuse_non_regular(Path(f"{self.path}{suffix}"))
+        try:
+            try:
+                db = _connect_checked(self.path)
+            except Corrupt as exc:
+                if not self.force:
+                    raise UsageError(f"the journal {self.path} {exc}: {WHAT_TO_DO}") from None
+                self._set_aside(str(exc))
+                db = _connect_checked(self.path)
+            try:
+                # One connection shared by the scan thread (look-ups) and the collector (records).
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                # Committed at once: a disk that cannot take a commit fails here, before any work.
+                self._run_id = db.execute("INSERT INTO runs (started, spec_hash) VALUES (?, ?)",
+                                          (time.time(), self.spec_hash)).lastrowid
+                db.execute("BEGIN")
+            except BaseException:
+                db.close()
+                raise
+        except (sqlite3.Error, OSError, Corrupt) as exc:
+            raise SystemFailure(f"cannot open the journal {self.path}: {exc}; free space there, pass --journal "
+                                "another path, or --no-journal") from None
+        return db
+
+    def _set_aside(self, problem: str) -> None:
+        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+        for suffix in ("", *SIDE_FILES):
+            if os.path.lexists(f"{self.path}{suffix}"):
+                os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+        note = f"the journal {self.path} {problem}: moved aside to {aside} (--force); starting a new journal"
+        log.warning("%s", note)
+        self.notes.append(note)
 
     # ------------------------------------------------------------------ decisions
 
@@ -114,87 +228,351 @@ class Journal:
         """Whether an input found by the scan can be skipped, and why."""
         if self.force:
             return Decision(False)
+        key = path_key(path)
         with self._mutex:
-            row = self._db.execute("SELECT size, mtime, spec_hash, state, error_class FROM inputs WHERE path = ?",
-                                   (path,)).fetchone()
-            if row is None:
+            row = self._read("SELECT size, mtime, spec_hash, state, error_class FROM inputs WHERE path = ?", (key,))
+            if not row:
                 return Decision(False)
-            old_size, old_mtime, old_spec, state, error_class = row
+            (old_size, old_mtime, old_spec, state, error_class), = row
             if old_size != size or old_mtime != mtime or old_spec != self.spec_hash:
                 return Decision(False)
             if state == FAILED:
                 if self.retry_failed or error_class in NOT_THE_INPUTS_FAULT:
                     return Decision(False)
-                return Decision(True, f"failed before ({error_class}), unchanged; --retry-failed tries again")
-            outputs = [r[0] for r in self._db.execute("SELECT path FROM outputs WHERE input_path = ?", (path,))]
-        if not all(os.path.exists(o) for o in outputs):
+                self._skipped += 1
+                return Decision(True, f"failed before ({error_class}), unchanged; --retry-failed tries again",
+                                failed_before=error_class)
+            outputs = self._read("SELECT path, size, checksum FROM outputs WHERE input_path = ?", (key,))
+        if not all(self._intact(*output) for output in outputs):
             return Decision(False)
+        with self._mutex:
+            self._skipped += 1
         return Decision(True, "done before, unchanged")
+
+    def _intact(self, path: bytes, size: int, checksum: str) -> bool:
+        """An output is still as written: a regular file of the same size (and, with verify, checksum)."""
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+                return False
+            return not self.verify or file_checksum(path) == checksum
+        except OSError:
+            return False
 
     def wrote(self, output_path: str) -> bool:
         """Whether this journal recorded ``output_path`` as an output gpupipe wrote: a file there
         may be replaced by a new run; any other file at an output path is the user's and is kept."""
         with self._mutex:
-            return self._db.execute("SELECT 1 FROM outputs WHERE path = ?", (output_path,)).fetchone() is not None
+            return bool(self._read("SELECT 1 FROM outputs WHERE path = ?", (path_key(output_path),)))
+
+    def will_skip(self) -> int:
+        """How many inputs of this run the same command will skip next time: those it skipped and
+        those whose outcome is committed (records lost with an uncommitted batch are done again)."""
+        with self._mutex:
+            return self._skipped + self._resumable_committed
 
     # ------------------------------------------------------------------ records
 
     def record(self, outcome: FileOutcome) -> None:
-        """Remember a finished input (ok or failed); cancelled and skipped inputs leave no trace."""
+        """Remember a finished input (ok or failed); cancelled and skipped inputs leave no trace.
+        Raises SystemFailure if the journal cannot be written (a full disk): it then records nothing more."""
         if outcome.status not in (OK, FAILED) or outcome.mtime is None:
             return
         with self._mutex:
-            self._db.execute(
-                "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated) "
-                "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
-                "mtime = excluded.mtime, spec_hash = excluded.spec_hash, state = excluded.state, "
-                "attempts = inputs.attempts + 1, error_class = excluded.error_class, message = excluded.message, "
-                "updated = excluded.updated",
-                (outcome.path, outcome.size, outcome.mtime, self.spec_hash, outcome.status, outcome.error_class,
-                 outcome.message, time.time()))
-            self._db.execute("DELETE FROM outputs WHERE input_path = ?", (outcome.path,))
-            self._db.executemany(
-                "INSERT OR REPLACE INTO outputs (path, input_path, size, checksum) VALUES (?, ?, ?, ?)",
-                [(path, outcome.path, size, checksum)
-                 for path, size, checksum in zip(outcome.outputs, outcome.output_sizes, outcome.output_checksums)])
-            self._pending += 1
-            if self._pending >= COMMIT_EVERY or time.monotonic() - self._last_commit >= COMMIT_SECONDS:
-                self._commit()
+            if self._failure:
+                return
+            self._write(self._store, outcome)
+            self._batch.append(outcome)
+            if len(self._batch) >= COMMIT_EVERY or time.monotonic() - self._last_commit >= COMMIT_SECONDS:
+                self._write(self._commit)
+
+    def _store(self, outcome: FileOutcome) -> None:
+        key = path_key(outcome.path)
+        self._db.execute(
+            "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
+            "mtime = excluded.mtime, spec_hash = excluded.spec_hash, state = excluded.state, "
+            "attempts = inputs.attempts + 1, error_class = excluded.error_class, message = excluded.message, "
+            "updated = excluded.updated",
+            (key, outcome.size, outcome.mtime, self.spec_hash, outcome.status, outcome.error_class,
+             _text(outcome.message), time.time()))
+        self._db.execute("DELETE FROM outputs WHERE input_path = ?", (key,))
+        self._db.executemany(
+            "INSERT OR REPLACE INTO outputs (path, input_path, size, checksum) VALUES (?, ?, ?, ?)",
+            [(path_key(path), key, size, checksum)
+             for path, size, checksum in zip(outcome.outputs, outcome.output_sizes, outcome.output_checksums)])
+
+    def _next_run_skips(self, outcome: FileOutcome) -> bool:
+        if self.force:
+            return False          # the same command (with --force) redoes everything
+        if outcome.status == OK:
+            return True
+        if outcome.error_class == OutputConflict.error_class:
+            return False          # found before the journal is asked: it fails again
+        return not self.retry_failed and outcome.error_class not in NOT_THE_INPUTS_FAULT
+
+    def commit(self) -> None:
+        """Commit what is recorded (the end of a run). Raises SystemFailure if it cannot be written."""
+        with self._mutex:
+            if not self._failure:
+                self._write(self._commit)
 
     def _commit(self) -> None:
         self._db.execute("COMMIT")
+        self._resumable_committed += sum(map(self._next_run_skips, self._batch))
+        self._batch.clear()
         self._db.execute("BEGIN")
-        self._pending = 0
         self._last_commit = time.monotonic()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
-        with self._mutex:
-            self._db.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
-                             (time.time(), json.dumps(summary) if summary else None, self._run_id))
-            self._db.execute("COMMIT")
-            self._db.close()
-        self._lock_file.close()
+        """Record the run's summary and release the journal. Raises SystemFailure if that cannot be
+        written (every input's outcome committed before stays)."""
+        try:
+            with self._mutex:
+                if not self._failure:
+                    self._write(self._finish_run, summary)
+        finally:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass                  # what is committed is in the database or its WAL either way
+            self._reserve.release()
+            os.close(self._lock_fd)
 
+    def _finish_run(self, summary: dict[str, Any] | None) -> None:
+        self._db.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
+                         (time.time(), json.dumps(summary) if summary else None, self._run_id))
+        self._commit()
+
+    # ------------------------------------------------------------------ SQLite errors
+
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise SystemFailure(f"cannot read the journal {self.path}: {exc}") from None
+
+    def _write(self, step, *args) -> None:
+        """Run one write step. When the disk is full, give up the reserve and do the open batch
+        again; when that fails too (or for any other error) give up the batch and stop recording:
+        what was committed stays, and a resume does the rest again."""
+        try:
+            step(*args)
+        except sqlite3.Error as exc:
+            if not (getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
+                    and self._reserve.release()):
+                self._give_up(exc)
+            try:
+                self._rollback()
+                self._db.execute("BEGIN")
+                for outcome in self._batch:
+                    self._store(outcome)
+                step(*args)
+            except sqlite3.Error as again:
+                self._give_up(again)
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass                              # SQLite may have rolled back already
+
+    def _give_up(self, exc: sqlite3.Error) -> None:
+        self._failure = str(exc)
+        self._batch.clear()
+        self._rollback()
+        raise SystemFailure(f"cannot record progress in the journal {self.path}: {exc}") from None
+
+
+class Reserve:
+    """Room for the journal on its disk, held by a file and given up when the disk is full, so
+    the journal can still commit what the run did: a disk filled by the outputs must not lose
+    the record of outputs that were written. Best effort: no room, no reserve. Like the lock
+    and SQLite's -wal and -shm files, the file beside the journal is the journal's own (a killed
+    run leaves it; the next one, holding the lock, takes it over)."""
+
+    def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
+        self.path = path
+        self.held = self._take(size)
+
+    def _take(self, size: int) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False                  # not ours to fill, nor to remove
+            os.posix_fallocate(fd, 0, size)
+            return True
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            return False
+        finally:
+            os.close(fd)
+
+    def release(self) -> bool:
+        """Give the room back to the disk; whether there was any to give."""
+        if not self.held:
+            return False
+        self.held = False
+        try:
+            os.unlink(self.path)
+        except OSError:
+            return False
+        return True
+
+
+# ---------------------------------------------------------------------- opening safely
+
+def _refuse_non_regular(path: Path) -> None:
+    """A journal file must be a regular file or absent: never a link, a folder, a FIFO or a device."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "not a regular file")
+    raise UsageError(f"{path} is {kind}, not a journal gpupipe wrote: gpupipe does not open it; remove it, "
+                     "or pass --journal another path")
+
+
+def _open_lock(lock_path: Path, journal: Path) -> int:
+    """Open and lock the journal's lock file, never through a link; write our pid in it."""
+    _refuse_non_regular(lock_path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except OSError as exc:
+        raise SystemFailure(f"cannot open the journal's lock file {lock_path}: {exc.strerror}; pass --journal "
+                            "another path, or --no-journal") from None
+    try:
+        _refuse_non_regular_fd(fd, lock_path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise UsageError(f"the journal {journal} is in use by {holder}: another gpupipe run is writing to "
+                             "this output; wait for it, or use another output or --journal") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"gpupipe pid {os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise SystemFailure(f"cannot write the journal's lock file {lock_path}: {exc.strerror}; free space "
+                            "there, pass --journal another path, or --no-journal") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_non_regular_fd(fd: int, path: Path) -> None:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):          # swapped in since the lstat
+        raise UsageError(f"{path} is not a regular file: gpupipe does not open it; remove it, or pass "
+                         "--journal another path")
+
+
+def _connect_checked(path: Path) -> sqlite3.Connection:
+    """Connect to the journal at the current schema, or raise Corrupt saying what is wrong with it."""
+    _check_header(path)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        _check_database(db)
+        _bring_schema_up_to_date(db)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            raise Corrupt(f"is damaged ({exc})") from None
+        raise
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check_header(path: Path) -> None:
+    """An existing, non-empty journal must be readable and start as an SQLite database does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise Corrupt(f"cannot be read ({exc.strerror})") from None
+    try:
+        head = os.read(fd, len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise Corrupt(f"cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if head and head != SQLITE_MAGIC:
+        raise Corrupt("is not an SQLite database (its first bytes are not SQLite's)")
+
+
+def _check_database(db: sqlite3.Connection) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise Corrupt(f"was written by a newer gpupipe (journal schema {version}; this one knows up to "
+                      f"{SCHEMA_VERSION}): use that gpupipe")
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise Corrupt(f"is damaged ({'; '.join(problems)})")
+
+
+def _bring_schema_up_to_date(db: sqlite3.Connection) -> None:
+    if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "inputs" in tables:
+        db.create_function("gpupipe_key", 1, path_key, deterministic=True)
+        try:
+            db.executescript(MIGRATE_FROM_0)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    else:
+        db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+
+# ---------------------------------------------------------------------- reading
 
 def report(path: str | Path, examples: int = 5) -> dict[str, Any]:
     """What a journal knows: counts by state, failures by error class, the last runs."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no journal at {path} (run gpupipe run with this output first, or pass --journal)")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    for suffix in ("", *SIDE_FILES):
+        _refuse_non_regular(Path(f"{path}{suffix}"))
     try:
-        states = dict(db.execute("SELECT state, COUNT(*) FROM inputs GROUP BY state").fetchall())
-        failures = {}
-        for error_class, count in db.execute("SELECT error_class, COUNT(*) FROM inputs WHERE state = 'failed' "
-                                             "GROUP BY error_class ORDER BY COUNT(*) DESC"):
-            rows = db.execute("SELECT path, message FROM inputs WHERE state = 'failed' AND error_class = ? "
-                              "ORDER BY path LIMIT ?", (error_class, examples)).fetchall()
-            failures[error_class] = {"count": count, "examples": [{"path": p, "message": m} for p, m in rows]}
-        outputs, out_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outputs").fetchone()
-        runs = [{"started": s, "finished": f, "spec_hash": h, "summary": json.loads(j) if j else None}
-                for s, f, h, j in db.execute("SELECT started, finished, spec_hash, summary FROM runs "
-                                             "ORDER BY id DESC LIMIT 5")]
+        _check_header(path)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except (Corrupt, sqlite3.Error) as exc:
+        raise UsageError(f"the journal {path} {exc}") from None
+    try:
+        return _read_report(db, path, examples)
+    except Corrupt as exc:
+        raise UsageError(f"the journal {path} {exc}") from None
+    except sqlite3.Error as exc:
+        raise UsageError(f"the journal {path} cannot be read: {exc}") from None
     finally:
         db.close()
+
+
+def _read_report(db: sqlite3.Connection, path: Path, examples: int) -> dict[str, Any]:
+    _check_database(db)
+    states = dict(db.execute("SELECT state, COUNT(*) FROM inputs GROUP BY state").fetchall())
+    failures = {}
+    for error_class, count in db.execute("SELECT error_class, COUNT(*) FROM inputs WHERE state = 'failed' "
+                                         "GROUP BY error_class ORDER BY COUNT(*) DESC").fetchall():
+        rows = db.execute("SELECT path, message FROM inputs WHERE state = 'failed' AND error_class = ? "
+                          "ORDER BY path LIMIT ?", (error_class, examples)).fetchall()
+        failures[error_class] = {"count": count, "examples": [{"path": display(p), "message": m} for p, m in rows]}
+    outputs, out_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outputs").fetchone()
+    runs = [{"started": s, "finished": f, "spec_hash": h, "summary": json.loads(j) if j else None}
+            for s, f, h, j in db.execute("SELECT started, finished, spec_hash, summary FROM runs "
+                                         "ORDER BY id DESC LIMIT 5")]
     return {"journal": str(path), "inputs": states, "outputs": outputs, "output_bytes": out_bytes,
             "failures": failures, "runs": runs}

@@ -46,7 +46,9 @@ def _print_counts(summary: RunSummary, console: Console) -> None:
     table.add_row("backend", escape(summary.backend))
     table.add_row("processed", f"{summary.processed}  ({summary.outputs_written} outputs written)")
     table.add_row("failed", f"[red]{summary.failed}[/]" if summary.failed else "0")
-    table.add_row("skipped", str(summary.skipped))
+    table.add_row("skipped", str(summary.skipped) + (
+        f"  ([red]{summary.skipped_failed} failed before[/], still failed: --retry-failed tries them again)"
+        if summary.skipped_failed else ""))
     if summary.cancelled:
         table.add_row("not processed", f"{summary.cancelled} (run stopped)")
     table.add_row("wall time", f"{summary.wall_seconds:.2f} s")

@@ -25,10 +25,12 @@ on file 10 000), and hashes stably so a journal can tell when it changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
+import stat
 import string
 import tomllib
 from dataclasses import dataclass, field
@@ -242,9 +244,16 @@ class Spec:
         return {"variants": [v.to_dict() for v in self.variants]}
 
     def hash(self) -> str:
-        """Stable across runs and machines: the journal's 'did the spec change' test."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        """Stable across runs and machines: the journal's 'did the spec change' test. It covers
+        the bytes of every file the spec reads, so a watermark replaced at the same path counts."""
+        files = self._file_digests()          # only when there are any: other specs' hashes stay as they were
+        canonical = json.dumps({**self.to_dict(), **({"files": files} if files else {})}, sort_keys=True,
+                               separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def _file_digests(self) -> dict[str, str]:
+        return {path: _content_digest(path) for variant in self.variants for op in variant.ops
+                if isinstance(op, Watermark) for path in (op.image, op.font) if path is not None}
 
     def decode_hint(self, width: int, height: int) -> tuple[int, int] | None:
         """Smallest decode size that serves every variant (None: decode at full size)."""
@@ -264,6 +273,30 @@ class Spec:
             lines.append(f"{v.name or 'output'}: {chain} → {v.format or 'same format'}"
                          f"{'' if (v.format or '') == 'png' else f' q{v.quality}'} as {v.effective_template}")
         return lines
+
+
+def _content_digest(path: str) -> str:
+    """A file's bytes, hashed; a file that cannot be read as a regular file hashes as what went
+    wrong (check_resources reports it), never blocking on a FIFO. Cached while the file is unchanged."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file"
+        return _regular_file_digest(path, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
+@functools.lru_cache(maxsize=32)
+def _regular_file_digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):         # swapped since the stat
+            return "not a regular file"
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _resolve_paths(table: Any, base_dir: Path) -> Any:

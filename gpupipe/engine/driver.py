@@ -20,12 +20,12 @@ from pathlib import Path, PurePath
 from typing import Sequence
 
 from .. import codecs, sources
-from ..errors import InputError, OutputConflict, StoppedBySystemFailure
+from ..errors import InputError, OutputConflict, StoppedBySystemFailure, SystemFailure
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
 from .writer import WritePolicy
-from .results import FAILED, OK, SKIPPED, FileOutcome, RunSummary
+from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
 
 
 class OutputClaims:
@@ -56,7 +56,6 @@ class Driver(ABC):
         self._system_failure: str | None = None
         self._draining = threading.Event()      # first Ctrl+C: finish what was read, read nothing new
         self._last_progress = 0.0
-        self._journal_used = self.options.journal is not None
 
     # ------------------------------------------------------------ discovery and admission
 
@@ -107,9 +106,16 @@ class Driver(ABC):
                     "with {suffix}"))
                 return
         if self.options.journal is not None:       # claimed even when skipped: its outputs stay its own
-            decision = self.options.journal.decide(str(source.path), source.size, source.mtime)
+            try:
+                decision = self.options.journal.decide(str(source.path), source.size, source.mtime)
+            except SystemFailure as exc:           # the journal cannot be read: nothing can be decided
+                self._trip(str(exc))
+                outcome.status = CANCELLED
+                self._done.put(outcome)
+                return
             if decision.skip:
                 outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
+                outcome.failed_before = decision.failed_before
                 self._done.put(outcome)
                 return
         self._submit(source, outcome, planned)
@@ -156,9 +162,8 @@ class Driver(ABC):
         if self.options.journal is not None:
             try:
                 self.options.journal.record(outcome)
-            except Exception as exc:               # e.g. the disk holding the journal is full
-                self.options.journal = None
-                self._trip(f"cannot record progress in the journal: {exc}")
+            except SystemFailure as exc:           # e.g. the disk holding the journal is full
+                self._trip(str(exc))
         if self.options.keep_outcomes:
             outcomes.append(outcome)
         if self.options.on_outcome:
@@ -176,6 +181,7 @@ class Driver(ABC):
 
     def _close_summary(self) -> None:
         """The run is over: say why it stopped early, and for a system failure what is left and how to resume."""
+        self._commit_journal()
         summary = self.summary
         if self._system_failure:
             summary.stop_reason = f"{self._system_failure}. {self._resume_hint()}"
@@ -184,15 +190,30 @@ class Driver(ABC):
         summary.finish()
         self._progress(force=True)
 
+    def _commit_journal(self) -> None:
+        """The run is over: what the journal recorded must be committed before the resume hint counts it."""
+        if self.options.journal is not None:
+            try:
+                self.options.journal.commit()
+            except SystemFailure as exc:
+                self._trip(str(exc))
+
     def _resume_hint(self) -> str:
         summary = self.summary
         left = summary.cancelled + summary.failures_by_class.get(StoppedBySystemFailure.error_class, 0)
         more = "" if summary.scan_complete else " (the scan stopped early: more may remain)"
-        if self._journal_used:
-            how = (f"fix the cause and run the same command again: the journal skips the {summary.processed} "
-                   "input(s) done and resumes with the rest")
-        else:
+        journal = self.options.journal
+        if journal is None:
             how = "fix the cause and run the same command again (no journal: everything is redone)"
+        elif journal.force:
+            how = ("fix the cause and run the same command without --force: the journal skips what it "
+                   "recorded as done and resumes with the rest")
+        else:
+            # What the journal committed, not what this run processed: a batch lost with the disk is redone.
+            skips = journal.will_skip()
+            left = summary.discovered - skips
+            how = (f"fix the cause and run the same command again: the journal skips the {skips} input(s) "
+                   "it recorded and resumes with the rest")
         return f"{left} input(s) left to do{more}; {how}"
 
     # ------------------------------------------------------------ stopping

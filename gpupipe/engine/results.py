@@ -21,6 +21,7 @@ class FileOutcome:
     outputs: list[str] = field(default_factory=list)
     error_class: str | None = None
     message: str | None = None
+    failed_before: str | None = None         # skipped: the error class of the earlier failure it still has
     format: str | None = None
     width: int | None = None                 # upright size as decoded (after orientation)
     height: int | None = None
@@ -49,6 +50,7 @@ class RunSummary:
     processed: int = 0
     failed: int = 0
     skipped: int = 0
+    skipped_failed: int = 0                   # of the skipped, those whose last outcome was a failure
     cancelled: int = 0
     discovered: int = 0
     scan_complete: bool = False
@@ -88,6 +90,7 @@ class RunSummary:
             self.outputs_written += len(outcome.outputs)
         elif outcome.status == SKIPPED:
             self.skipped += 1
+            self.skipped_failed += outcome.failed_before is not None
         else:
             self.cancelled += 1
 
@@ -110,12 +113,13 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if (self.failed or self.stop_reason or self.side_file_errors) else 0
+        # Inputs still failed from an earlier run are failures of this output too, until retried.
+        return 1 if (self.failed or self.skipped_failed or self.stop_reason or self.side_file_errors) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend, "processed": self.processed, "failed": self.failed,
-            "skipped": self.skipped, "cancelled": self.cancelled, "discovered": self.discovered,
+            "skipped": self.skipped, "skipped_failed": self.skipped_failed, "cancelled": self.cancelled, "discovered": self.discovered,
             "outputs_written": self.outputs_written, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "megapixels_in": round(self.pixels_in / 1e6, 3), "wall_seconds": round(self.wall_seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
