@@ -38,15 +38,17 @@ from pathlib import Path
 from typing import Any
 
 from .engine.results import FAILED, OK, FileOutcome
-from .errors import (OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, UsageError,
-                     WorkerCrashed)
+from .errors import (OutputConflict, OutputExists, StageStalled, StoppedBySystemFailure, SystemFailure,
+                     UsageError, WorkerCrashed)
 
 log = logging.getLogger("gpupipe")
 
 # Failures caused by the run, not the input (a full disk, a hung mount): a resume retries
 # them without --retry-failed, since the input itself may well be fine.
 # A worker's crash may be the OOM killer's doing as well as the input's: worth another try.
-NOT_THE_INPUTS_FAULT = {StoppedBySystemFailure.error_class, StageStalled.error_class, WorkerCrashed.error_class}
+# A file kept at an output path (output_exists) may have been moved away since.
+NOT_THE_INPUTS_FAULT = {StoppedBySystemFailure.error_class, StageStalled.error_class, WorkerCrashed.error_class,
+                        OutputExists.error_class}
 
 SCHEMA_VERSION = 1
 SCHEMA = """

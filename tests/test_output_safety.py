@@ -575,3 +575,18 @@ def test_the_ray_drain_flag_is_not_created_through_a_symlink(tmp_path: Path) -> 
     (out / ".gpupipe").unlink()
     _raise_flag(out, str(flag))
     assert flag.is_file()
+
+
+def test_an_output_exists_failure_is_retried_once_the_file_is_moved_away(tmp_path: Path) -> None:
+    """output_exists is the run's situation, not the input's fault: a resume tries again
+    without --retry-failed, and succeeds once the user moved the file away."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copy(EXAMPLES / "Landscape_1.jpg", inputs / "a.jpg")
+    out.mkdir()
+    (out / "a.jpg").write_bytes(b"the user's own file")
+    first = gpupipe.run(inputs, out, [ops.Thumbnail(32)], backend="cpu", workers=1)
+    assert [o.error_class for o in first.outcomes] == ["output_exists"]
+    (out / "a.jpg").unlink()
+    again = gpupipe.run(inputs, out, [ops.Thumbnail(32)], backend="cpu", workers=1)
+    assert [o.status for o in again.outcomes] == ["ok"]
