@@ -37,7 +37,7 @@ import numpy as np
 from .. import codecs, sources
 from ..backends.base import Backend
 from ..codecs import DeferredJpeg
-from ..errors import DeviceFailure, InputError, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
+from ..errors import DeviceFailure, InputError, StoppedBySystemFailure, SystemFailure, WorkerCrashed
 from ..spec import Spec
 from . import stages
 from .cancel import CancelToken
@@ -48,7 +48,7 @@ from .options import (DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, RunOptions
 from .process import device_jpeg_plan, process_batch, process_fitting
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
-from .results import CANCELLED, FAILED, FileOutcome, RunResult
+from .results import CANCELLED, FileOutcome, RunResult
 from .worker_process import WorkerProcess
 from .writer import allow_writes, remove_live_temporaries
 
@@ -98,9 +98,11 @@ class LocalEngine(Driver):
                          options, cancel)
         self.backend = backend
         self._activity = [time.perf_counter()]  # when any stage last finished a step (see Job.timed)
-        self._taken: dict[int, list[Job]] = {}  # thread ident -> the job(s) it last took (stall reports)
+        # thread ident -> the jobs it took and has not yet handed on or finished: the watchdog
+        # fails these, wherever their thread waits.
+        self._held: dict[int, list[Job]] = {}
         self._stalled = False
-        self._stuck_threads: set[int | None] = set()   # idents of the threads a stall left busy
+        self._stuck_threads: set[int | None] = set()   # idents of the threads a stall left holding jobs
         self._queues: tuple[CostBoundedQueue, ...] = ()     # set when the run starts
         self._device_lock = threading.Lock()
         self._device_failures = 0               # consecutive failed batches on the device
@@ -177,9 +179,9 @@ class LocalEngine(Driver):
             if not interrupted_twice:
                 for q in self._queues:
                     for job in q.drain():
-                        job.outcome.status = CANCELLED
-                        self._finish(job.outcome, outcomes)
+                        self._cancel_job(job)
                 self._drain_done(outcomes)
+                self._finish_unfinished(outcomes, stalled=self._stalled)
                 self._close_summary()
             for job, counts in (("decode", self.jpeg_decodes), ("encode", self.jpeg_encodes)):
                 if any(counts.values()):
@@ -241,17 +243,27 @@ class LocalEngine(Driver):
             self._activity[0] = time.perf_counter()
             self._finish(outcome, outcomes)
         if self._stalled:
-            # The threads that were only waiting on a queue wake up to the closed queues and
-            # account for the jobs they held (a reader blocked on a full queue holds one).
+            # The threads that held nothing only waited for work: they wake up to the closed
+            # queues and end. Those that held jobs (already failed) may never come back.
             for thread in self._threads:
                 if thread.ident not in self._stuck_threads:
                     thread.join(timeout=5)
         self._drain_done(outcomes)
 
     def _take(self, taken):
-        """Remember what this thread is working on, for the stall watchdog's report."""
-        self._taken[threading.get_ident()] = taken if isinstance(taken, list) else [taken]
+        """This thread now holds ``taken`` (a job or a batch) until it hands each on or finishes it."""
+        self._held[threading.get_ident()] = list(taken) if isinstance(taken, list) else [taken]
         return taken
+
+    def _let_go(self, job: Job) -> None:
+        """This thread no longer holds ``job``: it is in a queue, or its outcome is on its way."""
+        held = self._held.get(threading.get_ident(), [])
+        if job in held:
+            held.remove(job)
+
+    def _held_jobs(self) -> dict[int, list[Job]]:
+        """A snapshot: each thread's held jobs."""
+        return {ident: list(jobs) for ident, jobs in list(self._held.items()) if jobs}
 
     def _watch(self, outcomes: list[FileOutcome]) -> None:
         """Stall watchdog: work in flight and no stage progressing for stall_timeout → report and stop.
@@ -264,22 +276,22 @@ class LocalEngine(Driver):
         pending = self.summary.discovered - self.summary.done + self.summary.scan_skipped
         if idle < self.options.stall_timeout or pending <= 0 or self.cancel.cancelled:
             return
+        self._drain_done(outcomes)              # outcomes already on their way are not stuck
         frames = sys._current_frames()
+        held = self._held_jobs()
         lines, stuck = [], []
         for thread in self._threads:
             frame = frames.get(thread.ident) if thread.is_alive() else None
             if frame is None:
                 continue
-            stack = traceback.extract_stack(frame)
-            waiting = any(f.filename.endswith(("queues.py", "threading.py")) for f in stack[-4:])
-            jobs = self._taken.get(thread.ident, [])
-            if not waiting:
-                stuck.extend(jobs)
-                self._stuck_threads.add(thread.ident)
-            where = ", ".join(str(j.source.path) for j in jobs) or "-"
-            lines.append(f"  {thread.name}: {'waiting for work' if waiting else 'BUSY on ' + where}")
-            if not waiting:
-                lines.extend("      " + line.rstrip() for line in traceback.format_list(stack[-6:]))
+            jobs = [job for job in held.get(thread.ident, []) if id(job.outcome) in self._outstanding]
+            if not jobs:
+                lines.append(f"  {thread.name}: waiting for work")
+                continue
+            stuck.extend(jobs)
+            self._stuck_threads.add(thread.ident)
+            lines.append(f"  {thread.name}: HOLDS {', '.join(str(j.source.path) for j in jobs)}")
+            lines.extend("      " + line.rstrip() for line in traceback.format_list(traceback.extract_stack(frame)[-6:]))
         depths = ", ".join(f"{q.name} {q.depth}" for q in self._queues)
         report = (f"stalled: no stage made progress for {idle:.0f} s with {pending} input(s) in flight "
                   f"(--stall-timeout {self.options.stall_timeout:g}); queues: {depths}")
@@ -287,13 +299,14 @@ class LocalEngine(Driver):
         self._stalled = True
         self._trip(report + (f"; stuck on {', '.join(str(j.source.path) for j in stuck)}" if stuck else ""))
         for job in stuck:                      # their threads may never come back: account for them now
-            failure = StageStalled(f"stalled for {idle:.0f} s in a thread that never returned")
-            job.outcome.status = FAILED
-            job.outcome.error_class, job.outcome.message = failure.error_class, str(failure)
-            self._finish(job.outcome, outcomes)
+            self._finish_stalled(job.outcome, f"held for {idle:.0f} s by a thread that never handed it on",
+                                 outcomes)
 
     def _forward(self, q: CostBoundedQueue, job: Job, cost: int) -> None:
         """Hand a job to the next stage; if the run is cancelled meanwhile, account for it."""
+        # Handed on from here: the queue's put returns once the run stops (Closed), so a thread
+        # waiting for room never holds a job the watchdog must fail.
+        self._let_go(job)
         try:
             q.put(job, cost)
         except Closed:
@@ -305,11 +318,13 @@ class LocalEngine(Driver):
         self.images.release(job.reserved)
         job.reserved = 0
         job.outcome.status = CANCELLED
+        self._let_go(job)
         self._done.put(job.outcome)
 
     def _fail(self, job: Job, exc: InputError) -> None:
         self.images.release(job.reserved)
         job.reserved = 0
+        self._let_go(job)
         self._fail_outcome(job.outcome, exc)
 
     # ------------------------------------------------------------------ stages
@@ -321,18 +336,23 @@ class LocalEngine(Driver):
         opts = self.options
         while True:
             job = self._take(self.scan_q.get())
-            if self._draining.is_set():            # not started yet: it stays undone
+            if self._stopping():                   # not started yet: it stays undone
                 self._cancel_job(job)
                 continue
             started = time.perf_counter()
             try:
-                job.data = stages.read_with_retries(
+                read = stages.read_input_with_retries(
                     job.source.path, retries=opts.retries, retry_delay=opts.retry_delay, wait=self.cancel.wait,
                     on_attempt=lambda n, outcome=job.outcome: setattr(outcome, "attempts", n))
             except InputError as exc:
-                self._fail(job, exc)
+                if getattr(exc, "fault", None) and self.cancel.cancelled:
+                    self._cancel_job(job)          # its retries were cut short by the stop: not its fault
+                else:
+                    self._fail(job, exc)
                 continue
-            job.outcome.bytes_in = len(job.data)
+            job.data = read.data
+            # The journal records the file as read, which may differ from what the scan saw.
+            job.outcome.bytes_in, job.outcome.size, job.outcome.mtime = len(read.data), read.size, read.mtime
             job.timed("read", started)
             self._forward(self.read_q, job, len(job.data))
 
@@ -624,4 +644,5 @@ class LocalEngine(Driver):
             if job.errors:
                 self._fail(job, job.errors[0])
             else:
+                self._let_go(job)
                 self._done.put(job.outcome)

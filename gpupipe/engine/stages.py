@@ -24,20 +24,34 @@ from .writer import write_atomic
 # Read errors worth another try: the device or the network may recover.
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE, errno.ECONNRESET,
                     errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.EREMOTEIO}
+# Read errors that are the system's, not the file's (a failing disk, a dead mount): the engine stops
+# the run after several inputs in a row end with one (driver.READ_FAULTS_IN_A_ROW).
+SYSTEM_ERRNOS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.ENODEV, errno.ENXIO, errno.ETIMEDOUT,
+                 errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.ECONNRESET,
+                 errno.ECONNABORTED, errno.EREMOTEIO, errno.ENOMEDIUM, errno.ESHUTDOWN}
 
 
-def read_with_retries(path: str | Path, *, retries: int, retry_delay: float,
-                      wait: Callable[[float], bool], on_attempt: Callable[[int], None] = lambda n: None) -> bytes:
+def read_with_retries(path: str | Path, **how) -> bytes:
+    """read_input_with_retries, the bytes only."""
+    return read_input_with_retries(path, **how).data
+
+
+def read_input_with_retries(path: str | Path, *, retries: int, retry_delay: float, wait: Callable[[float], bool],
+                            on_attempt: Callable[[int], None] = lambda n: None) -> sources.InputRead:
     """Read an input, retrying transient I/O errors (flaky disks, network mounts) with
     exponential backoff and jitter; permanent ones (missing, a directory) fail at once.
-    ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile."""
+    ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile. The
+    UnreadableInput of a system-level error carries its errno's name as ``fault``."""
     for attempt in range(1, retries + 2):
         on_attempt(attempt)
         try:
-            return sources.read_bytes(path)
+            return sources.read_input(path)
         except UnreadableInput as exc:
             cause = exc.__cause__
-            transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
+            code = cause.errno if isinstance(cause, OSError) else None
+            transient = code in TRANSIENT_ERRNOS
+            if code in SYSTEM_ERRNOS:
+                exc.fault = errno.errorcode[code]
             if not transient or attempt > retries:
                 if transient:
                     exc.args = (f"{exc} (after {attempt} attempts)",)
