@@ -4,11 +4,16 @@ and enlarging ops. Real files, real threads and locks, real subprocesses."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
-import threading
+import struct
+import subprocess
+import sys
+import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -20,7 +25,7 @@ from gpupipe.engine import stages
 from gpupipe.engine.local import LocalEngine
 from gpupipe.engine.options import RunOptions
 from gpupipe.errors import InputError, UnreadableInput
-from gpupipe.spec import Spec
+from gpupipe.spec import OpTrie, Spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
@@ -120,3 +125,101 @@ def test_a_vanished_input_fails_as_unreadable_and_a_shrunk_one_is_decoded_as_it_
     with pytest.raises(InputError) as caught:
         stages.decode_input(read.data, Spec.single([ops.Thumbnail(32)]), max_pixels=10**8)
     assert caught.value.error_class == "truncated"
+
+
+# ------------------------------------------------------------------ finding 11: --max-memory holds
+
+
+MAX_MEMORY = 512 * 2**20
+
+
+def _run_measured(*args: str) -> tuple[subprocess.CompletedProcess, int]:
+    """``gpupipe run ARGS`` in a process of its own: (its result, its peak RSS in bytes)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", *args, "--no-journal"], stdout=out,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read()), usage.ru_maxrss * 1024
+
+
+def _png_declaring(path: Path, width: int, height: int) -> None:
+    """A small PNG whose header and data declare width×height black RGB pixels (a header bomb
+    that is also a valid image: it decodes, to gigabytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), bytes(1 + 3 * width)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def _report(tmp_path: Path, name: str) -> dict[str, dict]:
+    data = json.loads((tmp_path / name).read_text())
+    return {Path(o["path"]).name: o for o in data["files"]}
+
+
+@pytest.fixture(scope="module")
+def baseline_rss(tmp_path_factory) -> int:
+    """What a run of one small photo peaks at: the interpreter, the libraries, the engine."""
+    src = _photos(tmp_path_factory.mktemp("base") / "in", 1)
+    result, peak = _run_measured(str(src), "-o", str(src.parent / "out"), "--thumbnail", "64")
+    assert result.returncode == 0, result.stdout
+    return peak
+
+
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_inputs_and_chains_bigger_than_max_memory_fail_as_too_large_and_the_run_goes_on(
+        tmp_path: Path, baseline_rss: int, parallel: str) -> None:
+    """--max-memory 512MB: a PNG declaring 13000² (1.7 GB to decode), one photo resized to
+    20000² (5 GB) and photos padded to 30000² (11 GB) each fail alone as too_large, with the
+    figures, before any of that memory is taken; the photo that fits is made."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _png_declaring(src / "bomb.png", 13000, 13000)
+    shutil.copy(PHOTOS[0], src / "photo.jpg")
+    cases = {"thumbnail": (["--thumbnail", "64"], {"bomb.png"}),
+             "exact": (["--resize", "20000x20000", "--exact"], {"bomb.png", "photo.jpg"}),
+             "pad": (["--resize", "30000x30000", "--pad"], {"bomb.png", "photo.jpg"})}
+    for name, (spec, too_large) in cases.items():
+        report = f"{name}.json"
+        result, peak = _run_measured(str(src), "-o", str(tmp_path / name), *spec, "--max-memory", "512MB",
+                                     "--parallel", parallel, "--report", str(tmp_path / report))
+        outcomes = _report(tmp_path, report)
+        assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+        assert {n for n, o in outcomes.items() if o.get("error_class") == "too_large"} == too_large, outcomes
+        assert {n for n, o in outcomes.items() if o["status"] == "ok"} == {"photo.jpg", "bomb.png"} - too_large
+        for n in too_large:
+            assert "MB at its peak" in outcomes[n]["message"] and "--max-memory 512 MB" in outcomes[n]["message"]
+        assert peak < baseline_rss + 64 * 2**20, (name, peak / 2**20)     # nothing big was ever allocated
+
+
+def test_max_memory_holds_when_several_big_results_would_be_made_at_once(tmp_path: Path, baseline_rss: int) -> None:
+    """Three inputs each enlarged to 5000² (about 300 MB apiece at the peak) by three workers:
+    each fits --max-memory 512MB alone, not together, so they take turns and the run's peak RSS
+    stays within the budget over what a small run takes."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for photo in sorted(EXAMPLES.glob("*.*g")):          # two JPEG photos and a PNG
+        shutil.copy(photo, src / photo.name)
+    result, peak = _run_measured(str(src), "-o", str(tmp_path / "out"), "--resize", "5000x5000", "--exact",
+                                 "--max-memory", "512MB", "--workers", "3", "--format", "png")
+    assert result.returncode == 0, result.stdout
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    assert peak < baseline_rss + MAX_MEMORY, (peak / 2**20, baseline_rss / 2**20)
+
+
+def test_memory_need_counts_each_ops_result_and_temporaries() -> None:
+    """The estimate follows the chain: an enlarging op costs its output, a shrink its input pass,
+    and on a GPU the host holds only the input and the results."""
+    def need(chain, on_host=True):
+        return stages.processing_need(OpTrie.build(Spec.single(chain).variants), 1800, 1200, ops_on_host=on_host)
+
+    small, big = need([ops.Thumbnail(64)]), need([ops.Resize(8000, 8000, mode="exact")])
+    assert small < 40 * 2**20 and big > 8000 * 8000 * 4 * 2
+    assert need([ops.Resize(8000, 8000, mode="exact"), ops.Thumbnail(64)]) > big * 0.9   # the big one in between
+    assert need([ops.Resize(8000, 8000, mode="exact")], on_host=False) < big
+    assert need([ops.Resize(8000, 8000, mode="pad")]) > need([ops.Resize(8000, 8000, mode="fit")])

@@ -37,7 +37,7 @@ import numpy as np
 from .. import codecs, sources
 from ..backends.base import Backend
 from ..codecs import DeferredJpeg
-from ..errors import DeviceFailure, InputError, StoppedBySystemFailure, SystemFailure, WorkerCrashed
+from ..errors import DeviceFailure, ImageTooLarge, InputError, StoppedBySystemFailure, SystemFailure, WorkerCrashed
 from ..spec import Spec
 from . import stages
 from .cancel import CancelToken
@@ -127,14 +127,15 @@ class LocalEngine(Driver):
         tune_allocator()
         allow_writes()
         self.output = Path(output)
-        # Images in flight (decoded inputs, then results) share 40 % of the budget wherever
-        # they are; compressed bytes waiting to decode get a tenth. The rest is headroom
-        # for op temporaries, encoder copies and the interpreter itself.
-        budget = max(opts.max_memory, 16 * 2**20)
+        # Inputs in flight reserve what they will need at their peak (decoded pixels, op results
+        # and temporaries, encoder copies: stages.memory_need) from 80 % of the budget wherever
+        # they are; compressed bytes waiting to decode, and encoded ones waiting to be written,
+        # get a tenth each. One input that needs more than the whole budget fails (too_large).
+        budget = self._budget = max(opts.max_memory, 16 * 2**20)
         workers = max(1, opts.workers)
         readers = opts.readers or max(2, workers)      # I/O threads, for reads and for writes
         depth = 4 * workers           # items a stage may run ahead of the next
-        self.images = MemoryBudget(budget * 0.4, self.cancel)
+        self.images = MemoryBudget(budget * 0.8, self.cancel)
         self.scan_q: CostBoundedQueue[Job] = CostBoundedQueue(4096, self.cancel, "scan")
         self.read_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "read", depth)
         self.decoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget, self.cancel, "decoded",
@@ -362,7 +363,7 @@ class LocalEngine(Driver):
             if self._decode(job):
                 # Batches are cut by the pixels they will hold on the device: a deferred JPEG
                 # reserves only its compressed bytes here, and 64 of those made 2.3 GB batches.
-                self._forward(self.decoded_q, job, max(job.reserved, job.decoded.pixels.nbytes))
+                self._forward(self.decoded_q, job, job.decoded.pixels.nbytes)
 
     def _batch_cost(self, backend: Backend) -> int:
         """The most a batch holds, in the decoded queue's cost (bytes of decoded pixels)."""
@@ -417,7 +418,8 @@ class LocalEngine(Driver):
     def _decode(self, job: Job) -> bool:
         """Decode one input within the memory budget; False if it failed (already accounted)."""
         started = time.perf_counter()
-        self._reserve_for_decode(job)
+        if not self._reserve_for_decode(job):
+            return False
         try:
             job.decoded = stages.decode_input(job.data, self.spec, max_pixels=self.options.max_pixels,
                                               device_jpeg=self.backend.decodes_jpeg)
@@ -431,10 +433,13 @@ class LocalEngine(Driver):
         finally:
             job.data = None       # the bytes are no longer needed: free them now
         pixels = job.decoded.pixels
-        # Now the real size held on the host: the pixels, or for a JPEG the device decodes
-        # (DeferredJpeg), only its compressed bytes until the results come back.
+        # Now what the real size will need on the host (a shrink-on-load decode made it smaller):
+        # from the pixels, or for a JPEG the device decodes (DeferredJpeg) only its compressed
+        # bytes, to the results and their encoding.
         held = len(pixels.data) if isinstance(pixels, DeferredJpeg) else pixels.nbytes
-        job.reserved = self.images.resize(job.reserved, held)
+        need = stages.processing_need(self.trie, pixels.shape[1], pixels.shape[0], ops_on_host=self._ops_on_host(),
+                                      held=held)
+        job.reserved = self.images.resize(job.reserved, need)
         if deferred:
             with self._tally_lock:
                 self.jpeg_decodes["host (device busy)" if overflow else "device"] += 1
@@ -474,7 +479,7 @@ class LocalEngine(Driver):
             job.results = row
             job.timed("process", started)
             cost = sum({id(r): r.nbytes for r in row if isinstance(r, (np.ndarray, codecs.EncodedImage))}.values())
-            job.reserved = self.images.resize(job.reserved, cost)
+            job.reserved = self.images.resize(job.reserved, cost + stages.encoding_need(row))
 
     def _compute_loop(self) -> None:
         """The CPU backend's stage: decode, process and encode one input in one thread. With no
@@ -500,18 +505,32 @@ class LocalEngine(Driver):
         finally:
             worker.close()
 
-    def _reserve_for_decode(self, job: Job) -> None:
-        """Reserve memory before decoding (header size, 4 bytes a pixel: the most a decode can
-        need), so no thread or worker process holds an image the budget doesn't know of."""
+    def _reserve_for_decode(self, job: Job) -> bool:
+        """Reserve, before decoding, the most this input will need at once (from its header: the
+        decode, then its ops and encoders: stages.memory_need), so no thread or worker process
+        holds memory the budget doesn't know of. False, the input failed as too_large, when
+        that is more than the whole --max-memory."""
+        need = stages.memory_need(job.data, self.trie, ops_on_host=self._ops_on_host())
+        if need.peak > self._budget:
+            self._fail(job, ImageTooLarge(f"needs {need.describe()}, more than --max-memory "
+                                          f"{self._budget / 2**20:,.0f} MB allows"))
+            job.data = None
+            return False
         try:
-            job.reserved = self.images.acquire(min(stages.decoded_size_bound(job.data), self.images.capacity))
+            job.reserved = self.images.acquire(need.peak)
         except Closed:
             self._cancel_job(job)
             raise
+        return True
+
+    def _ops_on_host(self) -> bool:
+        """Whether the ops' results and temporaries take host memory: on the CPU backend."""
+        return self.backend.name == "cpu"
 
     def _compute_in(self, worker: WorkerProcess, job: Job) -> bool:
         """Decode, process and encode one input in ``worker``; False if it failed (accounted)."""
-        self._reserve_for_decode(job)
+        if not self._reserve_for_decode(job):
+            return False
         data, job.data = job.data, None
         try:
             computed = worker.compute(data, job.source.relative)
