@@ -223,3 +223,16 @@ def test_memory_need_counts_each_ops_result_and_temporaries() -> None:
     assert need([ops.Resize(8000, 8000, mode="exact"), ops.Thumbnail(64)]) > big * 0.9   # the big one in between
     assert need([ops.Resize(8000, 8000, mode="exact")], on_host=False) < big
     assert need([ops.Resize(8000, 8000, mode="pad")]) > need([ops.Resize(8000, 8000, mode="fit")])
+
+
+def test_memory_need_follows_a_jpegs_shrink_on_load() -> None:
+    """A thumbnail of a JPEG decodes at a DCT scale: its need is that of the small decode, so a
+    small --max-memory still makes thumbnails of big photos (tests/test_api.py runs 16 MB)."""
+    data = PHOTOS[0].read_bytes()
+
+    def need(chain):
+        spec = Spec.single(chain)
+        return stages.memory_need(data, spec, OpTrie.build(spec.variants), ops_on_host=True)
+
+    thumb, blur = need([ops.Thumbnail(32)]), need([ops.GaussianBlur(2.0)])
+    assert thumb.decode * 32 < blur.decode and thumb.peak < 2**20 < blur.peak

@@ -510,7 +510,7 @@ class LocalEngine(Driver):
         decode, then its ops and encoders: stages.memory_need), so no thread or worker process
         holds memory the budget doesn't know of. False, the input failed as too_large, when
         that is more than the whole --max-memory."""
-        need = stages.memory_need(job.data, self.trie, ops_on_host=self._ops_on_host())
+        need = stages.memory_need(job.data, self.spec, self.trie, ops_on_host=self._ops_on_host())
         if need.peak > self._budget:
             self._fail(job, ImageTooLarge(f"needs {need.describe()}, more than --max-memory "
                                           f"{self._budget / 2**20:,.0f} MB allows"))

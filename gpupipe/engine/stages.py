@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .. import codecs, sources
+from ..codecs.jpeg import _pick_scale as pick_jpeg_scale      # the decoder's own choice of DCT scale
 from ..errors import InputError, InternalError, OutputConflict, UnreadableInput
 from ..ops import BYTES_PER_PIXEL
 from ..spec import OpTrie, Spec
@@ -131,16 +132,30 @@ def _mb(amount: int) -> str:
     return f"{amount / 2**20:,.0f} MB"
 
 
-def memory_need(data: bytes, trie: OpTrie, *, ops_on_host: bool) -> MemoryNeed:
+def memory_need(data: bytes, spec: Spec, trie: OpTrie, *, ops_on_host: bool) -> MemoryNeed:
     """What ``data`` will need, from its header alone (0 when the header is unreadable: the
     decode then fails at once, holding nothing). ``ops_on_host``: the backend runs the ops in
     host memory (the CPU); a GPU's host side holds only the decoded input and the results."""
     size = _header_size(data)
     if size is None:
         return MemoryNeed(0, 0)
-    width, height = size
-    per_pixel = DECODE_BYTES_PER_PIXEL.get(codecs.sniff(data[:64]), DECODE_BYTES_PER_PIXEL_PILLOW)
+    fmt = codecs.sniff(data[:64])
+    width, height = _decoded_size(*size, spec) if fmt == "jpeg" else size
+    per_pixel = DECODE_BYTES_PER_PIXEL.get(fmt, DECODE_BYTES_PER_PIXEL_PILLOW)
     return MemoryNeed(per_pixel * width * height, processing_need(trie, width, height, ops_on_host=ops_on_host))
+
+
+def _decoded_size(width: int, height: int, spec: Spec) -> tuple[int, int]:
+    """A JPEG's size once decoded for ``spec``: a leading shrink lets it decode at a DCT scale
+    (codecs.decode with Spec.decode_hint). The least reduction either orientation allows, as
+    the EXIF orientation is not read here."""
+    scales = []
+    for upright in ((width, height), (height, width)):
+        hint = spec.decode_hint(*upright)
+        stored = hint if hint is None or upright == (width, height) else (hint[1], hint[0])
+        scales.append(pick_jpeg_scale(width, height, stored))
+    scale = min(scales)
+    return -(-width // scale), -(-height // scale)
 
 
 def processing_need(trie: OpTrie, width: int, height: int, *, ops_on_host: bool, held: int | None = None) -> int:
