@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -25,6 +26,7 @@ from gpupipe.engine import stages
 from gpupipe.engine.local import LocalEngine
 from gpupipe.engine.options import RunOptions
 from gpupipe.errors import InputError, UnreadableInput
+from gpupipe.journal import Journal
 from gpupipe.spec import OpTrie, Spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
@@ -47,6 +49,41 @@ def _one_outcome_each(result, found: int) -> None:
 
 
 # ------------------------------------------------------------------ finding 12: one outcome each
+
+
+class _JournalThatBlocksOn(Journal):
+    """A real journal whose decision for one input waits on an Event the test holds: the scan
+    thread then waits inside Python's threading module, the shape of a real deadlock."""
+
+    def __init__(self, path: Path, name: str, release: threading.Event) -> None:
+        super().__init__(path, "spec")
+        self._name, self._release = name, release
+
+    def decide(self, path: str, size: int, mtime: float):
+        if Path(path).name == self._name:
+            self._release.wait()
+        return super().decide(path, size, mtime)
+
+
+def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcome(tmp_path: Path) -> None:
+    """The scan thread blocks (threading.Event.wait) while admitting 05.jpg: the watchdog stops the
+    run, and that input, found but never handed on, fails as "stalled" instead of vanishing."""
+    src = _photos(tmp_path / "in", 10)
+    release = threading.Event()
+    journal = _JournalThatBlocksOn(tmp_path / "journal.sqlite", "05.jpg", release)
+    engine = LocalEngine(Spec.single([ops.Thumbnail(32)]), select_backend("cpu", workers=1),
+                         RunOptions(workers=1, journal=journal, stall_timeout=1.0))
+    try:
+        started = time.monotonic()
+        result = engine.run([src], tmp_path / "out")
+        assert time.monotonic() - started < 30
+    finally:
+        release.set()
+        journal.close(None)
+    _one_outcome_each(result, 6)                       # 00 … 05 found; the scan never got further
+    by_name = {Path(o.path).name: o for o in result.outcomes}
+    assert by_name["05.jpg"].status == "failed" and by_name["05.jpg"].error_class == "stalled"
+    assert result.summary.processed == 5 and "stalled" in result.summary.stop_reason
 
 
 @pytest.mark.parametrize("stall_timeout", [-1.0, 0.0, 0.02])
