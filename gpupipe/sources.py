@@ -51,7 +51,7 @@ from gpupipe.codecs import READ_FORMATS, sniff
 from gpupipe.errors import UnreadableInput, UsageError
 
 __all__ = ["IMAGE_EXTENSIONS", "SourceFile", "Skipped", "ScanProblem",
-           "check_inputs", "discover", "read_bytes"]
+           "check_inputs", "discover", "read_bytes", "read_input", "InputRead"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp",
                               ".bmp", ".dib", ".tif", ".tiff"})
@@ -138,13 +138,49 @@ def discover(inputs: Iterable[PathLike], *, recursive: bool = True, include_hidd
     return scanner.run()
 
 
+@dataclass(frozen=True)
+class InputRead:
+    """An input's bytes, with the size and mtime of the file they were read from (its fstat)."""
+
+    data: bytes
+    size: int
+    mtime: float
+
+
 def read_bytes(path: PathLike) -> bytes:
     """The whole file; any OSError becomes UnreadableInput with a plain message."""
+    return read_input(path).data
+
+
+def read_input(path: PathLike) -> InputRead:
+    """Read a regular file whole, as it is now: the size and mtime are those of the open file,
+    so a file replaced or changed since the scan is recorded as what was read, and one that shrank
+    is returned short (its decoder reports the truncation). It is opened non-blocking and
+    refused unless fstat says regular file, so a FIFO, socket or device swapped in after the
+    scan fails at once instead of hanging. Any OSError becomes UnreadableInput."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        kind = _special_file_kind(path, exc)
+        if kind is not None:                # the file's kind, not a device fault: no errno to retry on
+            raise UnreadableInput(f"not a regular file ({kind})") from None
+        raise UnreadableInput(_read_error_message(path, exc)) from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UnreadableInput("is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableInput(f"not a regular file ({_file_kind(info.st_mode)})")
+        os.set_blocking(fd, True)           # a regular file: reads may block on a slow disk as usual
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            data = f.read()
     except OSError as exc:
         raise UnreadableInput(_read_error_message(path, exc)) from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return InputRead(data, len(data), info.st_mtime)
 
 
 # --------------------------------------------------------------------------
@@ -165,6 +201,24 @@ def _os_message(exc: OSError) -> str:
     if exc.errno == errno.ENOENT:
         return "no such file or directory"
     return (exc.strerror or str(exc)).lower()
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
+
+
+def _special_file_kind(path: PathLike, exc: OSError) -> str | None:
+    """Opening a socket (ENXIO) or a device without a driver (ENODEV, ENXIO) fails before fstat
+    could refuse it: the file's kind then, so the message says what it is, not a device error."""
+    if exc.errno not in (errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _file_kind(mode)
 
 
 def _read_error_message(path: PathLike, exc: OSError) -> str:

@@ -22,6 +22,18 @@ FAULTFS = Path(__file__).resolve().parent / "faultfs.py"
 def flaky_files(tmp_path: Path, request):
     """Four photos behind a FUSE mount whose reads fail ``request.param`` times per file first
     (or, for the parameter "hang", whose reads of 2.jpg never return)."""
+    fault = ["--fail-reads", "0", "--hang", "2.jpg"] if request.param == "hang" else ["--fail-reads",
+                                                                                       str(request.param)]
+    yield from _mounted(tmp_path, 4, fault)
+
+
+@pytest.fixture
+def dead_mount(tmp_path: Path):
+    """Forty photos behind a FUSE mount whose every read fails with EIO (a dead disk or mount)."""
+    yield from _mounted(tmp_path, 40, ["--fail-reads", str(10**6)])
+
+
+def _mounted(tmp_path: Path, count: int, fault: list[str]):
     try:
         import fuse  # noqa: F401  (fusepy, with libfuse2 underneath)
     except (ImportError, OSError) as exc:
@@ -31,10 +43,8 @@ def flaky_files(tmp_path: Path, request):
     source, mount = tmp_path / "source", tmp_path / "mnt"
     source.mkdir()
     mount.mkdir()
-    for i in range(4):
+    for i in range(count):
         shutil.copy(EXAMPLES / "Landscape_1.jpg", source / f"{i}.jpg")
-    fault = ["--fail-reads", "0", "--hang", "2.jpg"] if request.param == "hang" else ["--fail-reads",
-                                                                                       str(request.param)]
     proc = subprocess.Popen([sys.executable, str(FAULTFS), str(source), str(mount), *fault],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 10
@@ -80,3 +90,28 @@ def test_a_read_that_never_returns_trips_the_stall_watchdog(flaky_files: Path, t
     by_name = {Path(o.path).name: o for o in result.outcomes}
     assert by_name["2.jpg"].status == "failed" and by_name["2.jpg"].error_class == "stalled"
     assert len(by_name) == 4                                             # every input accounted for
+
+
+def test_inputs_on_a_dead_mount_stop_the_run_with_one_message(dead_mount: Path, tmp_path: Path) -> None:
+    """Every read fails with EIO: after READ_FAULTS_IN_A_ROW inputs in a row the run stops with
+    one message naming the cause and how to resume, instead of failing all 40 one by one."""
+    from gpupipe.engine.driver import READ_FAULTS_IN_A_ROW
+
+    started = time.monotonic()
+    result = gpupipe.run(dead_mount, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", workers=1,
+                         journal=tmp_path / "journal.sqlite")
+    assert time.monotonic() - started < 60
+    summary = result.summary
+    assert result.exit_code == 1
+    assert "in a row" in summary.stop_reason and "EIO" in summary.stop_reason
+    assert "run the same command again" in summary.stop_reason                      # the resume hint
+    assert READ_FAULTS_IN_A_ROW <= summary.failed < 40
+    assert summary.failed + summary.cancelled + summary.processed == summary.discovered <= 40
+    assert all(o.error_class == "unreadable" for o in result.failed)
+
+
+@pytest.mark.parametrize("flaky_files", [2], indirect=True)
+def test_reads_that_recover_never_trip_the_input_breaker(flaky_files: Path, tmp_path: Path) -> None:
+    result = gpupipe.run(flaky_files, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", retries=3,
+                         journal=False)
+    assert result.summary.stop_reason is None and result.summary.processed == 4

@@ -9,6 +9,7 @@ summary, the journal and the exit code — is this one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import queue
@@ -20,12 +21,16 @@ from pathlib import Path, PurePath
 from typing import Sequence
 
 from .. import codecs, sources
-from ..errors import InputError, OutputConflict, StoppedBySystemFailure, SystemFailure
+from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
 from .writer import WritePolicy
 from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
+
+# Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
+# retries): then the input side is broken (a dead mount, a failing disk) and the run stops.
+READ_FAULTS_IN_A_ROW = 8
 
 
 class OutputClaims:
@@ -56,6 +61,10 @@ class Driver(ABC):
         self._system_failure: str | None = None
         self._draining = threading.Event()      # first Ctrl+C: finish what was read, read nothing new
         self._last_progress = 0.0
+        # Every input found, until its one outcome is recorded (id -> outcome): _finish takes each
+        # once, and whatever no stage finished gets its outcome at the end (_finish_unfinished).
+        self._outstanding: dict[int, FileOutcome] = {}
+        self._read_faults: list[FileOutcome] = []     # the latest inputs in a row that failed on a read fault
 
     # ------------------------------------------------------------ discovery and admission
 
@@ -76,7 +85,7 @@ class Driver(ABC):
                     pending.append(item)
             elif isinstance(item, sources.Skipped):
                 self.summary.scan_skipped += 1
-                self._done.put(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason))
+                self._done.put(self._expect(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason)))
             else:
                 self.summary.scan_problems.append(f"{item.path}: {item.message}")
         self.summary.scan_complete = True
@@ -89,9 +98,9 @@ class Driver(ABC):
 
     def _admit(self, source: sources.SourceFile) -> None:
         """Claim the input's outputs and ask the journal; hand what is left to do to ``_submit``."""
-        outcome = FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
-                              bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
-                              mtime=source.mtime)
+        outcome = self._expect(FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
+                                           bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
+                                           mtime=source.mtime))
         guess = codecs.format_from_name(source.relative.name)
         try:
             planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
@@ -144,10 +153,16 @@ class Driver(ABC):
 
     # ------------------------------------------------------------ outcomes
 
+    def _expect(self, outcome: FileOutcome) -> FileOutcome:
+        """Register an input found: from now on it is owed exactly one outcome."""
+        self._outstanding[id(outcome)] = outcome
+        return outcome
+
     def _fail_outcome(self, outcome: FileOutcome, exc: InputError) -> None:
         outcome.status = FAILED
         outcome.error_class = exc.error_class
         outcome.message = str(exc)
+        outcome.fault = getattr(exc, "fault", None)
         self._done.put(outcome)
 
     def _drain_done(self, outcomes: list[FileOutcome]) -> None:
@@ -158,6 +173,10 @@ class Driver(ABC):
                 return
 
     def _finish(self, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
+        """Record an input's outcome, once: a second report of the same input (a stage that comes
+        back after the watchdog failed its input) is dropped, so no input is ever counted twice."""
+        if self._outstanding.pop(id(outcome), None) is not outcome:
+            return
         self.summary.record(outcome)
         if self.options.journal is not None:
             try:
@@ -170,7 +189,45 @@ class Driver(ABC):
             self.options.on_outcome(outcome)
         if outcome.status == FAILED and self.options.on_error == "stop":
             self.cancel.cancel(f"stopped at the first failure (--on-error stop): {outcome.path}: {outcome.message}")
+        self._count_read_faults(outcome)
         self._progress()
+
+    def _finish_unfinished(self, outcomes: list[FileOutcome], stalled: bool) -> None:
+        """The run is over: every input found that no stage finished gets its outcome now, failed
+        as "stalled" after a stall (its thread never handed it on), else cancelled (not started)."""
+        for outcome in list(self._outstanding.values()):
+            if outcome.status == SKIPPED:
+                self._finish(outcome, outcomes)
+            elif stalled:
+                self._finish_stalled(outcome, "no stage finished it before the run stopped", outcomes)
+            else:
+                self._finish_instead(outcome, dataclasses.replace(outcome, status=CANCELLED), outcomes)
+
+    def _finish_stalled(self, outcome: FileOutcome, why: str, outcomes: list[FileOutcome]) -> None:
+        failure = StageStalled(f"stalled: {why}")
+        self._finish_instead(outcome, dataclasses.replace(outcome, status=FAILED, error_class=failure.error_class,
+                                                          message=str(failure)), outcomes)
+
+    def _finish_instead(self, outcome: FileOutcome, final: FileOutcome, outcomes: list[FileOutcome]) -> None:
+        """Finish ``outcome`` as ``final``, a copy: a thread still holding the input may come back
+        later and change its own outcome, which is then no longer recorded anywhere."""
+        if self._outstanding.pop(id(outcome), None) is outcome:
+            self._finish(self._expect(final), outcomes)
+
+    def _count_read_faults(self, outcome: FileOutcome) -> None:
+        """The input side's breaker: READ_FAULTS_IN_A_ROW inputs in a row whose reads failed with a
+        system-level error mean a dead mount or disk, not bad files: stop, rather than fail every
+        input left one by one after its retries. Any input that was read resets the count."""
+        if outcome.status == FAILED and outcome.fault:
+            self._read_faults.append(outcome)
+        elif outcome.status in (OK, FAILED):
+            self._read_faults.clear()
+        faults = len(self._read_faults)
+        if faults >= READ_FAULTS_IN_A_ROW:
+            last = self._read_faults[-1]
+            self._trip(f"reading inputs failed {faults} times in a row with system errors ({last.fault}), the "
+                       f"last: {last.path}: {last.message}; the disk or mount holding the inputs looks broken "
+                       f"(use --retry-failed on the next run to read those {faults} again)")
 
     def _progress(self, force: bool = False) -> None:
         now = time.perf_counter()

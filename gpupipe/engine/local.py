@@ -38,7 +38,7 @@ import numpy as np
 from .. import codecs, sources
 from ..backends.base import Backend
 from ..codecs import DeferredJpeg
-from ..errors import DeviceFailure, InputError, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
+from ..errors import DeviceFailure, ImageTooLarge, InputError, StoppedBySystemFailure, SystemFailure, WorkerCrashed
 from ..spec import Spec
 from . import stages
 from .cancel import CancelToken
@@ -49,7 +49,7 @@ from .options import (DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, RunOptions
 from .process import device_jpeg_plan, process_batch, process_fitting
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
-from .results import CANCELLED, FAILED, FileOutcome, RunResult
+from .results import CANCELLED, FileOutcome, RunResult
 from .worker_process import WorkerProcess
 from .writer import allow_writes, remove_live_temporaries
 
@@ -99,9 +99,11 @@ class LocalEngine(Driver):
                          options, cancel)
         self.backend = backend
         self._activity = [time.perf_counter()]  # when any stage last finished a step (see Job.timed)
-        self._taken: dict[int, list[Job]] = {}  # thread ident -> the job(s) it last took (stall reports)
+        # thread ident -> the jobs it took and has not yet handed on or finished: the watchdog
+        # fails these, wherever their thread waits.
+        self._held: dict[int, list[Job]] = {}
         self._stalled = False
-        self._stuck_threads: set[int | None] = set()   # idents of the threads a stall left busy
+        self._stuck_threads: set[int | None] = set()   # idents of the threads a stall left holding jobs
         self._queues: tuple[CostBoundedQueue, ...] = ()     # set when the run starts
         self._device_lock = threading.Lock()
         self._device_failures = 0               # consecutive failed batches on the device
@@ -127,14 +129,15 @@ class LocalEngine(Driver):
         allow_writes()
         self.output = Path(os.path.abspath(output))     # as the journal records outputs, whatever the cwd
         self._plan_writes(inputs, self.output)
-        # Images in flight (decoded inputs, then results) share 40 % of the budget wherever
-        # they are; compressed bytes waiting to decode get a tenth. The rest is headroom
-        # for op temporaries, encoder copies and the interpreter itself.
-        budget = max(opts.max_memory, 16 * 2**20)
+        # Inputs in flight reserve what they will need at their peak (decoded pixels, op results
+        # and temporaries, encoder copies: stages.memory_need) from 80 % of the budget wherever
+        # they are; compressed bytes waiting to decode, and encoded ones waiting to be written,
+        # get a tenth each. One input that needs more than the whole budget fails (too_large).
+        budget = self._budget = max(opts.max_memory, 16 * 2**20)
         workers = max(1, opts.workers)
         readers = opts.readers or max(2, workers)      # I/O threads, for reads and for writes
         depth = 4 * workers           # items a stage may run ahead of the next
-        self.images = MemoryBudget(budget * 0.4, self.cancel)
+        self.images = MemoryBudget(budget * 0.8, self.cancel)
         self.scan_q: CostBoundedQueue[Job] = CostBoundedQueue(4096, self.cancel, "scan")
         self.read_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "read", depth)
         self.decoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget, self.cancel, "decoded",
@@ -179,9 +182,9 @@ class LocalEngine(Driver):
             if not interrupted_twice:
                 for q in self._queues:
                     for job in q.drain():
-                        job.outcome.status = CANCELLED
-                        self._finish(job.outcome, outcomes)
+                        self._cancel_job(job)
                 self._drain_done(outcomes)
+                self._finish_unfinished(outcomes, stalled=self._stalled)
                 self._close_summary()
             for job, counts in (("decode", self.jpeg_decodes), ("encode", self.jpeg_encodes)):
                 if any(counts.values()):
@@ -243,17 +246,27 @@ class LocalEngine(Driver):
             self._activity[0] = time.perf_counter()
             self._finish(outcome, outcomes)
         if self._stalled:
-            # The threads that were only waiting on a queue wake up to the closed queues and
-            # account for the jobs they held (a reader blocked on a full queue holds one).
+            # The threads that held nothing only waited for work: they wake up to the closed
+            # queues and end. Those that held jobs (already failed) may never come back.
             for thread in self._threads:
                 if thread.ident not in self._stuck_threads:
                     thread.join(timeout=5)
         self._drain_done(outcomes)
 
     def _take(self, taken):
-        """Remember what this thread is working on, for the stall watchdog's report."""
-        self._taken[threading.get_ident()] = taken if isinstance(taken, list) else [taken]
+        """This thread now holds ``taken`` (a job or a batch) until it hands each on or finishes it."""
+        self._held[threading.get_ident()] = list(taken) if isinstance(taken, list) else [taken]
         return taken
+
+    def _let_go(self, job: Job) -> None:
+        """This thread no longer holds ``job``: it is in a queue, or its outcome is on its way."""
+        held = self._held.get(threading.get_ident(), [])
+        if job in held:
+            held.remove(job)
+
+    def _held_jobs(self) -> dict[int, list[Job]]:
+        """A snapshot: each thread's held jobs."""
+        return {ident: list(jobs) for ident, jobs in list(self._held.items()) if jobs}
 
     def _watch(self, outcomes: list[FileOutcome]) -> None:
         """Stall watchdog: work in flight and no stage progressing for stall_timeout → report and stop.
@@ -266,22 +279,22 @@ class LocalEngine(Driver):
         pending = self.summary.discovered - self.summary.done + self.summary.scan_skipped
         if idle < self.options.stall_timeout or pending <= 0 or self.cancel.cancelled:
             return
+        self._drain_done(outcomes)              # outcomes already on their way are not stuck
         frames = sys._current_frames()
+        held = self._held_jobs()
         lines, stuck = [], []
         for thread in self._threads:
             frame = frames.get(thread.ident) if thread.is_alive() else None
             if frame is None:
                 continue
-            stack = traceback.extract_stack(frame)
-            waiting = any(f.filename.endswith(("queues.py", "threading.py")) for f in stack[-4:])
-            jobs = self._taken.get(thread.ident, [])
-            if not waiting:
-                stuck.extend(jobs)
-                self._stuck_threads.add(thread.ident)
-            where = ", ".join(str(j.source.path) for j in jobs) or "-"
-            lines.append(f"  {thread.name}: {'waiting for work' if waiting else 'BUSY on ' + where}")
-            if not waiting:
-                lines.extend("      " + line.rstrip() for line in traceback.format_list(stack[-6:]))
+            jobs = [job for job in held.get(thread.ident, []) if id(job.outcome) in self._outstanding]
+            if not jobs:
+                lines.append(f"  {thread.name}: waiting for work")
+                continue
+            stuck.extend(jobs)
+            self._stuck_threads.add(thread.ident)
+            lines.append(f"  {thread.name}: HOLDS {', '.join(str(j.source.path) for j in jobs)}")
+            lines.extend("      " + line.rstrip() for line in traceback.format_list(traceback.extract_stack(frame)[-6:]))
         depths = ", ".join(f"{q.name} {q.depth}" for q in self._queues)
         report = (f"stalled: no stage made progress for {idle:.0f} s with {pending} input(s) in flight "
                   f"(--stall-timeout {self.options.stall_timeout:g}); queues: {depths}")
@@ -289,13 +302,14 @@ class LocalEngine(Driver):
         self._stalled = True
         self._trip(report + (f"; stuck on {', '.join(str(j.source.path) for j in stuck)}" if stuck else ""))
         for job in stuck:                      # their threads may never come back: account for them now
-            failure = StageStalled(f"stalled for {idle:.0f} s in a thread that never returned")
-            job.outcome.status = FAILED
-            job.outcome.error_class, job.outcome.message = failure.error_class, str(failure)
-            self._finish(job.outcome, outcomes)
+            self._finish_stalled(job.outcome, f"held for {idle:.0f} s by a thread that never handed it on",
+                                 outcomes)
 
     def _forward(self, q: CostBoundedQueue, job: Job, cost: int) -> None:
         """Hand a job to the next stage; if the run is cancelled meanwhile, account for it."""
+        # Handed on from here: the queue's put returns once the run stops (Closed), so a thread
+        # waiting for room never holds a job the watchdog must fail.
+        self._let_go(job)
         try:
             q.put(job, cost)
         except Closed:
@@ -307,11 +321,13 @@ class LocalEngine(Driver):
         self.images.release(job.reserved)
         job.reserved = 0
         job.outcome.status = CANCELLED
+        self._let_go(job)
         self._done.put(job.outcome)
 
     def _fail(self, job: Job, exc: InputError) -> None:
         self.images.release(job.reserved)
         job.reserved = 0
+        self._let_go(job)
         self._fail_outcome(job.outcome, exc)
 
     # ------------------------------------------------------------------ stages
@@ -323,18 +339,23 @@ class LocalEngine(Driver):
         opts = self.options
         while True:
             job = self._take(self.scan_q.get())
-            if self._draining.is_set():            # not started yet: it stays undone
+            if self._stopping():                   # not started yet: it stays undone
                 self._cancel_job(job)
                 continue
             started = time.perf_counter()
             try:
-                job.data = stages.read_with_retries(
+                read = stages.read_input_with_retries(
                     job.source.path, retries=opts.retries, retry_delay=opts.retry_delay, wait=self.cancel.wait,
                     on_attempt=lambda n, outcome=job.outcome: setattr(outcome, "attempts", n))
             except InputError as exc:
-                self._fail(job, exc)
+                if getattr(exc, "fault", None) and self.cancel.cancelled:
+                    self._cancel_job(job)          # its retries were cut short by the stop: not its fault
+                else:
+                    self._fail(job, exc)
                 continue
-            job.outcome.bytes_in = len(job.data)
+            job.data = read.data
+            # The journal records the file as read, which may differ from what the scan saw.
+            job.outcome.bytes_in, job.outcome.size, job.outcome.mtime = len(read.data), read.size, read.mtime
             job.timed("read", started)
             self._forward(self.read_q, job, len(job.data))
 
@@ -344,7 +365,7 @@ class LocalEngine(Driver):
             if self._decode(job):
                 # Batches are cut by the pixels they will hold on the device: a deferred JPEG
                 # reserves only its compressed bytes here, and 64 of those made 2.3 GB batches.
-                self._forward(self.decoded_q, job, max(job.reserved, job.decoded.pixels.nbytes))
+                self._forward(self.decoded_q, job, job.decoded.pixels.nbytes)
 
     def _batch_cost(self, backend: Backend) -> int:
         """The most a batch holds, in the decoded queue's cost (bytes of decoded pixels)."""
@@ -399,7 +420,8 @@ class LocalEngine(Driver):
     def _decode(self, job: Job) -> bool:
         """Decode one input within the memory budget; False if it failed (already accounted)."""
         started = time.perf_counter()
-        self._reserve_for_decode(job)
+        if not self._reserve_for_decode(job):
+            return False
         try:
             job.decoded = stages.decode_input(job.data, self.spec, max_pixels=self.options.max_pixels,
                                               device_jpeg=self.backend.decodes_jpeg)
@@ -413,10 +435,13 @@ class LocalEngine(Driver):
         finally:
             job.data = None       # the bytes are no longer needed: free them now
         pixels = job.decoded.pixels
-        # Now the real size held on the host: the pixels, or for a JPEG the device decodes
-        # (DeferredJpeg), only its compressed bytes until the results come back.
+        # Now what the real size will need on the host (a shrink-on-load decode made it smaller):
+        # from the pixels, or for a JPEG the device decodes (DeferredJpeg) only its compressed
+        # bytes, to the results and their encoding.
         held = len(pixels.data) if isinstance(pixels, DeferredJpeg) else pixels.nbytes
-        job.reserved = self.images.resize(job.reserved, held)
+        need = stages.processing_need(self.trie, pixels.shape[1], pixels.shape[0], ops_on_host=self._ops_on_host(),
+                                      held=held)
+        job.reserved = self.images.resize(job.reserved, need)
         if deferred:
             with self._tally_lock:
                 self.jpeg_decodes["host (device busy)" if overflow else "device"] += 1
@@ -456,7 +481,7 @@ class LocalEngine(Driver):
             job.results = row
             job.timed("process", started)
             cost = sum({id(r): r.nbytes for r in row if isinstance(r, (np.ndarray, codecs.EncodedImage))}.values())
-            job.reserved = self.images.resize(job.reserved, cost)
+            job.reserved = self.images.resize(job.reserved, cost + stages.encoding_need(row))
 
     def _compute_loop(self) -> None:
         """The CPU backend's stage: decode, process and encode one input in one thread. With no
@@ -482,18 +507,32 @@ class LocalEngine(Driver):
         finally:
             worker.close()
 
-    def _reserve_for_decode(self, job: Job) -> None:
-        """Reserve memory before decoding (header size, 4 bytes a pixel: the most a decode can
-        need), so no thread or worker process holds an image the budget doesn't know of."""
+    def _reserve_for_decode(self, job: Job) -> bool:
+        """Reserve, before decoding, the most this input will need at once (from its header: the
+        decode, then its ops and encoders: stages.memory_need), so no thread or worker process
+        holds memory the budget doesn't know of. False, the input failed as too_large, when
+        that is more than the whole --max-memory."""
+        need = stages.memory_need(job.data, self.spec, self.trie, ops_on_host=self._ops_on_host())
+        if need.peak > self._budget:
+            self._fail(job, ImageTooLarge(f"needs {need.describe()}, more than --max-memory "
+                                          f"{self._budget / 2**20:,.0f} MB allows"))
+            job.data = None
+            return False
         try:
-            job.reserved = self.images.acquire(min(stages.decoded_size_bound(job.data), self.images.capacity))
+            job.reserved = self.images.acquire(need.peak)
         except Closed:
             self._cancel_job(job)
             raise
+        return True
+
+    def _ops_on_host(self) -> bool:
+        """Whether the ops' results and temporaries take host memory: on the CPU backend."""
+        return self.backend.name == "cpu"
 
     def _compute_in(self, worker: WorkerProcess, job: Job) -> bool:
         """Decode, process and encode one input in ``worker``; False if it failed (accounted)."""
-        self._reserve_for_decode(job)
+        if not self._reserve_for_decode(job):
+            return False
         data, job.data = job.data, None
         try:
             computed = worker.compute(data, job.source.relative)
@@ -628,4 +667,5 @@ class LocalEngine(Driver):
             if job.errors:
                 self._fail(job, job.errors[0])
             else:
+                self._let_go(job)
                 self._done.put(job.outcome)

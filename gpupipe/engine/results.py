@@ -38,9 +38,11 @@ class FileOutcome:
     mtime: float | None = field(default=None, repr=False)
     output_sizes: list[int] = field(default_factory=list, repr=False)
     output_checksums: list[str] = field(default_factory=list, repr=False)
+    # The system-level errno (EIO, ENOTCONN …) a failed read ended with: the input-side breaker counts these.
+    fault: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        skip = {"queued_at", "spans", "size", "mtime", "output_sizes", "output_checksums"}
+        skip = {"queued_at", "spans", "size", "mtime", "output_sizes", "output_checksums", "fault"}
         return {k: v for k, v in asdict(self).items() if k not in skip and v not in (None, [], {})}
 
 

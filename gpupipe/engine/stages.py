@@ -16,29 +16,46 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Callable, Container
 
+import numpy as np
 
 from .. import codecs, sources
+from ..codecs.jpeg import _pick_scale as pick_jpeg_scale      # the decoder's own choice of DCT scale
 from ..errors import InputError, InternalError, OutputConflict, UnreadableInput, WriteError
-from ..spec import Spec
+from ..ops import BYTES_PER_PIXEL
+from ..spec import OpTrie, Spec
 from .writer import WritePolicy, write_output
 
 # Read errors worth another try: the device or the network may recover.
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE, errno.ECONNRESET,
                     errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.EREMOTEIO}
+# Read errors that are the system's, not the file's (a failing disk, a dead mount): the engine stops
+# the run after several inputs in a row end with one (driver.READ_FAULTS_IN_A_ROW).
+SYSTEM_ERRNOS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.ENODEV, errno.ENXIO, errno.ETIMEDOUT,
+                 errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.ECONNRESET,
+                 errno.ECONNABORTED, errno.EREMOTEIO, errno.ENOMEDIUM, errno.ESHUTDOWN}
 
 
-def read_with_retries(path: str | Path, *, retries: int, retry_delay: float,
-                      wait: Callable[[float], bool], on_attempt: Callable[[int], None] = lambda n: None) -> bytes:
+def read_with_retries(path: str | Path, **how) -> bytes:
+    """read_input_with_retries, the bytes only."""
+    return read_input_with_retries(path, **how).data
+
+
+def read_input_with_retries(path: str | Path, *, retries: int, retry_delay: float, wait: Callable[[float], bool],
+                            on_attempt: Callable[[int], None] = lambda n: None) -> sources.InputRead:
     """Read an input, retrying transient I/O errors (flaky disks, network mounts) with
     exponential backoff and jitter; permanent ones (missing, a directory) fail at once.
-    ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile."""
+    ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile. The
+    UnreadableInput of a system-level error carries its errno's name as ``fault``."""
     for attempt in range(1, retries + 2):
         on_attempt(attempt)
         try:
-            return sources.read_bytes(path)
+            return sources.read_input(path)
         except UnreadableInput as exc:
             cause = exc.__cause__
-            transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
+            code = cause.errno if isinstance(cause, OSError) else None
+            transient = code in TRANSIENT_ERRNOS
+            if code in SYSTEM_ERRNOS:
+                exc.fault = errno.errorcode[code]
             if not transient or attempt > retries:
                 if transient:
                     exc.args = (f"{exc} (after {attempt} attempts)",)
@@ -81,14 +98,114 @@ def _codec_errors_as_input_errors():
         raise unexpected(exc) from exc
 
 
-def decoded_size_bound(data: bytes) -> int:
-    """Upper bound of the decoded size from the header; 0 when the header is unreadable
-    (the decode then fails at once, holding nothing)."""
+def _header_size(data: bytes) -> tuple[int, int] | None:
     try:
-        width, height = codecs.header_size(data)
+        return codecs.header_size(data)
     except Exception:
-        return 0
-    return width * height * 4
+        return None
+
+
+# Peak bytes per decoded pixel while decoding, measured: libjpeg-turbo decodes a JPEG straight
+# into its array (3.2); Pillow decodes into its own image, then the array is copied out (PNG: 10).
+DECODE_BYTES_PER_PIXEL = {"jpeg": 4}
+DECODE_BYTES_PER_PIXEL_PILLOW = 11
+# An encoder's copy of the pixels (Pillow's RGBA image) and the file it makes, per result pixel.
+ENCODE_BYTES_PER_PIXEL = 8
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """The most memory one input takes on the host: while decoding, and from its decoded
+    pixels to its encoded files (ops and encoders, the pixels held meanwhile included)."""
+
+    decode: int
+    process: int
+
+    @property
+    def peak(self) -> int:
+        return max(self.decode, self.process)
+
+    def describe(self) -> str:
+        return f"about {_mb(self.peak)} at its peak (decoding {_mb(self.decode)}, ops and encoding {_mb(self.process)})"
+
+
+def _mb(amount: int) -> str:
+    return f"{amount / 2**20:,.0f} MB"
+
+
+def memory_need(data: bytes, spec: Spec, trie: OpTrie, *, ops_on_host: bool) -> MemoryNeed:
+    """What ``data`` will need, from its header alone (0 when the header is unreadable: the
+    decode then fails at once, holding nothing). ``ops_on_host``: the backend runs the ops in
+    host memory (the CPU); a GPU's host side holds only the decoded input and the results."""
+    size = _header_size(data)
+    if size is None:
+        return MemoryNeed(0, 0)
+    fmt = codecs.sniff(data[:64])
+    width, height = _decoded_size(*size, spec) if fmt == "jpeg" else size
+    per_pixel = DECODE_BYTES_PER_PIXEL.get(fmt, DECODE_BYTES_PER_PIXEL_PILLOW)
+    return MemoryNeed(per_pixel * width * height, processing_need(trie, width, height, ops_on_host=ops_on_host))
+
+
+def _decoded_size(width: int, height: int, spec: Spec) -> tuple[int, int]:
+    """A JPEG's size once decoded for ``spec``: a leading shrink lets it decode at a DCT scale
+    (codecs.decode with Spec.decode_hint). The least reduction either orientation allows, as
+    the EXIF orientation is not read here."""
+    scales = []
+    for upright in ((width, height), (height, width)):
+        hint = spec.decode_hint(*upright)
+        stored = hint if hint is None or upright == (width, height) else (hint[1], hint[0])
+        scales.append(pick_jpeg_scale(width, height, stored))
+    scale = min(scales)
+    return -(-width // scale), -(-height // scale)
+
+
+def processing_need(trie: OpTrie, width: int, height: int, *, ops_on_host: bool, held: int | None = None) -> int:
+    """The peak from a decoded width×height image to its encoded files. Either orientation:
+    the header's size is the stored one, and an EXIF rotation swaps it before the ops.
+    ``held``: the input's bytes on the host if not its pixels (a JPEG the device decodes)."""
+    held = BYTES_PER_PIXEL * width * height if held is None else held
+    return max(_processing_need(trie, w, h, ops_on_host, held) for w, h in ((width, height), (height, width)))
+
+
+def encoding_need(results: list) -> int:
+    """What encoding a row of results adds to the pixels held: the largest one's encoder copy
+    (a result the backend encoded already needs none)."""
+    pixels = [r.shape[0] * r.shape[1] for r in results if isinstance(r, np.ndarray)]
+    return ENCODE_BYTES_PER_PIXEL * max(pixels, default=0)
+
+
+def _processing_need(trie: OpTrie, width: int, height: int, ops_on_host: bool, held: int) -> int:
+    peak, results, largest = _subtree_need(trie, width, height, ops_on_host, held)
+    # The encoders run once every result is made: all results held, one encoder at work.
+    return max(peak, results + ENCODE_BYTES_PER_PIXEL * largest)
+
+
+def _subtree_need(node: OpTrie, width: int, height: int, on_host: bool, held: int) -> tuple[int, int, int]:
+    """(peak bytes, result bytes kept, largest result in pixels) of the ops below ``node``, run on
+    its width×height image (``held`` bytes of host memory) as process._walk runs them: every
+    child's op on the image, then the image freed (unless a variant's result) and each child's
+    subtree in turn, the results of earlier subtrees kept for the encoders. Off the host (a GPU)
+    only the input and the results, downloaded, take host memory. An op that cannot apply
+    costs nothing (it fails)."""
+    is_result = bool(node.variant_indices)
+    made, peak = [], held
+    for child in node.children:
+        try:
+            out_w, out_h = child.op.output_size(width, height)
+        except InputError:
+            continue
+        working = child.op.peak_bytes(width, height) if on_host else 0
+        peak = max(peak, held + sum(image for *_, image in made) + working)
+        made.append((child, out_w, out_h, BYTES_PER_PIXEL * out_w * out_h if on_host else 0))
+    kept = BYTES_PER_PIXEL * width * height if is_result else 0
+    largest = width * height if is_result else 0
+    for position, (child, out_w, out_h, image) in enumerate(made):
+        waiting = sum(later for *_, later in made[position + 1:])
+        sub_peak, sub_kept, sub_largest = _subtree_need(child, out_w, out_h, on_host, image)
+        peak = max(peak, kept + waiting + sub_peak)
+        kept += sub_kept
+        largest = max(largest, sub_largest)
+    return peak, kept, largest
 
 
 @dataclass
