@@ -139,6 +139,21 @@ def test_not_an_image_message_never_copies_the_files_bytes() -> None:
         codecs.decode(b"")
 
 
+def test_decode_error_messages_never_quote_the_files_bytes(small: Image.Image) -> None:
+    """Pillow quotes a malformed chunk type in its message ("broken PNG file (chunk b'...')");
+    gpupipe's message says what is wrong without it, for Pillow's errors and for its own."""
+    png = save(small, "PNG")
+    with pytest.raises(InputError) as caught:
+        codecs.decode(png_with_chunk(png, png_chunk(b"pw=1", b"hunter2")))
+    assert "pw=1" not in str(caught.value) and "hunter2" not in str(caught.value)
+    assert "<bytes>" in str(caught.value)
+    renamed = png_with_chunk(png, png_chunk(b"pwRd", b"hunter2"))
+    crc_at = renamed.index(b"pwRd") + 4 + len(b"hunter2")
+    with pytest.raises(CorruptImage) as caught:
+        codecs.decode(renamed[:crc_at] + b"\0\0\0\0" + renamed[crc_at + 4:])
+    assert "pwRd" not in str(caught.value)
+
+
 # ----------------------------------------------------------------- bad inputs
 
 @pytest.fixture(scope="module")

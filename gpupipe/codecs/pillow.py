@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import threading
 import warnings
@@ -90,6 +91,9 @@ _TRUNCATION_HINTS = ("truncated", "premature end", "unpack requires a buffer",
                      "not enough data", "not enough image data", "end of file", "eof", "no more images")
 
 
+_BYTES_LITERAL = re.compile(r"b'(?:[^'\\]|\\.)*'" + r'|b"(?:[^"\\]|\\.)*"')
+
+
 def _pillow_error(exc: Exception, fmt: str, where: str, data: bytes) -> Exception:
     """Map a Pillow/zlib exception to TruncatedImage or CorruptImage.
 
@@ -99,7 +103,9 @@ def _pillow_error(exc: Exception, fmt: str, where: str, data: bytes) -> Exceptio
     """
     if isinstance(exc, MemoryError):
         return exc                       # a system problem, not this file's
-    msg = str(exc) or type(exc).__name__
+    # Pillow quotes raw bytes in some messages (a chunk type, a tag value): messages go to
+    # logs and the journal, so they never carry the file's content.
+    msg = _BYTES_LITERAL.sub("<bytes>", str(exc)) or type(exc).__name__
     label = fmt.upper()
     if "decompressed data too large" in msg.lower():
         return CorruptImage(f"corrupt {label}: a compressed metadata chunk (text or ICC profile) "
