@@ -9,6 +9,7 @@ them only with ``all_files`` / ``--all-files``.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
@@ -166,11 +167,15 @@ def png_with_chunk(png: bytes, chunk: bytes) -> bytes:
 def zlib_bomb_chunk(kind: bytes, inflated: int) -> bytes:
     """A valid iCCP, zTXt or iTXt chunk whose compressed text or profile inflates to
     ``inflated`` zero bytes (1 GB takes about 1 MB)."""
+    head = {b"iCCP": b"profile\0\0", b"zTXt": b"Comment\0\0", b"iTXt": b"Comment\0\1\0\0\0"}[kind]
+    return png_chunk(kind, head + _deflated_zeros(inflated))
+
+
+@functools.lru_cache(maxsize=4)
+def _deflated_zeros(count: int) -> bytes:
     z = zlib.compressobj(9)
     block = bytes(1 << 20)
-    parts = [z.compress(block) for _ in range(inflated >> 20)] + [z.flush()]
-    head = {b"iCCP": b"profile\0\0", b"zTXt": b"Comment\0\0", b"iTXt": b"Comment\0\1\0\0\0"}[kind]
-    return png_chunk(kind, head + b"".join(parts))
+    return b"".join([z.compress(block) for _ in range(count >> 20)] + [z.flush()])
 
 
 def short_gif(im: Image.Image, keep: float = 0.3) -> bytes:
@@ -240,3 +245,42 @@ def short_webp(webp: bytes, keep: float = 0.5) -> bytes:
 def jpeg_cut_with_eoi(jpeg: bytes, keep: float = 0.5) -> bytes:
     """``jpeg`` cut inside its entropy-coded data and closed with an end-of-image marker."""
     return jpeg[:int(len(jpeg) * keep)] + b"\xff\xd9"
+
+
+# --------------------------------------------------------------------- header bombs
+
+def with_declared_size(data: bytes, width: int, height: int) -> bytes:
+    """A JPEG (first SOF0/1/2), PNG (IHDR, CRC fixed), GIF (screen and first image), BMP,
+    TIFF (ImageWidth/ImageLength, rewritten as LONGs) or simple WebP (VP8/VP8L; a VP8X
+    header is added for sizes past 16384) whose header declares ``width`` x ``height``,
+    the pixel data left as it was: a header bomb."""
+    out = bytearray(data)
+    if data.startswith(b"\xff\xd8"):
+        at = min(i for i in (out.find(b"\xff\xc0"), out.find(b"\xff\xc1"), out.find(b"\xff\xc2")) if i > 0)
+        struct.pack_into(">HH", out, at + 5, height, width)
+    elif data.startswith(b"\x89PNG"):
+        struct.pack_into(">II", out, 16, width, height)
+        struct.pack_into(">I", out, 29, zlib.crc32(out[12:29]))
+    elif data[:3] == b"GIF":
+        struct.pack_into("<HH", out, 6, width, height)
+        struct.pack_into("<HH", out, _gif_descriptor(out) + 5, width, height)
+    elif data[:2] == b"BM":
+        struct.pack_into("<ii", out, 18, width, height)
+    elif data[:4] == b"II*\0":
+        ifd = struct.unpack_from("<I", out, 4)[0]
+        for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", out, ifd)[0], 12):
+            tag = struct.unpack_from("<H", out, entry)[0]
+            if tag in (256, 257):
+                struct.pack_into("<HII", out, entry + 2, 4, 1, width if tag == 256 else height)
+    elif data[:4] == b"RIFF" and max(width, height) > 16384:
+        canvas = (b"VP8X" + struct.pack("<I", 10) + bytes(4) + (width - 1).to_bytes(3, "little")
+                  + (height - 1).to_bytes(3, "little"))
+        return b"RIFF" + struct.pack("<I", 4 + len(canvas) + len(data) - 12) + b"WEBP" + canvas + data[12:]
+    elif data[12:16] == b"VP8 ":
+        struct.pack_into("<HH", out, 26, width & 0x3FFF, height & 0x3FFF)
+    elif data[12:16] == b"VP8L":
+        bits = struct.unpack_from("<I", out, 21)[0] & ~0xFFFFFFF
+        struct.pack_into("<I", out, 21, bits | (width - 1) | ((height - 1) << 14))
+    else:
+        raise ValueError("not a format with_declared_size knows")
+    return bytes(out)

@@ -43,6 +43,7 @@ from .badfiles import (
     short_png,
     short_tiff,
     short_webp,
+    with_declared_size,
     zlib_bomb_chunk,
 )
 from .corpus import CORPUS
@@ -306,16 +307,47 @@ def test_png_with_a_bad_idat_crc_is_corrupt(small: Image.Image) -> None:
 
 @pytest.mark.parametrize("kind", [b"iCCP", b"zTXt", b"iTXt"])
 def test_png_zlib_chunk_bombs_fail_fast_with_little_memory(small: Image.Image, kind: bytes) -> None:
-    """A metadata chunk that inflates to 1 GB: refused by Pillow's text limit within a second,
+    """A metadata chunk that inflates to 256 MB: refused by Pillow's text limit within a second,
     without inflating it (the whole decode stays far below the bomb's size)."""
     import resource
-    data = png_with_chunk(save(small, "PNG"), zlib_bomb_chunk(kind, 1 << 30))
+    data = png_with_chunk(save(small, "PNG"), zlib_bomb_chunk(kind, 1 << 28))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     with pytest.raises(CorruptImage, match="zlib bomb"):
         codecs.decode(data)
     assert time.perf_counter() - t0 < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024   # KiB
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "JPEG-CMYK", "PNG", "GIF", "WEBP", "WEBP-lossless", "BMP", "TIFF"])
+def test_header_bombs_of_every_format_are_refused_before_decoding(small: Image.Image, fmt: str) -> None:
+    """A small real file whose header declares 60000x16000 (960 MP): ImageTooLarge with the
+    user's limit in the message, from the header, in well under a second, allocating nothing
+    near the declared size (WebP was refused by Pillow's own limit, in Pillow's words)."""
+    import resource
+    image = small.convert("CMYK") if fmt == "JPEG-CMYK" else small
+    data = with_declared_size(save(image, fmt.split("-")[0], lossless=fmt.endswith("lossless")),
+                              60000, 16000)
+    assert codecs.header_size(data) == (60000, 16000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match=r"declared size 60000x16000 .*\(--max-pixels"):
+        codecs.decode(data)
+    assert time.perf_counter() - t0 < 0.5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024   # KiB
+
+
+def test_a_jpeg_too_small_for_its_declared_size_fails_without_decoding(small: Image.Image) -> None:
+    """12000x12000 (under the pixel limit) declared by a 3 KB JPEG: libjpeg would decode all
+    144 MP of nothing for seconds before failing; every block costs a bit, so it cannot fit."""
+    data = with_declared_size(save(small.resize((64, 48)), "JPEG"), 12000, 12000)
+    t0 = time.perf_counter()
+    with pytest.raises(TruncatedImage, match=r"bytes cannot hold the 12000x12000 image"):
+        codecs.decode(data)
+    assert time.perf_counter() - t0 < 0.2
+    for real in (save(Image.new("L", (4000, 3000)), "JPEG", quality=1),
+                 save(Image.new("RGB", (4000, 3000)), "JPEG", quality=1, progressive=True)):
+        assert codecs.decode(real).pixels.shape[:2] == (3000, 4000)   # the flattest real JPEGs pass
 
 
 def test_decodes_refuse_to_run_with_pillows_load_truncated_images_on(

@@ -16,12 +16,14 @@ import numpy as np
 
 from gpupipe.errors import ImageTooLarge, InputError
 
-from .jpeg import _TURBO_SOF, _check_cmyk_complete, _decode_turbo, _parse_jpeg_header, _pick_scale
+from .jpeg import (_TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header,
+                   _pick_scale)
 from .modes import _matching_icc, _to_array
 from .orientation import _orient, _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _pillow_load, _pillow_open, _stored_size
 from .png import _check_png_chunks, _check_png_rows, _decode_png16_colour, _is_16bit_colour_png, _png_exif_chunk
 from .sniffing import _classify
+from .webp import _webp_size
 
 #: ``decode(min_size=...)``: (w, h), a function of the upright (w, h), or None.
 MinSize = tuple[int, int] | Callable[[int, int], "tuple[int, int] | None"] | None
@@ -76,6 +78,7 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         _check_size(hdr.width, hdr.height, max_pixels)
+        _check_room_for_blocks(data, hdr)
         orientation = _valid_orientation(hdr.orientation)
         if hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components in (1, 3):
             want = _stored_min(min_size, (hdr.width, hdr.height), orientation)
@@ -146,6 +149,7 @@ def defer_jpeg(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         return None
     hdr = _parse_jpeg_header(data)
     _check_size(hdr.width, hdr.height, max_pixels)
+    _check_room_for_blocks(data, hdr)
     if not (hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components in (1, 3)):
         return None
     if not data.rstrip(b"\0").endswith(_EOI):
@@ -179,6 +183,8 @@ def _stored_min(min_size: MinSize, stored: tuple[int, int],
 
 def _decode_pillow(data: bytes, fmt: str, max_pixels: int | None, min_size: MinSize) -> Decoded:
     """The general path: every non-hot-path JPEG and every other format."""
+    if fmt == "webp" and (declared := _webp_size(data)):
+        _check_size(*declared, max_pixels)     # before Pillow's own limit and libwebp's canvas
     im = _pillow_open(data, fmt)
     stored = _stored_size(im, fmt)
     _check_size(stored[0], stored[1], max_pixels)

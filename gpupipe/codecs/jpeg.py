@@ -48,6 +48,8 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # What simplejpeg (TurboJPEG) decodes for us: 8-bit huffman baseline,
 # extended and progressive. The rest goes to Pillow.
 _TURBO_SOF = {0xC0, 0xC1, 0xC2}
+# Huffman-coded SOFs (arithmetic coding, C9-CF, can squeeze an empty block below a bit).
+_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 
 
 @dataclass
@@ -124,6 +126,23 @@ def _parse_jpeg_header(data: bytes) -> _JpegHeader:
         else:
             hdr.problems.append("ICC profile is incomplete (missing APP2 chunks); ignored")
     return hdr
+
+
+def _check_room_for_blocks(data: bytes, hdr: _JpegHeader) -> None:
+    """Refuse, before decoding, a Huffman-coded JPEG too small to hold the image it declares.
+
+    Every 8x8 block of a scan costs at least one bit (a DC code is at least one bit long), and
+    even with 4x4 chroma-style subsampling of every component the first scan covers
+    ceil(w/32) x ceil(h/32) blocks. A 3 KB file declaring 12000x12000 would otherwise be
+    decoded in full (seconds, the whole canvas allocated) only to fail as truncated.
+    """
+    if hdr.sof not in _HUFFMAN_SOF:
+        return
+    blocks = -(-hdr.width // 32) * -(-hdr.height // 32)
+    if len(data) * 8 < blocks:
+        raise TruncatedImage(
+            f"truncated JPEG: {len(data)} bytes cannot hold the {hdr.width}x{hdr.height} image its "
+            f"header declares (each 8x8 block takes at least one bit)")
 
 
 def _pick_scale(width: int, height: int, min_stored: tuple[int, int] | None) -> int:
