@@ -242,6 +242,7 @@ def _short_data_files(small: Image.Image) -> dict[str, bytes]:
         "gif": short_gif(small),
         "bmp_rle8": short_bmp_rle8(small),
         "tiff_raw": short_tiff(small, compression="raw"),
+        "tiff_deflate": short_tiff(small, compression="tiff_adobe_deflate"),
         "jpeg": jpeg_cut_with_eoi(save(small, "JPEG")),
         "jpeg_progressive": jpeg_cut_with_eoi(save(small, "JPEG", progressive=True)),
         "jpeg_cmyk": jpeg_cut_with_eoi(save(small.convert("CMYK"), "JPEG")),
@@ -258,7 +259,7 @@ def _short_png16(small: Image.Image) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["png", "png_interlaced", "png_16bit", "gif", "bmp_rle8", "tiff_raw",
-                                  "jpeg", "jpeg_progressive", "jpeg_cmyk"])
+                                  "tiff_deflate", "jpeg", "jpeg_progressive", "jpeg_cmyk"])
 def test_data_shorter_than_the_header_declares_is_truncated(small: Image.Image, kind: str) -> None:
     data = _short_data_files(small)[kind]
     with pytest.raises(TruncatedImage, match="truncated"):
@@ -270,12 +271,21 @@ def test_short_png_message_counts_the_rows(small: Image.Image) -> None:
         codecs.decode(short_png(small, 0.3))
 
 
-@pytest.mark.parametrize("kind", ["tiff_deflate", "tiff_lzw", "webp", "webp_lossless"])
-def test_short_compressed_tiff_and_webp_fail(small: Image.Image, kind: str) -> None:
+def test_a_damaged_deflate_tiff_strip_stays_corrupt(small: Image.Image) -> None:
+    """Only a strip that inflates short is truncated; garbage in the stream is corrupt."""
+    tiff = bytearray(save(small, "TIFF", compression="tiff_adobe_deflate"))
+    offset = Image.open(io.BytesIO(bytes(tiff))).tag_v2[273][0]
+    tiff[offset + 40:offset + 400] = bytes(range(256)) + bytes(range(104))
+    with pytest.raises(CorruptImage):
+        codecs.decode(bytes(tiff))
+
+
+@pytest.mark.parametrize("kind", ["tiff_lzw", "webp", "webp_lossless"])
+def test_short_lzw_tiff_and_webp_fail(small: Image.Image, kind: str) -> None:
     """libtiff and libwebp stop on short data themselves, but Pillow hands on only "decoder
-    error" / "failed to read next frame", so the class is truncated or corrupt; never ok."""
-    data = {"tiff_deflate": lambda: short_tiff(small, compression="tiff_adobe_deflate"),
-            "tiff_lzw": lambda: short_tiff(small, compression="tiff_lzw"),
+    error" / "failed to read next frame" and no stdlib codec can count an LZW strip or a VP8
+    partition, so the class is truncated or corrupt; never ok."""
+    data = {"tiff_lzw": lambda: short_tiff(small, compression="tiff_lzw"),
             "webp": lambda: short_webp(save(small, "WEBP")),
             "webp_lossless": lambda: short_webp(save(small, "WEBP", lossless=True))}[kind]()
     with pytest.raises(InputError) as caught:

@@ -14,6 +14,7 @@ from PIL import Image, ImageFile
 from gpupipe.errors import CorruptImage, ImageTooLarge, SystemFailure, TruncatedImage
 
 from .png import _png_chunks
+from .tiff import _tiff_strip_short
 
 _PILLOW_NAME = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP",
                 "bmp": "BMP", "tiff": "TIFF"}
@@ -84,6 +85,9 @@ def _pillow_load(im: ImageFile.ImageFile, fmt: str, data: bytes) -> None:
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large for Pillow's {fmt.upper()} decoder: {exc}") from exc
     except Exception as exc:
+        if fmt == "tiff" and not isinstance(exc, MemoryError) and _tiff_strip_short(im, data):
+            raise TruncatedImage("truncated TIFF: a strip's compressed data holds fewer rows than "
+                                 "the header declares") from exc
         raise _pillow_error(exc, fmt, "data", data) from exc
 
 
