@@ -14,6 +14,7 @@ The package is split by job; this module re-exports the public API:
                  APP2 ICC insertion; why simplejpeg is the hot path (measured)
     orientation  read, validate and apply the EXIF orientation
     png          PNG chunk walking, CRC and row-count checks, the 16-bit colour PNG path
+    tiff         tells a short deflate strip from a damaged one (after a failed load)
     webp         the WebP canvas size from the first chunk (checked before Pillow opens it)
     pillow       Pillow open/load with failures mapped to InputErrors (refused while
                  Pillow's LOAD_TRUNCATED_IMAGES is on)
