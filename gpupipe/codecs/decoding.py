@@ -16,12 +16,13 @@ import numpy as np
 
 from gpupipe.errors import ImageTooLarge, InputError
 
-from .jpeg import (_TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header,
-                   _pick_scale)
+from .jpeg import (
+    _TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header, _pick_scale)
 from .modes import _matching_icc, _to_array
 from .orientation import _orient, _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _pillow_load, _pillow_open, _stored_size
-from .png import _check_png_chunks, _check_png_rows, _decode_png16_colour, _is_16bit_colour_png, _png_exif_chunk
+from .png import (
+    _check_png_chunks, _check_png_rows, _decode_png16_colour, _is_16bit_colour_png, _png_exif_chunk)
 from .sniffing import _classify
 from .webp import _webp_size
 

@@ -221,7 +221,8 @@ def _turbo_strict(data: bytes, kw: dict) -> np.ndarray | None:
         if _REFUSED_JPEG.search(msg):
             return None
         if _TRUNCATED_JPEG.search(msg):
-            raise TruncatedImage(f"truncated JPEG: the image data ends before the image does ({msg})") from exc
+            raise TruncatedImage(
+                f"truncated JPEG: the image data ends before the image does ({msg})") from exc
         detail = re.sub(r"^corrupt jpeg data:\s*", "", msg, flags=re.I)
         raise CorruptImage(f"corrupt JPEG data: {detail}") from exc
 
