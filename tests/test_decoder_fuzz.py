@@ -260,14 +260,14 @@ def make_case(number: int, seeds: list[tuple[str, bytes]]) -> tuple[str, bytes]:
     mutated = bytearray(data)
     steps = []
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        if len(mutated) < 2:
+            break                                  # nothing left to cut or flip inside
         mutate = rng.choice(MUTATIONS)
         if name.endswith(".png") and mutate is not _png_chunk_edit and rng.random() < 0.5:
             mutated = _fix_png_crcs(mutate(rng, mutated, [d for _, d in seeds]))
         else:
             mutated = mutate(rng, mutated, [d for _, d in seeds])
         steps.append(mutate.__name__.lstrip("_"))
-        if not mutated:
-            mutated = bytearray(data[:1])
     return f"{name}+{'+'.join(steps)}", bytes(mutated)
 
 
