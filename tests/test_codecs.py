@@ -6,6 +6,7 @@ import io
 import struct
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -22,12 +23,29 @@ from gpupipe.errors import (
     ImageTooLarge,
     InputError,
     NotAnImage,
+    SystemFailure,
+    TruncatedImage,
     UnsupportedFormat,
     UsageError,
 )
 from gpupipe.sources import read_bytes
 
-from .badfiles import EXPECTED_ERROR_CLASS, bomb_png, make_bad_inputs
+from .badfiles import (
+    EXPECTED_ERROR_CLASS,
+    bomb_png,
+    jpeg_cut_with_eoi,
+    make_bad_inputs,
+    png_chunk,
+    png_with_bad_crc,
+    png_with_chunk,
+    short_bmp_rle8,
+    short_gif,
+    short_png,
+    short_tiff,
+    short_webp,
+    with_declared_size,
+    zlib_bomb_chunk,
+)
 from .corpus import CORPUS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,13 +125,34 @@ def test_sniff_returns_none_for_non_images(head: bytes) -> None:
     assert codecs.sniff(head) is None
 
 
-def test_not_an_image_message_shows_how_the_file_starts() -> None:
-    with pytest.raises(NotAnImage, match=r"not an image \(starts with 'Dear diary"):
-        codecs.decode(b"Dear diary, today I took 300 photos.\n")
-    with pytest.raises(NotAnImage, match=r"starts with bytes 7f 45 4c 46"):
-        codecs.decode(b"\x7fELF\x02\x01\x01\x00" + bytes(100))
+def test_not_an_image_message_never_copies_the_files_bytes() -> None:
+    """A text file named .jpg may hold a secret: its message (logged, journaled) says what the
+    file is not and how long it is, never what it holds."""
+    secret = b"password=hunter2\napi_key=0123456789abcdef\n"
+    for data in (secret, b"\x7fELF\x02\x01\x01\x00" + secret, secret.hex().encode()):
+        with pytest.raises(NotAnImage) as caught:
+            codecs.decode(data)
+        message = str(caught.value)
+        assert message == f"not an image: no known image signature ({len(data)} bytes)"
+        for fragment in (b"password", b"hunter2", b"ELF", b"7f 45", b"70617373"):
+            assert fragment.decode() not in message
     with pytest.raises(EmptyInput):
         codecs.decode(b"")
+
+
+def test_decode_error_messages_never_quote_the_files_bytes(small: Image.Image) -> None:
+    """Pillow quotes a malformed chunk type in its message ("broken PNG file (chunk b'...')");
+    gpupipe's message says what is wrong without it, for Pillow's errors and for its own."""
+    png = save(small, "PNG")
+    with pytest.raises(InputError) as caught:
+        codecs.decode(png_with_chunk(png, png_chunk(b"pw=1", b"hunter2")))
+    assert "pw=1" not in str(caught.value) and "hunter2" not in str(caught.value)
+    assert "<bytes>" in str(caught.value)
+    renamed = png_with_chunk(png, png_chunk(b"pwRd", b"hunter2"))
+    crc_at = renamed.index(b"pwRd") + 4 + len(b"hunter2")
+    with pytest.raises(CorruptImage) as caught:
+        codecs.decode(renamed[:crc_at] + b"\0\0\0\0" + renamed[crc_at + 4:])
+    assert "pwRd" not in str(caught.value)
 
 
 # ----------------------------------------------------------------- bad inputs
@@ -127,7 +166,7 @@ MESSAGE_MUST_SAY = {
     "corrupt_jpeg": "corrupt JPEG data",
     "truncated_jpeg": "truncated JPEG",
     "empty_jpg": "empty file",
-    "text_named_jpg": "not an image (starts with 'Shopping list",
+    "text_named_jpg": "not an image: no known image signature (42 bytes)",
     "broken_symlink": "broken symbolic link",
     "bomb_png": "declared size 20000x20000",
     "unsupported_named_png": "unsupported format: ICO",
@@ -189,6 +228,150 @@ def test_truncated_and_corrupt_files_of_other_formats(small: Image.Image) -> Non
     png[200:260] = bytes(60)                                 # inside the compressed pixels
     with pytest.raises(CorruptImage):
         codecs.decode(bytes(png))
+
+
+# ------------------------------------------------- incomplete data (short, not cut)
+# Each file's structure is whole (lengths, CRCs, end markers right); only its compressed
+# pixel data stops early. Decoders that stop quietly left the missing rows black.
+
+def _short_data_files(small: Image.Image) -> dict[str, bytes]:
+    return {
+        "png": short_png(small),
+        "png_interlaced": short_png(small, interlace=True),
+        "png_16bit": _short_png16(small),
+        "gif": short_gif(small),
+        "bmp_rle8": short_bmp_rle8(small),
+        "tiff_raw": short_tiff(small, compression="raw"),
+        "tiff_deflate": short_tiff(small, compression="tiff_adobe_deflate"),
+        "jpeg": jpeg_cut_with_eoi(save(small, "JPEG")),
+        "jpeg_progressive": jpeg_cut_with_eoi(save(small, "JPEG", progressive=True)),
+        "jpeg_cmyk": jpeg_cut_with_eoi(save(small.convert("CMYK"), "JPEG")),
+    }
+
+
+def _short_png16(small: Image.Image) -> bytes:
+    """A 16-bit RGB PNG (the OpenCV path) whose IDAT holds 40 of its 150 rows."""
+    rgb16 = np.asarray(small).astype(">u2") * 257
+    raw = b"".join(b"\0" + row.tobytes() for row in rgb16[:40])
+    ihdr = struct.pack(">IIBBBBB", 225, 150, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("kind", ["png", "png_interlaced", "png_16bit", "gif", "bmp_rle8", "tiff_raw",
+                                  "tiff_deflate", "jpeg", "jpeg_progressive", "jpeg_cmyk"])
+def test_data_shorter_than_the_header_declares_is_truncated(small: Image.Image, kind: str) -> None:
+    data = _short_data_files(small)[kind]
+    with pytest.raises(TruncatedImage, match="truncated"):
+        codecs.decode(data)
+
+
+def test_short_png_message_counts_the_rows(small: Image.Image) -> None:
+    with pytest.raises(TruncatedImage, match=r"holds 45 of the 150 rows its header declares"):
+        codecs.decode(short_png(small, 0.3))
+
+
+def test_a_damaged_deflate_tiff_strip_stays_corrupt(small: Image.Image) -> None:
+    """Only a strip that inflates short is truncated; garbage in the stream is corrupt."""
+    tiff = bytearray(save(small, "TIFF", compression="tiff_adobe_deflate"))
+    offset = Image.open(io.BytesIO(bytes(tiff))).tag_v2[273][0]
+    tiff[offset + 40:offset + 400] = bytes(range(256)) + bytes(range(104))
+    with pytest.raises(CorruptImage):
+        codecs.decode(bytes(tiff))
+
+
+@pytest.mark.parametrize("kind", ["tiff_lzw", "webp", "webp_lossless"])
+def test_short_lzw_tiff_and_webp_fail(small: Image.Image, kind: str) -> None:
+    """libtiff and libwebp stop on short data themselves, but Pillow hands on only "decoder
+    error" / "failed to read next frame" and no stdlib codec can count an LZW strip or a VP8
+    partition, so the class is truncated or corrupt; never ok."""
+    data = {"tiff_lzw": lambda: short_tiff(small, compression="tiff_lzw"),
+            "webp": lambda: short_webp(save(small, "WEBP")),
+            "webp_lossless": lambda: short_webp(save(small, "WEBP", lossless=True))}[kind]()
+    with pytest.raises(InputError) as caught:
+        codecs.decode(data)
+    assert caught.value.error_class in ("truncated", "corrupt")
+
+
+def test_complete_pngs_with_a_black_last_row_still_decode(small: Image.Image) -> None:
+    """The row count is checked when the last row is all zero (as missing rows are): a
+    complete image ending in black must pass that check, plain and interlaced."""
+    pixels = np.asarray(small).copy()
+    pixels[-3:] = 0
+    black_bottom = Image.fromarray(pixels)
+    for data in (save(black_bottom, "PNG"), short_png(black_bottom, 1.0, interlace=True),
+                 save(black_bottom.convert("P"), "PNG"), save(Image.new("L", (7, 5)), "PNG")):
+        decoded = codecs.decode(data)
+        assert (decoded.pixels[-1] == 0).all()
+
+
+def test_png_with_a_bad_idat_crc_is_corrupt(small: Image.Image) -> None:
+    """PngSuite's xcsn0g01 (one IDAT CRC wrong) decoded with status ok: Pillow checks no IDAT CRC."""
+    png = save(small, "PNG")
+    with pytest.raises(CorruptImage, match="the CRC of chunk IDAT does not match"):
+        codecs.decode(png_with_bad_crc(png))
+    with pytest.raises(CorruptImage, match="CRC"):
+        codecs.decode(png_with_bad_crc(png, b"IEND"))
+    assert codecs.decode(png).pixels.shape == (150, 225, 3)
+
+
+@pytest.mark.parametrize("kind", [b"iCCP", b"zTXt", b"iTXt"])
+def test_png_zlib_chunk_bombs_fail_fast_with_little_memory(small: Image.Image, kind: bytes) -> None:
+    """A metadata chunk that inflates to 256 MB: refused by Pillow's text limit within a second,
+    without inflating it (the whole decode stays far below the bomb's size)."""
+    import resource
+    data = png_with_chunk(save(small, "PNG"), zlib_bomb_chunk(kind, 1 << 28))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(CorruptImage, match="zlib bomb"):
+        codecs.decode(data)
+    assert time.perf_counter() - t0 < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024   # KiB
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "JPEG-CMYK", "PNG", "GIF", "WEBP", "WEBP-lossless", "BMP", "TIFF"])
+def test_header_bombs_of_every_format_are_refused_before_decoding(small: Image.Image, fmt: str) -> None:
+    """A small real file whose header declares 60000x16000 (960 MP): ImageTooLarge with the
+    user's limit in the message, from the header, in well under a second, allocating nothing
+    near the declared size (WebP was refused by Pillow's own limit, in Pillow's words)."""
+    import resource
+    image = small.convert("CMYK") if fmt == "JPEG-CMYK" else small
+    data = with_declared_size(save(image, fmt.split("-")[0], lossless=fmt.endswith("lossless")),
+                              60000, 16000)
+    assert codecs.header_size(data) == (60000, 16000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match=r"declared size 60000x16000 .*\(--max-pixels"):
+        codecs.decode(data)
+    assert time.perf_counter() - t0 < 0.5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024   # KiB
+
+
+def test_a_jpeg_too_small_for_its_declared_size_fails_without_decoding(small: Image.Image) -> None:
+    """12000x12000 (under the pixel limit) declared by a 3 KB JPEG: libjpeg would decode all
+    144 MP of nothing for seconds before failing; every block costs a bit, so it cannot fit."""
+    data = with_declared_size(save(small.resize((64, 48)), "JPEG"), 12000, 12000)
+    t0 = time.perf_counter()
+    with pytest.raises(TruncatedImage, match=r"bytes cannot hold the 12000x12000 image"):
+        codecs.decode(data)
+    assert time.perf_counter() - t0 < 0.2
+    for real in (save(Image.new("L", (4000, 3000)), "JPEG", quality=1),
+                 save(Image.new("RGB", (4000, 3000)), "JPEG", quality=1, progressive=True)):
+        assert codecs.decode(real).pixels.shape[:2] == (3000, 4000)   # the flattest real JPEGs pass
+
+
+def test_decodes_refuse_to_run_with_pillows_load_truncated_images_on(
+        small: Image.Image, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpupipe never turns the flag on (it is off once gpupipe and its engine are imported);
+    if other code in the process does, a Pillow decode refuses instead of keeping a short file."""
+    import gpupipe.engine.local  # noqa: F401  (everything a run imports)
+    from PIL import ImageFile
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    png = save(small, "PNG")
+    for data in (png, png[:len(png) // 2], save(small, "GIF")):
+        with pytest.raises(SystemFailure, match="LOAD_TRUNCATED_IMAGES"):
+            codecs.decode(data)
 
 
 # ----------------------------------------------------------------- orientation

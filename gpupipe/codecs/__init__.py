@@ -13,8 +13,11 @@ The package is split by job; this module re-exports the public API:
     jpeg         marker scan (size, EXIF orientation, ICC), TurboJPEG decode,
                  APP2 ICC insertion; why simplejpeg is the hot path (measured)
     orientation  read, validate and apply the EXIF orientation
-    png          PNG chunk walking and the 16-bit colour PNG path
-    pillow       Pillow open/load with failures mapped to InputErrors
+    png          PNG chunk walking, CRC and row-count checks, the 16-bit colour PNG path
+    tiff         tells a short deflate strip from a damaged one (after a failed load)
+    webp         the WebP canvas size from the first chunk (checked before Pillow opens it)
+    pillow       Pillow open/load with failures mapped to InputErrors (refused while
+                 Pillow's LOAD_TRUNCATED_IMAGES is on)
     modes        mode normalisation to L/LA/RGB/RGBA, ICC matching, ``pil_to_array``
     decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``; ``defer_jpeg``, ``DeferredJpeg``
                  (a JPEG checked here, its pixels left to a device decoder)

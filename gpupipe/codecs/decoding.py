@@ -16,12 +16,15 @@ import numpy as np
 
 from gpupipe.errors import ImageTooLarge, InputError
 
-from .jpeg import _TURBO_SOF, _decode_turbo, _parse_jpeg_header, _pick_scale
+from .jpeg import (
+    _TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header, _pick_scale)
 from .modes import _matching_icc, _to_array
 from .orientation import _orient, _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _pillow_load, _pillow_open, _stored_size
-from .png import _decode_png16_colour, _is_16bit_colour_png, _png_exif_chunk
+from .png import (
+    _check_png_chunks, _check_png_rows, _decode_png16_colour, _is_16bit_colour_png, _png_exif_chunk)
 from .sniffing import _classify
+from .webp import _webp_size
 
 #: ``decode(min_size=...)``: (w, h), a function of the upright (w, h), or None.
 MinSize = tuple[int, int] | Callable[[int, int], "tuple[int, int] | None"] | None
@@ -76,6 +79,7 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         _check_size(hdr.width, hdr.height, max_pixels)
+        _check_room_for_blocks(data, hdr)
         orientation = _valid_orientation(hdr.orientation)
         if hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components in (1, 3):
             want = _stored_min(min_size, (hdr.width, hdr.height), orientation)
@@ -85,6 +89,8 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                 icc = _matching_icc(hdr.icc, pixels.shape[2])
                 return Decoded(_orient(pixels, orientation), fmt, icc,
                                (hdr.width, hdr.height), scale, orientation)
+        elif hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components == 4:
+            _check_cmyk_complete(data)
     return _decode_pillow(data, fmt, max_pixels, min_size)
 
 
@@ -144,6 +150,7 @@ def defer_jpeg(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         return None
     hdr = _parse_jpeg_header(data)
     _check_size(hdr.width, hdr.height, max_pixels)
+    _check_room_for_blocks(data, hdr)
     if not (hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components in (1, 3)):
         return None
     if not data.rstrip(b"\0").endswith(_EOI):
@@ -155,6 +162,11 @@ def defer_jpeg(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     deferred = DeferredJpeg(data, (h, w, hdr.components), orientation)
     return Decoded(deferred, "jpeg", _matching_icc(hdr.icc, hdr.components),  # type: ignore[arg-type]
                    (hdr.width, hdr.height), 1, orientation)
+
+
+def _last_row(im) -> bytes:
+    """The bottom row of a loaded Pillow image, in its own mode's bytes."""
+    return im.crop((0, im.height - 1, im.width, im.height)).tobytes()
 
 
 def _stored_min(min_size: MinSize, stored: tuple[int, int],
@@ -172,6 +184,8 @@ def _stored_min(min_size: MinSize, stored: tuple[int, int],
 
 def _decode_pillow(data: bytes, fmt: str, max_pixels: int | None, min_size: MinSize) -> Decoded:
     """The general path: every non-hot-path JPEG and every other format."""
+    if fmt == "webp" and (declared := _webp_size(data)):
+        _check_size(*declared, max_pixels)     # before Pillow's own limit and libwebp's canvas
     im = _pillow_open(data, fmt)
     stored = _stored_size(im, fmt)
     _check_size(stored[0], stored[1], max_pixels)
@@ -190,10 +204,16 @@ def _decode_pillow(data: bytes, fmt: str, max_pixels: int | None, min_size: MinS
             im.draft(im.mode, (stored[0] // s, stored[1] // s))
             scale = min((1, 2, 4, 8), key=lambda k: abs(stored[0] / k - im.size[0]))
     pixels = None
-    if fmt == "png" and _is_16bit_colour_png(data):
-        pixels = _decode_png16_colour(data)
+    if fmt == "png":
+        _check_png_chunks(data)
+        if _is_16bit_colour_png(data):
+            pixels = _decode_png16_colour(data)
+            if pixels is not None:
+                _check_png_rows(data, pixels[-1].tobytes())
     if pixels is None:
         _pillow_load(im, fmt, data)
+        if fmt == "png":
+            _check_png_rows(data, _last_row(im))
         if fmt == "tiff" and 0x0112 not in im.tag_v2:
             to_apply = 1     # Pillow's TIFF loader transposes itself and drops the tag
         pixels, icc = _to_array(im, icc)

@@ -48,6 +48,8 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # What simplejpeg (TurboJPEG) decodes for us: 8-bit huffman baseline,
 # extended and progressive. The rest goes to Pillow.
 _TURBO_SOF = {0xC0, 0xC1, 0xC2}
+# Huffman-coded SOFs (arithmetic coding, C9-CF, can squeeze an empty block below a bit).
+_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 
 
 @dataclass
@@ -126,6 +128,23 @@ def _parse_jpeg_header(data: bytes) -> _JpegHeader:
     return hdr
 
 
+def _check_room_for_blocks(data: bytes, hdr: _JpegHeader) -> None:
+    """Refuse, before decoding, a Huffman-coded JPEG too small to hold the image it declares.
+
+    Every 8x8 block of a scan costs at least one bit (a DC code is at least one bit long), and
+    even with 4x4 chroma-style subsampling of every component the first scan covers
+    ceil(w/32) x ceil(h/32) blocks. A 3 KB file declaring 12000x12000 would otherwise be
+    decoded in full (seconds, the whole canvas allocated) only to fail as truncated.
+    """
+    if hdr.sof not in _HUFFMAN_SOF:
+        return
+    blocks = -(-hdr.width // 32) * -(-hdr.height // 32)
+    if len(data) * 8 < blocks:
+        raise TruncatedImage(
+            f"truncated JPEG: {len(data)} bytes cannot hold the {hdr.width}x{hdr.height} image its "
+            f"header declares (each 8x8 block takes at least one bit)")
+
+
 def _pick_scale(width: int, height: int, min_stored: tuple[int, int] | None) -> int:
     """Largest DCT reduction s in (8, 4, 2) with both sides // s >= the minimum.
 
@@ -143,7 +162,10 @@ def _pick_scale(width: int, height: int, min_stored: tuple[int, int] | None) -> 
     return 1
 
 
-_TRUNCATED_JPEG = re.compile(r"premature end of jpeg file|jpeg datastream contains no image", re.I)
+# "premature end of data segment": the entropy-coded data met a marker (a file cut short
+# and closed with an end-of-image marker) before the image was complete.
+_TRUNCATED_JPEG = re.compile(
+    r"premature end of jpeg file|jpeg datastream contains no image|premature end of data segment", re.I)
 # Junk before the final EOI marker is common in camera files and harmless:
 # every scan was decoded completely, so we accept those pixels.
 _HARMLESS_JPEG = re.compile(r"extraneous bytes before marker 0xd9", re.I)
@@ -159,30 +181,50 @@ def _decode_turbo(data: bytes, hdr: _JpegHeader,
     None when TurboJPEG refuses the file's layout (the caller tries Pillow).
     """
     s = _pick_scale(hdr.width, hdr.height, min_stored)
-    kw = {"colorspace": "GRAY" if hdr.components == 1 else "RGB", "strict": True}
+    kw = {"colorspace": "GRAY" if hdr.components == 1 else "RGB"}
     if s > 1:
         # Asking for exactly ceil(size / s) makes TurboJPEG choose scale 1/s
         # (it picks the smallest of its n/8 factors that reaches the minimum).
         kw["min_width"] = -(-hdr.width // s)
         kw["min_height"] = -(-hdr.height // s)
+    pixels = _turbo_strict(data, kw)
+    if pixels is None:
+        return None
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return pixels, s
+
+
+def _check_cmyk_complete(data: bytes) -> None:
+    """Fail a 4-component (CMYK/YCCK) JPEG whose entropy-coded data is short or corrupt.
+
+    Pillow decodes these (with the colour handling they need) but, like libjpeg's default,
+    fills a scan that ends early with grey and says nothing. TurboJPEG in strict mode decodes
+    the same data and raises instead; at 1/8 scale the check costs little next to the decode.
+    """
+    _turbo_strict(data, {"colorspace": "CMYK", "min_width": 1, "min_height": 1})
+
+
+def _turbo_strict(data: bytes, kw: dict) -> np.ndarray | None:
+    """``simplejpeg.decode_jpeg(strict=True)`` with its failures mapped to InputErrors;
+    None when TurboJPEG refuses the layout."""
+    kw = {**kw, "strict": True}
     try:
         try:
-            pixels = simplejpeg.decode_jpeg(data, **kw)
+            return simplejpeg.decode_jpeg(data, **kw)
         except ValueError as exc:
             if not _HARMLESS_JPEG.search(str(exc)):
                 raise
-            pixels = simplejpeg.decode_jpeg(data, **{**kw, "strict": False})
+            return simplejpeg.decode_jpeg(data, **{**kw, "strict": False})
     except ValueError as exc:
         msg = str(exc)
         if _REFUSED_JPEG.search(msg):
             return None
         if _TRUNCATED_JPEG.search(msg):
-            raise TruncatedImage(f"truncated JPEG: the file ends before the image does ({msg})") from exc
+            raise TruncatedImage(
+                f"truncated JPEG: the image data ends before the image does ({msg})") from exc
         detail = re.sub(r"^corrupt jpeg data:\s*", "", msg, flags=re.I)
         raise CorruptImage(f"corrupt JPEG data: {detail}") from exc
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    return pixels, s
 
 
 _ICC_MARKER = b"ICC_PROFILE\0"

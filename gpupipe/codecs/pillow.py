@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import threading
 import warnings
@@ -10,9 +11,10 @@ import zlib
 
 from PIL import Image, ImageFile
 
-from gpupipe.errors import CorruptImage, ImageTooLarge, TruncatedImage
+from gpupipe.errors import CorruptImage, ImageTooLarge, SystemFailure, TruncatedImage
 
 from .png import _png_chunks
+from .tiff import _tiff_strip_short
 
 _PILLOW_NAME = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP",
                 "bmp": "BMP", "tiff": "TIFF"}
@@ -33,6 +35,7 @@ def _pillow_open(data: bytes, fmt: str) -> ImageFile.ImageFile:
     ``_check_size`` run first. Pillow still checks sizes it discovers while
     loading (TIFF tiles, GIF frames); see ``_pillow_load``.
     """
+    _refuse_truncated_loads()
     name = _PILLOW_NAME[fmt]
     if name not in Image.OPEN:
         Image.init()
@@ -45,12 +48,26 @@ def _pillow_open(data: bytes, fmt: str) -> ImageFile.ImageFile:
         raise _pillow_error(exc, fmt, "header", data) from exc
 
 
+def _refuse_truncated_loads() -> None:
+    """Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` makes its loaders keep a file
+    that ends early (the rest of the image left black) and skip PNG CRC errors. gpupipe never
+    turns it on; if other code in the process did, decoding would pass broken files as ok, so
+    every Pillow decode refuses to run instead (the flag is read at load time, so it cannot be
+    switched off for our decodes alone without changing it under the other code's feet)."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise SystemFailure(
+            "Pillow's ImageFile.LOAD_TRUNCATED_IMAGES is switched on in this process: truncated "
+            "images would decode as if complete, so gpupipe does not decode with it; set it back "
+            "to False before using gpupipe")
+
+
 # Serialises the rare loads that need a local warnings filter (see below).
 _WARNINGS_LOCK = threading.Lock()
 
 
 def _pillow_load(im: ImageFile.ImageFile, fmt: str, data: bytes) -> None:
     """Decode the pixels of an opened image, mapping failures to InputErrors."""
+    _refuse_truncated_loads()
     try:
         if im.size[0] * im.size[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
             # The caller's limit already admitted this size, so Pillow's own
@@ -68,11 +85,17 @@ def _pillow_load(im: ImageFile.ImageFile, fmt: str, data: bytes) -> None:
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large for Pillow's {fmt.upper()} decoder: {exc}") from exc
     except Exception as exc:
+        if fmt == "tiff" and not isinstance(exc, MemoryError) and _tiff_strip_short(im, data):
+            raise TruncatedImage("truncated TIFF: a strip's compressed data holds fewer rows than "
+                                 "the header declares") from exc
         raise _pillow_error(exc, fmt, "data", data) from exc
 
 
 _TRUNCATION_HINTS = ("truncated", "premature end", "unpack requires a buffer",
-                     "not enough data", "end of file", "eof", "no more images")
+                     "not enough data", "not enough image data", "end of file", "eof", "no more images")
+
+
+_BYTES_LITERAL = re.compile(r"b'(?:[^'\\]|\\.)*'" + r'|b"(?:[^"\\]|\\.)*"')
 
 
 def _pillow_error(exc: Exception, fmt: str, where: str, data: bytes) -> Exception:
@@ -84,14 +107,24 @@ def _pillow_error(exc: Exception, fmt: str, where: str, data: bytes) -> Exceptio
     """
     if isinstance(exc, MemoryError):
         return exc                       # a system problem, not this file's
-    msg = str(exc) or type(exc).__name__
+    # Pillow quotes raw bytes in some messages (a chunk type, a tag value): messages go to
+    # logs and the journal, so they never carry the file's content.
+    msg = _BYTES_LITERAL.sub("<bytes>", str(exc)) or type(exc).__name__
     label = fmt.upper()
+    if "decompressed data too large" in msg.lower():
+        return CorruptImage(f"corrupt {label}: a compressed metadata chunk (text or ICC profile) "
+                            f"inflates past Pillow's limit of {_text_limit()} bytes (a zlib bomb)")
     if (isinstance(exc, EOFError) or any(h in msg.lower() for h in _TRUNCATION_HINTS)
             or ((where == "header" or fmt == "webp") and _looks_cut_short(data, fmt))):
         return TruncatedImage(f"truncated {label}: the file ends before the image does ({msg})")
     if isinstance(exc, zlib.error):
         return CorruptImage(f"corrupt {label} data: compressed stream is invalid ({msg})")
     return CorruptImage(f"corrupt {label} {where}: {msg}")
+
+
+def _text_limit() -> int:
+    from PIL import PngImagePlugin
+    return PngImagePlugin.MAX_TEXT_CHUNK
 
 
 def _looks_cut_short(data: bytes, fmt: str) -> bool:

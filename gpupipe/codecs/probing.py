@@ -11,6 +11,7 @@ from .orientation import _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _looks_cut_short, _pillow_open, _stored_size
 from .png import _png_exif_chunk
 from .sniffing import _classify
+from .webp import _webp_size
 
 
 @dataclass
@@ -79,8 +80,11 @@ def header_size(data: bytes) -> tuple[int, int]:
     """(width, height) as stored, from the header alone; the InputError ``probe`` raises when even
     the header cannot be read. A JPEG's comes from gpupipe's own marker walk, without the
     Pillow parse ``probe`` adds for the frame count: the engine asks this for every input."""
-    if _classify(data) == "jpeg":
+    fmt = _classify(data)
+    if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         return hdr.width, hdr.height
+    if fmt == "webp" and (declared := _webp_size(data)):
+        return declared          # Pillow would refuse a size above its own limit here
     info = probe(data, max_pixels=None)
     return info.width, info.height

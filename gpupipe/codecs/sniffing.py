@@ -108,25 +108,15 @@ def _sniff_unsupported(h: bytes) -> str | None:
     return None
 
 
-def _describe_start(data: bytes) -> str:
-    """How a NotAnImage message shows the first bytes: text if it is text."""
-    head = data[:24]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
-        return repr(text + ("..." if len(data) > len(head) else ""))
-    return "bytes " + head[:12].hex(" ") + (" ..." if len(data) > 12 else "")
-
-
 def _classify(data: bytes) -> str:
     """The readable format of ``data``, or the InputError that says why not."""
     if not data:
         raise EmptyInput("empty file (0 bytes)")
     fmt = sniff(data[:1024])
     if fmt is None:
-        raise NotAnImage(f"not an image (starts with {_describe_start(data)})")
+        # Say what the file is not, never what it holds: its first bytes may be
+        # a secret (a config file named .jpg) and messages go to logs and the journal.
+        raise NotAnImage(f"not an image: no known image signature ({len(data)} bytes)")
     if fmt not in READ_FORMATS:
         raise UnsupportedFormat(f"unsupported format: {_LABEL.get(fmt, fmt.upper())}")
     return fmt
