@@ -689,3 +689,20 @@ def test_damaged_real_files_fail_cleanly(small: Image.Image, cut: int, flips: li
 
 
 _SAVED: dict[str, bytes] = {}
+
+
+def test_a_run_stops_cleanly_when_pillow_would_keep_truncated_images(
+        small: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal above is the run's one message and a clean stop, not an internal error per file."""
+    import gpupipe
+    from gpupipe import ops
+    from PIL import ImageFile
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(4):
+        (inputs / f"{i}.png").write_bytes(save(small, "PNG"))
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    result = gpupipe.run(inputs, tmp_path / "out", [ops.Thumbnail(16)], backend="cpu", journal=False)
+    assert result.exit_code == 1 and "LOAD_TRUNCATED_IMAGES" in result.summary.stop_reason
+    assert not result.summary.failures_by_class.get("internal")
+    assert not list((tmp_path / "out").glob("*.png"))

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import codecs, sources
 from ..codecs.jpeg import _pick_scale as pick_jpeg_scale      # the decoder's own choice of DCT scale
-from ..errors import InputError, InternalError, OutputConflict, UnreadableInput, WriteError
+from ..errors import InputError, InternalError, OutputConflict, SystemFailure, UnreadableInput, WriteError
 from ..ops import BYTES_PER_PIXEL
 from ..spec import OpTrie, Spec
 from .writer import WritePolicy, write_output
@@ -88,11 +88,12 @@ def decode_deferred(deferred: codecs.DeferredJpeg):
 
 @contextlib.contextmanager
 def _codec_errors_as_input_errors():
-    """InputErrors pass; any other exception from a codec (a bug met on one file) becomes that
-    file's InternalError, never the run's."""
+    """InputErrors pass, and so do SystemFailures (the process itself is unfit to decode, e.g.
+    Pillow's LOAD_TRUNCATED_IMAGES switched on by other code): any other exception from a codec
+    (a bug met on one file) becomes that file's InternalError, never the run's."""
     try:
         yield
-    except InputError:
+    except (InputError, SystemFailure):
         raise
     except Exception as exc:
         raise unexpected(exc) from exc
