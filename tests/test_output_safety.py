@@ -154,7 +154,7 @@ def test_output_equal_to_an_input_folder_is_a_usage_error(tmp_path: Path) -> Non
         result = gp("run", src, "-o", output, "--thumbnail", "16")
         assert result.exit_code == 2, result.output
         assert "is the input folder" in result.text
-        assert os.listdir(src) == ["a.png"]                 # no journal (or lock) left inside
+        assert os.listdir(src) == ["a.png"] and tree(src) == before     # no journal (or lock) left inside
     result = gp("run", f"{src}/*.png", "-o", src, "--thumbnail", "16")        # a glob's folder too
     assert result.exit_code == 2 and "is the input folder" in result.text
 
