@@ -157,6 +157,7 @@ class Journal:
         self.verify = verify
         self.notes: list[str] = []            # what the user must know about the journal itself
         self._failure: str | None = None      # set once writing failed: the journal then records nothing
+        self._closed = False                   # close() ran: nothing may touch the connection again
         self._skipped = 0                     # inputs this run skipped: the next one skips them too
         self._resumable_committed = 0         # inputs this run recorded, committed, that the next one skips
         self._batch: list[FileOutcome] = []   # recorded since the last commit
@@ -281,7 +282,7 @@ class Journal:
         if outcome.status not in (OK, FAILED) or outcome.mtime is None:
             return
         with self._mutex:
-            if self._failure:
+            if self._failure or self._closed:
                 return
             self._write(self._store, outcome)
             self._batch.append(outcome)
@@ -316,7 +317,7 @@ class Journal:
     def commit(self) -> None:
         """Commit what is recorded (the end of a run). Raises SystemFailure if it cannot be written."""
         with self._mutex:
-            if not self._failure:
+            if not self._failure and not self._closed:
                 self._write(self._commit)
 
     def _commit(self) -> None:
@@ -329,17 +330,21 @@ class Journal:
     def close(self, summary: dict[str, Any] | None = None) -> None:
         """Record the run's summary and release the journal. Raises SystemFailure if that cannot be
         written (every input's outcome committed before stays)."""
-        try:
-            with self._mutex:
-                if not self._failure:
-                    self._write(self._finish_run, summary)
-        finally:
+        # Under the mutex, and closed for good: a thread a stall left behind may still come back
+        # to decide or record, and SQLite must never see a closed connection used (it crashes).
+        with self._mutex:
             try:
-                self._db.close()
-            except sqlite3.Error:
-                pass                  # what is committed is in the database or its WAL either way
-            self._reserve.release()
-            os.close(self._lock_fd)
+                if not self._failure and not self._closed:
+                    self._write(self._finish_run, summary)
+            finally:
+                if not self._closed:
+                    self._closed = True
+                    try:
+                        self._db.close()
+                    except sqlite3.Error:
+                        pass          # what is committed is in the database or its WAL either way
+                    self._reserve.release()
+                    os.close(self._lock_fd)
 
     def _finish_run(self, summary: dict[str, Any] | None) -> None:
         self._db.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
@@ -349,6 +354,8 @@ class Journal:
     # ------------------------------------------------------------------ SQLite errors
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
+        if self._closed:
+            raise SystemFailure(f"the journal {self.path} was closed: the run is over")
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:

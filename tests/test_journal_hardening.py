@@ -19,6 +19,7 @@ from PIL import Image
 
 import gpupipe
 from gpupipe import ops
+from gpupipe.engine.results import FileOutcome
 from gpupipe.errors import SystemFailure, UsageError
 from gpupipe.journal import SCHEMA_VERSION, Journal, default_path, path_key
 from gpupipe.spec import Spec
@@ -480,3 +481,14 @@ def test_a_gpupipe_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
     result = gpupipe_cli("run", src, "-o", out, "--thumbnail", "48", "--backend", "cpu")
     assert result.returncode == 2 and "symbolic link" in result.stderr, result.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_thread_that_comes_back_after_the_journal_closed_gets_a_clear_error(tmp_path: Path) -> None:
+    """A thread a stall left behind may ask the journal after the run closed it: a clean
+    SystemFailure, never SQLite used on a closed connection (that crashed the process)."""
+    journal = Journal(tmp_path / "journal.sqlite", "spec")
+    journal.close()
+    with pytest.raises(SystemFailure, match="closed"):
+        journal.decide(str(tmp_path / "a.jpg"), 1, 1.0)
+    journal.record(FileOutcome(path=str(tmp_path / "a.jpg"), status="ok", size=1, mtime=1.0))
+    journal.close()                                           # twice: nothing happens
