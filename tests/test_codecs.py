@@ -706,3 +706,10 @@ def test_a_run_stops_cleanly_when_pillow_would_keep_truncated_images(
     assert result.exit_code == 1 and "LOAD_TRUNCATED_IMAGES" in result.summary.stop_reason
     assert not result.summary.failures_by_class.get("internal")
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"])
+def test_a_file_cut_inside_its_header_is_truncated(small: Image.Image, fmt: str) -> None:
+    """16 bytes of a real file: the format is known, the header is not all there."""
+    with pytest.raises(TruncatedImage):
+        codecs.decode(save(small, fmt)[:16])

@@ -139,7 +139,9 @@ def _looks_cut_short(data: bytes, fmt: str) -> bool:
             order = "<" if data[:2] == b"II" else ">"
             if data[2:4] in (b"+\x00", b"\x00+"):          # BigTIFF: 64-bit offset at 8
                 return struct.unpack_from(order + "Q", data, 8)[0] >= n
-            return struct.unpack_from(order + "I", data, 4)[0] >= n
+            ifd = struct.unpack_from(order + "I", data, 4)[0]
+            # The first directory (entry count, 12-byte entries, next offset) must fit in the file.
+            return ifd + 2 > n or ifd + 2 + 12 * struct.unpack_from(order + "H", data, ifd)[0] + 4 > n
         if fmt == "png":
             # Chunks run out (or point past the end) before IEND.
             return not any(ctype == b"IEND" and start + length + 4 <= n

@@ -59,6 +59,8 @@ def sniff(head: bytes) -> str | None:
         return "tiff"
     if h[:2] == b"BM" and len(h) >= 18 and struct.unpack_from("<I", h, 14)[0] in _BMP_DIB_SIZES:
         return "bmp"
+    if h[:2] == b"BM" and 6 <= len(h) < 18 and struct.unpack_from("<I", h, 2)[0] > len(h):
+        return "bmp"       # cut before its DIB header: the file size it declares says it is a BMP cut short
     return _sniff_unsupported(h)
 
 
