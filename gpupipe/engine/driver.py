@@ -18,19 +18,29 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePath
-from typing import Sequence
+from typing import Container, Sequence
 
 from .. import codecs, sources
 from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
-from .writer import WritePolicy
+from .writer import FolderSync, WritePolicy
 from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
 
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
 # retries): then the input side is broken (a dead mount, a failing disk) and the run stops.
 READ_FAULTS_IN_A_ROW = 8
+
+
+class _RecordedOutputs:
+    """The output paths (relative to OUT) the journal recorded writing, as a lazy container."""
+
+    def __init__(self, journal, output: Path) -> None:
+        self._journal, self._output = journal, output
+
+    def __contains__(self, path: object) -> bool:
+        return self._journal is not None and self._journal.wrote(str(self._output / path))
 
 
 class OutputClaims:
@@ -65,6 +75,7 @@ class Driver(ABC):
         # once, and whatever no stage finished gets its outcome at the end (_finish_unfinished).
         self._outstanding: dict[int, FileOutcome] = {}
         self._read_faults: list[FileOutcome] = []     # the latest inputs in a row that failed on a read fault
+        self.folder_sync: FolderSync | None = None     # output folders this process fsyncs in groups
 
     # ------------------------------------------------------------ discovery and admission
 
@@ -135,6 +146,11 @@ class Driver(ABC):
         opts = self.options
         self.write_policy = WritePolicy.for_run(inputs, output, overwrite=opts.overwrite, retries=opts.retries,
                                                 retry_delay=opts.retry_delay)
+
+    def _recorded_outputs(self) -> Container[PurePath]:
+        """``_replaceable`` asked lazily, one path at a time (``path in ...``): for writers in this
+        process, which need it only when a file is already at an output path."""
+        return _RecordedOutputs(self.options.journal, self.output)
 
     def _replaceable(self, paths: Sequence[PurePath]) -> frozenset[PurePath]:
         """Those of ``paths`` (relative to OUT) that the journal recorded writing: a file there is
@@ -248,12 +264,15 @@ class Driver(ABC):
         self._progress(force=True)
 
     def _commit_journal(self) -> None:
-        """The run is over: what the journal recorded must be committed before the resume hint counts it."""
-        if self.options.journal is not None:
-            try:
+        """The run is over: what the journal recorded must be committed before the resume hint counts it,
+        and the outputs' folders synced (by the journal's commit, which needs them first, or here)."""
+        try:
+            if self.options.journal is not None:
                 self.options.journal.commit()
-            except SystemFailure as exc:
-                self._trip(str(exc))
+            elif self.folder_sync is not None:
+                self.folder_sync.sync()
+        except SystemFailure as exc:
+            self._trip(str(exc))
 
     def _resume_hint(self) -> str:
         summary = self.summary

@@ -51,7 +51,7 @@ from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
 from .results import CANCELLED, FileOutcome, RunResult
 from .worker_process import WorkerProcess
-from .writer import allow_writes, remove_live_temporaries
+from .writer import FolderSync, allow_writes, remove_live_temporaries
 
 log = logging.getLogger("gpupipe")
 
@@ -129,6 +129,10 @@ class LocalEngine(Driver):
         allow_writes()
         self.output = Path(os.path.abspath(output))     # as the journal records outputs, whatever the cwd
         self._plan_writes(inputs, self.output)
+        if opts.fsync:
+            self.folder_sync = FolderSync()
+            if opts.journal is not None:
+                opts.journal.before_commit = self.folder_sync.sync
         # Inputs in flight reserve what they will need at their peak (decoded pixels, op results
         # and temporaries, encoder copies: stages.memory_need) from 80 % of the budget wherever
         # they are; compressed bytes waiting to decode, and encoded ones waiting to be written,
@@ -651,7 +655,8 @@ class LocalEngine(Driver):
             try:
                 written = stages.write_outputs(
                     self.output, job.encoded, fsync=self.options.fsync, policy=self.write_policy,
-                    replaceable=self._replaceable([path for path, _ in job.encoded]), wait=self.cancel.wait)
+                    folder_sync=self.folder_sync,
+                    replaceable=self._recorded_outputs(), wait=self.cancel.wait)
             except SystemFailure as exc:            # the output side is broken: record, then stop the run
                 self._fail(job, StoppedBySystemFailure(str(exc)))
                 raise

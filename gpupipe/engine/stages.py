@@ -23,7 +23,7 @@ from ..codecs.jpeg import _pick_scale as pick_jpeg_scale      # the decoder's ow
 from ..errors import InputError, InternalError, OutputConflict, SystemFailure, UnreadableInput, WriteError
 from ..ops import BYTES_PER_PIXEL
 from ..spec import OpTrie, Spec
-from .writer import WritePolicy, write_output
+from .writer import FolderSync, WritePolicy, write_output
 
 # Read errors worth another try: the device or the network may recover.
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE, errno.ECONNRESET,
@@ -265,7 +265,8 @@ class Written:
 
 
 def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: bool, policy: WritePolicy,
-                  replaceable: Container[PurePath] = (), wait: Callable[[float], bool] | None = None) -> Written:
+                  replaceable: Container[PurePath] = (), wait: Callable[[float], bool] | None = None,
+                  folder_sync: FolderSync | None = None) -> Written:
     """Write each file atomically under ``policy``: an existing file is replaced only with
     ``policy.overwrite`` or when its path is in ``replaceable`` (the journal wrote it), an input
     of the run never. A per-file error is recorded and stops this input's remaining files;
@@ -278,8 +279,10 @@ def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: b
                 raise OutputConflict(f"output {output / path} would be written into the input {inside}: gpupipe "
                                      "never writes over or among the inputs of a run; choose an output directory "
                                      "outside the inputs")
-            replace = policy.overwrite or path in replaceable
-            write_with_retries(lambda: write_output(policy.root, path, data, fsync=fsync, replace=replace),
+            # Asked only if a file is in the way: ``replaceable`` may be the journal itself.
+            replace = policy.overwrite or (lambda path=path: path in replaceable)
+            write_with_retries(lambda: write_output(policy.root, path, data, fsync=fsync, replace=replace,
+                                                    folder_sync=folder_sync),
                                retries=policy.retries, retry_delay=policy.retry_delay, wait=wait)
         except InputError as exc:
             written.error = exc
