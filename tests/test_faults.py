@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +10,8 @@ import pytest
 
 import gpupipe
 from gpupipe import ops
+
+from .fusemount import fuse_mount
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
 FAULTFS = Path(__file__).resolve().parent / "faultfs.py"
@@ -34,31 +33,11 @@ def dead_mount(tmp_path: Path):
 
 
 def _mounted(tmp_path: Path, count: int, fault: list[str]):
-    try:
-        import fuse  # noqa: F401  (fusepy, with libfuse2 underneath)
-    except (ImportError, OSError) as exc:
-        pytest.skip(f"FUSE for Python is not available here: {exc}")
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("no /dev/fuse on this machine")
-    source, mount = tmp_path / "source", tmp_path / "mnt"
+    source = tmp_path / "source"
     source.mkdir()
-    mount.mkdir()
     for i in range(count):
         shutil.copy(EXAMPLES / "Landscape_1.jpg", source / f"{i}.jpg")
-    proc = subprocess.Popen([sys.executable, str(FAULTFS), str(source), str(mount), *fault],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 10
-    while not os.path.ismount(mount) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    if not os.path.ismount(mount):
-        proc.kill()
-        pytest.skip(f"could not mount a FUSE filesystem here: {proc.communicate()[0][-300:]}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)     # lazy: a hung read may still hold it
-        proc.kill()             # a killed FUSE server makes the kernel fail any read still hanging on it
-        proc.wait(timeout=10)
+    yield from fuse_mount(FAULTFS, source, tmp_path / "mnt", fault)
 
 
 @pytest.mark.parametrize("flaky_files", [2], indirect=True)

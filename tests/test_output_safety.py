@@ -28,6 +28,8 @@ from gpupipe.cli import app
 from gpupipe.engine import writer
 from gpupipe.errors import WriteError
 
+from .fusemount import fuse_mount
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "photos"
 FAULTFS_WRITES = Path(__file__).resolve().parent / "faultfs_writes.py"
@@ -447,29 +449,9 @@ def test_two_runs_on_one_output_are_refused_whatever_their_journals(tmp_path: Pa
 @pytest.fixture
 def flaky_output(tmp_path: Path, request):
     """An output folder behind a FUSE mount whose first ``request.param`` writes fail with EIO."""
-    try:
-        import fuse  # noqa: F401  (fusepy, with libfuse2 underneath)
-    except (ImportError, OSError) as exc:
-        pytest.skip(f"FUSE for Python is not available here: {exc}")
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("no /dev/fuse on this machine")
-    backing, mount = tmp_path / "backing", tmp_path / "mnt"
+    backing = tmp_path / "backing"
     backing.mkdir()
-    mount.mkdir()
-    proc = subprocess.Popen([sys.executable, str(FAULTFS_WRITES), str(backing), str(mount), "--fail-writes",
-                             str(request.param)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 10
-    while not os.path.ismount(mount) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    if not os.path.ismount(mount):
-        proc.kill()
-        pytest.skip(f"could not mount a FUSE filesystem here: {proc.communicate()[0][-300:]}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        proc.kill()
-        proc.wait(timeout=10)
+    yield from fuse_mount(FAULTFS_WRITES, backing, tmp_path / "mnt", ["--fail-writes", str(request.param)])
 
 
 @pytest.mark.parametrize("flaky_output", [2], indirect=True)
