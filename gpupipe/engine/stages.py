@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Callable, Container
+from typing import Callable, Container, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from ..errors import InputError, InternalError, OutputConflict, SystemFailure, U
 from ..ops import BYTES_PER_PIXEL
 from ..spec import OpTrie, Spec
 from .writer import FolderSync, WritePolicy, write_output
+
+T = TypeVar("T")
 
 # Read errors worth another try: the device or the network may recover.
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE, errno.ECONNRESET,
@@ -46,24 +48,16 @@ def read_input_with_retries(path: str | Path, *, retries: int, retry_delay: floa
     exponential backoff and jitter; permanent ones (missing, a directory) fail at once.
     ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile. The
     UnreadableInput of a system-level error carries its errno's name as ``fault``."""
-    for attempt in range(1, retries + 2):
+    def read(attempt: int) -> sources.InputRead:
         on_attempt(attempt)
         try:
             return sources.read_input(path)
         except UnreadableInput as exc:
             cause = exc.__cause__
-            code = cause.errno if isinstance(cause, OSError) else None
-            transient = code in TRANSIENT_ERRNOS
-            if code in SYSTEM_ERRNOS:
-                exc.fault = errno.errorcode[code]
-            if not transient or attempt > retries:
-                if transient:
-                    exc.args = (f"{exc} (after {attempt} attempts)",)
-                raise
-            delay = min(5.0, retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-            if wait(delay):
-                raise
-    raise AssertionError("unreachable")
+            if isinstance(cause, OSError) and cause.errno in SYSTEM_ERRNOS:
+                exc.fault = errno.errorcode[cause.errno]
+            raise
+    return with_retries(read, UnreadableInput, retries=retries, retry_delay=retry_delay, wait=wait)
 
 
 def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool = False) -> codecs.Decoded:
@@ -297,10 +291,17 @@ def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: 
                        wait: Callable[[float], bool] | None = None) -> None:
     """Run ``write``, retrying a WriteError caused by a transient errno (EIO, ESTALE, a network
     mount's timeout) with the reads' backoff; ``wait(seconds)`` returns True if the run was stopped."""
+    with_retries(lambda attempt: write(), WriteError, retries=retries, retry_delay=retry_delay, wait=wait)
+
+
+def with_retries(action: Callable[[int], T], error: type[InputError], *, retries: int, retry_delay: float,
+                 wait: Callable[[float], bool] | None = None) -> T:
+    """``action(attempt)``, tried again while it raises ``error`` caused by a transient errno, up
+    to ``retries`` more times with backoff; the last error says how many attempts it took."""
     for attempt in range(1, retries + 2):
         try:
-            return write()
-        except WriteError as exc:
+            return action(attempt)
+        except error as exc:
             cause = exc.__cause__
             transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
             if not transient or attempt > retries:
@@ -309,6 +310,7 @@ def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: 
                 raise
             if (wait or _sleep)(backoff(attempt, retry_delay)):
                 raise
+    raise AssertionError("unreachable")
 
 
 def backoff(attempt: int, retry_delay: float) -> float:
