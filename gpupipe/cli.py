@@ -165,7 +165,7 @@ def parse_memory(text: str) -> int:
     return size
 
 
-def _fail_usage(exc: GpupipeError, code: int = 2) -> None:
+def _exit_with_error(exc: GpupipeError, code: int = 2) -> None:
     err.print(f"[red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -364,7 +364,7 @@ def run(
             "gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get("gpupipe_raw_args", [])],
             "spec": spec.to_dict(), "spec_hash": spec.hash()})
     except GpupipeError as exc:
-        _fail_usage(exc)
+        _exit_with_error(exc)
     result = None
     try:
         with ProgressDisplay(quiet=quiet) as display:
@@ -381,10 +381,10 @@ def run(
                 journal=False if no_journal else (journal_path or True))
     except SystemFailure as exc:           # before any work: e.g. no space for the journal
         side.abandon()
-        _fail_usage(exc, code=1)
+        _exit_with_error(exc, code=1)
     except GpupipeError as exc:
         side.abandon()
-        _fail_usage(exc)
+        _exit_with_error(exc)
     except KeyboardInterrupt:
         _abort(side, backend)
     side.close(result.summary)
@@ -509,7 +509,7 @@ def inspect(
     try:
         sources.check_inputs(inputs)
     except GpupipeError as exc:
-        _fail_usage(exc)
+        _exit_with_error(exc)
     out = Console()
     table = Table("path", "format", "bytes", "size", "mode", "orient.", "problems")
     bad = 0
@@ -547,7 +547,7 @@ def report_command(
     try:
         data = journal_report(journal_path or default_path(output))
     except GpupipeError as exc:
-        _fail_usage(exc)
+        _exit_with_error(exc)
     if as_json:
         print(json.dumps(data, indent=2))
         return

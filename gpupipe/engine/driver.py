@@ -148,17 +148,15 @@ class Driver(ABC):
                                                 retry_delay=opts.retry_delay)
 
     def _recorded_outputs(self) -> Container[PurePath]:
-        """``_replaceable`` asked lazily, one path at a time (``path in ...``): for writers in this
-        process, which need it only when a file is already at an output path."""
+        """The output paths the journal recorded writing (``path in ...``, asked lazily): a file
+        there is gpupipe's own output and may be replaced; any other file at an output path is kept.
+        Writers in this process ask only when a file is already at an output path."""
         return _RecordedOutputs(self.options.journal, self.output)
 
     def _replaceable(self, paths: Sequence[PurePath]) -> frozenset[PurePath]:
-        """Those of ``paths`` (relative to OUT) that the journal recorded writing: a file there is
-        gpupipe's own output and may be replaced; any other file at an output path is kept."""
-        journal = self.options.journal
-        if journal is None:
-            return frozenset()
-        return frozenset(p for p in paths if journal.wrote(str(self.output / p)))
+        """Those of ``paths`` the journal recorded writing, asked now (for writers elsewhere: Ray)."""
+        recorded = self._recorded_outputs()
+        return frozenset(p for p in paths if p in recorded)
 
     @abstractmethod
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
