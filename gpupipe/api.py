@@ -45,7 +45,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
         ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
-        gpu_encode: bool = False, parallel: str = "threads", overwrite: bool = False) -> RunResult:
+        gpu_encode: bool = False, parallel: str = "processes", overwrite: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -70,11 +70,12 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     encodes the L and RGB results written as JPEG on the GPU with nvJPEG (same quality, 4:2:0),
     so only the files cross PCIe; the bytes are nvJPEG's, not libjpeg-turbo's, so it is off
     unless asked for too. Both need the GPU backend and the local engine.
-    ``parallel="processes"`` runs each CPU-backend worker as a Python process of its own: a
-    codec that crashes, or a worker the OOM killer picks, then costs the one input it was on
-    (error class ``crashed``) instead of the run, and workers no longer share an interpreter
-    lock. It costs 0.3 s and about 60 MB a worker to start, and the engine's own per-input work
-    (reading, writing, the journal) stays in this process. Default "threads".
+    ``parallel="processes"`` (the default) runs the CPU backend's work in worker processes forked
+    from this one, a chunk of inputs at a time: read, decode, ops, encode and write all happen
+    there, so throughput grows with the cores, and a codec that crashes, or a worker the OOM
+    killer picks, costs the one input it was on (error class ``crashed``), not the run.
+    ``parallel="threads"`` keeps every worker a thread of this process (where forking is not
+    wanted); the GPU backend always runs in threads.
     A file already at an output path is kept, and its input fails as ``output_exists``, unless the
     journal recorded writing it or ``overwrite=True``; an input of the run is never replaced.
     Two runs never write one ``output`` at once: the second raises UsageError.
@@ -115,11 +116,6 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         chosen = select_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode,
                                 gpu_encode=gpu_encode)
         _warn_about_unused_gpu_codecs(spec, chosen.name, gpu_decode, gpu_encode)
-        if parallel == "processes" and (chosen.name != "cpu" or engine != "local"):
-            logging.getLogger("gpupipe").warning(
-                "--parallel processes: %s, so it changes nothing here",
-                "Ray runs workers as processes already" if engine != "local" else
-                f"the {chosen.name} backend decodes and encodes in threads")
         lock = OutputLock(output)            # held to the end: a second run on this OUT is refused
         if journal is not False:
             choices = dict(force=force, retry_failed=retry_failed, verify=verify)
@@ -193,6 +189,9 @@ def _make_engine(engine: str, spec: Spec, chosen, backend: str, options: RunOpti
         from .engine.ray_engine import RayEngine
         # Each Ray actor builds its own backend from the choice; the one made here only checked it.
         return RayEngine(spec, backend if backend != "auto" else chosen.name, options, cancel, address=ray_address)
+    if chosen.name == "cpu" and options.parallel == "processes":
+        from .engine.processes import ProcessEngine
+        return ProcessEngine(spec, chosen, options, cancel)
     return LocalEngine(spec, chosen, options, cancel)
 
 

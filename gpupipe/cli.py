@@ -276,10 +276,11 @@ def run(
                                 rich_help_panel=RUN_PANEL),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker threads per stage "
                                           "[default: CPU cores].", rich_help_panel=RUN_PANEL),
-    parallel: str = typer.Option("threads", "--parallel", metavar="threads|processes", help="How CPU-backend "
-                                 "workers run. processes: a Python process each (+0.3 s and ~60 MB each), so a "
-                                 "codec that crashes costs one input (error class 'crashed'), not the run, and "
-                                 "workers share no interpreter lock.", rich_help_panel=RUN_PANEL),
+    parallel: str = typer.Option("processes", "--parallel", metavar="processes|threads", help="How CPU-backend "
+                                 "workers run. processes: forked worker processes, a chunk of inputs at a time, "
+                                 "so throughput grows with the cores and a codec that crashes costs one input "
+                                 "(error class 'crashed'), not the run. threads: all in this process.",
+                                 rich_help_panel=RUN_PANEL),
     max_memory: str = typer.Option("auto", "--max-memory", help="Cap on images held in the pipeline (e.g. 2GB). "
                                    "auto: 256MB per worker, at least 512MB, and above 512MB only within a "
                                    "quarter of the memory this process may use.", rich_help_panel=RUN_PANEL),
@@ -639,21 +640,33 @@ def doctor() -> None:
 
 
 def _worker_process_check() -> str:
-    """Start one CPU worker process and stop it: whether --parallel processes can run here."""
-    from .engine.worker_process import WorkerProcess
+    """Fork one CPU worker process, run one chunk and stop it: whether --parallel processes works here."""
+    import tempfile
+
+    from .backends import select_backend
+    from .engine.pool import WorkerPool
+    from .engine.unit import Work
+    from .engine.writer import WritePolicy
     from .ops import Thumbnail
     from .spec import Spec
 
-    worker = WorkerProcess(Spec.single([Thumbnail(1)]), DEFAULT_MAX_PIXELS, "doctor")
-    started = time.perf_counter()
-    try:
-        worker.start()
-        seconds = time.perf_counter() - started
-    except GpupipeError as exc:
-        return escape(f"cannot run here: {exc}")
-    finally:
-        worker.close()
-    return f"a worker process starts in {seconds:.2f} s"
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Work(Spec.single([Thumbnail(1)]), Path(scratch), WritePolicy(scratch), False, DEFAULT_MAX_PIXELS,
+                    16 * 2**20)
+        pool = WorkerPool(1, work, select_backend("cpu", workers=1))
+        started = time.perf_counter()
+        try:
+            pool.start()
+            pool.send(0, [])
+            events = pool.wait(30)
+            seconds = time.perf_counter() - started
+        except OSError as exc:
+            return escape(f"cannot run here: {exc}")
+        finally:
+            pool.close()
+    if not events or not isinstance(events[0], tuple):
+        return escape("cannot run here: the worker process did not answer")
+    return f"a worker process starts and answers in {seconds:.3f} s"
 
 
 def version_callback(value: bool) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .engine.results import FAILED, OK, FileOutcome
+from .engine.writer import forget_parent_only, parent_only
 from .errors import (OutputConflict, OutputExists, StageStalled, StoppedBySystemFailure, SystemFailure,
                      UsageError, WorkerCrashed)
 
@@ -97,6 +98,7 @@ COMMIT;
 """
 COMMIT_EVERY = 256
 COMMIT_SECONDS = 1.0
+QUERY_KEYS = 500                # paths per IN (...) query: well under SQLite's 32 766 parameters
 RESERVE_BYTES = 2**20                 # room for the journal's last commits (256 records take about 200 KB)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm")                 # SQLite opens these next to the database itself
@@ -170,10 +172,11 @@ class Journal:
         except OSError as exc:
             raise SystemFailure(f"cannot create the journal's folder {self.path.parent}: {exc.strerror}; pass "
                                 "--journal another path, or --no-journal") from None
-        self._lock_fd = _open_lock(self.path.with_name(self.path.name + ".lock"), self.path)
+        self._lock_fd = parent_only(_open_lock(self.path.with_name(self.path.name + ".lock"), self.path))
         try:
             self._db = self._open_database()
         except BaseException:
+            forget_parent_only(self._lock_fd)
             os.close(self._lock_fd)
             raise
         self._reserve = Reserve(self.path.with_name(self.path.name + ".reserve"))
@@ -209,6 +212,8 @@ class Journal:
                 # Committed at once: a disk that cannot take a commit fails here, before any work.
                 self._run_id = db.execute("INSERT INTO runs (started, spec_hash) VALUES (?, ?)",
                                           (time.time(), self.spec_hash)).lastrowid
+                # A journal without inputs (a first run) has nothing to decide or forget: no queries.
+                self._empty = db.execute("SELECT 1 FROM inputs LIMIT 1").fetchone() is None
                 db.execute("BEGIN")
             except BaseException:
                 db.close()
@@ -231,27 +236,50 @@ class Journal:
 
     def decide(self, path: str, size: int, mtime: float) -> Decision:
         """Whether an input found by the scan can be skipped, and why."""
-        if self.force:
-            return Decision(False)
-        key = path_key(path)
+        return self.decide_many([(path, size, mtime)])[0]
+
+    def decide_many(self, found: list[tuple[str, int, float]]) -> list[Decision]:
+        """``decide`` for several inputs (path, size, mtime) at once: one query per few hundred."""
+        if self._closed:
+            raise SystemFailure(f"the journal {self.path} was closed: the run is over")
+        if self.force or self._empty:
+            return [Decision(False)] * len(found)
+        keys = [path_key(path) for path, _, _ in found]
+        rows: dict[bytes, tuple] = {}
+        outputs: dict[bytes, list[tuple]] = {}
         with self._mutex:
-            row = self._read("SELECT size, mtime, spec_hash, state, error_class FROM inputs WHERE path = ?", (key,))
-            if not row:
+            for start in range(0, len(keys), QUERY_KEYS):
+                part = keys[start:start + QUERY_KEYS]
+                marks = ",".join("?" * len(part))
+                for row in self._read("SELECT path, size, mtime, spec_hash, state, error_class FROM inputs "
+                                      f"WHERE path IN ({marks})", tuple(part)):
+                    rows[bytes(row[0])] = row[1:]
+                for row in self._read(f"SELECT input_path, path, size, checksum FROM outputs WHERE input_path IN "
+                                      f"({marks})", tuple(part)):
+                    outputs.setdefault(bytes(row[0]), []).append(row[1:])
+        decisions = []
+        skipped = 0
+        for key, (_, size, mtime) in zip(keys, found):
+            decision = self._decision(rows.get(key), size, mtime, outputs.get(key, []))
+            skipped += decision.skip
+            decisions.append(decision)
+        with self._mutex:
+            self._skipped += skipped
+        return decisions
+
+    def _decision(self, row: tuple | None, size: int, mtime: float, outputs: list[tuple]) -> Decision:
+        if row is None:
+            return Decision(False)
+        old_size, old_mtime, old_spec, state, error_class = row
+        if old_size != size or old_mtime != mtime or old_spec != self.spec_hash:
+            return Decision(False)
+        if state == FAILED:
+            if self.retry_failed or error_class in NOT_THE_INPUTS_FAULT:
                 return Decision(False)
-            (old_size, old_mtime, old_spec, state, error_class), = row
-            if old_size != size or old_mtime != mtime or old_spec != self.spec_hash:
-                return Decision(False)
-            if state == FAILED:
-                if self.retry_failed or error_class in NOT_THE_INPUTS_FAULT:
-                    return Decision(False)
-                self._skipped += 1
-                return Decision(True, f"failed before ({error_class}), unchanged; --retry-failed tries again",
-                                failed_before=error_class)
-            outputs = self._read("SELECT path, size, checksum FROM outputs WHERE input_path = ?", (key,))
+            return Decision(True, f"failed before ({error_class}), unchanged; --retry-failed tries again",
+                            failed_before=error_class)
         if not all(self._intact(*output) for output in outputs):
             return Decision(False)
-        with self._mutex:
-            self._skipped += 1
         return Decision(True, "done before, unchanged")
 
     def _intact(self, path: bytes, size: int, checksum: str) -> bool:
@@ -270,6 +298,17 @@ class Journal:
         with self._mutex:
             return bool(self._read("SELECT 1 FROM outputs WHERE path = ?", (path_key(output_path),)))
 
+    def recorded_outputs(self, output: str | Path) -> "RecordedOutputs":
+        """The output paths (relative to ``output``) this journal recorded, as a container that
+        a worker process forked from this one asks with a read-only connection of its own."""
+        return RecordedOutputs(self.path, Path(output))
+
+    @property
+    def fork_guard(self) -> threading.Lock:
+        """Held while the run forks a worker: no thread is then inside SQLite (a child must never
+        inherit one of its locks held)."""
+        return self._mutex
+
     def will_skip(self) -> int:
         """How many inputs of this run the same command will skip next time: those it skipped and
         those whose outcome is committed (records lost with an uncommitted batch are done again)."""
@@ -281,31 +320,38 @@ class Journal:
     def record(self, outcome: FileOutcome) -> None:
         """Remember a finished input (ok or failed); cancelled and skipped inputs leave no trace.
         Raises SystemFailure if the journal cannot be written (a full disk): it then records nothing more."""
-        if outcome.status not in (OK, FAILED) or outcome.mtime is None:
+        self.record_many([outcome])
+
+    def record_many(self, outcomes: list[FileOutcome]) -> None:
+        """``record`` for several inputs at once (a chunk's): three statements, whatever their number."""
+        kept = [o for o in outcomes if o.status in (OK, FAILED) and o.mtime is not None]
+        if not kept:
             return
         with self._mutex:
             if self._failure or self._closed:
                 return
-            self._write(self._store, outcome)
-            self._batch.append(outcome)
+            self._write(self._store, kept)
+            self._batch.extend(kept)
             if len(self._batch) >= COMMIT_EVERY or time.monotonic() - self._last_commit >= COMMIT_SECONDS:
                 self._write(self._commit)
 
-    def _store(self, outcome: FileOutcome) -> None:
-        key = path_key(outcome.path)
-        self._db.execute(
+    def _store(self, outcomes: list[FileOutcome]) -> None:
+        now = time.time()
+        keys = [path_key(outcome.path) for outcome in outcomes]
+        self._db.executemany(
             "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated) "
             "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
             "mtime = excluded.mtime, spec_hash = excluded.spec_hash, state = excluded.state, "
             "attempts = inputs.attempts + 1, error_class = excluded.error_class, message = excluded.message, "
             "updated = excluded.updated",
-            (key, outcome.size, outcome.mtime, self.spec_hash, outcome.status, outcome.error_class,
-             _text(outcome.message), time.time()))
-        self._db.execute("DELETE FROM outputs WHERE input_path = ?", (key,))
+            [(key, o.size, o.mtime, self.spec_hash, o.status, o.error_class, _text(o.message), now)
+             for key, o in zip(keys, outcomes)])
+        if not self._empty:        # a new journal has no outputs of earlier runs to forget
+            self._db.executemany("DELETE FROM outputs WHERE input_path = ?", [(key,) for key in keys])
         self._db.executemany(
             "INSERT OR REPLACE INTO outputs (path, input_path, size, checksum) VALUES (?, ?, ?, ?)",
-            [(path_key(path), key, size, checksum)
-             for path, size, checksum in zip(outcome.outputs, outcome.output_sizes, outcome.output_checksums)])
+            [(path_key(path), key, size, checksum) for key, o in zip(keys, outcomes)
+             for path, size, checksum in zip(o.outputs, o.output_sizes, o.output_checksums)])
 
     def _next_run_skips(self, outcome: FileOutcome) -> bool:
         if self.force:
@@ -354,6 +400,7 @@ class Journal:
                     except sqlite3.Error:
                         pass          # what is committed is in the database or its WAL either way
                     self._reserve.release()
+                    forget_parent_only(self._lock_fd)
                     os.close(self._lock_fd)
 
     def _finish_run(self, summary: dict[str, Any] | None) -> None:
@@ -384,8 +431,7 @@ class Journal:
             try:
                 self._rollback()
                 self._db.execute("BEGIN")
-                for outcome in self._batch:
-                    self._store(outcome)
+                self._store(self._batch)
                 step(*args)
             except sqlite3.Error as again:
                 self._give_up(again)
@@ -401,6 +447,28 @@ class Journal:
         self._batch.clear()
         self._rollback()
         raise SystemFailure(f"cannot record progress in the journal {self.path}: {exc}") from None
+
+
+class RecordedOutputs:
+    """``path in recorded``: whether the journal at ``journal`` recorded writing OUT/path. Opens a
+    read-only connection on first use, in the process that asks (a worker): the writers ask only
+    when a file is in the way. Sees what the journal committed, which is all an earlier run wrote."""
+
+    def __init__(self, journal: Path, output: Path) -> None:
+        self._journal, self._output = journal, output
+        self._db: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def __contains__(self, path: object) -> bool:
+        if self._pid != os.getpid():         # never a connection another process opened
+            self._db = sqlite3.connect(f"{self._journal.absolute().as_uri()}?mode=ro", uri=True,
+                                       check_same_thread=False)
+            self._pid = os.getpid()
+        try:
+            return self._db.execute("SELECT 1 FROM outputs WHERE path = ?",
+                                    (path_key(self._output / str(path)),)).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise SystemFailure(f"cannot read the journal {self._journal}: {exc}") from None
 
 
 class Reserve:

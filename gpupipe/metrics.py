@@ -88,7 +88,9 @@ class _LiveState(Collector):
         memory = described = None
         if backend is not None:
             try:
-                described = backend.describe()
+                # As the summary says it (the engine's way of running it included), else the backend's own words.
+                summary = getattr(self.engine, "summary", None)
+                described = getattr(summary, "backend", None) or backend.describe()
                 memory = backend.device_memory()
             except Exception:                       # e.g. the backend is already closed
                 log.debug("metrics: device_memory() failed", exc_info=True)

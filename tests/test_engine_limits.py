@@ -59,15 +59,16 @@ class _JournalThatBlocksOn(Journal):
         super().__init__(path, "spec")
         self._name, self._release = name, release
 
-    def decide(self, path: str, size: int, mtime: float):
-        if Path(path).name == self._name:
+    def decide_many(self, found):
+        if any(Path(path).name == self._name for path, _, _ in found):
             self._release.wait()
-        return super().decide(path, size, mtime)
+        return super().decide_many(found)
 
 
 def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcome(tmp_path: Path) -> None:
-    """The scan thread blocks (threading.Event.wait) while admitting 05.jpg: the watchdog stops the
-    run, and that input, found but never handed on, fails as "stalled" instead of vanishing."""
+    """The scan thread blocks (threading.Event.wait) while admitting the group holding 05.jpg: the
+    watchdog stops the run, and those inputs, found but never handed on, fail as "stalled" instead
+    of vanishing."""
     src = _photos(tmp_path / "in", 10)
     release = threading.Event()
     journal = _JournalThatBlocksOn(tmp_path / "journal.sqlite", "05.jpg", release)
@@ -80,10 +81,9 @@ def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcom
     finally:
         release.set()
         journal.close(None)
-    _one_outcome_each(result, 6)                       # 00 … 05 found; the scan never got further
-    by_name = {Path(o.path).name: o for o in result.outcomes}
-    assert by_name["05.jpg"].status == "failed" and by_name["05.jpg"].error_class == "stalled"
-    assert result.summary.processed == 5 and "stalled" in result.summary.stop_reason
+    _one_outcome_each(result, 10)                      # all found, in one group that was never admitted
+    assert {(o.status, o.error_class) for o in result.outcomes} == {("failed", "stalled")}
+    assert result.summary.processed == 0 and "stalled" in result.summary.stop_reason
 
 
 @pytest.mark.parametrize("stall_timeout", [-1.0, 0.0, 0.02])

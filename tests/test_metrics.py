@@ -29,7 +29,7 @@ from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "photos"
 STAGES = ("read", "decode", "process", "encode", "write")
-QUEUES = {"scan", "read", "decoded", "processed", "encoded"}
+QUEUES = {"admitted", "working"}        # the CPU engine's: inputs waiting for a chunk, inputs in the workers' chunks
 
 
 def free_port() -> int:

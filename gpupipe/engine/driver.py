@@ -31,6 +31,9 @@ from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
 # retries): then the input side is broken (a dead mount, a failing disk) and the run stops.
 READ_FAULTS_IN_A_ROW = 8
+# The scan admits inputs in groups of this many (one journal query each), or what it found within this long.
+ADMIT_GROUP = 256
+ADMIT_SECONDS = 0.05
 
 
 class _RecordedOutputs:
@@ -80,65 +83,88 @@ class Driver(ABC):
     # ------------------------------------------------------------ discovery and admission
 
     def _scan(self, inputs: Sequence[str | Path], output: Path) -> None:
-        """Find the inputs and admit each (``_submit``), streaming unless an order needs the whole listing."""
+        """Find the inputs and admit them (``_admit``) in groups, streaming unless an order needs the
+        whole listing."""
         opts = self.options
         found = sources.discover(inputs, recursive=opts.recursive, include_hidden=opts.include_hidden,
                                  all_files=opts.all_files, exclude=[output])
         pending: list[sources.SourceFile] = []
+        group: list[sources.SourceFile] = []
+        since = 0.0
         for item in found:
             if self._stopping():
                 return
             if isinstance(item, sources.SourceFile):
                 self.summary.discovered += 1
-                if opts.order == "input":
-                    self._admit(item)              # work starts while the scan goes on
-                else:
+                if opts.order != "input":
                     pending.append(item)
+                    continue
+                # Work starts while the scan goes on, a group at a time: one journal query per group,
+                # and a slow listing still hands on what it found within ADMIT_SECONDS.
+                if not group:
+                    since = time.perf_counter()
+                group.append(item)
+                if len(group) >= ADMIT_GROUP or time.perf_counter() - since >= ADMIT_SECONDS:
+                    self._admit(group)
+                    group = []
             elif isinstance(item, sources.Skipped):
                 self.summary.scan_skipped += 1
                 self._done.put(self._expect(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason)))
             else:
                 self.summary.scan_problems.append(f"{item.path}: {item.message}")
+        if group and not self._stopping():
+            self._admit(group)
         self.summary.scan_complete = True
         if pending:
             pending.sort(key=ORDER_KEYS[opts.order])      # stable: ties keep the input order
-            for source in pending:
+            for start in range(0, len(pending), ADMIT_GROUP):
                 if self._stopping():
                     return
-                self._admit(source)
+                self._admit(pending[start:start + ADMIT_GROUP])
 
-    def _admit(self, source: sources.SourceFile) -> None:
-        """Claim the input's outputs and ask the journal; hand what is left to do to ``_submit``."""
-        outcome = self._expect(FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
-                                           bytes_in=source.size, queued_at=time.perf_counter(), size=source.size,
-                                           mtime=source.mtime))
-        guess = codecs.format_from_name(source.relative.name)
-        try:
-            planned = [v.output_path(source.relative, guess) for v in self.spec.variants]
-        except InputError as exc:               # the name template gives no valid path for this input
-            self._fail_outcome(outcome, exc)
-            return
-        for path in planned:
-            other = self.claims.claim(path, str(source.path))
-            if other is not None:
-                self._fail_outcome(outcome, OutputConflict(
-                    f"output {path} is already written by {other}; rename one input or use a name template "
-                    "with {suffix}"))
-                return
-        if self.options.journal is not None:       # claimed even when skipped: its outputs stay its own
+    def _admit(self, group: list[sources.SourceFile]) -> None:
+        """Claim each input's outputs and ask the journal about the group in one query; hand what
+        is left to do to ``_submit``, in order."""
+        claimed: list[tuple[sources.SourceFile, FileOutcome, list[PurePath]]] = []
+        variants = self.spec.variants
+        for source in group:
+            outcome = self._expect(FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
+                                               bytes_in=source.size, queued_at=time.perf_counter(),
+                                               size=source.size, mtime=source.mtime))
+            guess = codecs.format_from_name(source.relative.name)
             try:
-                decision = self.options.journal.decide(str(source.path), source.size, source.mtime)
+                planned = [v.output_path(source.relative, guess) for v in variants]
+            except InputError as exc:               # the name template gives no valid path for this input
+                self._fail_outcome(outcome, exc)
+                continue
+            for path in planned:
+                other = self.claims.claim(path, str(source.path))
+                if other is not None:
+                    self._fail_outcome(outcome, OutputConflict(
+                        f"output {path} is already written by {other}; rename one input or use a name template "
+                        "with {suffix}"))
+                    break
+            else:
+                claimed.append((source, outcome, planned))
+        decisions = None
+        if self.options.journal is not None and claimed:     # claimed even when skipped: its outputs stay its own
+            try:
+                decisions = self.options.journal.decide_many(
+                    [(str(source.path), source.size, source.mtime) for source, _, _ in claimed])
             except SystemFailure as exc:           # the journal cannot be read: nothing can be decided
                 self._trip(str(exc))
-                outcome.status = CANCELLED
-                self._done.put(outcome)
+                for _, outcome, _ in claimed:
+                    outcome.status = CANCELLED
+                    self._done.put(outcome)
                 return
-            if decision.skip:
+        for position, (source, outcome, planned) in enumerate(claimed):
+            decision = decisions[position] if decisions is not None else None
+            if decision is not None and decision.skip:
                 outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
                 outcome.failed_before = decision.failed_before
                 self._done.put(outcome)
-                return
-        self._submit(source, outcome, planned)
+            else:
+                self._submit(source, outcome, planned)
 
     def _plan_writes(self, inputs: Sequence[str | Path], output: Path) -> None:
         """The rules every write of this run follows (``WritePolicy``): OUT resolved once, the
@@ -189,21 +215,29 @@ class Driver(ABC):
     def _finish(self, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
         """Record an input's outcome, once: a second report of the same input (a stage that comes
         back after the watchdog failed its input) is dropped, so no input is ever counted twice."""
-        if self._outstanding.pop(id(outcome), None) is not outcome:
+        self._finish_many([outcome], outcomes)
+
+    def _finish_many(self, finished: list[FileOutcome], outcomes: list[FileOutcome]) -> None:
+        """``_finish`` for several inputs (a chunk's), recorded in the journal together."""
+        finished = [o for o in finished if self._outstanding.pop(id(o), None) is o]
+        if not finished:
             return
-        self.summary.record(outcome)
         if self.options.journal is not None:
             try:
-                self.options.journal.record(outcome)
+                self.options.journal.record_many(finished)
             except SystemFailure as exc:           # e.g. the disk holding the journal is full
                 self._trip(str(exc))
-        if self.options.keep_outcomes:
-            outcomes.append(outcome)
-        if self.options.on_outcome:
-            self.options.on_outcome(outcome)
-        if outcome.status == FAILED and self.options.on_error == "stop":
-            self.cancel.cancel(f"stopped at the first failure (--on-error stop): {outcome.path}: {outcome.message}")
-        self._count_read_faults(outcome)
+        opts = self.options
+        for outcome in finished:
+            self.summary.record(outcome)
+            if opts.keep_outcomes:
+                outcomes.append(outcome)
+            if opts.on_outcome:
+                opts.on_outcome(outcome)
+            if outcome.status == FAILED and opts.on_error == "stop":
+                self.cancel.cancel(f"stopped at the first failure (--on-error stop): {outcome.path}: "
+                                   f"{outcome.message}")
+            self._count_read_faults(outcome)
         self._progress()
 
     def _finish_unfinished(self, outcomes: list[FileOutcome], stalled: bool) -> None:

@@ -3,10 +3,10 @@
     scan ─▶ readers ─▶ [bytes] ─▶ decoders ─▶ [pixels] ─▶ processors ─▶ [pixels] ─▶ encoders ─▶ [bytes] ─▶ writers
                                                     (backend batches)
 
-On the CPU backend, which takes one image at a time, decode, process and encode run in
-one "compute" thread per worker: readers ─▶ [bytes] ─▶ compute ─▶ [bytes] ─▶ writers;
-with ``--parallel processes`` each compute thread hands that work to a worker process
-of its own (``worker_process.py``), so the interpreter lock no longer caps many cores.
+The GPU backend runs here, and the CPU backend with ``--parallel threads`` (by default it
+runs in worker processes: processes.py). On the CPU, which takes one image at a time,
+decode, process and encode run in one "compute" thread per worker: readers ─▶ [bytes] ─▶
+compute ─▶ [bytes] ─▶ writers.
 
 Each arrow is a ``CostBoundedQueue`` (bounded in bytes and in items), so a
 fast stage waits for a slow one; on top, a ``MemoryBudget`` caps the bytes of
@@ -38,19 +38,18 @@ import numpy as np
 from .. import codecs, sources
 from ..backends.base import Backend
 from ..codecs import DeferredJpeg
-from ..errors import DeviceFailure, ImageTooLarge, InputError, StoppedBySystemFailure, SystemFailure, WorkerCrashed
+from ..errors import DeviceFailure, ImageTooLarge, InputError, StoppedBySystemFailure, SystemFailure
 from ..spec import Spec
 from . import stages
 from .cancel import CancelToken
 from .driver import Driver
 from .idle import IdleMeter
 from .options import (DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, ORDERS, RunOptions,  # noqa: F401  (re-exported)
-                      usable_cores, worker_processes)
+                      usable_cores)
 from .process import device_jpeg_plan, process_batch, process_fitting
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
 from .results import CANCELLED, FileOutcome, RunResult
-from .worker_process import WorkerProcess
 from .writer import FolderSync, allow_writes, remove_live_temporaries
 
 log = logging.getLogger("gpupipe")
@@ -94,9 +93,7 @@ class LocalEngine(Driver):
     def __init__(self, spec: Spec, backend: Backend, options: RunOptions | None = None,
                  cancel: CancelToken | None = None) -> None:
         options = options or RunOptions()
-        self._worker_processes = worker_processes(options.parallel, backend.name)
-        super().__init__(spec, backend.describe(processes=True) if self._worker_processes else backend.describe(),
-                         options, cancel)
+        super().__init__(spec, backend.describe(), options, cancel)
         self.backend = backend
         self._activity = [time.perf_counter()]  # when any stage last finished a step (see Job.timed)
         # thread ident -> the jobs it took and has not yet handed on or finished: the watchdog
@@ -109,9 +106,6 @@ class LocalEngine(Driver):
         self._device_failures = 0               # consecutive failed batches on the device
         self._cpu_backend: Backend | None = None
         self._threads: list[threading.Thread] = []
-        self._workers: list[WorkerProcess] = []   # with --parallel processes: one per compute thread
-        self._crashes_in_a_row = 0             # inputs in a row whose worker process died
-        self._crash_lock = threading.Lock()
         # --gpu-decode / --gpu-encode: the inputs whose JPEG the device decoded (or encoded) and
         # those the host took because the device had a backlog; for benchmarks and the log.
         self.jpeg_decodes = {"device": 0, "host (device busy)": 0}
@@ -150,8 +144,7 @@ class LocalEngine(Driver):
         self.encoded_q: CostBoundedQueue[Job] = CostBoundedQueue(budget * 0.10, self.cancel, "encoded", 4 * readers)
         self._queues = (self.scan_q, self.read_q, self.decoded_q, self.processed_q, self.encoded_q)
         if self.backend.name == "cpu":         # no batches to gather: one thread takes an image through
-            loop = self._worker_loop if self._worker_processes else self._compute_loop
-            compute = [("compute", workers, loop, self.encoded_q)]
+            compute = [("compute", workers, self._compute_loop, self.encoded_q)]
         else:
             self._encoders = IdleMeter(workers)
             compute = [("decode", workers, self._decode_loop, self.decoded_q),
@@ -194,8 +187,6 @@ class LocalEngine(Driver):
                 if any(counts.values()):
                     log.info("JPEG %s: %d on the device, %d on the host while the device was busy", job,
                              *counts.values())
-            for worker in self._workers:        # only workers a stalled thread still waits on are left
-                worker.kill()
         self.summary.cpu_seconds_by_stage["collect"] = time.thread_time() - collect_cpu
         return RunResult(self.summary, outcomes)
 
@@ -498,19 +489,6 @@ class LocalEngine(Driver):
                 if self._encode(job):
                     self._forward(self.encoded_q, job, sum(len(data) for _, data in job.encoded))
 
-    def _worker_loop(self) -> None:
-        """_compute_loop with the work done in a worker process of this thread's own."""
-        worker = WorkerProcess(self.spec, self.options.max_pixels, f"{threading.current_thread().name}-process")
-        self._workers.append(worker)
-        try:
-            worker.start()
-            while True:
-                job = self._take(self.read_q.get())
-                if self._compute_in(worker, job):
-                    self._forward(self.encoded_q, job, sum(len(data) for _, data in job.encoded))
-        finally:
-            worker.close()
-
     def _reserve_for_decode(self, job: Job) -> bool:
         """Reserve, before decoding, the most this input will need at once (from its header: the
         decode, then its ops and encoders: stages.memory_need), so no thread or worker process
@@ -532,38 +510,6 @@ class LocalEngine(Driver):
     def _ops_on_host(self) -> bool:
         """Whether the ops' results and temporaries take host memory: on the CPU backend."""
         return self.backend.name == "cpu"
-
-    def _compute_in(self, worker: WorkerProcess, job: Job) -> bool:
-        """Decode, process and encode one input in ``worker``; False if it failed (accounted)."""
-        if not self._reserve_for_decode(job):
-            return False
-        data, job.data = job.data, None
-        try:
-            computed = worker.compute(data, job.source.relative)
-        except WorkerCrashed as exc:
-            self._fail(job, exc)
-            self._count_crash(exc)
-            return False
-        finally:
-            self.images.release(job.reserved)
-            job.reserved = 0
-        self._crashes_in_a_row = 0
-        for stage, start, end in computed.spans:
-            job.record(stage, start, end, worker.name)
-        if computed.failure is not None:
-            self._fail(job, computed.failure)
-            return False
-        job.outcome.format = computed.format
-        job.outcome.height, job.outcome.width = computed.size
-        return self._keep_outputs(job, computed.encoded)
-
-    def _count_crash(self, exc: WorkerCrashed) -> None:
-        """Workers that die on input after input (a host out of memory) are the system's failure."""
-        with self._crash_lock:
-            self._crashes_in_a_row += 1
-            crashes = self._crashes_in_a_row
-        if crashes >= WORKER_CRASHES_IN_A_ROW:
-            raise SystemFailure(f"worker processes died on {crashes} inputs in a row, the last: {exc}")
 
     def _keep_outputs(self, job: Job, encoded: stages.Encoded) -> bool:
         """Take the encoded files whose paths this input may write (renamed ones claimed now);

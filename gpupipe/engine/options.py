@@ -23,15 +23,7 @@ def default_max_memory(workers: int, memory: int | None = None) -> int:
     return wanted if memory is None else min(wanted, max(DEFAULT_MAX_MEMORY, memory // 4))
 
 
-PARALLEL_CHOICES = ("threads", "processes")
-
-
-def worker_processes(parallel: str, backend: str) -> bool:
-    """Whether the CPU backend's workers run as processes (``--parallel processes``); the GPU
-    backend's decoders and encoders are threads either way."""
-    if parallel not in PARALLEL_CHOICES:
-        raise ValueError(f"parallel must be one of {', '.join(PARALLEL_CHOICES)}, got {parallel!r}")
-    return parallel == "processes" and backend == "cpu"
+PARALLEL_CHOICES = ("processes", "threads")
 
 
 ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
@@ -48,7 +40,7 @@ class RunOptions:
 
     workers: int = field(default_factory=lambda: usable_cores())
     readers: int | None = None                 # I/O threads; default 2 × workers, at most 16
-    parallel: str = "threads"                   # CPU workers as threads or processes (worker_processes)
+    parallel: str = "processes"                 # CPU workers as forked processes (ProcessEngine) or threads
     max_memory: int | None = None              # None: default_max_memory(workers), "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     recursive: bool = True

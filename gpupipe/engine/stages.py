@@ -283,8 +283,13 @@ def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: b
             break
         written.outputs.append(str(output / path))
         written.sizes.append(len(data))
-        written.checksums.append(hashlib.blake2b(data, digest_size=16).hexdigest())
+        written.checksums.append(checksum(data))
     return written
+
+
+def checksum(data: bytes) -> str:
+    """An output's checksum as the journal records it."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: float,

@@ -48,6 +48,31 @@ _lock = threading.Lock()
 _aborting = threading.Event()      # set by a hard abort: no new temporary may appear
 
 
+# Locks held by the run's own process (OutputLock, the journal's): a worker process forked from it
+# closes its copies first thing (close_parent_only_fds), so a worker outliving the run never
+# keeps OUT or the journal locked.
+_parent_only_fds: set[int] = set()
+
+
+def parent_only(fd: int) -> int:
+    _parent_only_fds.add(fd)
+    return fd
+
+
+def forget_parent_only(fd: int) -> None:
+    _parent_only_fds.discard(fd)
+
+
+def close_parent_only_fds() -> None:
+    """In a forked worker: close the run's lock fds (the parent's locks stay held)."""
+    for fd in list(_parent_only_fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _parent_only_fds.clear()
+
+
 # ---------------------------------------------------------------------- before the run
 
 def check_output_dir(output: Path, inputs: Iterable[str | os.PathLike] = ()) -> None:
@@ -128,7 +153,7 @@ class OutputLock:
         self.output = Path(output)
         try:
             os.makedirs(self.output, exist_ok=True)
-            self._fd = os.open(self.output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)   # the user's own path
+            self._fd = parent_only(os.open(self.output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))  # the user's own path
         except OSError as exc:
             raise UsageError(f"cannot open the output {self.output}: {exc.strerror or exc}") from None
         try:
@@ -144,6 +169,7 @@ class OutputLock:
 
     def release(self) -> None:
         if self._fd >= 0:
+            forget_parent_only(self._fd)
             os.close(self._fd)          # closing drops the flock
             self._fd = -1
 
@@ -241,6 +267,113 @@ def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = Tr
         os.close(directory)
 
 
+class ChunkWrites:
+    """The outputs of one chunk of inputs, written as write_output does, with one round of fsyncs.
+
+    ``stage`` writes each file to a temporary as soon as it is encoded (the bytes then wait in
+    the page cache, not in this process); ``finish`` makes them durable and puts them in place
+    together: every temporary fsynced, then linked or renamed to its final name by
+    ``_place``'s rules, then each folder fsynced once. Nothing is under a final name before
+    its bytes are on disk, and when ``finish`` returns every name it placed is on disk too,
+    so the caller may commit the chunk's journal rows. A per-file error costs that file and
+    the rest of its owner's; SystemFailure (disk full, read-only) propagates."""
+
+    def __init__(self, root: str, fsync: bool) -> None:
+        self.root, self.fsync = root, fsync
+        self._folders: dict[tuple[str, ...], int] = {}       # open folder fds, by path below root
+        self._staged: list[tuple[object, tuple[str, ...], str, str, int | None, Callable[[], bool] | bool]] = []
+
+    def stage(self, owner: object, relative: PurePath, data: bytes, replace: bool | Callable[[], bool]) -> None:
+        """Write ``data`` for ``relative`` to a temporary (WriteError or SystemFailure if it cannot be)."""
+        folders, name = relative.parts[:-1], relative.parts[-1]
+        shown = os.path.join(self.root, *relative.parts)
+        directory = self._folder(folders)
+        tmp = f".gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        registered = os.path.join(self.root, *folders, tmp)
+        with _lock:
+            if _aborting.is_set():
+                raise SystemFailure("the run was aborted")
+            _live_temporaries.add(registered)
+        fd = None
+        try:
+            _clear_stale_once(directory, os.path.join(self.root, *folders))
+            fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=directory)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            if fd is not None:
+                os.close(fd)
+            self._discard(folders, tmp)
+            raise _as_gpupipe_error(exc, shown, os.path.join(self.root, *folders)) from exc
+        if not self.fsync:
+            os.close(fd)
+            fd = None
+        self._staged.append((owner, folders, tmp, name, fd, replace))
+
+    def finish(self) -> dict[object, tuple[int, WriteError | OutputExists]]:
+        """fsync, place and fsync the folders of everything staged. For each owner with a file that
+        could not be placed: how many of its files were, and the error (its later files are not
+        placed). Temporaries left are removed either way."""
+        errors: dict[object, tuple[int, WriteError | OutputExists]] = {}
+        placed_by: dict[object, int] = {}
+        placed: set[tuple[str, ...]] = set()
+        try:
+            for owner, folders, tmp, name, fd, _ in self._staged:
+                if fd is not None:
+                    try:
+                        os.fsync(fd)
+                    except OSError as exc:
+                        raise _as_gpupipe_error(exc, os.path.join(self.root, *folders, name),
+                                                os.path.join(self.root, *folders)) from exc
+            for owner, folders, tmp, name, fd, replace in self._staged:
+                if owner in errors:
+                    continue
+                shown = os.path.join(self.root, *folders, name)
+                try:
+                    try:
+                        _place(self._folders[folders], tmp, name, shown, replace, None)
+                    except OSError as exc:
+                        raise _as_gpupipe_error(exc, shown, os.path.join(self.root, *folders)) from exc
+                except (WriteError, OutputExists) as exc:
+                    errors[owner] = (placed_by.get(owner, 0), exc)
+                    continue
+                placed.add(folders)
+                placed_by[owner] = placed_by.get(owner, 0) + 1
+            if self.fsync:
+                for folders in placed:
+                    try:
+                        os.fsync(self._folders[folders])
+                    except OSError as exc:
+                        raise SystemFailure(f"cannot sync the output folder {os.path.join(self.root, *folders)} "
+                                            f"to disk: {exc.strerror}") from None
+        finally:
+            self.close()
+        return errors
+
+    def close(self) -> None:
+        """Remove what is still a temporary and close every fd (also after an error)."""
+        staged, self._staged = self._staged, []
+        for _, folders, tmp, _, fd, _ in staged:
+            if fd is not None:
+                os.close(fd)
+            self._discard(folders, tmp)
+        folders, self._folders = self._folders, {}
+        for fd in folders.values():
+            os.close(fd)
+
+    def _discard(self, folders: tuple[str, ...], tmp: str) -> None:
+        _remove_quietly(tmp, self._folders[folders])
+        with _lock:
+            _live_temporaries.discard(os.path.join(self.root, *folders, tmp))
+
+    def _folder(self, folders: tuple[str, ...]) -> int:
+        fd = self._folders.get(folders)
+        if fd is None:
+            fd = self._folders[folders] = open_output_dir(self.root, folders)
+        return fd
+
+
 def _write_file(directory: int, name: str, data: bytes, fsync: bool) -> None:
     fd = os.open(name, _NEW_FILE, 0o644, dir_fd=directory)
     try:
@@ -254,7 +387,7 @@ def _write_file(directory: int, name: str, data: bytes, fsync: bool) -> None:
 
 
 def _place(directory: int, tmp: str, name: str, shown: str, replace: bool | Callable[[], bool],
-           data: bytes) -> None:
+           data: bytes | None) -> None:
     """Give the finished temporary its final name: renameat where replacing is allowed (never
     over a symlink or folder), else linkat, which fails if the name exists, so a file that
     appeared there since is kept. A file there that already holds exactly ``data`` is this
@@ -281,16 +414,19 @@ def _place(directory: int, tmp: str, name: str, shown: str, replace: bool | Call
     if callable(replace) and _kind_at(directory, name) == "a file" and replace():
         os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)       # gpupipe's own output
         return
-    _accept_existing(directory, name, shown, data)
+    _accept_existing(directory, name, shown, tmp if data is None else data)
 
 
-def _accept_existing(directory: int, name: str, shown: str, data: bytes) -> None:
+def _accept_existing(directory: int, name: str, shown: str, data: bytes | str) -> None:
     """Return if the file at ``name`` already holds exactly ``data`` (this output, written by a
-    killed run); else raise OutputExists for a file, WriteError for a link, folder or device."""
+    killed run; ``data`` may be the name of a temporary holding it); else raise OutputExists for
+    a file, WriteError for a link, folder or device."""
     in_the_way = _kind_at(directory, name) or "a file"
     if in_the_way != "a file":
         raise WriteError(f"cannot write {shown}: {in_the_way} is in the way (gpupipe does not replace it)")
-    if not _holds(directory, name, data):
+    if isinstance(data, str):
+        data = _read_file(directory, data)
+    if data is None or not _holds(directory, name, data):
         raise OutputExists(f"output {shown} already exists and was not written by gpupipe's journal: kept; "
                            "--overwrite replaces it")
 
@@ -310,6 +446,15 @@ def _holds(directory: int, name: str, data: bytes) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _read_file(directory: int, name: str) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def _kind_at(directory: int, name: str) -> str | None:
@@ -418,7 +563,11 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:          # alive, someone else's
         return True
-    return True
+    try:                             # a zombie (dead, not yet reaped: a killed run's worker) is gone too
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _remove_quietly(name: str, directory: int | None = None) -> None:

@@ -1,0 +1,178 @@
+"""Tiny files: gpupipe's own cost per input, against a plain multiprocessing Pillow pool.
+
+    python benchmarks/tiny_files.py --count 5000 --workers 2 --repeats 3 --json tiny-DATE.json
+
+Inputs: ``--count`` JPEGs of 32×48 (made once in benchmarks/corpora/tinyN from a seeded
+pattern; their content does not matter at this size). Each contender is one whole process,
+timed from its start to its exit as a user runs it, outputs on a tmpfs (/dev/shm):
+
+- gpupipe: ``gpupipe run IN -o OUT --thumbnail 256 -f jpeg -q 85 -j N`` (journal on,
+  fsync on: everything a user gets).
+- pillow pool: ``multiprocessing.Pool(N)`` over the files: read, ``Image.open``,
+  ``thumbnail((256, 256))``, save JPEG q85 (the same libjpeg-turbo), no fsync, no journal.
+
+The two alternate, ``--repeats`` times each; reported are medians of wall time, files/s,
+the ratio gpupipe ÷ pool and the whole process tree's CPU per file (user+sys of the process and
+its children). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
+journal, summary — ``cpu_seconds_by_stage``) comes from extra runs through the Python API, as
+the CLI's timed runs write no report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+POOL = textwrap.dedent("""
+    import os, sys
+    from multiprocessing import Pool
+    from PIL import Image
+
+    def one(job):
+        src, dst = job
+        with open(src, "rb") as f:
+            data = f.read()
+        import io
+        image = Image.open(io.BytesIO(data))
+        image.thumbnail((256, 256), Image.Resampling.LANCZOS)
+        image.save(dst, "JPEG", quality=85)
+
+    if __name__ == "__main__":
+        src, dst, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        jobs = []
+        for folder, _, names in os.walk(src):
+            out = os.path.join(dst, os.path.relpath(folder, src))
+            os.makedirs(out, exist_ok=True)
+            jobs += [(os.path.join(folder, n), os.path.join(out, n)) for n in names if n.endswith(".jpg")]
+        with Pool(workers) as pool:
+            for _ in pool.imap_unordered(one, jobs, chunksize=64):
+                pass
+""")
+
+
+# gpupipe's own process's CPU (not its workers'), from the summary of a run through the API.
+API_RUN = textwrap.dedent("""
+    import json, sys
+    import gpupipe
+    src, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    result = gpupipe.run(src, out, gpupipe.Spec.single([gpupipe.ops.Thumbnail(256)], format="jpeg", quality=85),
+                         backend="cpu", workers=workers)
+    cpu = result.summary.cpu_seconds_by_stage
+    own = cpu["scan"] + cpu["coordinate"] if "coordinate" in cpu else cpu["collect"] + cpu.get("scan", 0)
+    print(json.dumps({"coordinator_s": own, "cpu_seconds_by_stage": cpu}))
+""")
+
+
+def make_corpus(count: int) -> Path:
+    folder = HERE / "corpora" / f"tiny{count}"
+    if folder.is_dir() and len(list(folder.glob("*.jpg"))) == count:
+        return folder
+    import numpy as np
+    from PIL import Image
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    base = np.linspace(0, 255, 32 * 48 * 3).reshape(32, 48, 3)
+    for i in range(count):
+        pixels = np.clip(base + rng.normal(0, 24, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"tiny{i:06d}.jpg", quality=90)
+    return folder
+
+
+def timed(command: list[str]) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "stdout": done.stdout}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="write the results here (benchmarks/results/ if a bare name)")
+    parser.add_argument("--gpupipe-args", default="", help="extra arguments for gpupipe run")
+    args = parser.parse_args()
+
+    corpus = make_corpus(args.count)
+    scratch = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None, prefix="tiny-"))
+    pool_script = scratch / "pool.py"
+    pool_script.write_text(POOL)
+    runs: dict[str, list[dict]] = {"gpupipe": [], "pillow pool": []}
+    try:
+        for repeat in range(args.repeats):
+            for name in runs:
+                out = scratch / f"out-{name.replace(' ', '-')}"
+                shutil.rmtree(out, ignore_errors=True)
+                if name == "gpupipe":
+                    command = [sys.executable, "-m", "gpupipe", "run", str(corpus), "-o", str(out), "--thumbnail",
+                               "256", "-f", "jpeg", "-q", "85", "-j", str(args.workers), "--backend", "cpu",
+                               "--quiet", *args.gpupipe_args.split()]
+                else:
+                    command = [sys.executable, str(pool_script), str(corpus), str(out), str(args.workers)]
+                result = timed(command)
+                made = sum(1 for _ in out.rglob("*.jpg"))
+                if made != args.count:
+                    raise SystemExit(f"{name} made {made} outputs of {args.count}")
+                del result["stdout"]
+                runs[name].append(result)
+                print(f"{name:12s} repeat {repeat}: {result['wall_s']:.3f} s, {args.count / result['wall_s']:,.0f} "
+                      f"files/s, CPU {1000 * result['cpu_s'] / args.count:.3f} ms/file", flush=True)
+        coordinator = []
+        for repeat in range(args.repeats):
+            out = scratch / "out-api"
+            shutil.rmtree(out, ignore_errors=True)
+            done = subprocess.run([sys.executable, "-c", API_RUN, str(corpus), str(out), str(args.workers)],
+                                  capture_output=True, text=True, check=True)
+            coordinator.append(json.loads(done.stdout.splitlines()[-1]))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    table = {}
+    for name, results in runs.items():
+        wall = statistics.median(r["wall_s"] for r in results)
+        row = {"wall_s": round(wall, 3), "files_per_s": round(args.count / wall, 1),
+               "cpu_ms_per_file": round(1000 * statistics.median(r["cpu_s"] for r in results) / args.count, 4)}
+        table[name] = row
+    own = statistics.median(c["coordinator_s"] for c in coordinator)
+    table["gpupipe"]["coordinator_cpu_ms_per_file"] = round(1000 * own / args.count, 4)
+    table["gpupipe"]["cpu_seconds_by_stage"] = coordinator[0]["cpu_seconds_by_stage"]
+    ratio = table["gpupipe"]["files_per_s"] / table["pillow pool"]["files_per_s"]
+    print(json.dumps(table, indent=1))
+    print(f"gpupipe / pillow pool: {ratio:.2f}x")
+    if args.json:
+        import PIL
+        target = Path(args.json) if os.sep in args.json else HERE / "results" / args.json
+        target.write_text(json.dumps({
+            "benchmark": "tiny files", "date": date.today().isoformat(), "machine": platform.node(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "pillow": PIL.__version__,
+            "git": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True).stdout.strip(),
+            "config": vars(args), "results": table, "ratio_gpupipe_over_pool": round(ratio, 3), "runs": runs,
+        }, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

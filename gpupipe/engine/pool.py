@@ -1,0 +1,322 @@
+"""Worker processes for the local engine: each runs ``unit.run_chunk`` on the chunks it is sent.
+
+Workers are forked from the run's process when the run starts, before the engine starts
+any thread of its own, so they begin with everything imported and the spec and backend
+built (a fresh interpreter took 0.3 s and 60 MB each). A worker that dies is forked again
+while the engine holds the locks its threads take (``fork_guard``), so no lock is copied
+held.
+
+What the engine and its workers share, besides one pipe each (a chunk out, its outcomes
+back), is a few words of shared memory:
+
+- ``at[w]``: the input worker ``w`` is on (-1: between inputs or placing its chunk's
+  files), and ``beat[w]``, when it started it. If a worker dies, the input it was on is
+  the one that failed as ``crashed``; the rest of its chunk is done again by another. A
+  worker stuck on one input for ``--stall-timeout`` is found the same way.
+- the memory budget (``SharedBudget``): the bytes of decoded images all workers hold
+  together, each worker's part in a slot of its own so the part of one that dies is
+  given back.
+- ``stop``: set when the run drains or aborts; workers cancel what is left of their chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from ..spec import OpTrie
+from . import unit
+from .tuning import tune_allocator
+from .writer import close_parent_only_fds, remove_live_temporaries
+
+log = logging.getLogger("gpupipe")
+
+_fork = multiprocessing.get_context("fork")
+PR_SET_PDEATHSIG = 1
+WAIT_FOR_ROOM = 0.002       # seconds between looks at a full memory budget
+ABORT = signal.SIGUSR1      # the engine to a worker: remove your temporaries and exit now
+
+
+class SharedBudget(unit.Budget):
+    """unit.Budget across processes: ``held[w]`` is worker ``w``'s part, ``used`` the sum."""
+
+    def __init__(self, total: int, workers: int) -> None:
+        self.total = total
+        self._lock = _fork.Lock()
+        self._owner = _fork.RawValue(ctypes.c_int, -1)       # the worker holding _lock, to free it if it dies
+        self._used = _fork.RawValue(ctypes.c_longlong, 0)
+        self._held = _fork.RawArray(ctypes.c_longlong, workers)
+        self.worker = -1                                      # set in each worker after the fork
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._lock.acquire()
+        self._owner.value = self.worker
+        try:
+            yield
+        finally:
+            self._owner.value = -1
+            self._lock.release()
+
+    def acquire(self, amount: int) -> None:
+        while True:
+            with self._locked():
+                if self._used.value + amount <= self.total or self._used.value == 0:
+                    self._used.value += amount
+                    self._held[self.worker] += amount
+                    return
+            time.sleep(WAIT_FOR_ROOM)
+
+    def release(self, amount: int) -> None:
+        with self._locked():
+            self._used.value -= amount
+            self._held[self.worker] -= amount
+
+    def reclaim(self, worker: int) -> None:
+        """Worker ``worker`` died: give its part back (and the lock, if it died holding it)."""
+        if self._owner.value == worker:
+            self._owner.value = -1
+            self._lock.release()
+        with self._locked():
+            self._used.value -= self._held[worker]
+            self._held[worker] = 0
+
+    @property
+    def used(self) -> int:
+        return self._used.value
+
+
+@dataclass
+class Busy:
+    chunk: list[unit.Item]
+    sent: float
+
+
+@dataclass
+class Crash:
+    """A worker died: the input it was on (None: between inputs), the rest of its chunk, and why."""
+
+    worker: int
+    on: unit.Item | None
+    rest: list[unit.Item]
+    cause: str
+
+
+class WorkerPool:
+    def __init__(self, count: int, work: unit.Work, backend, fork_guard: Sequence = ()) -> None:
+        self.count, self.work, self.backend = count, work, backend
+        self.budget = SharedBudget(work.memory, count)
+        self._at = _fork.RawArray(ctypes.c_int, [-1] * count)
+        self._beat = _fork.RawArray(ctypes.c_double, count)
+        self._stop = _fork.RawValue(ctypes.c_int, unit.GO)
+        self._fork_guard = fork_guard
+        self._processes: list = [None] * count
+        self._conns: list = [None] * count
+        self.busy: dict[int, Busy] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        for worker in range(self.count):
+            self._fork_worker(worker)
+
+    def _fork_worker(self, worker: int) -> None:
+        ours, theirs = _fork.Pipe()
+        process = _fork.Process(target=_serve, args=(self, worker, theirs), name=f"gpupipe-worker-{worker}",
+                                daemon=True)
+        with contextlib.ExitStack() as held:
+            for lock in self._fork_guard:        # no thread of ours may hold them across the fork
+                held.enter_context(lock)
+            process.start()
+        theirs.close()
+        self._processes[worker], self._conns[worker] = process, ours
+        self._at[worker] = -1
+        log.debug("worker %d: process %d", worker, process.pid)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes if p is not None]
+
+    def idle(self) -> list[int]:
+        return [w for w in range(self.count) if w not in self.busy]
+
+    def send(self, worker: int, chunk: list[unit.Item]) -> None:
+        self.busy[worker] = Busy(chunk, time.perf_counter())
+        self._beat[worker] = time.perf_counter()
+        try:
+            self._conns[worker].send(chunk)
+        except OSError:          # it died idle: wait() reports it, and its chunk goes to another
+            pass
+
+    def stop(self) -> None:
+        """Drain: each worker cancels what is left of its chunk."""
+        self._stop.value = unit.STOP
+
+    def wait(self, timeout: float) -> list[tuple[int, unit.ChunkDone] | Crash]:
+        """The chunks finished and the workers that died, within ``timeout`` seconds."""
+        waiting = {}
+        for worker in self.busy:
+            waiting[self._conns[worker]] = worker
+            waiting[self._processes[worker].sentinel] = worker
+        if not waiting:
+            time.sleep(timeout)
+            return []
+        events: list = []
+        seen = set()
+        for ready in multiprocessing.connection.wait(list(waiting), timeout):
+            worker = waiting[ready]
+            if worker in seen:
+                continue
+            seen.add(worker)
+            try:
+                done = self._conns[worker].recv()
+            except (EOFError, OSError):
+                events.append(self._crashed(worker))
+                continue
+            del self.busy[worker]
+            events.append((worker, done))
+        return events
+
+    def _crashed(self, worker: int) -> Crash:
+        busy = self.busy.pop(worker)
+        process = self._processes[worker]
+        process.join(5)
+        index = self._at[worker]
+        self.budget.reclaim(worker)
+        cause = _death(process.exitcode)
+        self._conns[worker].close()
+        on = busy.chunk[index] if 0 <= index < len(busy.chunk) else None
+        rest = [item for item in busy.chunk if item is not on]
+        if self._stop.value == unit.GO:
+            self._fork_worker(worker)
+        return Crash(worker, on, rest, cause)
+
+    def stuck(self, timeout: float) -> list[tuple[int, unit.Item | None, float]]:
+        """Busy workers on one input (or one chunk's files) for longer than ``timeout``."""
+        now = time.perf_counter()
+        found = []
+        for worker, busy in self.busy.items():
+            idle = now - self._beat[worker]
+            if idle >= timeout:
+                index = self._at[worker]
+                found.append((worker, busy.chunk[index] if 0 <= index < len(busy.chunk) else None, idle))
+        return found
+
+    def close(self, abort: bool = False) -> None:
+        """Stop every worker: once idle (they are told), or at once (``abort``: each removes its
+        temporaries first). Workers still running after that are killed."""
+        for worker, process in enumerate(self._processes):
+            if process is None or not process.is_alive():
+                continue
+            try:
+                if abort:
+                    os.kill(process.pid, ABORT)
+                elif worker not in self.busy:
+                    self._conns[worker].send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for process in self._processes:
+            if process is not None:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+                    # A read stuck in a dead mount may outlast even SIGKILL: left to the kernel.
+                    process.join(5)
+                    if process.is_alive():
+                        log.warning("worker process %d does not end (stuck in the kernel?): left behind",
+                                    process.pid)
+        for conn in self._conns:
+            if conn is not None:
+                conn.close()
+
+
+def _death(code: int | None) -> str:
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + ("; out of memory?" if -code == signal.SIGKILL else "")
+    return f"exit status {code}"
+
+
+# ---------------------------------------------------------------------- in the worker
+
+def _serve(pool: WorkerPool, worker: int, conn) -> None:
+    """A worker's life: chunks in, ChunkDone out, until told to stop or the engine is gone."""
+    for lock in pool._fork_guard:          # held by the thread that forked us, for the fork alone
+        lock.release()
+    close_parent_only_fds()
+    # Ctrl+C reaches the whole process group, and systemd's stop the whole cgroup: the engine
+    # decides what they mean (drain, then abort), not us. It aborts us with ABORT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(ABORT, _abort)
+    _die_with_parent()
+    tune_allocator()
+    pool.budget.worker = worker
+    work, backend = pool.work, pool.backend
+    trie = OpTrie.build(work.spec.variants)
+    at, beat, stop = pool._at, pool._beat, pool._stop
+    name = f"gpupipe-worker-{worker}"
+
+    def on(index: int) -> None:
+        at[worker] = index
+        beat[worker] = time.perf_counter()
+
+    while True:
+        try:
+            chunk = conn.recv()
+        except (EOFError, OSError):
+            return
+        if chunk is None:
+            return
+        try:
+            done = unit.run_chunk(chunk, work, backend, trie, pool.budget, at=on, stop=lambda: stop.value,
+                                  worker=name)
+        except Exception as exc:           # a bug: every input of the chunk fails, the worker goes on
+            log.exception("internal error in %s", name)
+            done = unit.ChunkDone(outcomes=[(item.key, unit._fail(unit._outcome(item, unit.OK),
+                                                                  _internal(exc))) for item in chunk])
+        at[worker] = -1
+        try:
+            conn.send(done)
+        except OSError:                    # the engine is gone
+            return
+        del chunk, done
+
+
+def _internal(exc: Exception):
+    from .stages import unexpected
+    return unexpected(exc)
+
+
+def _abort(signum, frame) -> None:
+    """The engine aborts (a second Ctrl+C): no temporary of ours may stay behind."""
+    remove_live_temporaries()
+    os._exit(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker if the engine's process dies (SIGKILL, a crash)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:                  # it died before prctl took effect
+        os._exit(1)

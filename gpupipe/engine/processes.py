@@ -1,0 +1,312 @@
+"""The local engine on the CPU: chunks of inputs to worker processes.
+
+    scan thread ─▶ admitted inputs ─▶ chunks ─▶ worker processes (unit.run_chunk) ─▶ outcomes
+                   (claims, journal: a group per query)                (a chunk per message; journal: a chunk per transaction)
+
+The run's own process only coordinates, a chunk at a time: its per-input work is the
+scan, the admission and the bookkeeping of each outcome (summary, journal row, callbacks).
+Everything that costs per file — read, decode, ops, encode, write, fsync — happens in
+the workers, each with its own interpreter lock, so throughput grows with the cores.
+
+A worker that dies costs the input it was on (``crashed``); the rest of its chunk goes to
+the next worker, which is forked anew. ``WORKER_CRASHES_IN_A_ROW`` inputs in a row
+crashing stops the run. Ctrl+C drains (each worker finishes the input it is on, cancels
+the rest of its chunk, and puts its finished files in place); a second one aborts (each
+worker removes its temporaries and exits).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import resource
+import threading
+import time
+from pathlib import Path, PurePath
+from typing import Any, Sequence
+
+from .. import sources
+from ..backends.base import Backend
+from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
+from ..spec import Spec
+from . import stages, unit
+from .cancel import CancelToken
+from .driver import Driver
+from .options import RunOptions
+from .pool import Crash, WorkerPool
+from .results import FileOutcome, RunResult
+from .writer import _lock as writer_lock, allow_writes, remove_live_temporaries, remove_stale_temporaries
+
+log = logging.getLogger("gpupipe")
+
+WORKER_CRASHES_IN_A_ROW = 8      # then the run stops (SystemFailure) instead of failing every input
+CHUNK_FILES = 64                 # inputs per chunk: one message each way, one journal transaction
+CHUNK_BYTES = 16 * 2**20         # input bytes per chunk: large files make small chunks (balance, redo)
+CHUNK_WAIT = 0.02                # seconds a partial chunk waits for more of a running scan
+AHEAD_PER_WORKER = 4             # chunks' worth of inputs admitted ahead of the workers, per worker
+POLL = 0.05
+
+
+class ProcessEngine(Driver):
+    def __init__(self, spec: Spec, backend: Backend, options: RunOptions | None = None,
+                 cancel: CancelToken | None = None) -> None:
+        super().__init__(spec, backend.describe(processes=True), options, cancel)
+        self.backend = backend
+        self._admitted: collections.deque[unit.Item] = collections.deque()
+        self._retry: collections.deque[list[unit.Item]] = collections.deque()
+        self._oldest_admitted = 0.0
+        self._scan_done = threading.Event()
+        self._crashes_in_a_row = 0
+        self._last_event = time.perf_counter()
+        self._stalled = False
+        self.pool: WorkerPool | None = None
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, inputs: Sequence[str | Path], output: str | Path) -> RunResult:
+        opts = self.options
+        started_cpu, children_before = time.thread_time(), _children_cpu()
+        allow_writes()
+        self.output = Path(os.path.abspath(output))     # as the journal records outputs, whatever the cwd
+        self._plan_writes(inputs, self.output)
+        workers = max(1, opts.workers)
+        memory = int(max(opts.max_memory, 16 * 2**20) * 0.8)
+        journal = opts.journal
+        work = unit.Work(self.spec, self.output, self.write_policy, opts.fsync, opts.max_pixels, memory,
+                         journal.recorded_outputs(self.output) if journal is not None else (),
+                         stop_at_failure=opts.on_error == "stop")
+        guard = [writer_lock] + ([journal.fork_guard] if journal is not None else [])
+        self.pool = pool = WorkerPool(workers, work, self.backend, fork_guard=guard)
+        log.debug("%d worker processes, %.0f MB of decoded images between them", workers, memory / 2**20)
+        pool.start()                             # forked before this run starts any thread
+        scan = threading.Thread(target=self._scan_thread, args=(inputs,), name="gpupipe-scan", daemon=True)
+        outcomes: list[FileOutcome] = []
+        aborted = False
+        previous_handlers = self._catch_signals()
+        try:
+            scan.start()
+            while True:
+                try:
+                    self._coordinate(scan, outcomes)
+                    break
+                except KeyboardInterrupt:
+                    if self._draining.is_set():          # the second interrupt: abort now
+                        aborted = True
+                        remove_live_temporaries()
+                        raise
+                    self._start_draining()               # raised where no handler could be installed
+        finally:
+            self._restore_signals(previous_handlers)
+            pool.close(abort=aborted or self._stalled)
+            if not aborted:
+                scan.join(timeout=5)
+                self._drain_done(outcomes)
+                self._finish_unfinished(outcomes, stalled=False)     # the stuck inputs failed already: the rest wait
+                self._close_summary()
+            cpu = self.summary.cpu_seconds_by_stage
+            cpu["coordinate"] = time.thread_time() - started_cpu
+            cpu["workers"] = _children_cpu() - children_before
+        return RunResult(self.summary, outcomes)
+
+    def _scan_thread(self, inputs: Sequence[str | Path]) -> None:
+        started = time.thread_time()
+        try:
+            self._scan(inputs, self.output)
+        except SystemFailure as exc:
+            self._trip(str(exc))
+        except Exception as exc:                 # a bug in the scan must stop the run loudly, never hang it
+            log.exception("internal error in the scan")
+            self._trip(f"internal error in the scan: {exc.__class__.__name__}: {exc}")
+        finally:
+            self._scan_done.set()
+            self.summary.cpu_seconds_by_stage["scan"] = time.thread_time() - started
+
+    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
+        """An admitted input joins the queue for the next chunks (the scan waits while it is full)."""
+        limit = AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count
+        while len(self._admitted) >= limit and not self._stopping():
+            time.sleep(0.002)
+        if not self._admitted:
+            self._oldest_admitted = time.perf_counter()
+        self._admitted.append(unit.Item(id(outcome), str(source.path), source.relative, tuple(planned),
+                                        source.size, source.mtime))
+
+    def _coordinate(self, scan: threading.Thread, outcomes: list[FileOutcome]) -> None:
+        pool = self.pool
+        stopping_told = False
+        while True:
+            if self._stopping():
+                if not stopping_told:
+                    pool.stop()
+                    stopping_told = True
+            else:
+                for worker in pool.idle():
+                    chunk = self._next_chunk()
+                    if not chunk:
+                        break
+                    pool.send(worker, chunk)
+            if not pool.busy and (self._stopping() or (self._scan_done.is_set() and not self._admitted
+                                                       and not self._retry)):
+                break
+            events = pool.wait(POLL)
+            if events:
+                self._last_event = time.perf_counter()
+            for event in events:
+                if isinstance(event, Crash):
+                    self._crashed(event, outcomes)
+                else:
+                    self._chunk_done(*event, outcomes)
+            self._drain_done(outcomes)
+            self._progress()
+            self._watch(outcomes)
+            if self._stalled:
+                return
+
+    def _next_chunk(self) -> list[unit.Item] | None:
+        """The chunk for an idle worker: inputs a crash sent back first, then the admitted ones — a
+        full chunk, or what there is once the scan is over (spread over the workers) or has waited."""
+        if self._retry:
+            return self._retry.popleft()
+        available = len(self._admitted)
+        if not available:
+            return None
+        size = CHUNK_FILES
+        if self._scan_done.is_set():
+            size = max(1, min(CHUNK_FILES, math.ceil(available / self.pool.count)))
+        elif available < CHUNK_FILES and time.perf_counter() - self._oldest_admitted < CHUNK_WAIT:
+            return None
+        chunk, size_bytes = [], 0
+        while self._admitted and len(chunk) < size and (not chunk or size_bytes < CHUNK_BYTES):
+            item = self._admitted.popleft()
+            chunk.append(item)
+            size_bytes += item.size
+        self._oldest_admitted = time.perf_counter()
+        return chunk
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _chunk_done(self, worker: int, done: unit.ChunkDone, outcomes: list[FileOutcome]) -> None:
+        self._crashes_in_a_row = 0
+        finished = {key: self._take_over(key, result) for key, result in done.outcomes}
+        for unclaimed in done.unclaimed:
+            outcome = finished.get(unclaimed.key)
+            if outcome is not None:
+                self._write_unclaimed(outcome, unclaimed)
+        self._finish_many([o for o in finished.values() if o is not None], outcomes)
+        if done.system_failure is not None:
+            self._trip(done.system_failure)
+
+    def _take_over(self, key: int, result: FileOutcome) -> FileOutcome | None:
+        """The input's own outcome (the driver's object), now holding what the worker found."""
+        outcome = self._outstanding.get(key)
+        if outcome is None:                  # finished already (the watchdog failed it)
+            return None
+        queued_at = outcome.queued_at
+        vars(outcome).update(vars(result))
+        outcome.queued_at = queued_at
+        return outcome
+
+    def _write_unclaimed(self, outcome: FileOutcome, unclaimed: unit.Unclaimed) -> None:
+        """Outputs whose path the decoded format changed: claimed here, then written (rare)."""
+        errors = list(unclaimed.errors)
+        granted = []
+        for path, data in unclaimed.files:
+            other = self.claims.claim(path, outcome.path)
+            if other is not None:
+                errors.append(OutputConflict(f"output {path} is already written by {other}"))
+            else:
+                granted.append((path, data))
+        if granted and outcome.status == "ok":
+            try:
+                written = stages.write_outputs(self.output, granted, fsync=self.options.fsync,
+                                               policy=self.write_policy, replaceable=self.pool.work.replaceable)
+            except SystemFailure as exc:
+                self._trip(str(exc))
+                errors.insert(0, StoppedBySystemFailure(str(exc)))
+            else:
+                outcome.outputs += written.outputs
+                outcome.output_sizes += written.sizes
+                outcome.output_checksums += written.checksums
+                outcome.bytes_out = sum(outcome.output_sizes)
+                if written.error is not None:
+                    errors.insert(0, written.error)
+        if errors and outcome.status == "ok":
+            self._fail_in_place(outcome, errors[0])
+
+    @staticmethod
+    def _fail_in_place(outcome: FileOutcome, exc: InputError) -> None:
+        outcome.status, outcome.error_class, outcome.message = "failed", exc.error_class, str(exc)
+
+    def _crashed(self, crash: Crash, outcomes: list[FileOutcome]) -> None:
+        """A worker died: the input it was on fails as crashed, the rest of its chunk is done again."""
+        self._remove_its_temporaries(crash)
+        rest = crash.rest
+        blamed = crash.on if crash.on is not None else (rest[0] if len(rest) == 1 else None)
+        if blamed is not None:
+            rest = [item for item in rest if item is not blamed]
+            outcome = self._outstanding.get(blamed.key)
+            if outcome is not None:
+                failure = WorkerCrashed(f"the worker process died on this input ({crash.cause})")
+                self._fail_in_place(outcome, failure)
+                self._finish_many([outcome], outcomes)
+            self._crashes_in_a_row += 1
+            if self._crashes_in_a_row >= WORKER_CRASHES_IN_A_ROW:
+                self._trip(f"worker processes died on {self._crashes_in_a_row} inputs in a row, the last: "
+                           f"{blamed.path}: {crash.cause}")
+        if rest and not self._stopping():
+            if blamed is None:               # it died between inputs: halve, until the culprit is alone
+                half = len(rest) // 2
+                self._retry.extendleft([rest[half:], rest[:half]])
+            else:
+                self._retry.appendleft(rest)
+        log.warning("worker %d died (%s)%s", crash.worker, crash.cause,
+                    f" on {blamed.path}" if blamed is not None else "")
+
+    def _remove_its_temporaries(self, crash: Crash) -> None:
+        folders = {PurePath(*path.parts[:-1]) for item in [crash.on, *crash.rest] if item is not None
+                   for path in item.planned}
+        for folder in folders:
+            remove_stale_temporaries(os.path.join(self.write_policy.root, *folder.parts))
+
+    def _watch(self, outcomes: list[FileOutcome]) -> None:
+        """Stall watchdog: an input that keeps its worker for --stall-timeout (a hung read), or no
+        progress at all with inputs in flight, stops the run, saying where it stuck."""
+        timeout = self.options.stall_timeout
+        if self.cancel.cancelled:
+            return
+        stuck = self.pool.stuck(timeout)
+        idle = time.perf_counter() - self._last_event
+        pending = self.summary.discovered + self.summary.scan_skipped - self.summary.done
+        if not stuck and (self.pool.busy or idle < timeout or pending <= 0):
+            return
+        where = "; ".join(f"worker {w} on {item.path if item else 'its files'} for {seconds:.0f} s"
+                          for w, item, seconds in stuck) or "the scan"
+        report = (f"stalled: no progress for {timeout:g} s (--stall-timeout) with {pending} input(s) in flight: "
+                  f"{where}")
+        log.error("%s", report)
+        self._stalled = True
+        self._trip(report)
+        for _, item, seconds in stuck:
+            outcome = self._outstanding.get(item.key) if item is not None else None
+            if outcome is not None:
+                failure = StageStalled(f"stalled: held for {seconds:.0f} s by a worker that never finished it")
+                self._fail_in_place(outcome, failure)
+                self._finish_many([outcome], outcomes)
+
+    def stage_state(self) -> dict[str, Any]:
+        """A live snapshot for metrics: inputs waiting for a chunk, bytes of decoded images held."""
+        summary = self.summary
+        return {
+            "queues": {"admitted": {"items": len(self._admitted), "bytes": 0},
+                       "working": {"items": sum(len(b.chunk) for b in list(self.pool.busy.values()))
+                                   if self.pool is not None else 0, "bytes": 0}},
+            "images_bytes": self.pool.budget.used if self.pool is not None else 0,
+            "in_flight": max(0, summary.discovered + summary.scan_skipped - summary.done),
+        }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

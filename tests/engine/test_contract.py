@@ -1,0 +1,245 @@
+"""The local engine's contract on the CPU: chunks of inputs in worker processes.
+
+Whatever the chunking, every input found gets exactly one outcome and the same files as
+the threaded engine; a worker that dies costs the input it was on and nothing else; a
+stuck one trips the watchdog; the memory budget holds across all workers together.
+Faults are real: workers are killed with SIGKILL, as the OOM killer kills them, by a
+decode that the test swaps in before the workers are forked (they inherit it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import random
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import gpupipe
+from gpupipe.engine import pool as pool_module
+from gpupipe.engine import stages
+from gpupipe.engine.processes import CHUNK_FILES, WORKER_CRASHES_IN_A_ROW
+from gpupipe.ops import GaussianBlur, Thumbnail
+from gpupipe.spec import Spec, Variant
+
+from .. import procs
+from ..badfiles import EXPECTED_ERROR_CLASS, PHOTO, make_bad_inputs
+
+THUMB = Spec.single([Thumbnail(48)])
+MARK = b"gpupipe-test-marker"           # after a JPEG's end: decoders ignore it, the swapped decode does not
+
+
+def _jpegs(directory: Path, count: int, marked: set[int] = frozenset()) -> Path:
+    directory.mkdir(parents=True)
+    with Image.open(PHOTO) as im:
+        small = im.resize((64, 48))
+    for i in range(count):
+        buffer = io.BytesIO()
+        small.rotate(i).save(buffer, "JPEG", quality=90)
+        (directory / f"{i:04d}.jpg").write_bytes(buffer.getvalue() + (MARK if i in marked else b""))
+    return directory
+
+
+def _on_marked(monkeypatch: pytest.MonkeyPatch, action) -> None:
+    real = stages.decode_input
+
+    def decode(data, spec, **how):
+        if data.endswith(MARK):
+            action()
+        return real(data, spec, **how)
+    monkeypatch.setattr(stages, "decode_input", decode)
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _outputs(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*")
+            if p.is_file() and ".gpupipe" not in p.parts}
+
+
+def _workers_of_this_process() -> list[int]:
+    return [pid for pid in procs.children(os.getpid()) if procs.command_line(pid) == procs.command_line(os.getpid())]
+
+
+def test_chunks_make_the_same_files_and_outcomes_as_threads(tmp_path: Path) -> None:
+    inputs = _jpegs(tmp_path / "in", 2 * CHUNK_FILES + 7)        # several chunks, and a partial one
+    kinds = make_bad_inputs(inputs / "bad")
+    # Two variants, one keeping the input's format: a PNG named .jpg is written as .png, a path
+    # the worker chose and the driver must still claim.
+    spec = Spec((Variant((Thumbnail(40),), name="thumb", format="jpeg"),
+                 Variant((GaussianBlur(1.5),), name="blur")))
+    results = {parallel: gpupipe.run(inputs, tmp_path / parallel, spec, backend="cpu", workers=2, parallel=parallel)
+               for parallel in ("threads", "processes")}
+    threads, processes = results["threads"], results["processes"]
+    assert processes.summary.backend == "cpu (NumPy/OpenCV/Pillow, 2 worker processes)"
+    assert _outputs(tmp_path / "threads") == _outputs(tmp_path / "processes")
+    assert len(_outputs(tmp_path / "processes")) >= 2 * (2 * CHUNK_FILES + 7)
+
+    def outcomes(result) -> dict:
+        return {o.path: (o.status, o.error_class, o.message, o.format, o.width, o.height,
+                         sorted(Path(p).name for p in o.outputs)) for o in result.outcomes}
+    assert outcomes(processes) == outcomes(threads)
+    by_name = {Path(o.path).name: o for o in processes.outcomes}
+    for kind, path in kinds.items():
+        if path.name in by_name and EXPECTED_ERROR_CLASS[kind] is not None:
+            assert by_name[path.name].error_class == EXPECTED_ERROR_CLASS[kind], kind
+    ok = [o for o in processes.outcomes if o.status == "ok"]
+    assert all({"read", "decode", "process", "encode", "write"} <= set(o.seconds) for o in ok)
+    assert {worker for o in ok for *_, worker in o.spans} == {"gpupipe-worker-0", "gpupipe-worker-1"}
+    # The journal holds one row per input, and a second run skips them all.
+    again = gpupipe.run(inputs, tmp_path / "processes", spec, backend="cpu", workers=2)
+    assert again.summary.processed == 0 and again.summary.skipped == len(processes.outcomes)
+
+
+def test_every_input_found_gets_exactly_one_outcome(tmp_path: Path) -> None:
+    inputs = _jpegs(tmp_path / "in", 3 * CHUNK_FILES + 1)
+    seen = []
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, on_outcome=seen.append)
+    assert len(seen) == len(result.outcomes) == 3 * CHUNK_FILES + 1
+    assert len({o.path for o in seen}) == len(seen) and all(o.status == "ok" for o in seen)
+    with sqlite3.connect(tmp_path / "out" / ".gpupipe" / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM inputs WHERE state = 'ok'").fetchone()[0] == len(seen)
+        assert db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0] == len(seen)
+
+
+def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    count, marked = 2 * CHUNK_FILES, {3, CHUNK_FILES + 10, 2 * CHUNK_FILES - 1}
+    inputs = _jpegs(tmp_path / "in", count, marked)
+    _on_marked(monkeypatch, _die)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    failed = sorted(result.failed, key=lambda o: o.path)
+    assert [Path(o.path).name for o in failed] == [f"{i:04d}.jpg" for i in sorted(marked)]
+    assert all(o.error_class == "crashed" and "killed by SIGKILL" in o.message for o in failed)
+    assert result.summary.processed == count - len(marked)
+    written = _outputs(tmp_path / "out")
+    assert len(written) == count - len(marked)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]      # no temporary left
+    assert not _workers_of_this_process()
+    # The next run retries the crashed inputs (not their fault), and only those.
+    monkeypatch.undo()
+    again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    assert again.summary.processed == len(marked) and again.summary.skipped == count - len(marked)
+
+
+def test_workers_dying_on_input_after_input_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    count = WORKER_CRASHES_IN_A_ROW + 6
+    inputs = _jpegs(tmp_path / "in", count, marked=set(range(count)))
+    _on_marked(monkeypatch, _die)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, journal=False)
+    summary = result.summary
+    assert summary.failures_by_class["crashed"] == WORKER_CRASHES_IN_A_ROW
+    assert f"worker processes died on {WORKER_CRASHES_IN_A_ROW} inputs in a row" in summary.stop_reason
+    assert result.exit_code == 1
+    assert summary.processed + summary.failed + summary.cancelled == count == len(result.outcomes)
+
+
+def test_a_worker_stuck_on_an_input_trips_the_watchdog_and_is_killed(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung codec in a thread can never be taken back; a hung worker process can."""
+    inputs = _jpegs(tmp_path / "in", 20, marked={5})
+    _on_marked(monkeypatch, lambda: time.sleep(3600))
+    started = time.monotonic()
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, journal=False, stall_timeout=1.5)
+    assert time.monotonic() - started < 30                          # it stopped, rather than hanging
+    assert result.exit_code == 1 and "stalled" in result.summary.stop_reason
+    stalled = [o for o in result.outcomes if o.error_class == "stalled"]
+    assert [Path(o.path).name for o in stalled] == ["0005.jpg"]
+    assert "0005.jpg" in result.summary.stop_reason
+    assert len(result.outcomes) == 20                               # every input accounted for, once
+    assert not _workers_of_this_process()
+
+
+def test_workers_ignore_ctrl_c_and_stop_with_their_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl+C reaches the whole process group; the run, not its workers, decides what it means."""
+    inputs = _jpegs(tmp_path / "in", 12, marked={0, 1})
+    _on_marked(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT))
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, journal=False)
+    assert result.summary.processed == 12 and result.exit_code == 0
+    assert not _workers_of_this_process()
+
+
+def test_the_memory_budget_holds_across_worker_processes() -> None:
+    """Four processes taking random parts of one budget never hold more than it together; the
+    part of one that dies holding some (and the lock) is given back."""
+    total = 1000
+    budget = pool_module.SharedBudget(total, 5)
+    most = pool_module._fork.RawValue(ctypes.c_longlong, 0)
+
+    def take(worker: int) -> None:
+        budget.worker = worker
+        rng = random.Random(worker)
+        for _ in range(300):
+            amount = rng.randrange(1, 600)
+            budget.acquire(amount)
+            with budget._locked():
+                most.value = max(most.value, budget.used)
+            budget.release(amount)
+
+    def hold_and_die() -> None:
+        budget.worker = 4
+        budget.acquire(700)
+        budget._lock.acquire()
+        budget._owner.value = 4
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    dying = pool_module._fork.Process(target=hold_and_die)
+    dying.start()
+    dying.join()
+    assert budget.used == 700
+    budget.reclaim(4)
+    assert budget.used == 0
+    takers = [pool_module._fork.Process(target=take, args=(w,)) for w in range(4)]
+    for process in takers:
+        process.start()
+    for process in takers:
+        process.join(60)
+        assert process.exitcode == 0
+    assert budget.used == 0 and 0 < most.value <= total
+
+
+def test_an_input_bigger_than_the_whole_budget_fails_alone(tmp_path: Path) -> None:
+    inputs = _jpegs(tmp_path / "in", 6)
+    Image.new("RGB", (4000, 3000), "gray").save(inputs / "big.png")
+    result = gpupipe.run(inputs, tmp_path / "out", Spec.single([GaussianBlur(2)]), backend="cpu", workers=2,
+                         max_memory=64 * 2**20, journal=False)
+    assert [(Path(o.path).name, o.error_class) for o in result.failed] == [("big.png", "too_large")]
+    assert "--max-memory 64 MB" in result.failed[0].message
+    assert result.summary.processed == 6
+
+
+def test_the_run_folds_the_outputs_of_a_chunk_into_one_round_of_fsyncs(tmp_path: Path) -> None:
+    """Nothing is under a final name before the chunk's files are synced: a run killed in a
+    chunk leaves only temporaries there, which the next run removes."""
+    inputs = _jpegs(tmp_path / "in", 10, marked={9})
+    script = (f"import os, signal, gpupipe\n"
+              f"from gpupipe.engine import stages\n"
+              f"real = stages.decode_input\n"
+              f"def decode(data, spec, **how):\n"
+              f"    if data.endswith({MARK!r}): os.kill(os.getppid(), signal.SIGKILL); os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"    return real(data, spec, **how)\n"
+              f"stages.decode_input = decode\n"
+              f"gpupipe.run({str(inputs)!r}, {str(tmp_path / 'out')!r}, [gpupipe.ops.Thumbnail(48)], backend='cpu', "
+              f"workers=1)\n")
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".gpupipe")
+    assert all(name.endswith(".tmp") for name in left) and len(left) == 9   # staged, never placed
+    again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1)
+    assert again.summary.processed == 10
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".gpupipe") == \
+        [f"{i:04d}.jpg" for i in range(10)]
+
+
+def test_parallel_must_be_processes_or_threads(tmp_path: Path) -> None:
+    with pytest.raises(gpupipe.UsageError, match="parallel must be one of processes, threads"):
+        gpupipe.run(tmp_path, tmp_path / "out", THUMB, parallel="fibers")
