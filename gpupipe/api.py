@@ -21,8 +21,7 @@ import numpy as np
 
 from .backends import select_backend
 from .engine.cancel import CancelToken
-from .engine.local import DEFAULT_MAX_PIXELS, ORDERS, LocalEngine, RunOptions, usable_cores
-from .engine.options import PARALLEL_CHOICES
+from .engine.options import DEFAULT_MAX_PIXELS, ORDERS, PARALLEL_CHOICES, RunOptions, usable_cores
 from .engine.process import process_batch
 from .engine.writer import OutputLock, check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
@@ -192,6 +191,7 @@ def _make_engine(engine: str, spec: Spec, chosen, backend: str, options: RunOpti
     if chosen.name == "cpu" and options.parallel == "processes":
         from .engine.processes import ProcessEngine
         return ProcessEngine(spec, chosen, options, cancel)
+    from .engine.local import LocalEngine           # the GPU's and --parallel threads': imported when used
     return LocalEngine(spec, chosen, options, cancel)
 
 

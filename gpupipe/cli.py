@@ -29,7 +29,6 @@ from .engine.host import usable_cores, usable_memory
 from .engine.options import DEFAULT_MAX_PIXELS, default_max_memory
 from .errors import GpupipeError, SystemFailure, UsageError
 from .journal import default_path, report as journal_report
-from .metrics import parse_address
 from .observe import ProgressDisplay
 from .tracing import ChromeTrace, StateLog
 from .report import ReportWriter, print_summary
@@ -351,7 +350,10 @@ def run(
                                background=background)
         memory = None if max_memory.strip().lower() == "auto" else parse_memory(max_memory)
         device_memory = parse_memory(gpu_memory) if gpu_memory else None
-        metrics_host, metrics_port_number = parse_address(metrics_port) if metrics_port else ("127.0.0.1", None)
+        metrics_host, metrics_port_number = "127.0.0.1", None
+        if metrics_port:
+            from .metrics import parse_address      # prometheus_client: imported only by runs that serve metrics
+            metrics_host, metrics_port_number = parse_address(metrics_port)
         api.check_numbers(workers=workers, max_memory=memory, gpu_memory=device_memory, max_pixels=max_pixels,
                           retries=retries, stall_timeout=stall_timeout)
         _check_one_stdout({"--report": report, "--log": log_file, "--trace": trace, "--metrics-file": metrics_file})

@@ -27,7 +27,7 @@ import time
 from pathlib import Path, PurePath
 from typing import Any, Sequence
 
-from .. import sources
+from .. import codecs, sources
 from ..backends.base import Backend
 from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
 from ..spec import Spec
@@ -58,6 +58,7 @@ class ProcessEngine(Driver):
         self._retry: collections.deque[list[unit.Item]] = collections.deque()
         self._oldest_admitted = 0.0
         self._scan_done = threading.Event()
+        self._wake = threading.Event()        # set by the scan when it admitted inputs or ended
         self._crashes_in_a_row = 0
         self._last_event = time.perf_counter()
         self._stalled = False
@@ -121,6 +122,7 @@ class ProcessEngine(Driver):
             self._trip(f"internal error in the scan: {exc.__class__.__name__}: {exc}")
         finally:
             self._scan_done.set()
+            self._wake.set()
             self.summary.cpu_seconds_by_stage["scan"] = time.thread_time() - started
 
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
@@ -131,7 +133,9 @@ class ProcessEngine(Driver):
         if not self._admitted:
             self._oldest_admitted = time.perf_counter()
         self._admitted.append(unit.Item(id(outcome), str(source.path), source.relative, tuple(planned),
-                                        source.size, source.mtime))
+                                        source.size, source.mtime, codecs.format_from_name(source.relative.name)))
+        if len(self._admitted) >= CHUNK_FILES or len(self._admitted) == 1:
+            self._wake.set()
 
     def _coordinate(self, scan: threading.Thread, outcomes: list[FileOutcome]) -> None:
         pool = self.pool
@@ -150,7 +154,12 @@ class ProcessEngine(Driver):
             if not pool.busy and (self._stopping() or (self._scan_done.is_set() and not self._admitted
                                                        and not self._retry)):
                 break
-            events = pool.wait(POLL)
+            if pool.busy:
+                events = pool.wait(POLL)
+            else:                                # nothing in flight: wait for the scan instead
+                self._wake.wait(POLL if not self._admitted else CHUNK_WAIT)
+                self._wake.clear()
+                events = []
             if events:
                 self._last_event = time.perf_counter()
             for event in events:

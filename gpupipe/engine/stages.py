@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Callable, Container, TypeVar
+from typing import Callable, Container, Sequence, TypeVar
 
 import numpy as np
 
@@ -136,9 +136,19 @@ def memory_need(data: bytes, spec: Spec, trie: OpTrie, *, ops_on_host: bool) -> 
     if size is None:
         return MemoryNeed(0, 0)
     fmt = codecs.sniff(data[:64])
-    width, height = _decoded_size(*size, spec) if fmt == "jpeg" else size
-    per_pixel = DECODE_BYTES_PER_PIXEL.get(fmt, DECODE_BYTES_PER_PIXEL_PILLOW)
-    return MemoryNeed(per_pixel * width * height, processing_need(trie, width, height, ops_on_host=ops_on_host))
+    # The same sizes come back again and again (a camera's photos, a dataset's thumbnails): each
+    # worker works a size's need out once per spec (this trie's), not per input.
+    known = trie.__dict__.setdefault("_memory_needs", {})
+    key = (fmt, size, ops_on_host)
+    need = known.get(key)
+    if need is None:
+        width, height = _decoded_size(*size, spec) if fmt == "jpeg" else size
+        per_pixel = DECODE_BYTES_PER_PIXEL.get(fmt, DECODE_BYTES_PER_PIXEL_PILLOW)
+        need = MemoryNeed(per_pixel * width * height, processing_need(trie, width, height, ops_on_host=ops_on_host))
+        if len(known) >= 4096:
+            known.clear()
+        known[key] = need
+    return need
 
 
 def _decoded_size(width: int, height: int, spec: Spec) -> tuple[int, int]:
@@ -210,16 +220,17 @@ class Encoded:
 
 
 def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_format: str,
-                    icc_profile: bytes | None) -> Encoded:
+                    icc_profile: bytes | None, paths: Sequence[PurePath] | None = None) -> Encoded:
     """Encode every variant's result (an EncodedImage, already encoded by the backend, only
-    gets its ICC profile), each under its output path for this input's decoded format."""
+    gets its ICC profile), each under its output path for this input's decoded format
+    (``paths``, when the caller knows them already)."""
     encoded = Encoded()
-    for variant, result in zip(spec.variants, results):
+    for position, (variant, result) in enumerate(zip(spec.variants, results)):
         if isinstance(result, InputError):
             encoded.errors.append(name_variant(spec, result, variant))
             continue
         try:
-            path = variant.output_path(relative, decoded_format)
+            path = paths[position] if paths is not None else variant.output_path(relative, decoded_format)
             if isinstance(result, codecs.EncodedImage):     # the backend encoded it (a GPU's nvJPEG)
                 data = codecs.with_icc_profile(result, icc_profile)
             else:

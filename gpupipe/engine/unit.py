@@ -55,6 +55,7 @@ class Item:
     planned: tuple[PurePath, ...]      # its output paths, claimed at admission
     size: int
     mtime: float
+    guess: str | None = None           # the format its name says, which ``planned`` assumed
 
 
 @dataclass
@@ -173,7 +174,8 @@ def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: 
         started = _span(outcome, "decode", started, worker)
         results = process_batch(backend, images, work.spec, trie, [decoded.format])[0]
         started = _span(outcome, "process", started, worker)
-        encoded = stages.encode_variants(work.spec, results, item.relative, decoded.format, decoded.icc_profile)
+        encoded = stages.encode_variants(work.spec, results, item.relative, decoded.format, decoded.icc_profile,
+                                         item.planned if decoded.format == item.guess else None)
         del results
         started = _span(outcome, "encode", started, worker)
     finally:

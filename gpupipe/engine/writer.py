@@ -280,23 +280,22 @@ class ChunkWrites:
 
     def __init__(self, root: str, fsync: bool) -> None:
         self.root, self.fsync = root, fsync
-        self._folders: dict[tuple[str, ...], int] = {}       # open folder fds, by path below root
+        self._folders: dict[tuple[str, ...], tuple[int, str]] = {}    # open folder fds and paths, by path below root
         self._staged: list[tuple[object, tuple[str, ...], str, str, int | None, Callable[[], bool] | bool]] = []
 
     def stage(self, owner: object, relative: PurePath, data: bytes, replace: bool | Callable[[], bool]) -> None:
         """Write ``data`` for ``relative`` to a temporary (WriteError or SystemFailure if it cannot be)."""
-        folders, name = relative.parts[:-1], relative.parts[-1]
-        shown = os.path.join(self.root, *relative.parts)
-        directory = self._folder(folders)
-        tmp = f".gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-        registered = os.path.join(self.root, *folders, tmp)
+        parts = relative.parts
+        folders, name = parts[:-1], parts[-1]
+        directory, where = self._folder(folders)
+        tmp = f".gpupipe-{os.getpid()}-{os.urandom(4).hex()}.tmp"
         with _lock:
             if _aborting.is_set():
                 raise SystemFailure("the run was aborted")
-            _live_temporaries.add(registered)
+            _live_temporaries.add(f"{where}/{tmp}")
         fd = None
         try:
-            _clear_stale_once(directory, os.path.join(self.root, *folders))
+            _clear_stale_once(directory, where)
             fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=directory)
             view = memoryview(data)
             while view:
@@ -305,7 +304,7 @@ class ChunkWrites:
             if fd is not None:
                 os.close(fd)
             self._discard(folders, tmp)
-            raise _as_gpupipe_error(exc, shown, os.path.join(self.root, *folders)) from exc
+            raise _as_gpupipe_error(exc, os.path.join(where, name), where) from exc
         if not self.fsync:
             os.close(fd)
             fd = None
@@ -329,12 +328,13 @@ class ChunkWrites:
             for owner, folders, tmp, name, fd, replace in self._staged:
                 if owner in errors:
                     continue
-                shown = os.path.join(self.root, *folders, name)
+                directory, where = self._folders[folders]
+                shown = f"{where}/{name}"
                 try:
                     try:
-                        _place(self._folders[folders], tmp, name, shown, replace, None)
+                        _place(directory, tmp, name, shown, replace, None)
                     except OSError as exc:
-                        raise _as_gpupipe_error(exc, shown, os.path.join(self.root, *folders)) from exc
+                        raise _as_gpupipe_error(exc, shown, where) from exc
                 except (WriteError, OutputExists) as exc:
                     errors[owner] = (placed_by.get(owner, 0), exc)
                     continue
@@ -343,7 +343,7 @@ class ChunkWrites:
             if self.fsync:
                 for folders in placed:
                     try:
-                        os.fsync(self._folders[folders])
+                        os.fsync(self._folders[folders][0])
                     except OSError as exc:
                         raise SystemFailure(f"cannot sync the output folder {os.path.join(self.root, *folders)} "
                                             f"to disk: {exc.strerror}") from None
@@ -359,19 +359,21 @@ class ChunkWrites:
                 os.close(fd)
             self._discard(folders, tmp)
         folders, self._folders = self._folders, {}
-        for fd in folders.values():
+        for fd, _ in folders.values():
             os.close(fd)
 
     def _discard(self, folders: tuple[str, ...], tmp: str) -> None:
-        _remove_quietly(tmp, self._folders[folders])
+        directory, where = self._folders[folders]
+        _remove_quietly(tmp, directory)
         with _lock:
-            _live_temporaries.discard(os.path.join(self.root, *folders, tmp))
+            _live_temporaries.discard(f"{where}/{tmp}")
 
-    def _folder(self, folders: tuple[str, ...]) -> int:
-        fd = self._folders.get(folders)
-        if fd is None:
-            fd = self._folders[folders] = open_output_dir(self.root, folders)
-        return fd
+    def _folder(self, folders: tuple[str, ...]) -> tuple[int, str]:
+        """The folder's fd, opened once per chunk, and its path."""
+        known = self._folders.get(folders)
+        if known is None:
+            known = self._folders[folders] = (open_output_dir(self.root, folders), os.path.join(self.root, *folders))
+        return known
 
 
 def _write_file(directory: int, name: str, data: bytes, fsync: bool) -> None:
