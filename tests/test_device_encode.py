@@ -202,7 +202,7 @@ def test_a_busy_device_leaves_jpeg_encodes_to_idle_encode_threads(tmp_path: Path
     spec = Spec.single([ops.Resize(200, 150, mode="fit")], format="jpeg", quality=80)
     backend = HostJpegEncodingBackend()
     backend.concurrency, backend.max_batch_images = 1, 4
-    engine = AlwaysBacklogged(spec, backend, RunOptions(workers=2))
+    engine = AlwaysBacklogged(spec, backend, RunOptions(workers=2, host_encode_overflow=True))
     busy = engine.run([src], tmp_path / "busy")
     LocalEngine(spec, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
     assert busy.summary.processed == 24
@@ -239,7 +239,7 @@ def test_the_host_share_of_encodes_follows_the_backlog_and_the_encoders_spare_ti
     assert HOST_ENCODE_STEP == 0.25                        # the steps below are quarters
     backend = HostJpegEncodingBackend()
     backend.concurrency, backend.max_batch_images = 2, 4
-    engine = LocalEngine(SPEC, backend, RunOptions(workers=4))
+    engine = LocalEngine(SPEC, backend, RunOptions(workers=4, host_encode_overflow=True))
     engine.decoded_q = CostBoundedQueue(2**40, CancelToken(), "decoded")
     engine.processed_q = CostBoundedQueue(2**40, CancelToken(), "processed", max_items=8)
     idle, busy = SPARE_TARGET + 0.1, SPARE_TARGET - 0.1

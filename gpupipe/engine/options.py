@@ -61,9 +61,10 @@ class RunOptions:
     device_failures: int = 3                    # consecutive GPU failures before the run moves to the CPU
     # While the GPU already has a batch waiting per stream, idle CPU threads take JPEG work off it
     # (LocalEngine._device_backlogged): with --gpu-decode they decode the JPEGs that arrive, with
-    # --gpu-encode they encode some of the batch's JPEG results. False leaves all of it to the GPU.
-    host_decode_overflow: bool = True
-    host_encode_overflow: bool = True
+    # --gpu-encode they encode some of the batch's JPEG results. Off: no GPU run has measured them
+    # winning yet (benchmarks/gpu.py must, on a device), and what is unmeasured stays off.
+    host_decode_overflow: bool = False
+    host_encode_overflow: bool = False
 
     def __post_init__(self) -> None:
         if self.max_memory is None:
