@@ -132,7 +132,7 @@ def run_cli(args: list[str], log_path: Path, sample_s: float, timeout_s: float) 
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "gpupipe", *args]
     samples: list[tuple[float, int]] = []     # (time.time(), RSS of the tree in bytes)
-    hwm = 0
+    hwm = pss_peak = 0
     killed = False
     t0_wall, t0 = time.time(), time.perf_counter()
     with open(log_path, "wb") as logf:
@@ -142,6 +142,7 @@ def run_cli(args: list[str], log_path: Path, sample_s: float, timeout_s: float) 
             now = time.perf_counter()
             total = tree.rss()
             hwm = max(hwm, _vm_hwm(proc.pid))
+            pss_peak = max(pss_peak, tree.pss())      # forked workers' shared pages counted once
             if total:
                 samples.append((time.time(), total))
             if not killed and now - t0 > timeout_s:
@@ -152,7 +153,7 @@ def run_cli(args: list[str], log_path: Path, sample_s: float, timeout_s: float) 
     peak_sampled = max((r for _, r in samples), default=0)
     return {"command": ["python", "-m", "gpupipe", *args], "returncode": proc.returncode, "timed_out": killed,
             "wall_s": wall, "started": t0_wall, "samples": samples, "peak_sampled": peak_sampled,
-            "vm_hwm": hwm, "peak": max(peak_sampled, hwm),
+            "vm_hwm": hwm, "peak": max(peak_sampled, hwm), "peak_pss": pss_peak,
             "output_tail": log_path.read_text(errors="replace")[-1500:]}
 
 
@@ -244,6 +245,7 @@ def measure_corpus(name: str, corpus: Path, a, op_args: list[str], overhead_mb: 
         "first_errors": states["errors"],
         "wall_s": run["wall_s"], "run_s": run_s, "images_per_s": ok / run_s if run_s else None,
         "peak_rss_mb": peak_mb, "peak_rss_sampled_mb": run["peak_sampled"] / MiB, "vm_hwm_mb": run["vm_hwm"] / MiB,
+        "peak_pss_mb": run["peak_pss"] / MiB,
         "max_memory_mb": max_memory_mb, "overhead_mb": overhead_mb, "peak_minus_overhead_mb": peak_mb - overhead_mb,
         "window": k, "first_window": first, "last_window": last, "growth_median_mb": growth,
         "growth_max_mb": growth_max, "slope_mb_per_1000_after_first_window": slope_per_1000(series, k),
@@ -272,6 +274,7 @@ def print_corpus(r: dict) -> None:
         print("  INCOMPLETE: not every input was processed; CLI output tail:\n" + r["output_tail"])
     rate = f"{r['images_per_s']:.1f} img/s" if r["images_per_s"] else "n/a"
     print(f"wall {r['wall_s']:.1f} s incl. start-up ({r['run_s'] or 0:.1f} s first to last log event), {rate}")
+    print(f"peak PSS of the tree {r['peak_pss_mb']:.0f} MB (shared pages counted once)")
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB (sampled {r['peak_rss_sampled_mb']:.0f}, VmHWM "
           f"{r['vm_hwm_mb']:.0f}); --max-memory {r['max_memory_mb']:.0f} MB; fixed overhead "
           f"{r['overhead_mb']:.0f} MB; peak - overhead {r['peak_minus_overhead_mb']:.0f} MB")

@@ -174,6 +174,22 @@ class ProcessTree:
                 self.tracked.pop(p.pid, None)
         return total
 
+    def pss(self) -> int:
+        """Proportional set size of the tree (Linux): pages shared between its processes (forked
+        workers share their parent's) counted once, split between their sharers, where the sum
+        of RSS counts them in every process. 0 where /proc/PID/smaps_rollup is not there."""
+        total = 0
+        for pid in list(self.tracked):
+            try:
+                with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+                    for line in rollup:
+                        if line.startswith(b"Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
     def kill(self) -> None:
         for p in list(self.tracked.values()):
             try:

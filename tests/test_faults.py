@@ -71,14 +71,18 @@ def test_a_read_that_never_returns_trips_the_stall_watchdog(flaky_files: Path, t
     assert len(by_name) == 4                                             # every input accounted for
 
 
-def test_inputs_on_a_dead_mount_stop_the_run_with_one_message(dead_mount: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_inputs_on_a_dead_mount_stop_the_run_with_one_message(dead_mount: Path, tmp_path: Path, engine: str) -> None:
     """Every read fails with EIO: after READ_FAULTS_IN_A_ROW inputs in a row the run stops with
-    one message naming the cause and how to resume, instead of failing all 40 one by one."""
+    one message naming the cause and how to resume, instead of failing all 40 one by one. Ray's
+    tasks run the same unit of work, which says which failures were the system's."""
     from gpupipe.engine.driver import READ_FAULTS_IN_A_ROW
 
+    if engine == "ray":
+        pytest.importorskip("ray", reason="Ray is not installed (pip install 'gpupipe[ray]')")
     started = time.monotonic()
     result = gpupipe.run(dead_mount, tmp_path / "out", [ops.Thumbnail(32)], backend="cpu", workers=1,
-                         journal=tmp_path / "journal.sqlite")
+                         journal=tmp_path / "journal.sqlite", engine=engine)
     assert time.monotonic() - started < 60
     summary = result.summary
     assert result.exit_code == 1

@@ -51,7 +51,7 @@ class SharedBudget(unit.Budget):
     """unit.Budget across processes: ``held[w]`` is worker ``w``'s part, ``used`` the sum."""
 
     def __init__(self, total: int, workers: int) -> None:
-        self.total = total
+        super().__init__(total)
         self._lock = _fork.Lock()
         self._owner = _fork.RawValue(ctypes.c_int, -1)       # the worker holding _lock, to free it if it dies
         self._used = _fork.RawValue(ctypes.c_longlong, 0)

@@ -3,8 +3,9 @@
     listing (driver) ─▶ read + decode (CPU tasks) ─▶ process (GPU actors, one per GPU)
                      ─▶ encode + atomic write (CPU tasks) ─▶ outcomes (driver: journal, progress)
 
-On the CPU backend the three stages are composed into one task per block (see
-``build_dataset``): pixels then never leave the process that decoded them.
+On the CPU backend each task runs the local engine's unit of work (``unit.run_chunk``)
+on its block (see ``build_dataset``): pixels then never leave the process that decoded
+them, and the block's files get one round of fsyncs.
 
 Every per-input step is the local engine's own function (``engine/stages.py``),
 and the bookkeeping — claims, journal, summary, exit code — is the shared
@@ -19,6 +20,7 @@ tasks read and write them directly; only pixels travel through Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,11 +33,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import sources
+from .. import codecs, sources
 from ..errors import (DeviceFailure, GpupipeError, InputError, StoppedBySystemFailure, SystemFailure, UsageError,
                       input_error)
 from ..spec import OpTrie, Spec
-from . import stages, writer
+from . import stages, unit, writer
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
@@ -183,7 +185,9 @@ class RayEngine(Driver):
         # The planned outputs stay here: renamed outputs are not claimed across the cluster.
         # Which outputs the journal wrote is asked here: the tasks have no journal.
         item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": str(source.relative),
-                "replaceable": json.dumps([str(p) for p in self._replaceable(planned)])}
+                "replaceable": json.dumps([str(p) for p in self._replaceable(planned)]),
+                "planned": json.dumps([str(p) for p in planned]), "size": source.size, "mtime": source.mtime,
+                "guess": codecs.format_from_name(source.relative.name) or ""}
         self._next_index += 1
         while not self._stopping():
             try:
@@ -313,8 +317,8 @@ def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str
                   policy: stages.WritePolicy, actors: bool = False):
     """read+decode tasks → process (GPU actors, or CPU tasks) → encode+write tasks, one row per input.
 
-    On the CPU the three stage functions are composed into one task, one image per
-    batch: pixels never cross the object store (Ray Data would convert them to Arrow and
+    On the CPU each block is one task running unit.run_chunk, the local engine's unit of
+    work, one image at a time: pixels never cross the object store (Ray Data would convert them to Arrow and
     back between operators, which cost a third of the throughput), worker processes are
     reused from run to run, and a task holds one image at a time however large its block.
     The NumPy backend holds no state worth an actor; a GPU does (CUDA context, compiled
@@ -329,12 +333,14 @@ def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str
     # enough of them (4 per CPU) that every core stays busy to the end.
     rows_per_block = max(per_batch, min(64, -(-len(items) // (4 * cpus))))
     dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // rows_per_block)))
+    if not actors:
+        work = unit.Work(spec, output, policy, opts.fsync, opts.max_pixels, int(opts.max_memory * 0.8),
+                         stop_at_failure=opts.on_error == "stop")
+        return dataset.map_batches(_chunk_on_cpu, fn_kwargs=dict(work=work, drain_flag=drain_flag),
+                                   batch_size=None, num_cpus=1, batch_format="numpy")
     read = dict(spec=spec, drain_flag=drain_flag, retries=opts.retries, retry_delay=opts.retry_delay,
                 max_pixels=opts.max_pixels)
     write = dict(spec=spec, output=str(output), fsync=opts.fsync, policy=policy)
-    if not actors:
-        return dataset.map_batches(_whole_chain_on_cpu, fn_kwargs=dict(read=read, write=write),
-                                   batch_size=None, num_cpus=1, batch_format="numpy")
     # CPU actors (tests) take half a CPU each, and so do the tasks, so every stage can run.
     task_cpus = 1 if gpus else 0.5
     dataset = dataset.map_batches(_read_and_decode, fn_kwargs=read, batch_size=per_batch, num_cpus=task_cpus,
@@ -456,31 +462,68 @@ class _Processor:
                                   f"this Ray actor continues on {self.backend.describe()}"]
 
 
-_cpu_processors: dict[str, "_Processor"] = {}
+_cpu_units: dict[str, tuple] = {}         # per worker process: spec hash -> (NumPy backend, op trie)
 
 
-def _whole_chain_on_cpu(batch: dict, *, read: dict, write: dict) -> dict:
-    """read+decode → process → encode+write in one task, one image at a time: the same steps
-    as the three operators, called directly so pixels and metadata stay Python objects in
-    this process (no Arrow or JSON round trip between them). One NumPy backend per worker
-    process and spec, kept between batches."""
-    spec = read["spec"]
-    key = spec.hash()
-    if key not in _cpu_processors:
-        _cpu_processors.clear()
-        _cpu_processors[key] = _Processor(spec, "cpu", device_failures=1)
-    processor, pending = _cpu_processors[key], []
-    options = {k: read[k] for k in ("retries", "retry_delay", "max_pixels")}
-    out_dir = Path(write["output"])
-    for i, (index, path) in enumerate(zip(batch["index"], batch["path"])):
-        # asked per input (answered from a cache twice a second): a drain stops a long block too
-        draining = _told_to_drain(read["drain_flag"])
-        meta, image, icc = _read_one(index, path, spec, draining=draining, **options)
-        results = processor.process([meta], [image])[0] if meta["status"] == OK else None
-        del image
-        pending.append(_encode_row(meta, results, spec, batch["relative"][i], icc, out_dir,
-                                   _Writes(write["fsync"], write["policy"], batch["replaceable"][i]), pending))
-    return _written_rows(batch["index"], pending)
+def _chunk_on_cpu(batch: dict, *, work: unit.Work, drain_flag: str) -> dict:
+    """The local engine's unit of work (unit.run_chunk) on one block of inputs, in a Ray task:
+    pixels never leave the process, and the block's files get one round of fsyncs. A task
+    has no claims and no journal: the paths the journal wrote come with each input, and an
+    output whose path the decoded format changed is written here, unclaimed."""
+    key = work.spec.hash()
+    if key not in _cpu_units:
+        _cpu_units.clear()
+        _cpu_units[key] = (_make_backend("cpu"), OpTrie.build(work.spec.variants))
+    backend, trie = _cpu_units[key]
+    items = [unit.Item(int(index), str(path), PurePath(relative), tuple(PurePath(p) for p in json.loads(planned)),
+                       int(size), float(mtime), guess or None)
+             for index, path, relative, planned, size, mtime, guess in zip(
+                 batch["index"], batch["path"], batch["relative"], batch["planned"], batch["size"], batch["mtime"],
+                 batch["guess"])]
+    replaceable = frozenset(PurePath(p) for paths in batch["replaceable"] for p in json.loads(paths))
+    work = dataclasses.replace(work, replaceable=replaceable)
+    # asked per input (answered from a cache twice a second): a drain stops a long block too
+    done = unit.run_chunk(items, work, backend, trie, unit.Budget(work.memory),
+                          stop=lambda: unit.STOP if _told_to_drain(drain_flag) else unit.GO,
+                          worker=f"ray-{os.getpid()}")
+    outcomes = dict(done.outcomes)
+    for unclaimed in done.unclaimed:
+        _write_unclaimed(outcomes[unclaimed.key], unclaimed, work, done)
+    offset = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
+    metas = [_meta(key, outcomes[key], offset) for key in (int(i) for i in batch["index"])]
+    return {"index": batch["index"], "meta": np.array([json.dumps(m) for m in metas], dtype=object),
+            "system_failure": np.array([done.system_failure or "" for _ in metas], dtype=object),
+            "notes": np.array(["[]" for _ in metas], dtype=object)}
+
+
+def _write_unclaimed(outcome: FileOutcome, unclaimed: unit.Unclaimed, work: unit.Work, done: unit.ChunkDone) -> None:
+    errors = list(unclaimed.errors)
+    if outcome.status == OK:
+        try:
+            written = stages.write_outputs(work.output, unclaimed.files, fsync=work.fsync, policy=work.policy,
+                                           replaceable=work.replaceable)
+        except SystemFailure as exc:
+            done.system_failure = done.system_failure or str(exc)
+            errors.insert(0, StoppedBySystemFailure(str(exc)))
+        else:
+            outcome.outputs += written.outputs
+            outcome.output_sizes += written.sizes
+            outcome.output_checksums += written.checksums
+            outcome.bytes_out = sum(outcome.output_sizes)
+            if written.error is not None:
+                errors.insert(0, written.error)
+    if errors and outcome.status == OK:
+        outcome.status, outcome.error_class, outcome.message = FAILED, errors[0].error_class, str(errors[0])
+
+
+def _meta(index: int, outcome: FileOutcome, offset: float) -> dict:
+    """An outcome as the driver's _fill reads it back."""
+    return {"index": index, "status": outcome.status, "error_class": outcome.error_class, "message": outcome.message,
+            "format": outcome.format, "width": outcome.width, "height": outcome.height, "attempts": outcome.attempts,
+            "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out, "outputs": outcome.outputs,
+            "sizes": outcome.output_sizes, "checksums": outcome.output_checksums, "seconds": outcome.seconds,
+            "size": outcome.size, "mtime": outcome.mtime, "fault": outcome.fault,
+            "spans": [[stage, start + offset, end + offset, worker] for stage, start, end, worker in outcome.spans]}
 
 
 def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool, policy: stages.WritePolicy) -> dict:
@@ -615,5 +658,8 @@ def _fill(outcome: FileOutcome, row: dict, clock: _Clock) -> None:
     outcome.outputs, outcome.output_sizes, outcome.output_checksums = (
         meta.get("outputs", []), meta.get("sizes", []), meta.get("checksums", []))
     outcome.seconds = meta.get("seconds", {})
+    if meta.get("mtime") is not None:       # the file as read, which may differ from what the scan saw
+        outcome.size, outcome.mtime = meta["size"], meta["mtime"]
+    outcome.fault = meta.get("fault")
     outcome.spans = [(stage, clock(start), clock(end), worker) for stage, start, end, worker in meta.get("spans", [])]
 

@@ -78,12 +78,17 @@ class ChunkDone:
 
 class Budget:
     """Bytes of decoded images the chunk's worker may hold: ``acquire`` waits for room (an input
-    needing more than ``total`` fails before, as too_large)."""
+    needing more than ``total`` fails before, as too_large). This one is a worker's alone (a Ray
+    task, holding one image at a time): nothing to wait for. pool.SharedBudget is shared."""
 
-    total: int
+    def __init__(self, total: int) -> None:
+        self.total = total
 
-    def acquire(self, amount: int) -> None: ...
-    def release(self, amount: int) -> None: ...
+    def acquire(self, amount: int) -> None:
+        pass
+
+    def release(self, amount: int) -> None:
+        pass
 
 
 def run_chunk(items: list[Item], work: Work, backend, trie: OpTrie, budget: Budget, *,
