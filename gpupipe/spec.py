@@ -133,7 +133,13 @@ def _check_template(template: str, variant: str | None = None) -> None:
 def _fill_template(template: str, **fields: str) -> str:
     """The template with its fields filled in (checked by _check_template: plain fields only)."""
     return "".join(literal + (fields[field_name] if field_name is not None else "")
-                   for literal, field_name, _, _ in string.Formatter().parse(template))
+                   for literal, field_name in _parsed(template))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    """(literal text, field name) pairs of a template: parsed once, filled for every input."""
+    return tuple((literal, field_name) for literal, field_name, _, _ in string.Formatter().parse(template))
 
 
 NAME_MAX = 255          # bytes in one path component on Linux filesystems
