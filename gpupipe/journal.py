@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .engine.results import FAILED, OK, FileOutcome
 from .engine.writer import forget_parent_only, parent_only
@@ -112,6 +112,18 @@ def default_path(output: str | Path) -> Path:
 def path_key(path: str | os.PathLike) -> bytes:
     """The journal's key for a file: the bytes of its absolute path (links not resolved)."""
     return os.fsencode(os.path.abspath(path))
+
+
+def path_keys(paths: Iterable[str]) -> list[bytes]:
+    """``path_key`` of each, asking for the working directory once, not per relative path."""
+    cwd = None
+    keys = []
+    for path in paths:
+        if not os.path.isabs(path):
+            cwd = cwd or os.getcwd()
+            path = os.path.join(cwd, path)
+        keys.append(os.fsencode(os.path.normpath(path)))
+    return keys
 
 
 def display(key: bytes | str) -> str:
@@ -244,7 +256,7 @@ class Journal:
             raise SystemFailure(f"the journal {self.path} was closed: the run is over")
         if self.force or self._empty:
             return [Decision(False)] * len(found)
-        keys = [path_key(path) for path, _, _ in found]
+        keys = path_keys([path for path, _, _ in found])
         rows: dict[bytes, tuple] = {}
         outputs: dict[bytes, list[tuple]] = {}
         with self._mutex:
@@ -337,7 +349,7 @@ class Journal:
 
     def _store(self, outcomes: list[FileOutcome]) -> None:
         now = time.time()
-        keys = [path_key(outcome.path) for outcome in outcomes]
+        keys = path_keys([outcome.path for outcome in outcomes])
         self._db.executemany(
             "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated) "
             "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
@@ -350,8 +362,8 @@ class Journal:
             self._db.executemany("DELETE FROM outputs WHERE input_path = ?", [(key,) for key in keys])
         self._db.executemany(
             "INSERT OR REPLACE INTO outputs (path, input_path, size, checksum) VALUES (?, ?, ?, ?)",
-            [(path_key(path), key, size, checksum) for key, o in zip(keys, outcomes)
-             for path, size, checksum in zip(o.outputs, o.output_sizes, o.output_checksums)])
+            [(output, key, size, checksum) for key, o in zip(keys, outcomes)
+             for output, size, checksum in zip(path_keys(o.outputs), o.output_sizes, o.output_checksums)])
 
     def _next_run_skips(self, outcome: FileOutcome) -> bool:
         if self.force:

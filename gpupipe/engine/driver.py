@@ -18,14 +18,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePath
-from typing import Container, Sequence
+from typing import Callable, Container, Sequence
 
 from .. import codecs, sources
 from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
-from .writer import FolderSync, WritePolicy
+from .writer import FolderSync, WritePolicy, remove_live_temporaries
 from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
 
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
@@ -344,6 +344,20 @@ class Driver(ABC):
     def _restore_signals(previous: dict) -> None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+    def _interruptible(self, step: Callable[[], None]) -> None:
+        """Run ``step`` (the engine's main loop) to its end. A KeyboardInterrupt raised where no
+        signal handler could be installed (a run off the main thread) drains like the first
+        Ctrl+C; one raised while draining aborts: no temporary may stay, and it propagates."""
+        while True:
+            try:
+                step()
+                return
+            except KeyboardInterrupt:
+                if self._draining.is_set():
+                    remove_live_temporaries()
+                    raise
+                self._start_draining()
 
     def _start_draining(self) -> None:
         """First interrupt: nothing new is read; what was read is finished and written."""

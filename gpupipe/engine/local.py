@@ -50,7 +50,7 @@ from .process import device_jpeg_plan, process_batch, process_fitting
 from .queues import Closed, CostBoundedQueue, MemoryBudget
 from .tuning import tune_allocator
 from .results import CANCELLED, FileOutcome, RunResult
-from .writer import FolderSync, allow_writes, remove_live_temporaries
+from .writer import FolderSync, allow_writes
 
 log = logging.getLogger("gpupipe")
 
@@ -162,16 +162,10 @@ class LocalEngine(Driver):
         interrupted_twice = False
         previous_handlers = self._catch_signals()
         try:
-            while True:
-                try:
-                    self._collect(outcomes)
-                    break
-                except KeyboardInterrupt:
-                    if self._draining.is_set():          # the second interrupt: abort now
-                        interrupted_twice = True
-                        remove_live_temporaries()
-                        raise
-                    self._start_draining()               # raised where no handler could be installed
+            self._interruptible(lambda: self._collect(outcomes))
+        except KeyboardInterrupt:                        # the second interrupt: abort now
+            interrupted_twice = True
+            raise
         finally:
             self._restore_signals(previous_handlers)
             if self._cpu_backend is not None:

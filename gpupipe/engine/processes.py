@@ -29,15 +29,15 @@ from typing import Any, Sequence
 
 from .. import codecs, sources
 from ..backends.base import Backend
-from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
+from ..errors import InputError, OutputConflict, StageStalled, SystemFailure, WorkerCrashed
 from ..spec import Spec
-from . import stages, unit
+from . import unit
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
 from .pool import Crash, WorkerPool
 from .results import FileOutcome, RunResult
-from .writer import _lock as writer_lock, allow_writes, remove_live_temporaries, remove_stale_temporaries
+from .writer import _lock as writer_lock, allow_writes, remove_stale_temporaries
 
 log = logging.getLogger("gpupipe")
 
@@ -88,16 +88,10 @@ class ProcessEngine(Driver):
         previous_handlers = self._catch_signals()
         try:
             scan.start()
-            while True:
-                try:
-                    self._coordinate(scan, outcomes)
-                    break
-                except KeyboardInterrupt:
-                    if self._draining.is_set():          # the second interrupt: abort now
-                        aborted = True
-                        remove_live_temporaries()
-                        raise
-                    self._start_draining()               # raised where no handler could be installed
+            self._interruptible(lambda: self._coordinate(scan, outcomes))
+        except KeyboardInterrupt:                        # the second interrupt: abort now
+            aborted = True
+            raise
         finally:
             self._restore_signals(previous_handlers)
             pool.close(abort=aborted or self._stalled)
@@ -227,22 +221,9 @@ class ProcessEngine(Driver):
                 errors.append(OutputConflict(f"output {path} is already written by {other}"))
             else:
                 granted.append((path, data))
-        if granted and outcome.status == "ok":
-            try:
-                written = stages.write_outputs(self.output, granted, fsync=self.options.fsync,
-                                               policy=self.write_policy, replaceable=self.pool.work.replaceable)
-            except SystemFailure as exc:
-                self._trip(str(exc))
-                errors.insert(0, StoppedBySystemFailure(str(exc)))
-            else:
-                outcome.outputs += written.outputs
-                outcome.output_sizes += written.sizes
-                outcome.output_checksums += written.checksums
-                outcome.bytes_out = sum(outcome.output_sizes)
-                if written.error is not None:
-                    errors.insert(0, written.error)
-        if errors and outcome.status == "ok":
-            self._fail_in_place(outcome, errors[0])
+        failure = unit.write_unclaimed(outcome, granted, errors, self.pool.work)
+        if failure is not None:
+            self._trip(failure)
 
     @staticmethod
     def _fail_in_place(outcome: FileOutcome, exc: InputError) -> None:

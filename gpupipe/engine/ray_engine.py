@@ -101,15 +101,10 @@ class RayEngine(Driver):
         previous_handlers = self._catch_signals()
         interrupted_twice = False
         try:
-            while True:
-                try:
-                    self._drive(ray, drain_flag, outcomes)
-                    break
-                except KeyboardInterrupt:
-                    if self._draining.is_set():
-                        interrupted_twice = True
-                        raise
-                    self._start_draining()
+            self._interruptible(lambda: self._drive(ray, drain_flag, outcomes))
+        except KeyboardInterrupt:                        # the second interrupt: abort now
+            interrupted_twice = True
+            raise
         finally:
             self._restore_signals(previous_handlers)
             if not interrupted_twice:
@@ -488,32 +483,13 @@ def _chunk_on_cpu(batch: dict, *, work: unit.Work, drain_flag: str) -> dict:
                           worker=f"ray-{os.getpid()}")
     outcomes = dict(done.outcomes)
     for unclaimed in done.unclaimed:
-        _write_unclaimed(outcomes[unclaimed.key], unclaimed, work, done)
+        failure = unit.write_unclaimed(outcomes[unclaimed.key], unclaimed.files, unclaimed.errors, work)
+        done.system_failure = done.system_failure or failure
     offset = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
     metas = [_meta(key, outcomes[key], offset) for key in (int(i) for i in batch["index"])]
     return {"index": batch["index"], "meta": np.array([json.dumps(m) for m in metas], dtype=object),
             "system_failure": np.array([done.system_failure or "" for _ in metas], dtype=object),
             "notes": np.array(["[]" for _ in metas], dtype=object)}
-
-
-def _write_unclaimed(outcome: FileOutcome, unclaimed: unit.Unclaimed, work: unit.Work, done: unit.ChunkDone) -> None:
-    errors = list(unclaimed.errors)
-    if outcome.status == OK:
-        try:
-            written = stages.write_outputs(work.output, unclaimed.files, fsync=work.fsync, policy=work.policy,
-                                           replaceable=work.replaceable)
-        except SystemFailure as exc:
-            done.system_failure = done.system_failure or str(exc)
-            errors.insert(0, StoppedBySystemFailure(str(exc)))
-        else:
-            outcome.outputs += written.outputs
-            outcome.output_sizes += written.sizes
-            outcome.output_checksums += written.checksums
-            outcome.bytes_out = sum(outcome.output_sizes)
-            if written.error is not None:
-                errors.insert(0, written.error)
-    if errors and outcome.status == OK:
-        outcome.status, outcome.error_class, outcome.message = FAILED, errors[0].error_class, str(errors[0])
 
 
 def _meta(index: int, outcome: FileOutcome, offset: float) -> dict:

@@ -265,3 +265,28 @@ def _span(outcome: FileOutcome, stage: str, since: float, worker: str) -> float:
     outcome.seconds[stage] = round(now - since, 6)
     outcome.spans.append((stage, since, now, worker))
     return now
+
+
+def write_unclaimed(outcome: FileOutcome, files: list[tuple[PurePath, bytes]], errors: list[InputError],
+                    work: Work) -> str | None:
+    """Write an input's outputs whose path the decoded format changed, once whoever may grant those
+    paths did (the driver claims them; a Ray task, which has no claims, writes them all), and
+    finish the input with its first error. The system failure that stopped them, if any."""
+    errors, failure = list(errors), None
+    if files and outcome.status == OK:
+        try:
+            written = stages.write_outputs(work.output, files, fsync=work.fsync, policy=work.policy,
+                                           replaceable=work.replaceable)
+        except SystemFailure as exc:
+            failure = str(exc)
+            errors.insert(0, StoppedBySystemFailure(failure))
+        else:
+            outcome.outputs += written.outputs
+            outcome.output_sizes += written.sizes
+            outcome.output_checksums += written.checksums
+            outcome.bytes_out = sum(outcome.output_sizes)
+            if written.error is not None:
+                errors.insert(0, written.error)
+    if errors and outcome.status == OK:
+        _fail(outcome, errors[0])
+    return failure
