@@ -273,8 +273,9 @@ def run(
                                    "(decompression-bomb guard).", rich_help_panel=INPUT_PANEL),
     backend: str = typer.Option("auto", "--backend", help="auto (GPU when CUDA is usable, else CPU), cpu or gpu.",
                                 rich_help_panel=RUN_PANEL),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker threads per stage "
-                                          "[default: CPU cores].", rich_help_panel=RUN_PANEL),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Workers: processes on the CPU "
+                                          "backend, threads per stage on the GPU [default: CPU cores].",
+                                          rich_help_panel=RUN_PANEL),
     parallel: str = typer.Option("processes", "--parallel", metavar="processes|threads", help="How CPU-backend "
                                  "workers run. processes: forked worker processes, a chunk of inputs at a time, "
                                  "so throughput grows with the cores and a codec that crashes costs one input "
@@ -630,8 +631,12 @@ def doctor() -> None:
                                               if nvjpeg else "")
     encode = "CPU (libjpeg-turbo, Pillow)" + ("; with --gpu-encode, GPU (nvJPEG) for L/RGB JPEG outputs"
                                               if nvjpeg else "")
-    table.add_row("stages (auto)", f"read: I/O threads · decode: {decode} · process: "
-                                   f"{auto.name.upper()} · encode: {encode} · write: I/O threads")
+    if auto.name == "cpu":
+        table.add_row("stages (auto)", "read → decode → ops → encode → write in worker processes, a chunk of "
+                                       "inputs at a time (--parallel processes)")
+    else:
+        table.add_row("stages (auto)", f"read: I/O threads · decode: {decode} · process: "
+                                       f"{auto.name.upper()} · encode: {encode} · write: I/O threads")
     table.add_row("--parallel processes", _worker_process_check())
     try:
         import ray
