@@ -81,14 +81,19 @@ class ProcessEngine(Driver):
         guard = [writer_lock] + ([journal.fork_guard] if journal is not None else [])
         self.pool = pool = WorkerPool(workers, work, self.backend, fork_guard=guard)
         log.debug("%d worker processes, %.0f MB of decoded images between them", workers, memory / 2**20)
-        pool.start()                             # forked before this run starts any thread
+        try:
+            pool.start()                         # forked before this run starts any thread
+        except OSError as exc:                   # no processes left (a container's pids limit)
+            pool.close(abort=True)
+            raise SystemFailure(f"cannot start the worker processes: {exc.strerror or exc}; --parallel threads "
+                                "runs without them") from None
         scan = threading.Thread(target=self._scan_thread, args=(inputs,), name="gpupipe-scan", daemon=True)
         outcomes: list[FileOutcome] = []
         aborted = False
         previous_handlers = self._catch_signals()
         try:
             scan.start()
-            self._interruptible(lambda: self._coordinate(scan, outcomes))
+            self._interruptible(lambda: self._coordinate(outcomes))
         except KeyboardInterrupt:                        # the second interrupt: abort now
             aborted = True
             raise
@@ -131,7 +136,7 @@ class ProcessEngine(Driver):
         if len(self._admitted) >= CHUNK_FILES or len(self._admitted) == 1:
             self._wake.set()
 
-    def _coordinate(self, scan: threading.Thread, outcomes: list[FileOutcome]) -> None:
+    def _coordinate(self, outcomes: list[FileOutcome]) -> None:
         pool = self.pool
         stopping_told = False
         while True:
