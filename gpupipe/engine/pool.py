@@ -45,6 +45,7 @@ _fork = multiprocessing.get_context("fork")
 PR_SET_PDEATHSIG = 1
 WAIT_FOR_ROOM = 0.002       # seconds between looks at a full memory budget
 ABORT = signal.SIGUSR1      # the engine to a worker: remove your temporaries and exit now
+TRIM_AT_LEAST = 64 * 2**20  # free heap a worker keeps before trimming, whatever its share of the budget
 
 
 class SharedBudget(unit.Budget):
@@ -266,7 +267,11 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(ABORT, _abort)
     _die_with_parent()
-    tune_allocator()
+    # A worker's freed heap is kept up to its share of the memory budget before it goes back to
+    # the kernel: at 64 MB, W2 on 12 MP photos page-faulted 940 000 times a run and spent 2.2 s
+    # in the kernel (45 000 and 0.15 s at its share, 205 MB; 15 % faster). All workers together
+    # then keep at most the budget, which they may hold anyway.
+    tune_allocator(trim_threshold=max(TRIM_AT_LEAST, pool.work.memory // pool.count))
     pool.budget.worker = worker
     work, backend = pool.work, pool.backend
     trie = OpTrie.build(work.spec.variants)
