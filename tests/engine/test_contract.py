@@ -243,3 +243,38 @@ def test_the_run_folds_the_outputs_of_a_chunk_into_one_round_of_fsyncs(tmp_path:
 def test_parallel_must_be_processes_or_threads(tmp_path: Path) -> None:
     with pytest.raises(gpupipe.UsageError, match="parallel must be one of processes, threads"):
         gpupipe.run(tmp_path, tmp_path / "out", THUMB, parallel="fibers")
+
+
+def test_workers_die_with_their_run_and_leave_nothing_locked(tmp_path: Path) -> None:
+    """The run's process killed with SIGKILL (the OOM killer, kill -9) while its workers are
+    busy: the kernel ends the workers too, and the next run takes OUT and its journal at once."""
+    import subprocess
+    import sys
+
+    inputs = _jpegs(tmp_path / "in", 6, marked={0, 1, 2, 3, 4, 5})
+    ready = tmp_path / "busy"
+    script = (f"import os, time, gpupipe\n"
+              f"from gpupipe.engine import stages\n"
+              f"real = stages.decode_input\n"
+              f"def decode(data, spec, **how):\n"
+              f"    if data.endswith({MARK!r}):\n"
+              f"        open({str(ready)!r} + str(os.getpid()), 'w').close()\n"
+              f"        time.sleep(3600)\n"
+              f"    return real(data, spec, **how)\n"
+              f"stages.decode_input = decode\n"
+              f"gpupipe.run({str(inputs)!r}, {str(tmp_path / 'out')!r}, [gpupipe.ops.Thumbnail(48)], backend='cpu', "
+              f"workers=2)\n")
+    run = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("busy*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [int(p.name[len("busy"):]) for p in tmp_path.glob("busy*")]
+    assert len(workers) == 2 and set(workers) <= set(procs.children(run.pid))
+    run.kill()
+    run.wait(30)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and procs.state(pid) != "Z" for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its run"
+        time.sleep(0.05)
+    again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    assert again.summary.processed == 6
