@@ -73,6 +73,7 @@ class Driver(ABC):
         self._done: queue.SimpleQueue[FileOutcome] = queue.SimpleQueue()
         self._system_failure: str | None = None
         self._draining = threading.Event()      # first Ctrl+C: finish what was read, read nothing new
+        self._aborted = False                    # a second Ctrl+C: stop at once, account for nothing more
         self._last_progress = 0.0
         # Every input found, until its one outcome is recorded (id -> outcome): _finish takes each
         # once, and whatever no stage finished gets its outcome at the end (_finish_unfinished).
@@ -346,18 +347,24 @@ class Driver(ABC):
             signal.signal(signum, handler)
 
     def _interruptible(self, step: Callable[[], None]) -> None:
-        """Run ``step`` (the engine's main loop) to its end. A KeyboardInterrupt raised where no
-        signal handler could be installed (a run off the main thread) drains like the first
-        Ctrl+C; one raised while draining aborts: no temporary may stay, and it propagates."""
-        while True:
-            try:
-                step()
-                return
-            except KeyboardInterrupt:
-                if self._draining.is_set():
-                    remove_live_temporaries()
-                    raise
-                self._start_draining()
+        """Run ``step`` (the engine's main loop) to its end, with Ctrl+C and SIGTERM caught
+        meanwhile (``_catch_signals``). A KeyboardInterrupt raised where no signal handler could
+        be installed (a run off the main thread) drains like the first Ctrl+C; one raised while
+        draining aborts (``_aborted``): no temporary may stay, and it propagates."""
+        previous = self._catch_signals()
+        try:
+            while True:
+                try:
+                    step()
+                    return
+                except KeyboardInterrupt:
+                    if self._draining.is_set():
+                        self._aborted = True
+                        remove_live_temporaries()
+                        raise
+                    self._start_draining()
+        finally:
+            self._restore_signals(previous)
 
     def _start_draining(self) -> None:
         """First interrupt: nothing new is read; what was read is finished and written."""

@@ -159,18 +159,12 @@ class LocalEngine(Driver):
         for name, count, target, out_q in stages_:
             self._start_threads(name, count, target, out_q)
         outcomes: list[FileOutcome] = []
-        interrupted_twice = False
-        previous_handlers = self._catch_signals()
         try:
             self._interruptible(lambda: self._collect(outcomes))
-        except KeyboardInterrupt:                        # the second interrupt: abort now
-            interrupted_twice = True
-            raise
         finally:
-            self._restore_signals(previous_handlers)
             if self._cpu_backend is not None:
                 self._cpu_backend.close()
-            if not interrupted_twice:
+            if not self._aborted:
                 for q in self._queues:
                     for job in q.drain():
                         self._cancel_job(job)

@@ -98,12 +98,6 @@ class SharedBudget(unit.Budget):
 
 
 @dataclass
-class Busy:
-    chunk: list[unit.Item]
-    sent: float
-
-
-@dataclass
 class Crash:
     """A worker died: the input it was on (None: between inputs), the rest of its chunk, and why."""
 
@@ -123,7 +117,7 @@ class WorkerPool:
         self._fork_guard = fork_guard
         self._processes: list = [None] * count
         self._conns: list = [None] * count
-        self.busy: dict[int, Busy] = {}
+        self.busy: dict[int, list[unit.Item]] = {}     # worker -> the chunk it works on
 
     # ------------------------------------------------------------ lifecycle
 
@@ -152,7 +146,7 @@ class WorkerPool:
         return [w for w in range(self.count) if w not in self.busy]
 
     def send(self, worker: int, chunk: list[unit.Item]) -> None:
-        self.busy[worker] = Busy(chunk, time.perf_counter())
+        self.busy[worker] = chunk
         self._beat[worker] = time.perf_counter()
         try:
             self._conns[worker].send(chunk)
@@ -169,9 +163,6 @@ class WorkerPool:
         for worker in self.busy:
             waiting[self._conns[worker]] = worker
             waiting[self._processes[worker].sentinel] = worker
-        if not waiting:
-            time.sleep(timeout)
-            return []
         events: list = []
         seen = set()
         for ready in multiprocessing.connection.wait(list(waiting), timeout):
@@ -188,16 +179,19 @@ class WorkerPool:
             events.append((worker, done))
         return events
 
+    def _on(self, worker: int) -> unit.Item | None:
+        """The input a busy worker is on (None: between inputs, or placing its chunk's files)."""
+        chunk, index = self.busy[worker], self._at[worker]
+        return chunk[index] if 0 <= index < len(chunk) else None
+
     def _crashed(self, worker: int) -> Crash:
-        busy = self.busy.pop(worker)
         process = self._processes[worker]
         process.join(5)
-        index = self._at[worker]
+        on = self._on(worker)
+        rest = [item for item in self.busy.pop(worker) if item is not on]
         self.budget.reclaim(worker)
         cause = _death(process.exitcode)
         self._conns[worker].close()
-        on = busy.chunk[index] if 0 <= index < len(busy.chunk) else None
-        rest = [item for item in busy.chunk if item is not on]
         if self._stop.value == unit.GO:
             self._fork_worker(worker)
         return Crash(worker, on, rest, cause)
@@ -206,11 +200,10 @@ class WorkerPool:
         """Busy workers on one input (or one chunk's files) for longer than ``timeout``."""
         now = time.perf_counter()
         found = []
-        for worker, busy in self.busy.items():
+        for worker in self.busy:
             idle = now - self._beat[worker]
             if idle >= timeout:
-                index = self._at[worker]
-                found.append((worker, busy.chunk[index] if 0 <= index < len(busy.chunk) else None, idle))
+                found.append((worker, self._on(worker), idle))
         return found
 
     def close(self, abort: bool = False) -> None:
@@ -294,8 +287,8 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
                                   worker=name)
         except Exception as exc:           # a bug: every input of the chunk fails, the worker goes on
             log.exception("internal error in %s", name)
-            done = unit.ChunkDone(outcomes=[(item.key, unit._fail(unit._outcome(item, unit.OK),
-                                                                  _internal(exc))) for item in chunk])
+            done = unit.ChunkDone(outcomes=[(item.key, unit.fail(unit.new_outcome(item, unit.OK), _internal(exc)))
+                                            for item in chunk])
         at[worker] = -1
         try:
             conn.send(done)

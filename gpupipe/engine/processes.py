@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from .. import codecs, sources
 from ..backends.base import Backend
-from ..errors import InputError, OutputConflict, StageStalled, SystemFailure, WorkerCrashed
+from ..errors import OutputConflict, StageStalled, SystemFailure, WorkerCrashed
 from ..spec import Spec
 from . import unit
 from .cancel import CancelToken
@@ -89,18 +89,12 @@ class ProcessEngine(Driver):
                                 "runs without them") from None
         scan = threading.Thread(target=self._scan_thread, args=(inputs,), name="gpupipe-scan", daemon=True)
         outcomes: list[FileOutcome] = []
-        aborted = False
-        previous_handlers = self._catch_signals()
         try:
             scan.start()
             self._interruptible(lambda: self._coordinate(outcomes))
-        except KeyboardInterrupt:                        # the second interrupt: abort now
-            aborted = True
-            raise
         finally:
-            self._restore_signals(previous_handlers)
-            pool.close(abort=aborted or self._stalled)
-            if not aborted:
+            pool.close(abort=self._aborted or self._stalled)
+            if not self._aborted:
                 scan.join(timeout=5)
                 self._drain_done(outcomes)
                 self._finish_unfinished(outcomes, stalled=False)     # the stuck inputs failed already: the rest wait
@@ -230,10 +224,6 @@ class ProcessEngine(Driver):
         if failure is not None:
             self._trip(failure)
 
-    @staticmethod
-    def _fail_in_place(outcome: FileOutcome, exc: InputError) -> None:
-        outcome.status, outcome.error_class, outcome.message = "failed", exc.error_class, str(exc)
-
     def _crashed(self, crash: Crash, outcomes: list[FileOutcome]) -> None:
         """A worker died: the input it was on fails as crashed, the rest of its chunk is done again."""
         self._remove_its_temporaries(crash)
@@ -244,7 +234,7 @@ class ProcessEngine(Driver):
             outcome = self._outstanding.get(blamed.key)
             if outcome is not None:
                 failure = WorkerCrashed(f"the worker process died on this input ({crash.cause})")
-                self._fail_in_place(outcome, failure)
+                unit.fail(outcome, failure)
                 self._finish_many([outcome], outcomes)
             self._crashes_in_a_row += 1
             if self._crashes_in_a_row >= WORKER_CRASHES_IN_A_ROW:
@@ -287,7 +277,7 @@ class ProcessEngine(Driver):
             outcome = self._outstanding.get(item.key) if item is not None else None
             if outcome is not None:
                 failure = StageStalled(f"stalled: held for {seconds:.0f} s by a worker that never finished it")
-                self._fail_in_place(outcome, failure)
+                unit.fail(outcome, failure)
                 self._finish_many([outcome], outcomes)
 
     def stage_state(self) -> dict[str, Any]:
@@ -295,7 +285,7 @@ class ProcessEngine(Driver):
         summary = self.summary
         return {
             "queues": {"admitted": {"items": len(self._admitted), "bytes": 0},
-                       "working": {"items": sum(len(b.chunk) for b in list(self.pool.busy.values()))
+                       "working": {"items": sum(map(len, list(self.pool.busy.values())))
                                    if self.pool is not None else 0, "bytes": 0}},
             "images_bytes": self.pool.budget.used if self.pool is not None else 0,
             "in_flight": max(0, summary.discovered + summary.scan_skipped - summary.done),

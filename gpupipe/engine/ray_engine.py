@@ -98,16 +98,10 @@ class RayEngine(Driver):
         outcomes: list[FileOutcome] = []
         scanner = threading.Thread(target=self._scan_all, args=(inputs,), name="gpupipe-scan", daemon=True)
         scanner.start()
-        previous_handlers = self._catch_signals()
-        interrupted_twice = False
         try:
             self._interruptible(lambda: self._drive(ray, drain_flag, outcomes))
-        except KeyboardInterrupt:                        # the second interrupt: abort now
-            interrupted_twice = True
-            raise
         finally:
-            self._restore_signals(previous_handlers)
-            if not interrupted_twice:
+            if not self._aborted:
                 self._drain_done(outcomes)
                 for outcome in self._in_ray.values():       # handed to Ray, never came back: the run stopped
                     outcome.status = CANCELLED

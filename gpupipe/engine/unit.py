@@ -104,20 +104,22 @@ def run_chunk(items: list[Item], work: Work, backend, trie: OpTrie, budget: Budg
     try:
         for index, item in enumerate(items):
             if done.system_failure or done.stopped or read_faults >= READ_FAULTS_IN_A_ROW or stop() != GO:
-                done.outcomes.append((item.key, _outcome(item, CANCELLED)))     # the driver decides on them
+                done.outcomes.append((item.key, new_outcome(item, CANCELLED)))     # the driver decides on them
                 continue
             at(index)
             try:
                 staged = _one(item, work, backend, trie, budget, writes, done, stop, worker)
             except SystemFailure as exc:      # this process cannot go on (e.g. a codec switched unsafe)
                 done.system_failure = str(exc)
-                done.outcomes.append((item.key, _outcome(item, CANCELLED)))
+                done.outcomes.append((item.key, new_outcome(item, CANCELLED)))
                 continue
             if staged is not None:
                 waiting.append(staged)
-            last = done.outcomes[-1][1] if staged is None and done.outcomes else None
-            read_faults = read_faults + 1 if last is not None and last.fault else 0
-            if work.stop_at_failure and last is not None and last.status == FAILED:
+                read_faults = 0
+                continue
+            finished = done.outcomes[-1][1]    # _one finished it (failed or cancelled)
+            read_faults = read_faults + 1 if finished.fault else 0
+            if work.stop_at_failure and finished.status == FAILED:
                 done.stopped = True           # --on-error stop: the driver stops the run on its outcome
         at(-1)
         _put_in_place(writes, waiting, done)
@@ -126,12 +128,14 @@ def run_chunk(items: list[Item], work: Work, backend, trie: OpTrie, budget: Budg
     return done
 
 
-def _outcome(item: Item, status: str) -> FileOutcome:
+def new_outcome(item: Item, status: str) -> FileOutcome:
+    """An input's outcome as a worker starts it: what the scan saw."""
     return FileOutcome(path=item.path, status=status, relative=str(item.relative), bytes_in=item.size,
                        size=item.size, mtime=item.mtime)
 
 
-def _fail(outcome: FileOutcome, exc: InputError) -> FileOutcome:
+def fail(outcome: FileOutcome, exc: InputError) -> FileOutcome:
+    """``outcome`` failed with ``exc`` (its class, message and system fault, if any)."""
     outcome.status = FAILED
     outcome.error_class, outcome.message = exc.error_class, str(exc)
     outcome.fault = getattr(exc, "fault", None)
@@ -141,7 +145,7 @@ def _fail(outcome: FileOutcome, exc: InputError) -> FileOutcome:
 def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: ChunkWrites, done: ChunkDone,
          stop: Callable[[], int], worker: str) -> "Staged | None":
     """One input up to its staged files, or None when it is finished already (failed, cancelled)."""
-    outcome = _outcome(item, OK)
+    outcome = new_outcome(item, OK)
     policy = work.policy
     started = time.perf_counter()
     try:
@@ -153,7 +157,7 @@ def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: 
         if getattr(exc, "fault", None) and stop() != GO:
             outcome.status = CANCELLED          # its retries were cut short by the stop: not its fault
         else:
-            _fail(outcome, exc)
+            fail(outcome, exc)
         done.outcomes.append((item.key, outcome))
         return None
     data = read.data
@@ -162,7 +166,7 @@ def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: 
     started = _span(outcome, "read", started, worker)
     need = stages.memory_need(data, work.spec, trie, ops_on_host=True)
     if need.peak > work.memory:
-        done.outcomes.append((item.key, _fail(outcome, ImageTooLarge(
+        done.outcomes.append((item.key, fail(outcome, ImageTooLarge(
             f"needs {need.describe()}, more than --max-memory {work.memory / 0.8 / 2**20:,.0f} MB allows"))))
         return None
     budget.acquire(need.peak)
@@ -170,7 +174,7 @@ def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: 
         try:
             decoded = stages.decode_input(data, work.spec, max_pixels=work.max_pixels)
         except InputError as exc:
-            done.outcomes.append((item.key, _fail(outcome, exc)))
+            done.outcomes.append((item.key, fail(outcome, exc)))
             return None
         del data
         images, decoded.pixels = [decoded.pixels], None        # process_batch frees them as it goes
@@ -188,7 +192,7 @@ def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: 
     mine = [(path, data) for path, data in encoded.files if path in item.planned]
     renamed = [(path, data) for path, data in encoded.files if path not in item.planned]
     if not mine and not renamed:
-        done.outcomes.append((item.key, _fail(outcome, encoded.errors[0])))
+        done.outcomes.append((item.key, fail(outcome, encoded.errors[0])))
         return None
     try:
         _stage(writes, work, outcome, mine)
@@ -238,7 +242,7 @@ def _put_in_place(writes: ChunkWrites, waiting: list[Staged], done: ChunkDone) -
         for staged in waiting:
             outcome = staged.outcome
             outcome.outputs, outcome.output_sizes, outcome.output_checksums = [], [], []
-            done.outcomes.append((staged.item.key, _fail(outcome, StoppedBySystemFailure(str(exc)))))
+            done.outcomes.append((staged.item.key, fail(outcome, StoppedBySystemFailure(str(exc)))))
         return
     took = time.perf_counter() - started
     for staged in waiting:
@@ -256,7 +260,7 @@ def _put_in_place(writes: ChunkWrites, waiting: list[Staged], done: ChunkDone) -
         if staged.renamed:
             done.unclaimed.append(Unclaimed(staged.item.key, staged.renamed, errors))
         elif errors:
-            _fail(outcome, errors[0])
+            fail(outcome, errors[0])
         done.outcomes.append((staged.item.key, outcome))
 
 
@@ -288,5 +292,5 @@ def write_unclaimed(outcome: FileOutcome, files: list[tuple[PurePath, bytes]], e
             if written.error is not None:
                 errors.insert(0, written.error)
     if errors and outcome.status == OK:
-        _fail(outcome, errors[0])
+        fail(outcome, errors[0])
     return failure

@@ -29,7 +29,6 @@ import os
 import re
 import stat
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Callable, Iterable
@@ -242,13 +241,10 @@ def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = Tr
     shown = os.path.join(root, *relative.parts)
     folders, name = relative.parts[:-1], relative.parts[-1]
     directory = open_output_dir(root, folders)
-    tmp = f".gpupipe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = _temporary_name()
     registered = os.path.join(root, *folders, tmp)
     try:
-        with _lock:
-            if _aborting.is_set():
-                raise SystemFailure("the run was aborted")
-            _live_temporaries.add(registered)
+        _register_temporary(registered)
         try:
             _clear_stale_once(directory, os.path.join(root, *folders))
             _write_file(directory, tmp, data, fsync)
@@ -261,8 +257,7 @@ def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = Tr
             raise _as_gpupipe_error(exc, shown, os.path.join(root, *folders)) from exc
         finally:
             _remove_quietly(tmp, directory)
-            with _lock:
-                _live_temporaries.discard(registered)
+            _forget_temporary(registered)
     finally:
         os.close(directory)
 
@@ -288,26 +283,14 @@ class ChunkWrites:
         parts = relative.parts
         folders, name = parts[:-1], parts[-1]
         directory, where = self._folder(folders)
-        tmp = f".gpupipe-{os.getpid()}-{os.urandom(4).hex()}.tmp"
-        with _lock:
-            if _aborting.is_set():
-                raise SystemFailure("the run was aborted")
-            _live_temporaries.add(f"{where}/{tmp}")
-        fd = None
+        tmp = _temporary_name()
+        _register_temporary(f"{where}/{tmp}")
         try:
             _clear_stale_once(directory, where)
-            fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=directory)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fd = _write_file(directory, tmp, data, fsync=False, keep_open=self.fsync)   # fsynced in finish
         except OSError as exc:
-            if fd is not None:
-                os.close(fd)
             self._discard(folders, tmp)
             raise _as_gpupipe_error(exc, os.path.join(where, name), where) from exc
-        if not self.fsync:
-            os.close(fd)
-            fd = None
         self._staged.append((owner, folders, tmp, name, fd, replace))
 
     def finish(self) -> dict[object, tuple[int, WriteError | OutputExists]]:
@@ -365,8 +348,7 @@ class ChunkWrites:
     def _discard(self, folders: tuple[str, ...], tmp: str) -> None:
         directory, where = self._folders[folders]
         _remove_quietly(tmp, directory)
-        with _lock:
-            _live_temporaries.discard(f"{where}/{tmp}")
+        _forget_temporary(f"{where}/{tmp}")
 
     def _folder(self, folders: tuple[str, ...]) -> tuple[int, str]:
         """The folder's fd, opened once per chunk, and its path."""
@@ -376,7 +358,26 @@ class ChunkWrites:
         return known
 
 
-def _write_file(directory: int, name: str, data: bytes, fsync: bool) -> None:
+def _temporary_name() -> str:
+    return f".gpupipe-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+
+
+def _register_temporary(path: str) -> None:
+    """A temporary about to be made: remove_live_temporaries removes it if the run aborts."""
+    with _lock:
+        if _aborting.is_set():
+            raise SystemFailure("the run was aborted")
+        _live_temporaries.add(path)
+
+
+def _forget_temporary(path: str) -> None:
+    with _lock:
+        _live_temporaries.discard(path)
+
+
+def _write_file(directory: int, name: str, data: bytes, fsync: bool, keep_open: bool = False) -> int | None:
+    """Create ``name`` (it must not exist) holding ``data``. With ``keep_open`` its fd is returned,
+    for the caller to fsync and close later; else it is closed here."""
     fd = os.open(name, _NEW_FILE, 0o644, dir_fd=directory)
     try:
         view = memoryview(data)
@@ -384,8 +385,13 @@ def _write_file(directory: int, name: str, data: bytes, fsync: bool) -> None:
             view = view[os.write(fd, view):]
         if fsync:
             os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    if keep_open:
+        return fd
+    os.close(fd)
+    return None
 
 
 def _place(directory: int, tmp: str, name: str, shown: str, replace: bool | Callable[[], bool],
