@@ -10,17 +10,15 @@
 2. Workloads W1–W3 (DESIGN §7, definitions from contenders.py) over the benchmark
    corpora: the GPU backend (JPEG codecs on the CPU; and where nvImageCodec is installed,
    with --gpu-decode, and with --gpu-decode --gpu-encode) against the CPU backend using every
-   core, img/s, median of
-   --repeats, plus a stage breakdown of one GPU run with the backend in profile mode
-   (read, decode, upload, kernels, download, encode, write: seconds summed over
-   inputs or batches), all runs with --max-memory 4GB. Targets on an H100: W3 ≥ 20× the CPU backend; W1 and W2 limited
-   by decode/encode, shown by the breakdown.
+   core, img/s, median of --repeats. Each run is a process of its own, timed whole as a user
+   runs it (interpreter start, imports, the workers' CUDA contexts, the last chunk's fsyncs):
+   the run's process must not have opened CUDA, or its GPU work stays in that one process.
+   Each row also gets where one run's time went: the stages' seconds summed over inputs, and
+   the CPU seconds of the scan, the coordination and the workers. All runs with --max-memory
+   4GB. Targets on an H100: W3 ≥ 20× the CPU backend; W1 and W2 limited by decode/encode.
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
    from host bytes and q90 encode from device arrays, alone, by batch size and thread count;
    and decode with the batch split between the hardware JPEG engines and CUDA (decoder_variants).
-   Then W3 over the camera photos with both nvJPEG codecs, set up five ways (setups): 2 or 4
-   device streams, with or without the host taking JPEG decodes and encodes while the GPU has a
-   backlog, each also net of a run's fixed start cost; --setups W2 does the same for W2.
 4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
    Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
    configuration's ratio to the fastest of them (add_peers).
@@ -31,12 +29,12 @@ Writes device, driver, runtime, CuPy and gpupipe versions and the date with the 
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +46,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_corpus  # noqa: E402
-from contenders import gpupipe_spec  # noqa: E402
 
 import gpupipe  # noqa: E402
 from gpupipe import ops  # noqa: E402
@@ -289,35 +286,31 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
     work = Path(tempfile.mkdtemp(prefix="gpupipe-gpu-bench-"))
     try:
         for workload in names:
-            spec = gpupipe_spec(workload)
             for corpus_name, corpus in corpora.items():
                 row = {"workload": workload, "corpus": corpus_name}
                 gpu_source = gpu_corpora.get(corpus_name, corpus)
                 row["cpu_corpus"], row["gpu_corpus"] = corpus.name, gpu_source.name
                 line = f"{workload} {corpus_name}:"
                 for label, options in configs.items():
-                    walls = []
+                    walls, runs = [], []
                     for repeat in range(repeats + 1):                 # the first is a warm-up
                         out = work / f"{workload}-{corpus_name}-{label}"
                         shutil.rmtree(out, ignore_errors=True)
-                        started = time.perf_counter()
                         source = gpu_source if label != "cpu" else corpus
-                        result = gpupipe.run([source], out, spec, journal=False, max_memory=MAX_MEMORY, **options)
+                        wall, run = run_in_a_process(workload, source, out, options)
                         if repeat:
-                            walls.append(time.perf_counter() - started)
-                    files = result.summary.processed + result.summary.failed
+                            walls.append(wall)
+                            runs.append(run)
+                    files = runs[0]["processed"] + runs[0]["failed"]
                     row[f"{label}_img_s"] = files / statistics.median(walls)
+                    row[f"{label}_backend"] = runs[0]["backend"]
+                    # Where the time went, in the median run: the stages' seconds summed over inputs.
+                    middle = sorted(zip(walls, range(len(runs))))[len(runs) // 2][1]
+                    row[f"{label}_breakdown_s"] = runs[middle]["breakdown"]
                     if label != "cpu":
                         row[f"{label}_over_cpu"] = row[f"{label}_img_s"] / row["cpu_img_s"]
                     line += f" {label} {row[f'{label}_img_s']:.0f} img/s"
                     line += f" ({row[f'{label}_over_cpu']:.1f}x)," if label != "cpu" else ","
-                # Where the time goes: CPU codecs, and both JPEG codecs on the GPU where they can be.
-                row["gpu_breakdown_s"] = breakdown(gpu_source, spec, work / "profiled")
-                line += f" breakdown (CPU codecs) {row['gpu_breakdown_s']}"
-                if nvjpeg:
-                    row["gpu_nvjpeg_codecs_breakdown_s"] = breakdown(gpu_source, spec, work / "profiled",
-                                                                     jpeg_decode=True, jpeg_encode=True)
-                    line += f", (nvJPEG codecs) {row['gpu_nvjpeg_codecs_breakdown_s']}"
                 rows.append(row)
                 print(line, flush=True)
     finally:
@@ -325,86 +318,34 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
     return rows
 
 
-# How the GPU backend could be set up with both nvJPEG codecs: label -> (device streams,
-# RunOptions.host_decode_overflow, .host_encode_overflow). gpupipe's own: 2 streams, both on.
-SETUPS = {"2 streams, GPU codecs only": (2, False, False),
-          "2 streams, host takes decode overflow": (2, True, False),
-          "2 streams, host takes both overflows": (2, True, True),
-          "4 streams, GPU codecs only": (4, False, False),
-          "4 streams, host takes both overflows": (4, True, True)}
+ONE_RUN = """
+import collections, json, sys
+sys.path.insert(0, {here!r})
+import gpupipe
+from contenders import gpupipe_spec
+result = gpupipe.run([{source!r}], {out!r}, gpupipe_spec({workload!r}), journal=False, max_memory={memory},
+                     **json.loads({options!r}))
+stages = collections.Counter()
+for outcome in result.outcomes:
+    stages.update(outcome.seconds)
+summary = result.summary
+print(json.dumps({{"processed": summary.processed, "failed": summary.failed, "backend": summary.backend,
+                  "breakdown": {{**{{k: round(v, 3) for k, v in stages.items()}}, "wall": round(summary.wall_seconds, 3),
+                                "cpu_by_stage_s": {{k: round(v, 3) for k, v in summary.cpu_seconds_by_stage.items()}}}}}}))
+"""
 
 
-def setups(workload: str, corpus: Path, repeats: int, work: Path) -> dict:
-    """``workload`` over ``corpus`` with both nvJPEG codecs, for each of SETUPS: img/s (median
-    of repeats after a warm-up, a new backend per run as gpupipe.run makes), where the JPEGs were
-    decoded and encoded, and img/s net of the fixed cost of a run (the same run over 4 of the
-    photos: backend start, thread start, the last batch's drain), which a few hundred photos do
-    not hide. Whichever setting wins should become the backend's default."""
-    from gpupipe.backends.cuda.backend import CupyBackend
-    from gpupipe.engine.local import LocalEngine, RunOptions
-    spec = gpupipe_spec(workload)
-    few = work / f"{workload}-four-photos"
-    few.mkdir(parents=True, exist_ok=True)
-    for photo in sorted(corpus.glob("*.jpg"))[:4]:
-        shutil.copyfile(photo, few / photo.name)        # a copy: the corpus may be on another filesystem
-
-    def timed(source: Path, streams: int, decode_overflow: bool, encode_overflow: bool) -> tuple[float, int, dict]:
-        out = work / f"{workload}-setup"
-        shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
-        backend = CupyBackend(jpeg_decode=True, jpeg_encode=True, streams=streams)
-        try:
-            engine = LocalEngine(spec, backend, RunOptions(max_memory=MAX_MEMORY, fsync=False,
-                                                           host_decode_overflow=decode_overflow,
-                                                           host_encode_overflow=encode_overflow))
-            result = engine.run([source], out)
-        finally:
-            backend.close()
-        summary = result.summary
-        return (time.perf_counter() - started, summary.processed + summary.failed,
-                {"decodes": engine.jpeg_decodes, "encodes": engine.jpeg_encodes, "failed": summary.failed,
-                 "first_failure": next(iter(summary.failure_examples.values()), [None])[0]})
-
-    rows = {}
-    for label, setup in SETUPS.items():
-        try:
-            runs = [timed(corpus, *setup) for _ in range(repeats + 1)][1:]
-            starts = [timed(few, *setup)[0] for _ in range(repeats)]
-            wall, files = statistics.median(r[0] for r in runs), runs[0][1]
-            start = statistics.median(starts)
-            rows[label] = {"img_s": round(files / wall, 1), "run_start_s": round(start, 3),
-                           "img_s_net_of_start": round((files - 4) / max(wall - start, 1e-9), 1),
-                           "jpeg": runs[-1][2]}
-            print(f"{workload} {corpus.name}, nvJPEG codecs, {label:38} {rows[label]}", flush=True)
-        except Exception as exc:                      # one set-up failing must not cost the others
-            rows[label] = {"error": f"{exc.__class__.__name__}: {exc}"}
-            print(f"{workload} {corpus.name}, nvJPEG codecs, {label:38} failed: {rows[label]['error']}", flush=True)
-    return rows
-
-
-def breakdown(corpus: Path, spec, out: Path, jpeg_decode: bool = False, jpeg_encode: bool = False) -> dict:
-    """One GPU run with the backend in profile mode: where the time goes, stage by stage."""
-    from gpupipe.backends.cuda.backend import CupyBackend
-    from gpupipe.engine.local import LocalEngine, RunOptions
-    shutil.rmtree(out, ignore_errors=True)
-    backend = CupyBackend(profile=True, jpeg_decode=jpeg_decode, jpeg_encode=jpeg_encode)
-    try:
-        result = LocalEngine(spec, backend, RunOptions(max_memory=MAX_MEMORY)).run([corpus], out)
-    finally:
-        backend.close()
-    stages = collections.Counter()
-    for outcome in result.outcomes:
-        for stage in ("read", "decode", "encode", "write"):
-            stages[stage] += outcome.seconds.get(stage, 0.0)
-    stages.update(backend.timings)
-    stages["wall"] = result.summary.wall_seconds
-    breakdown = {k: round(v, 3) for k, v in stages.items()}
-    # The seconds above are each stage's wall time summed over inputs, waits for the interpreter
-    # lock included. What the stages' threads spent on a CPU, against cores x wall, tells codec
-    # work (decode/encode threads busy) from gpupipe's own (one core's worth of Python, idle cores).
-    breakdown["cpu_by_stage_s"] = {k: round(v, 3) for k, v in result.summary.cpu_seconds_by_stage.items()}
-    breakdown["cores_x_wall_s"] = round(len(os.sched_getaffinity(0)) * result.summary.wall_seconds, 3)
-    return breakdown
+def run_in_a_process(workload: str, source: Path, out: Path, options: dict) -> tuple[float, dict]:
+    """One gpupipe run in a fresh Python process (no CUDA opened before it, as the CLI's): the
+    process's whole wall time, and what the run said about itself."""
+    code = ONE_RUN.format(here=str(HERE), source=str(source), out=str(out), workload=workload, memory=MAX_MEMORY,
+                          options=json.dumps(options))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"the {options} run of {workload} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,8 +361,6 @@ def main(argv: list[str] | None = None) -> int:
                     "this host and corpora: adds their img/s and each configuration's ratio to the fastest")
     ap.add_argument("--merge-peers", nargs=2, type=Path, metavar=("RESULT", "PEERS"), help="no GPU work: add "
                     "a peers file from the same host to an earlier result of this benchmark, in place")
-    ap.add_argument("--setups", help="comma-separated of W2, W3: the GPU backend set up each of SETUPS' ways, "
-                    "with both nvJPEG codecs (default: W3 when --workloads has it)")
     ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
     a = ap.parse_args(argv)
     if a.merge_peers:                      # the peers ran in another device call than the workloads
@@ -468,15 +407,6 @@ def main(argv: list[str] | None = None) -> int:
         if a.peers is not None and a.peers.is_file():
             attach_peers(result, a.peers)
         save()
-        setup_corpora = {"W2": corpora["imagenet"], "W3": gpu_corpora["camera"]}
-        wanted = a.setups if a.setups is not None else "W3" if "W3" in a.workloads else ""
-        for workload in wanted.split(",") if nvjpeg and wanted else []:
-            work = Path(tempfile.mkdtemp(prefix="gpupipe-setups-"))
-            try:
-                result.setdefault("setups", {})[workload] = setups(workload, setup_corpora[workload], a.repeats, work)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            save()
     if a.json:
         print(f"written: benchmarks/results/{a.json}")
     return 0

@@ -24,11 +24,11 @@
 # call's prefix, then "bash benchmarks/gpu_session.sh"; carry as above unless said):
 #   1. GPU_PROFILE=1 GPU_BENCH_ARGS=--skip-workloads        tests, ncu, kernels and twins   ~6 min
 #   2. GPU_TESTS_TIMEOUT=1 GPU_BENCH_TIMEOUT=540 GPU_BENCH_SUFFIX=-w3
-#      GPU_BENCH_ARGS="--skip-kernels --workloads W3"       nvJPEG ceiling, W3, W3 set-ups     ~6 min
+#      GPU_BENCH_ARGS="--skip-kernels --workloads W3"       nvJPEG ceiling, W3                 ~6 min
 #   3. the peers call above (carry .peerwhl)                Pillow, pyvips, OpenCV W1-W3        ~4 min
 #   4. GPU_TESTS_TIMEOUT=1 GPU_SCALING=1 GPU_BENCH_TIMEOUT=1  scaling, both backends          ~5 min
 #   5. GPU_TESTS_TIMEOUT=1 GPU_BENCH_TIMEOUT=540 GPU_BENCH_SUFFIX=-w12
-#      GPU_BENCH_ARGS="--skip-kernels --workloads W1,W2 --setups W2"   W1, W2, W2's set-ups  ~7 min
+#      GPU_BENCH_ARGS="--skip-kernels --workloads W1,W2"     W1, W2                           ~7 min
 # then --merge-peers the peers file into the -w3 and -w12 results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -80,8 +80,7 @@ if [ "${GPU_PROFILE:-0}" = 1 ] && [ -x "$NCU" ]; then
         --section LaunchStats --section Occupancy python3 benchmarks/profile_kernels.py > "$OUT/ncu.txt" 2>&1
     tail -5 "$OUT/ncu.txt"
 fi
-# GPU_SCALING=1: does the engine's per-file work stop small images short of the cores? CPU workers as
-# threads and as processes (--parallel). About 4 min.
+# GPU_SCALING=1: does the engine's per-file work stop small images short of the cores? About 4 min.
 if [ "${GPU_SCALING:-0}" = 1 ]; then
     for backend in cpu gpu; do
         timeout "${GPU_SCALING_TIMEOUT:-240}" python3 benchmarks/scaling.py --backend "$backend" --repeats 2 \

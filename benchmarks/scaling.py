@@ -1,6 +1,6 @@
 """How gpupipe's local engine scales with workers on this host:
 
-    python benchmarks/scaling.py --json scaling-<host>-DATE.json [--backend gpu] [--parallel threads,processes]
+    python benchmarks/scaling.py --json scaling-<host>-DATE.json [--backend gpu]
 
 W1 (thumbnails, DESIGN §7) over 2000 ImageNet-size JPEGs, where each file is a few
 milliseconds of codec work and the engine's own per-file Python work counts most, at 1, 2,
@@ -12,8 +12,8 @@ W1 and W3 alike (benchmarks/results/gpu-h100-2026-11-23.json): this separates th
 from the codecs. The sweep writes to a tmpfs where there is one, without fsync, so the disk is
 not what it measures; a last run at every core writes to disk with an fsync per file, as the
 other benchmarks and the CLI's default do, to tell whether the disk's fsync rate is the ceiling.
-On the CPU backend the sweep runs the workers as threads and as processes (--parallel), whose
-decode, resize and encode hold no lock the engine shares; "cores busy" counts the workers' CPU.
+The workers are processes, whose decode, resize and encode hold no lock the engine shares;
+"cores busy" counts the workers' CPU.
 """
 
 from __future__ import annotations
@@ -76,13 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="cpu", help="cpu or gpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", help="comma-separated counts (default 1, 2, 4, ... up to every core)")
-    ap.add_argument("--parallel", help="comma-separated: threads, processes (default: both on the CPU backend)")
     ap.add_argument("--json", metavar="NAME", help="also write benchmarks/results/NAME")
     a = ap.parse_args(argv)
     cores = len(os.sched_getaffinity(0))        # the sweep's end; usable_cores() also counts a CPU quota
     counts = [int(n) for n in a.workers.split(",")] if a.workers else worker_counts(cores)
     corpus = make_corpus.ensure_corpus("imagenet", count=FILES)
-    modes = a.parallel.split(",") if a.parallel else ["threads", "processes"] if a.backend == "cpu" else ["threads"]
     base = {"max_memory": 4 * 2**30} if a.backend == "gpu" else {}
     tmpfs = Path("/dev/shm")
     work = Path(tempfile.mkdtemp(prefix="gpupipe-scaling-", dir=tmpfs if tmpfs.is_dir() else None))
@@ -90,25 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         one_run(corpus, work, a.backend, counts[-1], base)              # warm-up: page cache, kernels
         for workers in counts:
-            for mode in modes:
-                extra = {**base, "parallel": mode}
-                runs = [one_run(corpus, work, a.backend, workers, extra) for _ in range(a.repeats)]
-                wall = statistics.median(r.wall for r in runs)
-                busy = statistics.median(r.cpu / r.wall for r in runs)
-                # With worker processes, the engine's own process (reading, writing, journal) is
-                # one interpreter: its CPU per file bounds the img/s any number of workers reaches.
-                engine_ms = statistics.median(1000 * r.engine_cpu / r.files for r in runs)
-                # Which threads used that CPU: codec threads busy, or one core's worth of Python.
-                by_stage = {stage: round(statistics.median(1000 * r.engine_cpu_by_stage.get(stage, 0.0) / r.files
-                                                           for r in runs), 3)
-                            for stage in runs[0].engine_cpu_by_stage}
-                rows.append({"workers": workers, "parallel": mode, "img_s": runs[0].files / wall, "cores_busy": busy,
-                             "engine_process_cpu_ms_per_file": round(engine_ms, 3),
-                             "engine_cpu_ms_per_file_by_stage": by_stage,
-                             "walls": [round(r.wall, 3) for r in runs]})
-                print(f"{a.backend} {mode:9} workers {workers:3}: {rows[-1]['img_s']:7.0f} img/s, "
-                      f"{busy:5.2f} of {cores} cores busy, engine process {engine_ms:.2f} ms CPU a file",
-                      flush=True)
+            runs = [one_run(corpus, work, a.backend, workers, base) for _ in range(a.repeats)]
+            wall = statistics.median(r.wall for r in runs)
+            busy = statistics.median(r.cpu / r.wall for r in runs)
+            # With worker processes, the engine's own process (reading, writing, journal) is
+            # one interpreter: its CPU per file bounds the img/s any number of workers reaches.
+            engine_ms = statistics.median(1000 * r.engine_cpu / r.files for r in runs)
+            # Which threads used that CPU: codec threads busy, or one core's worth of Python.
+            by_stage = {stage: round(statistics.median(1000 * r.engine_cpu_by_stage.get(stage, 0.0) / r.files
+                                                       for r in runs), 3)
+                        for stage in runs[0].engine_cpu_by_stage}
+            rows.append({"workers": workers, "img_s": runs[0].files / wall, "cores_busy": busy,
+                         "engine_process_cpu_ms_per_file": round(engine_ms, 3),
+                         "engine_cpu_ms_per_file_by_stage": by_stage,
+                         "walls": [round(r.wall, 3) for r in runs]})
+            print(f"{a.backend} workers {workers:3}: {rows[-1]['img_s']:7.0f} img/s, "
+                  f"{busy:5.2f} of {cores} cores busy, engine process {engine_ms:.2f} ms CPU a file",
+                  flush=True)
         # The benchmarks' own setting, on disk with an fsync per file: does the disk's fsync rate,
         # not the engine, set the small-image ceiling?
         disk = Path(tempfile.mkdtemp(prefix="scaling-", dir=HERE / "work" if (HERE / "work").is_dir() else None))

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .backends import select_backend
+from .backends import choose_backend, select_backend
 from .engine.cancel import CancelToken
-from .engine.options import DEFAULT_MAX_PIXELS, ORDERS, PARALLEL_CHOICES, RunOptions, usable_cores
+from .engine.options import DEFAULT_MAX_PIXELS, ORDERS, RunOptions, usable_cores
 from .engine.process import process_batch
 from .engine.writer import OutputLock, check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
@@ -44,7 +44,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
         ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
-        gpu_encode: bool = False, parallel: str = "processes", overwrite: bool = False) -> RunResult:
+        gpu_encode: bool = False, overwrite: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
     ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
@@ -69,12 +69,11 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     encodes the L and RGB results written as JPEG on the GPU with nvJPEG (same quality, 4:2:0),
     so only the files cross PCIe; the bytes are nvJPEG's, not libjpeg-turbo's, so it is off
     unless asked for too. Both need the GPU backend and the local engine.
-    ``parallel="processes"`` (the default) runs the CPU backend's work in worker processes forked
-    from this one, a chunk of inputs at a time: read, decode, ops, encode and write all happen
-    there, so throughput grows with the cores, and a codec that crashes, or a worker the OOM
-    killer picks, costs the one input it was on (error class ``crashed``), not the run.
-    ``parallel="threads"`` keeps every worker a thread of this process (where forking is not
-    wanted); the GPU backend always runs in threads.
+    The work runs in ``workers`` processes forked from this one, a chunk of inputs at a time:
+    read, decode, ops, encode and write all happen there, so throughput grows with the cores, and
+    a codec that crashes, or a worker the OOM killer picks, costs the one input it was on (error
+    class ``crashed``), not the run. On the GPU each worker has its own CUDA context (this
+    process never opens one) and ``gpu_memory`` is shared out between them.
     A file already at an output path is kept, and its input fails as ``output_exists``, unless the
     journal recorded writing it or ``overwrite=True``; an input of the run is never replaced.
     Two runs never write one ``output`` at once: the second raises UsageError.
@@ -92,8 +91,6 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
         raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if ray_address is not None and engine != "ray":
         raise UsageError("ray_address (--ray-address) needs engine 'ray' (--engine ray)")
-    if parallel not in PARALLEL_CHOICES:
-        raise UsageError(f"parallel must be one of {', '.join(PARALLEL_CHOICES)}, got {parallel!r}")
     check_numbers(workers=workers, max_memory=max_memory, gpu_memory=gpu_memory, max_pixels=max_pixels,
                   retries=retries, stall_timeout=stall_timeout)
     sources.check_inputs(inputs)
@@ -103,7 +100,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
                          include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
                          keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync,
-                         retries=retries, stall_timeout=stall_timeout, parallel=parallel, overwrite=overwrite)
+                         retries=retries, stall_timeout=stall_timeout, overwrite=overwrite)
     metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
     lock = None
     try:
@@ -112,7 +109,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                 raise UsageError(f"{name} needs the GPU backend (--backend gpu or auto)")
             if wanted and engine == "ray":
                 raise UsageError(f"{name} works with the local engine only: Ray's tasks use libjpeg-turbo")
-        chosen = select_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode,
+        chosen = choose_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode,
                                 gpu_encode=gpu_encode)
         _warn_about_unused_gpu_codecs(spec, chosen.name, gpu_decode, gpu_encode)
         lock = OutputLock(output)            # held to the end: a second run on this OUT is refused
@@ -132,7 +129,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     try:
         runner = _make_engine(engine, spec, chosen, backend, options, cancel, ray_address)
         if metrics is not None:
-            metrics.attach(runner, chosen)
+            metrics.attach(runner)
         if progress and on_progress is None:
             from .observe import ProgressDisplay
             with ProgressDisplay() as display:
@@ -147,7 +144,6 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                 _finish_metrics(metrics, metrics_file, result)
         finally:
             try:
-                chosen.close()
                 if options.journal is not None:
                     _close_journal(options.journal, result)
             finally:
@@ -188,11 +184,8 @@ def _make_engine(engine: str, spec: Spec, chosen, backend: str, options: RunOpti
         from .engine.ray_engine import RayEngine
         # Each Ray actor builds its own backend from the choice; the one made here only checked it.
         return RayEngine(spec, backend if backend != "auto" else chosen.name, options, cancel, address=ray_address)
-    if chosen.name == "cpu" and options.parallel == "processes":
-        from .engine.processes import ProcessEngine
-        return ProcessEngine(spec, chosen, options, cancel)
-    from .engine.local import LocalEngine           # the GPU's and --parallel threads': imported when used
-    return LocalEngine(spec, chosen, options, cancel)
+    from .engine.processes import ProcessEngine
+    return ProcessEngine(spec, chosen, options, cancel)
 
 
 def _start_metrics(port: int | None, host: str, path: str | Path | None):

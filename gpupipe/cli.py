@@ -24,7 +24,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from . import __version__, api, codecs, ops as op_catalogue, sources
-from .backends import select_backend
+from .backends import choose_backend, select_backend
 from .engine.host import usable_cores, usable_memory
 from .engine.options import DEFAULT_MAX_PIXELS, default_max_memory
 from .errors import GpupipeError, SystemFailure, UsageError
@@ -273,31 +273,26 @@ def run(
                                    "(decompression-bomb guard).", rich_help_panel=INPUT_PANEL),
     backend: str = typer.Option("auto", "--backend", help="auto (GPU when CUDA is usable, else CPU), cpu or gpu.",
                                 rich_help_panel=RUN_PANEL),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Workers: processes on the CPU "
-                                          "backend, threads per stage on the GPU [default: CPU cores].",
-                                          rich_help_panel=RUN_PANEL),
-    parallel: str = typer.Option("processes", "--parallel", metavar="processes|threads", help="How CPU-backend "
-                                 "workers run. processes: forked worker processes, a chunk of inputs at a time, "
-                                 "so throughput grows with the cores and a codec that crashes costs one input "
-                                 "(error class 'crashed'), not the run. threads: all in this process.",
-                                 rich_help_panel=RUN_PANEL),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes, each taking a "
+                                          "chunk of inputs at a time through read, decode, ops, encode and write "
+                                          "(on the GPU each with its own device context); a codec that crashes "
+                                          "costs one input (error class 'crashed'), not the run "
+                                          "[default: CPU cores].", rich_help_panel=RUN_PANEL),
     max_memory: str = typer.Option("auto", "--max-memory", help="Cap on images held in the pipeline (e.g. 2GB). "
                                    "auto: 256MB per worker, at least 512MB, and above 512MB only within a "
                                    "quarter of the memory this process may use.", rich_help_panel=RUN_PANEL),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", metavar="SIZE", help="Cap on GPU memory for "
-                                             "--backend gpu (e.g. 8GB); a batch that does not fit is split. "
-                                             "Default: what the device has.", rich_help_panel=RUN_PANEL),
+                                             "--backend gpu (e.g. 8GB), shared out between the workers; a batch "
+                                             "that does not fit is split. Default: what the device has.", rich_help_panel=RUN_PANEL),
     gpu_decode: bool = typer.Option(False, "--gpu-decode/--cpu-decode", help="With --backend gpu and "
                                     "nvImageCodec installed, decode full-size JPEGs on the GPU (nvJPEG): "
                                     "much faster, but a JPEG with corrupt image data then comes out as "
-                                    "noise instead of failing. While the GPU has work waiting, idle CPU "
-                                    "cores decode the JPEGs that arrive. Default: libjpeg-turbo on the CPU.",
+                                    "noise instead of failing. Default: libjpeg-turbo on the CPU.",
                                     rich_help_panel=RUN_PANEL),
     gpu_encode: bool = typer.Option(False, "--gpu-encode/--cpu-encode", help="With --backend gpu and "
                                     "nvImageCodec installed, encode JPEG outputs on the GPU (nvJPEG, same "
                                     "quality, 4:2:0): only the files cross PCIe, but their bytes differ from "
-                                    "libjpeg-turbo's. While the GPU has work waiting, idle CPU threads "
-                                    "encode some. Default: libjpeg-turbo on the CPU.",
+                                    "libjpeg-turbo's. Default: libjpeg-turbo on the CPU.",
                                     rich_help_panel=RUN_PANEL),
     on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
                                  "(end the run at the first failure).", rich_help_panel=RUN_PANEL),
@@ -361,7 +356,7 @@ def run(
         if dry_run:
             sources.check_inputs(inputs)
             spec.check_resources(max_pixels=max_pixels)
-            _dry_run(inputs, output, spec, select_backend(backend, workers=workers or usable_cores()).describe(),
+            _dry_run(inputs, output, spec, choose_backend(backend, workers=workers or usable_cores()).description,
                      not no_recursive, hidden, all_files)
             return
         side = _SideFiles.open(report, log_file, trace, {
@@ -380,7 +375,7 @@ def run(
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed, verify=verify,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
-                engine=engine, ray_address=ray_address, parallel=parallel, overwrite=overwrite,
+                engine=engine, ray_address=ray_address, overwrite=overwrite,
                 on_outcome=side.on_outcome,
                 journal=False if no_journal else (journal_path or True))
     except SystemFailure as exc:           # before any work: e.g. no space for the journal
@@ -633,11 +628,12 @@ def doctor() -> None:
                                               if nvjpeg else "")
     if auto.name == "cpu":
         table.add_row("stages (auto)", "read → decode → ops → encode → write in worker processes, a chunk of "
-                                       "inputs at a time (--parallel processes)")
+                                       "inputs at a time")
     else:
-        table.add_row("stages (auto)", f"read: I/O threads · decode: {decode} · process: "
-                                       f"{auto.name.upper()} · encode: {encode} · write: I/O threads")
-    table.add_row("--parallel processes", _worker_process_check())
+        table.add_row("stages (auto)", f"in worker processes, a chunk of inputs at a time: read · decode: {decode} "
+                                       f"· ops: {auto.name.upper()}, in batches, a device context per worker "
+                                       f"· encode: {encode} · write")
+    table.add_row("worker processes", _worker_process_check())
     try:
         import ray
         table.add_row("--engine ray", f"Ray {ray.__version__}")
@@ -647,10 +643,10 @@ def doctor() -> None:
 
 
 def _worker_process_check() -> str:
-    """Fork one CPU worker process, run one chunk and stop it: whether --parallel processes works here."""
+    """Fork one CPU worker process, run one chunk and stop it: whether worker processes work here."""
     import tempfile
 
-    from .backends import select_backend
+    from .backends import choose_backend
     from .engine.pool import WorkerPool
     from .engine.unit import Work
     from .engine.writer import WritePolicy
@@ -660,7 +656,7 @@ def _worker_process_check() -> str:
     with tempfile.TemporaryDirectory() as scratch:
         work = Work(Spec.single([Thumbnail(1)]), Path(scratch), WritePolicy(scratch), False, DEFAULT_MAX_PIXELS,
                     16 * 2**20)
-        pool = WorkerPool(1, work, select_backend("cpu", workers=1))
+        pool = WorkerPool(1, work, choose_backend("cpu", workers=1))
         started = time.perf_counter()
         try:
             pool.start()

@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from .engine.results import FAILED, OK, FileOutcome
 from .engine.writer import forget_parent_only, parent_only
@@ -172,8 +172,6 @@ class Journal:
         self.notes: list[str] = []            # what the user must know about the journal itself
         self._failure: str | None = None      # set once writing failed: the journal then records nothing
         self._closed = False                   # close() ran: nothing may touch the connection again
-        # Called before every commit: what the rows to commit rely on must be durable first.
-        self.before_commit: Callable[[], None] | None = None
         self._skipped = 0                     # inputs this run skipped: the next one skips them too
         self._resumable_committed = 0         # inputs this run recorded, committed, that the next one skips
         self._batch: list[FileOutcome] = []   # recorded since the last commit
@@ -381,14 +379,6 @@ class Journal:
                 self._write(self._commit)
 
     def _commit(self) -> None:
-        if self.before_commit is not None:
-            try:
-                self.before_commit()      # e.g. the outputs' folders to disk first (FolderSync)
-            except SystemFailure as exc:  # what the rows point at may not last: never commit them
-                self._failure = str(exc)
-                self._batch.clear()
-                self._rollback()
-                raise
         self._db.execute("COMMIT")
         self._resumable_committed += sum(map(self._next_run_skips, self._batch))
         self._batch.clear()

@@ -3,7 +3,7 @@
 Counters and the per-stage histogram are fed each input's ``FileOutcome`` (the
 engine's ``on_outcome`` hook, main thread). Queue depths, inputs in flight,
 decoded-image bytes and device memory are read at scrape time from the engine's
-``stage_state()`` and the backend's ``device_memory()``, so they cost nothing
+``stage_state()`` and ``device_memory()``, so they cost nothing
 between scrapes. Every ``RunMetrics`` has its own registry: several runs in one
 process never share or clash over metrics.
 
@@ -67,11 +67,10 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class _LiveState(Collector):
-    """Gauges read at collection time from the engine and the backend."""
+    """Gauges read at collection time from the engine."""
 
     def __init__(self) -> None:
         self.engine: Any = None
-        self.backend: Any = None
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return list(self._families(describing=True))
@@ -83,16 +82,13 @@ class _LiveState(Collector):
                 state = self.engine.stage_state()
             except Exception:                       # a scrape must never disturb the run
                 log.debug("metrics: stage_state() failed", exc_info=True)
-        # The engine's current backend: a failing GPU is handed over to the CPU mid-run.
-        backend = getattr(self.engine, "backend", None) or self.backend
         memory = described = None
-        if backend is not None:
+        if self.engine is not None:
             try:
-                # As the summary says it (the engine's way of running it included), else the backend's own words.
-                summary = getattr(self.engine, "summary", None)
-                described = getattr(summary, "backend", None) or backend.describe()
-                memory = backend.device_memory()
-            except Exception:                       # e.g. the backend is already closed
+                # As the summary says it: a failing GPU is handed over to the CPU mid-run.
+                described = self.engine.summary.backend
+                memory = self.engine.device_memory()
+            except Exception:                       # a scrape must never disturb the run
                 log.debug("metrics: device_memory() failed", exc_info=True)
         return list(self._families(state, memory, described))
 
@@ -174,9 +170,9 @@ class RunMetrics:
         for stage, seconds in outcome.seconds.items():
             self.stage_seconds.labels(stage).observe(seconds)
 
-    def attach(self, engine: Any, backend: Any) -> None:
-        """Live gauges from ``engine.stage_state()`` and ``backend.device_memory()``."""
-        self._live.engine, self._live.backend = engine, backend
+    def attach(self, engine: Any) -> None:
+        """Live gauges from ``engine.stage_state()``, ``engine.device_memory()`` and its summary."""
+        self._live.engine = engine
 
     def serve(self, port: int, host: str = DEFAULT_HOST) -> None:
         """Serve http://HOST:PORT/metrics in a daemon thread until ``close``.

@@ -226,9 +226,8 @@ def test_quiet_and_plain_progress(photos: Path, tmp_path: Path) -> None:
     assert "processed" in plain.stderr
 
 
-@pytest.mark.parametrize("parallel", ["threads", "processes"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int, parallel: str) -> None:
+def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for i in range(150):
@@ -236,7 +235,7 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int, paralle
     out = tmp_path / "out"
     report = tmp_path / "report.json"
     proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
-                             "-f", "png", "--workers", "2", "--report", str(report), "--parallel", parallel],
+                             "-f", "png", "--workers", "2", "--report", str(report)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
@@ -274,7 +273,7 @@ def test_doctor_reports_backend_and_cuda(tmp_path: Path) -> None:
     assert "--backend auto" in result.output and "CUDA" in result.output and "write formats" in result.output
     auto = default_max_memory(usable_cores())
     assert re.search(rf"--max-memory auto\s+{auto / 2**20:.0f} MB \(for {usable_cores()} workers\)", result.output)
-    assert re.search(r"--parallel processes\s+a worker process starts and answers in \d+\.\d{3} s", result.output)
+    assert re.search(r"worker processes\s+a worker process starts and answers in \d+\.\d{3} s", result.output)
 
 
 def test_max_memory_takes_auto_or_a_size(photos: Path, tmp_path: Path) -> None:
@@ -314,21 +313,20 @@ def test_state_log_and_trace(photos: Path, tmp_path: Path) -> None:
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
 
 
-@pytest.mark.parametrize("parallel", ["threads", "processes"])
-def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path, parallel: str) -> None:
+def test_second_ctrl_c_aborts_at_once_and_leaves_no_temporary(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for i in range(150):
         shutil.copy(EXIF / "Landscape_1.jpg", src / f"{i:03d}.jpg")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
-                             "-f", "png", "--workers", "2", "--parallel", parallel], stdout=subprocess.PIPE,
+                             "-f", "png", "--workers", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
     children = procs.children(proc.pid)
-    assert len(children) == (2 if parallel == "processes" else 0)
+    assert len(children) == 2
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)

@@ -364,7 +364,7 @@ def test_decodes_refuse_to_run_with_pillows_load_truncated_images_on(
         small: Image.Image, monkeypatch: pytest.MonkeyPatch) -> None:
     """gpupipe never turns the flag on (it is off once gpupipe and its engine are imported);
     if other code in the process does, a Pillow decode refuses instead of keeping a short file."""
-    import gpupipe.engine.local  # noqa: F401  (everything a run imports)
+    import gpupipe.engine.processes  # noqa: F401  (everything a run imports)
     from PIL import ImageFile
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)

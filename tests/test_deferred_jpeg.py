@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,13 @@ from PIL import Image
 from gpupipe import codecs, ops
 from gpupipe.backends.numpy import NumpyBackend
 from gpupipe.codecs import DeferredJpeg
-from gpupipe.engine.local import LocalEngine, RunOptions
 from gpupipe.engine.process import process_batch
 from gpupipe.errors import CorruptImage, InputError, TruncatedImage, UndecodableImages
 from gpupipe.spec import Spec
 
+from .devices import SharedCount, StandInDevice, run_on
 from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
-from .corpus import CORPUS, copies
+from .corpus import CORPUS
 
 PHOTOS = sorted((CORPUS / "exif-orientation").glob("*.jpg")) + sorted((CORPUS / "pillow").glob("*.jpg"))
 
@@ -93,19 +92,20 @@ def test_a_broken_header_fails_as_decode_fails() -> None:
 SPEC = Spec.single([ops.Brightness(10), ops.Resize(96, 64, mode="fill"), ops.Sharpen()], format="png")
 
 
-class HostJpegBackend(NumpyBackend):
+class HostJpegBackend(StandInDevice):
     """The NumPy backend declaring ``decodes_jpeg``: it receives the deferred JPEGs and decodes
     them in ``upload`` (on the host), raising UndecodableImages for those that fail, as
-    CupyBackend does with nvJPEG. Named other than "cpu" so the engine drives it in batches
-    like a GPU."""
+    CupyBackend does with nvJPEG. A stand-in device, so the engine batches for it like a GPU."""
 
     name = "host-jpeg"
     decodes_jpeg = True
-    max_batch_images = 8
-    seen_deferred = 0
+
+    def __init__(self, seen_deferred: SharedCount | None = None) -> None:
+        super().__init__()
+        self.seen_deferred = seen_deferred or SharedCount()
 
     def upload(self, images):
-        type(self).seen_deferred += sum(isinstance(image, DeferredJpeg) for image in images)
+        self.seen_deferred.add(sum(isinstance(image, DeferredJpeg) for image in images))
         failed = codecs.decode_deferred_on_host(images, range(len(images)))
         if failed:
             raise UndecodableImages(failed)
@@ -132,12 +132,10 @@ def test_the_engine_carries_deferred_jpegs_to_the_same_outputs(tmp_path: Path) -
     for kind, path in bad.items():
         if kind != "broken_symlink":
             shutil.copy(path, src / path.name)
-    HostJpegBackend.seen_deferred = 0
-    # Every JPEG to the "device" here; a busy device's overflow to the host is tested below.
-    deferring = LocalEngine(SPEC, HostJpegBackend(), RunOptions(workers=2, host_decode_overflow=False)).run(
-        [src], tmp_path / "deferred")
-    plain = LocalEngine(SPEC, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
-    assert HostJpegBackend.seen_deferred >= len(PHOTOS)
+    seen = SharedCount()
+    deferring = run_on(lambda: HostJpegBackend(seen), SPEC, src, tmp_path / "deferred", stall_timeout=30)
+    plain = run_on(NumpyBackend, SPEC, src, tmp_path / "plain")
+    assert seen.value >= len(PHOTOS)
     def pngs(out: Path) -> list[Path]:
         return sorted(p.relative_to(out) for p in out.rglob("*.png"))
     files = pngs(tmp_path / "plain")
@@ -147,54 +145,3 @@ def test_the_engine_carries_deferred_jpegs_to_the_same_outputs(tmp_path: Path) -
     errors = {Path(o.path).name: o.error_class for o in plain.outcomes}
     assert {Path(o.path).name: o.error_class for o in deferring.outcomes} == errors
     assert errors[bad["corrupt_jpeg"].name] == EXPECTED_ERROR_CLASS["corrupt_jpeg"]
-
-
-class BusyJpegBackend(HostJpegBackend):
-    """HostJpegBackend with one stream, batches of two, and a first upload that waits until
-    four decoded inputs are queued behind it: a device with a backlog, for certain."""
-
-    concurrency = 1
-    max_batch_images = 2
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.engine: LocalEngine | None = None
-        self.waited = False
-        self.arrays_seen = 0                # JPEG pixels decoded on the host and handed over
-
-    def upload(self, images):
-        deadline = time.monotonic() + 30
-        while not self.waited and self.engine.decoded_q.depth < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.waited = True                  # only the first batch waits
-        self.arrays_seen += sum(isinstance(image, np.ndarray) for image in images)
-        return super().upload(images)
-
-
-def _busy_run(src: Path, out: Path, overflow: bool) -> tuple[BusyJpegBackend, LocalEngine, object]:
-    backend = BusyJpegBackend()
-    engine = LocalEngine(SPEC, backend, RunOptions(workers=2, host_decode_overflow=overflow))
-    backend.engine = engine
-    return backend, engine, engine.run([src], out)
-
-
-def test_a_busy_device_leaves_jpegs_to_the_host_and_nothing_changes(tmp_path: Path) -> None:
-    """With --gpu-decode, JPEGs that arrive while the device has a full batch waiting per stream
-    are decoded by the idle decode threads: the device then gets pixels, the outputs are the
-    same, and the engine counts which side decoded what."""
-    src = copies(PHOTOS, tmp_path / "in", 3)
-    jpegs = 3 * sum(codecs.defer_jpeg(p.read_bytes()) is not None for p in PHOTOS)
-    plain = LocalEngine(SPEC, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
-
-    backend, engine, busy = _busy_run(src, tmp_path / "busy", overflow=True)
-    host = engine.jpeg_decodes["host (device busy)"]
-    assert host >= 1 and engine.jpeg_decodes["device"] >= 1
-    assert host + engine.jpeg_decodes["device"] == jpegs
-    assert backend.arrays_seen >= host                  # the overflow reached the device as pixels
-    assert busy.summary.processed == plain.summary.processed == len(PHOTOS) * 3
-    for path in sorted((tmp_path / "plain").rglob("*.png")):
-        assert path.read_bytes() == (tmp_path / "busy" / path.relative_to(tmp_path / "plain")).read_bytes()
-
-    backend, engine, pinned = _busy_run(src, tmp_path / "pinned", overflow=False)
-    assert engine.jpeg_decodes == {"device": jpegs, "host (device busy)": 0}
-    assert pinned.summary.processed == len(PHOTOS) * 3

@@ -24,23 +24,21 @@ import gpupipe
 from gpupipe import codecs, ops
 from gpupipe.backends.numpy import NumpyBackend
 from gpupipe.codecs import EncodedImage
-from gpupipe.engine.cancel import CancelToken
-from gpupipe.engine.local import LocalEngine, RunOptions
 from gpupipe.engine.process import device_jpeg_plan, process_batch
-from gpupipe.engine.queues import CostBoundedQueue
 from gpupipe.spec import Spec, Variant
 
-from .corpus import CORPUS, copies
+from .corpus import CORPUS
+from .devices import StandInDevice, run_on
 
 TAG = b"encoded by the backend"
 COMMENT = b"\xff\xfe" + struct.pack(">H", 2 + len(TAG)) + TAG
 
 
-class HostJpegEncodingBackend(NumpyBackend):
+class HostJpegEncodingBackend(StandInDevice):
     """The NumPy backend declaring ``encodes_jpeg``: L and RGB images of even width are encoded in
     ``encode_jpeg`` (``codecs.encode`` plus a COM segment); alpha images and odd widths are left
-    to the host, as CupyBackend leaves alpha images and nvJPEG's refusals. Named other than "cpu"
-    so the engine drives it in batches like a GPU."""
+    to the host, as CupyBackend leaves alpha images and nvJPEG's refusals. A stand-in device, so
+    the engine batches for it like a GPU."""
 
     name = "host-jpeg-encoder"
     encodes_jpeg = True
@@ -101,11 +99,8 @@ def _without_mark(data: bytes) -> bytes:
 
 def test_the_engine_writes_what_the_backend_encoded_and_the_host_encodes_the_rest(tmp_path: Path) -> None:
     modes = _inputs(tmp_path / "in")
-    backend = HostJpegEncodingBackend()
-    # Every JPEG to the "device" here; the overflow to the host is tested below.
-    encoding = LocalEngine(SPEC, backend, RunOptions(workers=2, host_encode_overflow=False)).run(
-        [tmp_path / "in"], tmp_path / "device")
-    plain = LocalEngine(SPEC, NumpyBackend(), RunOptions(workers=2)).run([tmp_path / "in"], tmp_path / "plain")
+    encoding = run_on(HostJpegEncodingBackend, SPEC, tmp_path / "in", tmp_path / "device")
+    plain = run_on(NumpyBackend, SPEC, tmp_path / "in", tmp_path / "plain")
     assert encoding.summary.failed == plain.summary.failed == 0
 
     files = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*.*")
@@ -127,9 +122,6 @@ def test_the_engine_writes_what_the_backend_encoded_and_the_host_encodes_the_res
     assert modes["translucent.png"] == "RGBA" and not any(m.startswith(("translucent", "odd")) for m in marked)
     with Image.open(tmp_path / "device" / "flower2_small.jpg") as im:           # the input's ICC profile
         assert im.info.get("icc_profile") == codecs.decode((tmp_path / "in" / "flower2.jpg").read_bytes()).icc_profile
-    # One call per quality per op-trie leaf and batch: variants that share both share the files.
-    assert backend.calls and all(positions for _, positions, _ in backend.calls)
-    assert {quality for _, _, quality in backend.calls} == {80, 60, 85}
 
 
 def test_a_batch_whose_variants_are_not_jpeg_is_only_downloaded() -> None:
@@ -183,123 +175,3 @@ def test_gpu_codecs_that_cannot_apply_say_so(tmp_path: Path, caplog) -> None:
     on_cpu = result.summary.backend.startswith("cpu")
     assert ("--gpu-decode and --gpu-encode: this run uses the cpu backend" in caplog.text) == on_cpu
     assert "no variant writes JPEG" not in caplog.text
-
-
-class AlwaysBacklogged(LocalEngine):
-    """The engine with the device always behind, as a slow GPU keeps it: the host's share of the
-    encodes then follows the encode threads' idle time alone (the backlog rule itself is tested
-    on real queues below)."""
-
-    def _device_backlogged(self, backend) -> bool:
-        return True
-
-
-def test_a_busy_device_leaves_jpeg_encodes_to_idle_encode_threads(tmp_path: Path) -> None:
-    """With --gpu-encode, while the device has a backlog and the encode threads idle, batches
-    leave a growing share of their JPEGs to the host: the same bytes as a CPU run, where the
-    others carry the backend's mark; the engine counts both."""
-    src = copies([CORPUS / "pillow" / "hopper.jpg"], tmp_path / "in", 24)
-    spec = Spec.single([ops.Resize(200, 150, mode="fit")], format="jpeg", quality=80)
-    backend = HostJpegEncodingBackend()
-    backend.concurrency, backend.max_batch_images = 1, 4
-    engine = AlwaysBacklogged(spec, backend, RunOptions(workers=2, host_encode_overflow=True))
-    busy = engine.run([src], tmp_path / "busy")
-    LocalEngine(spec, NumpyBackend(), RunOptions(workers=2)).run([src], tmp_path / "plain")
-    assert busy.summary.processed == 24
-    host = sorted(p.name for p in (tmp_path / "busy").glob("*.jpg") if COMMENT not in p.read_bytes())
-    assert engine.jpeg_encodes == {"device": 24 - len(host), "host (device busy)": len(host)}
-    # Two encode threads with a 200x150 JPEG to make now and then: idle most of the time, so the
-    # share grows a step a batch (6 batches at least) and reaches every JPEG of a batch.
-    assert len(host) >= 4, engine.jpeg_encodes
-    for path in (tmp_path / "plain").glob("*.jpg"):
-        assert _without_mark((tmp_path / "busy" / path.name).read_bytes()) == path.read_bytes(), path.name
-
-    engine = AlwaysBacklogged(spec, backend, RunOptions(workers=2, host_encode_overflow=False))
-    engine.run([src], tmp_path / "all-device")
-    assert engine.jpeg_encodes == {"device": 24, "host (device busy)": 0}
-
-
-class ScriptedSpare:
-    """Stands in for the encode threads' IdleMeter: the spare fractions a test chooses."""
-
-    def __init__(self, *values: float) -> None:
-        self.values = list(values)
-
-    def spare(self) -> float:
-        return self.values.pop(0)
-
-
-def test_the_host_share_of_encodes_follows_the_backlog_and_the_encoders_spare_time() -> None:
-    """A backlog is a full batch waiting per stream, by count or by pixels, while the device's
-    results do not wait for the encode threads (half their queue). Under one, the host's
-    share of a batch's JPEGs grows a step while the encode threads idled more than SPARE_TARGET
-    of their time, shrinks a step when they did not, and drops to 0 without a backlog; it is
-    taken from the end of the batch, among the inputs with a JPEG result."""
-    from gpupipe.engine.local import HOST_ENCODE_STEP, SPARE_TARGET
-    assert HOST_ENCODE_STEP == 0.25                        # the steps below are quarters
-    backend = HostJpegEncodingBackend()
-    backend.concurrency, backend.max_batch_images = 2, 4
-    engine = LocalEngine(SPEC, backend, RunOptions(workers=4, host_encode_overflow=True))
-    engine.decoded_q = CostBoundedQueue(2**40, CancelToken(), "decoded")
-    engine.processed_q = CostBoundedQueue(2**40, CancelToken(), "processed", max_items=8)
-    idle, busy = SPARE_TARGET + 0.1, SPARE_TARGET - 0.1
-
-    class Decoded:
-        format = "jpeg"
-
-    class Job:
-        decoded = Decoded()
-
-    jobs = [Job() for _ in range(4)]
-    for _ in range(7):                                    # 7 < 2 streams x 4 images: no backlog
-        engine.decoded_q.put(object(), 1)
-    engine._encoders = ScriptedSpare(idle)
-    assert not engine._device_backlogged(backend)
-    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
-    engine.decoded_q.put(object(), 1)                    # 8 waiting: a batch per stream
-    assert engine._device_backlogged(backend)
-    engine._encoders = ScriptedSpare(idle, idle, idle, idle, idle, busy, busy)
-    shares = [engine._formats_for_device(backend, jobs).count(None) for _ in range(7)]
-    assert shares == [1, 2, 3, 4, 4, 3, 2]
-    engine.decoded_q.drain()                             # the device caught up: the share starts again
-    engine._encoders = ScriptedSpare(idle, idle)
-    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
-    for _ in range(8):
-        engine.decoded_q.put(object(), 1)
-    assert engine._formats_for_device(backend, jobs) == ["jpeg", "jpeg", "jpeg", None]
-
-    engine.options.host_encode_overflow = False
-    engine._encoders = ScriptedSpare()                   # not even asked
-    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
-    engine.options.host_encode_overflow = True
-    engine.spec = Spec.single([ops.Thumbnail(32)], format="png")     # no JPEG to take: nothing changes
-    engine._encoders = ScriptedSpare(idle)
-    assert engine._formats_for_device(backend, jobs) == ["jpeg"] * 4
-
-    few_but_big = CostBoundedQueue(2**40, CancelToken(), "decoded")
-    few_but_big.put(object(), 2 * engine._batch_cost(backend))     # 1 input, two batches' pixels
-    engine.decoded_q = few_but_big
-    assert engine._device_backlogged(backend)
-    for _ in range(4):                  # the results queue half full: the encoders are behind, not the device
-        engine.processed_q.put(object(), 1)
-    assert not engine._device_backlogged(backend)
-    engine.processed_q.get()
-    assert engine._device_backlogged(backend)
-
-
-def test_the_idle_meter_counts_waits_that_are_still_going_on() -> None:
-    from gpupipe.engine.idle import IdleMeter
-    now = [0.0]
-    meter = IdleMeter(2, clock=lambda: now[0])
-    with meter.waiting():                                  # one of two threads waits 1 s of 4
-        now[0] = 1.0
-    now[0] = 4.0
-    assert meter.spare() == 1.0 / (4.0 * 2)
-    waits = meter.waiting()
-    waits.__enter__()                                      # a wait that has not ended yet
-    now[0] = 6.0
-    assert meter.spare() == 2.0 / (2.0 * 2)                # counted up to now
-    now[0] = 7.0
-    waits.__exit__(None, None, None)
-    now[0] = 8.0
-    assert meter.spare() == 1.0 / (2.0 * 2)                # only its part since the last read

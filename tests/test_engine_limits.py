@@ -21,9 +21,9 @@ import pytest
 
 import gpupipe
 from gpupipe import ops, sources
-from gpupipe.backends import select_backend
+from gpupipe.backends import choose_backend
 from gpupipe.engine import stages
-from gpupipe.engine.local import LocalEngine
+from gpupipe.engine.processes import ProcessEngine
 from gpupipe.engine.options import RunOptions
 from gpupipe.errors import InputError, UnreadableInput
 from gpupipe.journal import Journal
@@ -72,8 +72,8 @@ def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcom
     src = _photos(tmp_path / "in", 10)
     release = threading.Event()
     journal = _JournalThatBlocksOn(tmp_path / "journal.sqlite", "05.jpg", release)
-    engine = LocalEngine(Spec.single([ops.Thumbnail(32)]), select_backend("cpu", workers=1),
-                         RunOptions(workers=1, journal=journal, stall_timeout=1.0))
+    engine = ProcessEngine(Spec.single([ops.Thumbnail(32)]), choose_backend("cpu", workers=1),
+                           RunOptions(workers=1, journal=journal, stall_timeout=1.0))
     try:
         started = time.monotonic()
         result = engine.run([src], tmp_path / "out")
@@ -87,17 +87,16 @@ def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcom
 
 
 @pytest.mark.parametrize("stall_timeout", [-1.0, 0.0, 0.02])
-def test_a_watchdog_that_fires_while_threads_still_work_never_counts_an_input_twice(
+def test_a_watchdog_that_fires_while_workers_still_work_never_counts_an_input_twice(
         tmp_path: Path, stall_timeout: float) -> None:
     """A stall timeout shorter than one image's work (or none at all: the API and the CLI refuse
-    those, the engine must still count right) fails the inputs the threads hold; the threads then
-    come back with those same inputs. Each must still be counted once."""
+    those, the engine must still count right) fails the inputs the workers hold; a worker may
+    still come back with those same inputs. Each must still be counted once."""
     src = _photos(tmp_path / "in", 3)
     spec = Spec.single([ops.Resize(2000, 2000, mode="exact"), ops.GaussianBlur(4.0)])
-    engine = LocalEngine(spec, select_backend("cpu", workers=2),
-                         RunOptions(workers=2, stall_timeout=stall_timeout))
+    engine = ProcessEngine(spec, choose_backend("cpu", workers=2), RunOptions(workers=2, stall_timeout=stall_timeout))
     result = engine.run([src], tmp_path / "out")
-    time.sleep(1.0)                       # let the threads the watchdog gave up on come back
+    time.sleep(1.0)                       # let what the watchdog gave up on come back
     _one_outcome_each(result, 3)
     assert result.summary.failed == len(result.failed)
 
@@ -208,9 +207,8 @@ def baseline_rss(tmp_path_factory) -> int:
     return peak
 
 
-@pytest.mark.parametrize("parallel", ["threads", "processes"])
 def test_inputs_and_chains_bigger_than_max_memory_fail_as_too_large_and_the_run_goes_on(
-        tmp_path: Path, baseline_rss: int, parallel: str) -> None:
+        tmp_path: Path, baseline_rss: int) -> None:
     """--max-memory 512MB: a PNG declaring 13000² (1.7 GB to decode), one photo resized to
     20000² (5 GB) and photos padded to 30000² (11 GB) each fail alone as too_large, with the
     figures, before any of that memory is taken; the photo that fits is made."""
@@ -224,7 +222,7 @@ def test_inputs_and_chains_bigger_than_max_memory_fail_as_too_large_and_the_run_
     for name, (spec, too_large) in cases.items():
         report = f"{name}.json"
         result, peak = _run_measured(str(src), "-o", str(tmp_path / name), *spec, "--max-memory", "512MB",
-                                     "--parallel", parallel, "--report", str(tmp_path / report))
+                                     "--report", str(tmp_path / report))
         outcomes = _report(tmp_path, report)
         assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
         assert {n for n, o in outcomes.items() if o.get("error_class") == "too_large"} == too_large, outcomes

@@ -126,6 +126,32 @@ def test_gpu_and_cpu_runs_write_the_same_files(tmp_path):
         assert (tmp_path / "gpu" / rel).read_bytes() == (tmp_path / "cpu" / rel).read_bytes(), rel
 
 
+def test_gpu_worker_processes_each_with_its_own_context_write_the_cpus_files(tmp_path):
+    """The CLI in a process of its own (CUDA never opened in it): four forked workers, each with
+    its own CUDA context, write exactly the CPU run's files."""
+    import json
+    import subprocess
+    import sys
+    src = tmp_path / "in"
+    for copy in range(4):
+        (src / str(copy)).mkdir(parents=True)
+        for photo in EXAMPLES.iterdir():
+            if photo.suffix.lower() in (".jpg", ".png"):
+                shutil.copy(photo, src / str(copy) / photo.name)
+    runs = {}
+    for backend in ("cpu", "gpu"):
+        report = tmp_path / f"{backend}.json"
+        done = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(tmp_path / backend),
+                               "--backend", backend, "-j", "4", "--thumbnail", "256", "--sharpen", "-f", "png",
+                               "--report", str(report), "--quiet"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs[backend] = json.loads(report.read_text())["summary"]
+    assert runs["gpu"]["backend"].startswith("gpu (CuPy") and "4 worker processes" in runs["gpu"]["backend"]
+    assert runs["gpu"]["processed"] == runs["cpu"]["processed"] > 0
+    for path in sorted((tmp_path / "cpu").rglob("*.png")):
+        assert (tmp_path / "gpu" / path.relative_to(tmp_path / "cpu")).read_bytes() == path.read_bytes(), path
+
+
 def test_colour_runs_are_deferred_and_fused(gpu):
     images = images_in_every_mode(4)[:16]
     batch = gpu.apply(gpu.apply(gpu.upload(images), ops.Brightness(30)), ops.Contrast(1.4))
@@ -225,30 +251,18 @@ def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
     print("corrupt.jpg with --gpu-decode:", classes["nvjpeg"]["corrupt.jpg"] or "processed (not detected)")
 
 
-@pytest.mark.parametrize("streams", [2, 4])
-def test_gpu_codecs_with_host_overflow_lose_nothing(nvjpeg, tmp_path, streams):
-    """--gpu-decode --gpu-encode through the engine with 2 or 4 device streams, the host taking
-    JPEG decodes and encodes while the device has a backlog: every input is processed, every
-    JPEG counted on one side, and the outputs within nvJPEG's rounding of the CPU run's."""
-    from gpupipe.backends.cuda.backend import CupyBackend
-    from gpupipe.engine.local import LocalEngine, RunOptions
+def test_gpu_codecs_through_the_engine_lose_nothing(nvjpeg, tmp_path):
+    """--gpu-decode --gpu-encode through the engine: every input is processed, and the outputs are
+    within nvJPEG's rounding of the CPU run's."""
     src = copies(DECODE_PHOTOS, tmp_path / "in", 4)
-    jpegs = 4 * sum(codecs.defer_jpeg(p.read_bytes()) is not None for p in DECODE_PHOTOS)
     chain = (ops.Brightness(10), ops.GaussianBlur(2.0))
     spec = gpupipe.Spec((gpupipe.Variant(chain, name="png", format="png"),
                          gpupipe.Variant(chain, name="jpeg", format="jpeg", quality=90)))
     cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu", journal=False)
-    backend = CupyBackend(jpeg_decode=True, jpeg_encode=True, streams=streams)
-    try:
-        assert backend.concurrency == streams and backend.encodes_jpeg
-        engine = LocalEngine(spec, backend, RunOptions(workers=8))
-        gpu = engine.run([src], tmp_path / "gpu")
-    finally:
-        backend.close()
+    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu", gpu_decode=True, gpu_encode=True, workers=8,
+                      journal=False)
+    assert "nvJPEG decode and encode" in gpu.summary.backend, gpu.summary.backend
     assert gpu.summary.processed == cpu.summary.processed == 4 * len(DECODE_PHOTOS)
-    assert sum(engine.jpeg_decodes.values()) == jpegs, engine.jpeg_decodes
-    assert sum(engine.jpeg_encodes.values()) == 4 * len(DECODE_PHOTOS), engine.jpeg_encodes
-    print(f"{streams} streams: JPEG decodes {engine.jpeg_decodes}, encodes {engine.jpeg_encodes}")
     outputs = sorted(p.relative_to(tmp_path / "cpu") for p in (tmp_path / "cpu").rglob("*.*")
                      if p.suffix in (".png", ".jpg"))
     assert len(outputs) == 2 * 4 * len(DECODE_PHOTOS)

@@ -494,20 +494,3 @@ def test_a_thread_that_comes_back_after_the_journal_closed_gets_a_clear_error(tm
     journal.close()                                           # twice: nothing happens
 
 
-def test_rows_are_never_committed_when_what_they_rely_on_could_not_be_made_durable(tmp_path: Path) -> None:
-    """The engine syncs the outputs' folders before each commit (Journal.before_commit): when
-    that fails, the rows waiting for it are never committed, now or at close."""
-    path, photo = tmp_path / "journal.sqlite", str(tmp_path / "a.jpg")
-    journal = Journal(path, "spec")
-
-    def cannot_sync() -> None:
-        raise SystemFailure("cannot sync the output folder")
-
-    journal.before_commit = cannot_sync
-    journal.record(FileOutcome(path=photo, status="ok", size=1, mtime=1.0))
-    with pytest.raises(SystemFailure, match="cannot sync"):
-        journal.commit()
-    journal.close()
-    again = Journal(path, "spec")
-    assert not again.decide(photo, 1, 1.0).skip
-    again.close()

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 import gpupipe
 from gpupipe import ops
 from gpupipe.cli import app
+from gpupipe.engine.results import RunSummary
 from gpupipe.errors import UsageError
 from gpupipe.metrics import parse_address
 
@@ -222,18 +223,13 @@ def test_cli_scraped_while_running_then_interrupted(tmp_path: Path) -> None:
 
 
 class _Engine:
-    """Anything with ``stage_state()`` (the local engine, later the Ray one) feeds the gauges."""
+    """Anything with ``stage_state()``, ``device_memory()`` and a summary feeds the gauges."""
+
+    def __init__(self, memory=None, backend: str = "gpu (test)") -> None:
+        self.memory, self.summary = memory, RunSummary(backend=backend)
 
     def stage_state(self) -> dict:
         return {"queues": {"read": {"items": 3, "bytes": 4096}}, "images_bytes": 1 << 20, "in_flight": 7}
-
-
-class _Device:
-    def __init__(self, memory) -> None:
-        self.memory = memory
-
-    def describe(self) -> str:
-        return "gpu (test)"
 
     def device_memory(self):
         if isinstance(self.memory, Exception):
@@ -241,10 +237,10 @@ class _Device:
         return self.memory
 
 
-def test_live_gauges_and_gpu_memory_only_when_the_backend_has_it(tmp_path: Path) -> None:
+def test_live_gauges_and_gpu_memory_only_when_the_engine_has_it(tmp_path: Path) -> None:
     from gpupipe.metrics import RunMetrics
     metrics = RunMetrics()
-    metrics.attach(_Engine(), _Device({"used": 123, "limit": 456}))
+    metrics.attach(_Engine({"used": 123, "limit": 456}))
     metrics.write_textfile(tmp_path / "gpu.prom")
     found = samples((tmp_path / "gpu.prom").read_text())
     assert found[("gpupipe_queue_items", ("queue", "read"))] == 3
@@ -252,16 +248,13 @@ def test_live_gauges_and_gpu_memory_only_when_the_backend_has_it(tmp_path: Path)
     assert found[("gpupipe_inputs_in_flight",)] == 7 and found[("gpupipe_decoded_image_bytes",)] == 1 << 20
     assert found[("gpupipe_gpu_memory_used_bytes",)] == 123 and found[("gpupipe_gpu_memory_limit_bytes",)] == 456
     other = RunMetrics()                                   # its own registry: no clash with the first
-    other.attach(_Engine(), _Device(RuntimeError("device already closed")))
+    other.attach(_Engine(RuntimeError("device already closed")))
     other.write_textfile(tmp_path / "closed.prom")         # a failing probe drops the GPU gauges, not the file
     found = samples((tmp_path / "closed.prom").read_text())
     assert found[("gpupipe_inputs_in_flight",)] == 7
     assert not [key for key in found if key[0].startswith("gpupipe_gpu_")]
-    handed_over = _Engine()                                # a failing GPU handed the run to the CPU:
-    handed_over.backend = _Device(None)                    # the engine's current backend is what counts
-    handed_over.backend.describe = lambda: "cpu (after handover)"
-    last = RunMetrics()
-    last.attach(handed_over, _Device({"used": 1, "limit": 2}))
+    last = RunMetrics()                                    # a failing GPU handed the run to the CPU:
+    last.attach(_Engine(None, backend="cpu (after handover)"))   # the summary's words are what counts
     last.write_textfile(tmp_path / "cpu.prom")
     found = samples((tmp_path / "cpu.prom").read_text())
     assert not [key for key in found if key[0].startswith("gpupipe_gpu_")]

@@ -572,20 +572,3 @@ def test_an_output_exists_failure_is_retried_once_the_file_is_moved_away(tmp_pat
     (out / "a.jpg").unlink()
     again = gpupipe.run(inputs, out, [ops.Thumbnail(32)], backend="cpu", workers=1)
     assert [o.status for o in again.outcomes] == ["ok"]
-
-
-def test_output_folders_are_synced_in_groups_and_never_through_a_link(tmp_path: Path) -> None:
-    """FolderSync fsyncs each written folder once, later; a folder swapped for a symlink by
-    then is a SystemFailure (the run stops before its journal commits), never followed."""
-    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
-    out.mkdir()
-    elsewhere.mkdir()
-    folders = writer.FolderSync()
-    for name in ("a.png", "b.png"):
-        writer.write_output(str(out), PurePath("sub", name), b"data", folder_sync=folders)
-    folders.sync()                                    # both written, one folder synced
-    writer.write_output(str(out), PurePath("sub", "c.png"), b"data", folder_sync=folders)
-    (out / "sub").rename(tmp_path / "moved")
-    (out / "sub").symlink_to(elsewhere)
-    with pytest.raises(gpupipe.errors.SystemFailure, match="cannot sync"):
-        folders.sync()

@@ -1,11 +1,19 @@
 """Backends: one interface (``base.Backend``), one module per array library.
 
-The engine never imports an array library itself; it asks ``select_backend``.
+The engine never imports an array library itself. A run asks ``choose_backend`` for a
+``BackendChoice``, which each of its workers builds in its own process; ``select_backend``
+builds one here, for work in this process (``gpupipe.apply``, a Ray actor, ``doctor``).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import json
 import logging
+import os
+from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import SystemFailure, UsageError
 from .base import Backend
@@ -65,6 +73,103 @@ def cuda_report() -> dict[str, str]:
     except PackageNotFoundError:
         pass
     return facts
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """A run's backend as its workers build it, each in its own process: a CUDA context does not
+    survive a fork, so the run's own process never opens one (``choose_backend`` checks the
+    device in a child). ``make()`` builds one worker's backend."""
+
+    name: str                          # "cpu", "gpu" (a test's stand-in device: its own name)
+    description: str                   # as the summary says it
+    make: Callable[[], Backend]
+    # CUDA is open in this process already (an application's own GPU work): a forked worker
+    # could not use it, so the run works in this process instead, one chunk at a time.
+    in_process: bool = False
+
+
+def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None,
+                   gpu_decode: bool = False, gpu_encode: bool = False) -> BackendChoice:
+    """``select_backend``'s choice for a run of ``workers`` worker processes, without opening the
+    device in this process. Each GPU worker gets its share of ``gpu_memory``; the nvJPEG codecs
+    go to the workers only where the check found them working (it said why not, once)."""
+    if choice not in BACKEND_CHOICES:
+        raise UsageError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {choice!r}")
+    if choice in ("gpu", "auto"):
+        here = cuda_opened_here()
+        limit = None if gpu_memory is None else max(1, gpu_memory // (1 if here else max(1, workers)))
+        found = _try_gpu(limit, gpu_decode, gpu_encode) if here else _gpu_in_a_child(limit, gpu_decode, gpu_encode)
+        if "description" in found:
+            from .cuda.backend import CupyBackend
+            make = functools.partial(CupyBackend, memory_limit=limit, jpeg_decode=found["decodes_jpeg"],
+                                     jpeg_encode=found["encodes_jpeg"])
+            if here:
+                log.warning("CUDA is open in this process already, so worker processes forked from it could not "
+                            "use the GPU: the run works in this process, one batch at a time (run gpupipe in "
+                            "a process of its own, e.g. the CLI, for one worker per core)")
+                return BackendChoice("gpu", f"{found['description'][:-1]}, in this process)", make, in_process=True)
+            return BackendChoice("gpu", _with_workers(found["description"], workers), make)
+        reason = found["reason"]
+        if choice == "gpu":
+            raise UsageError(f"--backend gpu: CUDA not available: {reason}. Use --backend cpu (or auto).")
+        if found.get("started"):          # a GPU was there but its backend failed: say why the CPU runs
+            log.warning("the GPU backend did not start (%s); using the CPU", reason)
+    from .numpy import NumpyBackend
+    return BackendChoice("cpu", _with_workers(NumpyBackend.description, workers),
+                         functools.partial(NumpyBackend, workers=workers))
+
+
+def _with_workers(description: str, workers: int) -> str:
+    """"gpu (CuPy, H100)" -> "gpu (CuPy, H100, 4 worker processes)": the summary's words."""
+    return f"{description[:-1]}, {workers} worker process{'es' * (workers != 1)})"
+
+
+def cuda_opened_here() -> bool:
+    """Whether this process has loaded the CUDA driver (libcuda), so a CUDA context may be open in
+    it: a child forked from it cannot use CUDA. Linux: from /proc/self/maps; elsewhere False."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libcuda.so" in line for line in maps)
+    except OSError:
+        return False
+
+
+def _gpu_in_a_child(memory_limit: int | None, jpeg_decode: bool, jpeg_encode: bool) -> dict:
+    """Whether the GPU backend starts, tried in a forked child (which also leaves the compiled
+    kernels in CuPy's cache for the workers): {"description", "decodes_jpeg", "encodes_jpeg"},
+    or {"reason", "started"} (started: CUDA was usable but the backend failed)."""
+    if importlib.util.find_spec("cupy") is None:
+        return {"reason": "CuPy is not installed; install gpupipe[gpu]"}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: answer, and leave without cleanup
+        try:
+            os.close(read)
+            os.write(write, json.dumps(_try_gpu(memory_limit, jpeg_decode, jpeg_encode)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        text = answer.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"reason": f"checking the GPU crashed its process (wait status {status})", "started": True}
+
+
+def _try_gpu(memory_limit: int | None, jpeg_decode: bool, jpeg_encode: bool) -> dict:
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        return {"reason": reason}
+    from .cuda.backend import CupyBackend
+    try:
+        backend = CupyBackend(memory_limit=memory_limit, jpeg_decode=jpeg_decode, jpeg_encode=jpeg_encode)
+    except SystemFailure as exc:
+        return {"reason": str(exc), "started": True}
+    return {"description": backend.describe(), "decodes_jpeg": backend.decodes_jpeg,
+            "encodes_jpeg": backend.encodes_jpeg}
 
 
 def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None,

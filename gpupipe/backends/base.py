@@ -8,8 +8,8 @@ per batch. Ops arrive already checked against every image's size (the engine
 runs ``Op.output_size`` first), so ``apply`` never meets an op that cannot apply.
 
 Backends declare how they like to be fed (``max_batch_images``,
-``max_batch_pixels``) and how many batches may run at once (``concurrency``),
-which is all the engine needs to drive a CPU thread pool or a GPU stream pair.
+``max_batch_pixels``): the engine's workers gather a batch that size from their
+chunk (the CPU: one image; a GPU: dozens), which is all it needs to know.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ class Backend(ABC):
     name: str = "?"
     max_batch_images: int = 1
     max_batch_pixels: int = 64 * 2**20
-    concurrency: int = 1
     # True when ``upload`` takes ``codecs.DeferredJpeg`` items and decodes them itself (nvJPEG);
     # the engine then leaves those JPEGs undecoded. Other backends never receive one.
     decodes_jpeg: bool = False

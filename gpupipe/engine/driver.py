@@ -2,7 +2,7 @@
 
 Discovery and admission (output claims, journal decisions), the one outcome
 every input gets (summary, journal, callbacks), progress, Ctrl+C and system
-failures. The local engine adds threads and queues under it; the Ray engine
+failures. The local engine adds worker processes under it; the Ray engine
 adds a Ray Data pipeline. Whatever does the work, the bookkeeping — and so the
 summary, the journal and the exit code — is this one.
 """
@@ -25,7 +25,7 @@ from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFa
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
-from .writer import FolderSync, WritePolicy, remove_live_temporaries
+from .writer import WritePolicy, remove_live_temporaries
 from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
 
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
@@ -79,7 +79,6 @@ class Driver(ABC):
         # once, and whatever no stage finished gets its outcome at the end (_finish_unfinished).
         self._outstanding: dict[int, FileOutcome] = {}
         self._read_faults: list[FileOutcome] = []     # the latest inputs in a row that failed on a read fault
-        self.folder_sync: FolderSync | None = None     # output folders this process fsyncs in groups
 
     # ------------------------------------------------------------ discovery and admission
 
@@ -192,6 +191,10 @@ class Driver(ABC):
     def _stopping(self) -> bool:
         return self.cancel.cancelled or self._draining.is_set()
 
+    def device_memory(self) -> dict[str, int] | None:
+        """The device memory the run's workers use and may use, for metrics; None where unknown."""
+        return None
+
     # ------------------------------------------------------------ outcomes
 
     def _expect(self, outcome: FileOutcome) -> FileOutcome:
@@ -297,13 +300,10 @@ class Driver(ABC):
         self._progress(force=True)
 
     def _commit_journal(self) -> None:
-        """The run is over: what the journal recorded must be committed before the resume hint counts it,
-        and the outputs' folders synced (by the journal's commit, which needs them first, or here)."""
+        """The run is over: what the journal recorded must be committed before the resume hint counts it."""
         try:
             if self.options.journal is not None:
                 self.options.journal.commit()
-            elif self.folder_sync is not None:
-                self.folder_sync.sync()
         except SystemFailure as exc:
             self._trip(str(exc))
 

@@ -23,9 +23,6 @@ def default_max_memory(workers: int, memory: int | None = None) -> int:
     return wanted if memory is None else min(wanted, max(DEFAULT_MAX_MEMORY, memory // 4))
 
 
-PARALLEL_CHOICES = ("processes", "threads")
-
-
 ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
     "smallest-first": lambda source: source.size,
     "largest-first": lambda source: -source.size,
@@ -39,8 +36,6 @@ class RunOptions:
     """Everything a run needs besides inputs, output and spec; defaults are the CLI's."""
 
     workers: int = field(default_factory=lambda: usable_cores())
-    readers: int | None = None                 # I/O threads; default 2 × workers, at most 16
-    parallel: str = "processes"                 # CPU workers as forked processes (ProcessEngine) or threads
     max_memory: int | None = None              # None: default_max_memory(workers), "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     recursive: bool = True
@@ -59,12 +54,6 @@ class RunOptions:
     retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
     device_failures: int = 3                    # consecutive GPU failures before the run moves to the CPU
-    # While the GPU already has a batch waiting per stream, idle CPU threads take JPEG work off it
-    # (LocalEngine._device_backlogged): with --gpu-decode they decode the JPEGs that arrive, with
-    # --gpu-encode they encode some of the batch's JPEG results. Off: no GPU run has measured them
-    # winning yet (benchmarks/gpu.py must, on a device), and what is unmeasured stays off.
-    host_decode_overflow: bool = False
-    host_encode_overflow: bool = False
 
     def __post_init__(self) -> None:
         if self.max_memory is None:

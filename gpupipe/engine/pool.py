@@ -1,8 +1,10 @@
 """Worker processes for the local engine: each runs ``unit.run_chunk`` on the chunks it is sent.
 
 Workers are forked from the run's process when the run starts, before the engine starts
-any thread of its own, so they begin with everything imported and the spec and backend
-built (a fresh interpreter took 0.3 s and 60 MB each). A worker that dies is forked again
+any thread of its own, so they begin with everything imported and the spec built (a fresh
+interpreter took 0.3 s and 60 MB each). Each builds its own backend (``BackendChoice.make``):
+a GPU worker its own CUDA context, which the run's process never opens (it would not
+survive the fork). A worker that dies is forked again
 while the engine holds the locks its threads take (``fork_guard``), so no lock is copied
 held.
 
@@ -17,6 +19,7 @@ back), is a few words of shared memory:
   together, each worker's part in a slot of its own so the part of one that dies is
   given back.
 - ``stop``: set when the run drains or aborts; workers cancel what is left of their chunk.
+- ``lost``: set by the first worker whose GPU failed for good; the others go on on the CPU too.
 """
 
 from __future__ import annotations
@@ -28,14 +31,20 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import cv2
+
+from ..backends import BackendChoice
 from ..spec import OpTrie
 from . import unit
+from .device import Device
 from .tuning import tune_allocator
 from .writer import close_parent_only_fds, remove_live_temporaries
 
@@ -70,13 +79,16 @@ class SharedBudget(unit.Budget):
             self._lock.release()
 
     def acquire(self, amount: int) -> None:
-        while True:
-            with self._locked():
-                if self._used.value + amount <= self.total or self._used.value == 0:
-                    self._used.value += amount
-                    self._held[self.worker] += amount
-                    return
+        while not self.try_acquire(amount):
             time.sleep(WAIT_FOR_ROOM)
+
+    def try_acquire(self, amount: int) -> bool:
+        with self._locked():
+            if self._used.value + amount <= self.total or self._used.value == 0:
+                self._used.value += amount
+                self._held[self.worker] += amount
+                return True
+        return False
 
     def release(self, amount: int) -> None:
         with self._locked():
@@ -108,8 +120,12 @@ class Crash:
 
 
 class WorkerPool:
-    def __init__(self, count: int, work: unit.Work, backend, fork_guard: Sequence = ()) -> None:
+    def __init__(self, count: int, work: unit.Work, backend: BackendChoice, fork_guard: Sequence = (),
+                 device_failures: int = 3) -> None:
         self.count, self.work, self.backend = count, work, backend
+        self.device_failures = device_failures
+        self._lost = _fork.RawValue(ctypes.c_int, 0)
+        self._opencv_threads: int | None = None          # this process's setting, restored by close()
         self.budget = SharedBudget(work.memory, count)
         self._at = _fork.RawArray(ctypes.c_int, [-1] * count)
         self._beat = _fork.RawArray(ctypes.c_double, count)
@@ -122,6 +138,12 @@ class WorkerPool:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        # Workers run side by side, so OpenCV's own thread pool in each would only contend. It is
+        # set here, before forking: a forked child that changes it hangs if this process had used
+        # the pool. Restored by close().
+        self._opencv_threads = cv2.getNumThreads()
+        if self.count > 1 and self._opencv_threads != 1:
+            cv2.setNumThreads(1)
         for worker in range(self.count):
             self._fork_worker(worker)
 
@@ -233,6 +255,77 @@ class WorkerPool:
         for conn in self._conns:
             if conn is not None:
                 conn.close()
+        if self._opencv_threads is not None and cv2.getNumThreads() != self._opencv_threads:
+            cv2.setNumThreads(self._opencv_threads)
+
+
+class InProcessPool:
+    """WorkerPool's interface with one worker: a thread of this process. For a GPU that this
+    process opened before the run (``BackendChoice.in_process``), which no forked worker could
+    use. It has no crash isolation: a crash in a codec or the driver ends the run."""
+
+    count = 1
+    pids: list[int] = []
+
+    def __init__(self, work: unit.Work, backend: BackendChoice, device_failures: int = 3) -> None:
+        self.work = work
+        self.budget = unit.Budget(work.memory)
+        self.busy: dict[int, list[unit.Item]] = {}
+        self._device = Device(backend.make, failures_allowed=device_failures)
+        self._trie = OpTrie.build(work.spec.variants)
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = unit.GO
+        self._at, self._beat = -1, 0.0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        pass
+
+    def idle(self) -> list[int]:
+        return [] if self.busy else [0]
+
+    def send(self, worker: int, chunk: list[unit.Item]) -> None:
+        self.busy[0] = chunk
+        self._on(-1)
+        self._thread = threading.Thread(target=self._work, args=(chunk,), name="gpupipe-worker-0", daemon=True)
+        self._thread.start()
+
+    def _on(self, index: int) -> None:
+        self._at, self._beat = index, time.perf_counter()
+
+    def _work(self, chunk: list[unit.Item]) -> None:
+        try:
+            done = unit.run_chunk(chunk, self.work, self._device, self._trie, self.budget, at=self._on,
+                                  stop=lambda: self._stop, worker="gpupipe-worker-0")
+        except Exception as exc:           # a bug: every input of the chunk fails, the run goes on
+            log.exception("internal error in the worker thread")
+            done = unit.ChunkDone(outcomes=[(item.key, unit.fail(unit.new_outcome(item, unit.OK), _internal(exc)))
+                                            for item in chunk])
+        self._done.put(done)
+
+    def stop(self) -> None:
+        self._stop = unit.STOP
+
+    def wait(self, timeout: float) -> list[tuple[int, unit.ChunkDone] | Crash]:
+        try:
+            done = self._done.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        del self.busy[0]
+        return [(0, done)]
+
+    def stuck(self, timeout: float) -> list[tuple[int, unit.Item | None, float]]:
+        idle = time.perf_counter() - self._beat
+        if not self.busy or idle < timeout:
+            return []
+        chunk = self.busy[0]
+        return [(0, chunk[self._at] if 0 <= self._at < len(chunk) else None, idle)]
+
+    def close(self, abort: bool = False) -> None:
+        self._stop = unit.STOP
+        if self._thread is not None:
+            self._thread.join(None if not abort else 5)
+        self._device.close()
 
 
 def _death(code: int | None) -> str:
@@ -266,7 +359,8 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
     # then keep at most the budget, which they may hold anyway.
     tune_allocator(trim_threshold=max(TRIM_AT_LEAST, pool.work.memory // pool.count))
     pool.budget.worker = worker
-    work, backend = pool.work, pool.backend
+    work = pool.work
+    device = Device(pool.backend.make, failures_allowed=pool.device_failures, lost=pool._lost, workers=pool.count)
     trie = OpTrie.build(work.spec.variants)
     at, beat, stop = pool._at, pool._beat, pool._stop
     name = f"gpupipe-worker-{worker}"
@@ -283,7 +377,7 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
         if chunk is None:
             return
         try:
-            done = unit.run_chunk(chunk, work, backend, trie, pool.budget, at=on, stop=lambda: stop.value,
+            done = unit.run_chunk(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value,
                                   worker=name)
         except Exception as exc:           # a bug: every input of the chunk fails, the worker goes on
             log.exception("internal error in %s", name)

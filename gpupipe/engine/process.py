@@ -1,8 +1,8 @@
 """Run a spec's op trie over one batch of decoded images, on any backend.
 
-This is the unit every engine shares (local threads now, Ray actors later):
-images in, per image and per variant either a result array or the error that
-stopped that variant. Sizes are checked on the host before any pixel work, so
+Every worker runs its batches through this (by way of ``device.Device``): images
+in, per image and per variant either a result array or the error that stopped
+that variant. Sizes are checked on the host before any pixel work, so
 an op that cannot apply to one image (a crop outside it) fails that image's
 variant alone and the backend only ever sees valid work.
 """

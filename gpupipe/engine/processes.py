@@ -1,4 +1,4 @@
-"""The local engine on the CPU: chunks of inputs to worker processes.
+"""The local engine: chunks of inputs to worker processes, on the CPU or a GPU.
 
     scan thread ─▶ admitted inputs ─▶ chunks ─▶ worker processes (unit.run_chunk) ─▶ outcomes
                    (claims, journal: a group per query)                (a chunk per message; journal: a chunk per transaction)
@@ -6,7 +6,10 @@
 The run's own process only coordinates, a chunk at a time: its per-input work is the
 scan, the admission and the bookkeeping of each outcome (summary, journal row, callbacks).
 Everything that costs per file — read, decode, ops, encode, write, fsync — happens in
-the workers, each with its own interpreter lock, so throughput grows with the cores.
+the workers, each with its own interpreter lock, so throughput grows with the cores. On a
+GPU each worker has its own device context and sends its chunk's images to the device in
+batches (``device.Device``), so the host work around the device (read, decode, encode,
+write) scales with the cores as on the CPU, and no image crosses between processes.
 
 A worker that dies costs the input it was on (``crashed``); the rest of its chunk goes to
 the next worker, which is forked anew. ``WORKER_CRASHES_IN_A_ROW`` inputs in a row
@@ -28,14 +31,14 @@ from pathlib import Path, PurePath
 from typing import Any, Sequence
 
 from .. import codecs, sources
-from ..backends.base import Backend
+from ..backends import BackendChoice
 from ..errors import OutputConflict, StageStalled, SystemFailure, WorkerCrashed
 from ..spec import Spec
 from . import unit
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
-from .pool import Crash, WorkerPool
+from .pool import Crash, InProcessPool, WorkerPool
 from .results import FileOutcome, RunResult
 from .writer import _lock as writer_lock, allow_writes, remove_stale_temporaries
 
@@ -50,10 +53,11 @@ POLL = 0.05
 
 
 class ProcessEngine(Driver):
-    def __init__(self, spec: Spec, backend: Backend, options: RunOptions | None = None,
+    def __init__(self, spec: Spec, backend: BackendChoice, options: RunOptions | None = None,
                  cancel: CancelToken | None = None) -> None:
-        super().__init__(spec, backend.describe(processes=True), options, cancel)
+        super().__init__(spec, backend.description, options, cancel)
         self.backend = backend
+        self._device_memory: dict[int, dict[str, int]] = {}     # worker -> its device memory, last told
         self._admitted: collections.deque[unit.Item] = collections.deque()
         self._retry: collections.deque[list[unit.Item]] = collections.deque()
         self._oldest_admitted = 0.0
@@ -62,6 +66,7 @@ class ProcessEngine(Driver):
         self._crashes_in_a_row = 0
         self._last_event = time.perf_counter()
         self._stalled = False
+        self._scan_stalled = False            # the watchdog found the scan stuck, not a worker
         self.pool: WorkerPool | None = None
 
     # ------------------------------------------------------------------ the run
@@ -79,14 +84,18 @@ class ProcessEngine(Driver):
                          journal.recorded_outputs(self.output) if journal is not None else (),
                          stop_at_failure=opts.on_error == "stop")
         guard = [writer_lock] + ([journal.fork_guard] if journal is not None else [])
-        self.pool = pool = WorkerPool(workers, work, self.backend, fork_guard=guard)
+        if self.backend.in_process:          # CUDA is open here: no forked worker could use it
+            self.pool = pool = InProcessPool(work, self.backend, device_failures=opts.device_failures)
+        else:
+            self.pool = pool = WorkerPool(workers, work, self.backend, fork_guard=guard,
+                                          device_failures=opts.device_failures)
         log.debug("%d worker processes, %.0f MB of decoded images between them", workers, memory / 2**20)
         try:
             pool.start()                         # forked before this run starts any thread
         except OSError as exc:                   # no processes left (a container's pids limit)
             pool.close(abort=True)
-            raise SystemFailure(f"cannot start the worker processes: {exc.strerror or exc}; --parallel threads "
-                                "runs without them") from None
+            raise SystemFailure(f"cannot start the worker processes: {exc.strerror or exc}; run with fewer "
+                                "--workers, or raise the limit on processes") from None
         scan = threading.Thread(target=self._scan_thread, args=(inputs,), name="gpupipe-scan", daemon=True)
         outcomes: list[FileOutcome] = []
         try:
@@ -97,7 +106,8 @@ class ProcessEngine(Driver):
             if not self._aborted:
                 scan.join(timeout=5)
                 self._drain_done(outcomes)
-                self._finish_unfinished(outcomes, stalled=False)     # the stuck inputs failed already: the rest wait
+                # A stuck worker's input failed already, and the rest waited; a stuck scan held its own.
+                self._finish_unfinished(outcomes, stalled=self._scan_stalled)
                 self._close_summary()
             cpu = self.summary.cpu_seconds_by_stage
             cpu["coordinate"] = time.thread_time() - started_cpu
@@ -191,6 +201,11 @@ class ProcessEngine(Driver):
 
     def _chunk_done(self, worker: int, done: unit.ChunkDone, outcomes: list[FileOutcome]) -> None:
         self._crashes_in_a_row = 0
+        if done.handover is not None and not self.summary.backend.startswith("cpu"):
+            self.summary.notes.append(done.handover)        # the first worker's words: the run is on the CPU now
+            self.summary.backend = _on_the_cpu(self.pool.count)
+        if done.device_memory is not None:
+            self._device_memory[worker] = done.device_memory
         finished = {key: self._take_over(key, result) for key, result in done.outcomes}
         for unclaimed in done.unclaimed:
             outcome = finished.get(unclaimed.key)
@@ -271,7 +286,7 @@ class ProcessEngine(Driver):
         report = (f"stalled: no progress for {timeout:g} s (--stall-timeout) with {pending} input(s) in flight: "
                   f"{where}")
         log.error("%s", report)
-        self._stalled = True
+        self._stalled, self._scan_stalled = True, not stuck and not self.pool.busy
         self._trip(report)
         for _, item, seconds in stuck:
             outcome = self._outstanding.get(item.key) if item is not None else None
@@ -279,6 +294,13 @@ class ProcessEngine(Driver):
                 failure = StageStalled(f"stalled: held for {seconds:.0f} s by a worker that never finished it")
                 unit.fail(outcome, failure)
                 self._finish_many([outcome], outcomes)
+
+    def device_memory(self) -> dict[str, int] | None:
+        """The workers' device memory together, as each last told it (metrics); None on the CPU."""
+        told = list(self._device_memory.values())
+        if not told:
+            return None
+        return {"used": sum(m["used"] for m in told), "limit": sum(m["limit"] for m in told)}
 
     def stage_state(self) -> dict[str, Any]:
         """A live snapshot for metrics: inputs waiting for a chunk, bytes of decoded images held."""
@@ -290,6 +312,11 @@ class ProcessEngine(Driver):
             "images_bytes": self.pool.budget.used if self.pool is not None else 0,
             "in_flight": max(0, summary.discovered + summary.scan_skipped - summary.done),
         }
+
+
+def _on_the_cpu(workers: int) -> str:
+    from ..backends import choose_backend
+    return choose_backend("cpu", workers=workers).description
 
 
 def _children_cpu() -> float:

@@ -1,18 +1,16 @@
 """The Ray engine: the same pipeline as a Ray Data streaming execution, on a cluster.
 
-    listing (driver) ─▶ read + decode (CPU tasks) ─▶ process (GPU actors, one per GPU)
-                     ─▶ encode + atomic write (CPU tasks) ─▶ outcomes (driver: journal, progress)
+    listing (driver) ─▶ blocks of inputs ─▶ unit.run_chunk (CPU tasks, or GPU actors: one per GPU)
+                     ─▶ outcomes (driver: journal, progress)
 
-On the CPU backend each task runs the local engine's unit of work (``unit.run_chunk``)
-on its block (see ``build_dataset``): pixels then never leave the process that decoded
-them, and the block's files get one round of fsyncs.
+Each block goes through the local engine's unit of work (``unit.run_chunk``): read,
+decode, ops (on a GPU in batches, with the local engine's fallback), encode and write,
+with one round of fsyncs per block. Pixels never leave the process that decoded them;
+only the inputs' names go out and their outcomes come back.
 
-Every per-input step is the local engine's own function (``engine/stages.py``),
-and the bookkeeping — claims, journal, summary, exit code — is the shared
-``Driver`` on the caller's machine, so outputs are byte-identical to the local
-engine's and every input gets exactly one outcome. Ray Data streams blocks
-between the operators with backpressure, and its object-store budget is set
-from ``--max-memory``, so no node holds more than a few batches of pixels.
+The bookkeeping — claims, journal, summary, exit code — is the shared ``Driver`` on the
+caller's machine, so outputs are byte-identical to the local engine's and every input
+gets exactly one outcome.
 
 Inputs and outputs must be on storage every node sees (a shared filesystem):
 tasks read and write them directly; only pixels travel through Ray.
@@ -34,21 +32,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import codecs, sources
-from ..errors import (DeviceFailure, GpupipeError, InputError, StoppedBySystemFailure, SystemFailure, UsageError,
-                      input_error)
+from ..errors import GpupipeError, UsageError
 from ..spec import OpTrie, Spec
 from . import stages, unit, writer
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
-from .process import process_batch, process_fitting
-from .results import CANCELLED, FAILED, OK, FileOutcome, RunResult
+from .device import Device
+from .results import CANCELLED, FileOutcome, RunResult
 
 log = logging.getLogger("gpupipe")
 
 WINDOW = 100_000                  # inputs per Ray Data execution: bounds the driver's listing in memory
 FIRST_WINDOW_WAIT = 2.0           # seconds the first window waits for a long listing before it starts
-NO_PIXELS = np.zeros((1, 1, 1), np.uint8)     # placeholder for inputs that failed (columns must stay 3-D uint8)
 
 
 def import_ray():
@@ -66,8 +62,8 @@ class RayEngine(Driver):
                  actor_stages: bool | None = None) -> None:
         super().__init__(spec, f"{backend} on Ray", options, cancel)
         self.backend_choice = backend
-        # read+decode tasks → process actors → encode+write tasks: always for a GPU; on the CPU
-        # only when asked (the tests run the GPU's operator shape on CPU actors this way).
+        # Blocks to actors: always for a GPU; on the CPU only when asked (the tests run the GPU's
+        # operator shape on CPU actors this way).
         self.actor_stages = backend == "gpu" if actor_stages is None else actor_stages
         self.address = address
         self.window = max(1, window)
@@ -90,7 +86,7 @@ class RayEngine(Driver):
             if started_here:
                 ray.shutdown()
             raise UsageError(f"--backend gpu with --engine ray: the Ray cluster has no GPU ({cluster})")
-        where = "Ray actors, one per GPU" if self.backend_choice == "gpu" else "Ray tasks"
+        where = "Ray actors sharing the GPUs" if self.backend_choice == "gpu" else "Ray tasks"
         self.summary.backend = f"{self._describe_backend()} in {where} ({self._cluster_size(ray)})"
         # Drain signal for the tasks: a flag file on the shared output storage every node
         # already writes to (an actor would cost a process start per run, before the first read).
@@ -304,42 +300,33 @@ def _raise_flag(output: Path, flag: str) -> None:
 
 def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str, opts: RunOptions, drain_flag,
                   policy: stages.WritePolicy, actors: bool = False):
-    """read+decode tasks → process (GPU actors, or CPU tasks) → encode+write tasks, one row per input.
+    """One operator: each block of inputs through ``unit.run_chunk``, one row of outcome per input.
 
-    On the CPU each block is one task running unit.run_chunk, the local engine's unit of
-    work, one image at a time: pixels never cross the object store (Ray Data would convert them to Arrow and
-    back between operators, which cost a third of the throughput), worker processes are
-    reused from run to run, and a task holds one image at a time however large its block.
-    The NumPy backend holds no state worth an actor; a GPU does (CUDA context, compiled
-    kernels, pinned buffers), so GPU processing runs in actors, one per GPU, fed batches
-    of several images between read+decode and encode+write tasks.
+    On the CPU the blocks go to tasks: worker processes are reused from run to run, and the
+    NumPy backend holds no state worth an actor. A GPU's state is (CUDA context, compiled
+    kernels, pinned buffers), so GPU blocks go to actors, each batching its block on its
+    device. Blocks are big enough that Ray's per-task cost (~10 ms) is small
+    against the work, and there are enough of them (4 per CPU) that every core stays busy
+    to the end.
     """
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if backend == "gpu" else 0
     cpus = max(1, int(resources.get("CPU", 1)))
-    per_batch = 8 if gpus else 1
-    # Blocks big enough that Ray's per-task cost (~10 ms) is small against the work, and
-    # enough of them (4 per CPU) that every core stays busy to the end.
-    rows_per_block = max(per_batch, min(64, -(-len(items) // (4 * cpus))))
+    rows_per_block = max(1, min(64, -(-len(items) // (4 * cpus))))
     dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // rows_per_block)))
+    work = unit.Work(spec, output, policy, opts.fsync, opts.max_pixels, int(opts.max_memory * 0.8),
+                     stop_at_failure=opts.on_error == "stop")
+    how = dict(work=work, drain_flag=drain_flag)
     if not actors:
-        work = unit.Work(spec, output, policy, opts.fsync, opts.max_pixels, int(opts.max_memory * 0.8),
-                         stop_at_failure=opts.on_error == "stop")
-        return dataset.map_batches(_chunk_on_cpu, fn_kwargs=dict(work=work, drain_flag=drain_flag),
-                                   batch_size=None, num_cpus=1, batch_format="numpy")
-    read = dict(spec=spec, drain_flag=drain_flag, retries=opts.retries, retry_delay=opts.retry_delay,
-                max_pixels=opts.max_pixels)
-    write = dict(spec=spec, output=str(output), fsync=opts.fsync, policy=policy)
-    # CPU actors (tests) take half a CPU each, and so do the tasks, so every stage can run.
-    task_cpus = 1 if gpus else 0.5
-    dataset = dataset.map_batches(_read_and_decode, fn_kwargs=read, batch_size=per_batch, num_cpus=task_cpus,
-                                  batch_format="numpy")
-    dataset = dataset.map_batches(_Processor, fn_constructor_kwargs=dict(spec=spec, backend=backend,
-                                                                         device_failures=opts.device_failures),
-                                  batch_size=per_batch, compute=ray.data.ActorPoolStrategy(size=gpus or 1),
-                                  num_cpus=0 if gpus else 0.5, num_gpus=1 if gpus else 0, batch_format="numpy")
-    return dataset.map_batches(_encode_and_write, fn_kwargs=write, batch_size=per_batch, num_cpus=task_cpus,
-                               batch_format="numpy")
+        return dataset.map_batches(_chunk_in_a_task, fn_kwargs=how, batch_size=None, num_cpus=1,
+                                   batch_format="numpy")
+    # On GPUs, an actor per CPU core, sharing the GPUs out (the local engine's worker processes,
+    # each with its own device context): read, decode, encode and write scale with the cores.
+    size = max(gpus, cpus) if gpus else 1
+    return dataset.map_batches(_ChunkActor, fn_constructor_kwargs=dict(how, backend=backend,
+                                                                       device_failures=opts.device_failures),
+                               batch_size=None, compute=ray.data.ActorPoolStrategy(size=size),
+                               num_cpus=1, num_gpus=gpus / size if gpus else 0, batch_format="numpy")
 
 
 _drain_checked: dict[str, tuple[float, bool]] = {}    # per worker process: flag -> (last look, answer)
@@ -355,115 +342,37 @@ def _told_to_drain(flag: str) -> bool:
     return answer
 
 
-def _read_one(index: int, path: str, spec: Spec, *, draining: bool, retries: int, retry_delay: float,
-              max_pixels: int) -> tuple[dict, np.ndarray, bytes]:
-    """(meta, pixels, icc) of one input: the read and decode steps, failures in meta."""
-    meta: dict[str, Any] = {"index": int(index), "status": OK, "attempts": 0, "seconds": {}, "spans": []}
-    if draining:
-        meta["status"] = CANCELLED
-        return meta, NO_PIXELS, b""
-    try:
-        started = time.time()
-        data = stages.read_with_retries(path, retries=retries, retry_delay=retry_delay,
-                                        wait=lambda s: time.sleep(s) or False,
-                                        on_attempt=lambda n: meta.__setitem__("attempts", n))
-        meta["bytes_in"] = len(data)
-        _span(meta, "read", started)
-        started = time.time()
-        decoded = stages.decode_input(data, spec, max_pixels=max_pixels)
-    except InputError as exc:
-        _failed(meta, exc)
-        return meta, NO_PIXELS, b""
-    image = decoded.pixels
-    meta.update(format=decoded.format, height=image.shape[0], width=image.shape[1])
-    _span(meta, "decode", started)
-    return meta, image, decoded.icc_profile or b""
+_cpu_units: dict[str, tuple] = {}         # per worker process: spec hash -> (its Device, op trie)
 
 
-def _read_and_decode(batch: dict, *, spec: Spec, drain_flag, retries: int, retry_delay: float, max_pixels: int) -> dict:
-    draining = _told_to_drain(drain_flag)
-    rows = [_read_one(index, path, spec, draining=draining, retries=retries, retry_delay=retry_delay,
-                      max_pixels=max_pixels) for index, path in zip(batch["index"], batch["path"])]
-    return {"index": batch["index"], "relative": batch["relative"], "replaceable": batch["replaceable"],
-            "meta": np.array([json.dumps(meta) for meta, _, _ in rows], dtype=object),
-            "icc": np.array([icc for _, _, icc in rows], dtype=object),
-            "pixels": _column([image for _, image, _ in rows])}
-
-
-class _Processor:
-    """An actor holding one backend (a GPU, or a CPU core): process_batch on the decoded images."""
-
-    def __init__(self, spec: Spec, backend: str, device_failures: int) -> None:
-        self.spec, self.trie = spec, OpTrie.build(spec.variants)
-        self.backend = _make_backend(backend)
-        self.device_failures, self.failures_in_a_row = device_failures, 0
-        self.cpu = None
-        self.notes: list[str] = []
-
-    def __call__(self, batch: dict) -> dict:
-        metas = [json.loads(m) for m in batch["meta"]]
-        count, variants = len(metas), len(self.spec.variants)
-        columns: list[list[np.ndarray]] = [[NO_PIXELS] * count for _ in range(variants)]
-        todo = [i for i, meta in enumerate(metas) if meta["status"] == OK]
-        for start in range(0, len(todo), self.backend.max_batch_images):
-            chunk = todo[start:start + self.backend.max_batch_images]
-            rows = self.process([metas[i] for i in chunk], [batch["pixels"][i] for i in chunk])
-            for i, row in zip(chunk, rows):
-                for v, result in enumerate(row):
-                    if isinstance(result, np.ndarray):
-                        columns[v][i] = result
-        out = {key: batch[key] for key in ("index", "relative", "replaceable", "icc")}
-        out["meta"] = np.array([json.dumps(m) for m in metas], dtype=object)
-        for v in range(variants):
-            out[f"result_{v}"] = _column(columns[v])
-        return out
-
-    def process(self, metas: list[dict], images: list[np.ndarray]) -> list[list]:
-        """Per image, per variant: an array or the InputError (also noted in its meta)."""
-        started = time.time()
-        rows = self._process(images)
-        for meta, row in zip(metas, rows):
-            meta["variant_errors"] = [[r.error_class, str(r)] if isinstance(r, InputError) else None for r in row]
-            meta["notes"] = self.notes
-            _span(meta, "process", started)
-        return rows
-
-    def _process(self, images: list[np.ndarray]) -> list[list]:
-        """As the local engine: a batch too big for the device memory is halved, a device
-        failure is retried, and a device that keeps failing is replaced by the CPU backend
-        in this actor, with a note for the summary."""
-        while True:
-            try:
-                if self.backend.name == "cpu":
-                    return process_batch(self.backend, list(images), self.spec, self.trie)
-                if self.cpu is None:                  # for an image too big for the GPU alone
-                    self.cpu = _make_backend("cpu")
-                results = process_fitting(self.backend, images, self.spec, self.trie, self.cpu)
-                self.failures_in_a_row = 0
-                return results
-            except DeviceFailure as exc:
-                self.failures_in_a_row += 1
-                if self.failures_in_a_row >= self.device_failures:
-                    old = self.backend.describe()
-                    self.backend.close()
-                    self.backend = _make_backend("cpu")
-                    self.notes = [f"{old} failed {self.failures_in_a_row} times in a row ({exc}); "
-                                  f"this Ray actor continues on {self.backend.describe()}"]
-
-
-_cpu_units: dict[str, tuple] = {}         # per worker process: spec hash -> (NumPy backend, op trie)
-
-
-def _chunk_on_cpu(batch: dict, *, work: unit.Work, drain_flag: str) -> dict:
-    """The local engine's unit of work (unit.run_chunk) on one block of inputs, in a Ray task:
-    pixels never leave the process, and the block's files get one round of fsyncs. A task
-    has no claims and no journal: the paths the journal wrote come with each input, and an
-    output whose path the decoded format changed is written here, unclaimed."""
+def _chunk_in_a_task(batch: dict, *, work: unit.Work, drain_flag: str) -> dict:
+    """A block on the CPU, in a Ray task (its worker process keeps the backend between tasks)."""
     key = work.spec.hash()
     if key not in _cpu_units:
         _cpu_units.clear()
-        _cpu_units[key] = (_make_backend("cpu"), OpTrie.build(work.spec.variants))
-    backend, trie = _cpu_units[key]
+        _cpu_units[key] = (Device(lambda: _make_backend("cpu")), OpTrie.build(work.spec.variants))
+    device, trie = _cpu_units[key]
+    return _run_block(batch, work, drain_flag, device, trie)
+
+
+class _ChunkActor:
+    """An actor holding one device context (a GPU's, or a CPU core in the tests) for its blocks."""
+
+    def __init__(self, work: unit.Work, drain_flag: str, backend: str, device_failures: int) -> None:
+        self.work, self.drain_flag = work, drain_flag
+        self.device = Device(lambda: _make_backend(backend), failures_allowed=device_failures,
+                             where="this Ray actor")
+        self.trie = OpTrie.build(work.spec.variants)
+
+    def __call__(self, batch: dict) -> dict:
+        return _run_block(batch, self.work, self.drain_flag, self.device, self.trie)
+
+
+def _run_block(batch: dict, work: unit.Work, drain_flag: str, device: Device, trie: OpTrie) -> dict:
+    """The local engine's unit of work (unit.run_chunk) on one block of inputs: pixels never leave
+    the process, and the block's files get one round of fsyncs. A block has no claims and no
+    journal: the paths the journal wrote come with each input, and an output whose path the
+    decoded format changed is written here, unclaimed."""
     items = [unit.Item(int(index), str(path), PurePath(relative), tuple(PurePath(p) for p in json.loads(planned)),
                        int(size), float(mtime), guess or None)
              for index, path, relative, planned, size, mtime, guess in zip(
@@ -472,7 +381,7 @@ def _chunk_on_cpu(batch: dict, *, work: unit.Work, drain_flag: str) -> dict:
     replaceable = frozenset(PurePath(p) for paths in batch["replaceable"] for p in json.loads(paths))
     work = dataclasses.replace(work, replaceable=replaceable)
     # asked per input (answered from a cache twice a second): a drain stops a long block too
-    done = unit.run_chunk(items, work, backend, trie, unit.Budget(work.memory),
+    done = unit.run_chunk(items, work, device, trie, unit.Budget(work.memory),
                           stop=lambda: unit.STOP if _told_to_drain(drain_flag) else unit.GO,
                           worker=f"ray-{os.getpid()}")
     outcomes = dict(done.outcomes)
@@ -481,9 +390,10 @@ def _chunk_on_cpu(batch: dict, *, work: unit.Work, drain_flag: str) -> dict:
         done.system_failure = done.system_failure or failure
     offset = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
     metas = [_meta(key, outcomes[key], offset) for key in (int(i) for i in batch["index"])]
+    notes = json.dumps([done.handover] if done.handover else [])
     return {"index": batch["index"], "meta": np.array([json.dumps(m) for m in metas], dtype=object),
             "system_failure": np.array([done.system_failure or "" for _ in metas], dtype=object),
-            "notes": np.array(["[]" for _ in metas], dtype=object)}
+            "notes": np.array([notes for _ in metas], dtype=object)}
 
 
 def _meta(index: int, outcome: FileOutcome, offset: float) -> dict:
@@ -496,84 +406,6 @@ def _meta(index: int, outcome: FileOutcome, offset: float) -> dict:
             "spans": [[stage, start + offset, end + offset, worker] for stage, start, end, worker in outcome.spans]}
 
 
-def _encode_and_write(batch: dict, *, spec: Spec, output: str, fsync: bool, policy: stages.WritePolicy) -> dict:
-    pending: list = []
-    out_dir = Path(output)
-    for i, meta_json in enumerate(batch["meta"]):
-        meta = json.loads(meta_json)
-        results = None
-        if meta["status"] == OK:
-            results = [input_error(*error) if error else batch[f"result_{v}"][i]
-                       for v, error in enumerate(meta["variant_errors"])]
-        pending.append(_encode_row(meta, results, spec, batch["relative"][i], batch["icc"][i], out_dir,
-                                   _Writes(fsync, policy, batch["replaceable"][i]), pending))
-    return _written_rows(batch["index"], pending)
-
-
-_writers = None           # per worker process: I/O threads, so a write's fsync overlaps the next image
-WRITES_AHEAD = 4
-
-
-class _Writes:
-    """How one input's files are written: the run's policy and the paths its journal wrote."""
-
-    def __init__(self, fsync: bool, policy: stages.WritePolicy, replaceable: str) -> None:
-        self.fsync, self.policy = fsync, policy
-        self.replaceable = frozenset(PurePath(p) for p in json.loads(replaceable))
-
-
-def _encode_row(meta: dict, results: list | None, spec: Spec, relative: str, icc: bytes,
-                out_dir: Path, writes: _Writes, pending: list):
-    """Encode one input's variants here and hand the files to an I/O thread; a future of its meta.
-    ``pending`` (the futures so far) keeps at most WRITES_AHEAD encoded inputs waiting to be written."""
-    global _writers
-    meta.pop("variant_errors", None)
-    meta.update(outputs=[], sizes=[], checksums=[], bytes_out=0)
-    if results is None:                                   # failed or cancelled before: nothing to write
-        return _done_future(meta)
-    if _writers is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _writers = ThreadPoolExecutor(2, thread_name_prefix="gpupipe-ray-write")
-    started = time.time()
-    encoded = stages.encode_variants(spec, results, PurePath(relative), meta["format"], icc or None)
-    _span(meta, "encode", started)
-    if len(pending) >= WRITES_AHEAD:
-        pending[-WRITES_AHEAD].result()
-    return _writers.submit(_write_row, meta, encoded, out_dir, writes)
-
-
-def _write_row(meta: dict, encoded: stages.Encoded, out_dir: Path, writes: _Writes) -> dict:
-    started = time.time()
-    try:
-        written = stages.write_outputs(out_dir, encoded.files, fsync=writes.fsync, policy=writes.policy,
-                                       replaceable=writes.replaceable)
-    except SystemFailure as exc:
-        meta["system_failure"] = str(exc)
-        _failed(meta, StoppedBySystemFailure(str(exc)))
-        return meta
-    meta.update(outputs=written.outputs, sizes=written.sizes, checksums=written.checksums,
-                bytes_out=sum(written.sizes))
-    errors = ([written.error] if written.error else []) + encoded.errors
-    if errors:
-        _failed(meta, errors[0])
-    _span(meta, "write", started)
-    return meta
-
-
-def _done_future(meta: dict):
-    from concurrent.futures import Future
-    future: Future = Future()
-    future.set_result(meta)
-    return future
-
-
-def _written_rows(index, pending: list) -> dict:
-    metas = [future.result() for future in pending]
-    return {"index": index, "meta": np.array([json.dumps(m) for m in metas], dtype=object),
-            "system_failure": np.array([m.get("system_failure", "") for m in metas], dtype=object),
-            "notes": np.array([json.dumps(m.get("notes", [])) for m in metas], dtype=object)}
-
-
 # ---------------------------------------------------------------------- helpers
 
 def _make_backend(choice: str):
@@ -583,23 +415,6 @@ def _make_backend(choice: str):
         import cv2
         cv2.setNumThreads(1)          # one actor per core already: OpenCV's pool would only contend
     return backend
-
-
-def _column(arrays: list[np.ndarray]) -> np.ndarray:
-    """A column of images of different sizes: an object array, which Ray Data stores as a ragged tensor."""
-    column = np.empty(len(arrays), dtype=object)
-    column[:] = arrays
-    return column
-
-
-def _span(meta: dict, stage: str, started: float) -> None:
-    now = time.time()
-    meta["seconds"][stage] = round(now - started, 6)
-    meta["spans"].append([stage, started, now, f"ray-{stage}-{os.getpid()}"])
-
-
-def _failed(meta: dict, exc: InputError) -> None:
-    meta.update(status=FAILED, error_class=exc.error_class, message=str(exc))
 
 
 def _cancelled(outcome: FileOutcome) -> FileOutcome:

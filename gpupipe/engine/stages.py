@@ -23,7 +23,7 @@ from ..codecs.jpeg import _pick_scale as pick_jpeg_scale      # the decoder's ow
 from ..errors import InputError, InternalError, OutputConflict, SystemFailure, UnreadableInput, WriteError
 from ..ops import BYTES_PER_PIXEL
 from ..spec import OpTrie, Spec
-from .writer import FolderSync, WritePolicy, write_output
+from .writer import WritePolicy, write_output
 
 T = TypeVar("T")
 
@@ -270,8 +270,7 @@ class Written:
 
 
 def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: bool, policy: WritePolicy,
-                  replaceable: Container[PurePath] = (), wait: Callable[[float], bool] | None = None,
-                  folder_sync: FolderSync | None = None) -> Written:
+                  replaceable: Container[PurePath] = (), wait: Callable[[float], bool] | None = None) -> Written:
     """Write each file atomically under ``policy``: an existing file is replaced only with
     ``policy.overwrite`` or when its path is in ``replaceable`` (the journal wrote it), an input
     of the run never. A per-file error is recorded and stops this input's remaining files;
@@ -286,8 +285,7 @@ def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: b
                                      "outside the inputs")
             # Asked only if a file is in the way: ``replaceable`` may be the journal itself.
             replace = policy.overwrite or (lambda path=path: path in replaceable)
-            write_with_retries(lambda: write_output(policy.root, path, data, fsync=fsync, replace=replace,
-                                                    folder_sync=folder_sync),
+            write_with_retries(lambda: write_output(policy.root, path, data, fsync=fsync, replace=replace),
                                retries=policy.retries, retry_delay=policy.retry_delay, wait=wait)
         except InputError as exc:
             written.error = exc

@@ -4,10 +4,12 @@
 output to a temporary as soon as it is encoded, and at the end of the chunk makes
 them durable and puts them in place together (``writer.ChunkWrites``: one round of
 fsyncs per chunk). When it returns, every output an outcome names is on disk, so the
-caller may commit the chunk's journal rows at once.
+caller may commit the chunk's journal rows at once. The ops run in batches as the
+worker's device takes them (``device.Device``: the CPU one image at a time, a GPU up to
+its batch size), with the GPU's fallback to the CPU.
 
-It runs wherever the engine puts it — in the local engine's worker processes, in the
-run's own process — and is all a worker knows of the run: the driver keeps the scan,
+It runs wherever the engine puts it — in the local engine's worker processes, in Ray's
+tasks and GPU actors — and is all a worker knows of the run: the driver keeps the scan,
 the output claims, the journal, the summary and the stop decisions, and talks to its
 workers once per chunk, never per file.
 """
@@ -17,13 +19,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Callable, Container
+from typing import Any, Callable, Container
 
 from ..errors import ImageTooLarge, InputError, OutputConflict, StoppedBySystemFailure, SystemFailure
 from ..spec import OpTrie, Spec
 from . import stages
 from .driver import READ_FAULTS_IN_A_ROW
-from .process import process_batch
+from .device import Device
 from .results import CANCELLED, FAILED, OK, FileOutcome
 from .writer import ChunkWrites, WritePolicy
 
@@ -74,6 +76,8 @@ class ChunkDone:
     unclaimed: list[Unclaimed] = field(default_factory=list)
     system_failure: str | None = None      # the output side broke (disk full): the run must stop
     stopped: bool = False                  # an input failed with --on-error stop: the rest were cancelled
+    handover: str | None = None            # the worker's GPU was replaced by the CPU, and why (Device)
+    device_memory: dict[str, int] | None = None     # the worker's device memory (metrics), on a GPU
 
 
 class Budget:
@@ -81,26 +85,43 @@ class Budget:
     needing more than ``total`` fails before, as too_large). This one is a worker's alone (a Ray
     task, holding one image at a time): nothing to wait for. pool.SharedBudget is shared."""
 
+    used = 0                           # bytes held (none counted here)
+
     def __init__(self, total: int) -> None:
         self.total = total
 
     def acquire(self, amount: int) -> None:
         pass
 
+    def try_acquire(self, amount: int) -> bool:
+        """acquire if there is room now; False (nothing taken) if it would wait."""
+        return True
+
     def release(self, amount: int) -> None:
         pass
 
 
-def run_chunk(items: list[Item], work: Work, backend, trie: OpTrie, budget: Budget, *,
+def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budget: Budget, *,
               at: Callable[[int], None] = lambda index: None, stop: Callable[[], int] = lambda: GO,
               worker: str = "main") -> ChunkDone:
-    """Every input of ``items`` through the chain; ``at(i)`` is told which input is being worked
-    on (-1: the chunk's files are being put in place), ``stop()`` is asked before each input
-    (the rest are then cancelled). Never raises for an input's fault."""
+    """Every input of ``items`` through the chain, in batches as the device takes them (the CPU:
+    one image); ``at(i)`` is told which input is being worked on (-1: a batch of several, or the
+    chunk's files being put in place), ``stop()`` is asked before each input (the rest are then
+    cancelled). Never raises for an input's fault."""
     done = ChunkDone()
     writes = ChunkWrites(work.policy.root, work.fsync)
     waiting: list[Staged] = []
+    batch: list[Decoded] = []
     read_faults = 0          # inputs in a row whose read failed with a system error (a dead mount)
+
+    def flush() -> None:
+        if batch:
+            at(batch[0].index if len(batch) == 1 else -1)
+            waiting.extend(_finish_batch(batch, work, device, trie, budget, writes, done, worker))
+            batch.clear()
+            if work.stop_at_failure and any(o.status == FAILED for _, o in done.outcomes):
+                done.stopped = True           # --on-error stop: the driver stops the run on its outcome
+
     try:
         for index, item in enumerate(items):
             if done.system_failure or done.stopped or read_faults >= READ_FAULTS_IN_A_ROW or stop() != GO:
@@ -108,23 +129,29 @@ def run_chunk(items: list[Item], work: Work, backend, trie: OpTrie, budget: Budg
                 continue
             at(index)
             try:
-                staged = _one(item, work, backend, trie, budget, writes, done, stop, worker)
+                decoded = _read_and_decode(index, item, work, device, trie, budget, done, stop, worker, flush)
             except SystemFailure as exc:      # this process cannot go on (e.g. a codec switched unsafe)
                 done.system_failure = str(exc)
                 done.outcomes.append((item.key, new_outcome(item, CANCELLED)))
                 continue
-            if staged is not None:
-                waiting.append(staged)
-                read_faults = 0
+            if decoded is None:               # finished already: failed or cancelled
+                finished = done.outcomes[-1][1]
+                read_faults = read_faults + 1 if finished.fault else 0
+                if work.stop_at_failure and finished.status == FAILED:
+                    done.stopped = True
                 continue
-            finished = done.outcomes[-1][1]    # _one finished it (failed or cancelled)
-            read_faults = read_faults + 1 if finished.fault else 0
-            if work.stop_at_failure and finished.status == FAILED:
-                done.stopped = True           # --on-error stop: the driver stops the run on its outcome
+            read_faults = 0
+            batch.append(decoded)
+            backend = device.backend
+            if (len(batch) >= backend.max_batch_images
+                    or sum(d.pixels for d in batch) >= backend.max_batch_pixels):
+                flush()
+        flush()
         at(-1)
         _put_in_place(writes, waiting, done)
     finally:
         writes.close()
+    done.handover, done.device_memory = device.handover, device.device_memory()
     return done
 
 
@@ -142,9 +169,29 @@ def fail(outcome: FileOutcome, exc: InputError) -> FileOutcome:
     return outcome
 
 
-def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: ChunkWrites, done: ChunkDone,
-         stop: Callable[[], int], worker: str) -> "Staged | None":
-    """One input up to its staged files, or None when it is finished already (failed, cancelled)."""
+@dataclass
+class Decoded:
+    """An input decoded, holding its part of the memory budget until its files are encoded."""
+
+    index: int                             # in the chunk
+    item: Item
+    outcome: FileOutcome
+    image: Any                             # HWC uint8 pixels, or a codecs.DeferredJpeg for a device decoder
+    format: str
+    icc_profile: bytes | None
+    reserved: int                          # bytes of the budget
+
+    @property
+    def pixels(self) -> int:
+        return self.image.shape[0] * self.image.shape[1]
+
+
+def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: OpTrie, budget: Budget,
+                     done: ChunkDone, stop: Callable[[], int], worker: str,
+                     flush: Callable[[], None]) -> Decoded | None:
+    """One input read and decoded within the budget, or None when it is finished already (failed,
+    cancelled). ``flush`` processes the batch gathered so far: called when the budget has no room
+    for this input while the batch holds some (waiting instead could wait for ever)."""
     outcome = new_outcome(item, OK)
     policy = work.policy
     started = time.perf_counter()
@@ -164,31 +211,71 @@ def _one(item: Item, work: Work, backend, trie: OpTrie, budget: Budget, writes: 
     # The journal records the file as read, which may differ from what the scan saw.
     outcome.bytes_in, outcome.size, outcome.mtime = len(data), read.size, read.mtime
     started = _span(outcome, "read", started, worker)
-    need = stages.memory_need(data, work.spec, trie, ops_on_host=True)
-    if need.peak > work.memory:
+    wanted = stages.memory_need(data, work.spec, trie, ops_on_host=device.on_host)
+    need = wanted.peak
+    if need > work.memory:
         done.outcomes.append((item.key, fail(outcome, ImageTooLarge(
-            f"needs {need.describe()}, more than --max-memory {work.memory / 0.8 / 2**20:,.0f} MB allows"))))
+            f"needs {wanted.describe()}, more than --max-memory {work.memory / 0.8 / 2**20:,.0f} MB allows"))))
         return None
-    budget.acquire(need.peak)
+    if not budget.try_acquire(need):
+        flush()                                 # the batch's inputs free their part as they are encoded
+        budget.acquire(need)
     try:
-        try:
-            decoded = stages.decode_input(data, work.spec, max_pixels=work.max_pixels)
-        except InputError as exc:
-            done.outcomes.append((item.key, fail(outcome, exc)))
-            return None
-        del data
-        images, decoded.pixels = [decoded.pixels], None        # process_batch frees them as it goes
-        outcome.format = decoded.format
-        outcome.height, outcome.width = images[0].shape[:2]
-        started = _span(outcome, "decode", started, worker)
-        results = process_batch(backend, images, work.spec, trie, [decoded.format])[0]
-        started = _span(outcome, "process", started, worker)
-        encoded = stages.encode_variants(work.spec, results, item.relative, decoded.format, decoded.icc_profile,
-                                         item.planned if decoded.format == item.guess else None)
-        del results
-        started = _span(outcome, "encode", started, worker)
+        decoded = stages.decode_input(data, work.spec, max_pixels=work.max_pixels, device_jpeg=device.backend.decodes_jpeg)
+    except InputError as exc:
+        budget.release(need)
+        done.outcomes.append((item.key, fail(outcome, exc)))
+        return None
+    except BaseException:
+        budget.release(need)
+        raise
+    outcome.format = decoded.format
+    outcome.height, outcome.width = decoded.pixels.shape[:2]
+    _span(outcome, "decode", started, worker)
+    return Decoded(index, item, outcome, decoded.pixels, decoded.format, decoded.icc_profile, need)
+
+
+def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie, budget: Budget,
+                  writes: ChunkWrites, done: ChunkDone, worker: str) -> list[Staged]:
+    """A batch through the ops on the device, then each input encoded and staged (its part of the
+    budget given back as soon as its files are made); the inputs whose files wait to be put in place."""
+    staged: list[Staged] = []
+    started = time.perf_counter()
+    try:
+        images = [decoded.image for decoded in batch]
+        for decoded in batch:
+            decoded.image = None                # the CPU frees them as its ops go (a 12 MP photo: 36 MB a copy)
+        rows = device.process(images, work.spec, trie, [decoded.format for decoded in batch])
+        del images
+        processed = time.perf_counter()
+        for decoded, row in zip(batch, rows):
+            _span(decoded.outcome, "process", started, worker, processed)
+        for position, decoded in enumerate(batch):
+            row, rows[position] = rows[position], None
+            try:
+                result = _encode_and_stage(decoded, row, work, writes, done, worker)
+            finally:
+                budget.release(decoded.reserved)
+                decoded.reserved = 0
+            if result is not None:
+                staged.append(result)
     finally:
-        budget.release(need.peak)
+        for decoded in batch:                   # an error above: nothing held stays held
+            if decoded.reserved:
+                budget.release(decoded.reserved)
+                decoded.reserved = 0
+    return staged
+
+
+def _encode_and_stage(decoded: Decoded, results: list, work: Work, writes: ChunkWrites, done: ChunkDone,
+                      worker: str) -> Staged | None:
+    """An input's results encoded and staged, or None when it is finished already (failed)."""
+    item, outcome = decoded.item, decoded.outcome
+    started = time.perf_counter()
+    encoded = stages.encode_variants(work.spec, results, item.relative, decoded.format, decoded.icc_profile,
+                                     item.planned if decoded.format == item.guess else None)
+    del results
+    started = _span(outcome, "encode", started, worker)
     mine = [(path, data) for path, data in encoded.files if path in item.planned]
     renamed = [(path, data) for path, data in encoded.files if path not in item.planned]
     if not mine and not renamed:
@@ -264,8 +351,8 @@ def _put_in_place(writes: ChunkWrites, waiting: list[Staged], done: ChunkDone) -
         done.outcomes.append((staged.item.key, outcome))
 
 
-def _span(outcome: FileOutcome, stage: str, since: float, worker: str) -> float:
-    now = time.perf_counter()
+def _span(outcome: FileOutcome, stage: str, since: float, worker: str, now: float | None = None) -> float:
+    now = time.perf_counter() if now is None else now
     outcome.seconds[stage] = round(now - since, 6)
     outcome.spans.append((stage, since, now, worker))
     return now

@@ -198,45 +198,13 @@ def _lock_holder(fd: int) -> str:
 
 # ---------------------------------------------------------------------- one output
 
-class FolderSync:
-    """Output folders whose new names are not on disk yet: ``sync`` fsyncs each once.
-
-    fsyncing a folder after every rename cost 15 % of a run of small files. A writer given one
-    of these leaves the folder to it, and ``sync`` runs before the journal commits (so no
-    journal row points at a name a power cut could lose) and at the end of the run."""
-
-    def __init__(self) -> None:
-        self._folders: set[tuple[str, tuple[str, ...]]] = set()
-        self._mutex = threading.Lock()
-
-    def add(self, root: str, folders: tuple[str, ...]) -> None:
-        with self._mutex:
-            self._folders.add((root, folders))
-
-    def sync(self) -> None:
-        """SystemFailure when a folder cannot be synced (the disk is failing)."""
-        with self._mutex:
-            pending, self._folders = self._folders, set()
-        for root, folders in pending:
-            try:
-                directory = open_output_dir(root, folders)
-                try:
-                    os.fsync(directory)
-                finally:
-                    os.close(directory)
-            except (OSError, WriteError) as exc:
-                raise SystemFailure(f"cannot sync the output folder {os.path.join(root, *folders)} "
-                                    f"to disk: {exc}") from None
-
-
 def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = True,
-                 replace: bool | Callable[[], bool] = False, folder_sync: FolderSync | None = None) -> None:
+                 replace: bool | Callable[[], bool] = False) -> None:
     """Write ``data`` at ``root/relative`` so that it is either absent, old, or complete.
 
     ``replace``: an existing regular file there may be replaced; otherwise the input fails as
     OutputExists and the file is kept. A callable is asked only when a file is there (asking
-    the journal for every output cost 9 % of a run of small files). With ``folder_sync`` the
-    folder is fsynced later, by it, instead of now. A symlink or folder in the way fails as WriteError;
+    the journal for every output cost 9 % of a run of small files). A symlink or folder in the way fails as WriteError;
     ENOSPC/EROFS/EDQUOT (the disk, not the file) raise SystemFailure."""
     shown = os.path.join(root, *relative.parts)
     folders, name = relative.parts[:-1], relative.parts[-1]
@@ -249,9 +217,7 @@ def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = Tr
             _clear_stale_once(directory, os.path.join(root, *folders))
             _write_file(directory, tmp, data, fsync)
             _place(directory, tmp, name, shown, replace, data)
-            if fsync and folder_sync is not None:
-                folder_sync.add(root, folders)
-            elif fsync:
+            if fsync:
                 os.fsync(directory)          # the new name itself survives a power cut
         except OSError as exc:
             raise _as_gpupipe_error(exc, shown, os.path.join(root, *folders)) from exc

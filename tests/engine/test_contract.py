@@ -1,7 +1,7 @@
-"""The local engine's contract on the CPU: chunks of inputs in worker processes.
+"""The local engine's contract: chunks of inputs in worker processes.
 
-Whatever the chunking, every input found gets exactly one outcome and the same files as
-the threaded engine; a worker that dies costs the input it was on and nothing else; a
+Whatever the chunking and batching, every input found gets exactly one outcome and the
+same files; a worker that dies costs the input it was on and nothing else; a
 stuck one trips the watchdog; the memory budget holds across all workers together.
 Faults are real: workers are killed with SIGKILL, as the OOM killer kills them, by a
 decode that the test swaps in before the workers are forked (they inherit it).
@@ -28,7 +28,7 @@ from gpupipe.engine.processes import CHUNK_FILES, WORKER_CRASHES_IN_A_ROW
 from gpupipe.ops import GaussianBlur, Thumbnail
 from gpupipe.spec import Spec, Variant
 
-from .. import procs
+from .. import devices, procs
 from ..badfiles import EXPECTED_ERROR_CLASS, PHOTO, make_bad_inputs
 
 THUMB = Spec.single([Thumbnail(48)])
@@ -69,24 +69,29 @@ def _workers_of_this_process() -> list[int]:
     return [pid for pid in procs.children(os.getpid()) if procs.command_line(pid) == procs.command_line(os.getpid())]
 
 
-def test_chunks_make_the_same_files_and_outcomes_as_threads(tmp_path: Path) -> None:
+def test_chunks_and_device_batches_make_the_same_files_and_outcomes(tmp_path: Path) -> None:
+    """One worker, two, and two batching for a (stand-in) device: the same files and outcomes."""
     inputs = _jpegs(tmp_path / "in", 2 * CHUNK_FILES + 7)        # several chunks, and a partial one
     kinds = make_bad_inputs(inputs / "bad")
     # Two variants, one keeping the input's format: a PNG named .jpg is written as .png, a path
     # the worker chose and the driver must still claim.
     spec = Spec((Variant((Thumbnail(40),), name="thumb", format="jpeg"),
                  Variant((GaussianBlur(1.5),), name="blur")))
-    results = {parallel: gpupipe.run(inputs, tmp_path / parallel, spec, backend="cpu", workers=2, parallel=parallel)
-               for parallel in ("threads", "processes")}
-    threads, processes = results["threads"], results["processes"]
+    one = gpupipe.run(inputs, tmp_path / "one", spec, backend="cpu", workers=1)
+    processes = gpupipe.run(inputs, tmp_path / "processes", spec, backend="cpu", workers=2)
+    batched = devices.run_on(devices.StandInDevice, spec, inputs, tmp_path / "device")
     assert processes.summary.backend == "cpu (NumPy/OpenCV/Pillow, 2 worker processes)"
-    assert _outputs(tmp_path / "threads") == _outputs(tmp_path / "processes")
+    assert batched.summary.backend == "stand-in-device (NumPy)"
+    assert _outputs(tmp_path / "one") == _outputs(tmp_path / "processes") == _outputs(tmp_path / "device")
     assert len(_outputs(tmp_path / "processes")) >= 2 * (2 * CHUNK_FILES + 7)
 
     def outcomes(result) -> dict:
         return {o.path: (o.status, o.error_class, o.message, o.format, o.width, o.height,
                          sorted(Path(p).name for p in o.outputs)) for o in result.outcomes}
-    assert outcomes(processes) == outcomes(threads)
+    assert outcomes(processes) == outcomes(one) == outcomes(batched)
+    # A device's batch is processed together: several inputs share one process span.
+    spans = [next(span for span in o.spans if span[0] == "process") for o in batched.outcomes if o.status == "ok"]
+    assert len(set(spans)) < len(spans) / 2
     by_name = {Path(o.path).name: o for o in processes.outcomes}
     for kind, path in kinds.items():
         if path.name in by_name and EXPECTED_ERROR_CLASS[kind] is not None:
@@ -240,11 +245,6 @@ def test_the_run_folds_the_outputs_of_a_chunk_into_one_round_of_fsyncs(tmp_path:
         [f"{i:04d}.jpg" for i in range(10)]
 
 
-def test_parallel_must_be_processes_or_threads(tmp_path: Path) -> None:
-    with pytest.raises(gpupipe.UsageError, match="parallel must be one of processes, threads"):
-        gpupipe.run(tmp_path, tmp_path / "out", THUMB, parallel="fibers")
-
-
 def test_workers_die_with_their_run_and_leave_nothing_locked(tmp_path: Path) -> None:
     """The run's process killed with SIGKILL (the OOM killer, kill -9) while its workers are
     busy: the kernel ends the workers too, and the next run takes OUT and its journal at once."""
@@ -278,3 +278,41 @@ def test_workers_die_with_their_run_and_leave_nothing_locked(tmp_path: Path) -> 
         time.sleep(0.05)
     again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
     assert again.summary.processed == 6
+
+
+def test_a_run_after_this_process_used_opencvs_thread_pool_does_not_hang(tmp_path: Path) -> None:
+    """An application that used OpenCV's own thread pool, then calls gpupipe.run: a forked worker
+    that changed the pool's settings would hang for ever (its parent's pool threads are not in
+    the child), so the run's process sets them before forking and restores them after."""
+    import cv2
+    import numpy as np
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        cv2.GaussianBlur(np.zeros((2000, 2000, 3), np.uint8), (31, 31), 0)      # the pool's threads run
+        inputs = _jpegs(tmp_path / "in", 12)
+        result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, stall_timeout=20)
+        assert result.exit_code == 0 and result.summary.processed == 12
+        assert cv2.getNumThreads() == 4                              # the application's setting, back
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_a_device_this_process_opened_already_works_in_this_process(tmp_path: Path) -> None:
+    """CUDA opened by the application before the run cannot be used by a forked worker: the run
+    then works in this process (BackendChoice.in_process), with the same files and outcomes."""
+    import dataclasses
+
+    from gpupipe.engine.options import RunOptions
+    from gpupipe.engine.processes import ProcessEngine
+    inputs = _jpegs(tmp_path / "in", CHUNK_FILES + 9)
+    make_bad_inputs(inputs / "bad")
+    here = dataclasses.replace(devices.choice(devices.StandInDevice), in_process=True)
+    before = set(procs.children(os.getpid()))
+    result = ProcessEngine(THUMB, here, RunOptions(workers=2)).run([inputs], tmp_path / "here")
+    forked = devices.run_on(devices.StandInDevice, THUMB, inputs, tmp_path / "forked")
+    assert set(procs.children(os.getpid())) == before
+    assert _outputs(tmp_path / "here") == _outputs(tmp_path / "forked")
+    assert sorted((o.path, o.status, o.error_class) for o in result.outcomes) == \
+        sorted((o.path, o.status, o.error_class) for o in forked.outcomes)
+    assert {worker for o in result.outcomes for *_, worker in o.spans} == {"gpupipe-worker-0"}

@@ -2,9 +2,10 @@
 
 A batch is one uint8 device buffer with the HWC images back to back plus their
 shapes (``DeviceBatch``). ``apply`` asks ``plans.plan_op`` what to launch and runs
-it on this thread's CUDA stream; the engine drives ``concurrency`` (two) threads,
-so one batch uploads or downloads while another computes. Host staging buffers
-are pinned, per thread, and grow to the largest batch seen.
+it on this thread's CUDA stream. Each of the engine's worker processes has its own
+backend (its own CUDA context), so one worker's batch uploads or downloads while
+another's computes. Host staging buffers are pinned, per thread, and grow to the
+largest batch seen.
 
 Device errors become ``DeviceOutOfMemory`` (the engine splits the batch and
 retries) or ``DeviceFailure`` (the engine retries, then hands the run to the CPU
@@ -92,16 +93,10 @@ class CupyBackend(Backend):
     name = "gpu"
     max_batch_images = 64
     max_batch_pixels = 96 * 2**20        # ~300 MB of RGB per batch: launches amortised, memory bounded
-    concurrency = 2                      # two threads, two streams: transfers overlap kernels
 
     def __init__(self, workers: int = 1, memory_limit: int | None = None, device: int = 0,
-                 profile: bool = False, jpeg_decode: bool = False, jpeg_encode: bool = False,
-                 streams: int = 2) -> None:
+                 profile: bool = False, jpeg_decode: bool = False, jpeg_encode: bool = False) -> None:
         import cupy
-        # streams: the engine's device threads, one CUDA stream each. Two overlap transfers with
-        # kernels; with nvJPEG each thread also waits in the codec's host-side work, which more
-        # may hide (benchmarks/gpu.py's W3 variants measure 2 against 4).
-        self.concurrency = max(1, int(streams))
         # profile: each call waits for its stream and adds its seconds to ``timings`` (upload,
         # kernels, download): a stage breakdown for benchmarks, at the cost of the overlap.
         self.profile, self.timings = profile, collections.Counter()

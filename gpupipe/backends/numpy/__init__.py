@@ -2,9 +2,7 @@
 
 Each op maps to one array function in this package (resample, geometry,
 color, filters, composite); a batch is a plain list, processed image by image.
-Parallelism comes from the engine running ``concurrency`` batches at once on
-threads: the heavy calls (Pillow's resampler, OpenCV's filters, libjpeg-turbo)
-release the GIL.
+Parallelism comes from the engine: one backend in each of its worker processes.
 """
 
 from __future__ import annotations
@@ -65,18 +63,23 @@ def apply_op(img: np.ndarray, op: ops.Op) -> np.ndarray:
 
 class NumpyBackend(Backend):
     name = "cpu"
+    description = "cpu (NumPy/OpenCV/Pillow)"
     max_batch_images = 1          # no launch overhead to amortise: small batches keep latency and memory low
 
     def __init__(self, workers: int = 1) -> None:
-        self.concurrency = max(1, workers)
-        # The engine already runs one image per core; OpenCV's own thread pool on top
-        # of that only adds contention. Restored by close().
+        # The engine already runs one image per core; OpenCV's own thread pool on top of that
+        # only adds contention. Changed only if needed, and restored by close(): a forked worker
+        # must not touch the pool settings if its parent used the pool (the call hangs), so the
+        # engine sets them before forking (engine.pool.WorkerPool.start).
         self._opencv_threads = cv2.getNumThreads()
-        if self.concurrency > 1:
+        self._changed_opencv = workers > 1 and self._opencv_threads != 1
+        if self._changed_opencv:
             cv2.setNumThreads(1)
 
     def close(self) -> None:
-        cv2.setNumThreads(self._opencv_threads)
+        if self._changed_opencv:
+            cv2.setNumThreads(self._opencv_threads)
+            self._changed_opencv = False
 
     def upload(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return list(images)
@@ -87,6 +90,5 @@ class NumpyBackend(Backend):
     def download(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         return batch
 
-    def describe(self, processes: bool = False) -> str:
-        """``processes``: the engine runs the workers as processes (``--parallel processes``)."""
-        return f"cpu (NumPy/OpenCV/Pillow, {self.concurrency} worker {'processes' if processes else 'threads'})"
+    def describe(self) -> str:
+        return self.description
