@@ -15,7 +15,8 @@ The two alternate, ``--repeats`` times each; reported are medians of wall time, 
 the ratio gpupipe ÷ pool and the whole process tree's CPU per file (user+sys of the process and
 its children). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
 journal, summary — ``cpu_seconds_by_stage``) comes from extra runs through the Python API, as
-the CLI's timed runs write no report.
+the CLI's timed runs write no report. gpupipe's modules are byte-compiled first, as ``pip
+install`` leaves them (see startup.py).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def main() -> int:
     args = parser.parse_args()
 
     corpus = make_corpus(args.count)
+    import compileall
+    compileall.compile_dir(str(ROOT / "gpupipe"), quiet=1)
     scratch = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None, prefix="tiny-"))
     pool_script = scratch / "pool.py"
     pool_script.write_text(POOL)
