@@ -19,6 +19,8 @@
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
    from host bytes and q90 encode from device arrays, alone, by batch size and thread count;
    and decode with the batch split between the hardware JPEG engines and CUDA (decoder_variants).
+   W1 also gets the GPU peer the issue names: benchmarks/torchvision_w1.py (torchvision's
+   nvJPEG decode in batches, antialiased resize, nvJPEG encode), a process timed whole.
 4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
    Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
    configuration's ratio to the fastest of them (add_peers).
@@ -311,11 +313,36 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
                         row[f"{label}_over_cpu"] = row[f"{label}_img_s"] / row["cpu_img_s"]
                     line += f" {label} {row[f'{label}_img_s']:.0f} img/s"
                     line += f" ({row[f'{label}_over_cpu']:.1f}x)," if label != "cpu" else ","
+                if workload == "W1":          # the GPU peer: a straightforward torchvision script
+                    line += torchvision_peer(row, gpu_source, work / "torchvision", repeats)
                 rows.append(row)
                 print(line, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
+
+
+def torchvision_peer(row: dict, source: Path, out: Path, repeats: int) -> str:
+    """W1 by benchmarks/torchvision_w1.py (nvJPEG decode in batches, antialiased resize, nvJPEG
+    encode, all through torchvision), a process of its own timed whole, median of repeats after
+    a warm-up; each GPU configuration's ratio to it. Where torchvision is missing, says so."""
+    walls = []
+    for repeat in range(repeats + 1):
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, str(HERE / "torchvision_w1.py"), str(source), str(out)],
+                              capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            row["torchvision_error"] = done.stderr[-1500:]
+            return " torchvision failed,"
+        if repeat:
+            walls.append(time.perf_counter() - started)
+    told = json.loads(done.stdout.strip().splitlines()[-1])
+    row["torchvision_img_s"] = told["images"] / statistics.median(walls)
+    row["torchvision"] = told["torch"]
+    for key in [k for k in row if k.endswith("_img_s") and k.startswith("gpu")]:
+        row[key.replace("_img_s", "_over_torchvision")] = row[key] / row["torchvision_img_s"]
+    return f" torchvision {row['torchvision_img_s']:.0f} img/s,"
 
 
 ONE_RUN = """

@@ -20,6 +20,12 @@
 #   python benchmarks/gpu.py --merge-peers benchmarks/results/gpu-DATE.json <the peers file>
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
 #
+# Issue 15 (engine v2) in one call (carry .whl, .photos, .nvimg; about 9 min): the GPU tests, the
+# peers Pillow and OpenCV on every core, then W1 (with the torchvision peer) and W3 on the GPU:
+#   GPU_TESTS_TIMEOUT=200 GPU_PEERS=1 GPU_PEERS_WORKLOADS=W1,W3 GPU_PEERS_TIMEOUT=150 GPU_BENCH_TIMEOUT=200
+#   GPU_BENCH_SUFFIX=-engine-v2 GPU_BENCH_ARGS="--skip-kernels --workloads W1,W3 --configs gpu,gpu_nvjpeg_codecs"
+#   bash benchmarks/gpu_session.sh
+#
 # Everything no longer fits one 10-minute call. A session's 30 minutes, most needed first (each
 # call's prefix, then "bash benchmarks/gpu_session.sh"; carry as above unless said):
 #   1. GPU_PROFILE=1 GPU_BENCH_ARGS=--skip-workloads        tests, ncu, kernels and twins   ~6 min
