@@ -68,7 +68,7 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     $(ls .peerwhl/*.whl 2>/dev/null) || exit 1
 # The checkout itself is gpupipe (kernels found in ./kernels); the wheels shadow the image's Pillow.
-export PYTHONPATH="/tmp/site:$PWD/.nvimg/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos" GPUPIPE_CORPUS="$PWD/.photos"
+export PYTHONPATH="/tmp/site:$PWD/.nvimg/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # libnvjpeg for nvImageCodec
 # The host's CPUs as well as the GPU: on 16 "cores" the CPU backend did 2.4x less per core than on the
 # 2-core VM even where decode alone bounds it (W1, 12 MP): SMT siblings or a cgroup CPU quota would say why.

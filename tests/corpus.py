@@ -1,20 +1,44 @@
-"""Where the shared real-photo corpus lives: ../shared/corpus/photos beside the checkout
-(as in CI), or GPUPIPE_CORPUS. Tests fail loudly when it is missing rather than
-silently testing nothing."""
+"""The real photographs the tests read: tests/photos, in the repository (see its SOURCES.md).
+
+``stills()`` are lossless RGB photos of the Kodak suite's size (768x512, or 512x768 upright),
+made once per test session from the distinct photographs in tests/photos: the reference
+checks for resampling and filters want photographic detail without JPEG's blocks.
+"""
 
 from __future__ import annotations
 
-import os
+import atexit
+import functools
 import shutil
+import tempfile
 from pathlib import Path
 
-_candidates = [os.environ.get("GPUPIPE_CORPUS"),
-               Path(__file__).resolve().parents[2] / "shared" / "corpus" / "photos",
-               "/work/shared/corpus/photos"]
-CORPUS = next((Path(c) for c in _candidates if c and (Path(c) / "kodak").is_dir()), None)
-assert CORPUS is not None, f"the photo corpus was not found; looked in {_candidates}"
-KODAK = sorted(str(p) for p in (CORPUS / "kodak").glob("*.png"))
-assert KODAK, f"no kodak/*.png under {CORPUS}"
+from PIL import Image, ImageOps
+
+CORPUS = Path(__file__).resolve().parent / "photos"
+assert (CORPUS / "exif-orientation").is_dir(), f"the test photos are missing from {CORPUS}"
+
+# One file per distinct photograph (the EXIF set holds two photos, each stored nine ways).
+_STILL_SOURCES = ("exif-orientation/Landscape_1.jpg", "exif-orientation/Portrait_1.jpg", "pillow/flower.jpg",
+                  "pillow/flower2.jpg", "pillow/xmp_test.jpg", "pillow/icc_profile_big.jpg", "pillow/iptc.jpg",
+                  "pillow/exif-72dpi-int.jpg", "pillow/app13-multiple.jpg")
+
+
+@functools.cache
+def stills() -> list[str]:
+    """Paths of the stills, made on first use."""
+    folder = Path(tempfile.mkdtemp(prefix="gpupipe-stills-"))
+    atexit.register(shutil.rmtree, folder, True)
+    made = []
+    for name in _STILL_SOURCES:
+        with Image.open(CORPUS / name) as im:
+            upright = ImageOps.exif_transpose(im.convert("RGB"))
+        size = (768, 512) if upright.width >= upright.height else (512, 768)
+        still = ImageOps.fit(upright, size, Image.Resampling.LANCZOS)
+        path = folder / (Path(name).stem + ".png")
+        still.save(path, compress_level=1)
+        made.append(str(path))
+    return made
 
 
 def copies(photos, directory: Path, times: int) -> Path:

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from gpupipe.backends.numpy import filters as F
 from gpupipe.errors import ProcessingError
 
-from .corpus import KODAK
+from .corpus import stills
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 
 
@@ -119,8 +119,7 @@ def alpha_pattern(h, w):
 
 @pytest.fixture(scope="module")
 def photo():
-    assert KODAK, "kodak corpus missing"
-    rgb = np.asarray(Image.open(KODAK[4]).convert("RGB"))
+    rgb = np.asarray(Image.open(stills()[4]).convert("RGB"))
     return rgb[100:292, 200:456]  # 192x256 crop keeps scipy references quick
 
 
@@ -138,7 +137,7 @@ def test_photo_matches_scipy(photo, op, mode):
 
 
 def test_full_photo_gaussian():
-    rgb = np.asarray(Image.open(KODAK[0]).convert("RGB"))
+    rgb = np.asarray(Image.open(stills()[0]).convert("RGB"))
     assert_close(F.gaussian_blur(rgb, 1.5), reference(rgb, lambda x: _sep64(x, _gauss64(1.5)), True))
 
 
