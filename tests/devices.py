@@ -42,7 +42,7 @@ def run_on(make: Callable[[], NumpyBackend], spec, inputs: list[Path] | Path, ou
 
 
 class SharedCount:
-    """A counter every worker process adds to (they are forked after it is made)."""
+    """A counter (or running maximum) every worker process adds to: they are forked after it is made."""
 
     def __init__(self) -> None:
         self._value = multiprocessing.get_context("fork").Value("i", 0)
@@ -51,6 +51,11 @@ class SharedCount:
         with self._value.get_lock():
             self._value.value += amount
             return self._value.value
+
+    def raise_to(self, amount: int) -> None:
+        """The value becomes ``amount`` if that is more (a running maximum over all workers)."""
+        with self._value.get_lock():
+            self._value.value = max(self._value.value, amount)
 
     @property
     def value(self) -> int:

@@ -243,7 +243,7 @@ class SmallDevice(StandInDevice):
             if len(images) == 1:
                 self.refused_alone.add()
             raise DeviceOutOfMemory(f"out of GPU memory for {len(images)} image(s)")
-        self.largest_batch.add(max(0, len(images) - self.largest_batch.value))
+        self.largest_batch.raise_to(len(images))
         return super().upload(images)
 
 
