@@ -66,6 +66,7 @@ class SharedBudget(unit.Budget):
         self._owner = _fork.RawValue(ctypes.c_int, -1)       # the worker holding _lock, to free it if it dies
         self._used = _fork.RawValue(ctypes.c_longlong, 0)
         self._held = _fork.RawArray(ctypes.c_longlong, workers)
+        self._peak = _fork.RawArray(ctypes.c_longlong, workers)    # the most each worker held at once
         self.worker = -1                                      # set in each worker after the fork
 
     @contextlib.contextmanager
@@ -86,7 +87,8 @@ class SharedBudget(unit.Budget):
         with self._locked():
             if self._used.value + amount <= self.total or self._used.value == 0:
                 self._used.value += amount
-                self._held[self.worker] += amount
+                held = self._held[self.worker] = self._held[self.worker] + amount
+                self._peak[self.worker] = max(self._peak[self.worker], held)
                 return True
         return False
 
@@ -107,6 +109,11 @@ class SharedBudget(unit.Budget):
     @property
     def used(self) -> int:
         return self._used.value
+
+    @property
+    def peaks(self) -> list[int]:
+        """The most each worker held at once."""
+        return list(self._peak)
 
 
 @dataclass

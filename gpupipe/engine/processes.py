@@ -112,6 +112,8 @@ class ProcessEngine(Driver):
             cpu = self.summary.cpu_seconds_by_stage
             cpu["coordinate"] = time.thread_time() - started_cpu
             cpu["workers"] = _children_cpu() - children_before
+            self.summary.memory_budget = memory
+            self.summary.memory_peak_by_worker = getattr(pool.budget, "peaks", [])
         return RunResult(self.summary, outcomes)
 
     def _scan_thread(self, inputs: Sequence[str | Path]) -> None:

@@ -71,6 +71,10 @@ class RunSummary:
     # CPU seconds of each pipeline stage's threads (the local engine; "collect" is the thread that
     # ran it): against workers x wall time, a stage that used little CPU was waiting (lock, I/O).
     cpu_seconds_by_stage: dict[str, float] = field(default_factory=dict)
+    # Bytes of decoded images the workers may hold together (80 % of --max-memory), and the most
+    # each worker held at once: how the budget was shared (the local engine).
+    memory_budget: int = 0
+    memory_peak_by_worker: list[int] = field(default_factory=list)
     # Side files (--report, --log, --trace, --metrics-file) that could not be written (a full disk):
     # the outputs and the journal are fine, but the run did not deliver everything asked for.
     side_file_errors: list[str] = field(default_factory=list)
@@ -131,6 +135,8 @@ class RunSummary:
             "failure_examples": dict(self.failure_examples), "scan_problems": self.scan_problems,
             "notes": self.notes, "side_file_errors": self.side_file_errors,
             "cpu_seconds_by_stage": {stage: round(seconds, 3) for stage, seconds in self.cpu_seconds_by_stage.items()},
+            "memory_budget_mb": round(self.memory_budget / 2**20, 1),
+            "memory_peak_by_worker_mb": [round(peak / 2**20, 1) for peak in self.memory_peak_by_worker],
             "exit_code": self.exit_code,
         }
 

@@ -208,6 +208,17 @@ def test_the_memory_budget_holds_across_worker_processes() -> None:
         process.join(60)
         assert process.exitcode == 0
     assert budget.used == 0 and 0 < most.value <= total
+    assert all(0 < peak <= total for peak in budget.peaks[:4]) and budget.peaks[4] == 700
+
+
+def test_the_summary_says_how_the_workers_shared_the_memory_budget(tmp_path: Path) -> None:
+    inputs = _jpegs(tmp_path / "in", 40)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, max_memory=100 * 2**20,
+                         journal=False)
+    summary = result.summary.to_dict()
+    assert summary["memory_budget_mb"] == 80.0                        # 80 % of --max-memory
+    peaks = summary["memory_peak_by_worker_mb"]
+    assert len(peaks) == 2 and all(0 < peak <= 80.0 for peak in peaks)
 
 
 def test_an_input_bigger_than_the_whole_budget_fails_alone(tmp_path: Path) -> None:
