@@ -375,7 +375,7 @@ def run(
                 order=order, on_progress=display.update, keep_outcomes=False, retries=retries,
                 stall_timeout=stall_timeout, force=force, retry_failed=retry_failed, verify=verify,
                 metrics_port=metrics_port_number, metrics_host=metrics_host, metrics_file=metrics_file,
-                engine=engine, ray_address=ray_address, overwrite=overwrite,
+                engine=engine, ray_address=ray_address, overwrite=overwrite, spans=trace is not None,
                 on_outcome=side.on_outcome,
                 journal=False if no_journal else (journal_path or True))
     except SystemFailure as exc:           # before any work: e.g. no space for the journal

@@ -54,6 +54,7 @@ class RunOptions:
     retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
     device_failures: int = 3                    # consecutive GPU failures before the run moves to the CPU
+    spans: bool = False                         # keep each input's stage spans (FileOutcome.spans), for --trace
 
     def __post_init__(self) -> None:
         if self.max_memory is None:

@@ -82,7 +82,7 @@ class ProcessEngine(Driver):
         journal = opts.journal
         work = unit.Work(self.spec, self.output, self.write_policy, opts.fsync, opts.max_pixels, memory,
                          journal.recorded_outputs(self.output) if journal is not None else (),
-                         stop_at_failure=opts.on_error == "stop")
+                         stop_at_failure=opts.on_error == "stop", spans=opts.spans)
         guard = [writer_lock] + ([journal.fork_guard] if journal is not None else [])
         if self.backend.in_process:          # CUDA is open here: no forked worker could use it
             self.pool = pool = InProcessPool(work, self.backend, device_failures=opts.device_failures)

@@ -315,7 +315,7 @@ def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str
     rows_per_block = max(1, min(64, -(-len(items) // (4 * cpus))))
     dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // rows_per_block)))
     work = unit.Work(spec, output, policy, opts.fsync, opts.max_pixels, int(opts.max_memory * 0.8),
-                     stop_at_failure=opts.on_error == "stop")
+                     stop_at_failure=opts.on_error == "stop", spans=opts.spans)
     how = dict(work=work, drain_flag=drain_flag)
     if not actors:
         return dataset.map_batches(_chunk_in_a_task, fn_kwargs=how, batch_size=None, num_cpus=1,

@@ -78,8 +78,8 @@ def test_chunks_and_device_batches_make_the_same_files_and_outcomes(tmp_path: Pa
     spec = Spec((Variant((Thumbnail(40),), name="thumb", format="jpeg"),
                  Variant((GaussianBlur(1.5),), name="blur")))
     one = gpupipe.run(inputs, tmp_path / "one", spec, backend="cpu", workers=1)
-    processes = gpupipe.run(inputs, tmp_path / "processes", spec, backend="cpu", workers=2)
-    batched = devices.run_on(devices.StandInDevice, spec, inputs, tmp_path / "device")
+    processes = gpupipe.run(inputs, tmp_path / "processes", spec, backend="cpu", workers=2, spans=True)
+    batched = devices.run_on(devices.StandInDevice, spec, inputs, tmp_path / "device", spans=True)
     assert processes.summary.backend == "cpu (NumPy/OpenCV/Pillow, 2 worker processes)"
     assert batched.summary.backend == "stand-in-device (NumPy)"
     assert _outputs(tmp_path / "one") == _outputs(tmp_path / "processes") == _outputs(tmp_path / "device")
@@ -99,6 +99,8 @@ def test_chunks_and_device_batches_make_the_same_files_and_outcomes(tmp_path: Pa
     ok = [o for o in processes.outcomes if o.status == "ok"]
     assert all({"read", "decode", "process", "encode", "write"} <= set(o.seconds) for o in ok)
     assert {worker for o in ok for *_, worker in o.spans} == {"gpupipe-worker-0", "gpupipe-worker-1"}
+    unasked = [o for o in one.outcomes if o.status == "ok"]              # spans only when asked (--trace)
+    assert all(not o.spans and {"read", "decode", "process", "encode", "write"} <= set(o.seconds) for o in unasked)
     # The journal holds one row per input, and a second run skips them all.
     again = gpupipe.run(inputs, tmp_path / "processes", spec, backend="cpu", workers=2)
     assert again.summary.processed == 0 and again.summary.skipped == len(processes.outcomes)
@@ -320,7 +322,7 @@ def test_a_device_this_process_opened_already_works_in_this_process(tmp_path: Pa
     make_bad_inputs(inputs / "bad")
     here = dataclasses.replace(devices.choice(devices.StandInDevice), in_process=True)
     before = set(procs.children(os.getpid()))
-    result = ProcessEngine(THUMB, here, RunOptions(workers=2)).run([inputs], tmp_path / "here")
+    result = ProcessEngine(THUMB, here, RunOptions(workers=2, spans=True)).run([inputs], tmp_path / "here")
     forked = devices.run_on(devices.StandInDevice, THUMB, inputs, tmp_path / "forked")
     assert set(procs.children(os.getpid())) == before
     assert _outputs(tmp_path / "here") == _outputs(tmp_path / "forked")
