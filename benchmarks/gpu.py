@@ -62,7 +62,7 @@ CAMERA_GPU_COUNT = 240
 IMAGENET_COUNT = 2000
 KERNEL_OPS = [ops.Brightness(20), ops.Contrast(1.3), ops.Grayscale(), ops.Flip("horizontal"), ops.Rotate(90),
               ops.Crop(100, 100, 2000, 1500), ops.Sharpen(), ops.GaussianBlur(1.0), ops.GaussianBlur(3.0),
-              ops.Resize(1500, 1000), ops.Thumbnail(256), ops.Watermark(text="© gpupipe", size=64)]
+              ops.Resize(1500, 1000, mode="exact"), ops.Thumbnail(256), ops.Watermark(text="© gpupipe", size=64)]
 
 
 def device_info(cupy) -> dict:

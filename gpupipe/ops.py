@@ -108,15 +108,17 @@ def _color(value: Any, what: str) -> Color:
 
 @dataclass(frozen=True)
 class Resize(Op):
-    """Resample to a box. Either side may be None: it then follows the aspect ratio."""
+    """Resample into a box, keeping the aspect ratio (``fit``) unless ``mode`` says otherwise — in
+    the API and spec files as on the CLI. Either side may be None: it then follows the aspect ratio."""
 
     name: ClassVar[str] = "resize"
-    summary: ClassVar[str] = ("Resample to width×height; mode exact (stretch), fit (inside the box), "
-                              "fill/cover (cover the box, centre-crop) or pad (fit, then pad with background).")
+    summary: ClassVar[str] = ("Resample into width×height; mode fit (the default: inside the box, aspect kept), "
+                              "exact (stretch), fill/cover (cover the box, centre-crop) or pad (fit, then pad "
+                              "with background).")
     shape_preserving: ClassVar[bool] = False
     width: int | None = None
     height: int | None = None
-    mode: str = "exact"
+    mode: str = "fit"
     filter: str = "lanczos3"
     upscale: bool = True
     background: Color = (255, 255, 255, 255)

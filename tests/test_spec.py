@@ -24,6 +24,34 @@ def test_resize_modes_output_sizes(mode: str, expected: tuple[int, int]) -> None
     assert ops.Resize(300, 300, mode=mode).output_size(1800, 1200) == expected
 
 
+def test_resize_keeps_the_aspect_ratio_everywhere_unless_told_to_stretch(tmp_path: Path) -> None:
+    """A resize of an 1800x1200 photo into 1600x1600 fits it (1600x1067) from a spec file, the API
+    and the CLI alike; mode "exact" stretches it."""
+    import shutil
+    import subprocess
+    import sys
+
+    import gpupipe
+    from PIL import Image
+
+    from .corpus import CORPUS
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(CORPUS / "exif-orientation" / "Landscape_1.jpg", src / "photo.jpg")      # 1800x1200
+    toml = tmp_path / "spec.toml"
+    toml.write_text('[[variant]]\nname = "fit"\nformat = "png"\nops = [{ op = "resize", width = 1600, height = 1600 }]\n'
+                    '[[variant]]\nname = "exact"\nformat = "png"\n'
+                    'ops = [{ op = "resize", width = 1600, height = 1600, mode = "exact" }]\n')
+    gpupipe.run(src, tmp_path / "spec", toml, backend="cpu", journal=False)
+    gpupipe.run(src, tmp_path / "api", [ops.Resize(1600, 1600)], backend="cpu", journal=False)
+    subprocess.run([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(tmp_path / "cli"), "--resize",
+                    "1600x1600", "--quiet"], check=True)
+    sizes = {path.relative_to(tmp_path).as_posix(): Image.open(path).size
+             for path in sorted(tmp_path.glob("*/photo*")) if path.parent.name != "in"}
+    assert sizes == {"spec/photo_fit.png": (1600, 1067), "spec/photo_exact.png": (1600, 1600),
+                     "api/photo.jpg": (1600, 1067), "cli/photo.jpg": (1600, 1067)}
+
+
 def test_resize_plans() -> None:
     assert ops.Resize(300, 300, mode="fill").plan(1800, 1200) == ops.ResizePlan(450, 300, crop=(75, 0, 300, 300))
     assert ops.Resize(300, 300, mode="pad").plan(1800, 1200) == ops.ResizePlan(300, 200, pad=(300, 300, 0, 50))
