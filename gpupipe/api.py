@@ -260,18 +260,21 @@ def as_spec(spec: Spec | Iterable[Op] | str | Path) -> Spec:
     return Spec.single(list(spec))
 
 
-def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: str = "cpu") -> Any:
+def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: str = "cpu", exif_orientation: bool = True) -> Any:
     """Apply a spec to one in-memory image (NumPy HWC/HW uint8 array or PIL image).
 
     Returns the same kind of object: one image for a single-variant spec or a list
-    of ops, a {variant name: image} dict when the spec has several variants.
+    of ops, a {variant name: image} dict when the spec has several variants. A single-channel
+    result (grayscale) of an array comes back H×W, unless the array was H×W×1.
+    A PIL image's EXIF Orientation is applied first, as ``run`` applies it to files
+    (``exif_orientation=False``: the pixels as they are stored).
     Raises gpupipe.errors.ProcessingError when an op cannot apply to this image.
     """
     spec = Spec.single([spec]) if isinstance(spec, Op) else as_spec(spec)
     pil_mode = None
     if hasattr(image, "mode") and hasattr(image, "size"):        # a PIL image
         from .codecs import pil_to_array
-        pil_mode, array = image.mode, pil_to_array(image)
+        pil_mode, array = image.mode, pil_to_array(image, exif_orientation=exif_orientation)
     else:
         array = np.asarray(image)
         if array.ndim == 2:
@@ -284,12 +287,13 @@ def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: str = "cpu") -
         row = process_batch(chosen, [np.ascontiguousarray(array)], spec)[0]
     finally:
         chosen.close()
+    keep_channel_axis = pil_mode is None and np.ndim(image) == 3 and np.shape(image)[2] == 1
     outputs = {}
     for variant, result in zip(spec.variants, row):
         if isinstance(result, InputError):
             raise result
         outputs[variant.name] = _as_pil(result) if pil_mode is not None else (
-            result[:, :, 0] if np.asarray(image).ndim == 2 and result.shape[2] == 1 else result)
+            result[:, :, 0] if result.shape[2] == 1 and not keep_channel_axis else result)
     return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
 

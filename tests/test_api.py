@@ -25,11 +25,28 @@ def test_apply_on_arrays_and_pil_images() -> None:
     array = np.zeros((100, 200, 3), np.uint8)
     assert gpupipe.apply(ops.Thumbnail(50), array).shape == (25, 50, 3)
     assert gpupipe.apply([ops.Rotate(90)], array).shape == (200, 100, 3)
-    gray = gpupipe.apply([ops.Grayscale()], np.asarray(Image.open(EXAMPLES / "Landscape_1.jpg")))
-    rgb = np.asarray(Image.fromarray(gray[:, :, 0]).convert("RGB"))
+    photo = np.asarray(Image.open(EXAMPLES / "Landscape_1.jpg"))
+    gray = gpupipe.apply([ops.Grayscale()], photo)
+    assert gray.shape == photo.shape[:2]                               # H×W, as NumPy's grey images are
+    rgb = np.asarray(Image.fromarray(gray).convert("RGB"))
     assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    assert gpupipe.apply([ops.Grayscale()], photo[:, :, :1]).shape == (*photo.shape[:2], 1)   # H×W×1 stays
     pil = gpupipe.apply([ops.Thumbnail(64)], Image.open(EXAMPLES / "chapel.png"))
     assert isinstance(pil, Image.Image) and max(pil.size) == 64
+
+
+def test_apply_turns_a_pil_image_upright_as_run_does(tmp_path: Path) -> None:
+    """Portrait_6.jpg is stored sideways with EXIF Orientation 6: apply() gives what run() writes,
+    upright, unless asked for the stored pixels."""
+    photo = EXAMPLES / "Portrait_6.jpg"
+    spec = gpupipe.Spec.single([ops.Thumbnail(120)], format="png")
+    gpupipe.run(photo.parent, tmp_path / "out", spec, backend="cpu", journal=False)
+    written = np.asarray(Image.open(tmp_path / "out" / "Portrait_6.png"))
+    applied = np.asarray(gpupipe.apply(spec, Image.open(photo)))
+    assert applied.shape == written.shape and applied.shape[0] > applied.shape[1]     # portrait, upright
+    assert np.abs(applied.astype(int) - written).mean() < 1.0         # the same pixels (decoders agree closely)
+    stored = gpupipe.apply(spec, Image.open(photo), exif_orientation=False)
+    assert stored.size == (applied.shape[0], applied.shape[1])        # sideways, as stored
 
 
 def test_apply_with_several_variants_returns_a_dict() -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from gpupipe.errors import UnsupportedFormat
 
-from .orientation import _orient
+from .orientation import _orient, _valid_orientation
 
 
 def _from16(a: np.ndarray) -> np.ndarray:
@@ -94,11 +94,10 @@ def _matching_icc(icc: bytes | None, channels: int) -> bytes | None:
     return None
 
 
-def pil_to_array(im: Image.Image) -> np.ndarray:
-    """A Pillow image of any mode as a writable uint8 HWC array in L/LA/RGB/RGBA.
-
-    The same normalisation ``decode`` applies (no EXIF orientation: an
-    in-memory image is taken as it is).
-    """
+def pil_to_array(im: Image.Image, exif_orientation: bool = False) -> np.ndarray:
+    """A Pillow image of any mode as a writable uint8 HWC array in L/LA/RGB/RGBA: the same
+    normalisation ``decode`` applies, and with ``exif_orientation`` its EXIF Orientation tag
+    applied as ``decode`` applies it (an invalid tag counts as none)."""
     pixels, _icc = _to_array(im, None)
-    return _orient(pixels, 1)
+    orientation = _valid_orientation(im.getexif().get(0x0112)) if exif_orientation else 1
+    return _orient(pixels, orientation)
