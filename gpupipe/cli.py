@@ -27,7 +27,7 @@ from . import __version__, api, codecs, ops as op_catalogue, sources
 from .backends import choose_backend, select_backend
 from .engine.host import usable_cores, usable_memory
 from .engine.options import DEFAULT_MAX_PIXELS, default_max_memory
-from .errors import GpupipeError, SystemFailure, UsageError
+from .errors import GpupipeError, SystemFailure, UsageError, did_you_mean
 from .journal import default_path, report as journal_report
 from .observe import ProgressDisplay
 from .tracing import ChromeTrace, StateLog
@@ -574,7 +574,8 @@ def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in det
     if name:
         key = op_catalogue.ALIASES.get(name, name).replace("-", "_")
         if key not in chosen:
-            err.print(f"[red]error:[/] unknown op {escape(repr(name))}; known: {', '.join(chosen)}")
+            hint = did_you_mean(key, [*chosen, *op_catalogue.ALIASES])
+            err.print(f"[red]error:[/] unknown op {escape(repr(name))}{escape(hint)}; known: {', '.join(chosen)}")
             raise typer.Exit(2)
         chosen = {key: chosen[key]}
     for op_name, cls in chosen.items():

@@ -121,3 +121,11 @@ def input_error(error_class: str, message: str) -> InputError:
     error = InputError(message)
     error.error_class = error_class
     return error
+
+
+def did_you_mean(given: object, choices) -> str:
+    """" (did you mean 'webp'?)" when ``given`` is a near miss of one of ``choices`` (a typo such
+    as 'wepb' or 'bottom-rigth'), else "": for the end of a UsageError's message."""
+    import difflib
+    close = difflib.get_close_matches(str(given).strip().lower(), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .errors import ProcessingError, UsageError
+from .errors import ProcessingError, UsageError, did_you_mean
 
 FILTERS = ("nearest", "bilinear", "bicubic", "lanczos3")
 RESIZE_MODES = ("exact", "fit", "fill", "pad")
@@ -127,8 +127,10 @@ class Resize(Op):
         mode = {"cover": "fill", "stretch": "exact", "contain": "fit"}.get(self.mode, self.mode)
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "background", _color(self.background, "resize background"))
-        _require(mode in RESIZE_MODES, f"resize mode must be one of {', '.join(RESIZE_MODES)} (or cover), got {self.mode!r}")
-        _require(self.filter in FILTERS, f"resize filter must be one of {', '.join(FILTERS)}, got {self.filter!r}")
+        _require(mode in RESIZE_MODES, f"resize mode must be one of {', '.join(RESIZE_MODES)} (or cover), got "
+                                       f"{self.mode!r}{did_you_mean(self.mode, (*RESIZE_MODES, 'cover'))}")
+        _require(self.filter in FILTERS, f"resize filter must be one of {', '.join(FILTERS)}, got {self.filter!r}"
+                                         f"{did_you_mean(self.filter, FILTERS)}")
         _require(self.width is not None or self.height is not None, "resize needs a width, a height or both")
         for side in (self.width, self.height):
             _require(side is None or (isinstance(side, int) and 1 <= side <= 65500),
@@ -277,7 +279,8 @@ class Flip(Op):
     def __post_init__(self) -> None:
         direction = {"h": "horizontal", "v": "vertical"}.get(self.direction, self.direction)
         object.__setattr__(self, "direction", direction)
-        _require(direction in ("horizontal", "vertical"), f"flip takes horizontal (h) or vertical (v), got {self.direction!r}")
+        _require(direction in ("horizontal", "vertical"), f"flip takes horizontal (h) or vertical (v), got "
+                                                          f"{self.direction!r}{did_you_mean(direction, ('horizontal', 'vertical'))}")
 
 
 # --------------------------------------------------------------------------- colour
@@ -413,7 +416,8 @@ class Watermark(Op):
     def __post_init__(self) -> None:
         _require((self.text is None) != (self.image is None), "watermark needs exactly one of text or image")
         _require(self.text is None or self.text.strip() != "", "watermark text must not be empty")
-        _require(self.position in POSITIONS, f"watermark position must be one of {', '.join(POSITIONS)}, got {self.position!r}")
+        _require(self.position in POSITIONS, f"watermark position must be one of {', '.join(POSITIONS)}, got "
+                                             f"{self.position!r}{did_you_mean(self.position, POSITIONS)}")
         _require(0 <= self.opacity <= 1, f"watermark opacity must be within 0…1, got {self.opacity}")
         _require(self.margin >= 0, "watermark margin must be ≥ 0")
         _require(self.size is None or self.size >= 1, "watermark size must be ≥ 1 pixel")
@@ -449,12 +453,13 @@ def op_from_dict(table: dict[str, Any]) -> Op:
         params["mode"] = key
     cls = OP_CLASSES.get(ALIASES.get(key, key))
     if cls is None:
-        raise UsageError(f"unknown op {name!r}; known ops: {', '.join(OP_CLASSES)} (see `gpupipe ops`)")
+        raise UsageError(f"unknown op {name!r}{did_you_mean(key, [*OP_CLASSES, *ALIASES])}; known ops: "
+                         f"{', '.join(OP_CLASSES)} (see `gpupipe ops`)")
     allowed = param_names(cls)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise UsageError(f"op {cls.name} has no parameter {', '.join(map(repr, unknown))}; "
-                         f"its parameters: {', '.join(allowed) or 'none'}")
+        raise UsageError(f"op {cls.name} has no parameter {', '.join(map(repr, unknown))}"
+                         f"{did_you_mean(unknown[0], allowed)}; its parameters: {', '.join(allowed) or 'none'}")
     try:
         return cls(**params)
     except TypeError as exc:

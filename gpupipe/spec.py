@@ -39,7 +39,7 @@ from typing import Any, Iterable, Sequence
 
 from . import codecs
 from .codecs.decoding import DEFAULT_MAX_PIXELS
-from .errors import BadOutputName, UsageError
+from .errors import BadOutputName, UsageError, did_you_mean
 from .ops import Op, Resize, Watermark, _color, op_from_dict
 from .sidefiles import printable, read_resource
 
@@ -199,7 +199,8 @@ class Spec:
             # A file with a bare `ops = [...]` is a single unnamed variant.
             tables, data = [data], {}
         if data:
-            raise UsageError(f"{source}: unknown top-level key(s) {', '.join(sorted(data))}; "
+            raise UsageError(f"{source}: unknown top-level key(s) {', '.join(sorted(data))}"
+                             f"{did_you_mean(sorted(data)[0], ('defaults', 'variant'))}; "
                              "expected [defaults] and [[variant]] tables")
         if not isinstance(tables, list) or not tables:
             raise UsageError(f"{source}: no variants; add a [[variant]] table with ops = [...]")
@@ -207,9 +208,11 @@ class Spec:
         for index, table in enumerate(tables, 1):
             merged = {**defaults, **table}
             where = f"{source}: variant {merged.get('name') or index}"
-            unknown = set(merged) - {"name", "ops", "format", "quality", "template", "background"}
+            keys = ("name", "ops", "format", "quality", "template", "background")
+            unknown = sorted(set(merged) - set(keys))
             if unknown:
-                raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+                raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}{did_you_mean(unknown[0], keys)}; "
+                                 f"a variant takes {', '.join(keys)}")
             raw_ops = merged.get("ops", [])
             if not isinstance(raw_ops, list) or not all(isinstance(t, dict) for t in raw_ops):
                 raise UsageError(f"{where}: ops must be a list of tables like [{{ op = \"thumbnail\", size = 256 }}]")

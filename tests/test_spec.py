@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path, PurePath
 
 import pytest
@@ -173,3 +174,24 @@ def test_watermark_files_are_checked_up_front_and_resolved_next_to_the_spec(tmp_
         Spec.single([ops.Watermark(image=str(tmp_path / "broken.png"))]).check_resources()
     with pytest.raises(UsageError, match="watermark font .*none.ttf does not exist"):
         Spec.single([ops.Watermark(text="x", font=str(tmp_path / "none.ttf"))]).check_resources()
+
+
+@pytest.mark.parametrize("build, hint", [
+    (lambda: ops.Watermark(text="x", position="bottom-rigth"), "did you mean 'bottom-right'?"),
+    (lambda: ops.Resize(10, 10, mode="fitt"), "did you mean 'fit'?"),
+    (lambda: ops.Resize(10, 10, filter="lanczos"), "did you mean 'lanczos3'?"),
+    (lambda: ops.Flip("horizonal"), "did you mean 'horizontal'?"),
+    (lambda: ops.op_from_dict({"op": "watermak", "text": "x"}), "did you mean 'watermark'?"),
+    (lambda: ops.op_from_dict({"op": "resize", "widht": 3}), "did you mean 'width'?"),
+    (lambda: Spec.from_dict({"variant": [{"name": "a", "formt": "png", "ops": []}]}), "did you mean 'format'?"),
+    (lambda: Spec.single([], format="wepb"), "did you mean 'webp'?"),
+])
+def test_a_near_miss_says_what_was_meant(build, hint: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(hint)):
+        build()
+
+
+def test_a_far_miss_suggests_nothing() -> None:
+    with pytest.raises(UsageError) as caught:
+        ops.Resize(10, 10, mode="banana")
+    assert "did you mean" not in str(caught.value)

@@ -10,7 +10,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, features
 
-from gpupipe.errors import UsageError
+from gpupipe.errors import UsageError, did_you_mean
 
 from .jpeg import _with_icc
 from .modes import _matching_icc
@@ -46,7 +46,7 @@ def normalise_format(name: str) -> str:
         return fmt
     valid = ", ".join(f + (" (jpg)" if f == "jpeg" else "") for f in available_formats())
     if fmt is None:
-        raise UsageError(f"unknown output format {name!r}; choose one of: {valid}")
+        raise UsageError(f"unknown output format {name!r}{did_you_mean(key, _OUT_ALIASES)}; choose one of: {valid}")
     raise UsageError(f"output format {fmt!r} needs a Pillow built with {fmt.upper()} support, "
                      f"which this one lacks; choose one of: {valid}")
 
