@@ -675,8 +675,29 @@ def _worker_process_check() -> str:
 
 def version_callback(value: bool) -> None:
     if value:
-        print(f"gpupipe {__version__}")
+        print("\n".join(versions()))
         raise typer.Exit()
+
+
+def versions() -> list[str]:
+    """What --version says: gpupipe, then the libraries whose versions change its results or speed.
+    CuPy is named from its install, not imported (CUDA is looked at by `gpupipe doctor`)."""
+    import platform
+    from importlib.metadata import distributions
+
+    import cv2
+    import numpy
+    import PIL
+    import simplejpeg
+    from PIL import features
+    lines = [f"gpupipe {__version__}",
+             f"Python {platform.python_version()}, NumPy {numpy.__version__}, Pillow {PIL.__version__} "
+             f"(libjpeg-turbo {features.version('libjpeg_turbo') or 'absent'}), simplejpeg {simplejpeg.__version__}, "
+             f"OpenCV {cv2.__version__}"]
+    cupy = sorted(f"{d.metadata['Name']} {d.version}" for d in distributions()
+                  if (d.metadata["Name"] or "").lower().startswith("cupy"))
+    lines.append(f"{', '.join(cupy)} (CUDA: see `gpupipe doctor`)" if cupy else "CuPy not installed (CPU only)")
+    return lines
 
 
 @app.callback()

@@ -262,6 +262,9 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None
 def test_version_and_module_entry_point() -> None:
     result = subprocess.run([sys.executable, "-m", "gpupipe", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("gpupipe ")
+    import PIL
+    assert f"Pillow {PIL.__version__} (libjpeg-turbo " in result.stdout and "OpenCV " in result.stdout
+    assert "CuPy" in result.stdout.splitlines()[-1]                  # installed with its version, or not
     script = Path(sys.executable).with_name("gpupipe")        # the console script pip installed
     result = subprocess.run([str(script), "ops", "thumbnail"], capture_output=True, text=True)
     assert result.returncode == 0 and "50×25" in result.stdout
