@@ -326,6 +326,9 @@ def run(
                                  rich_help_panel=RUN_PANEL),
     quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; failures and errors only.",
                                rich_help_panel=RUN_PANEL),
+    output_format: str = typer.Option("text", "--output-format", metavar="text|json", help="json: also print "
+                                      "the summary and every failure (path, error class, message) as one JSON "
+                                      "object on stdout when the run ends, for scripts.", rich_help_panel=RUN_PANEL),
 ) -> None:
     """Process images: gpupipe run IN [IN...] -o OUT [op flags] [--format F] [--quality Q].
 
@@ -352,7 +355,11 @@ def run(
             metrics_host, metrics_port_number = parse_address(metrics_port)
         api.check_numbers(workers=workers, max_memory=memory, gpu_memory=device_memory, max_pixels=max_pixels,
                           retries=retries, stall_timeout=stall_timeout)
-        _check_one_stdout({"--report": report, "--log": log_file, "--trace": trace, "--metrics-file": metrics_file})
+        if output_format not in ("text", "json"):
+            raise UsageError(f"--output-format must be text or json, got {output_format!r}"
+                             f"{did_you_mean(output_format, ('text', 'json'))}")
+        _check_one_stdout({"--report": report, "--log": log_file, "--trace": trace, "--metrics-file": metrics_file,
+                           "--output-format json": Path(STDOUT) if output_format == "json" else None})
         if dry_run:
             sources.check_inputs(inputs)
             spec.check_resources(max_pixels=max_pixels)
@@ -361,7 +368,7 @@ def run(
             return
         side = _SideFiles.open(report, log_file, trace, {
             "gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get("gpupipe_raw_args", [])],
-            "spec": spec.to_dict(), "spec_hash": spec.hash()})
+            "spec": spec.to_dict(), "spec_hash": spec.hash()}, failures=output_format == "json")
     except GpupipeError as exc:
         _exit_with_error(exc)
     result = None
@@ -388,6 +395,8 @@ def run(
         _abort(side, backend)
     side.close(result.summary)
     print_summary(result.summary, Console(stderr=True), failures_only=quiet)
+    if side.failures is not None:
+        print(json.dumps({"summary": result.summary.to_dict(), "failures": side.failures}, ensure_ascii=False))
     raise typer.Exit(result.exit_code)
 
 
@@ -398,11 +407,14 @@ class _SideFiles:
     def __init__(self) -> None:
         self.writer: ReportWriter | None = None
         self.recorders: list[StateLog | ChromeTrace] = []
+        self.failures: list[dict] | None = None      # --output-format json: every failed input, for stdout
 
     @classmethod
     def open(cls, report: Path | None, log_file: Path | None, trace: Path | None,
-             header: dict[str, Any]) -> "_SideFiles":
+             header: dict[str, Any], failures: bool = False) -> "_SideFiles":
         side = cls()
+        if failures:
+            side.failures = []
         try:
             if report is not None:
                 side.writer = ReportWriter(report, header)
@@ -418,9 +430,16 @@ class _SideFiles:
     @property
     def on_outcome(self):
         sinks = ([self.writer.add] if self.writer else []) + self.recorders
+        if self.failures is not None:
+            sinks.append(self._note_failure)
         if not sinks:
             return None
         return lambda outcome: [sink(outcome) for sink in sinks]
+
+    def _note_failure(self, outcome) -> None:
+        if outcome.status == "failed":
+            self.failures.append({"path": outcome.path, "error_class": outcome.error_class,
+                                  "message": outcome.message})
 
     def close(self, summary) -> None:
         """Log and trace first, so the report's summary lists their failures too."""

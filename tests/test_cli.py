@@ -213,6 +213,22 @@ def test_inspect_and_ops(photos: Path, tmp_path: Path) -> None:
         assert name in listing.output
 
 
+def test_output_format_json_prints_the_summary_and_every_failure_on_stdout(photos: Path, tmp_path: Path) -> None:
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    done = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(photos), "-o", str(tmp_path / "out"),
+                           "--thumbnail", "32", "--output-format", "json", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 1
+    told = json.loads(done.stdout)                                        # stdout holds the JSON alone
+    assert told["summary"]["processed"] == 3 and told["summary"]["failed"] == 1 and told["summary"]["exit_code"] == 1
+    [failure] = told["failures"]
+    assert failure["path"].endswith("broken.jpg") and failure["error_class"] in ("corrupt", "truncated", "not_an_image")
+    assert failure["message"] and "broken.jpg" in done.stderr             # --quiet still prints failures
+    clash = gp("run", photos, "-o", tmp_path / "x", "--thumbnail", "32", "--output-format", "json", "--report", "-")
+    assert clash.exit_code == 2 and "stdout" in clash.output
+    typo = gp("run", photos, "-o", tmp_path / "y", "--thumbnail", "32", "--output-format", "jsno")
+    assert typo.exit_code == 2 and "did you mean 'json'" in typo.output
+
+
 def test_quiet_and_plain_progress(photos: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     quiet = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(photos), "-o", str(tmp_path / "q"),
