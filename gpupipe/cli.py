@@ -60,6 +60,12 @@ VALUE_OP_FLAGS = ("--resize", "--thumbnail", "--crop", "--blur", "--box-blur", "
                   "--rotate", "--flip")
 BARE_OP_FLAGS = ("--grayscale", "--sharpen", "--edges", "--emboss")
 WATERMARK_FLAGS = ("--watermark-text", "--watermark-image")
+# Modifier flags → the op flags they modify: a modifier without one of them is an error, never ignored.
+MODIFIES = {**dict.fromkeys(("--fit", "--fill", "--exact", "--pad", "--filter", "--no-upscale"), ("--resize",)),
+            "--sharpen-amount": ("--sharpen",), "--edges-kind": ("--edges",),
+            **dict.fromkeys(("--watermark-position", "--watermark-opacity", "--watermark-margin", "--watermark-size",
+                             "--watermark-color", "--watermark-font"), WATERMARK_FLAGS)}
+RESIZE_MODE_FLAGS = ("--fit", "--fill", "--exact", "--pad")
 SIZE_RE = re.compile(r"^(\d*)(?:[x×](\d*))?$")
 CROP_RE = re.compile(r"^(\d+)[x×](\d+)(?:\+(\d+)\+(\d+))?$")
 
@@ -81,8 +87,22 @@ def _number(text: str, what: str, kind=float):
         raise UsageError(f"{what} takes a {'whole ' if kind is int else ''}number, got {text!r}") from None
 
 
+def check_modifiers(raw: list[str]) -> None:
+    """UsageError for a modifier flag given without the op flag it modifies (``--thumbnail 100
+    --filter bilinear``: --filter is --resize's), and for more than one resize mode."""
+    given = {token.partition("=")[0] for token in raw[:raw.index("--") if "--" in raw else len(raw)]}
+    for modifier, targets in MODIFIES.items():
+        if modifier in given and not given & set(targets):
+            raise UsageError(f"{modifier} modifies {' or '.join(targets)}, which this command does not have; "
+                             f"add {targets[0]}, or drop {modifier}")
+    modes = [flag for flag in RESIZE_MODE_FLAGS if flag in given]
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} are different resize modes; give one (none: --fit)")
+
+
 def ops_from_args(raw: list[str], params: dict[str, Any], value_options: set[str]) -> list[op_catalogue.Op]:
     """Op flags in command-line order → ops. ``params`` are click's parsed values (for modifiers)."""
+    check_modifiers(raw)
     mode = "fit"
     for name in ("exact", "fill", "pad"):
         if params.get(name):

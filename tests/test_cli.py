@@ -229,6 +229,20 @@ def test_output_format_json_prints_the_summary_and_every_failure_on_stdout(photo
     assert typo.exit_code == 2 and "did you mean 'json'" in typo.output
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--thumbnail", "100", "--filter", "bilinear"], "--filter modifies --resize"),
+    (["--thumbnail", "100", "--fill"], "--fill modifies --resize"),
+    (["--blur", "2", "--sharpen-amount", "2"], "--sharpen-amount modifies --sharpen"),
+    (["--grayscale", "--watermark-size", "30"], "--watermark-size modifies --watermark-text or --watermark-image"),
+    (["--resize", "100x100", "--fill", "--pad"], "--fill and --pad are different resize modes"),
+])
+def test_a_modifier_without_its_op_is_an_error_not_ignored(photos: Path, tmp_path: Path, flags: list[str],
+                                                           message: str) -> None:
+    result = gp("run", photos, "-o", tmp_path / "out", *flags)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()                               # refused before any work
+
+
 def test_quiet_and_plain_progress(photos: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     quiet = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(photos), "-o", str(tmp_path / "q"),
