@@ -24,6 +24,7 @@ class ProgressDisplay:
         self.plain_interval = plain_interval
         self._last_plain = 0.0
         self._announced = False
+        self._said_stopping = False
         self._progress: Progress | None = None
         self._task = None
 
@@ -43,14 +44,20 @@ class ProgressDisplay:
             return
         done, total = summary.done, summary.discovered + summary.scan_skipped
         rate = summary.images_per_second
+        stopping = None
+        if summary.interrupted and not summary.finished:
+            stopping = (f"stopping — finishing {max(0, total - done)} in flight; Ctrl+C again to abort")
         if self._progress is not None:
             self._progress.update(
                 self._task, completed=done, total=total if summary.scan_complete else None,
-                description="processing" if summary.scan_complete else f"scanning ({total} found)",
+                description=stopping or ("processing" if summary.scan_complete else f"scanning ({total} found)"),
                 rate=f"{rate:.1f} img/s", failed=f"[red]{summary.failed} failed" if summary.failed else "")
             return
         now = time.monotonic()
-        if summary.scan_complete and not self._announced:
+        if stopping and not self._said_stopping:
+            self._said_stopping = True
+            print(f"gpupipe: {stopping}", file=self.stream, flush=True)
+        elif summary.scan_complete and not self._announced:
             self._announced = True
             self._last_plain = now
             print(f"gpupipe: {total} input(s) found, {done} done so far", file=self.stream, flush=True)

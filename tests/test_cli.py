@@ -274,6 +274,9 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path: Path, signum: int) -> None
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "stopped early" in stderr and "interrupted" in stderr
+    assert "gpupipe: stopping — finishing" in stderr and "Ctrl+C again to abort" in stderr     # said at once
+    assert re.search(r"\d+ input\(s\) left to do; to finish, run the same command again: the journal skips "
+                     r"the \d+ input\(s\) it recorded", stderr), stderr                      # and how to resume
     written = [p for p in out.iterdir() if p.name != ".gpupipe"]              # the journal is not an output
     assert all(not p.name.startswith(".") for p in written), written       # no temporary left behind
     assert 0 < len(written) < 150

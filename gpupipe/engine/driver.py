@@ -294,6 +294,8 @@ class Driver(ABC):
         summary = self.summary
         if self._system_failure:
             summary.stop_reason = f"{self._system_failure}. {self._resume_hint()}"
+        elif summary.interrupted:
+            summary.stop_reason = f"{summary.stop_reason}. {self._resume_hint(fix_first=False)}"
         elif not summary.stop_reason and self.cancel.cancelled:
             summary.stop_reason = self.cancel.reason
         summary.finish()
@@ -307,23 +309,24 @@ class Driver(ABC):
         except SystemFailure as exc:
             self._trip(str(exc))
 
-    def _resume_hint(self) -> str:
+    def _resume_hint(self, fix_first: bool = True) -> str:
+        """What is left to do and how to resume it (``fix_first``: a fault stopped the run)."""
         summary = self.summary
         left = summary.cancelled + summary.failures_by_class.get(StoppedBySystemFailure.error_class, 0)
         more = "" if summary.scan_complete else " (the scan stopped early: more may remain)"
         journal = self.options.journal
         if journal is None:
-            how = "fix the cause and run the same command again (no journal: everything is redone)"
+            how = "run the same command again (no journal: everything is redone)"
         elif journal.force:
-            how = ("fix the cause and run the same command without --force: the journal skips what it "
-                   "recorded as done and resumes with the rest")
+            how = ("run the same command without --force: the journal skips what it recorded as done and "
+                   "resumes with the rest")
         else:
             # What the journal committed, not what this run processed: a batch lost with the disk is redone.
             skips = journal.will_skip()
             left = summary.discovered - skips
-            how = (f"fix the cause and run the same command again: the journal skips the {skips} input(s) "
-                   "it recorded and resumes with the rest")
-        return f"{left} input(s) left to do{more}; {how}"
+            how = (f"run the same command again: the journal skips the {skips} input(s) it recorded and "
+                   "resumes with the rest")
+        return f"{left} input(s) left to do{more}; {'fix the cause and ' if fix_first else 'to finish, '}{how}"
 
     # ------------------------------------------------------------ stopping
 
@@ -371,6 +374,7 @@ class Driver(ABC):
         self.summary.interrupted = True
         self.summary.stop_reason = "interrupted: work in flight was finished, nothing new started"
         self._draining.set()
+        self._progress(force=True)           # the progress line says so at once
 
     def _trip(self, message: str) -> None:
         """A system failure: stop the whole run once, with one clear message."""

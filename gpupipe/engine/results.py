@@ -79,6 +79,7 @@ class RunSummary:
     # the outputs and the journal are fine, but the run did not deliver everything asked for.
     side_file_errors: list[str] = field(default_factory=list)
     _started: float = field(default_factory=time.perf_counter, repr=False)
+    finished: bool = field(default=False, repr=False)     # the run is over (finish() ran)
 
     def record(self, outcome: FileOutcome) -> None:
         self.bytes_in += outcome.bytes_in
@@ -102,6 +103,7 @@ class RunSummary:
 
     def finish(self) -> None:
         self.wall_seconds = time.perf_counter() - self._started
+        self.finished = True
 
     @property
     def done(self) -> int:
