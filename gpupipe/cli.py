@@ -37,7 +37,7 @@ from .spec import Spec
 
 app = typer.Typer(help="Process whole directories of images: resize, filters, watermarks, format conversion — "
                        "on a CUDA GPU or the CPU, with the same results.",
-                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+                  no_args_is_help=True, rich_markup_mode=None)
 err = Console(stderr=True, highlight=False)
 
 OPS_PANEL = "Ops (applied in the order given)"

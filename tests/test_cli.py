@@ -303,6 +303,16 @@ def test_version_and_module_entry_point() -> None:
     assert result.returncode == 0 and "50×25" in result.stdout
 
 
+def test_shell_completion_completes_flags() -> None:
+    """The shell asks the installed command (bash's protocol): a flag's beginning completes."""
+    script = Path(sys.executable).with_name("gpupipe")
+    env = {**os.environ, "COMP_WORDS": "gpupipe run --thu", "COMP_CWORD": "2", "_GPUPIPE_COMPLETE": "complete_bash"}
+    done = subprocess.run([str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split() == ["--thumbnail"], done
+    shown = subprocess.run([str(script), "--show-completion", "bash"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "_GPUPIPE_COMPLETE=complete_bash" in shown.stdout
+
+
 def test_doctor_reports_backend_and_cuda(tmp_path: Path) -> None:
     result = gp("doctor")
     assert result.exit_code == 0
