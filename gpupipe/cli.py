@@ -346,6 +346,9 @@ def run(
                                  rich_help_panel=RUN_PANEL),
     quiet: bool = typer.Option(False, "--quiet", help="No progress, no summary; failures and errors only.",
                                rich_help_panel=RUN_PANEL),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail on stderr: -v how the run is "
+                                "set up (backend, workers, memory), -vv each chunk of work too.",
+                                rich_help_panel=RUN_PANEL),
     output_format: str = typer.Option("text", "--output-format", metavar="text|json", help="json: also print "
                                       "the summary and every failure (path, error class, message) as one JSON "
                                       "object on stdout when the run ends, for scripts.", rich_help_panel=RUN_PANEL),
@@ -391,6 +394,7 @@ def run(
             "spec": spec.to_dict(), "spec_hash": spec.hash()}, failures=output_format == "json")
     except GpupipeError as exc:
         _exit_with_error(exc)
+    _log_to_stderr(verbose)
     result = None
     try:
         with ProgressDisplay(quiet=quiet) as display:
@@ -499,6 +503,23 @@ def _abort(side: _SideFiles, backend: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
+
+
+def _log_to_stderr(verbose: int) -> None:
+    """gpupipe's log on stderr: warnings and errors, and with -v its INFO lines, with -vv its DEBUG."""
+    import logging
+
+    class Stderr(logging.StreamHandler):
+        """Writes to whatever sys.stderr is when a record comes (a test may swap it)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("gpupipe")
+    handler = Stderr()
+    handler.setFormatter(logging.Formatter("gpupipe: %(message)s" if verbose < 2 else
+                                           "gpupipe %(asctime)s %(threadName)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG)
 
 
 def _check_one_stdout(side_files: dict[str, Optional[Path]]) -> None:

@@ -243,6 +243,19 @@ def test_a_modifier_without_its_op_is_an_error_not_ignored(photos: Path, tmp_pat
     assert not (tmp_path / "out").exists()                               # refused before any work
 
 
+def test_verbose_says_how_the_run_is_set_up_and_very_verbose_each_chunk(photos: Path, tmp_path: Path) -> None:
+    def run(*flags: str) -> str:
+        out = tmp_path / f"out{len(flags)}{''.join(flags)}"
+        done = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(photos), "-o", str(out), "--thumbnail",
+                               "32", "--quiet", "-j", "2", *flags], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+    assert run() == ""
+    setup = run("-v")
+    assert "cpu (NumPy/OpenCV/Pillow, 2 worker processes); " in setup and "takes" not in setup
+    assert re.search(r"worker \d takes \d+ input\(s\)", run("-vv"))
+
+
 def test_quiet_and_plain_progress(photos: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     quiet = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(photos), "-o", str(tmp_path / "q"),

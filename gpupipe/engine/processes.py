@@ -89,7 +89,8 @@ class ProcessEngine(Driver):
         else:
             self.pool = pool = WorkerPool(workers, work, self.backend, fork_guard=guard,
                                           device_failures=opts.device_failures)
-        log.debug("%d worker processes, %.0f MB of decoded images between them", workers, memory / 2**20)
+        log.info("%s; %.0f MB of decoded images between the workers; chunks of up to %d inputs or %d MB",
+                 self.backend.description, memory / 2**20, CHUNK_FILES, CHUNK_BYTES // 2**20)
         try:
             pool.start()                         # forked before this run starts any thread
         except OSError as exc:                   # no processes left (a container's pids limit)
@@ -155,6 +156,7 @@ class ProcessEngine(Driver):
                     chunk = self._next_chunk()
                     if not chunk:
                         break
+                    log.debug("worker %d takes %d input(s), %s first", worker, len(chunk), chunk[0].path)
                     pool.send(worker, chunk)
             if not pool.busy and (self._stopping() or (self._scan_done.is_set() and not self._admitted
                                                        and not self._retry)):
@@ -203,6 +205,7 @@ class ProcessEngine(Driver):
 
     def _chunk_done(self, worker: int, done: unit.ChunkDone, outcomes: list[FileOutcome]) -> None:
         self._crashes_in_a_row = 0
+        log.debug("worker %d finished %d input(s)", worker, len(done.outcomes))
         if done.handover is not None and not self.summary.backend.startswith("cpu"):
             self.summary.notes.append(done.handover)        # the first worker's words: the run is on the CPU now
             self.summary.backend = _on_the_cpu(self.pool.count)
