@@ -37,7 +37,7 @@ from .spec import Spec
 
 app = typer.Typer(help="Process whole directories of images: resize, filters, watermarks, format conversion — "
                        "on a CUDA GPU or the CPU, with the same results.",
-                  no_args_is_help=True, rich_markup_mode=None)
+                  no_args_is_help=True, rich_markup_mode="rich")
 err = Console(stderr=True, highlight=False)
 
 OPS_PANEL = "Ops (applied in the order given)"
@@ -189,7 +189,21 @@ def _exit_with_error(exc: GpupipeError, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command(cls=OrderedOpsCommand, no_args_is_help=True)
+RUN_EXAMPLES = """[bold]Examples[/]
+
+  gpupipe run photos/ -o thumbs/ --thumbnail 256 -f webp            [dim]# gallery thumbnails[/]
+
+  gpupipe run shop/ -o web/ --spec examples/web.toml                [dim]# several variants per photo[/]
+
+  gpupipe run 'scans/**/*.png' -o out/ --resize 1600x1600 --sharpen --watermark-text '© me'
+
+  gpupipe run big/ -o out/ --backend gpu --gpu-decode --report run.json   [dim]# on the GPU, with a report[/]
+
+  gpupipe run photos/ -o thumbs/ --thumbnail 256 -f webp            [dim]# again: resumes, skipping what is done[/]
+"""
+
+
+@app.command(cls=OrderedOpsCommand, no_args_is_help=True, epilog=RUN_EXAMPLES)
 def run(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., metavar="IN", help="Directories (searched recursively), image files or glob "
@@ -249,21 +263,21 @@ def run(
     watermark_margin: int = typer.Option(16, "--watermark-margin", help="Distance from the edges in pixels.",
                                          rich_help_panel=WATERMARK_PANEL),
     watermark_size: Optional[int] = typer.Option(None, "--watermark-size", help="Text height in pixels "
-                                                 "[default: 4% of the shorter side].", rich_help_panel=WATERMARK_PANEL),
+                                                 "\\[default: 4% of the shorter side].", rich_help_panel=WATERMARK_PANEL),
     watermark_color: str = typer.Option("#ffffff", "--watermark-color", help="Text colour.",
                                         rich_help_panel=WATERMARK_PANEL),
-    watermark_font: Optional[str] = typer.Option(None, "--watermark-font", help="TTF/OTF font file [default: "
+    watermark_font: Optional[str] = typer.Option(None, "--watermark-font", help="TTF/OTF font file \\[default: "
                                                  "Pillow's built-in font].", rich_help_panel=WATERMARK_PANEL),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="jpeg, png, webp (avif where Pillow has it) "
-                                         "[default: keep the input's format, PNG for GIF/BMP/TIFF].",
+                                         "\\[default: keep the input's format, PNG for GIF/BMP/TIFF].",
                                          rich_help_panel=OUTPUT_PANEL),
     quality: int = typer.Option(85, "--quality", "-q", min=1, max=100, help="JPEG/WebP/AVIF quality 1-100.",
                                 rich_help_panel=OUTPUT_PANEL),
     name_template: Optional[str] = typer.Option(None, "--name-template", help="Output name, from {stem} {ext} "
-                                                "{name} {suffix} {variant} [default: {stem}.{ext}].",
+                                                "{name} {suffix} {variant} \\[default: {stem}.{ext}].",
                                                 rich_help_panel=OUTPUT_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files already at output paths that "
-                                   "gpupipe's journal did not write [default: keep them; that input fails as "
+                                   "gpupipe's journal did not write \\[default: keep them; that input fails as "
                                    "output_exists]. Inputs are never replaced.", rich_help_panel=OUTPUT_PANEL),
     background: str = typer.Option("#ffffff", "--background", help="Colour for --pad and for flattening alpha into "
                                    "formats without it (JPEG).", rich_help_panel=OUTPUT_PANEL),
@@ -297,7 +311,7 @@ def run(
                                           "chunk of inputs at a time through read, decode, ops, encode and write "
                                           "(on the GPU each with its own device context); a codec that crashes "
                                           "costs one input (error class 'crashed'), not the run "
-                                          "[default: CPU cores].", rich_help_panel=RUN_PANEL),
+                                          "\\[default: CPU cores].", rich_help_panel=RUN_PANEL),
     max_memory: str = typer.Option("auto", "--max-memory", help="Cap on images held in the pipeline (e.g. 2GB). "
                                    "auto: 256MB per worker, at least 512MB, and above 512MB only within a "
                                    "quarter of the memory this process may use.", rich_help_panel=RUN_PANEL),
@@ -317,7 +331,7 @@ def run(
     on_error: str = typer.Option("continue", "--on-error", help="continue (record the failure, go on) or stop "
                                  "(end the run at the first failure).", rich_help_panel=RUN_PANEL),
     journal_path: Optional[Path] = typer.Option(None, "--journal", metavar="PATH", help="SQLite journal of every "
-                                                "input [default: OUT/.gpupipe/journal.sqlite]; a re-run skips what "
+                                                "input \\[default: OUT/.gpupipe/journal.sqlite]; a re-run skips what "
                                                 "is done and unchanged.", rich_help_panel=RUN_PANEL),
     no_journal: bool = typer.Option(False, "--no-journal", help="Keep no journal: process everything, remember "
                                     "nothing.", rich_help_panel=RUN_PANEL),
@@ -353,7 +367,7 @@ def run(
                                       "the summary and every failure (path, error class, message) as one JSON "
                                       "object on stdout when the run ends, for scripts.", rich_help_panel=RUN_PANEL),
 ) -> None:
-    """Process images: gpupipe run IN [IN...] -o OUT [op flags] [--format F] [--quality Q].
+    """Process images: gpupipe run IN [IN...] -o OUT \\[op flags] [--format F] [--quality Q].
 
     Exit codes: 0 all good, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
@@ -599,7 +613,7 @@ def inspect(
 def report_command(
     output: Path = typer.Argument(..., metavar="OUT", help="The output directory of earlier runs."),
     journal_path: Optional[Path] = typer.Option(None, "--journal", metavar="PATH",
-                                                help="Journal file [default: OUT/.gpupipe/journal.sqlite]."),
+                                                help="Journal file \\[default: OUT/.gpupipe/journal.sqlite]."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
 ) -> None:
     """Summarise what the journal knows: inputs done and failed, failures by error class, recent runs."""
