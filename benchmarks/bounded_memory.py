@@ -10,7 +10,7 @@ RSS of that process and all its descendants with psutil every ``--sample-ms`` (5
 each sample it also reads the root process's kernel high-water mark (``VmHWM`` in
 /proc/PID/status), which catches spikes between samples; the peak is the larger of the two.
 
-Corpora (built once from ../shared/corpus/photos by make_corpus.py and cached under the
+Corpora (built once from GPUPIPE_BENCH_PHOTOS by make_corpus.py and cached under the
 git-ignored benchmarks/corpora/):
 
 * small:  ``--small`` ImageNet-size JPEGs (~500x375), each a distinct file (``imagenet10000``);

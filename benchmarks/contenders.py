@@ -354,7 +354,7 @@ def gpupipe_spec(workload: str):
     if workload == "W1":
         return gpupipe.Spec.single([ops.Thumbnail(THUMB_BOX)], format="jpeg", quality=JPEG_Q_THUMB)
     if workload == "W2":
-        # upscale=False: the peers never enlarge in W2 either (DESIGN's resize default is
+        # upscale=False: the peers never enlarge in W2 either (the design's resize default is
         # upscale=true, which would make 500x375 inputs 1600x1200 and do ~10x the work).
         # If this Resize has no `upscale` keyword, fall back to the plain call; run.py's
         # output-size check then reports any enlarged outputs.

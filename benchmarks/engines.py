@@ -1,4 +1,4 @@
-"""Local engine vs Ray engine on W1 (DESIGN §7), at equal worker counts, on this machine.
+"""Local engine vs Ray engine on W1 (docs/design.md §7), at equal worker counts, on this machine.
 
     python benchmarks/engines.py --workers 1,2 --repeats 3 --json engines-cpu-2core-DATE.json
 

@@ -7,7 +7,7 @@
    wall time of apply() with the host's planning; achieved bandwidth =
    (bytes read + bytes written, at least once each) / time, as a fraction of the
    device's peak (memory clock × bus width × 2). Target: ≥ 60 % for memory-bound kernels.
-2. Workloads W1–W3 (DESIGN §7, definitions from contenders.py) over the benchmark
+2. Workloads W1–W3 (docs/design.md §7, definitions from contenders.py) over the benchmark
    corpora: the GPU backend (JPEG codecs on the CPU; and where nvImageCodec is installed,
    with --gpu-decode, and with --gpu-decode --gpu-encode) against the CPU backend using every
    core, img/s, median of --repeats. Each run is a process of its own, timed whole as a user

@@ -58,8 +58,7 @@ if [ "${1:-}" = "--prepare" ]; then
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .peerwhl pyvips-binary==8.18.7 cffi==2.1.1 pycparser==3.12 \
         && python3 -m pip wheel -q --no-deps -w .peerwhl pyvips==3.2.0 || exit 1    # pure Python: an sdist
-    photos="${GPUPIPE_BENCH_PHOTOS:-../shared/corpus/photos}"
-    [ -d "$photos" ] || photos=/work/shared/corpus/photos
+    photos="${GPUPIPE_BENCH_PHOTOS:?set GPUPIPE_BENCH_PHOTOS to the photos the benchmark corpora are made from}"
     rm -rf .photos && cp -r "$photos" .photos && du -sh .whl .photos .nvimg .peerwhl
     exit 0
 fi

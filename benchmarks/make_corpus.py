@@ -30,8 +30,8 @@ Corpora (written under ``benchmarks/corpora/`` by default, which is git-ignored)
     files are copied instead.  A tool that de-duplicates inputs by content would see
     only 40 distinct images.
 
-Sources: every image below the source directory (default: the shared photo set,
-``../shared/corpus/photos`` next to the repository), except the EXIF-orientation
+Sources: every image below the source directory (``--source``, or GPUPIPE_BENCH_PHOTOS for
+every benchmark; default: the repository's tests/photos), except the EXIF-orientation
 variants: where ``<name>_1.<ext>`` exists, the siblings ``<name>_0`` and ``<name>_2``
 .. ``_8`` (the same photograph stored transformed) are skipped, as SOURCES.md asks.
 Sources are EXIF-transposed and converted to RGB before use.
@@ -80,13 +80,11 @@ DEFAULT_CAMERA1000_COUNT = 1000
 
 
 def default_source_dir() -> Path:
+    """The photos the corpora are made from: GPUPIPE_BENCH_PHOTOS (a folder of real photographs:
+    give the same one every time, the corpora's manifests record its files), else the
+    repository's own test photos (two photographs and Pillow's eight)."""
     env = os.environ.get("GPUPIPE_BENCH_PHOTOS")
-    if env:
-        return Path(env)
-    for cand in (REPO.parent / "shared" / "corpus" / "photos", Path("/work/shared/corpus/photos")):
-        if cand.is_dir():
-            return cand
-    return REPO.parent / "shared" / "corpus" / "photos"
+    return Path(env) if env else REPO / "tests" / "photos"
 
 
 # ---------------------------------------------------------------- sources

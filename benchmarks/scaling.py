@@ -2,7 +2,7 @@
 
     python benchmarks/scaling.py --json scaling-<host>-DATE.json [--backend gpu]
 
-W1 (thumbnails, DESIGN §7) over 2000 ImageNet-size JPEGs, where each file is a few
+W1 (thumbnails, docs/design.md §7) over 2000 ImageNet-size JPEGs, where each file is a few
 milliseconds of codec work and the engine's own per-file Python work counts most, at 1, 2,
 4, ... workers up to every core: img/s (median of --repeats) and the cores the process kept
 busy (its user + system CPU time over the wall time). Work that scales adds cores and

@@ -1,6 +1,6 @@
 """The op catalogue: names, parameters, validation and output sizes.
 
-An op is a small frozen dataclass: it says *what* to compute (DESIGN.md §4),
+An op is a small frozen dataclass: it says *what* to compute (docs/design.md §4),
 never how. Backends map each op class to an implementation; the engine uses
 ``output_size`` to check a chain against an image before any pixel work, so a
 crop outside one image fails that image alone, on every backend alike.
@@ -193,7 +193,7 @@ class Resize(Op):
         plan = self.plan(width, height)
         if self.filter == "nearest" or plan.width >= width or plan.height >= height:
             return None
-        # DESIGN §4: a reduced DCT decode must leave at least twice the target size.
+        # docs/design.md §4: a reduced DCT decode must leave at least twice the target size.
         hint = 2 * plan.width, 2 * plan.height
         return hint if hint[0] < width and hint[1] < height else None
 

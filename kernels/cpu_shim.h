@@ -1,4 +1,4 @@
-// cpu_shim.h — build a kernels/*.cu file, unchanged, as host C++ (DESIGN.md §5).
+// cpu_shim.h — build a kernels/*.cu file, unchanged, as host C++ (docs/design.md §5).
 //
 // tests/kernelcheck.py compiles  `#include "cpu_shim.h"` + `#include "<kernel>.cu"`
 // + one generated launcher per kernel with g++ -fsanitize=address into a shared

@@ -1,6 +1,6 @@
 // gpupipe.cuh — shared definitions for every kernel in kernels/*.cu.
 //
-// The batched contract (DESIGN.md §5): a batch is ONE packed uint8 buffer holding
+// The batched contract (docs/design.md §5): a batch is ONE packed uint8 buffer holding
 // HWC images back to back, plus one ImageDesc per image. Images of different
 // sizes and channel counts share one launch:
 //

@@ -1,4 +1,4 @@
-"""Run kernels/*.cu on the CPU under AddressSanitizer (DESIGN.md §5).
+"""Run kernels/*.cu on the CPU under AddressSanitizer (docs/design.md §5).
 
 How it works:
 

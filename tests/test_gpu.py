@@ -1,4 +1,4 @@
-"""The CuPy backend on a real CUDA device against the NumPy backend (DESIGN §4, issue 3).
+"""The CuPy backend on a real CUDA device against the NumPy backend (docs/design.md §4, issue 3).
 
 Parity: max |Δ| ≤ 1 and ≥ 99.9 % of values equal for every op, bit-exact where the
 NumPy contract is integer (resize, geometry, colour, integer filters, watermark); in

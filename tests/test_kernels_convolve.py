@@ -1,4 +1,4 @@
-"""kernels/convolve.cu on the CPU under ASan vs filters.py (DESIGN §4 parity: max |Δ| ≤ 1, ≥ 99.9 % equal).
+"""kernels/convolve.cu on the CPU under ASan vs filters.py (docs/design.md §4 parity: max |Δ| ≤ 1, ≥ 99.9 % equal).
 
 The integer-kernel filters (emboss, laplacian, sobel, sharpen at amount 1, integer
 convolve kernels) sum exactly in float32 and must match bit for bit; the others may
@@ -196,7 +196,7 @@ class TestConvolve:
         assert (pair is not None) == (case % 2 == 0)
         want = [filters.convolve(i, kernel, divisor, offset) for i in images]
         # Integer kernels (cases 0, 1, 3, 7 — 7 is 11×11, which NumPy sums directly rather than
-        # through OpenCV's DFT) must match bit for bit; the others within DESIGN §4 parity.
+        # through OpenCV's DFT) must match bit for bit; the others within docs/design.md §4 parity.
         check_parity(got, want, f"convolve case {case}", exact=case in (0, 1, 3, 7))
         if case == 7:          # and both equal the float64 ground truth
             check_parity(got, [exact_correlation(i, kernel, d, offset) for i in images],

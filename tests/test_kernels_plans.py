@@ -3,7 +3,7 @@
 Each op is planned for a mixed batch exactly as the CuPy backend plans it — descriptors,
 resample tables, filter taps, watermark marks, launch order, scratch buffers — and the
 program runs through the unchanged kernels/*.cu under AddressSanitizer (kernelcheck).
-The result must equal the NumPy backend: bit for bit where DESIGN §4 says so, within
+The result must equal the NumPy backend: bit for bit where docs/design.md §4 says so, within
 parity (max |Δ| ≤ 1, ≥ 99.9 % of values equal) for the float filters. Only the device
 transfers and the launches themselves are left for the GPU tests (tests/test_gpu.py).
 """

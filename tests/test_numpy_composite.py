@@ -1,4 +1,4 @@
-"""NumPy-backend watermarks: placement, marks, blend formula (DESIGN §4)."""
+"""NumPy-backend watermarks: placement, marks, blend formula (docs/design.md §4)."""
 
 from __future__ import annotations
 

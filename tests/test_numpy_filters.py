@@ -1,4 +1,4 @@
-"""NumPy-backend filters against scipy.ndimage float64 references (DESIGN §4)."""
+"""NumPy-backend filters against scipy.ndimage float64 references (docs/design.md §4)."""
 
 from __future__ import annotations
 

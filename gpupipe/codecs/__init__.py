@@ -1,6 +1,6 @@
 """Decode image bytes into pixel arrays and encode pixel arrays into files.
 
-Contract (DESIGN.md §4): pixels are ``uint8`` HWC, C-contiguous, with 1 (L),
+Contract (docs/design.md §4): pixels are ``uint8`` HWC, C-contiguous, with 1 (L),
 2 (LA), 3 (RGB) or 4 (RGBA) channels. Decoding applies the EXIF orientation
 (pixels come out upright), normalises every mode to one of those four, takes
 the first frame of animations and refuses a declared size above ``max_pixels``

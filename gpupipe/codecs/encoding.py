@@ -133,7 +133,7 @@ def _check_pixels(pixels: np.ndarray) -> np.ndarray:
 
 def _flatten(a: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
     """Composite LA/RGBA onto an opaque background: out = c*a + bg*(1-a),
-    in float32, rounded half-to-even (DESIGN.md §4)."""
+    in float32, rounded half-to-even (docs/design.md §4)."""
     bg = np.asarray(background, np.float32).reshape(-1)[:3]
     if a.shape[2] == 2:
         bg = np.float32(np.rint(0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]))[None]

@@ -8,7 +8,7 @@ a JPEG that simplejpeg encoded.
 
 Why the JPEG hot path is simplejpeg
 -----------------------------------
-JPEG decode dominates every workload (DESIGN.md §7). simplejpeg wraps
+JPEG decode dominates every workload (docs/design.md §7). simplejpeg wraps
 libjpeg-turbo's TurboJPEG API, releases the GIL, decodes straight into a NumPy
 array (no Pillow image, no ``np.asarray`` copy) and does DCT-domain scaling.
 Measured here (timeit, best of 5-7 repeats, one thread, the 1800x1200 photo

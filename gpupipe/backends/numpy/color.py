@@ -1,6 +1,6 @@
 """Colour ops for the NumPy backend: grayscale, brightness, contrast, (un)premultiply.
 
-Contract (DESIGN.md §4): arithmetic in float32, results stored with
+Contract (docs/design.md §4): arithmetic in float32, results stored with
 round-half-to-even and clamping, ``np.clip(np.rint(x), 0, 255).astype(np.uint8)``.
 Colour ops touch colour channels only; alpha (the last channel of LA/RGBA) is
 carried through unchanged.

@@ -1,6 +1,6 @@
 """Watermarks for the NumPy (CPU) backend: placement, text/image marks, alpha blend.
 
-Blend contract (DESIGN §4), in float32 on straight (unpremultiplied) colour, with
+Blend contract (docs/design.md §4), in float32 on straight (unpremultiplied) colour, with
 ``a = mark_alpha / 255 * opacity``::
 
     out_colour = base * (1 - a) + mark * a
