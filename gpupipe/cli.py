@@ -640,9 +640,14 @@ def report_command(
 
 
 @app.command("ops")
-def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in detail.")) -> None:
+def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in detail."),
+             markdown: bool = typer.Option(False, "--markdown", help="Print the ops as the README's table.")) -> None:
     """Document every op and its parameters (as used in spec files)."""
     import dataclasses
+    if markdown:
+        from .reference import ops_table
+        print(ops_table())
+        return
     out = Console()
     chosen = op_catalogue.OP_CLASSES
     if name:

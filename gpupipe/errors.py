@@ -47,67 +47,99 @@ class InputError(GpupipeError):
 
 
 class UnreadableInput(InputError):
-    error_class = "unreadable"        # permission denied, I/O error, vanished while queued
+    """Permission denied, I/O error, vanished while queued."""
+
+    error_class = "unreadable"
 
 
 class EmptyInput(InputError):
-    error_class = "empty"             # zero-byte file
+    """Zero-byte file."""
+
+    error_class = "empty"
 
 
 class NotAnImage(InputError):
-    error_class = "not_an_image"      # bytes match no image format we know
+    """Bytes match no image format we know."""
+
+    error_class = "not_an_image"
 
 
 class UnsupportedFormat(InputError):
-    error_class = "unsupported"       # an image, but not one we read (e.g. HEIC, SVG)
+    """An image, but not one we read (e.g. HEIC, SVG)."""
+
+    error_class = "unsupported"
 
 
 class CorruptImage(InputError):
-    error_class = "corrupt"           # header or data is invalid
+    """Header or data is invalid."""
+
+    error_class = "corrupt"
 
 
 class TruncatedImage(InputError):
-    error_class = "truncated"         # data ends before the image does
+    """Data ends before the image does."""
+
+    error_class = "truncated"
 
 
 class ImageTooLarge(InputError):
-    error_class = "too_large"         # declared size above --max-pixels (decompression bomb)
+    """Declared size above --max-pixels (decompression bomb)."""
+
+    error_class = "too_large"
 
 
 class ProcessingError(InputError):
-    error_class = "processing"        # an op failed on this image (e.g. crop outside it)
+    """An op failed on this image (e.g. crop outside it)."""
+
+    error_class = "processing"
 
 
 class OutputConflict(InputError):
-    error_class = "output_conflict"   # another input already writes this output path
+    """Another input already writes this output path."""
+
+    error_class = "output_conflict"
 
 
 class OutputExists(InputError):
-    error_class = "output_exists"     # a file gpupipe did not write is at the output path (kept; --overwrite replaces)
+    """A file gpupipe did not write is at the output path (kept; --overwrite replaces)."""
+
+    error_class = "output_exists"
 
 
 class BadOutputName(InputError):
-    error_class = "bad_output_name"   # the name template made no valid path strictly inside OUT for this input
+    """The name template made no valid path strictly inside OUT for this input."""
+
+    error_class = "bad_output_name"
 
 
 class WriteError(InputError):
-    error_class = "write_error"       # this output could not be written
+    """This output could not be written."""
+
+    error_class = "write_error"
 
 
 class StageStalled(InputError):
-    error_class = "stalled"           # its thread made no progress for --stall-timeout (hung read, deadlock)
+    """Its worker made no progress on it for --stall-timeout (a hung read, a deadlock)."""
+
+    error_class = "stalled"
 
 
 class WorkerCrashed(InputError):
-    error_class = "crashed"           # the worker process died on this input (a codec crash, the OOM killer)
+    """The worker process died on this input (a codec crash, the OOM killer)."""
+
+    error_class = "crashed"
 
 
 class InternalError(InputError):
-    error_class = "internal"          # a bug in gpupipe or a library met on this input
+    """A bug in gpupipe or a library met on this input."""
+
+    error_class = "internal"
 
 
 class StoppedBySystemFailure(InputError):
-    error_class = "system"            # the input was being written when the output side failed
+    """The input was being written when the output side failed."""
+
+    error_class = "system"
 
 
 def input_error(error_class: str, message: str) -> InputError:

@@ -1,0 +1,47 @@
+"""The docs say what the code does: generated tables are current, links resolve inside the
+repository, and nothing points outside it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpupipe import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+
+
+def test_the_readmes_op_table_is_what_gpupipe_ops_prints() -> None:
+    printed = subprocess.run([sys.executable, "-m", "gpupipe", "ops", "--markdown"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    assert printed == reference.ops_table()
+    assert reference.between_markers((ROOT / "README.md").read_text(), "ops table") == printed, \
+        "README.md's ops table is stale: paste `gpupipe ops --markdown` between its markers"
+
+
+def test_the_error_class_table_lists_every_class() -> None:
+    text = (ROOT / "docs" / "usage.md").read_text()
+    assert reference.between_markers(text, "error classes") == reference.error_classes_table(), \
+        "docs/usage.md's error classes are stale: paste gpupipe.reference.error_classes_table() between its markers"
+    assert "`crashed`" in reference.error_classes_table() and "`output_exists`" in reference.error_classes_table()
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_resolve_inside_the_repository(doc: Path) -> None:
+    text = doc.read_text()
+    assert "../shared" not in text and not re.search(r"(^|[\s(`'\"])/work/", text), \
+        "the docs point outside the repository"
+    for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+        if "://" in target:
+            continue
+        resolved = (doc.parent / target).resolve()
+        assert resolved.exists() and resolved.is_relative_to(ROOT), f"{doc.name}: broken link {target}"
+
+
+def test_the_readme_stays_short() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
