@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence, get_args
 
 import numpy as np
 
-from .backends import choose_backend, select_backend
+from .backends import BackendName, choose_backend, select_backend
 from .engine.cancel import CancelToken
-from .engine.options import DEFAULT_MAX_PIXELS, ORDERS, RunOptions, usable_cores
+from .engine.options import DEFAULT_MAX_PIXELS, ORDERS, Order, RunOptions, usable_cores
 from .engine.process import process_batch
 from .engine.writer import OutputLock, check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
@@ -31,18 +31,23 @@ from .ops import Op
 from .spec import Spec
 from . import sources
 
-ENGINES = ("local", "ray")
+
+
+Engine = Literal["local", "ray"]
+OnError = Literal["continue", "stop"]
+ENGINES = get_args(Engine)
 
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
-        *, backend: str = "auto", workers: int | None = None, max_memory: int | None = None,
+        *, backend: BackendName = "auto", workers: int | None = None, max_memory: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True, include_hidden: bool = False,
-        all_files: bool = False, on_error: str = "continue", order: str = "input", on_progress: Callable[[RunSummary], None] | None = None,
+        all_files: bool = False, on_error: OnError = "continue", order: Order = "input",
+        on_progress: Callable[[RunSummary], None] | None = None,
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
         keep_outcomes: bool = True, progress: bool = False, fsync: bool = True,
         journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False, verify: bool = False,
         retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
-        metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: str = "local",
+        metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: Engine = "local",
         ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
         gpu_encode: bool = False, overwrite: bool = False, spans: bool = False) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
@@ -86,7 +91,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     spec = as_spec(spec)
-    if on_error not in ("continue", "stop"):
+    if on_error not in get_args(OnError):
         raise UsageError(f"on_error must be 'continue' or 'stop', got {on_error!r}")
     if order not in ORDERS:
         raise UsageError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
@@ -260,7 +265,7 @@ def as_spec(spec: Spec | Iterable[Op] | str | Path) -> Spec:
     return Spec.single(list(spec))
 
 
-def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: str = "cpu", exif_orientation: bool = True) -> Any:
+def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: BackendName = "cpu", exif_orientation: bool = True) -> Any:
     """Apply a spec to one in-memory image (NumPy HWC/HW uint8 array or PIL image).
 
     Returns the same kind of object: one image for a single-variant spec or a list

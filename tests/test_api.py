@@ -300,3 +300,19 @@ def test_a_run_says_where_its_cpu_went(tmp_path: Path) -> None:
     process_cpu = sum(after[:2]) - sum(before[:2])
     assert cpu["scan"] + cpu["coordinate"] <= 1.05 * process_cpu + 0.05
     assert cpu["workers"] > 5 * (cpu["scan"] + cpu["coordinate"])    # the work is the workers'
+
+
+def test_the_api_names_its_choices_as_types() -> None:
+    """A type checker (and an editor) sees the allowed values, and they are the ones the run checks."""
+    import typing
+
+    from gpupipe.backends import BACKEND_CHOICES
+    from gpupipe.engine.options import ORDERS
+    hints = typing.get_type_hints(gpupipe.run)
+    assert typing.get_args(hints["backend"]) == BACKEND_CHOICES
+    assert typing.get_args(hints["order"]) == ORDERS
+    assert typing.get_args(hints["engine"]) == ("local", "ray")
+    assert typing.get_args(hints["on_error"]) == ("continue", "stop")
+    for bad in ({"backend": "tpu"}, {"order": "random"}, {"engine": "spark"}, {"on_error": "ignore"}):
+        with pytest.raises(UsageError):
+            gpupipe.run(EXAMPLES, "/nonexistent-out", [ops.Grayscale()], **bad)

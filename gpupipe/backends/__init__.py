@@ -13,12 +13,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 from ..errors import SystemFailure, UsageError
 from .base import Backend
 
-BACKEND_CHOICES = ("auto", "cpu", "gpu")
+BackendName = Literal["auto", "cpu", "gpu"]     # --backend: auto takes the GPU when CUDA is usable
+BACKEND_CHOICES = get_args(BackendName)
 log = logging.getLogger("gpupipe")
 
 

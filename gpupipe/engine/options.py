@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 from .. import sources
 from .host import usable_cores, usable_memory  # noqa: F401  (re-exported)
@@ -23,12 +23,14 @@ def default_max_memory(workers: int, memory: int | None = None) -> int:
     return wanted if memory is None else min(wanted, max(DEFAULT_MAX_MEMORY, memory // 4))
 
 
+Order = Literal["input", "smallest-first", "largest-first", "newest-first"]     # --order
 ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
     "smallest-first": lambda source: source.size,
     "largest-first": lambda source: -source.size,
     "newest-first": lambda source: -source.mtime,
 }
-ORDERS = ("input", *ORDER_KEYS)
+ORDERS = get_args(Order)
+assert ORDERS == ("input", *ORDER_KEYS)
 
 
 @dataclass
