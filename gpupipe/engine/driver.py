@@ -79,6 +79,8 @@ class Driver(ABC):
         # once, and whatever no stage finished gets its outcome at the end (_finish_unfinished).
         self._outstanding: dict[int, FileOutcome] = {}
         self._read_faults: list[FileOutcome] = []     # the latest inputs in a row that failed on a read fault
+        self._recording = False              # an outcome is being recorded (summary, report): an abort waits
+        self._abort_pending = False
 
     # ------------------------------------------------------------ discovery and admission
 
@@ -233,11 +235,20 @@ class Driver(ABC):
                 self._trip(str(exc))
         opts = self.options
         for outcome in finished:
-            self.summary.record(outcome)
-            if opts.keep_outcomes:
-                outcomes.append(outcome)
-            if opts.on_outcome:
-                opts.on_outcome(outcome)
+            # The summary, the outcomes, the report (on_outcome) must all see an input or none: an
+            # abort (a second Ctrl+C) waits for the end of this one.
+            self._recording = True
+            try:
+                self.summary.record(outcome)
+                if opts.keep_outcomes:
+                    outcomes.append(outcome)
+                if opts.on_outcome:
+                    opts.on_outcome(outcome)
+            finally:
+                self._recording = False
+            if self._abort_pending:
+                self._abort_pending = False
+                raise KeyboardInterrupt
             if outcome.status == FAILED and opts.on_error == "stop":
                 self.cancel.cancel(f"stopped at the first failure (--on-error stop): {outcome.path}: "
                                    f"{outcome.message}")
@@ -339,6 +350,9 @@ class Driver(ABC):
 
         def on_signal(signum, frame) -> None:
             if self._draining.is_set():
+                if self._recording:          # mid-way through an outcome: abort once it is recorded everywhere
+                    self._abort_pending = True
+                    return
                 raise KeyboardInterrupt
             self._start_draining()
 
