@@ -75,7 +75,7 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # l
   cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us; } \
     > "$OUT/device.txt" 2>&1
 python3 -m gpupipe doctor > "$OUT/doctor.txt" 2>&1
-timeout "${GPU_TESTS_TIMEOUT:-240}" python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 \
+timeout "${GPU_TESTS_TIMEOUT:-240}" python3 -m pytest -q -rs -p no:cacheprovider tests/backends/cuda/test_gpu.py 2>&1 \
     | tee "$OUT/gpu-tests.log" | tail -40
 # GPU_PROFILE=1: Nsight Compute over one launch of each kernel, where ncu is installed and may read
 # the counters (it says so in ncu.txt when it may not).

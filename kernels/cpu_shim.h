@@ -1,6 +1,6 @@
 // cpu_shim.h — build a kernels/*.cu file, unchanged, as host C++ (docs/design.md §5).
 //
-// tests/kernelcheck.py compiles  `#include "cpu_shim.h"` + `#include "<kernel>.cu"`
+// tests/support/kernelcheck.py compiles  `#include "cpu_shim.h"` + `#include "<kernel>.cu"`
 // + one generated launcher per kernel with g++ -fsanitize=address into a shared
 // library. A launch is a sequential loop over the grid; each "thread" runs the
 // kernel body with its own blockIdx/threadIdx. That is exact for kernels whose

@@ -10,7 +10,7 @@
 //
 // A thread computes whole output pixels (all their channels), no dynamic allocation:
 // a sequential loop over the grid (the CPU shim, kernels/cpu_shim.h) runs the same code
-// exactly, which is how the kernels are verified without a GPU (tests/kernelcheck.py).
+// exactly, which is how the kernels are verified without a GPU (tests/support/kernelcheck.py).
 // A kernel may share a static __shared__ tile within a block if every thread of the
 // block reaches each __syncthreads (transpose.cu): the shim then runs a block's threads
 // as OS threads at once, and aborts on a barrier some of them skip.
@@ -38,7 +38,7 @@ struct ImageDesc {
     int y;
     int param[4];           // kernel-specific integers, documented by each kernel
 };
-static_assert(sizeof(ImageDesc) == 72, "ImageDesc layout is shared with the host (tests/kernelcheck.py)");
+static_assert(sizeof(ImageDesc) == 72, "ImageDesc layout is shared with the host (tests/support/kernelcheck.py)");
 
 // Stride loops of the contract above.
 #define GP_FOR_EACH_IMAGE(i, n_images) \

@@ -15,10 +15,11 @@ from gpupipe import codecs, ops
 from gpupipe.backends.numpy import NumpyBackend
 from gpupipe.errors import DeviceFailure, DeviceOutOfMemory, ProcessingError, UsageError
 
-from .devices import SharedCount, StandInDevice, run_on
-from .test_journal import make_inputs
+from tests.support.devices import SharedCount, StandInDevice, run_on
+from tests.test_journal import make_inputs
+from tests.support import REPO_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+EXAMPLES = REPO_ROOT / "examples" / "photos"
 
 
 def test_apply_on_arrays_and_pil_images() -> None:

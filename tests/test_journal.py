@@ -19,8 +19,9 @@ from gpupipe import ops
 from gpupipe.cli import app
 from gpupipe.errors import UsageError
 from gpupipe.journal import Journal, default_path
+from tests.support import REPO_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+EXAMPLES = REPO_ROOT / "examples" / "photos"
 THUMB = [ops.Thumbnail(48)]
 
 

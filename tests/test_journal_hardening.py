@@ -23,9 +23,10 @@ from gpupipe.engine.results import FileOutcome
 from gpupipe.errors import SystemFailure, UsageError
 from gpupipe.journal import SCHEMA_VERSION, Journal, default_path, path_key
 from gpupipe.spec import Spec
+from tests.support import REPO_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
-REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO_ROOT / "examples" / "photos"
+REPO = REPO_ROOT
 THUMB = [ops.Thumbnail(48)]
 LATIN1 = b"caf\xe9.jpg"                      # not valid UTF-8
 

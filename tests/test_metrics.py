@@ -25,9 +25,10 @@ from gpupipe.engine.results import RunSummary
 from gpupipe.errors import UsageError
 from gpupipe.metrics import parse_address
 
-from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
+from tests.support.badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 EXAMPLES = ROOT / "examples" / "photos"
 STAGES = ("read", "decode", "process", "encode", "write")
 QUEUES = {"admitted", "working"}        # the CPU engine's: inputs waiting for a chunk, inputs in the workers' chunks

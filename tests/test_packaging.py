@@ -12,8 +12,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def test_every_subpackage_is_listed_in_pyproject() -> None:
@@ -41,7 +42,7 @@ def test_cuda_kernels_are_found_from_a_source_tree_too(monkeypatch) -> None:
     def no_package(name):
         raise ModuleNotFoundError(name)
     monkeypatch.setattr(importlib.resources, "files", no_package)
-    assert backend.kernel_sources() == Path(__file__).resolve().parent.parent / "kernels"
+    assert backend.kernel_sources() == REPO_ROOT / "kernels"
 
 
 def test_a_wheel_built_from_the_checkout_runs_the_quick_start_on_its_own(tmp_path: Path) -> None:
@@ -56,12 +57,12 @@ def test_a_wheel_built_from_the_checkout_runs_the_quick_start_on_its_own(tmp_pat
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", str(wheels), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
-    [wheel] = wheels.glob("gpupipe-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    [built] = wheels.glob("gpupipe-*.whl")
+    names = set(zipfile.ZipFile(built).namelist())
     assert {"gpupipe/py.typed", "gpupipe/kernels/gpupipe.cuh", "gpupipe/engine/unit.py"} <= names
     assert any(name.endswith(".dist-info/LICENSE") or "/licenses/LICENSE" in name for name in names), sorted(names)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(built)],
                    check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run([sys.executable, "-c", "import gpupipe; print(gpupipe.__file__)"], env=env, cwd=tmp_path,

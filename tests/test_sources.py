@@ -19,8 +19,9 @@ from PIL import Image
 
 from gpupipe.errors import UnreadableInput, UsageError
 from gpupipe.sources import ScanProblem, Skipped, SourceFile, check_inputs, discover, read_bytes
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 PHOTO = ROOT / "examples" / "photos" / "Landscape_1.jpg"
 
 

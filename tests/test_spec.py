@@ -35,7 +35,7 @@ def test_resize_keeps_the_aspect_ratio_everywhere_unless_told_to_stretch(tmp_pat
     import gpupipe
     from PIL import Image
 
-    from .corpus import CORPUS
+    from tests.support.corpus import CORPUS
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(CORPUS / "exif-orientation" / "Landscape_1.jpg", src / "photo.jpg")      # 1800x1200

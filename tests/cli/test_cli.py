@@ -21,11 +21,12 @@ from gpupipe.cli import app
 from gpupipe.engine.host import usable_cores
 from gpupipe.engine.options import default_max_memory
 
-from . import procs
-from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
-from .corpus import CORPUS
+from tests.support import procs
+from tests.support.badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
+from tests.support.corpus import CORPUS
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 EXAMPLES = ROOT / "examples" / "photos"
 EXIF = CORPUS / "exif-orientation"
 

@@ -27,8 +27,9 @@ from gpupipe import ops
 from gpupipe.cli import app
 from gpupipe.backends.numpy.composite import load_mark
 from gpupipe.errors import UsageError
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 EXAMPLES = ROOT / "examples" / "photos"
 CAFE = b"caf\xe9.png"                      # Latin-1 bytes: not a valid UTF-8 name
 

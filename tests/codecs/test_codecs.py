@@ -30,7 +30,7 @@ from gpupipe.errors import (
 )
 from gpupipe.sources import read_bytes
 
-from .badfiles import (
+from tests.support.badfiles import (
     EXPECTED_ERROR_CLASS,
     bomb_png,
     jpeg_cut_with_eoi,
@@ -46,9 +46,10 @@ from .badfiles import (
     with_declared_size,
     zlib_bomb_chunk,
 )
-from .corpus import CORPUS
+from tests.support.corpus import CORPUS
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 EXAMPLES = ROOT / "examples" / "photos"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="photo corpus not available")
 

@@ -33,8 +33,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 PHOTO = ROOT / "examples" / "photos" / "Landscape_1.jpg"
 REGRESSIONS = Path(__file__).resolve().parent / "fuzz_regressions"
 
@@ -59,7 +60,7 @@ def seed_files() -> dict[str, bytes]:
     """The photo at 64x48 in every layout the decoders take."""
     from PIL import Image
 
-    from .badfiles import short_bmp_rle8
+    from tests.support.badfiles import short_bmp_rle8
 
     with Image.open(PHOTO) as im:
         im.draft("RGB", (im.width // 8, im.height // 8))
@@ -97,7 +98,7 @@ def seed_files() -> dict[str, bytes]:
 
 def _rgb16_png(pixels) -> bytes:
     """A 16-bit RGB PNG (Pillow writes none; gpupipe decodes these through OpenCV)."""
-    from .badfiles import png_chunk
+    from tests.support.badfiles import png_chunk
     rows = (pixels.astype(">u2") * 257)
     raw = b"".join(b"\0" + row.tobytes() for row in rows)
     ihdr = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 16, 2, 0, 0, 0)
@@ -106,7 +107,7 @@ def _rgb16_png(pixels) -> bytes:
 
 
 def _interlaced_png(image) -> bytes:
-    from .badfiles import short_png
+    from tests.support.badfiles import short_png
     return short_png(image, 1.0, interlace=True)
 
 
@@ -356,7 +357,7 @@ def _limit_address_space(extra: int) -> None:
 def test_mutated_images_only_ever_fail_as_input_errors(tmp_path: Path) -> None:
     seconds = fuzz_seconds()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "tests.test_decoder_fuzz", str(tmp_path), str(seconds)]
+    command = [sys.executable, "-m", "tests.codecs.test_decoder_fuzz", str(tmp_path), str(seconds)]
     started = time.monotonic()
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,

@@ -28,8 +28,8 @@ from gpupipe.engine.processes import CHUNK_FILES, WORKER_CRASHES_IN_A_ROW
 from gpupipe.ops import GaussianBlur, Thumbnail
 from gpupipe.spec import Spec, Variant
 
-from .. import devices, procs
-from ..badfiles import EXPECTED_ERROR_CLASS, PHOTO, make_bad_inputs
+from tests.support import devices, procs
+from tests.support.badfiles import EXPECTED_ERROR_CLASS, PHOTO, make_bad_inputs
 
 THUMB = Spec.single([Thumbnail(48)])
 MARK = b"gpupipe-test-marker"           # after a JPEG's end: decoders ignore it, the swapped decode does not

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests import hostile
+from tests.support import hostile
 
 KILLS = 20
 

@@ -4,7 +4,7 @@ A GPU backend with nvJPEG takes the compressed bytes of the JPEGs it can decode;
 engine checks their headers on the CPU first. Everything here runs without a GPU: the
 header checks against ``codecs.decode`` on real photos, and the engine's handling of
 deferred JPEGs through a backend that declares ``decodes_jpeg`` and decodes them on the
-host (the boundary CupyBackend implements with nvJPEG; tests/test_gpu.py runs that one).
+host (the boundary CupyBackend implements with nvJPEG; tests/backends/cuda/test_gpu.py runs that one).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from gpupipe.engine.process import process_batch
 from gpupipe.errors import CorruptImage, InputError, TruncatedImage, UndecodableImages
 from gpupipe.spec import Spec
 
-from .devices import SharedCount, StandInDevice, run_on
-from .badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
-from .corpus import CORPUS
+from tests.support.devices import SharedCount, StandInDevice, run_on
+from tests.support.badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
+from tests.support.corpus import CORPUS
 
 PHOTOS = sorted((CORPUS / "exif-orientation").glob("*.jpg")) + sorted((CORPUS / "pillow").glob("*.jpg"))
 

@@ -5,7 +5,7 @@ downloads pixels only for the rest: PNG/WebP variants, alpha images (the host fl
 first) and any image the backend refuses. Everything here runs without a GPU, through a
 backend that declares ``encodes_jpeg`` and encodes with libjpeg-turbo on the host, marking its
 files with a comment segment (the boundary CupyBackend implements with nvJPEG;
-tests/test_gpu.py runs that one). With the mark removed, every file must be byte-identical to
+tests/backends/cuda/test_gpu.py runs that one). With the mark removed, every file must be byte-identical to
 a plain CPU run's: the right image, quality and ICC profile reached each output.
 """
 
@@ -27,8 +27,8 @@ from gpupipe.codecs import EncodedImage
 from gpupipe.engine.process import device_jpeg_plan, process_batch
 from gpupipe.spec import Spec, Variant
 
-from .corpus import CORPUS
-from .devices import StandInDevice, run_on
+from tests.support.corpus import CORPUS
+from tests.support.devices import StandInDevice, run_on
 
 TAG = b"encoded by the backend"
 COMMENT = b"\xff\xfe" + struct.pack(">H", 2 + len(TAG)) + TAG

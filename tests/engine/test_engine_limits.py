@@ -28,8 +28,9 @@ from gpupipe.engine.options import RunOptions
 from gpupipe.errors import InputError, UnreadableInput
 from gpupipe.journal import Journal
 from gpupipe.spec import OpTrie, Spec
+from tests.support import REPO_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+EXAMPLES = REPO_ROOT / "examples" / "photos"
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
 
 
@@ -171,7 +172,7 @@ MAX_MEMORY = 512 * 2**20
 
 def _run_measured(*args: str) -> tuple[subprocess.CompletedProcess, int]:
     """``gpupipe run ARGS`` in a process of its own: (its result, its peak RSS in bytes)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", *args, "--no-journal"], stdout=out,
                                 stderr=subprocess.STDOUT, text=True, env=env)

@@ -1,4 +1,4 @@
-"""Real I/O faults: a FUSE filesystem whose reads fail with EIO (tests/faultfs.py)."""
+"""Real I/O faults: a FUSE filesystem whose reads fail with EIO (tests/support/faultfs.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pytest
 import gpupipe
 from gpupipe import ops
 
-from .fusemount import fuse_mount
+from tests.support.fusemount import fuse_mount
+from tests.support import REPO_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
-FAULTFS = Path(__file__).resolve().parent / "faultfs.py"
+EXAMPLES = REPO_ROOT / "examples" / "photos"
+FAULTFS = REPO_ROOT / "tests" / "support" / "faultfs.py"
 
 
 @pytest.fixture

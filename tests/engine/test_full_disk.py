@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import hostile
+from tests.support import hostile
 
 INPUTS = 40
 

@@ -1,4 +1,4 @@
-"""Whole runs over hostile inputs (tests/hostile.py): every input found gets exactly one outcome,
+"""Whole runs over hostile inputs (tests/support/hostile.py): every input found gets exactly one outcome,
 the one expected; no traceback, no temporary file left, nothing written outside OUT, and no byte
 of a file's content in what gpupipe says about it."""
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests import hostile
+from tests.support import hostile
 
 
 def _can_drop_read_override() -> str | None:

@@ -28,11 +28,12 @@ from gpupipe.cli import app
 from gpupipe.engine import writer
 from gpupipe.errors import WriteError
 
-from .fusemount import fuse_mount
+from tests.support.fusemount import fuse_mount
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 EXAMPLES = ROOT / "examples" / "photos"
-FAULTFS_WRITES = Path(__file__).resolve().parent / "faultfs_writes.py"
+FAULTFS_WRITES = REPO_ROOT / "tests" / "support" / "faultfs_writes.py"
 
 runner = CliRunner()
 

@@ -18,12 +18,13 @@ import gpupipe
 from gpupipe import ops
 from gpupipe.journal import default_path
 
-from .badfiles import make_bad_inputs
-from .test_journal import committed_inputs, make_inputs
+from tests.support.badfiles import make_bad_inputs
+from tests.test_journal import committed_inputs, make_inputs
+from tests.support import REPO_ROOT
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'gpupipe[ray]')")
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+EXAMPLES = REPO_ROOT / "examples" / "photos"
 SPEC = gpupipe.Spec((gpupipe.Variant((ops.Thumbnail(96), ops.Sharpen()), name="web", format="webp"),
                      gpupipe.Variant((ops.Grayscale(), ops.Thumbnail(48)), name="small", format="png")))
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 PHOTO = ROOT / "examples" / "photos" / "Landscape_1.jpg"      # MIT, see ATTRIBUTION.md
 
 EXPECTED_ERROR_CLASS: dict[str, str | None] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-CORPUS = Path(__file__).resolve().parent / "photos"
+CORPUS = Path(__file__).resolve().parents[1] / "photos"
 assert (CORPUS / "exif-orientation").is_dir(), f"the test photos are missing from {CORPUS}"
 
 # One file per distinct photograph (the EXIF set holds two photos, each stored nine ways).

@@ -1,10 +1,10 @@
 """A real FUSE filesystem that mirrors a directory and fails reads on purpose.
 
-    python tests/faultfs.py SOURCE MOUNTPOINT [--fail-reads N] [--hang NAME]
+    python tests/support/faultfs.py SOURCE MOUNTPOINT [--fail-reads N] [--hang NAME]
 
 Each file's first N reads fail with EIO (a flaky disk or network mount), then
 reads succeed; reads of NAME never return (a dead network mount). direct_io keeps the kernel's page cache out of the way, so every
-read() reaches this process. Used by tests/test_faults.py; needs libfuse2 and fusepy.
+read() reaches this process. Used by tests/engine/test_faults.py; needs libfuse2 and fusepy.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 
 The first N write() calls to files outside .gpupipe folders (the outputs, not the
 run's lock or journal) fail with EIO (a flaky disk or network mount), then writes
-succeed. Reads are tests/faultfs.py's mirror. Used by
-tests/test_output_safety.py; needs libfuse2 and fusepy.
+succeed. Reads are tests/support/faultfs.py's mirror. Used by
+tests/engine/test_output_safety.py; needs libfuse2 and fusepy.
 """
 
 from __future__ import annotations

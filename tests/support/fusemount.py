@@ -1,4 +1,4 @@
-"""Mount one of the tests' FUSE filesystems (tests/faultfs.py, tests/faultfs_writes.py) for a fixture."""
+"""Mount one of the tests' FUSE filesystems (tests/support/faultfs.py, tests/faultfs_writes.py) for a fixture."""
 
 from __future__ import annotations
 

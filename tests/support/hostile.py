@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.badfiles import PHOTO, bomb_png, corrupt_jpeg
+from tests.support.badfiles import PHOTO, bomb_png, corrupt_jpeg
 
 FORMATS = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 SECRET = b"password=hunter2"          # must never reach a message, a log or the journal

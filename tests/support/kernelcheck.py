@@ -14,7 +14,7 @@ How it works:
   against the compiled struct).
 * ASan needs its runtime loaded first, so the comparisons run in a child
   ``python -m pytest`` with ``LD_PRELOAD`` of g++'s ``libasan.so``. Each
-  tests/test_kernels_<x>.py holds its checks in a class collected only in the
+  tests/backends/cuda/test_kernels_<x>.py holds its checks in a class collected only in the
   child (``INNER``) and one ``test_under_asan`` collected only in the parent,
   which runs the child and fails on a failing check or on any ASan report.
 """
@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+
+ROOT = REPO_ROOT
 KERNELS = ROOT / "kernels"
 SHIM = KERNELS / "cpu_shim.h"
 

@@ -7,7 +7,7 @@ them, CUDA otherwise), oriented there, and never cross PCIe as pixels. Grey JPEG
 YCbCr ones RGB, upright, exactly the shapes ``codecs.decode`` gives.
 
 The pixels are nvJPEG's, not libjpeg-turbo's: its IDCT rounds differently, a level here and
-there (on an H100: max |Δ| 1 on baseline photos, 3 on a progressive one; tests/test_gpu.py).
+there (on an H100: max |Δ| 1 on baseline photos, 3 on a progressive one; tests/backends/cuda/test_gpu.py).
 A file nvJPEG refuses is decoded on the host instead, which gives it the CPU path's result
 or error. But nvJPEG does not notice corrupt entropy-coded data (random bytes where the
 scan should be decode to a noise image without an error), where libjpeg-turbo's strict mode

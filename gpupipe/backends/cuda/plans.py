@@ -8,7 +8,7 @@ resample tables, filter taps, watermark marks) or a typed scalar — plus the sc
 buffers they need and the result's shapes.
 
 Nothing here imports CUDA. Two executors run programs: the CuPy backend on a GPU,
-and ``tests/kernelcheck.py`` on the CPU through the same kernel sources compiled
+and ``tests/support/kernelcheck.py`` on the CPU through the same kernel sources compiled
 with a shim under AddressSanitizer — so every line of this planning is checked
 against the NumPy backend on machines without a GPU.
 """

@@ -23,14 +23,15 @@ from gpupipe.backends.numpy import NumpyBackend, apply_op
 from gpupipe.engine.process import process_batch
 from gpupipe.spec import Spec
 
-from .badfiles import make_bad_inputs
-from .corpus import CORPUS, copies
-from .test_kernels_plans import EXACT, PARITY, check, runnable
+from tests.support.badfiles import make_bad_inputs
+from tests.support.corpus import CORPUS, copies
+from tests.backends.cuda.test_kernels_plans import EXACT, PARITY, check, runnable
+from tests.support import REPO_ROOT
 
 REASON = cuda_unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"no usable CUDA device: {REASON}")]
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "photos"
+EXAMPLES = REPO_ROOT / "examples" / "photos"
 SIZES = [(1, 1), (1, 37), (41, 1), (3, 5), (20000, 20), (20, 20000), (333, 517), (1024, 768)]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from gpupipe.backends.numpy import composite
 
-from . import kernelcheck as kc
+from tests.support import kernelcheck as kc
 
 test_under_asan = kc.asan_test(__file__)
 

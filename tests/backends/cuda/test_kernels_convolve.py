@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from gpupipe.backends.numpy import filters
 
-from . import kernelcheck as kc
+from tests.support import kernelcheck as kc
 
 test_under_asan = kc.asan_test(__file__)
 

@@ -13,7 +13,7 @@ import textwrap
 
 import numpy as np
 
-from . import kernelcheck as kc
+from tests.support import kernelcheck as kc
 
 test_under_asan = kc.asan_test(__file__)
 
@@ -36,7 +36,7 @@ CHILD = textwrap.dedent('''
     from pathlib import Path
     import numpy as np
     sys.path.insert(0, {root!r})
-    from tests import kernelcheck as kc
+    from tests.support import kernelcheck as kc
     cu = Path({cu!r})
     lib = kc.KernelLib(cu)
     images = kc.mixed_batch(0, shapes=[(3, 5), (1, 1), (4, 2)])
@@ -116,7 +116,7 @@ BARRIER_CHILD = textwrap.dedent('''
     from pathlib import Path
     import numpy as np
     sys.path.insert(0, {root!r})
-    from tests import kernelcheck as kc
+    from tests.support import kernelcheck as kc
     lib = kc.KernelLib(Path({cu!r}))
     images = kc.mixed_batch(1, shapes=[(30, 20), (1, 1), (7, 9)])
     got = kc.run_batch(lib, "gp_reverse_chunks", images, [i.shape for i in images], grid=(2, 2), block=16)

@@ -6,11 +6,11 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 KERNELS = ROOT / "kernels"
 SOURCES = sorted(KERNELS.glob("*.cu"))
 ARCHS = ["sm_80", "sm_90"]

@@ -5,7 +5,7 @@ resample tables, filter taps, watermark marks, launch order, scratch buffers —
 program runs through the unchanged kernels/*.cu under AddressSanitizer (kernelcheck).
 The result must equal the NumPy backend: bit for bit where docs/design.md §4 says so, within
 parity (max |Δ| ≤ 1, ≥ 99.9 % of values equal) for the float filters. Only the device
-transfers and the launches themselves are left for the GPU tests (tests/test_gpu.py).
+transfers and the launches themselves are left for the GPU tests (tests/backends/cuda/test_gpu.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gpupipe.backends.cuda.plans import colour_table, compose_tables, plan_op, p
 from gpupipe.backends.numpy import apply_op
 from gpupipe.spec import Spec
 
-from . import kernelcheck as kc
+from tests.support import kernelcheck as kc
 
 test_under_asan = kc.asan_test(__file__)
 
@@ -131,7 +131,7 @@ class TestPlans:
 
     @pytest.mark.parametrize("seed", range(24))
     def test_random_chains_match_the_numpy_backend(self, seed):
-        """As tests/test_gpu.py's random chains, here through the kernels on the CPU: exact ops in
+        """As tests/backends/cuda/test_gpu.py's random chains, here through the kernels on the CPU: exact ops in
         any order on a random mixed batch, then at most one float filter (its ±1 is not amplified).
         Each op is planned for the shapes the previous one left, as the CuPy backend plans it."""
         rng = np.random.default_rng(seed)

@@ -1,6 +1,6 @@
 """kernels/pointwise.cu and kernels/geometry.cu on the CPU under ASan: bit-exact vs the NumPy backend.
 
-Run in a child process with the ASan runtime preloaded (see tests/kernelcheck.py);
+Run in a child process with the ASan runtime preloaded (see tests/support/kernelcheck.py);
 the parent collects only ``test_under_asan``.
 """
 
@@ -13,7 +13,7 @@ from gpupipe import ops
 from gpupipe.backends.cuda.plans import colour_table
 from gpupipe.backends.numpy import color, geometry
 
-from . import kernelcheck as kc
+from tests.support import kernelcheck as kc
 
 test_under_asan = kc.asan_test(__file__)
 

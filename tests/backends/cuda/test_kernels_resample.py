@@ -14,7 +14,7 @@ import pytest
 from gpupipe.backends.cuda.plans import resample_passes
 from gpupipe.backends.numpy import resample
 
-from . import kernelcheck as kc
+from tests.support import kernelcheck as kc
 
 test_under_asan = kc.asan_test(__file__)
 

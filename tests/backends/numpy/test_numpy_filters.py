@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from gpupipe.backends.numpy import filters as F
 from gpupipe.errors import ProcessingError
 
-from .corpus import stills
+from tests.support.corpus import stills
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import cv2
 import numpy as np
@@ -31,7 +30,7 @@ PIL_FILTERS = {
     "lanczos3": Image.Resampling.LANCZOS,
 }
 CHANNELS = [1, 2, 3, 4]
-from .corpus import stills
+from tests.support.corpus import stills
 ONE = 1 << PRECISION_BITS
 
 
@@ -271,7 +270,7 @@ def test_psnr_vs_opencv_area_on_a_smooth_photo(filter, factor):
     assert psnr(resize(img, width, height, filter), expected) >= 40.0
 
 
-# Measured over the nine stills (tests/corpus.py; Pillow 13.0.0, OpenCV 5.1.0): a 40 dB target
+# Measured over the nine stills (tests/support/corpus.py; Pillow 13.0.0, OpenCV 5.1.0): a 40 dB target
 # against INTER_AREA (a box filter) is NOT met on detailed photos, because bilinear/bicubic/
 # lanczos3 are different filters, not because of an error (the reference is bit-exact with
 # Pillow, and nearest equals OpenCV's INTER_NEAREST_EXACT). Minimum / mean PSNR in dB:
