@@ -285,6 +285,10 @@ def run(
                                           "as JSON ('-': stdout).", rich_help_panel=OUTPUT_PANEL),
     log_file: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="JSON lines: every input's state "
                                             "transitions with timestamps and durations ('-': stdout).", rich_help_panel=OUTPUT_PANEL),
+    report_html: Optional[Path] = typer.Option(None, "--report-html", metavar="FILE.html", help="One "
+                                               "self-contained page about the run, to look at: throughput over "
+                                               "time, time and CPU per stage, failures, a contact sheet of outputs.",
+                                               rich_help_panel=OUTPUT_PANEL),
     trace: Optional[Path] = typer.Option(None, "--trace", metavar="FILE.json", help="Chrome/Perfetto trace: one span "
                                          "per input per stage, on the thread that ran it ('-': stdout).",
                                          rich_help_panel=OUTPUT_PANEL),
@@ -396,6 +400,7 @@ def run(
             raise UsageError(f"--output-format must be text or json, got {output_format!r}"
                              f"{did_you_mean(output_format, ('text', 'json'))}")
         _check_one_stdout({"--report": report, "--log": log_file, "--trace": trace, "--metrics-file": metrics_file,
+                           "--report-html": report_html,
                            "--output-format json": Path(STDOUT) if output_format == "json" else None})
         if dry_run:
             sources.check_inputs(inputs)
@@ -406,6 +411,13 @@ def run(
         side = _SideFiles.open(report, log_file, trace, {
             "gpupipe": __version__, "command": ["gpupipe", "run", *ctx.meta.get("gpupipe_raw_args", [])],
             "spec": spec.to_dict(), "spec_hash": spec.hash()}, failures=output_format == "json")
+        if report_html is not None:
+            from .htmlreport import HtmlReport
+            try:
+                side.html = HtmlReport(report_html, [v.name or "output" for v in spec.variants], max_pixels)
+            except GpupipeError:
+                side.abandon()
+                raise
     except GpupipeError as exc:
         _exit_with_error(exc)
     _log_to_stderr(verbose)
@@ -446,6 +458,7 @@ class _SideFiles:
         self.writer: ReportWriter | None = None
         self.recorders: list[StateLog | ChromeTrace] = []
         self.failures: list[dict] | None = None      # --output-format json: every failed input, for stdout
+        self.html = None                              # --report-html: an htmlreport.HtmlReport
 
     @classmethod
     def open(cls, report: Path | None, log_file: Path | None, trace: Path | None,
@@ -470,6 +483,8 @@ class _SideFiles:
         sinks = ([self.writer.add] if self.writer else []) + self.recorders
         if self.failures is not None:
             sinks.append(self._note_failure)
+        if self.html is not None:
+            sinks.append(self.html)
         if not sinks:
             return None
         return lambda outcome: [sink(outcome) for sink in sinks]
@@ -483,17 +498,21 @@ class _SideFiles:
         """Log and trace first, so the report's summary lists their failures too."""
         for side_file in self.recorders:
             _close_into(side_file.close, summary)
+        if self.html is not None:
+            _close_into(lambda: self.html.close(summary), summary)
         if self.writer:
             _close_into(lambda: self.writer.close(summary), summary)
 
     def close_aborted(self, backend: str) -> None:
         for side_file in self.recorders:
             _close_into(side_file.close, None)
+        if self.html is not None:
+            _close_into(lambda: self.html.close_aborted(backend), None)
         if self.writer:
             _close_into(lambda: self.writer.close_aborted(backend), None)
 
     def abandon(self) -> None:
-        for side_file in [*self.recorders, *([self.writer] if self.writer else [])]:
+        for side_file in [*self.recorders, *([self.writer] if self.writer else []), *([self.html] if self.html else [])]:
             side_file.abandon()
 
 

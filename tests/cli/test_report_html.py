@@ -1,0 +1,102 @@
+"""--report-html: one self-contained page about a run, looked at in a real browser where one is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support import REPO_ROOT
+
+EXAMPLES = REPO_ROOT / "examples" / "photos"
+
+
+class _Page(HTMLParser):
+    """What a browser would fetch or run, the headings, and the pictures of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings: list[str] = []
+        self.images: list[str] = []
+        self.fetched: list[str] = []
+        self._heading = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in ("h2", "h3"):
+            self._heading = True
+            self.headings.append("")
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("src", "href"):
+            value = attrs.get(key) or ""
+            if value and not value.startswith("data:"):
+                self.fetched.append(value)
+        if tag in ("script", "link", "iframe", "object", "embed"):
+            self.fetched.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in ("h2", "h3"):
+            self._heading = False
+
+    def handle_data(self, data):
+        if self._heading:
+            self.headings[-1] += data
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("html")
+    src = tmp / "in"
+    src.mkdir()
+    for photo in EXAMPLES.iterdir():
+        if photo.suffix in (".jpg", ".png"):
+            shutil.copy(photo, src / photo.name)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.new("RGB", (40, 30), "orange").save(src / "small.png")       # decodes, but its crop cannot apply
+    spec = tmp / "spec.toml"
+    spec.write_text('[[variant]]\nname = "thumb"\nformat = "jpeg"\nops = [{ op = "thumbnail", size = 128 }]\n'
+                    '[[variant]]\nname = "corner"\nformat = "png"\n'
+                    'ops = [{ op = "crop", x = 0, y = 0, width = 100, height = 100 }]\n')
+    report = tmp / "report.html"
+    done = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(tmp / "out"), "--spec",
+                           str(spec), "--report-html", str(report), "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr                # two inputs failed
+    return report
+
+
+def test_the_page_stands_alone_and_says_what_happened(page: Path) -> None:
+    text = page.read_text()
+    parsed = _Page()
+    parsed.feed(text)
+    assert parsed.fetched == []                             # nothing from the network or the disk
+    headings = [h.strip() for h in parsed.headings]
+    for wanted in ("Throughput", "Time per stage", "CPU per stage", "Failures", "Outputs", "thumb", "corner",
+                   "Failed inputs"):
+        assert wanted in headings, headings
+    assert text.count("<svg") == 3                          # throughput, time per stage, CPU per stage
+    assert "broken.jpg" in text and "truncated" in text and "processing" in text and "small.png" in text
+    pictures = [src for src in parsed.images if src.startswith("data:image/jpeg;base64,")]
+    # 3 photos in each variant but the 100x100 crop of a 40x30 image; the failed small.png still decodes.
+    assert len(pictures) == len(parsed.images) == 3 + 3 + 1
+    assert "cannot be decoded" in text                      # broken.jpg
+
+
+def test_a_browser_draws_the_page(page: Path, tmp_path: Path) -> None:
+    browser = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                    if shutil.which(name)), None)
+    if browser is None:
+        pytest.skip("no Chromium here (.ci/run installs it): the page is checked without a browser only")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1200,1400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    with Image.open(shot) as im:
+        assert im.size == (1200, 1400)
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50             # drawn: text, bars and photos, not a blank page
