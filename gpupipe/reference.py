@@ -38,6 +38,18 @@ def _param(field: dataclasses.Field) -> str:
     return f"`{field.name}`" if default is None else f"`{field.name}` = {default!r}".replace("'", "")
 
 
+def formats_table() -> str:
+    """Markdown: every image format, as gpupipe.codecs.formats defines it."""
+    from .codecs import formats
+    yes = {True: "yes", False: "—"}
+    rows = ["| format | extensions | read | write | alpha | 16-bit |", "|---|---|---|---|---|---|"]
+    for f in formats.FORMATS:
+        write = yes[f.write] + (f" (where Pillow has {f.pillow_feature.upper()})" if f.write and f.pillow_feature else "")
+        rows.append(f"| `{f.name}` | {', '.join('.' + e for e in f.extensions)} | {yes[f.read]} | {write} | "
+                    f"{yes[f.alpha]} | {'yes (gpupipe uses 8 bits today)' if f.sixteen_bit else '—'} |")
+    return "\n".join(rows)
+
+
 def error_classes_table() -> str:
     """Markdown: every class of per-input failure, as reports, the journal and metrics name it."""
     rows = ["| error class | what happened |", "|---|---|"]

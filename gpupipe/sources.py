@@ -47,14 +47,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from gpupipe.codecs import READ_FORMATS, sniff
+from gpupipe.codecs import READ_FORMATS, formats, sniff
 from gpupipe.errors import UnreadableInput, UsageError
 
 __all__ = ["IMAGE_EXTENSIONS", "SourceFile", "Skipped", "ScanProblem",
            "check_inputs", "discover", "read_bytes", "read_input", "InputRead"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp",
-                              ".bmp", ".dib", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = formats.IMAGE_EXTENSIONS
 _GLOB_CHARS = frozenset("*?[")
 _STATE_DIR = ".gpupipe"
 _SNIFF_BYTES = 1024      # enough for every signature sniff() knows, SVG included

@@ -38,6 +38,7 @@ from pathlib import Path, PurePath
 from typing import Any, Iterable, Sequence
 
 from . import codecs
+from .codecs import formats
 from .codecs.decoding import DEFAULT_MAX_PIXELS
 from .errors import BadOutputName, UsageError, did_you_mean
 from .ops import Op, Resize, Watermark, _color, op_from_dict
@@ -45,8 +46,6 @@ from .sidefiles import printable, read_resource
 
 TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}
 DEFAULT_QUALITY = 85
-# Formats we read but do not write map to PNG when no format is asked for.
-KEEP_FORMAT = {"jpeg": "jpeg", "png": "png", "webp": "webp"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class Variant:
         return "{stem}_{variant}.{ext}" if self.name else "{stem}.{ext}"
 
     def output_format(self, input_format: str) -> str:
-        return self.format or KEEP_FORMAT.get(input_format, "png")
+        return self.format or formats.kept(input_format)
 
     def output_path(self, relative: PurePath, input_format: str) -> PurePath:
         """Where this variant of the input at ``relative`` goes, relative to the output root;

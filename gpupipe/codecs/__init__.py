@@ -9,6 +9,7 @@ Pillow has it), flattens alpha for jpeg and keeps only the ICC profile.
 
 The package is split by job; this module re-exports the public API:
 
+    formats      the table of formats: names, extensions, read/write, alpha, 16-bit
     sniffing     format signatures, ``sniff``, ``READ_FORMATS``, unsupported formats
     jpeg         marker scan (size, EXIF orientation, ICC), TurboJPEG decode,
                  APP2 ICC insertion; why simplejpeg is the hot path (measured)

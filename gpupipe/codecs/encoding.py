@@ -12,6 +12,7 @@ from PIL import Image, features
 
 from gpupipe.errors import UsageError, did_you_mean
 
+from .formats import FORMATS, WRITE_NAMES, extension
 from .jpeg import _with_icc
 from .modes import _matching_icc
 
@@ -22,38 +23,30 @@ from .modes import _matching_icc
 #: default. PNG output of photos is bulky either way; speed wins.
 PNG_COMPRESS_LEVEL = 1
 
-_OUT_ALIASES = {"jpeg": "jpeg", "jpg": "jpeg", "jpe": "jpeg", "jfif": "jpeg",
-                "png": "png", "webp": "webp", "avif": "avif"}
-_EXTENSION = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
 
 
 @functools.cache          # asked for every file written; Pillow's features cannot change in a process
 def available_formats() -> tuple[str, ...]:
     """Output formats this installation can write."""
-    out = ["jpeg", "png"]
-    if features.check("webp"):
-        out.append("webp")
-    if features.check("avif"):
-        out.append("avif")
-    return tuple(out)
+    return tuple(f.name for f in FORMATS if f.write and (f.pillow_feature is None or features.check(f.pillow_feature)))
 
 
 def normalise_format(name: str) -> str:
     """"JPG", ".jpeg", "Jpeg" -> "jpeg". UsageError for unknown/unavailable names."""
     key = str(name).strip().lower().lstrip(".")
-    fmt = _OUT_ALIASES.get(key)
+    fmt = WRITE_NAMES.get(key)
     if fmt is not None and fmt in available_formats():
         return fmt
     valid = ", ".join(f + (" (jpg)" if f == "jpeg" else "") for f in available_formats())
     if fmt is None:
-        raise UsageError(f"unknown output format {name!r}{did_you_mean(key, _OUT_ALIASES)}; choose one of: {valid}")
+        raise UsageError(f"unknown output format {name!r}{did_you_mean(key, WRITE_NAMES)}; choose one of: {valid}")
     raise UsageError(f"output format {fmt!r} needs a Pillow built with {fmt.upper()} support, "
                      f"which this one lacks; choose one of: {valid}")
 
 
 def extension_for(format: str) -> str:
     """File extension (no dot) for an output format: "jpeg" -> "jpg"."""
-    return _EXTENSION[normalise_format(format)]
+    return extension(normalise_format(format))
 
 
 def encode(pixels: np.ndarray, *, format: str, quality: int = 85,

@@ -12,16 +12,14 @@ import struct
 
 from gpupipe.errors import EmptyInput, NotAnImage, UnsupportedFormat
 
-#: Formats ``decode`` reads. ``sniff`` also names others so that callers can
-#: say "unsupported format: PSD" instead of "not an image".
-READ_FORMATS = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
-_BY_EXTENSION = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "jfif": "jpeg", "png": "png", "gif": "gif",
-                 "webp": "webp", "bmp": "bmp", "dib": "bmp", "tif": "tiff", "tiff": "tiff"}
+# READ_FORMATS: the formats ``decode`` reads (formats.py). ``sniff`` also names others so that
+# callers can say "unsupported format: PSD" instead of "not an image".
+from .formats import BY_EXTENSION, READ_FORMATS  # noqa: F401  (READ_FORMATS: re-exported)
 
 
 def format_from_name(name: str) -> str:
     """The format a file name suggests (before its bytes are read); PNG when it suggests none."""
-    return _BY_EXTENSION.get(name.rpartition(".")[2].lower() if "." in name else "", "png")
+    return BY_EXTENSION.get(name.rpartition(".")[2].lower() if "." in name else "", "png")
 
 # How an unsupported format is named in messages ("unsupported format: PSD").
 _LABEL = {

@@ -32,6 +32,12 @@ def test_the_error_class_table_lists_every_class() -> None:
     assert "`crashed`" in reference.error_classes_table() and "`output_exists`" in reference.error_classes_table()
 
 
+def test_the_formats_table_is_the_codecs_table() -> None:
+    text = (ROOT / "docs" / "usage.md").read_text()
+    assert reference.between_markers(text, "formats") == reference.formats_table(), \
+        "docs/usage.md's formats are stale: paste gpupipe.reference.formats_table() between its markers"
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_links_resolve_inside_the_repository(doc: Path) -> None:
     text = doc.read_text()
