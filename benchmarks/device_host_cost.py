@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -103,13 +101,9 @@ def main() -> int:
                        "ceiling_img_s_per_core": round(1000 / (workers_ms + own_ms), 1)}
     print(json.dumps(table, indent=1))
     if a.json:
-        target = Path(a.json) if os.sep in a.json else HERE / "results" / a.json
-        target.write_text(json.dumps({
-            "benchmark": "the GPU path's host cost per input (W1, stand-in device)", "date": date.today().isoformat(),
-            "machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "git": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True).stdout.strip(),
-            "config": vars(a), "results": table, "runs": runs}, indent=1) + "\n")
+        from results_file import write_result
+        write_result(a.json, "the GPU path's host cost per input (W1, stand-in device)", config=vars(a),
+                     results=table, runs=runs)
     return 0
 
 

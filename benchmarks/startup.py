@@ -21,14 +21,12 @@ import argparse
 import compileall
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -74,15 +72,9 @@ def main() -> int:
     if args.json:
         import PIL
         import typer
-        target = Path(args.json) if os.sep in args.json else HERE / "results" / args.json
-        target.write_text(json.dumps({
-            "benchmark": "start-up: one small file end to end", "date": date.today().isoformat(),
-            "machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "pillow": PIL.__version__, "typer": typer.__version__, "input": photo.name,
-            "git": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True).stdout.strip(),
-            "config": vars(args), "results": results, "runs": walls,
-        }, indent=1) + "\n")
+        from results_file import write_result
+        write_result(args.json, "start-up: one small file end to end", pillow=PIL.__version__, typer=typer.__version__,
+                     input=photo.name, config=vars(args), results=results, runs=walls)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -33,7 +32,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -166,14 +164,9 @@ def main() -> int:
     print(f"gpupipe / pillow pool: {ratio:.2f}x")
     if args.json:
         import PIL
-        target = Path(args.json) if os.sep in args.json else HERE / "results" / args.json
-        target.write_text(json.dumps({
-            "benchmark": "tiny files", "date": date.today().isoformat(), "machine": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "pillow": PIL.__version__,
-            "git": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True).stdout.strip(),
-            "config": vars(args), "results": table, "ratio_gpupipe_over_pool": round(ratio, 3), "runs": runs,
-        }, indent=1) + "\n")
+        from results_file import write_result
+        write_result(args.json, "tiny files", pillow=PIL.__version__, config=vars(args), results=table,
+                     ratio_gpupipe_over_pool=round(ratio, 3), runs=runs)
     return 0
 
 
