@@ -329,3 +329,36 @@ def test_a_device_this_process_opened_already_works_in_this_process(tmp_path: Pa
     assert sorted((o.path, o.status, o.error_class) for o in result.outcomes) == \
         sorted((o.path, o.status, o.error_class) for o in forked.outcomes)
     assert {worker for o in result.outcomes for *_, worker in o.spans} == {"gpupipe-worker-0"}
+
+
+def test_a_limit_on_processes_stops_the_run_with_one_message(tmp_path: Path) -> None:
+    """A container's pids limit leaves room for two workers of four: the run stops before any
+    work with one message saying what to do, and leaves OUT free for the next run. The limit is
+    real: a cgroup (v1 pids controller) the run's process is moved into."""
+    import subprocess
+    import sys
+    pids = Path("/sys/fs/cgroup/pids")
+    if not (pids / "cgroup.procs").is_file() or not os.access(pids, os.W_OK):
+        pytest.skip("no writable cgroup-v1 pids controller here to limit the run's processes")
+    inputs = _jpegs(tmp_path / "in", 8)
+    # The run's process has threads of its libraries (OpenBLAS, OpenCV) before it forks, and each
+    # counts: leave room for those and two workers of the four asked for.
+    threads = int(subprocess.run([sys.executable, "-c", "import os, gpupipe.cli, cv2; from gpupipe.backends import "
+                                  "choose_backend; choose_backend('cpu', workers=4); "
+                                  "print(len(os.listdir('/proc/self/task')))"],
+                                 capture_output=True, text=True, check=True).stdout)
+    group = pids / f"gpupipe-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "pids.max").write_text(str(threads + 2))
+        command = (f"echo $$ > {group}/cgroup.procs && exec {sys.executable} -m gpupipe run {inputs} "
+                   f"-o {tmp_path / 'out'} --thumbnail 32 -j 4 --backend cpu")
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    finally:
+        group.rmdir()
+    assert done.returncode == 1, done.stderr
+    assert "cannot start the worker processes" in done.stderr and "fewer --workers" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not any(p.suffix == ".jpg" for p in (tmp_path / "out").rglob("*"))     # no work was done
+    again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    assert again.exit_code == 0 and again.summary.processed == 8                   # OUT and its journal free
