@@ -67,10 +67,8 @@ class HtmlReport:
 
     def close_aborted(self, backend: str = "?") -> None:
         """The page after a second Ctrl+C: what was done so far."""
-        self._tally.backend, self._tally.interrupted = backend, True
-        self._tally.stop_reason = "aborted (second interrupt): in-flight work dropped"
-        self._tally.finish()
-        self.close(self._tally)
+        from .report import aborted_summary
+        self.close(aborted_summary(self._tally, backend))
 
     def abandon(self) -> None:
         self._file.abandon()

@@ -57,6 +57,15 @@ def _print_counts(summary: RunSummary, console: Console) -> None:
     console.print(table)
 
 
+def aborted_summary(tally: RunSummary, backend: str) -> RunSummary:
+    """``tally`` (a side file's own count of the outcomes it got) as the summary of a run aborted
+    by a second Ctrl+C, whose engine never closed its own."""
+    tally.backend, tally.interrupted = backend, True
+    tally.stop_reason = "aborted (second interrupt): in-flight work dropped"
+    tally.finish()
+    return tally
+
+
 class ReportWriter:
     """Streams every outcome into a JSON report, so memory doesn't grow with the input set.
 
@@ -85,11 +94,7 @@ class ReportWriter:
 
     def close_aborted(self, backend: str = "?") -> None:
         """Finish the report after a second Ctrl+C: the outcomes so far, marked as aborted."""
-        self._tally.backend = backend
-        self._tally.interrupted = True
-        self._tally.stop_reason = "aborted (second interrupt): in-flight work dropped"
-        self._tally.finish()
-        self._finish(self._tally.to_dict(), aborted=True)
+        self._finish(aborted_summary(self._tally, backend).to_dict(), aborted=True)
 
     def _finish(self, summary: dict[str, Any], aborted: bool = False) -> None:
         mark = '  "aborted": true,\n' if aborted else ""

@@ -301,14 +301,8 @@ class InProcessPool:
         self._at, self._beat = index, time.perf_counter()
 
     def _work(self, chunk: list[unit.Item]) -> None:
-        try:
-            done = unit.run_chunk(chunk, self.work, self._device, self._trie, self.budget, at=self._on,
-                                  stop=lambda: self._stop, worker="gpupipe-worker-0")
-        except Exception as exc:           # a bug: every input of the chunk fails, the run goes on
-            log.exception("internal error in the worker thread")
-            done = unit.ChunkDone(outcomes=[(item.key, unit.fail(unit.new_outcome(item, unit.OK), _internal(exc)))
-                                            for item in chunk])
-        self._done.put(done)
+        self._done.put(_run_chunk_safely(chunk, self.work, self._device, self._trie, self.budget, at=self._on,
+                                         stop=lambda: self._stop, worker="gpupipe-worker-0"))
 
     def stop(self) -> None:
         self._stop = unit.STOP
@@ -383,13 +377,7 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
             return
         if chunk is None:
             return
-        try:
-            done = unit.run_chunk(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value,
-                                  worker=name)
-        except Exception as exc:           # a bug: every input of the chunk fails, the worker goes on
-            log.exception("internal error in %s", name)
-            done = unit.ChunkDone(outcomes=[(item.key, unit.fail(unit.new_outcome(item, unit.OK), _internal(exc)))
-                                            for item in chunk])
+        done = _run_chunk_safely(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value, worker=name)
         at[worker] = -1
         try:
             conn.send(done)
@@ -398,9 +386,15 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
         del chunk, done
 
 
-def _internal(exc: Exception):
-    from .stages import unexpected
-    return unexpected(exc)
+def _run_chunk_safely(chunk: list[unit.Item], *args, worker: str, **how) -> unit.ChunkDone:
+    """unit.run_chunk; a bug in it fails every input of the chunk (internal), and the worker goes on."""
+    try:
+        return unit.run_chunk(chunk, *args, worker=worker, **how)
+    except Exception as exc:
+        from .stages import unexpected
+        log.exception("internal error in %s", worker)
+        return unit.ChunkDone(outcomes=[(item.key, unit.fail(unit.new_outcome(item, unit.OK), unexpected(exc)))
+                                        for item in chunk])
 
 
 def _abort(signum, frame) -> None:

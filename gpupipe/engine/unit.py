@@ -119,9 +119,10 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
     def flush() -> None:
         if batch:
             at(batch[0].index if len(batch) == 1 else -1)
+            finished_before = len(done.outcomes)
             waiting.extend(_finish_batch(batch, work, device, trie, budget, writes, done, worker))
             batch.clear()
-            if work.stop_at_failure and any(o.status == FAILED for _, o in done.outcomes):
+            if work.stop_at_failure and any(o.status == FAILED for _, o in done.outcomes[finished_before:]):
                 done.stopped = True           # --on-error stop: the driver stops the run on its outcome
 
     try:
