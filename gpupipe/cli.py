@@ -634,16 +634,27 @@ def report_command(
     journal_path: Optional[Path] = typer.Option(None, "--journal", metavar="PATH",
                                                 help="Journal file \\[default: OUT/.gpupipe/journal.sqlite]."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
+    html_file: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html", help="Also write one "
+                                             "self-contained page to look at: inputs done over time, failures by "
+                                             "class, a contact sheet of the outputs."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="With --html: pictures of inputs "
+                                   "declaring more pixels are not drawn."),
 ) -> None:
     """Summarise what the journal knows: inputs done and failed, failures by error class, recent runs."""
+    if as_json and str(html_file) == STDOUT:
+        _exit_with_error(UsageError("--json and --html - both ask for stdout; give --html a file"))
     try:
-        data = journal_report(journal_path or default_path(output))
+        journal_file = journal_path or default_path(output)
+        data = journal_report(journal_file)
+        if html_file is not None:
+            from .htmlreport import write_from_journal
+            write_from_journal(journal_file, html_file, max_pixels=max_pixels)
     except GpupipeError as exc:
         _exit_with_error(exc)
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    out = Console()
+    out = Console(stderr=str(html_file) == STDOUT)        # stdout holds the page: the words go to stderr
     states = data["inputs"]
     out.print(f"[bold]journal[/] {escape(printable(data['journal']))}")
     out.print(f"inputs done: {states.get('ok', 0)}, failed: {states.get('failed', 0)}; "

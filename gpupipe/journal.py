@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .engine.results import FAILED, OK, FileOutcome
 from .engine.writer import forget_parent_only, parent_only
@@ -628,8 +628,11 @@ def _bring_schema_up_to_date(db: sqlite3.Connection) -> None:
 
 # ---------------------------------------------------------------------- reading
 
-def report(path: str | Path, examples: int = 5) -> dict[str, Any]:
-    """What a journal knows: counts by state, failures by error class, the last runs."""
+@contextlib.contextmanager
+def read_only(path: str | Path) -> Iterator["JournalReader"]:
+    """The journal at ``path`` opened read-only, checked as a run checks it (never through a link,
+    never a file that is not SQLite's); anything wrong with it, then or while it is read, is a
+    UsageError that says so."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no journal at {path} (run gpupipe run with this output first, or pass --journal)")
@@ -637,11 +640,14 @@ def report(path: str | Path, examples: int = 5) -> dict[str, Any]:
         _refuse_non_regular(Path(f"{path}{suffix}"))
     try:
         _check_header(path)
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # As a URI of the absolute path: a '?' or '#' in a folder's name stays part of the name.
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     except (Corrupt, sqlite3.Error) as exc:
         raise UsageError(f"the journal {path} {exc}") from None
     try:
-        return _read_report(db, path, examples)
+        _check_database(db)
+        db.execute("BEGIN")         # one snapshot: the counts and the rows agree while a run writes
+        yield JournalReader(db)
     except Corrupt as exc:
         raise UsageError(f"the journal {path} {exc}") from None
     except sqlite3.Error as exc:
@@ -650,18 +656,77 @@ def report(path: str | Path, examples: int = 5) -> dict[str, Any]:
         db.close()
 
 
-def _read_report(db: sqlite3.Connection, path: Path, examples: int) -> dict[str, Any]:
-    _check_database(db)
-    states = dict(db.execute("SELECT state, COUNT(*) FROM inputs GROUP BY state").fetchall())
-    failures = {}
-    for error_class, count in db.execute("SELECT error_class, COUNT(*) FROM inputs WHERE state = 'failed' "
-                                         "GROUP BY error_class ORDER BY COUNT(*) DESC").fetchall():
-        rows = db.execute("SELECT path, message FROM inputs WHERE state = 'failed' AND error_class = ? "
-                          "ORDER BY path LIMIT ?", (error_class, examples)).fetchall()
-        failures[error_class] = {"count": count, "examples": [{"path": display(p), "message": m} for p, m in rows]}
-    outputs, out_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outputs").fetchone()
-    runs = [{"started": s, "finished": f, "spec_hash": h, "summary": json.loads(j) if j else None}
-            for s, f, h, j in db.execute("SELECT started, finished, spec_hash, summary FROM runs "
-                                         "ORDER BY id DESC LIMIT 5")]
-    return {"journal": str(path), "inputs": states, "outputs": outputs, "output_bytes": out_bytes,
-            "failures": failures, "runs": runs}
+class JournalReader:
+    """What a journal records, for reports: totals, and generators over rows that hold one row at
+    a time, so a journal of millions of inputs is read in bounded memory. Paths come as stored
+    (bytes; text in a version 0 journal): ``display`` shows them, ``os.fsdecode`` opens them."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def inputs_by_state(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT state, COUNT(*) FROM inputs GROUP BY state").fetchall())
+
+    def output_totals(self) -> tuple[int, int]:
+        """How many outputs, and their bytes."""
+        return self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outputs").fetchone()
+
+    def failures(self, examples: int) -> Iterator[tuple[str, int, list[tuple[bytes | str, str | None]]]]:
+        """(error class, count, the first ``examples`` (path, message) by path), the commonest class first."""
+        counts = self._db.execute("SELECT error_class, COUNT(*) FROM inputs WHERE state = 'failed' "
+                                  "GROUP BY error_class ORDER BY COUNT(*) DESC").fetchall()
+        for error_class, count in counts:
+            rows = self._db.execute("SELECT path, message FROM inputs WHERE state = 'failed' AND error_class IS ? "
+                                    "ORDER BY path LIMIT ?", (error_class, examples)).fetchall()
+            yield error_class, count, rows
+
+    def done_times(self) -> Iterator[float]:
+        """When each input done was last recorded (unix time), in no particular order."""
+        for (updated,) in self._db.execute("SELECT updated FROM inputs WHERE state = 'ok'"):
+            yield updated
+
+    def done_span(self) -> tuple[float, float] | None:
+        """The first and last of ``done_times``; None when no input is done."""
+        first, last = self._db.execute("SELECT MIN(updated), MAX(updated) FROM inputs WHERE state = 'ok'").fetchone()
+        return None if first is None else (first, last)
+
+    def outputs(self) -> Iterator[tuple[bytes | str, int]]:
+        """(path, size) of every output, in the order they were recorded."""
+        yield from self._db.execute("SELECT path, size FROM outputs ORDER BY rowid")
+
+    def run_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def runs(self, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` runs, newest first; ``finished`` is None for a run that was killed."""
+        return [_run(*row) for row in self._db.execute("SELECT started, finished, spec_hash, summary FROM runs "
+                                                       "ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def last_finished_run(self) -> dict[str, Any] | None:
+        """The newest run that finished and recorded its summary."""
+        row = self._db.execute("SELECT started, finished, spec_hash, summary FROM runs WHERE finished IS NOT NULL "
+                               "AND summary IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else _run(*row)
+
+
+def _run(started: float, finished: float | None, spec_hash: str, summary: str | None) -> dict[str, Any]:
+    return {"started": started, "finished": finished, "spec_hash": spec_hash, "summary": _summary(summary)}
+
+
+def _summary(text: str | None) -> dict[str, Any] | None:
+    """A run's stored summary; None when there is none, or it is not a JSON object."""
+    try:
+        summary = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def report(path: str | Path, examples: int = 5) -> dict[str, Any]:
+    """What a journal knows: counts by state, failures by error class, the last runs."""
+    with read_only(path) as journal:
+        failures = {error_class: {"count": count, "examples": [{"path": display(p), "message": m} for p, m in rows]}
+                    for error_class, count, rows in journal.failures(examples)}
+        outputs, out_bytes = journal.output_totals()
+        return {"journal": str(Path(path)), "inputs": journal.inputs_by_state(), "outputs": outputs,
+                "output_bytes": out_bytes, "failures": failures, "runs": journal.runs(5)}
