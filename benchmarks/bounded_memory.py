@@ -357,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{overhead_mb:.0f} MB  (runs: {', '.join(f'{x:.0f}' for x in overhead_runs)})")
 
     # imported only now: keeps the harness small while it samples
-    from gpupipe.cli import parse_memory
+    from gpupipe.options import parse_size
 
-    max_memory_mb = parse_memory(a.max_memory) / MiB
+    max_memory_mb = parse_size(a.max_memory) / MiB
     results = [measure_corpus(name, path, a, op_args, overhead_mb, max_memory_mb) for name, path in corpora]
 
     print("\n== summary ==")

@@ -13,102 +13,70 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence, get_args
+from types import SimpleNamespace
+from typing import Any, Callable, Iterable, Sequence, Unpack
 
 import numpy as np
 
 from .backends import BackendName, choose_backend, select_backend
 from .engine.cancel import CancelToken
-from .engine.options import DEFAULT_MAX_PIXELS, ORDERS, Order, RunOptions, usable_cores
+from .engine.options import ENGINE_OPTIONS, RunOptions, usable_cores
 from .engine.process import process_batch
 from .engine.writer import OutputLock, check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
 from .errors import GpupipeError, InputError, SystemFailure, UsageError
 from .journal import Journal
 from .ops import Op
+from .options import Options, parse_address, resolve
 from .spec import Spec
 from . import sources
 
 
-
-Engine = Literal["local", "ray"]
-OnError = Literal["continue", "stop"]
-ENGINES = get_args(Engine)
-
-
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
-        *, backend: BackendName = "auto", workers: int | None = None, max_memory: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS, recursive: bool = True, include_hidden: bool = False,
-        all_files: bool = False, on_error: OnError = "continue", order: Order = "input",
-        on_progress: Callable[[RunSummary], None] | None = None,
+        *, on_progress: Callable[[RunSummary], None] | None = None,
         on_outcome: Callable[[FileOutcome], None] | None = None, cancel: CancelToken | None = None,
-        keep_outcomes: bool = True, progress: bool = False, fsync: bool = True,
-        journal: bool | str | Path = True, force: bool = False, retry_failed: bool = False, verify: bool = False,
-        retries: int = 3, stall_timeout: float = 300.0, metrics_port: int | None = None,
-        metrics_host: str = "127.0.0.1", metrics_file: str | Path | None = None, engine: Engine = "local",
-        ray_address: str | None = None, gpu_memory: int | None = None, gpu_decode: bool = False,
-        gpu_encode: bool = False, overwrite: bool = False, spans: bool = False) -> RunResult:
+        **options: Unpack[Options]) -> RunResult:
     """Process every image under ``inputs`` into ``output`` as ``spec`` says.
 
-    ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML
-    path. ``journal`` (default OUT/.gpupipe/journal.sqlite; a path, or False for none)
-    makes a re-run skip inputs done before and unchanged whose outputs are still there at
-    the size written (``verify=True`` compares their checksums too); ``force`` redoes them,
-    ``retry_failed`` retries earlier failures (while they stay failed the exit code is 1).
-    A damaged journal raises UsageError; with ``force`` it is set aside and a new one started;
-    one that cannot be created (no space) raises SystemFailure. ``cancel.cancel()`` from another
-    thread stops the run cleanly. Per-input outcomes come back in ``result.outcomes``
-    (pass ``keep_outcomes=False`` on huge runs and use ``on_outcome`` instead).
-    ``metrics_port`` serves Prometheus metrics at http://metrics_host:port/metrics
-    while the run goes (127.0.0.1 unless ``metrics_host`` says otherwise);
-    ``metrics_file`` gets them in the text format at the end, even when the run
-    fails or is interrupted (see gpupipe.metrics for the names).
-    ``max_memory`` caps the images held in the pipeline (bytes; None: ``default_max_memory``, 256 MB
-    per worker, at least 512 MB, above that only within a quarter of the memory this process may use).
-    ``gpu_memory`` caps the GPU backend's memory pool (bytes); ``gpu_decode=True`` decodes
-    full-size JPEGs on the GPU with nvJPEG when nvImageCodec is installed: 4.5x the CPU's decode
-    rate on 12 MP photos (H100, 16 cores), but a JPEG with corrupt image data then gives a noisy
-    image instead of a CorruptImage error, so it is off unless asked for. ``gpu_encode=True``
-    encodes the L and RGB results written as JPEG on the GPU with nvJPEG (same quality, 4:2:0),
-    so only the files cross PCIe; the bytes are nvJPEG's, not libjpeg-turbo's, so it is off
-    unless asked for too. Both need the GPU backend and the local engine.
-    The work runs in ``workers`` processes forked from this one, a chunk of inputs at a time:
-    read, decode, ops, encode and write all happen there, so throughput grows with the cores, and
-    a codec that crashes, or a worker the OOM killer picks, costs the one input it was on (error
-    class ``crashed``), not the run. On the GPU each worker has its own CUDA context (this
-    process never opens one) and ``gpu_memory`` is shared out between them.
-    A file already at an output path is kept, and its input fails as ``output_exists``, unless the
-    journal recorded writing it or ``overwrite=True``; an input of the run is never replaced.
-    Two runs never write one ``output`` at once: the second raises UsageError.
-    ``spans=True`` keeps each input's stage spans (``FileOutcome.spans``: stage, start, end, worker),
-    which a trace (the CLI's ``--trace``) draws; off by default, as they cost the run's own process
-    about a seventh of its time per input.
-    ``engine="ray"`` runs the same pipeline on a Ray cluster (``ray_address``, or a
-    local one started for the run; needs gpupipe[ray]): same outputs, same outcomes.
+    ``spec`` is a Spec, a list of ops (one unnamed variant, format kept) or a TOML path.
+    ``options`` are the run's options, defined in ``gpupipe.options.Options`` (each with its type,
+    default and help; docs/usage.md lists them): ``backend``, ``workers``, ``journal``, ``force``…
+    An option not given here takes its ``GPUPIPE_<NAME>`` environment variable, else its default.
+    ``on_progress`` gets the summary as the run goes, ``on_outcome`` every input's outcome, and
+    ``cancel.cancel()`` from another thread stops the run cleanly.
+
+    The journal (default OUT/.gpupipe/journal.sqlite) makes a re-run skip inputs done before and
+    unchanged whose outputs are still there at the size written; a damaged one raises UsageError
+    (with ``force`` it is set aside and a new one started); one that cannot be created (no space)
+    raises SystemFailure. The work runs in ``workers`` processes forked from this one, a chunk of
+    inputs at a time (read, decode, ops, encode and write), so a codec that crashes, or a worker
+    the OOM killer picks, costs the one input it was on (error class ``crashed``), not the run. On
+    the GPU each worker has its own CUDA context (this process never opens one). A file already
+    at an output path is kept, and its input fails as ``output_exists``, unless the journal
+    recorded writing it or ``overwrite=True``; an input of the run is never replaced. Two runs
+    never write one ``output`` at once: the second raises UsageError. ``engine="ray"`` runs the
+    same pipeline on a Ray cluster: same outputs, same outcomes.
     Raises UsageError for bad arguments (a metrics port in use too), before any work.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     spec = as_spec(spec)
-    if on_error not in get_args(OnError):
-        raise UsageError(f"on_error must be 'continue' or 'stop', got {on_error!r}")
-    if order not in ORDERS:
-        raise UsageError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
-    if engine not in ENGINES:
-        raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if ray_address is not None and engine != "ray":
+    settings = SimpleNamespace(**resolve(options))
+    if settings.ray_address is not None and settings.engine != "ray":
         raise UsageError("ray_address (--ray-address) needs engine 'ray' (--engine ray)")
-    check_numbers(workers=workers, max_memory=max_memory, gpu_memory=gpu_memory, max_pixels=max_pixels,
-                  retries=retries, stall_timeout=stall_timeout)
     sources.check_inputs(inputs)
     check_output_dir(Path(output), inputs)
-    spec.check_resources(max_pixels=max_pixels)
-    workers = workers or usable_cores()
-    options = RunOptions(workers=workers, max_memory=max_memory, max_pixels=max_pixels, recursive=recursive,
-                         include_hidden=include_hidden, all_files=all_files, on_error=on_error, order=order,
-                         keep_outcomes=keep_outcomes, on_outcome=on_outcome, on_progress=on_progress, fsync=fsync,
-                         retries=retries, stall_timeout=stall_timeout, overwrite=overwrite, spans=spans)
+    spec.check_resources(max_pixels=settings.max_pixels)
+    workers = settings.workers or usable_cores()
+    backend, journal, engine = settings.backend, settings.journal, settings.engine
+    gpu_decode, gpu_encode = settings.gpu_decode, settings.gpu_encode
+    engine_options = RunOptions(
+        workers=workers, on_outcome=on_outcome, on_progress=on_progress,
+        **{name: getattr(settings, name) for name in ENGINE_OPTIONS})
+    metrics_host, metrics_port = settings.metrics_host, settings.metrics_port
+    if isinstance(metrics_port, str):
+        metrics_host, metrics_port = parse_address(metrics_port)
+    metrics_file = settings.metrics_file
     metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
     lock = None
     try:
@@ -117,14 +85,14 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                 raise UsageError(f"{name} needs the GPU backend (--backend gpu or auto)")
             if wanted and engine == "ray":
                 raise UsageError(f"{name} works with the local engine only: Ray's tasks use libjpeg-turbo")
-        chosen = choose_backend(backend, workers=workers, gpu_memory=gpu_memory, gpu_decode=gpu_decode,
+        chosen = choose_backend(backend, workers=workers, gpu_memory=settings.gpu_memory, gpu_decode=gpu_decode,
                                 gpu_encode=gpu_encode)
         _warn_about_unused_gpu_codecs(spec, chosen.name, gpu_decode, gpu_encode)
         lock = OutputLock(output)            # held to the end: a second run on this OUT is refused
         if journal is not False:
-            choices = dict(force=force, retry_failed=retry_failed, verify=verify)
-            options.journal = (Journal.for_output(output, spec.hash(), **choices) if journal is True
-                               else Journal(Path(journal), spec.hash(), **choices))
+            choices = dict(force=settings.force, retry_failed=settings.retry_failed, verify=settings.verify)
+            engine_options.journal = (Journal.for_output(output, spec.hash(), **choices) if journal is True
+                                      else Journal(Path(journal), spec.hash(), **choices))
     except BaseException:
         if metrics is not None:
             metrics.close()
@@ -132,16 +100,16 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
             lock.release()
         raise
     if metrics is not None:
-        options.on_outcome = _chain(metrics.observe, on_outcome)
+        engine_options.on_outcome = _chain(metrics.observe, on_outcome)
     result = None
     try:
-        runner = _make_engine(engine, spec, chosen, backend, options, cancel, ray_address)
+        runner = _make_engine(engine, spec, chosen, backend, engine_options, cancel, settings.ray_address)
         if metrics is not None:
             metrics.attach(runner)
-        if progress and on_progress is None:
+        if settings.progress and on_progress is None:
             from .observe import ProgressDisplay
             with ProgressDisplay() as display:
-                options.on_progress = display.update
+                engine_options.on_progress = display.update
                 result = runner.run(inputs, output)
         else:
             result = runner.run(inputs, output)
@@ -152,8 +120,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
                 _finish_metrics(metrics, metrics_file, result)
         finally:
             try:
-                if options.journal is not None:
-                    _close_journal(options.journal, result)
+                if engine_options.journal is not None:
+                    _close_journal(engine_options.journal, result)
             finally:
                 lock.release()
 
@@ -224,27 +192,6 @@ def _finish_metrics(metrics, path: str | Path | None, result: RunResult | None) 
             logging.getLogger("gpupipe").error("metrics file not written: %s", exc)   # keep the run's own error
     finally:
         metrics.close()
-
-
-def check_numbers(*, workers: int | None = None, max_memory: int | None = None, gpu_memory: int | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, retries: int = 3, stall_timeout: float = 300.0) -> None:
-    """UsageError for a count or limit that cannot work (zero, negative, not a number), before any work."""
-    _whole("workers (--workers)", workers, 1, optional=True)
-    _whole("max_memory (--max-memory)", max_memory, 1, optional=True)
-    _whole("gpu_memory (--gpu-memory)", gpu_memory, 1, optional=True)
-    _whole("max_pixels (--max-pixels)", max_pixels, 1)
-    _whole("retries (--retries)", retries, 0)
-    if (isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float))
-            or not math.isfinite(stall_timeout) or stall_timeout <= 0):
-        raise UsageError(f"stall_timeout (--stall-timeout) must be a number of seconds above 0, got "
-                         f"{stall_timeout!r}")
-
-
-def _whole(what: str, value: Any, least: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise UsageError(f"{what} must be a whole number ≥ {least}, got {value!r}")
 
 
 def _chain(first: Callable[[FileOutcome], None], then: Callable[[FileOutcome], None] | None):

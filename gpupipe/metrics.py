@@ -42,28 +42,15 @@ from prometheus_client.registry import Collector
 
 from .engine.results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome
 from .errors import SystemFailure, UsageError
+from .options import DEFAULT_METRICS_HOST
 from .sidefiles import STDOUT, SideFile, printable
 
 log = logging.getLogger("gpupipe")
 
-DEFAULT_HOST = "127.0.0.1"
 STAGES = ("read", "decode", "process", "encode", "write")
 # 1 ms .. 5 min: a thumbnail's encode is a few ms, a huge TIFF over a slow mount takes minutes.
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                  300.0)
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'9108' → (127.0.0.1, 9108); '0.0.0.0:9108', '[::]:9108' → that host and port."""
-    host, sep, port_text = str(text).strip().rpartition(":")
-    host = host.strip("[]") if sep else DEFAULT_HOST
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 1 <= port <= 65535 or (sep and not host):
-        raise UsageError(f"--metrics-port takes PORT (1-65535) or HOST:PORT, got {text!r}")
-    return host, port
 
 
 class _LiveState(Collector):
@@ -174,7 +161,7 @@ class RunMetrics:
         """Live gauges from ``engine.stage_state()``, ``engine.device_memory()`` and its summary."""
         self._live.engine = engine
 
-    def serve(self, port: int, host: str = DEFAULT_HOST) -> None:
+    def serve(self, port: int, host: str = DEFAULT_METRICS_HOST) -> None:
         """Serve http://HOST:PORT/metrics in a daemon thread until ``close``.
 
         A port that is taken (or not ours to take) is a UsageError, raised at once."""

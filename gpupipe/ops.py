@@ -1,19 +1,28 @@
-"""The op catalogue: names, parameters, validation and output sizes.
+"""The op catalogue: one registry entry per op, from which everything else is made.
 
-An op is a small frozen dataclass: it says *what* to compute (docs/design.md §4),
-never how. Backends map each op class to an implementation; the engine uses
-``output_size`` to check a chain against an image before any pixel work, so a
-crop outside one image fails that image alone, on every backend alike.
+An op is a small frozen dataclass: it says *what* to compute (docs/design.md §4), never how.
+Its entry holds, in one place, what every front end needs:
 
-Ops are hashable, picklable and round-trip through ``to_dict``/``op_from_dict``,
-which is what spec files, spec hashes and distributed engines rely on.
+- its parameters, each with a type, a default, a one-line doc and the values it allows
+  (``param(...)``): spec-file validation, ``gpupipe ops``, the docs' op table and the CLI's
+  modifier flags are generated from them;
+- its command-line flag (``cli = Flag(...)``): the flag, how its value reads, and how its other
+  parameters are spelled — the CLI's op flags are generated from it (gpupipe/cli/opflags.py).
+
+Backends map each op class to an implementation; the engine uses ``output_size`` to check a
+chain against an image before any pixel work, so a crop outside one image fails that image
+alone, on every backend alike. Ops are hashable, picklable and round-trip through
+``to_dict``/``op_from_dict``, which is what spec files, spec hashes and distributed engines rely on.
+Adding an op: its class here (parameters, flag, summary), its implementations in the backends, tests.
 """
 
-from __future__ import annotations
-
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import functools
+import numbers
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 from .errors import ProcessingError, UsageError, did_you_mean
 
@@ -21,7 +30,93 @@ FILTERS = ("nearest", "bilinear", "bicubic", "lanczos3")
 RESIZE_MODES = ("exact", "fit", "fill", "pad")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center", "tile")
 Color = tuple[int, int, int, int]
+Kernel = tuple[tuple[float, ...], ...]
 BYTES_PER_PIXEL = 4        # an image in memory: at most 4 channels of uint8
+WHITE: Color = (255, 255, 255, 255)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Param:
+    """What one op parameter means and accepts. The base class checks every rule here, so an
+    op's own ``_check`` only holds the rules that tie parameters together."""
+
+    doc: str
+    choices: tuple[Any, ...] = ()                  # the values allowed (after aliases)
+    aliases: tuple[tuple[str, str], ...] = ()      # other spellings accepted: (alias, value)
+    least: float | None = None                     # value ≥ least
+    above: float | None = None                     # value > above
+    most: float | None = None                      # value ≤ most
+    convert: Callable[[Any, str], Any] | None = None   # normalises the value (colours, kernels)
+    choice_docs: tuple[tuple[str, str], ...] = ()      # what each choice means
+
+    def rule(self) -> str:
+        """The allowed values in words, for docs and messages ('' when any value of the type goes)."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.least is not None and self.most is not None:
+            return f"within {_number(self.least)}…{_number(self.most)}"
+        bounds = [f"{sign} {_number(bound)}" for sign, bound in (("≥", self.least), (">", self.above),
+                                                                  ("≤", self.most)) if bound is not None]
+        return " and ".join(bounds)
+
+
+def param(default: Any, doc: str, **rules: Any) -> Any:
+    """A dataclass field that is an op parameter: its default, its doc and its rules (Param)."""
+    return field(default=default, metadata={"param": Param(doc, **rules)})
+
+
+def _number(value: float | None) -> str:
+    return f"{value:g}" if value is not None else ""
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter as the front ends see it: resolved type, default and rules."""
+
+    name: str
+    kind: type                  # int, float, str, bool, or tuple for colours and kernels
+    optional: bool              # None is allowed
+    default: Any
+    spec: Param
+
+    @property
+    def doc(self) -> str:
+        return self.spec.doc
+
+    def shown_default(self) -> str:
+        """The default as a user writes it: colours as #rrggbbaa, None as ''."""
+        value = self.default
+        if value is None:
+            return ""
+        if isinstance(value, tuple) and len(value) == 4 and all(isinstance(v, int) for v in value):
+            return "#{:02x}{:02x}{:02x}{:02x}".format(*value)
+        if isinstance(value, tuple):                 # a kernel, as the command line writes it
+            return "; ".join(" ".join(f"{v:g}" for v in row) for row in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """An op on the command line: ``NAME VALUE`` sets ``sets`` from the value as ``syntax`` reads
+    it (a bare ``NAME`` when ``sets`` is empty); each other parameter gets a modifier flag,
+    ``--<prefix>-<param>`` unless ``modifiers`` spells it otherwise: a flag name, ``"choices"``
+    (one bare flag per allowed value, e.g. --fit/--fill), ``"no"`` (``--no-<param>`` for a
+    parameter that defaults to true) or ``"shared:--flag"`` (the value of a run-wide flag)."""
+
+    name: str
+    sets: tuple[str, ...] = ()
+    metavar: str | None = None
+    syntax: Callable[[str, str], "dict[str, Any] | Op"] | None = None   # (text, flag) → parameters or an op
+    help: str | None = None                    # default: the op's summary
+    prefix: str | None = None                  # default: the op's name with dashes
+    modifiers: tuple[tuple[str, str], ...] = ()
+    panel: str | None = None                   # its own help panel (default: the ops panel)
+
+
+# --------------------------------------------------------------------------- the op base
 
 
 @dataclass(frozen=True)
@@ -36,15 +131,31 @@ class ResizePlan:
 
 @dataclass(frozen=True)
 class Op:
-    """Base of every op. Subclasses set ``name`` and ``summary`` and validate in ``__post_init__``."""
+    """Base of every op. Subclasses set ``name``, ``summary`` and ``cli``, declare their
+    parameters with ``param(...)`` and put rules that tie parameters together in ``_check``."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    cli: ClassVar[tuple[Flag, ...]] = ()
     shape_preserving: ClassVar[bool] = True
     # What the op allocates per output pixel while it runs on the host: its result and its
     # working copies (float32 planes, Pillow's own image). Measured on the CPU backend at 3000²
     # with 3 and 4 channels (filters 5-7, rotate 3-4), then rounded up.
     work_bytes_per_pixel: ClassVar[int] = 8
+
+    def __post_init__(self) -> None:
+        for info in self.params():
+            if info.name in self.__dataclass_fields__:
+                object.__setattr__(self, info.name, _checked(self.name, info, getattr(self, info.name)))
+        self._check()
+
+    def _check(self) -> None:
+        """Rules that tie parameters together (each parameter's own rules are checked already)."""
+
+    @classmethod
+    def params(cls) -> tuple[ParamInfo, ...]:
+        """The op's parameters, as spec files, the CLI and the docs name them."""
+        return _params_of(cls)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """Size of the result for a width×height input; ProcessingError if the op cannot apply."""
@@ -67,6 +178,63 @@ class Op:
     def __str__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "op")
         return f"{self.name}({params})"
+
+
+@functools.cache
+def _params_of(cls: type["Op"]) -> tuple[ParamInfo, ...]:
+    found = []
+    for f in dataclasses.fields(cls):       # this module's annotations are types, not strings: no eval
+        spec = f.metadata.get("param")
+        if spec is None:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with param(...)")
+        kind, optional = _kind(f.type)
+        found.append(ParamInfo(f.name, kind, optional, f.default, spec))
+    return tuple(found)
+
+
+def _kind(hint: Any) -> tuple[type, bool]:
+    """(int | float | str | bool | tuple, whether None is allowed) of a parameter's annotation."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint) or hint
+    return (tuple if origin is tuple else origin), optional
+
+
+def _checked(op: str, info: ParamInfo, value: Any) -> Any:
+    """The value, normalised (aliases, colours, kernels), or UsageError naming op, parameter and rule."""
+    spec = info.spec
+    what = f"{op} {info.name}"
+    if value is None:
+        if info.optional:
+            return None
+        raise UsageError(f"{what} needs a value")
+    if spec.aliases and isinstance(value, str):
+        value = dict(spec.aliases).get(value, value)
+    if spec.convert is not None:
+        return spec.convert(value, what)
+    if not _is(info.kind, value):
+        wanted = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}[info.kind]
+        raise UsageError(f"{what} must be {wanted}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        shown = [*map(str, spec.choices), *(alias for alias, _ in spec.aliases)]
+        raise UsageError(f"{what} must be {spec.rule()}, got {value!r}"
+                         f"{did_you_mean(str(value), shown) if isinstance(value, str) else ''}")
+    if ((spec.least is not None and value < spec.least) or (spec.above is not None and value <= spec.above)
+            or (spec.most is not None and value > spec.most)):
+        raise UsageError(f"{what} must be {spec.rule()}, got {value!r}")
+    return value
+
+
+def _is(kind: type, value: Any) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real)
+    return isinstance(value, kind)
 
 
 def _plain(value: Any) -> Any:
@@ -95,7 +263,10 @@ def _color(value: Any, what: str) -> Color:
             except ValueError:
                 parts = []
     else:
-        parts = list(value)
+        try:
+            parts = list(value)
+        except TypeError:
+            parts = []
     if len(parts) == 3:
         parts.append(255)
     if len(parts) != 4 or not all(isinstance(p, int) and 0 <= p <= 255 for p in parts):
@@ -103,7 +274,63 @@ def _color(value: Any, what: str) -> Color:
     return tuple(parts)  # type: ignore[return-value]
 
 
+def _kernel(value: Any, what: str) -> Kernel:
+    """A square kernel of odd size ≤ 31: rows of numbers, or text like '1 2 1; 2 4 2; 1 2 1'."""
+    if isinstance(value, str):
+        value = [re.split(r"[\s,]+", row.strip()) for row in value.split(";") if row.strip()]
+    try:
+        rows = tuple(tuple(float(v) for v in row) for row in value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be rows of numbers, like [[0, -1, 0], [-1, 5, -1], [0, -1, 0]] "
+                         f"(on the command line '0 -1 0; -1 5 -1; 0 -1 0'), got {value!r}") from None
+    n = len(rows)
+    _require(n % 2 == 1 and n <= 31 and all(len(r) == n for r in rows),
+             f"{what} must be square with an odd size up to 31, got {n}×{len(rows[0]) if rows else 0}")
+    return rows
+
+
+# --------------------------------------------------------------------------- command-line syntax
+
+SIZE_RE = re.compile(r"^(\d*)(?:[x×](\d*))?$")
+CROP_RE = re.compile(r"^(\d+)[x×](\d+)(?:\+(\d+)\+(\d+))?$")
+
+
+def size_syntax(text: str, flag: str) -> dict[str, Any]:
+    """'800x600', '800x' (width only), 'x600' (height only) or '800' (an 800×800 box)."""
+    match = SIZE_RE.match(text.strip())
+    if not match or not (match.group(1) or match.group(2)):
+        raise UsageError(f"{flag} takes WIDTHxHEIGHT, WIDTHx, xHEIGHT or SIZE (e.g. 800x600), got {text!r}")
+    width = int(match.group(1)) if match.group(1) else None
+    height = int(match.group(2)) if match.group(2) else (width if "x" not in text and "×" not in text else None)
+    return {"width": width, "height": height}
+
+
+def crop_syntax(text: str, flag: str) -> "dict[str, Any] | Op":
+    """'640x480+10+20' (a rectangle at x, y) or '640x480' (the centre: a center_crop)."""
+    match = CROP_RE.match(text.strip())
+    if not match:
+        raise UsageError(f"{flag} takes WxH+X+Y (e.g. 640x480+10+20), or WxH for a centre crop, got {text!r}")
+    w, h, x, y = (None if g is None else int(g) for g in match.groups())
+    if x is None:
+        return CenterCrop(w, h)
+    return {"x": x, "y": y, "width": w, "height": h}
+
+
+def centre_syntax(text: str, flag: str) -> dict[str, Any]:
+    """'640x480'."""
+    match = CROP_RE.match(text.strip())
+    if not match or match.group(3) is not None:
+        raise UsageError(f"{flag} takes WxH (e.g. 640x480), got {text!r}")
+    return {"width": int(match.group(1)), "height": int(match.group(2))}
+
+
+
 # --------------------------------------------------------------------------- geometry
+
+SIDE = dict(least=1, most=65500)
+MODE_DOCS = (("fit", "inside the box, aspect kept (the default)"), ("exact", "stretched to exactly the box"),
+             ("fill", "covering the box, then centre-cropped to it"),
+             ("pad", "fit, then padded to the box with the background colour"))
 
 
 @dataclass(frozen=True)
@@ -115,28 +342,24 @@ class Resize(Op):
     summary: ClassVar[str] = ("Resample into width×height; mode fit (the default: inside the box, aspect kept), "
                               "exact (stretch), fill/cover (cover the box, centre-crop) or pad (fit, then pad "
                               "with background).")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag(
+        "--resize", sets=("width", "height"), metavar="WxH", syntax=size_syntax,
+        help="Resize into a box: 800x600, 800x (width only) or x600; mode from --fit (default), --fill, --exact, --pad.",
+        modifiers=(("mode", "choices"), ("filter", "--filter"), ("upscale", "no"),
+                   ("background", "shared:--background"))),)
     shape_preserving: ClassVar[bool] = False
-    width: int | None = None
-    height: int | None = None
-    mode: str = "fit"
-    filter: str = "lanczos3"
-    upscale: bool = True
-    background: Color = (255, 255, 255, 255)
+    width: int | None = param(None, "box width in pixels; none: follows the height and the aspect ratio", **SIDE)
+    height: int | None = param(None, "box height in pixels; none: follows the width and the aspect ratio", **SIDE)
+    mode: str = param("fit", "how the image meets the box", choices=RESIZE_MODES, choice_docs=MODE_DOCS,
+                      aliases=(("cover", "fill"), ("stretch", "exact"), ("contain", "fit")))
+    filter: str = param("lanczos3", "resampling filter", choices=FILTERS)
+    upscale: bool = param(True, "enlarge images smaller than the box (false: they keep their size)")
+    background: Color = param(WHITE, "colour of the padding (mode pad)", convert=_color)
 
-    def __post_init__(self) -> None:
-        mode = {"cover": "fill", "stretch": "exact", "contain": "fit"}.get(self.mode, self.mode)
-        object.__setattr__(self, "mode", mode)
-        object.__setattr__(self, "background", _color(self.background, "resize background"))
-        _require(mode in RESIZE_MODES, f"resize mode must be one of {', '.join(RESIZE_MODES)} (or cover), got "
-                                       f"{self.mode!r}{did_you_mean(self.mode, (*RESIZE_MODES, 'cover'))}")
-        _require(self.filter in FILTERS, f"resize filter must be one of {', '.join(FILTERS)}, got {self.filter!r}"
-                                         f"{did_you_mean(self.filter, FILTERS)}")
+    def _check(self) -> None:
         _require(self.width is not None or self.height is not None, "resize needs a width, a height or both")
-        for side in (self.width, self.height):
-            _require(side is None or (isinstance(side, int) and 1 <= side <= 65500),
-                     f"resize sides must be whole numbers from 1 to 65500, got {side!r}")
-        _require(mode in ("exact", "fit") or (self.width and self.height),
-                 f"resize mode {mode} needs both a width and a height")
+        _require(self.mode in ("exact", "fit") or (self.width and self.height),
+                 f"resize mode {self.mode} needs both a width and a height")
 
     def plan(self, width: int, height: int) -> ResizePlan:
         """Exact target sizes for one input: shared by every backend."""
@@ -204,6 +427,8 @@ class Thumbnail(Resize):
 
     name: ClassVar[str] = "thumbnail"
     summary: ClassVar[str] = "Fit inside size×size (or width×height) with lanczos3, never upscaling: 200×100 into 50 gives 50×25."
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--thumbnail", sets=("size", "width", "height"), metavar="N|WxH",
+                                            syntax=size_syntax),)
 
     def __init__(self, width: int | None = None, height: int | None = None, size: int | None = None) -> None:
         if size is not None:
@@ -214,6 +439,12 @@ class Thumbnail(Resize):
         width = width if width is not None else height
         super().__init__(width=width, height=height, mode="fit", filter="lanczos3", upscale=False)
 
+    @classmethod
+    def params(cls) -> tuple[ParamInfo, ...]:
+        return (ParamInfo("size", int, True, None, Param("the box's side: size×size", **SIDE)),
+                ParamInfo("width", int, True, None, Param("box width, instead of size", **SIDE)),
+                ParamInfo("height", int, True, None, Param("box height, instead of size", **SIDE)))
+
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.name, "width": self.width, "height": self.height}
 
@@ -222,15 +453,14 @@ class Thumbnail(Resize):
 class Crop(Op):
     name: ClassVar[str] = "crop"
     summary: ClassVar[str] = "Cut the rectangle at (x, y) of width×height; it must lie inside the image."
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--crop", sets=("x", "y", "width", "height"), metavar="WxH+X+Y",
+                                            syntax=crop_syntax,
+                                            help="Cut a rectangle: 640x480+10+20; 640x480 alone cuts the centre."),)
     shape_preserving: ClassVar[bool] = False
-    x: int = 0
-    y: int = 0
-    width: int = 1
-    height: int = 1
-
-    def __post_init__(self) -> None:
-        _require(min(self.x, self.y) >= 0 and min(self.width, self.height) >= 1,
-                 f"crop needs x, y ≥ 0 and width, height ≥ 1 (got {self.x},{self.y} {self.width}×{self.height})")
+    x: int = param(0, "left edge in pixels", least=0)
+    y: int = param(0, "top edge in pixels", least=0)
+    width: int = param(1, "width in pixels", least=1)
+    height: int = param(1, "height in pixels", least=1)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         if self.x + self.width > width or self.y + self.height > height:
@@ -243,12 +473,11 @@ class Crop(Op):
 class CenterCrop(Op):
     name: ClassVar[str] = "center_crop"
     summary: ClassVar[str] = "Cut width×height from the middle: offset ((W−w)//2, (H−h)//2)."
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--center-crop", sets=("width", "height"), metavar="WxH",
+                                            syntax=centre_syntax),)
     shape_preserving: ClassVar[bool] = False
-    width: int = 1
-    height: int = 1
-
-    def __post_init__(self) -> None:
-        _require(min(self.width, self.height) >= 1, "center_crop needs width and height ≥ 1")
+    width: int = param(1, "width in pixels", least=1)
+    height: int = param(1, "height in pixels", least=1)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         if self.width > width or self.height > height:
@@ -260,11 +489,9 @@ class CenterCrop(Op):
 class Rotate(Op):
     name: ClassVar[str] = "rotate"
     summary: ClassVar[str] = "Rotate clockwise by 90, 180 or 270 degrees; 90 and 270 swap width and height."
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--rotate", sets=("degrees",), metavar="90|180|270"),)
     shape_preserving: ClassVar[bool] = False
-    degrees: int = 90
-
-    def __post_init__(self) -> None:
-        _require(self.degrees in (90, 180, 270), f"rotate takes 90, 180 or 270 degrees, got {self.degrees!r}")
+    degrees: int = param(90, "clockwise", choices=(90, 180, 270))
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return (height, width) if self.degrees in (90, 270) else (width, height)
@@ -274,13 +501,9 @@ class Rotate(Op):
 class Flip(Op):
     name: ClassVar[str] = "flip"
     summary: ClassVar[str] = "Mirror: horizontal (left↔right) or vertical (top↔bottom)."
-    direction: str = "horizontal"
-
-    def __post_init__(self) -> None:
-        direction = {"h": "horizontal", "v": "vertical"}.get(self.direction, self.direction)
-        object.__setattr__(self, "direction", direction)
-        _require(direction in ("horizontal", "vertical"), f"flip takes horizontal (h) or vertical (v), got "
-                                                          f"{self.direction!r}{did_you_mean(direction, ('horizontal', 'vertical'))}")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--flip", sets=("direction",), metavar="h|v"),)
+    direction: str = param("horizontal", "which way", choices=("horizontal", "vertical"),
+                           aliases=(("h", "horizontal"), ("v", "vertical")))
 
 
 # --------------------------------------------------------------------------- colour
@@ -290,6 +513,7 @@ class Flip(Op):
 class Grayscale(Op):
     name: ClassVar[str] = "grayscale"
     summary: ClassVar[str] = "Luma 0.299 R + 0.587 G + 0.114 B; one channel out (two with alpha)."
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--grayscale"),)
     work_bytes_per_pixel: ClassVar[int] = 13        # float32 planes of the luma sum: 12 measured
 
 
@@ -297,20 +521,16 @@ class Grayscale(Op):
 class Brightness(Op):
     name: ClassVar[str] = "brightness"
     summary: ClassVar[str] = "Add value (−255…255) to the colour channels, clamped."
-    value: float = 0.0
-
-    def __post_init__(self) -> None:
-        _require(-255 <= self.value <= 255, f"brightness must be within -255…255, got {self.value}")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--brightness", sets=("value",), metavar="V"),)
+    value: float = param(0.0, "added to each colour channel", least=-255, most=255)
 
 
 @dataclass(frozen=True)
 class Contrast(Op):
     name: ClassVar[str] = "contrast"
     summary: ClassVar[str] = "(x − 128) · factor + 128 on the colour channels, clamped; factor ≥ 0."
-    factor: float = 1.0
-
-    def __post_init__(self) -> None:
-        _require(self.factor >= 0, f"contrast factor must be ≥ 0, got {self.factor}")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--contrast", sets=("factor",), metavar="F"),)
+    factor: float = param(1.0, "1 leaves the image as it is, 0 makes it flat grey", least=0)
 
 
 # --------------------------------------------------------------------------- filters
@@ -320,59 +540,51 @@ class Contrast(Op):
 class BoxBlur(Op):
     name: ClassVar[str] = "box_blur"
     summary: ClassVar[str] = "Mean over a (2·radius+1)² square, separable, reflect-101 borders."
-    radius: int = 1
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.radius, int) and 1 <= self.radius <= 500, f"box_blur radius must be a whole number 1…500, got {self.radius!r}")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--box-blur", sets=("radius",), metavar="RADIUS"),)
+    radius: int = param(1, "half the square's side, in pixels", least=1, most=500)
 
 
 @dataclass(frozen=True)
 class GaussianBlur(Op):
     name: ClassVar[str] = "gaussian_blur"
     summary: ClassVar[str] = "Gaussian of the given sigma, separable, radius ceil(3σ), normalised taps."
-    sigma: float = 1.0
-
-    def __post_init__(self) -> None:
-        _require(0 < self.sigma <= 100, f"gaussian_blur sigma must be > 0 and ≤ 100, got {self.sigma}")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--blur", sets=("sigma",), metavar="SIGMA"),)
+    sigma: float = param(1.0, "standard deviation in pixels", above=0, most=100)
 
 
 @dataclass(frozen=True)
 class Sharpen(Op):
     name: ClassVar[str] = "sharpen"
     summary: ClassVar[str] = "3×3 [0,−1,0; −1,5,−1; 0,−1,0] at amount 1, blended with identity otherwise."
-    amount: float = 1.0
-
-    def __post_init__(self) -> None:
-        _require(0 <= self.amount <= 100, f"sharpen amount must be within 0…100, got {self.amount}")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--sharpen"),)
+    amount: float = param(1.0, "strength: 0 changes nothing, 1 is the plain kernel", least=0, most=100)
 
 
 @dataclass(frozen=True)
 class Unsharp(Op):
     name: ClassVar[str] = "unsharp"
     summary: ClassVar[str] = "x + amount·(x − gaussian(x)) where |x − gaussian(x)| > threshold."
-    sigma: float = 1.0
-    amount: float = 1.0
-    threshold: float = 0.0
-
-    def __post_init__(self) -> None:
-        _require(0 < self.sigma <= 100, f"unsharp sigma must be > 0 and ≤ 100, got {self.sigma}")
-        _require(self.amount >= 0 and self.threshold >= 0, "unsharp amount and threshold must be ≥ 0")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--unsharp", sets=("sigma",), metavar="SIGMA",
+                                            help="Unsharp mask with a Gaussian of SIGMA: x + amount·(x − blur(x)) "
+                                                 "where the difference exceeds the threshold."),)
+    sigma: float = param(1.0, "of the Gaussian, in pixels", above=0, most=100)
+    amount: float = param(1.0, "how much of the difference is added", least=0)
+    threshold: float = param(0.0, "smaller differences (0-255) are left alone", least=0)
 
 
 @dataclass(frozen=True)
 class Edges(Op):
     name: ClassVar[str] = "edges"
     summary: ClassVar[str] = "Edge magnitude: sobel √(gx² + gy²) or the 3×3 laplacian."
-    kind: str = "sobel"
-
-    def __post_init__(self) -> None:
-        _require(self.kind in ("sobel", "laplacian"), f"edges kind must be sobel or laplacian, got {self.kind!r}")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--edges"),)
+    kind: str = param("sobel", "the operator", choices=("sobel", "laplacian"))
 
 
 @dataclass(frozen=True)
 class Emboss(Op):
     name: ClassVar[str] = "emboss"
     summary: ClassVar[str] = "3×3 [−2,−1,0; −1,1,1; 0,1,2]."
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--emboss"),)
 
 
 @dataclass(frozen=True)
@@ -380,16 +592,15 @@ class Convolve(Op):
     name: ClassVar[str] = "convolve"
     summary: ClassVar[str] = ("General 2-D correlation with an odd n×n kernel (n ≤ 31), divided by divisor "
                               "(default: the kernel's sum, or 1) plus offset; separable kernels run as two passes.")
-    kernel: tuple[tuple[float, ...], ...] = ((1.0,),)
-    divisor: float | None = None
-    offset: float = 0.0
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--convolve", sets=("kernel",), metavar="'ROW; ROW; …'",
+                                            help="Correlate with a square kernel, rows separated by ';': "
+                                                 "'1 2 1; 2 4 2; 1 2 1' (divided by its sum unless "
+                                                 "--convolve-divisor says otherwise)."),)
+    kernel: Kernel = param(((1.0,),), "odd n×n rows of weights, n ≤ 31", convert=_kernel)
+    divisor: float | None = param(None, "the sum is divided by it; none: the kernel's sum (1 if that is 0)")
+    offset: float = param(0.0, "added after dividing")
 
-    def __post_init__(self) -> None:
-        rows = tuple(tuple(float(v) for v in row) for row in self.kernel)
-        object.__setattr__(self, "kernel", rows)
-        n = len(rows)
-        _require(n % 2 == 1 and n <= 31 and all(len(r) == n for r in rows),
-                 f"convolve kernel must be square with an odd size up to 31, got {n}×{len(rows[0]) if rows else 0}")
+    def _check(self) -> None:
         _require(self.divisor is None or self.divisor != 0, "convolve divisor must not be 0")
 
 
@@ -401,28 +612,27 @@ class Watermark(Op):
     name: ClassVar[str] = "watermark"
     summary: ClassVar[str] = ("Blend a text or image mark: out = base·(1 − a·opacity) + mark·a·opacity, "
                               "at a corner, the centre, or tiled; margin in pixels.")
-    text: str | None = None
-    image: str | None = None
-    position: str = "bottom-right"
-    margin: int = 16
-    opacity: float = 0.5
-    size: int | None = None             # text height in px; default 4 % of the shorter side
-    scale: float | None = None          # image mark width as a fraction of the image width
-    color: Color = (255, 255, 255, 255)
-    font: str | None = None
+    cli: ClassVar[tuple[Flag, ...]] = (
+        Flag("--watermark-text", sets=("text",), metavar="TEXT", prefix="watermark", help="Text watermark.",
+             panel="Watermark"),
+        Flag("--watermark-image", sets=("image",), metavar="PNG", prefix="watermark", panel="Watermark",
+             help="Image watermark (its alpha is used)."))
+    text: str | None = param(None, "the mark's text (give text or image)")
+    image: str | None = param(None, "an image file whose alpha is used (give text or image)")
+    position: str = param("bottom-right", "where the mark goes", choices=POSITIONS)
+    margin: int = param(16, "distance from the edges in pixels", least=0)
+    opacity: float = param(0.5, "0 invisible, 1 opaque", least=0, most=1)
+    size: int | None = param(None, "text height in pixels; none: 4 % of the shorter side", least=1)
+    scale: float | None = param(None, "an image mark's width as a fraction of the image's; none: its own size",
+                                above=0, most=1)
+    color: Color = param(WHITE, "text colour", convert=_color)
+    font: str | None = param(None, "a TTF/OTF font file; none: Pillow's built-in font")
     # The blend runs in float32 over the whole covered area (and the mark's own planes): 75 measured
     work_bytes_per_pixel: ClassVar[int] = 80
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         _require((self.text is None) != (self.image is None), "watermark needs exactly one of text or image")
         _require(self.text is None or self.text.strip() != "", "watermark text must not be empty")
-        _require(self.position in POSITIONS, f"watermark position must be one of {', '.join(POSITIONS)}, got "
-                                             f"{self.position!r}{did_you_mean(self.position, POSITIONS)}")
-        _require(0 <= self.opacity <= 1, f"watermark opacity must be within 0…1, got {self.opacity}")
-        _require(self.margin >= 0, "watermark margin must be ≥ 0")
-        _require(self.size is None or self.size >= 1, "watermark size must be ≥ 1 pixel")
-        _require(self.scale is None or 0 < self.scale <= 1, "watermark scale must be within (0, 1]")
-        object.__setattr__(self, "color", _color(self.color, "watermark color"))
 
 
 # --------------------------------------------------------------------------- registry
@@ -437,9 +647,17 @@ ALIASES = {"blur": "gaussian_blur", "gaussian": "gaussian_blur", "centre_crop": 
 
 
 def param_names(cls: type[Op]) -> list[str]:
-    if cls is Thumbnail:
-        return ["size", "width", "height"]
-    return [f.name for f in dataclasses.fields(cls)]
+    return [info.name for info in cls.params()]
+
+
+def op_class(name: str) -> type[Op]:
+    """The op class a name (or an alias) means; UsageError with a suggestion otherwise."""
+    key = name.strip().lower().replace("-", "_")
+    cls = OP_CLASSES.get(ALIASES.get(key, key))
+    if cls is None:
+        raise UsageError(f"unknown op {name!r}{did_you_mean(key, [*OP_CLASSES, *ALIASES])}; known ops: "
+                         f"{', '.join(OP_CLASSES)} (see `gpupipe ops`)")
+    return cls
 
 
 def op_from_dict(table: dict[str, Any]) -> Op:
@@ -451,10 +669,7 @@ def op_from_dict(table: dict[str, Any]) -> Op:
     key = name.strip().lower().replace("-", "_")
     if key in ("fit", "cover") and "mode" not in params:
         params["mode"] = key
-    cls = OP_CLASSES.get(ALIASES.get(key, key))
-    if cls is None:
-        raise UsageError(f"unknown op {name!r}{did_you_mean(key, [*OP_CLASSES, *ALIASES])}; known ops: "
-                         f"{', '.join(OP_CLASSES)} (see `gpupipe ops`)")
+    cls = op_class(name)
     allowed = param_names(cls)
     unknown = sorted(set(params) - set(allowed))
     if unknown:

@@ -5,37 +5,48 @@ parameter or error class cannot go undocumented."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from . import errors, ops
 
 
 def ops_table() -> str:
-    """Markdown: every op, its parameters with their defaults, and what it does."""
-    rows = ["| op | parameters (spec files, `gpupipe.ops`) | what it does |", "|---|---|---|"]
+    """Markdown: every op, its command-line flag, its parameters with their defaults, and what it does."""
+    from .cli.opflags import synopsis
+    rows = ["| op | command line | parameters (spec files, `gpupipe.ops`) | what it does |", "|---|---|---|---|"]
     for name, cls in ops.OP_CLASSES.items():
-        if cls is ops.Thumbnail:
-            params = "size, or width and height"
-        else:
-            params = ", ".join(_param(field) for field in dataclasses.fields(cls)) or "—"
-        rows.append(f"| `{name}` | {params} | {_cell(cls.summary)} |")
+        params = ", ".join(_param(info) for info in cls.params()) or "—"
+        rows.append(f"| `{name}` | `{_cell(synopsis(cls))}` | {params} | {_cell(cls.summary)} |")
     return "\n".join(rows)
+
+
+def op_flag_synopsis(cls: type[ops.Op]) -> str:
+    from .cli.opflags import synopsis
+    return synopsis(cls)
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _param(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        default = field.default
-    elif field.default_factory is not dataclasses.MISSING:     # type: ignore[misc]
-        default = field.default_factory()                         # type: ignore[misc]
-    else:
-        return f"`{field.name}`"
-    if isinstance(default, tuple) and len(default) == 4 and all(isinstance(v, int) for v in default):
-        default = "#{:02x}{:02x}{:02x}{:02x}".format(*default)   # a colour
-    return f"`{field.name}`" if default is None else f"`{field.name}` = {default!r}".replace("'", "")
+def _param(info: ops.ParamInfo) -> str:
+    default = info.shown_default()
+    choices = f" ({_cell(' | '.join(map(str, info.spec.choices)))})" if info.spec.choices else ""
+    return f"`{info.name}`" + (f" = {default}" if default else "") + choices
+
+
+def options_table() -> str:
+    """Markdown: every run option — its keyword in gpupipe.run, its flag, its environment variable,
+    its default and what it does — as gpupipe.options defines it."""
+    from . import options
+    rows = ["| option | `gpupipe run` flag | environment | default | what it does |", "|---|---|---|---|---|"]
+    for name, option in options.registry().items():
+        keyword = f"`{name}`" if option.api else "(CLI only)"
+        flags = ", ".join(f"`{flag}`" for flag in option.flags) or "(API only)"
+        default = option.shown_default if option.shown_default is not None else (
+            "—" if option.default is None else str(option.default).lower() if isinstance(option.default, bool)
+            else str(option.default))
+        rows.append(f"| {keyword} | {flags} | {f'`{option.env}`' if option.env else '—'} | {_cell(default)} | "
+                    f"{_cell(option.help)} |")
+    return "\n".join(rows)
 
 
 def formats_table() -> str:

@@ -304,12 +304,16 @@ def test_a_run_says_where_its_cpu_went(tmp_path: Path) -> None:
 
 
 def test_the_api_names_its_choices_as_types() -> None:
-    """A type checker (and an editor) sees the allowed values, and they are the ones the run checks."""
+    """A type checker (and an editor) sees every option's type through ``**options: Unpack[Options]``,
+    with the allowed values as Literals, and they are the ones the run checks."""
+    import inspect
     import typing
 
     from gpupipe.backends import BACKEND_CHOICES
     from gpupipe.engine.options import ORDERS
-    hints = typing.get_type_hints(gpupipe.run)
+    from gpupipe.options import Options
+    assert inspect.signature(gpupipe.run).parameters["options"].annotation == "Unpack[Options]"
+    hints = typing.get_type_hints(Options)
     assert typing.get_args(hints["backend"]) == BACKEND_CHOICES
     assert typing.get_args(hints["order"]) == ORDERS
     assert typing.get_args(hints["engine"]) == ("local", "ray")

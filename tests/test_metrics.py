@@ -23,7 +23,7 @@ from gpupipe import ops
 from gpupipe.cli import app
 from gpupipe.engine.results import RunSummary
 from gpupipe.errors import UsageError
-from gpupipe.metrics import parse_address
+from gpupipe.options import parse_address
 
 from tests.support.badfiles import EXPECTED_ERROR_CLASS, make_bad_inputs
 from tests.support import REPO_ROOT

@@ -1,17 +1,18 @@
-"""What a run is told besides inputs, output and spec, shared by every engine."""
+"""What an engine is told besides inputs, output and spec: the user's options (defined, with
+their defaults, in gpupipe/options.py) and what the API adds (callbacks, the journal, internals)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_args
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 from .. import sources
+from ..options import DEFAULT_MAX_PIXELS, ORDERS, Order, registry  # noqa: F401  (re-exported)
 from .host import usable_cores, usable_memory  # noqa: F401  (re-exported)
 from .results import FileOutcome, RunSummary
 
 DEFAULT_MAX_MEMORY = 512 * 2**20         # --max-memory auto's floor
 MEMORY_PER_WORKER = 256 * 2**20          # --max-memory auto: about three decoded 12 MP photos a worker
-DEFAULT_MAX_PIXELS = 178_956_970
 
 
 def default_max_memory(workers: int, memory: int | None = None) -> int:
@@ -23,41 +24,51 @@ def default_max_memory(workers: int, memory: int | None = None) -> int:
     return wanted if memory is None else min(wanted, max(DEFAULT_MAX_MEMORY, memory // 4))
 
 
-Order = Literal["input", "smallest-first", "largest-first", "newest-first"]     # --order
 ORDER_KEYS: dict[str, Callable[[sources.SourceFile], float]] = {
     "smallest-first": lambda source: source.size,
     "largest-first": lambda source: -source.size,
     "newest-first": lambda source: -source.mtime,
 }
-ORDERS = get_args(Order)
 assert ORDERS == ("input", *ORDER_KEYS)
+
+
+def _default(name: str) -> Any:
+    return field(default=registry()[name].default)
 
 
 @dataclass
 class RunOptions:
-    """Everything a run needs besides inputs, output and spec; defaults are the CLI's."""
+    """Everything an engine needs besides inputs, output and spec. The fields named like options
+    take the options' values (gpupipe.api passes them all, ``ENGINE_OPTIONS``) and defaults."""
 
     workers: int = field(default_factory=lambda: usable_cores())
-    max_memory: int | None = None              # None: default_max_memory(workers), "auto"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    recursive: bool = True
-    include_hidden: bool = False
-    all_files: bool = False
-    on_error: str = "continue"                  # or "stop": the first failure ends the run
-    order: str = "input"                        # input | smallest-first | largest-first | newest-first
-    fsync: bool = True
-    overwrite: bool = False                     # replace files at output paths that the journal did not write
-    keep_outcomes: bool = True
+    max_memory: int | None = _default("max_memory")      # None: default_max_memory(workers), "auto"
+    max_pixels: int = _default("max_pixels")
+    recursive: bool = _default("recursive")
+    include_hidden: bool = _default("include_hidden")
+    all_files: bool = _default("all_files")
+    on_error: str = _default("on_error")
+    order: str = _default("order")
+    fsync: bool = _default("fsync")
+    overwrite: bool = _default("overwrite")
+    keep_outcomes: bool = _default("keep_outcomes")
+    stall_timeout: float = _default("stall_timeout")
+    retries: int = _default("retries")
+    spans: bool = _default("spans")
+    # what the API adds
     on_outcome: Callable[[FileOutcome], None] | None = None
     on_progress: Callable[[RunSummary], None] | None = None
     journal: Any = None                         # a gpupipe.journal.Journal: skip what is done, record outcomes
-    stall_timeout: float = 300.0                # no stage progressing this long with work in flight: stop
-    retries: int = 3                            # extra attempts after a transient read error
+    # internals, not options: tests set them
     retry_delay: float = 0.1                    # first backoff, doubled each attempt, with jitter
     progress_interval: float = 0.1
     device_failures: int = 3                    # consecutive GPU failures before the run moves to the CPU
-    spans: bool = False                         # keep each input's stage spans (FileOutcome.spans), for --trace
 
     def __post_init__(self) -> None:
         if self.max_memory is None:
             self.max_memory = default_max_memory(self.workers)
+
+
+# The options an engine takes as they are (workers and the journal the API turns into more).
+ENGINE_OPTIONS = tuple(f.name for f in fields(RunOptions) if f.name in registry() and f.name not in ("workers",
+                                                                                                     "journal"))

@@ -53,3 +53,10 @@ def test_links_resolve_inside_the_repository(doc: Path) -> None:
 
 def test_the_readme_stays_short() -> None:
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_the_options_table_is_the_options_registry() -> None:
+    text = (ROOT / "docs" / "usage.md").read_text()
+    assert reference.between_markers(text, "options") == reference.options_table(), \
+        "docs/usage.md's options are stale: paste gpupipe.reference.options_table() between its markers"
+    assert "`GPUPIPE_WORKERS`" in reference.options_table()

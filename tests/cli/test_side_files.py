@@ -434,13 +434,13 @@ def test_dry_run_and_inspect_print_odd_names_to_a_strict_utf8_stdout(odd_names: 
 
 def test_a_run_refused_after_the_side_files_opened_leaves_their_targets_as_they_were(photos: Path,
                                                                                      tmp_path: Path) -> None:
-    """The side files open before api.run checks the rest (here a backend that does not exist): a
+    """The side files open before api.run checks the rest (here an input that does not exist): a
     link's target keeps its bytes, stdout and a FIFO get nothing, no temporary is left."""
     target = tmp_path / "old-report.json"
     target.write_text("yesterday's report")
     (tmp_path / "report.link").symlink_to(target)
     fifo = FifoReader(tmp_path / "log.fifo")
-    done = gp_process("run", photos, "-o", tmp_path / "out", "--thumbnail", "32", "--backend", "nosuch",
+    done = gp_process("run", photos / "nosuch", "-o", tmp_path / "out", "--thumbnail", "32",
                       "--report", tmp_path / "report.link", "--log", fifo.path, "--trace", "-")
     assert done.returncode == 2, done.stderr.decode()
     assert target.read_text() == "yesterday's report" and done.stdout == b"" and fifo.text() == ""

@@ -355,6 +355,10 @@ def test_a_limit_on_processes_stops_the_run_with_one_message(tmp_path: Path) -> 
                    f"-o {tmp_path / 'out'} --thumbnail 32 -j 4 --backend cpu")
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     finally:
+        # A helper process of the run (multiprocessing's) may still be exiting: wait for it to leave.
+        deadline = time.monotonic() + 10
+        while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
         group.rmdir()
     assert done.returncode == 1, done.stderr
     assert "cannot start the worker processes" in done.stderr and "fewer --workers" in done.stderr, done.stderr

@@ -1,0 +1,73 @@
+"""The command line's application object, its error output and its entry point."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .. import __version__
+from ..errors import GpupipeError
+from ..sidefiles import printable
+
+app = typer.Typer(help="Process whole directories of images: resize, filters, watermarks, format conversion — "
+                       "on a CUDA GPU or the CPU, with the same results.",
+                  no_args_is_help=True, rich_markup_mode="rich")
+err = Console(stderr=True, highlight=False)
+
+
+def print_error(message: str) -> None:
+    err.print(f"[red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+
+
+def exit_with_error(exc: GpupipeError, code: int = 2) -> None:
+    """One line on stderr, then the exit code: 2 for usage errors, 1 for system failures."""
+    print_error(str(exc))
+    raise typer.Exit(code)
+
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print("\n".join(versions()))
+        raise typer.Exit()
+
+
+def versions() -> list[str]:
+    """What --version says: gpupipe, then the libraries whose versions change its results or speed.
+    CuPy is named from its install, not imported (CUDA is looked at by `gpupipe doctor`)."""
+    import platform
+    from importlib.metadata import distributions
+
+    import cv2
+    import numpy
+    import PIL
+    import simplejpeg
+    from PIL import features
+    lines = [f"gpupipe {__version__}",
+             f"Python {platform.python_version()}, NumPy {numpy.__version__}, Pillow {PIL.__version__} "
+             f"(libjpeg-turbo {features.version('libjpeg_turbo') or 'absent'}), simplejpeg {simplejpeg.__version__}, "
+             f"OpenCV {cv2.__version__}"]
+    cupy = sorted(f"{d.metadata['Name']} {d.version}" for d in distributions()
+                  if (d.metadata["Name"] or "").lower().startswith("cupy"))
+    lines.append(f"{', '.join(cupy)} (CUDA: see `gpupipe doctor`)" if cupy else "CuPy not installed (CPU only)")
+    return lines
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                       help="Show the version and exit.")) -> None:
+    """Process whole directories of images on a CUDA GPU or the CPU, with the same results."""
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as done:
+        from ..backends.cuda.jpeg import exit_before_teardown
+        if isinstance(done.code, str) and "nvidia.nvimgcodec" in sys.modules:
+            print(done.code, file=sys.stderr)
+        exit_before_teardown(done.code if isinstance(done.code, int) else (0 if done.code is None else 1))
+        raise
