@@ -183,11 +183,16 @@ class Op:
 @functools.cache
 def _params_of(cls: type["Op"]) -> tuple[ParamInfo, ...]:
     found = []
-    for f in dataclasses.fields(cls):       # this module's annotations are types, not strings: no eval
+    hints = None
+    for f in dataclasses.fields(cls):
         spec = f.metadata.get("param")
         if spec is None:
             raise TypeError(f"{cls.__name__}.{f.name} is not declared with param(...)")
-        kind, optional = _kind(f.type)
+        hint = f.type
+        if isinstance(hint, str):           # an op from a module with postponed annotations: resolve them
+            hints = hints or typing.get_type_hints(cls)
+            hint = hints[f.name]
+        kind, optional = _kind(hint)
         found.append(ParamInfo(f.name, kind, optional, f.default, spec))
     return tuple(found)
 
