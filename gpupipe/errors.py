@@ -136,6 +136,21 @@ class InternalError(InputError):
     error_class = "internal"
 
 
+class UserCodeFailed(InputError):
+    """A user op (``python``, or one a plug-in registers) raised or returned something that is not
+    an image; the message ends with the user's traceback."""
+
+    error_class = "user_code"
+
+
+class Rejected(InputError):
+    """Not a failure: a user op rejected the input (``gpupipe.Reject``), so it writes no output.
+    Its outcome's status is ``rejected`` and the message is the reason; this class carries that
+    verdict through the ops to the outcome."""
+
+    error_class = "rejected"
+
+
 class StoppedBySystemFailure(InputError):
     """The input was being written when the output side failed."""
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .engine.results import FAILED, OK, FileOutcome, RunSummary
+from .engine.results import FAILED, OK, REJECTED, FileOutcome, RunSummary
 from .journal import JournalReader, display, read_only
 from .sidefiles import SideFile, printable
 
@@ -161,6 +161,7 @@ def _journal_summary_rows(journal: JournalReader, path: Path, runs: int) -> list
     states = journal.inputs_by_state()
     outputs, output_bytes = journal.output_totals()
     return [("journal", path), ("inputs done", states.get(OK, 0)), ("inputs failed", states.get(FAILED, 0)),
+            *([("inputs rejected by user ops", states[REJECTED])] if states.get(REJECTED) else []),
             ("outputs", f"{outputs} ({output_bytes / 1e6:.1f} MB)"), ("runs", runs)]
 
 
@@ -282,6 +283,7 @@ def _when(seconds: float) -> str:
 
 def _run_summary_rows(summary: RunSummary) -> list[tuple[str, object]]:
     rows = [("backend", summary.backend), ("processed", summary.processed), ("failed", summary.failed),
+            *([("rejected by user ops", summary.rejected)] if summary.rejected else []),
             ("skipped", summary.skipped), ("cancelled", summary.cancelled),
             ("wall time", f"{summary.wall_seconds:.2f} s"), ("throughput", f"{summary.images_per_second:.1f} images/s")]
     if summary.stop_reason:

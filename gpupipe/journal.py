@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .engine.results import FAILED, OK, FileOutcome
+from .engine.results import FAILED, OK, REJECTED, FileOutcome
 from .engine.writer import forget_parent_only, parent_only
 from .errors import (OutputConflict, OutputExists, StageStalled, StoppedBySystemFailure, SystemFailure,
                      UsageError, WorkerCrashed)
@@ -51,18 +51,19 @@ log = logging.getLogger("gpupipe")
 NOT_THE_INPUTS_FAULT = {StoppedBySystemFailure.error_class, StageStalled.error_class, WorkerCrashed.error_class,
                         OutputExists.error_class}
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
     path BLOB PRIMARY KEY,            -- os.fsencode of the absolute path
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
     spec_hash TEXT NOT NULL,
-    state TEXT NOT NULL,              -- ok | failed
+    state TEXT NOT NULL,              -- ok | failed | rejected
     attempts INTEGER NOT NULL DEFAULT 0,
     error_class TEXT,
-    message TEXT,
-    updated REAL NOT NULL
+    message TEXT,                     -- failed: what went wrong; rejected: the reason
+    updated REAL NOT NULL,
+    tags TEXT                         -- what user ops said of it (JSON), since version 2
 );
 CREATE INDEX IF NOT EXISTS inputs_by_state ON inputs (state, error_class);
 CREATE TABLE IF NOT EXISTS outputs (
@@ -88,12 +89,20 @@ DROP INDEX IF EXISTS outputs_by_input;
 ALTER TABLE inputs RENAME TO inputs_v0;
 ALTER TABLE outputs RENAME TO outputs_v0;
 """ + SCHEMA + """
-INSERT OR REPLACE INTO inputs SELECT gpupipe_key(path), size, mtime, spec_hash, state, attempts, error_class,
-    message, updated FROM inputs_v0 ORDER BY updated;
+INSERT OR REPLACE INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated)
+    SELECT gpupipe_key(path), size, mtime, spec_hash, state, attempts, error_class, message, updated
+    FROM inputs_v0 ORDER BY updated;
 INSERT OR REPLACE INTO outputs SELECT gpupipe_key(path), gpupipe_key(input_path), size, checksum FROM outputs_v0;
 DROP TABLE inputs_v0;
 DROP TABLE outputs_v0;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
+COMMIT;
+"""
+# Version 1 had no tags.
+MIGRATE_FROM_1 = """
+BEGIN IMMEDIATE;
+ALTER TABLE inputs ADD COLUMN tags TEXT;
+PRAGMA user_version = 2;
 COMMIT;
 """
 COMMIT_EVERY = 256
@@ -138,6 +147,13 @@ def file_checksum(path: str | bytes) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _tags(tags: dict[str, Any]) -> str | None:
+    """Tags as JSON text (what JSON cannot hold, as its repr), None when there are none."""
+    if not tags:
+        return None
+    return _text(json.dumps(tags, ensure_ascii=False, sort_keys=True, default=repr))
 
 
 def _text(message: str | None) -> str | None:
@@ -283,6 +299,8 @@ class Journal:
         old_size, old_mtime, old_spec, state, error_class = row
         if old_size != size or old_mtime != mtime or old_spec != self.spec_hash:
             return Decision(False)
+        if state == REJECTED:
+            return Decision(True, "rejected before by a user op, unchanged")
         if state == FAILED:
             if self.retry_failed or error_class in NOT_THE_INPUTS_FAULT:
                 return Decision(False)
@@ -334,7 +352,7 @@ class Journal:
 
     def record_many(self, outcomes: list[FileOutcome]) -> None:
         """``record`` for several inputs at once (a chunk's): three statements, whatever their number."""
-        kept = [o for o in outcomes if o.status in (OK, FAILED) and o.mtime is not None]
+        kept = [o for o in outcomes if o.status in (OK, FAILED, REJECTED) and o.mtime is not None]
         if not kept:
             return
         with self._mutex:
@@ -349,13 +367,13 @@ class Journal:
         now = time.time()
         keys = path_keys([outcome.path for outcome in outcomes])
         self._db.executemany(
-            "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
+            "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated, "
+            "tags) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
             "mtime = excluded.mtime, spec_hash = excluded.spec_hash, state = excluded.state, "
             "attempts = inputs.attempts + 1, error_class = excluded.error_class, message = excluded.message, "
-            "updated = excluded.updated",
-            [(key, o.size, o.mtime, self.spec_hash, o.status, o.error_class, _text(o.message), now)
-             for key, o in zip(keys, outcomes)])
+            "updated = excluded.updated, tags = excluded.tags",
+            [(key, o.size, o.mtime, self.spec_hash, o.status, o.error_class, _text(o.message), now,
+              _tags(o.tags)) for key, o in zip(keys, outcomes)])
         if not self._empty:        # a new journal has no outputs of earlier runs to forget
             self._db.executemany("DELETE FROM outputs WHERE input_path = ?", [(key,) for key in keys])
         self._db.executemany(
@@ -366,7 +384,7 @@ class Journal:
     def _next_run_skips(self, outcome: FileOutcome) -> bool:
         if self.force:
             return False          # the same command (with --force) redoes everything
-        if outcome.status == OK:
+        if outcome.status in (OK, REJECTED):
             return True
         if outcome.error_class == OutputConflict.error_class:
             return False          # found before the journal is asked: it fails again
@@ -616,8 +634,9 @@ def _bring_schema_up_to_date(db: sqlite3.Connection) -> None:
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "inputs" in tables:
         db.create_function("gpupipe_key", 1, path_key, deterministic=True)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         try:
-            db.executescript(MIGRATE_FROM_0)
+            db.executescript(MIGRATE_FROM_1 if version == 1 else MIGRATE_FROM_0)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")

@@ -7,7 +7,7 @@ decoded-image bytes and device memory are read at scrape time from the engine's
 between scrapes. Every ``RunMetrics`` has its own registry: several runs in one
 process never share or clash over metrics.
 
-    gpupipe_files_total{status}                  inputs finished: ok, failed, skipped, cancelled
+    gpupipe_files_total{status}                  inputs finished: ok, failed, rejected, skipped, cancelled
     gpupipe_failures_total{error_class}          failed inputs by error class
     gpupipe_read_bytes_total                     input bytes read (every input, as in the summary)
     gpupipe_written_bytes_total                  output bytes written by inputs that succeeded
@@ -40,7 +40,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .engine.results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome
+from .engine.results import CANCELLED, FAILED, OK, REJECTED, SKIPPED, FileOutcome
 from .errors import SystemFailure, UsageError
 from .options import DEFAULT_METRICS_HOST
 from .sidefiles import STDOUT, SideFile, printable
@@ -136,7 +136,7 @@ class RunMetrics:
                                      registry=self.registry)
         self.stage_seconds = Histogram("gpupipe_stage_seconds", "Seconds one input spent in each stage.",
                                        ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
-        for status in (OK, FAILED, SKIPPED, CANCELLED):      # present at 0, so rate() works from the start
+        for status in (OK, FAILED, REJECTED, SKIPPED, CANCELLED):      # present at 0, so rate() works from the start
             self.files.labels(status)
         for stage in STAGES:
             self.stage_seconds.labels(stage)

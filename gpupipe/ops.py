@@ -157,6 +157,11 @@ class Op:
         """The op's parameters, as spec files, the CLI and the docs name them."""
         return _params_of(cls)
 
+    @classmethod
+    def from_table(cls, params: dict[str, Any]) -> "Op":
+        """The op from a spec file's table (its keys besides ``op``)."""
+        return cls(**params)
+
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """Size of the result for a width×height input; ProcessingError if the op cannot apply."""
         return width, height
@@ -640,12 +645,110 @@ class Watermark(Op):
         _require(self.text is None or self.text.strip() != "", "watermark text must not be empty")
 
 
+# --------------------------------------------------------------------------- user code on the host
+
+
+class Reject(Exception):
+    """Raised by a user op: the input writes no output and is recorded as ``rejected`` with this
+    reason (counted in the summary, the report, the journal and the metrics; a re-run skips it)."""
+
+    def __init__(self, reason: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = str(reason)
+
+
+class Tagged(typing.NamedTuple):
+    """What a user op returns to attach tags to the input as well: ``Tagged(image, {"nsfw": 0.02})``.
+    Tags go into the outcome (the report) and the journal; later ops' tags are merged over earlier ones."""
+
+    image: Any
+    tags: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HostOp(Op):
+    """An op that runs Python on the image on the host, between device ops: the engine hands
+    ``run`` each image as a NumPy HWC uint8 array (H×W×1 for grey) and takes back an image of any
+    size, ``Tagged(image, tags)``, or ``Reject(reason)``. On a GPU the batch is downloaded for it
+    and uploaded again after (the cost of leaving the device). Third-party packages register
+    HostOp subclasses under the ``gpupipe.ops`` entry-point group (see ``plugin_ops``)."""
+
+    def run(self, image: Any) -> Any:
+        raise NotImplementedError
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        return width, height             # unknown until it ran: the engine takes the size it returns
+
+
+def _function_name(value: Any, what: str) -> str:
+    """'package.module:name', or 'path/to/file.py:name'."""
+    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+        raise UsageError(f"{what} must be 'package.module:function' or 'file.py:function', got {value!r}")
+    return value
+
+
+def _arguments(value: Any, what: str) -> tuple[tuple[str, Any], ...]:
+    """Keyword arguments for a user function: a table, pairs, or text 'a=1; b="x"' (TOML values)."""
+    if isinstance(value, str):
+        import tomllib
+        try:
+            value = tomllib.loads(value.replace(";", "\n"))
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{what} must read as 'name = value; …' (TOML values), got {value!r}: {exc}") from None
+    if isinstance(value, dict):
+        value = value.items()
+    try:
+        pairs = tuple(sorted((str(k), _frozen(v)) for k, v in value))
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be a table of names and values, got {value!r}") from None
+    return pairs
+
+
+def _frozen(value: Any) -> Any:
+    """Lists as tuples, tables as sorted pairs: hashable, so ops stay hashable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    return value
+
+
+@dataclass(frozen=True)
+class Python(HostOp):
+    name: ClassVar[str] = "python"
+    summary: ClassVar[str] = ("Call a Python function on the image (a NumPy HWC uint8 array) that returns an image, "
+                              "or Tagged(image, tags), or raises gpupipe.Reject(reason); runs on the CPU, in the "
+                              "worker processes.")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--python", sets=("function",), metavar="MODULE:NAME",
+                                            help="Call a Python function on each image: package.module:function or "
+                                                 "file.py:function (see `gpupipe ops python`)."),)
+    function: str = param("", "the function, as package.module:function or file.py:function",
+                          convert=_function_name)
+    arguments: tuple[tuple[str, Any], ...] = param((), "keyword arguments it is called with (spec files: any "
+                                                       "other keys of the op's table)", convert=_arguments)
+
+    @classmethod
+    def from_table(cls, params: dict[str, Any]) -> "Python":
+        """A spec table's keys besides ``function`` are the function's keyword arguments."""
+        table = dict(params)
+        function = table.pop("function", None)
+        arguments = table.pop("arguments", {})
+        return cls(function, {**dict(_arguments(arguments, "python arguments")), **table})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.name, "function": self.function, **{k: _plain(v) for k, v in self.arguments}}
+
+    def run(self, image: Any) -> Any:
+        from .userops import load_function
+        return load_function(self.function)(image, **dict(self.arguments))
+
+
 # --------------------------------------------------------------------------- registry
 
 OP_CLASSES: dict[str, type[Op]] = {
     cls.name: cls
     for cls in (Resize, Thumbnail, Crop, CenterCrop, Rotate, Flip, Grayscale, Brightness, Contrast,
-                BoxBlur, GaussianBlur, Sharpen, Unsharp, Edges, Emboss, Convolve, Watermark)
+                BoxBlur, GaussianBlur, Sharpen, Unsharp, Edges, Emboss, Convolve, Watermark, Python)
 }
 ALIASES = {"blur": "gaussian_blur", "gaussian": "gaussian_blur", "centre_crop": "center_crop",
            "greyscale": "grayscale", "gray": "grayscale", "fit": "resize", "cover": "resize"}
@@ -658,11 +761,37 @@ def param_names(cls: type[Op]) -> list[str]:
 def op_class(name: str) -> type[Op]:
     """The op class a name (or an alias) means; UsageError with a suggestion otherwise."""
     key = name.strip().lower().replace("-", "_")
-    cls = OP_CLASSES.get(ALIASES.get(key, key))
+    cls = OP_CLASSES.get(ALIASES.get(key, key)) or plugin_ops().get(key)
     if cls is None:
-        raise UsageError(f"unknown op {name!r}{did_you_mean(key, [*OP_CLASSES, *ALIASES])}; known ops: "
-                         f"{', '.join(OP_CLASSES)} (see `gpupipe ops`)")
+        known = [*OP_CLASSES, *plugin_ops()]
+        raise UsageError(f"unknown op {name!r}{did_you_mean(key, [*known, *ALIASES])}; known ops: "
+                         f"{', '.join(known)} (see `gpupipe ops`)")
     return cls
+
+
+@functools.cache
+def plugin_ops() -> dict[str, type[HostOp]]:
+    """Ops that installed packages register under the ``gpupipe.ops`` entry-point group, each a
+    HostOp subclass (``[project.entry-points."gpupipe.ops"] blur_faces = "mypkg.ops:BlurFaces"``).
+    Looked up only when a spec names an op gpupipe does not have, or `gpupipe ops` lists them,
+    so a run that uses none pays nothing at start-up."""
+    from importlib.metadata import entry_points
+    found: dict[str, type[HostOp]] = {}
+    for entry in entry_points(group="gpupipe.ops"):
+        try:
+            cls = entry.load()
+        except Exception as exc:          # a broken plug-in must not break gpupipe
+            import logging
+            logging.getLogger("gpupipe").warning("op plug-in %s (%s) cannot be loaded: %s", entry.name,
+                                                 entry.value, exc)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, HostOp)) or cls.name in OP_CLASSES:
+            import logging
+            logging.getLogger("gpupipe").warning("op plug-in %s (%s) is not a new gpupipe.ops.HostOp subclass: "
+                                                 "ignored", entry.name, entry.value)
+            continue
+        found[cls.name] = cls
+    return found
 
 
 def op_from_dict(table: dict[str, Any]) -> Op:
@@ -677,11 +806,11 @@ def op_from_dict(table: dict[str, Any]) -> Op:
     cls = op_class(name)
     allowed = param_names(cls)
     unknown = sorted(set(params) - set(allowed))
-    if unknown:
+    if unknown and cls is not Python:             # its other keys are the function's arguments
         raise UsageError(f"op {cls.name} has no parameter {', '.join(map(repr, unknown))}"
                          f"{did_you_mean(unknown[0], allowed)}; its parameters: {', '.join(allowed) or 'none'}")
     try:
-        return cls(**params)
+        return cls.from_table(params)
     except TypeError as exc:
         raise UsageError(f"op {cls.name}: {exc}") from None
 

@@ -72,7 +72,7 @@ def error_classes_table() -> str:
 def _input_errors(base: type) -> list[type]:
     found = []
     for cls in base.__subclasses__():
-        if "error_class" in vars(cls):
+        if "error_class" in vars(cls) and cls is not errors.Rejected:     # a verdict, not a failure
             found.append(cls)
         found.extend(_input_errors(cls))
     return found

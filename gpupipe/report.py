@@ -46,6 +46,8 @@ def _print_counts(summary: RunSummary, console: Console) -> None:
     table.add_row("backend", escape(summary.backend))
     table.add_row("processed", f"{summary.processed}  ({summary.outputs_written} outputs written)")
     table.add_row("failed", f"[red]{summary.failed}[/]" if summary.failed else "0")
+    if summary.rejected:
+        table.add_row("rejected", f"{summary.rejected} (by user ops: no output)")
     table.add_row("skipped", str(summary.skipped) + (
         f"  ([red]{summary.skipped_failed} failed before[/], still failed: --retry-failed tries them again)"
         if summary.skipped_failed else ""))

@@ -41,7 +41,7 @@ from . import codecs
 from .codecs import formats
 from .codecs.decoding import DEFAULT_MAX_PIXELS
 from .errors import BadOutputName, UsageError, did_you_mean
-from .ops import Op, Resize, Watermark, _color, op_from_dict
+from .ops import Op, Python, Resize, Watermark, _color, op_from_dict
 from .sidefiles import printable, read_resource
 
 TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}
@@ -251,6 +251,9 @@ class Spec:
                     check_watermark_image(op.image, max_pixels)
                 if isinstance(op, Watermark) and op.font is not None:
                     check_watermark_font(op.font)
+                if isinstance(op, Python):
+                    from .userops import load_function
+                    load_function(op.function)          # importable and callable, or UsageError now
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": [v.to_dict() for v in self.variants]}
@@ -264,8 +267,13 @@ class Spec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def _file_digests(self) -> dict[str, str]:
-        return {path: _content_digest(path) for variant in self.variants for op in variant.ops
-                if isinstance(op, Watermark) for path in (op.image, op.font) if path is not None}
+        digests = {path: _content_digest(path) for variant in self.variants for op in variant.ops
+                   if isinstance(op, Watermark) for path in (op.image, op.font) if path is not None}
+        functions = {op.function for variant in self.variants for op in variant.ops if isinstance(op, Python)}
+        if functions:
+            from .userops import source_digest
+            digests.update({function: source_digest(function) for function in sorted(functions)})
+        return digests
 
     def decode_hint(self, width: int, height: int) -> tuple[int, int] | None:
         """Smallest decode size that serves every variant (None: decode at full size)."""
@@ -319,6 +327,11 @@ def _resolve_paths(table: Any, base_dir: Path) -> Any:
         value = resolved.get(key)
         if isinstance(value, str) and not Path(value).is_absolute() and (base_dir / value).exists():
             resolved[key] = str(base_dir / value)
+    function = resolved.get("function")
+    if resolved.get("op") == "python" and isinstance(function, str) and ".py:" in function:
+        file, _, name = function.rpartition(":")          # a file beside the spec file
+        if not Path(file).is_absolute() and (base_dir / file).is_file():
+            resolved["function"] = f"{base_dir / file}:{name}"
     return resolved
 
 

@@ -259,7 +259,8 @@ def test_a_version_0_journal_with_text_paths_is_migrated_in_place(tmp_path: Path
     src, out = make_inputs(tmp_path, 3), tmp_path / "out"
     first = gpupipe.run(src, out, THUMB, backend="cpu")
     old_rows = sqlite3.connect(default_path(out))
-    inputs = old_rows.execute("SELECT * FROM inputs").fetchall()
+    inputs = old_rows.execute("SELECT path, size, mtime, spec_hash, state, attempts, error_class, message, updated "
+                              "FROM inputs").fetchall()              # version 0's columns
     outs = old_rows.execute("SELECT * FROM outputs").fetchall()
     old_rows.close()
     shutil.rmtree(default_path(out).parent)

@@ -94,7 +94,8 @@ def report_command(
     out = Console(stderr=str(html_file) == STDOUT)        # stdout holds the page: the words go to stderr
     states = data["inputs"]
     out.print(f"[bold]journal[/] {escape(printable(data['journal']))}")
-    out.print(f"inputs done: {states.get('ok', 0)}, failed: {states.get('failed', 0)}; "
+    rejected = f", rejected by user ops: {states['rejected']}" if states.get("rejected") else ""
+    out.print(f"inputs done: {states.get('ok', 0)}, failed: {states.get('failed', 0)}{rejected}; "
               f"outputs: {data['outputs']} ({data['output_bytes'] / 1e6:.1f} MB)")
     for error_class, failure in data["failures"].items():
         out.print(f"[red]{escape(error_class)}[/]: {failure['count']} input(s)")
@@ -114,7 +115,7 @@ def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in det
     if markdown:
         print(ops_table())
         return
-    chosen = list(op_catalogue.OP_CLASSES.values())
+    chosen = [*op_catalogue.OP_CLASSES.values(), *op_catalogue.plugin_ops().values()]
     if name:
         try:
             chosen = [op_catalogue.op_class(name)]

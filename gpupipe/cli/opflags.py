@@ -200,6 +200,8 @@ def _parse_value(flag: OpFlag, text: str) -> dict[str, Any] | catalogue.Op:
 
 def synopsis(cls: type[catalogue.Op]) -> str:
     """How an op is written on the command line: its flag(s), then its modifiers."""
+    if not cls.cli:
+        return "(spec files only)"
     flags = " | ".join(f"{spec.name} {spec.metavar}" if spec.sets else spec.name for spec in cls.cli)
     mods: list[str] = []
     for modifier in modifiers():

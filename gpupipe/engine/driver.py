@@ -26,7 +26,7 @@ from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
 from .writer import WritePolicy, remove_live_temporaries
-from .results import CANCELLED, FAILED, OK, SKIPPED, FileOutcome, RunSummary
+from .results import CANCELLED, FAILED, OK, REJECTED, SKIPPED, FileOutcome, RunSummary
 
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
 # retries): then the input side is broken (a dead mount, a failing disk) and the run stops.
@@ -283,7 +283,7 @@ class Driver(ABC):
         input left one by one after its retries. Any input that was read resets the count."""
         if outcome.status == FAILED and outcome.fault:
             self._read_faults.append(outcome)
-        elif outcome.status in (OK, FAILED):
+        elif outcome.status in (OK, FAILED, REJECTED):
             self._read_faults.clear()
         faults = len(self._read_faults)
         if faults >= READ_FAULTS_IN_A_ROW:

@@ -15,10 +15,21 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..codecs import DeferredJpeg, EncodedImage, decode_deferred_on_host
-from ..errors import DeviceFailure, DeviceOutOfMemory, InputError, ProcessingError, UndecodableImages
+from ..errors import (DeviceFailure, DeviceOutOfMemory, InputError, ProcessingError, Rejected, UndecodableImages,
+                      UserCodeFailed)
+from ..ops import HostOp
 from ..spec import OpTrie, Spec
 
 Result = np.ndarray | EncodedImage | InputError
+
+
+class Row(list):
+    """One image's results, a Result per variant, and the tags its host ops gave it (merged)."""
+
+    def __init__(self, values=()) -> None:
+        super().__init__(values)
+        self.tags: dict = {}
+
 # variant index -> (JPEG quality, the images whose result it writes as JPEG): the variants a
 # backend that encodes JPEG (``Backend.encodes_jpeg``) may encode where the pixels are.
 DeviceJpegPlan = dict[int, tuple[int, frozenset[int]]]
@@ -48,7 +59,7 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
     trie = trie or OpTrie.build(spec.variants)
     device_jpeg = device_jpeg_plan(spec, formats) if backend.encodes_jpeg and formats is not None else {}
     count = len(images)
-    results: list[list[Result | None]] = [[None] * len(spec.variants) for _ in range(count)]
+    results: list[list[Result | None]] = [Row([None] * len(spec.variants)) for _ in range(count)]
     try:
         members = list(range(count))
         if not backend.decodes_jpeg:
@@ -122,11 +133,37 @@ def _walk(backend: Backend, root: OpTrie, batch, members: list[int], sizes: list
                         results[member][v] = exc
             if keep:
                 sub = batch if len(keep) == len(members) else backend.subset(batch, keep)
-                children.append((child, backend.apply(sub, child.op), [members[p] for p in keep], child_sizes))
+                if isinstance(child.op, HostOp):
+                    children.append(_run_on_host(backend, child, sub, [members[p] for p in keep], results))
+                else:
+                    children.append((child, backend.apply(sub, child.op), [members[p] for p in keep], child_sizes))
                 del sub
         del batch
-        stack.extend(reversed(children))
+        stack.extend(reversed([entry for entry in children if entry[2]]))
         del children
+
+
+def _run_on_host(backend: Backend, node: OpTrie, batch, members: list[int], results: list[list[Result | None]]):
+    """A host op (user code) over a batch: each image downloaded, run, and the results uploaded
+    again (a child entry of ``_walk``). An image it rejects is rejected whole (every variant); one
+    it fails on fails the variants under this node; its tags join the image's row."""
+    from ..userops import run_host_op
+    kept, images, sizes = [], [], []
+    for member, array in zip(members, backend.download(batch)):
+        try:
+            image, tags = run_host_op(node.op, array)
+        except Rejected as verdict:
+            results[member][:] = [verdict] * len(results[member])
+            continue
+        except UserCodeFailed as exc:
+            for v in variants_under(node):
+                results[member][v] = exc
+            continue
+        results[member].tags.update(tags)
+        kept.append(member)
+        images.append(image)
+        sizes.append((image.shape[1], image.shape[0]))
+    return node, backend.upload(images) if images else None, kept, sizes
 
 
 def _collect(backend: Backend, batch, variants: list[int], members: list[int],

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OK, FAILED, SKIPPED, CANCELLED = "ok", "failed", "skipped", "cancelled"
+REJECTED = "rejected"          # a user op rejected it (gpupipe.Reject): no output, not a failure
 FIRST_PATHS_KEPT = 5          # failures listed by path per error class in the summary
 
 
@@ -16,11 +17,12 @@ class FileOutcome:
     """The fate of one input file."""
 
     path: str
-    status: str                              # ok | failed | skipped | cancelled
+    status: str                              # ok | failed | rejected | skipped | cancelled
     relative: str | None = None
     outputs: list[str] = field(default_factory=list)
     error_class: str | None = None
-    message: str | None = None
+    message: str | None = None              # failed: what went wrong; rejected: the reason
+    tags: dict[str, Any] = field(default_factory=dict)   # what user ops said of it (gpupipe.Tagged)
     failed_before: str | None = None         # skipped: the error class of the earlier failure it still has
     format: str | None = None
     width: int | None = None                 # upright size as decoded (after orientation)
@@ -51,6 +53,7 @@ class RunSummary:
     backend: str = "?"
     processed: int = 0
     failed: int = 0
+    rejected: int = 0                         # user ops rejected them (no output; not failures)
     skipped: int = 0
     skipped_failed: int = 0                   # of the skipped, those whose last outcome was a failure
     cancelled: int = 0
@@ -93,8 +96,11 @@ class RunSummary:
             cls = outcome.error_class or "error"
             self.failures_by_class[cls] += 1
             if len(self.failure_examples[cls]) < FIRST_PATHS_KEPT:
-                self.failure_examples[cls].append(f"{outcome.path}: {outcome.message}")
+                first_line = (outcome.message or "").split("\n", 1)[0]      # a traceback stays in the report
+                self.failure_examples[cls].append(f"{outcome.path}: {first_line}")
             self.outputs_written += len(outcome.outputs)
+        elif outcome.status == REJECTED:
+            self.rejected += 1
         elif outcome.status == SKIPPED:
             self.skipped += 1
             self.skipped_failed += outcome.failed_before is not None
@@ -107,11 +113,11 @@ class RunSummary:
 
     @property
     def done(self) -> int:
-        return self.processed + self.failed + self.skipped + self.cancelled
+        return self.processed + self.failed + self.rejected + self.skipped + self.cancelled
 
     @property
     def images_per_second(self) -> float:
-        return (self.processed + self.failed) / self.wall_seconds if self.wall_seconds else 0.0
+        return (self.processed + self.failed + self.rejected) / self.wall_seconds if self.wall_seconds else 0.0
 
     @property
     def megabytes_per_second(self) -> float:
@@ -126,7 +132,7 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "backend": self.backend, "processed": self.processed, "failed": self.failed,
+            "backend": self.backend, "processed": self.processed, "failed": self.failed, "rejected": self.rejected,
             "skipped": self.skipped, "skipped_failed": self.skipped_failed, "cancelled": self.cancelled, "discovered": self.discovered,
             "outputs_written": self.outputs_written, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "megapixels_in": round(self.pixels_in / 1e6, 3), "wall_seconds": round(self.wall_seconds, 3),

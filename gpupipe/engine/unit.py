@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Callable, Container
 
-from ..errors import ImageTooLarge, InputError, OutputConflict, StoppedBySystemFailure, SystemFailure
+from ..errors import ImageTooLarge, InputError, OutputConflict, Rejected, StoppedBySystemFailure, SystemFailure
 from ..spec import OpTrie, Spec
 from . import stages
 from .driver import READ_FAULTS_IN_A_ROW
 from .device import Device
-from .results import CANCELLED, FAILED, OK, FileOutcome
+from .results import CANCELLED, FAILED, OK, REJECTED, FileOutcome
 from .writer import ChunkWrites, WritePolicy
 
 # What run_chunk is told about stopping, between inputs: go on, or leave the rest (drain, abort).
@@ -274,6 +274,12 @@ def _encode_and_stage(decoded: Decoded, results: list, work: Work, writes: Chunk
                       worker: str | None) -> Staged | None:
     """An input's results encoded and staged, or None when it is finished already (failed)."""
     item, outcome = decoded.item, decoded.outcome
+    outcome.tags = dict(getattr(results, "tags", {}))
+    verdict = next((r for r in results if isinstance(r, Rejected)), None)
+    if verdict is not None:               # a user op rejected the input: it writes nothing
+        outcome.status, outcome.message = REJECTED, str(verdict)
+        done.outcomes.append((item.key, outcome))
+        return None
     started = time.perf_counter()
     encoded = stages.encode_variants(work.spec, results, item.relative, decoded.format, decoded.icc_profile,
                                      item.planned if decoded.format == item.guess else None)

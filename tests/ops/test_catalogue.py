@@ -97,7 +97,7 @@ def _outside(info: ops.ParamInfo) -> list[object]:
     return bad
 
 
-VALID = {"watermark": {"text": "x"}, "resize": {"width": 10, "height": 10}}
+VALID = {"watermark": {"text": "x"}, "resize": {"width": 10, "height": 10}, "python": {"function": "m:f"}}
 
 
 @pytest.mark.parametrize("cls", [c for c in ops.OP_CLASSES.values() if c is not ops.Thumbnail], ids=lambda c: c.name)
