@@ -98,9 +98,14 @@ class ProcessEngine(Driver):
             raise SystemFailure(f"cannot start the worker processes: {exc.strerror or exc}; run with fewer "
                                 "--workers, or raise the limit on processes") from None
         scan = threading.Thread(target=self._scan_thread, args=(inputs,), name="gpupipe-scan", daemon=True)
-        outcomes: list[FileOutcome] = []
         try:
             scan.start()
+        except RuntimeError as exc:              # "can't start new thread": the same limit, met one step later
+            pool.close(abort=True)
+            raise SystemFailure(f"cannot start the worker processes ({exc}); run with fewer --workers, or raise "
+                                "the limit on processes") from None
+        outcomes: list[FileOutcome] = []
+        try:
             self._interruptible(lambda: self._coordinate(outcomes))
         finally:
             pool.close(abort=self._aborted or self._stalled)
