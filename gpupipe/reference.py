@@ -55,8 +55,10 @@ def formats_table() -> str:
     yes = {True: "yes", False: "—"}
     rows = ["| format | extensions | read | write | alpha | 16-bit |", "|---|---|---|---|---|---|"]
     for f in formats.FORMATS:
-        write = yes[f.write] + (f" (where Pillow has {f.pillow_feature.upper()})" if f.write and f.pillow_feature else "")
-        rows.append(f"| `{f.name}` | {', '.join('.' + e for e in f.extensions)} | {yes[f.read]} | {write} | "
+        where = f" (where Pillow has {f.pillow_feature.upper()})" if f.pillow_feature else ""
+        read = yes[f.read] + (f" (with `gpupipe[{f.extra}]`)" if f.extra else where if f.read else "")
+        write = yes[f.write] + (where if f.write else "")
+        rows.append(f"| `{f.name}` | {', '.join('.' + e for e in f.extensions)} | {read} | {write} | "
                     f"{yes[f.alpha]} | {'yes (gpupipe uses 8 bits today)' if f.sixteen_bit else '—'} |")
     return "\n".join(rows)
 

@@ -162,6 +162,11 @@ def doctor() -> None:
     table.add_row("JPEG decode", f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo), Pillow for the rest")
     table.add_row("Pillow libjpeg-turbo", str(features.version("libjpeg_turbo") or "no"))
     table.add_row("write formats", ", ".join(codecs.available_formats()))
+    from ..codecs import formats
+    for known in formats.FORMATS:
+        if known.extra is not None:
+            missing = formats.unavailable(known.name)
+            table.add_row(f"read {known.name}", escape(missing or f"yes ({known.module})"))
     for label, fact in cuda_report().items():
         table.add_row(label, escape(fact))
     auto = select_backend("auto", workers=cores)

@@ -16,6 +16,7 @@ import numpy as np
 
 from gpupipe.errors import ImageTooLarge, InputError
 
+from . import dicom
 from .jpeg import (
     _TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header, _pick_scale)
 from .modes import _matching_icc, _to_array
@@ -76,6 +77,10 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ImageTooLarge before any pixel is decoded.
     """
     fmt = _classify(data)
+    if fmt == "dicom":
+        head = dicom.header(data)
+        _check_size(head.width, head.height, max_pixels)
+        return Decoded(dicom.decode(data), fmt, None, (head.width, head.height))
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         _check_size(hdr.width, hdr.height, max_pixels)

@@ -8,6 +8,8 @@ of formats. Adding a format touches this table, its codec and its tests.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from dataclasses import dataclass
 
 
@@ -19,7 +21,9 @@ class Format:
     write: bool                        # encode writes it (where Pillow has ``pillow_feature``)
     alpha: bool                        # it holds an alpha channel (else alpha is flattened onto the background)
     sixteen_bit: bool                  # it can hold 16 bits a channel (gpupipe reads and writes 8 today)
-    pillow_feature: str | None = None  # PIL.features name this build must have to write it
+    pillow_feature: str | None = None  # PIL.features name this build must have to read or write it
+    module: str | None = None          # the module that reads it, from an optional extra ...
+    extra: str | None = None           # ... pip install 'gpupipe[extra]'
 
 
 FORMATS = (
@@ -29,7 +33,11 @@ FORMATS = (
     Format("webp", ("webp",), read=True, write=True, alpha=True, sixteen_bit=False, pillow_feature="webp"),
     Format("bmp", ("bmp", "dib"), read=True, write=False, alpha=False, sixteen_bit=False),
     Format("tiff", ("tif", "tiff"), read=True, write=False, alpha=True, sixteen_bit=True),
-    Format("avif", ("avif",), read=False, write=True, alpha=True, sixteen_bit=False, pillow_feature="avif"),
+    Format("avif", ("avif",), read=True, write=True, alpha=True, sixteen_bit=False, pillow_feature="avif"),
+    Format("heif", ("heic", "heif", "hif"), read=True, write=False, alpha=True, sixteen_bit=True,
+           module="pillow_heif", extra="heif"),
+    Format("dicom", ("dcm", "dicom"), read=True, write=False, alpha=False, sixteen_bit=True, module="pydicom",
+           extra="medical"),
 )
 BY_NAME = {f.name: f for f in FORMATS}
 READ_FORMATS = tuple(f.name for f in FORMATS if f.read)
@@ -39,6 +47,26 @@ BY_EXTENSION = {ext: f.name for f in FORMATS if f.read for ext in f.extensions}
 IMAGE_EXTENSIONS = frozenset("." + ext for ext in BY_EXTENSION)
 # Names --format and spec files accept -> the format.
 WRITE_NAMES = {alias: f.name for f in FORMATS if f.write for alias in (f.name, *f.extensions)}
+
+
+@functools.cache
+def unavailable(name: str) -> str | None:
+    """Why format ``name`` cannot be read here (its extra is not installed, Pillow lacks it), or None."""
+    known = BY_NAME[name]
+    if known.module is not None and not _importable(known.module):
+        return f"reading {name.upper()} needs {known.module}: pip install 'gpupipe[{known.extra}]'"
+    if known.pillow_feature is not None:
+        from PIL import features
+        if not features.check(known.pillow_feature):
+            return f"this Pillow was built without {known.pillow_feature.upper()}"
+    return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def extension(name: str) -> str:

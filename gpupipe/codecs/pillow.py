@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import struct
@@ -17,7 +18,14 @@ from .png import _png_chunks
 from .tiff import _tiff_strip_short
 
 _PILLOW_NAME = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP",
-                "bmp": "BMP", "tiff": "TIFF"}
+                "bmp": "BMP", "tiff": "TIFF", "avif": "AVIF", "heif": "HEIF"}
+
+
+@functools.cache
+def _register_heif() -> None:
+    """pillow-heif's plug-in (the [heif] extra), registered with Pillow the first time a HEIF is met."""
+    import pillow_heif
+    pillow_heif.register_heif_opener()
 
 
 def _pillow_open(data: bytes, fmt: str) -> ImageFile.ImageFile:
@@ -36,6 +44,8 @@ def _pillow_open(data: bytes, fmt: str) -> ImageFile.ImageFile:
     loading (TIFF tiles, GIF frames); see ``_pillow_load``.
     """
     _refuse_truncated_loads()
+    if fmt == "heif":
+        _register_heif()
     name = _PILLOW_NAME[fmt]
     if name not in Image.OPEN:
         Image.init()

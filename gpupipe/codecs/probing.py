@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .decoding import DEFAULT_MAX_PIXELS
+from . import dicom
 from .jpeg import _parse_jpeg_header
 from .orientation import _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _looks_cut_short, _pillow_open, _stored_size
@@ -38,7 +39,11 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo
     """
     fmt = _classify(data)
     problems: list[str] = []
-    if fmt == "jpeg":
+    if fmt == "dicom":
+        head = dicom.header(data)
+        mode = "L" if head.photometric.startswith("MONOCHROME") else "RGB"
+        info = ImageInfo(fmt, head.width, head.height, mode, 1, head.frames, False, problems)
+    elif fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         problems += hdr.problems
         info = ImageInfo(fmt, hdr.width, hdr.height,
@@ -84,6 +89,9 @@ def header_size(data: bytes) -> tuple[int, int]:
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         return hdr.width, hdr.height
+    if fmt == "dicom":
+        head = dicom.header(data)
+        return head.width, head.height
     if fmt == "webp" and (declared := _webp_size(data)):
         return declared          # Pillow would refuse a size above its own limit here
     info = probe(data, max_pixels=None)

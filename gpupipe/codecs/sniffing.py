@@ -14,7 +14,7 @@ from gpupipe.errors import EmptyInput, NotAnImage, UnsupportedFormat
 
 # READ_FORMATS: the formats ``decode`` reads (formats.py). ``sniff`` also names others so that
 # callers can say "unsupported format: PSD" instead of "not an image".
-from .formats import BY_EXTENSION, READ_FORMATS  # noqa: F401  (READ_FORMATS: re-exported)
+from .formats import BY_EXTENSION, READ_FORMATS, unavailable  # noqa: F401  (READ_FORMATS: re-exported)
 
 
 def format_from_name(name: str) -> str:
@@ -23,7 +23,7 @@ def format_from_name(name: str) -> str:
 
 # How an unsupported format is named in messages ("unsupported format: PSD").
 _LABEL = {
-    "heic": "HEIC/HEIF", "avif": "AVIF", "jxl": "JPEG XL", "jp2": "JPEG 2000",
+    "heif": "HEIC/HEIF", "avif": "AVIF", "dicom": "DICOM", "jxl": "JPEG XL", "jp2": "JPEG 2000",
     "psd": "PSD (Photoshop)", "ico": "ICO", "cur": "CUR (cursor)", "icns": "ICNS",
     "svg": "SVG", "pdf": "PDF", "eps": "EPS/PostScript", "pbm": "PBM", "pgm": "PGM",
     "ppm": "PPM", "pam": "PAM", "qoi": "QOI", "exr": "OpenEXR", "dds": "DDS",
@@ -45,6 +45,8 @@ def sniff(head: bytes) -> str | None:
     None when the bytes look like no image at all.
     """
     h = bytes(head[:1024])
+    if h[128:132] == b"DICM":
+        return "dicom"     # Part 10: a 128-byte preamble (which may look like a TIFF header), then DICM
     if h.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if h.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -70,7 +72,7 @@ def _sniff_unsupported(h: bytes) -> str | None:
         if brands & {b"avif", b"avis"}:
             return "avif"
         if brands & _HEIF_BRANDS:
-            return "heic"
+            return "heif"
         if b"crx " in brands:
             return "cr3"
         return None                      # MP4 / QuickTime video and friends
@@ -119,4 +121,7 @@ def _classify(data: bytes) -> str:
         raise NotAnImage(f"not an image: no known image signature ({len(data)} bytes)")
     if fmt not in READ_FORMATS:
         raise UnsupportedFormat(f"unsupported format: {_LABEL.get(fmt, fmt.upper())}")
+    missing = unavailable(fmt)
+    if missing is not None:
+        raise UnsupportedFormat(f"unsupported format here: {_LABEL.get(fmt, fmt.upper())} ({missing})")
     return fmt

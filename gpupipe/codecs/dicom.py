@@ -1,0 +1,130 @@
+"""DICOM (medical images) through pydicom, the ``[medical]`` extra.
+
+A DICOM file's pixels are measurements, not display values: ``decode`` applies the modality
+LUT (Rescale Slope/Intercept: CT values in Hounsfield units), then the file's own display
+window (Window Center/Width, the radiologist's window/level), or, when the file names none,
+the frame's own range, and maps that to 8 bits (grey; colour files as RGB). MONOCHROME1
+(black is the highest value) is inverted so black is black. A multi-frame file gives its first
+frame; ``header`` says how many there are (``gpupipe inspect`` lists it). Compressed transfer
+syntaxes pydicom cannot decode here (JPEG 2000, JPEG-LS without their plug-ins) fail as
+``unsupported``, naming the syntax.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CorruptImage, TruncatedImage, UnsupportedFormat
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    width: int
+    height: int
+    frames: int
+    photometric: str
+    transfer_syntax: str
+
+
+def header(data: bytes) -> DicomHeader:
+    """Size, frames and encoding from the dataset's elements, without its pixel data."""
+    ds = _read(data, stop_before_pixels=True)
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if not rows or not columns:
+        raise CorruptImage("corrupt DICOM: no Rows/Columns: not an image dataset")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
+    return DicomHeader(int(columns), int(rows), frames, str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+                       getattr(syntax, "name", str(syntax)))
+
+
+def decode(data: bytes) -> np.ndarray:
+    """The first frame as display pixels: H×W×1 (grey) or H×W×3 (colour), uint8."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    ds = _read(data)
+    try:
+        frame = _first_frame(ds)
+    except (NotImplementedError, RuntimeError) as exc:     # no handler for its compression here
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        raise UnsupportedFormat(f"unsupported DICOM encoding {getattr(syntax, 'name', syntax)}: pydicom cannot "
+                                f"decode it here ({_first_line(exc)})") from None
+    except (ValueError, EOFError) as exc:
+        raise TruncatedImage(f"truncated or damaged DICOM pixel data: {_first_line(exc)}") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        return _to_8bit(apply_color_lut(frame, ds), np.iinfo(np.uint16).max)
+    if frame.ndim == 3:                                    # RGB (pydicom converts YCbCr)
+        return _to_8bit(frame, (1 << int(ds.get("BitsStored", 8))) - 1)
+    values = apply_modality_lut(frame, ds).astype(np.float64)
+    low, high = _window(ds, values)
+    grey = _linear_window(values, low, high)
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey
+    return grey[:, :, None]
+
+
+def _read(data: bytes, stop_before_pixels: bool = False):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise CorruptImage(f"corrupt DICOM: {_first_line(exc)}") from None
+    except (EOFError, OSError) as exc:
+        raise TruncatedImage(f"truncated DICOM: {_first_line(exc)}") from None
+    except Exception as exc:                   # pydicom reports a broken dataset with many types
+        raise CorruptImage(f"corrupt DICOM: {exc.__class__.__name__}: {_first_line(exc)}") from None
+
+
+def _first_frame(ds) -> np.ndarray:
+    from pydicom.pixels import pixel_array
+
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        return pixel_array(ds, index=0)
+    return ds.pixel_array
+
+
+def _window(ds, values: np.ndarray) -> tuple[float, float]:
+    """The display window as [low, high] in modality values: the file's first Window Center and
+    Width (DICOM PS3.3 C.11.2.1.2), else the frame's own range."""
+    center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
+    if center is not None and width is not None and width >= 1:
+        return center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    return float(values.min()), float(values.max())
+
+
+def _first_number(value) -> float | None:
+    """A window element's first value (it may hold several), or None."""
+    if value is not None and not isinstance(value, (str, bytes, int, float)):
+        value = value[0] if len(value) else None
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _linear_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """[low, high] onto 0-255, rounded to nearest; below low is 0, above high is 255."""
+    if high <= low:
+        return np.where(values > low, 255, 0).astype(np.uint8)
+    scaled = (values - low) / (high - low) * 255.0
+    return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)
+
+
+def _to_8bit(pixels: np.ndarray, top: int) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels)
+    return np.clip(np.floor(pixels.astype(np.float64) * (255.0 / max(top, 1)) + 0.5), 0, 255).astype(np.uint8)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n", 1)[0][:300]
