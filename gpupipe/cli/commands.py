@@ -47,7 +47,7 @@ def inspect(
             continue
         row: dict[str, Any] = {"path": str(item.path), "bytes": item.size}
         try:
-            info = codecs.probe(sources.read_bytes(item.path), max_pixels=max_pixels)
+            info = codecs.probe(sources.read_bytes(item.path), max_pixels=max_pixels, name=item.path.name)
             row.update(format=info.format, width=info.width, height=info.height, mode=info.mode,
                        orientation=info.orientation, problems=list(info.problems))
         except GpupipeError as exc:

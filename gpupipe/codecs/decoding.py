@@ -16,7 +16,7 @@ import numpy as np
 
 from gpupipe.errors import ImageTooLarge, InputError
 
-from . import dicom
+from . import dicom, raw as camera_raw
 from .jpeg import (
     _TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header, _pick_scale)
 from .modes import _matching_icc, _to_array
@@ -64,7 +64,7 @@ def _check_size(width: int, height: int, max_pixels: int | None) -> None:
 
 
 def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-           min_size: MinSize = None) -> Decoded:
+           min_size: MinSize = None, name: str | None = None) -> Decoded:
     """Decode ``data`` into upright, normalised pixels.
 
     ``min_size`` (w, h in display orientation) lets a JPEG be decoded at the
@@ -74,9 +74,13 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     pair or None (e.g. ``Spec.decode_hint``: the size a shrink needs depends
     on the input's aspect ratio). Raises the InputError subclasses of
     ``gpupipe.errors``; a declared size above ``max_pixels`` raises
-    ImageTooLarge before any pixel is decoded.
+    ImageTooLarge before any pixel is decoded. ``name`` (the file's name) tells a camera RAW
+    photo from the TIFF its bytes look like; every other format is known by its bytes alone.
     """
-    fmt = _classify(data)
+    fmt = _classify(data, name)
+    if fmt == "raw":
+        pixels = camera_raw.decode(data, max_pixels=max_pixels, min_size=min_size)
+        return Decoded(pixels, fmt, None, (pixels.shape[1], pixels.shape[0]))
     if fmt == "dicom":
         head = dicom.header(data)
         _check_size(head.width, head.height, max_pixels)

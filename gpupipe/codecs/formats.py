@@ -38,6 +38,10 @@ FORMATS = (
            module="pillow_heif", extra="heif"),
     Format("dicom", ("dcm", "dicom"), read=True, write=False, alpha=False, sixteen_bit=True, module="pydicom",
            extra="medical"),
+    # Camera RAW: mostly TIFF containers, so the name decides (codecs/raw.py).
+    Format("raw", ("dng", "cr2", "nef", "nrw", "arw", "srf", "sr2", "orf", "rw2", "raf", "pef", "srw", "3fr",
+                   "erf", "kdc", "mrw", "iiq", "rwl", "x3f"), read=True, write=False, alpha=False,
+           sixteen_bit=True, module="rawpy", extra="raw"),
 )
 BY_NAME = {f.name: f for f in FORMATS}
 READ_FORMATS = tuple(f.name for f in FORMATS if f.read)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .decoding import DEFAULT_MAX_PIXELS
-from . import dicom
+from . import dicom, raw as camera_raw
 from .jpeg import _parse_jpeg_header
 from .orientation import _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _looks_cut_short, _pillow_open, _stored_size
@@ -29,7 +29,7 @@ class ImageInfo:
     problems: list[str] = field(default_factory=list)
 
 
-def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
+def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> ImageInfo:
     """Describe an image from its header alone (for ``gpupipe inspect``).
 
     Raises EmptyInput / NotAnImage / UnsupportedFormat / CorruptImage /
@@ -37,9 +37,12 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo
     ``max_pixels`` and other things a decode would trip on (an end marker
     missing, a bad orientation value) are listed in ``problems`` instead.
     """
-    fmt = _classify(data)
+    fmt = _classify(data, name)
     problems: list[str] = []
-    if fmt == "dicom":
+    if fmt == "raw":
+        head = camera_raw.header(data)
+        info = ImageInfo(fmt, head.width, head.height, "RGB", 1, 1, False, problems)
+    elif fmt == "dicom":
         head = dicom.header(data)
         mode = "L" if head.photometric.startswith("MONOCHROME") else "RGB"
         info = ImageInfo(fmt, head.width, head.height, mode, 1, head.frames, False, problems)
@@ -81,18 +84,21 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo
     return info
 
 
-def header_size(data: bytes) -> tuple[int, int]:
+def header_size(data: bytes, name: str | None = None) -> tuple[int, int]:
     """(width, height) as stored, from the header alone; the InputError ``probe`` raises when even
     the header cannot be read. A JPEG's comes from gpupipe's own marker walk, without the
     Pillow parse ``probe`` adds for the frame count: the engine asks this for every input."""
-    fmt = _classify(data)
+    fmt = _classify(data, name)
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         return hdr.width, hdr.height
+    if fmt == "raw":
+        head = camera_raw.header(data)
+        return head.width, head.height
     if fmt == "dicom":
         head = dicom.header(data)
         return head.width, head.height
     if fmt == "webp" and (declared := _webp_size(data)):
         return declared          # Pillow would refuse a size above its own limit here
-    info = probe(data, max_pixels=None)
+    info = probe(data, max_pixels=None, name=name)
     return info.width, info.height

@@ -15,6 +15,7 @@ from gpupipe.errors import EmptyInput, NotAnImage, UnsupportedFormat
 # READ_FORMATS: the formats ``decode`` reads (formats.py). ``sniff`` also names others so that
 # callers can say "unsupported format: PSD" instead of "not an image".
 from .formats import BY_EXTENSION, READ_FORMATS, unavailable  # noqa: F401  (READ_FORMATS: re-exported)
+from .raw import looks_raw
 
 
 def format_from_name(name: str) -> str:
@@ -23,7 +24,7 @@ def format_from_name(name: str) -> str:
 
 # How an unsupported format is named in messages ("unsupported format: PSD").
 _LABEL = {
-    "heif": "HEIC/HEIF", "avif": "AVIF", "dicom": "DICOM", "jxl": "JPEG XL", "jp2": "JPEG 2000",
+    "heif": "HEIC/HEIF", "avif": "AVIF", "dicom": "DICOM", "raw": "camera RAW", "jxl": "JPEG XL", "jp2": "JPEG 2000",
     "psd": "PSD (Photoshop)", "ico": "ICO", "cur": "CUR (cursor)", "icns": "ICNS",
     "svg": "SVG", "pdf": "PDF", "eps": "EPS/PostScript", "pbm": "PBM", "pgm": "PGM",
     "ppm": "PPM", "pam": "PAM", "qoi": "QOI", "exr": "OpenEXR", "dds": "DDS",
@@ -110,11 +111,14 @@ def _sniff_unsupported(h: bytes) -> str | None:
     return None
 
 
-def _classify(data: bytes) -> str:
-    """The readable format of ``data``, or the InputError that says why not."""
+def _classify(data: bytes, name: str | None = None) -> str:
+    """The readable format of ``data``, or the InputError that says why not. ``name``, the file's
+    name, decides only what bytes cannot: a RAW photo inside a TIFF container (raw.looks_raw)."""
     if not data:
         raise EmptyInput("empty file (0 bytes)")
     fmt = sniff(data[:1024])
+    if name is not None and format_from_name(name) == "raw" and fmt in ("tiff", None) and looks_raw(data[:64]):
+        fmt = "raw"
     if fmt is None:
         # Say what the file is not, never what it holds: its first bytes may be
         # a secret (a config file named .jpg) and messages go to logs and the journal.

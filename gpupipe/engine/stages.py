@@ -60,7 +60,8 @@ def read_input_with_retries(path: str | Path, *, retries: int, retry_delay: floa
     return with_retries(read, UnreadableInput, retries=retries, retry_delay=retry_delay, wait=wait)
 
 
-def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool = False) -> codecs.Decoded:
+def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool = False,
+                 name: str | None = None) -> codecs.Decoded:
     """Decode for this spec (shrink-on-load where its first op allows); InputError on bad data,
     and a codec bug on one file becomes that file's InternalError, never the run's.
     ``device_jpeg``: the backend decodes JPEGs itself, so those it can take are only checked
@@ -70,7 +71,7 @@ def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool 
             deferred = codecs.defer_jpeg(data, max_pixels=max_pixels, min_size=spec.decode_hint)
             if deferred is not None:
                 return deferred
-        return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint)
+        return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint, name=name)
 
 
 def decode_deferred(deferred: codecs.DeferredJpeg):
@@ -93,9 +94,9 @@ def _codec_errors_as_input_errors():
         raise unexpected(exc) from exc
 
 
-def _header_size(data: bytes) -> tuple[int, int] | None:
+def _header_size(data: bytes, name: str | None = None) -> tuple[int, int] | None:
     try:
-        return codecs.header_size(data)
+        return codecs.header_size(data, name)
     except Exception:
         return None
 
@@ -128,11 +129,11 @@ def _mb(amount: int) -> str:
     return f"{amount / 2**20:,.0f} MB"
 
 
-def memory_need(data: bytes, spec: Spec, trie: OpTrie, *, ops_on_host: bool) -> MemoryNeed:
+def memory_need(data: bytes, spec: Spec, trie: OpTrie, *, ops_on_host: bool, name: str | None = None) -> MemoryNeed:
     """What ``data`` will need, from its header alone (0 when the header is unreadable: the
     decode then fails at once, holding nothing). ``ops_on_host``: the backend runs the ops in
     host memory (the CPU); a GPU's host side holds only the decoded input and the results."""
-    size = _header_size(data)
+    size = _header_size(data, name)
     if size is None:
         return MemoryNeed(0, 0)
     fmt = codecs.sniff(data[:64])

@@ -214,7 +214,7 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
     # The journal records the file as read, which may differ from what the scan saw.
     outcome.bytes_in, outcome.size, outcome.mtime = len(data), read.size, read.mtime
     started = _span(outcome, "read", started, worker)
-    wanted = stages.memory_need(data, work.spec, trie, ops_on_host=device.on_host)
+    wanted = stages.memory_need(data, work.spec, trie, ops_on_host=device.on_host, name=item.path)
     need = wanted.peak
     if need > work.memory:
         done.outcomes.append((item.key, fail(outcome, ImageTooLarge(
@@ -224,7 +224,8 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
         flush()                                 # the batch's inputs free their part as they are encoded
         budget.acquire(need)
     try:
-        decoded = stages.decode_input(data, work.spec, max_pixels=work.max_pixels, device_jpeg=device.backend.decodes_jpeg)
+        decoded = stages.decode_input(data, work.spec, max_pixels=work.max_pixels,
+                                      device_jpeg=device.backend.decodes_jpeg, name=item.path)
     except InputError as exc:
         budget.release(need)
         done.outcomes.append((item.key, fail(outcome, exc)))
