@@ -389,9 +389,10 @@ def _run_block(batch: dict, work: unit.Work, drain_flag: str, device: Device, tr
         failure = unit.write_unclaimed(outcomes[unclaimed.key], unclaimed.files, unclaimed.errors, work)
         done.system_failure = done.system_failure or failure
     offset = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
-    metas = [_meta(key, outcomes[key], offset) for key in (int(i) for i in batch["index"])]
+    metas = [json.dumps(_meta(key, outcomes[key], offset), default=_json_value)
+             for key in (int(i) for i in batch["index"])]
     notes = json.dumps([done.handover] if done.handover else [])
-    return {"index": batch["index"], "meta": np.array([json.dumps(m) for m in metas], dtype=object),
+    return {"index": batch["index"], "meta": np.array(metas, dtype=object),
             "system_failure": np.array([done.system_failure or "" for _ in metas], dtype=object),
             "notes": np.array([notes for _ in metas], dtype=object)}
 
@@ -402,11 +403,16 @@ def _meta(index: int, outcome: FileOutcome, offset: float) -> dict:
             "format": outcome.format, "width": outcome.width, "height": outcome.height, "attempts": outcome.attempts,
             "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out, "outputs": outcome.outputs,
             "sizes": outcome.output_sizes, "checksums": outcome.output_checksums, "seconds": outcome.seconds,
-            "size": outcome.size, "mtime": outcome.mtime, "fault": outcome.fault,
+            "size": outcome.size, "mtime": outcome.mtime, "fault": outcome.fault, "tags": outcome.tags,
             "spans": [[stage, start + offset, end + offset, worker] for stage, start, end, worker in outcome.spans]}
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _json_value(value):
+    """What JSON cannot hold in an outcome (a user op's tags): NumPy scalars as numbers, the rest as text."""
+    return value.item() if hasattr(value, "item") and getattr(value, "size", 1) == 1 else repr(value)
+
 
 def _make_backend(choice: str):
     from ..backends import select_backend
@@ -446,5 +452,6 @@ def _fill(outcome: FileOutcome, row: dict, clock: _Clock) -> None:
     if meta.get("mtime") is not None:       # the file as read, which may differ from what the scan saw
         outcome.size, outcome.mtime = meta["size"], meta["mtime"]
     outcome.fault = meta.get("fault")
+    outcome.tags = meta.get("tags") or {}
     outcome.spans = [(stage, clock(start), clock(end), worker) for stage, start, end, worker in meta.get("spans", [])]
 

@@ -173,3 +173,29 @@ def test_first_ctrl_c_drains_a_ray_run_and_a_rerun_finishes_it(tmp_path: Path) -
     rerun = subprocess.run(_cli(src, out, "--report", str(report)), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _outputs(out) == [f"{i:03d}.png" for i in range(60)]
+
+
+def test_user_code_on_a_ray_cluster_rejects_and_tags_as_locally(tmp_path: Path, cluster) -> None:
+    """A python op runs in Ray's tasks as in local workers: the same outputs, the same rejections
+    and tags, and the journal skips the rejected inputs on the next run."""
+    code = tmp_path / "moderation.py"
+    code.write_text("import gpupipe\n"
+                    "def moderate(image, limit=120):\n"
+                    "    mean = float(image[..., :3].mean())\n"
+                    "    if mean > limit:\n"
+                    "        raise gpupipe.Reject(f'too bright ({mean:.0f})')\n"
+                    "    return gpupipe.Tagged(image, {'mean': round(mean)})\n")
+    src = _inputs(tmp_path, copies=1)
+    spec = gpupipe.Spec.single([ops.Thumbnail(64), ops.Python(f"{code}:moderate")], format="png")
+    local = gpupipe.run(src, tmp_path / "local", spec, backend="cpu", workers=2)
+    distributed = gpupipe.run(src, tmp_path / "ray", spec, backend="cpu", workers=2, engine="ray")
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+
+    def verdicts(result):
+        return {Path(o.path).name: (o.status, o.message if o.status == "rejected" else None, o.tags)
+                for o in result.outcomes if o.status in ("ok", "rejected")}
+    assert verdicts(distributed) == verdicts(local)
+    assert distributed.summary.rejected == local.summary.rejected > 0
+    assert distributed.summary.processed == local.summary.processed > 0
+    again = gpupipe.run(src, tmp_path / "ray", spec, backend="cpu", workers=2, engine="ray")
+    assert again.summary.processed == again.summary.rejected == 0
