@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .engine.results import FAILED, OK, REJECTED, FileOutcome
+from .engine.results import FAILED, OK, REJECTED, FileOutcome, json_value
 from .engine.writer import forget_parent_only, parent_only
 from .errors import (OutputConflict, OutputExists, StageStalled, StoppedBySystemFailure, SystemFailure,
                      UsageError, WorkerCrashed)
@@ -153,7 +153,7 @@ def _tags(tags: dict[str, Any]) -> str | None:
     """Tags as JSON text (what JSON cannot hold, as its repr), None when there are none."""
     if not tags:
         return None
-    return _text(json.dumps(tags, ensure_ascii=False, sort_keys=True, default=repr))
+    return _text(json.dumps(tags, ensure_ascii=False, sort_keys=True, default=json_value))
 
 
 def _text(message: str | None) -> str | None:

@@ -16,6 +16,7 @@ alone, on every backend alike. Ops are hashable, picklable and round-trip throug
 Adding an op: its class here (parameters, flag, summary), its implementations in the backends, tests.
 """
 
+import abc
 import dataclasses
 import functools
 import numbers
@@ -666,15 +667,16 @@ class Tagged(typing.NamedTuple):
 
 
 @dataclass(frozen=True)
-class HostOp(Op):
+class HostOp(Op, abc.ABC):
     """An op that runs Python on the image on the host, between device ops: the engine hands
     ``run`` each image as a NumPy HWC uint8 array (H×W×1 for grey) and takes back an image of any
     size, ``Tagged(image, tags)``, or ``Reject(reason)``. On a GPU the batch is downloaded for it
     and uploaded again after (the cost of leaving the device). Third-party packages register
     HostOp subclasses under the ``gpupipe.ops`` entry-point group (see ``plugin_ops``)."""
 
+    @abc.abstractmethod
     def run(self, image: Any) -> Any:
-        raise NotImplementedError
+        """The image (NumPy HWC uint8) this op makes of ``image``, or Tagged(image, tags); or Reject."""
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return width, height             # unknown until it ran: the engine takes the size it returns

@@ -18,11 +18,6 @@ def ops_table() -> str:
     return "\n".join(rows)
 
 
-def op_flag_synopsis(cls: type[ops.Op]) -> str:
-    from .cli.opflags import synopsis
-    return synopsis(cls)
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 

@@ -111,7 +111,8 @@ def report_command(
 def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in detail."),
              markdown: bool = typer.Option(False, "--markdown", help="Print the ops as the README's table.")) -> None:
     """Document every op: what it does, its flag on the command line, its parameters in spec files."""
-    from ..reference import op_flag_synopsis, ops_table
+    from ..reference import ops_table
+    from .opflags import synopsis
     if markdown:
         print(ops_table())
         return
@@ -124,7 +125,7 @@ def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in det
     out = Console(highlight=False, soft_wrap=True)
     for cls in chosen:
         out.print(f"[bold cyan]{cls.name}[/]  {escape(cls.summary)}")
-        out.print(f"    [dim]command line:[/] {escape(op_flag_synopsis(cls))}")
+        out.print(f"    [dim]command line:[/] {escape(synopsis(cls))}")
         for info in cls.params():
             kind = info.kind.__name__ if info.kind is not tuple else ("colour" if info.spec.convert is
                                                                      op_catalogue._color else "kernel")

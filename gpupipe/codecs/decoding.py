@@ -78,13 +78,14 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     photo from the TIFF its bytes look like; every other format is known by its bytes alone.
     """
     fmt = _classify(data, name)
+    def check_size(width: int, height: int) -> None:
+        _check_size(width, height, max_pixels)
     if fmt == "raw":
-        pixels = camera_raw.decode(data, max_pixels=max_pixels, min_size=min_size)
+        pixels = camera_raw.decode(data, check_size=check_size, min_size=min_size)
         return Decoded(pixels, fmt, None, (pixels.shape[1], pixels.shape[0]))
     if fmt == "dicom":
-        head = dicom.header(data)
-        _check_size(head.width, head.height, max_pixels)
-        return Decoded(dicom.decode(data), fmt, None, (head.width, head.height))
+        pixels, stored = dicom.decode(data, check_size)
+        return Decoded(pixels, fmt, None, stored)
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         _check_size(hdr.width, hdr.height, max_pixels)

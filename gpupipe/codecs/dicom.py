@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -32,23 +33,24 @@ class DicomHeader:
 def header(data: bytes) -> DicomHeader:
     """Size, frames and encoding from the dataset's elements, without its pixel data."""
     ds = _read(data, stop_before_pixels=True)
-    rows, columns = ds.get("Rows"), ds.get("Columns")
-    if not rows or not columns:
-        raise CorruptImage("corrupt DICOM: no Rows/Columns: not an image dataset")
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        frames = 1
-    syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
-    return DicomHeader(int(columns), int(rows), frames, str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+    width, height = _size(ds)
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    return DicomHeader(width, height, _frames(ds), str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
                        getattr(syntax, "name", str(syntax)))
 
 
-def decode(data: bytes) -> np.ndarray:
-    """The first frame as display pixels: H×W×1 (grey) or H×W×3 (colour), uint8."""
+def decode(data: bytes, check_size: Callable[[int, int], None]) -> tuple[np.ndarray, tuple[int, int]]:
+    """The first frame as display pixels, H×W×1 (grey) or H×W×3 (colour) uint8, and its size;
+    ``check_size(width, height)`` refuses a size before any pixel is decoded."""
+    ds = _read(data)
+    size = _size(ds)
+    check_size(*size)
+    return _pixels(ds), size
+
+
+def _pixels(ds) -> np.ndarray:
     from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-    ds = _read(data)
     try:
         frame = _first_frame(ds)
     except (NotImplementedError, RuntimeError) as exc:     # no handler for its compression here
@@ -84,13 +86,24 @@ def _read(data: bytes, stop_before_pixels: bool = False):
         raise CorruptImage(f"corrupt DICOM: {exc.__class__.__name__}: {_first_line(exc)}") from None
 
 
+def _size(ds) -> tuple[int, int]:
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if not rows or not columns:
+        raise CorruptImage("corrupt DICOM: no Rows/Columns: not an image dataset")
+    return int(columns), int(rows)
+
+
+def _frames(ds) -> int:
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
 def _first_frame(ds) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        return pixel_array(ds, index=0)
-    return ds.pixel_array
+    return pixel_array(ds, index=0) if _frames(ds) > 1 else ds.pixel_array
 
 
 def _window(ds, values: np.ndarray) -> tuple[float, float]:

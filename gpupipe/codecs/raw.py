@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import CorruptImage, ImageTooLarge, TruncatedImage, UnsupportedFormat
+from ..errors import CorruptImage, TruncatedImage, UnsupportedFormat
 
 # The first bytes of RAW formats that are not TIFF containers.
 SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")
@@ -36,22 +36,23 @@ class RawHeader:
 
 def header(data: bytes) -> RawHeader:
     with _opened(data) as raw:
-        sizes = raw.sizes
-        width, height = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
-        return RawHeader(width, height, sizes.flip)
+        return RawHeader(*_upright(raw.sizes), raw.sizes.flip)
 
 
-def decode(data: bytes, *, max_pixels: int | None,
+def _upright(sizes) -> tuple[int, int]:
+    """(width, height) once the camera's orientation is applied (flips 5 and 6 turn it 90°)."""
+    return (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
+
+
+def decode(data: bytes, *, check_size: Callable[[int, int], None],
            min_size: tuple[int, int] | Callable[[int, int], tuple[int, int] | None] | None) -> np.ndarray:
-    """The photo as upright sRGB pixels, H×W×3 uint8."""
+    """The photo as upright sRGB pixels, H×W×3 uint8; ``check_size(width, height)`` refuses a
+    size before the demosaic."""
     import rawpy
 
     with _opened(data) as raw:
-        sizes = raw.sizes
-        upright = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
-        if max_pixels is not None and upright[0] * upright[1] > max_pixels:
-            raise ImageTooLarge(f"image too large: declared size {upright[0]}x{upright[1]} is above the limit of "
-                                f"{max_pixels} pixels (--max-pixels)")
+        upright = _upright(raw.sizes)
+        check_size(*upright)
         wanted = min_size(*upright) if callable(min_size) else min_size
         half = wanted is not None and wanted[0] * 2 <= upright[0] and wanted[1] * 2 <= upright[1]
         try:

@@ -19,6 +19,7 @@ from ..errors import (DeviceFailure, DeviceOutOfMemory, InputError, ProcessingEr
                       UserCodeFailed)
 from ..ops import HostOp
 from ..spec import OpTrie, Spec
+from ..userops import run_host_op
 
 Result = np.ndarray | EncodedImage | InputError
 
@@ -147,7 +148,6 @@ def _run_on_host(backend: Backend, node: OpTrie, batch, members: list[int], resu
     """A host op (user code) over a batch: each image downloaded, run, and the results uploaded
     again (a child entry of ``_walk``). An image it rejects is rejected whole (every variant); one
     it fails on fails the variants under this node; its tags join the image's row."""
-    from ..userops import run_host_op
     kept, images, sizes = [], [], []
     for member, array in zip(members, backend.download(batch)):
         try:

@@ -39,7 +39,7 @@ from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
 from .device import Device
-from .results import CANCELLED, FileOutcome, RunResult
+from .results import CANCELLED, FileOutcome, RunResult, json_value
 
 log = logging.getLogger("gpupipe")
 
@@ -389,7 +389,7 @@ def _run_block(batch: dict, work: unit.Work, drain_flag: str, device: Device, tr
         failure = unit.write_unclaimed(outcomes[unclaimed.key], unclaimed.files, unclaimed.errors, work)
         done.system_failure = done.system_failure or failure
     offset = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
-    metas = [json.dumps(_meta(key, outcomes[key], offset), default=_json_value)
+    metas = [json.dumps(_meta(key, outcomes[key], offset), default=json_value)
              for key in (int(i) for i in batch["index"])]
     notes = json.dumps([done.handover] if done.handover else [])
     return {"index": batch["index"], "meta": np.array(metas, dtype=object),
@@ -408,10 +408,6 @@ def _meta(index: int, outcome: FileOutcome, offset: float) -> dict:
 
 
 # ---------------------------------------------------------------------- helpers
-
-def _json_value(value):
-    """What JSON cannot hold in an outcome (a user op's tags): NumPy scalars as numbers, the rest as text."""
-    return value.item() if hasattr(value, "item") and getattr(value, "size", 1) == 1 else repr(value)
 
 
 def _make_backend(choice: str):

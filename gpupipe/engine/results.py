@@ -12,6 +12,12 @@ REJECTED = "rejected"          # a user op rejected it (gpupipe.Reject): no outp
 FIRST_PATHS_KEPT = 5          # failures listed by path per error class in the summary
 
 
+def json_value(value: Any) -> Any:
+    """``json.dumps``' default for what JSON cannot hold in an outcome (a user op's tags): NumPy
+    scalars as numbers, anything else as its repr."""
+    return value.item() if hasattr(value, "item") and getattr(value, "size", 1) == 1 else repr(value)
+
+
 @dataclass
 class FileOutcome:
     """The fate of one input file."""

@@ -275,7 +275,7 @@ def _encode_and_stage(decoded: Decoded, results: list, work: Work, writes: Chunk
                       worker: str | None) -> Staged | None:
     """An input's results encoded and staged, or None when it is finished already (failed)."""
     item, outcome = decoded.item, decoded.outcome
-    outcome.tags = dict(getattr(results, "tags", {}))
+    outcome.tags = dict(results.tags)
     verdict = next((r for r in results if isinstance(r, Rejected)), None)
     if verdict is not None:               # a user op rejected the input: it writes nothing
         outcome.status, outcome.message = REJECTED, str(verdict)

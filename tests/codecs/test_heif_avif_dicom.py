@@ -21,6 +21,7 @@ from gpupipe import codecs
 from gpupipe.errors import CorruptImage, TruncatedImage, UnsupportedFormat
 
 from tests.support import REPO_ROOT
+from tests.support.blocked import env_without
 from tests.support.cli import EXAMPLES
 
 pillow_heif = pytest.importorskip("pillow_heif", reason="the [heif] extra (pillow-heif) is not installed")
@@ -172,20 +173,11 @@ def test_without_the_extra_such_files_are_unsupported_with_the_pip_command(tmp_p
     src.mkdir()
     (src / "photo.heic").write_bytes(heic_of(EXAMPLES / "Landscape_1.jpg"))
     shutil.copy(get_testdata_file("CT_small.dcm"), src / "scan.dcm")
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('pillow_heif', 'pydicom'):\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, Block())\n")
     run = ("import gpupipe, json, sys\n"
            f"r = gpupipe.run({str(src)!r}, {str(tmp_path / 'out')!r}, [gpupipe.ops.Thumbnail(64)], backend='cpu')\n"
            "print(json.dumps({o.path.rsplit('/', 1)[1]: [o.status, o.error_class, o.message] for o in r.outcomes}))")
     done = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{REPO_ROOT}"})
+                          env=env_without(("pillow_heif", "pydicom"), tmp_path / "block"))
     assert done.returncode == 0, done.stderr
     outcomes = json.loads(done.stdout)
     assert outcomes["photo.heic"][:2] == ["failed", "unsupported"] and "gpupipe[heif]" in outcomes["photo.heic"][2]

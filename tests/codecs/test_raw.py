@@ -19,7 +19,7 @@ from PIL import Image
 import gpupipe
 from gpupipe import codecs
 
-from tests.support import REPO_ROOT
+from tests.support.blocked import env_without
 from tests.support.cli import EXAMPLES
 
 rawpy = pytest.importorskip("rawpy", reason="the [raw] extra (rawpy) is not installed")
@@ -131,20 +131,11 @@ def test_without_the_extra_raw_files_are_unsupported_with_the_pip_command(tmp_pa
     src = tmp_path / "in"
     src.mkdir()
     bayer_dng(src / "photo.dng")
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'rawpy':\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, Block())\n")
     run = ("import gpupipe, json\n"
            f"r = gpupipe.run({str(src)!r}, {str(tmp_path / 'out')!r}, [gpupipe.ops.Thumbnail(64)], backend='cpu')\n"
            "print(json.dumps([[o.status, o.error_class, o.message] for o in r.outcomes]))")
     done = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{REPO_ROOT}"})
+                          env=env_without(("rawpy",), tmp_path / "block"))
     assert done.returncode == 0, done.stderr
     (outcome,) = json.loads(done.stdout)
     assert outcome[:2] == ["failed", "unsupported"] and "pip install 'gpupipe[raw]'" in outcome[2]
