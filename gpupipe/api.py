@@ -30,7 +30,7 @@ from .journal import Journal
 from .ops import Op
 from .options import Options, parse_address, resolve
 from .spec import Spec
-from . import sources
+from . import pixels, sources
 
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
@@ -213,7 +213,7 @@ def as_spec(spec: Spec | Iterable[Op] | str | Path) -> Spec:
 
 
 def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: BackendName = "cpu", exif_orientation: bool = True) -> Any:
-    """Apply a spec to one in-memory image (NumPy HWC/HW uint8 array or PIL image).
+    """Apply a spec to one in-memory image (NumPy HWC/HW uint8 or uint16 array, or PIL image).
 
     Returns the same kind of object: one image for a single-variant spec or a list
     of ops, a {variant name: image} dict when the spec has several variants. A single-channel
@@ -231,8 +231,8 @@ def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: BackendName = 
         array = np.asarray(image)
         if array.ndim == 2:
             array = array[:, :, None]
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-            raise UsageError(f"apply takes uint8 arrays of shape HxW or HxWxC with C in 1..4, got "
+        if array.dtype not in pixels.DTYPES or array.ndim != 3 or array.shape[2] not in pixels.CHANNELS:
+            raise UsageError(f"apply takes uint8 or uint16 arrays of shape HxW or HxWxC with C in 1..4, got "
                              f"{array.dtype} {array.shape}")
     chosen = select_backend(backend, workers=1)
     try:

@@ -32,7 +32,7 @@ RESIZE_MODES = ("exact", "fit", "fill", "pad")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center", "tile")
 Color = tuple[int, int, int, int]
 Kernel = tuple[tuple[float, ...], ...]
-BYTES_PER_PIXEL = 4        # an image in memory: at most 4 channels of uint8
+BYTES_PER_PIXEL = 4        # an 8-bit image in memory: at most 4 channels (16-bit ones: engine.stages doubles it)
 WHITE: Color = (255, 255, 255, 255)
 
 
@@ -669,14 +669,14 @@ class Tagged(typing.NamedTuple):
 @dataclass(frozen=True)
 class HostOp(Op, abc.ABC):
     """An op that runs Python on the image on the host, between device ops: the engine hands
-    ``run`` each image as a NumPy HWC uint8 array (H×W×1 for grey) and takes back an image of any
+    ``run`` each image as a NumPy HWC array, uint8 or uint16 (H×W×1 for grey), and takes back an image of any
     size, ``Tagged(image, tags)``, or ``Reject(reason)``. On a GPU the batch is downloaded for it
     and uploaded again after (the cost of leaving the device). Third-party packages register
     HostOp subclasses under the ``gpupipe.ops`` entry-point group (see ``plugin_ops``)."""
 
     @abc.abstractmethod
     def run(self, image: Any) -> Any:
-        """The image (NumPy HWC uint8) this op makes of ``image``, or Tagged(image, tags); or Reject."""
+        """The image (NumPy HWC, uint8 or uint16) this op makes of ``image``, or Tagged(image, tags); or Reject."""
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return width, height             # unknown until it ran: the engine takes the size it returns
@@ -718,7 +718,7 @@ def _frozen(value: Any) -> Any:
 @dataclass(frozen=True)
 class Python(HostOp):
     name: ClassVar[str] = "python"
-    summary: ClassVar[str] = ("Call a Python function on the image (a NumPy HWC uint8 array) that returns an image, "
+    summary: ClassVar[str] = ("Call a Python function on the image (a NumPy HWC array, uint8 or uint16) that returns an image, "
                               "or Tagged(image, tags), or raises gpupipe.Reject(reason); runs on the CPU, in the "
                               "worker processes.")
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--python", sets=("function",), metavar="MODULE:NAME",

@@ -48,13 +48,13 @@ def formats_table() -> str:
     """Markdown: every image format, as gpupipe.codecs.formats defines it."""
     from .codecs import formats
     yes = {True: "yes", False: "—"}
-    rows = ["| format | extensions | read | write | alpha | 16-bit |", "|---|---|---|---|---|---|"]
+    rows = ["| format | extensions | read | write | alpha | 16 bits kept |", "|---|---|---|---|---|---|"]
     for f in formats.FORMATS:
         where = f" (where Pillow has {f.pillow_feature.upper()})" if f.pillow_feature else ""
         read = yes[f.read] + (f" (with `gpupipe[{f.extra}]`)" if f.extra else where if f.read else "")
         write = yes[f.write] + (where if f.write else "")
         rows.append(f"| `{f.name}` | {', '.join('.' + e for e in f.extensions)} | {read} | {write} | "
-                    f"{yes[f.alpha]} | {'yes (gpupipe uses 8 bits today)' if f.sixteen_bit else '—'} |")
+                    f"{yes[f.alpha]} | {yes[f.sixteen_bit]} |")
     return "\n".join(rows)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import Rejected, UsageError, UserCodeFailed
+from . import pixels
 from .ops import HostOp, Reject, Tagged
 
 TRACEBACK_LINES = 40          # the end of the user's traceback kept in the message
@@ -91,7 +92,7 @@ def run_host_op(op: HostOp, image: np.ndarray) -> tuple[np.ndarray, dict[str, An
 
 
 def _checked_image(op: HostOp, value: Any) -> np.ndarray:
-    """The image a user op gave, as the pixel contract wants it (HWC uint8, 1-4 channels)."""
+    """The image a user op gave, as the pixel contract wants it (HWC uint8 or uint16, 1-4 channels)."""
     if not isinstance(value, np.ndarray):
         raise UserCodeFailed(f"{op.name} op {_label(op)} returned {type(value).__name__}, not an image "
                              "(a NumPy array, or gpupipe.Tagged(image, tags))")
@@ -100,8 +101,9 @@ def _checked_image(op: HostOp, value: Any) -> np.ndarray:
     if value.ndim != 3 or value.shape[2] not in (1, 2, 3, 4) or 0 in value.shape[:2]:
         raise UserCodeFailed(f"{op.name} op {_label(op)} returned an array of shape {value.shape}: an image "
                              "is H×W or H×W×C with 1 to 4 channels")
-    if value.dtype != np.uint8:
-        raise UserCodeFailed(f"{op.name} op {_label(op)} returned {value.dtype} pixels: return uint8 (0-255)")
+    if value.dtype not in pixels.DTYPES:
+        raise UserCodeFailed(f"{op.name} op {_label(op)} returned {value.dtype} pixels: return uint8 (0-255) "
+                             "or uint16 (0-65535)")
     return np.ascontiguousarray(value)
 
 

@@ -2,7 +2,9 @@
 //
 // In float32 on straight colour, a = mark_alpha * opacity / 255 (rounded in that order):
 //     colour = base * (1 - a) + mark * a        (L / LA bases: mark = luma of its RGB)
-//     alpha  = base_alpha + a * (255 - base_alpha)
+//     alpha  = base_alpha + a * (max - base_alpha)
+// Marks are RGBA uint8 at either depth; on a 16-bit base (gp_watermark_u16) their colour is scaled
+// by 257 before the luma and the blend, and max is 65535.
 // Outside the mark a = 0 and the blend is the identity, exactly: those pixels are copied.
 //
 // Descriptor: width, height, channels of the base (out_* equal); aux_offset: element offset of
@@ -18,9 +20,11 @@
 // bandwidth for a small text mark.
 #include "gpupipe.cuh"
 
-extern "C" __global__ void gp_watermark(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
-                                        const ImageDesc* __restrict__ descs, int n_images,
-                                        const unsigned char* __restrict__ marks, float opacity) {
+template <typename T>
+__device__ __forceinline__ void gp_blend_mark(const T* __restrict__ src, T* __restrict__ dst,
+                                              const ImageDesc* __restrict__ descs, int n_images,
+                                              const unsigned char* __restrict__ marks, float opacity) {
+    const float scale = GpDepth<T>::scale, top = GpDepth<T>::top;
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const int mw = d.param[0], mh = d.param[1], tile = d.param[2], m = d.param[3];
@@ -50,22 +54,36 @@ extern "C" __global__ void gp_watermark(const unsigned char* __restrict__ src, u
             if (a == 0.0f)                               // a transparent mark pixel: the identity
                 continue;
             const long long at = (long long)y * d.width + x;
-            const unsigned char* s = src + d.in_offset + at * d.channels;
-            unsigned char* o = dst + d.out_offset + at * d.channels;
+            const T* s = src + d.in_offset + at * d.channels;
+            T* o = dst + d.out_offset + at * d.channels;
             const float keep = __fadd_rn(1.0f, -a);
+            float m[3];
+            for (int c = 0; c < 3; ++c) m[c] = __fmul_rn((float)mk[c], scale);   // exact at 8 bits (x 1)
             if (colour == 1) {
-                float l = __fmul_rn((float)mk[0], 0.299f);
-                l = __fadd_rn(l, __fmul_rn((float)mk[1], 0.587f));
-                l = __fadd_rn(l, __fmul_rn((float)mk[2], 0.114f));
-                o[0] = store_u8(__fadd_rn(__fmul_rn((float)s[0], keep), __fmul_rn(l, a)));
+                float l = __fmul_rn(m[0], 0.299f);
+                l = __fadd_rn(l, __fmul_rn(m[1], 0.587f));
+                l = __fadd_rn(l, __fmul_rn(m[2], 0.114f));
+                o[0] = gp_store<T>(__fadd_rn(__fmul_rn((float)s[0], keep), __fmul_rn(l, a)));
             } else {
                 for (int c = 0; c < 3; ++c)
-                    o[c] = store_u8(__fadd_rn(__fmul_rn((float)s[c], keep), __fmul_rn((float)mk[c], a)));
+                    o[c] = gp_store<T>(__fadd_rn(__fmul_rn((float)s[c], keep), __fmul_rn(m[c], a)));
             }
             if (colour != d.channels) {
                 const float ab = (float)s[colour];
-                o[colour] = store_u8(__fadd_rn(ab, __fmul_rn(a, __fadd_rn(255.0f, -ab))));
+                o[colour] = gp_store<T>(__fadd_rn(ab, __fmul_rn(a, __fadd_rn(top, -ab))));
             }
         }
     }
+}
+
+extern "C" __global__ void gp_watermark(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
+                                        const ImageDesc* __restrict__ descs, int n_images,
+                                        const unsigned char* __restrict__ marks, float opacity) {
+    gp_blend_mark(src, dst, descs, n_images, marks, opacity);
+}
+
+extern "C" __global__ void gp_watermark_u16(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
+                                            const ImageDesc* __restrict__ descs, int n_images,
+                                            const unsigned char* __restrict__ marks, float opacity) {
+    gp_blend_mark(src, dst, descs, n_images, marks, opacity);
 }

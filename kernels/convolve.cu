@@ -1,19 +1,20 @@
 // convolve.cu — spatial filters (contract: gpupipe/backends/numpy/filters.py), one thread per pixel.
 //
 // Correlation (kernel not flipped), reflect-101 borders at any distance, float32 sums
-// (taps in order), stores by store_u8. The separable passes round every product and sum
+// (taps in order), stores by gp_store at the batch's depth (each kernel has a _u16 twin, the same
+// template for 16-bit batches; an offset or threshold arrives already scaled to the depth). The separable passes round every product and sum
 // (__fmul_rn/__fadd_rn), as OpenCV's row and column filters do: with fused multiply-adds, 1.2 %
 // of values differed by one from the NumPy backend for non-integer separable taps. The 2-D
 // correlation fuses them (fmaf: correctly rounded on the GPU and in the CPU shim alike; exact
 // wherever the contract is, integer taps on integer values staying integers below 2^24). The alpha rule of filters.py's docstring:
 //
-//   * L / RGB, and LA / RGBA whose alpha is 255 everywhere ("opaque", see gp_translucent):
-//     colour channels filtered as they are, alpha kept (255); res / divisor + offset.
-//   * LA / RGBA with some alpha < 255 ("translucent"): colour premultiplied as c * a (exact
-//     in float32); smoothing filters (smooth = 1: box, gaussian) filter alpha too and use the
+//   * L / RGB, and LA / RGBA whose alpha is max everywhere ("opaque", see gp_translucent):
+//     colour channels filtered as they are, alpha kept (max); res / divisor + offset.
+//   * LA / RGBA with some alpha < max ("translucent"): colour premultiplied as c * a (exact
+//     in float32 at 8 bits); smoothing filters (smooth = 1: box, gaussian) filter alpha too and use the
 //     filtered float alpha, the others keep the original alpha. Then
-//         colour = store_u8(alpha) > 0 ? sum / (alpha * divisor) + offset : 0
-//     and the stored alpha is store_u8(filtered alpha) (smooth) or the original (not smooth).
+//         colour = gp_store(alpha) > 0 ? sum / (alpha * divisor) + offset : 0
+//     and the stored alpha is gp_store(filtered alpha) (smooth) or the original (not smooth).
 //
 // Launch order for one op on a batch:
 //   gp_translucent (flags zeroed by the host) -> separable: gp_sep_rows then gp_sep_cols,
@@ -23,15 +24,16 @@
 #include "gpupipe.cuh"
 #include "filters.cuh"
 
-// flags[i] = 1 when image i has alpha and some alpha < 255 (host sets flags to 0 first).
-extern "C" __global__ void gp_translucent(const unsigned char* __restrict__ src, const ImageDesc* __restrict__ descs,
-                                          int n_images, int* __restrict__ flags) {
+// flags[i] = 1 when image i has alpha and some alpha < max (host sets flags to 0 first).
+template <typename T>
+__device__ __forceinline__ void gp_find_translucent(const T* __restrict__ src, const ImageDesc* __restrict__ descs,
+                                                    int n_images, int* __restrict__ flags) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         if (!has_alpha(d.channels)) continue;
         const long long count = (long long)d.width * d.height;
         GP_FOR_EACH_PIXEL(p, count) {
-            if (src[d.in_offset + p * d.channels + d.channels - 1] != 255) flags[i] = 1;  // same value from all writers
+            if (src[d.in_offset + p * d.channels + d.channels - 1] != GpDepth<T>::max) flags[i] = 1;  // same value from all writers
         }
     }
 }
@@ -45,27 +47,28 @@ extern "C" __global__ void gp_translucent(const unsigned char* __restrict__ src,
 // output sums its taps in order. Items per image: ceil(width / GP_ROW_PIXELS) x height.
 #define GP_ROW_PIXELS 4
 
-extern "C" __global__ void gp_sep_rows(const unsigned char* __restrict__ src, float* __restrict__ tmp,
-                                       const ImageDesc* __restrict__ descs, int n_images,
-                                       const float* __restrict__ kx, int rx,
-                                       const int* __restrict__ translucent, int smooth) {
+template <typename T>
+__device__ __forceinline__ void gp_rows(const T* __restrict__ src, float* __restrict__ tmp,
+                                        const ImageDesc* __restrict__ descs, int n_images,
+                                        const float* __restrict__ kx, int rx,
+                                        const int* __restrict__ translucent, int smooth) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const bool premul = has_alpha(d.channels) && translucent[i];
         const int filtered = gp_filtered_channels(d.channels, premul, smooth != 0);
         const int groups = (d.width + GP_ROW_PIXELS - 1) / GP_ROW_PIXELS;
         const long long items = (long long)groups * d.height;
-        const unsigned char* img = src + d.in_offset;
+        const T* img = src + d.in_offset;
         GP_FOR_EACH_PIXEL(p, items) {
             int group, y;
             gp_xy(p, groups, &group, &y);
             const int x0 = group * GP_ROW_PIXELS;
-            const unsigned char* row = img + (long long)y * d.width * d.channels;
+            const T* row = img + (long long)y * d.width * d.channels;
             float sum[GP_ROW_PIXELS][4];
             GP_UNROLL for (int k = 0; k < GP_ROW_PIXELS; ++k)
                 GP_UNROLL for (int c = 0; c < 4; ++c) sum[k][c] = 0.0f;
             for (int r = 0; r < 2 * rx + GP_ROW_PIXELS; ++r) {
-                const unsigned char* px = row + reflect101(x0 + r - rx, d.width) * d.channels;
+                const T* px = row + reflect101(x0 + r - rx, d.width) * d.channels;
                 float value[4];
                 GP_FOR_CHANNELS(c, filtered) value[c] = gp_tap_value(px, c, d.channels, premul);
                 GP_UNROLL for (int k = 0; k < GP_ROW_PIXELS; ++k) {
@@ -86,23 +89,24 @@ extern "C" __global__ void gp_sep_rows(const unsigned char* __restrict__ src, fl
 
 // Final store of one pixel, given its filtered values v[0 .. channels-1] (alpha filtered
 // only if smooth && premul) and the source pixel s.
-__device__ __forceinline__ void gp_store_pixel(const float* v, const unsigned char* s, unsigned char* o,
+template <typename T>
+__device__ __forceinline__ void gp_store_pixel(const float* v, const T* s, T* o,
                                                int channels, bool premul, bool smooth,
                                                float divisor, float offset) {
     const bool alpha = has_alpha(channels);
     const int colour = alpha ? channels - 1 : channels;
     if (!premul) {
-        GP_FOR_CHANNELS(c, colour) o[c] = store_u8(__fadd_rn(v[c] / divisor, offset));
-        if (alpha) o[colour] = 255;   // opaque
+        GP_FOR_CHANNELS(c, colour) o[c] = gp_store<T>(__fadd_rn(v[c] / divisor, offset));
+        if (alpha) o[colour] = (T)GpDepth<T>::max;   // opaque
         return;
     }
     // v[colour] with constant indices only: a runtime index would keep v in local memory.
     const float filtered_alpha = colour == 1 ? v[1] : v[3];
     const float a = smooth ? filtered_alpha : (float)s[colour];
-    const unsigned char a8 = smooth ? store_u8(a) : s[colour];
+    const T stored_alpha = smooth ? gp_store<T>(a) : s[colour];
     const float scale = __fmul_rn(a, divisor);
-    GP_FOR_CHANNELS(c, colour) o[c] = a8 > 0 ? store_u8(__fadd_rn(v[c] / scale, offset)) : 0;
-    o[colour] = a8;
+    GP_FOR_CHANNELS(c, colour) o[c] = stored_alpha > 0 ? gp_store<T>(__fadd_rn(v[c] / scale, offset)) : (T)0;
+    o[colour] = stored_alpha;
 }
 
 // Vertical pass and store: v[c] = sum_j ky[j] * tmp[reflect(y + j - ry), x, c].
@@ -117,11 +121,12 @@ __device__ __forceinline__ void gp_store_pixel(const float* v, const unsigned ch
 // counted per image as width x ceil(height / GP_COLUMN_ROWS) (the host sizes the grid so).
 #define GP_COLUMN_ROWS 4
 
-extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, const float* __restrict__ tmp,
-                                       unsigned char* __restrict__ dst, const ImageDesc* __restrict__ descs,
-                                       int n_images, const float* __restrict__ ky, int ry,
-                                       const int* __restrict__ translucent, int smooth,
-                                       float divisor, float offset, int mode, float amount, float threshold) {
+template <typename T>
+__device__ __forceinline__ void gp_cols(const T* __restrict__ src, const float* __restrict__ tmp,
+                                        T* __restrict__ dst, const ImageDesc* __restrict__ descs,
+                                        int n_images, const float* __restrict__ ky, int ry,
+                                        const int* __restrict__ translucent, int smooth,
+                                        float divisor, float offset, int mode, float amount, float threshold) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const bool premul = has_alpha(d.channels) && translucent[i];
@@ -150,7 +155,7 @@ extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, co
             GP_UNROLL for (int k = 0; k < GP_COLUMN_ROWS; ++k) {
                 if (y0 + k >= d.height) break;
                 const long long at = (long long)(y0 + k) * d.width + x;
-                const unsigned char* s = src + d.in_offset + at * d.channels;
+                const T* s = src + d.in_offset + at * d.channels;
                 if (mode == 1) {
                     GP_FOR_CHANNELS(c, filtered) {
                         const float xv = gp_tap_value(s, c, d.channels, premul);
@@ -170,10 +175,11 @@ extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, co
 // (edges: sobel). A thread item is GP_ROW_PIXELS horizontally adjacent pixels sharing their taps'
 // loads (as gp_sep_rows); within each kernel row the taps are walked left to right, so each output
 // accumulates in the same order as one pixel at a time.
-extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
-                                        const ImageDesc* __restrict__ descs, int n_images,
-                                        const float* __restrict__ k, int r, const int* __restrict__ translucent,
-                                        float divisor, float offset, int magnitude) {
+template <typename T>
+__device__ __forceinline__ void gp_correlation(const T* __restrict__ src, T* __restrict__ dst,
+                                               const ImageDesc* __restrict__ descs, int n_images,
+                                               const float* __restrict__ k, int r, const int* __restrict__ translucent,
+                                               float divisor, float offset, int magnitude) {
     const int n = 2 * r + 1;
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
@@ -182,7 +188,7 @@ extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, u
         const int colour = alpha ? d.channels - 1 : d.channels;
         const int groups = (d.width + GP_ROW_PIXELS - 1) / GP_ROW_PIXELS;
         const long long items = (long long)groups * d.height;
-        const unsigned char* img = src + d.in_offset;
+        const T* img = src + d.in_offset;
         GP_FOR_EACH_PIXEL(p, items) {
             int group, y;
             gp_xy(p, groups, &group, &y);
@@ -191,10 +197,10 @@ extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, u
             GP_UNROLL for (int q = 0; q < GP_ROW_PIXELS; ++q)
                 GP_UNROLL for (int c = 0; c < 4; ++c) g1[q][c] = g2[q][c] = 0.0f;
             for (int dy = 0; dy < n; ++dy) {
-                const unsigned char* row = img + (long long)reflect101(y + dy - r, d.height) * d.width * d.channels;
+                const T* row = img + (long long)reflect101(y + dy - r, d.height) * d.width * d.channels;
                 const float* k1 = k + dy * n;
                 for (int t = 0; t < n + GP_ROW_PIXELS - 1; ++t) {
-                    const unsigned char* px = row + reflect101(x0 + t - r, d.width) * d.channels;
+                    const T* px = row + reflect101(x0 + t - r, d.width) * d.channels;
                     float value[4];
                     GP_FOR_CHANNELS(c, colour) value[c] = gp_tap_value(px, c, d.channels, premul);
                     GP_UNROLL for (int q = 0; q < GP_ROW_PIXELS; ++q) {
@@ -219,4 +225,61 @@ extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, u
             }
         }
     }
+}
+
+// The kernels, for 8-bit batches and (_u16) 16-bit ones.
+
+extern "C" __global__ void gp_translucent(const unsigned char* __restrict__ src, const ImageDesc* __restrict__ descs,
+                                          int n_images, int* __restrict__ flags) {
+    gp_find_translucent(src, descs, n_images, flags);
+}
+
+extern "C" __global__ void gp_translucent_u16(const unsigned short* __restrict__ src,
+                                              const ImageDesc* __restrict__ descs, int n_images,
+                                              int* __restrict__ flags) {
+    gp_find_translucent(src, descs, n_images, flags);
+}
+
+extern "C" __global__ void gp_sep_rows(const unsigned char* __restrict__ src, float* __restrict__ tmp,
+                                       const ImageDesc* __restrict__ descs, int n_images,
+                                       const float* __restrict__ kx, int rx,
+                                       const int* __restrict__ translucent, int smooth) {
+    gp_rows(src, tmp, descs, n_images, kx, rx, translucent, smooth);
+}
+
+extern "C" __global__ void gp_sep_rows_u16(const unsigned short* __restrict__ src, float* __restrict__ tmp,
+                                           const ImageDesc* __restrict__ descs, int n_images,
+                                           const float* __restrict__ kx, int rx,
+                                           const int* __restrict__ translucent, int smooth) {
+    gp_rows(src, tmp, descs, n_images, kx, rx, translucent, smooth);
+}
+
+extern "C" __global__ void gp_sep_cols(const unsigned char* __restrict__ src, const float* __restrict__ tmp,
+                                       unsigned char* __restrict__ dst, const ImageDesc* __restrict__ descs,
+                                       int n_images, const float* __restrict__ ky, int ry,
+                                       const int* __restrict__ translucent, int smooth,
+                                       float divisor, float offset, int mode, float amount, float threshold) {
+    gp_cols(src, tmp, dst, descs, n_images, ky, ry, translucent, smooth, divisor, offset, mode, amount, threshold);
+}
+
+extern "C" __global__ void gp_sep_cols_u16(const unsigned short* __restrict__ src, const float* __restrict__ tmp,
+                                           unsigned short* __restrict__ dst, const ImageDesc* __restrict__ descs,
+                                           int n_images, const float* __restrict__ ky, int ry,
+                                           const int* __restrict__ translucent, int smooth,
+                                           float divisor, float offset, int mode, float amount, float threshold) {
+    gp_cols(src, tmp, dst, descs, n_images, ky, ry, translucent, smooth, divisor, offset, mode, amount, threshold);
+}
+
+extern "C" __global__ void gp_correlate(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
+                                        const ImageDesc* __restrict__ descs, int n_images,
+                                        const float* __restrict__ k, int r, const int* __restrict__ translucent,
+                                        float divisor, float offset, int magnitude) {
+    gp_correlation(src, dst, descs, n_images, k, r, translucent, divisor, offset, magnitude);
+}
+
+extern "C" __global__ void gp_correlate_u16(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
+                                            const ImageDesc* __restrict__ descs, int n_images,
+                                            const float* __restrict__ k, int r, const int* __restrict__ translucent,
+                                            float divisor, float offset, int magnitude) {
+    gp_correlation(src, dst, descs, n_images, k, r, translucent, divisor, offset, magnitude);
 }

@@ -42,12 +42,14 @@ __device__ __forceinline__ void gp_row_outputs(const float (*window)[GP_WINDOW],
 
 // tmp[y, x, c] = sum_j kx[j] * value(y, reflect(x + j - rx), c), j = 0 .. 2 rx (rx <= GP_ROW_APRON);
 // the channels filtered as in gp_sep_rows (alpha of translucent images only when smooth).
-extern "C" __global__ void gp_sep_rows_tiled(const unsigned char* __restrict__ src, float* __restrict__ tmp,
-                                             const ImageDesc* __restrict__ descs, int n_images,
-                                             const float* __restrict__ kx, int rx,
-                                             const int* __restrict__ translucent, int smooth) {
-    __shared__ float window[4][GP_WINDOW];
-    __shared__ float taps[2 * GP_ROW_APRON + 1];
+// The shared arrays are the kernels' (one static set per kernel), passed in: a template function
+// of both depths must not own two sets.
+template <typename T>
+__device__ __forceinline__ void gp_rows_tiled(const T* __restrict__ src, float* __restrict__ tmp,
+                                              const ImageDesc* __restrict__ descs, int n_images,
+                                              const float* __restrict__ kx, int rx,
+                                              const int* __restrict__ translucent, int smooth,
+                                              float (*window)[GP_WINDOW], float* taps) {
     for (int j = threadIdx.x; j <= 2 * rx; j += blockDim.x) taps[j] = kx[j];   // read after the first barrier
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
@@ -60,10 +62,10 @@ extern "C" __global__ void gp_sep_rows_tiled(const unsigned char* __restrict__ s
             gp_xy(s, segments_x, &segment, &y);
             const int x0 = segment * GP_ROW_SEGMENT;
             const int count = gp_min(GP_ROW_SEGMENT, d.width - x0);
-            const unsigned char* row = src + d.in_offset + (long long)y * d.width * d.channels;
+            const T* row = src + d.in_offset + (long long)y * d.width * d.channels;
             // window[c][k] = value of input column x0 - rx + k, borders reflected
             for (int k = threadIdx.x; k < count + 2 * rx; k += blockDim.x) {
-                const unsigned char* px = row + reflect101(x0 - rx + k, d.width) * d.channels;
+                const T* px = row + reflect101(x0 - rx + k, d.width) * d.channels;
                 GP_FOR_CHANNELS(c, filtered) window[c][k] = gp_tap_value(px, c, d.channels, premul);
             }
             __syncthreads();
@@ -77,4 +79,22 @@ extern "C" __global__ void gp_sep_rows_tiled(const unsigned char* __restrict__ s
             __syncthreads();                  // every read of the window is done before the next round fills it
         }
     }
+}
+
+extern "C" __global__ void gp_sep_rows_tiled(const unsigned char* __restrict__ src, float* __restrict__ tmp,
+                                             const ImageDesc* __restrict__ descs, int n_images,
+                                             const float* __restrict__ kx, int rx,
+                                             const int* __restrict__ translucent, int smooth) {
+    __shared__ float window[4][GP_WINDOW];
+    __shared__ float taps[2 * GP_ROW_APRON + 1];
+    gp_rows_tiled(src, tmp, descs, n_images, kx, rx, translucent, smooth, window, taps);
+}
+
+extern "C" __global__ void gp_sep_rows_tiled_u16(const unsigned short* __restrict__ src, float* __restrict__ tmp,
+                                                 const ImageDesc* __restrict__ descs, int n_images,
+                                                 const float* __restrict__ kx, int rx,
+                                                 const int* __restrict__ translucent, int smooth) {
+    __shared__ float window[4][GP_WINDOW];
+    __shared__ float taps[2 * GP_ROW_APRON + 1];
+    gp_rows_tiled(src, tmp, descs, n_images, kx, rx, translucent, smooth, window, taps);
 }

@@ -3,6 +3,8 @@
 // Every kernel: (src, dst, descs, n_images, ...) with the launch shape of gpupipe.cuh.
 // Output pixel (ox, oy) of an out_width x out_height image copies the channels of
 // one input pixel; no arithmetic, so results are exact. channels == out_channels.
+// These kernels move bytes: "channels" is the bytes of a pixel, 1 to 8, and a 16-bit image of
+// c channels comes described as 2c byte channels (offsets in bytes), so both depths share them.
 // Crop, flip and rotate 180 walk result bytes 16 at a time instead (see GP_RESULT_SPLIT).
 #include "gpupipe.cuh"
 
@@ -161,8 +163,8 @@ extern "C" __global__ void gp_crop(const unsigned char* __restrict__ src, unsign
 }
 
 // pad: the input placed at (desc.x, desc.y) = (left, top) on an out_width x out_height canvas;
-// elsewhere the fill colour fill[(channels - 1) * 4 + c] (the host computes it per channel
-// count, as geometry._fill_value: grey modes take the background's luma). Result bytes 16 at a
+// elsewhere the fill colour's bytes fill[(channels - 1) * 8 + c] (the host lays out the fill of
+// each pixel size, as geometry.fill_value makes it: grey modes take the background's luma). Result bytes 16 at a
 // time (GP_RESULT_SPLIT), each gathered from the image or the fill.
 // Byte c of result pixel (x, row).
 __device__ __forceinline__ unsigned char gp_pad_byte(const unsigned char* image, const unsigned char* colour,
@@ -178,7 +180,7 @@ extern "C" __global__ void gp_pad(const unsigned char* __restrict__ src, unsigne
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const unsigned char* image = src + d.in_offset;
-        const unsigned char* colour = fill + (d.channels - 1) * 4;
+        const unsigned char* colour = fill + (d.channels - 1) * 8;
         const int row_bytes = d.out_width * d.channels;
         const long long n = (long long)row_bytes * d.out_height;
         unsigned char* o = dst + d.out_offset;

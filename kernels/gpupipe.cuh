@@ -1,8 +1,12 @@
 // gpupipe.cuh — shared definitions for every kernel in kernels/*.cu.
 //
-// The batched contract (docs/design.md §5): a batch is ONE packed uint8 buffer holding
+// The batched contract (docs/design.md §5): a batch is ONE packed buffer holding
 // HWC images back to back, plus one ImageDesc per image. Images of different
-// sizes and channel counts share one launch:
+// sizes and channel counts share one launch. A batch holds images of one depth
+// (gpupipe/pixels.py): uint8 (the kernels named gp_x) or uint16 (gp_x_u16, the same
+// template instantiated for unsigned short; see GpDepth). Kernels that only move
+// bytes (geometry.cu, transpose.cu) serve both: the host describes a 16-bit image to
+// them as bytes, a pixel of c channels being 2c bytes.
 //
 //   grid  = (gx, gy), block = (bx)          any sizes; the kernels stride over both
 //   image i        = blockIdx.y, blockIdx.y + gridDim.y, ...
@@ -18,7 +22,7 @@
 // Float maths is float32. Where a result must be bit-identical to the NumPy
 // backend, products and sums are written with __fmul_rn/__fadd_rn so nvcc cannot
 // contract them into FMAs (NumPy rounds each operation). Stores round half to
-// even and clamp to 0..255 (store_u8).
+// even and clamp to the depth's range (gp_store<T>; store_u8 for uint8).
 //
 // This header includes no system header: NVRTC (cupy.RawModule) has none.
 #pragma once
@@ -89,6 +93,8 @@ __device__ __forceinline__ long long gp_divmod(long long e, int divisor, int* re
 #define GP_UNROLL
 #endif
 #define GP_FOR_CHANNELS(c, n) GP_UNROLL for (int c = 0; c < 4; ++c) if (c < (n))
+// The same over the bytes of a pixel (n <= 8) in the kernels that move bytes (geometry.cu).
+#define GP_FOR_BYTES(b, n) GP_UNROLL for (int b = 0; b < 8; ++b) if (b < (n))
 
 // 16 bytes as one 128-bit access (uint4: CUDA's, or the CPU shim's) or byte by byte.
 union GpVec16 {
@@ -112,24 +118,51 @@ __device__ __forceinline__ int reflect101(int p, int len) {
     return p < len ? p : period - p;
 }
 
-// float32 -> uint8: clamp to [0, 255], then round half to even (np.clip(np.rint(x), 0, 255)).
+// The depths of the pixel contract (gpupipe/pixels.py): the largest value, the factor that scales
+// a value given on the 0-255 scale (pixels.value_scale), and an integer type that holds a
+// resampling pass's fixed-point sum (resample.cu: int for 8 bits as in Pillow, 64 bits for 16).
+template <typename T> struct GpDepth;
+template <> struct GpDepth<unsigned char> {
+    static constexpr int max = 255;
+    static constexpr float top = 255.0f;
+    static constexpr float scale = 1.0f;
+    typedef int Sum;
+};
+template <> struct GpDepth<unsigned short> {
+    static constexpr int max = 65535;
+    static constexpr float top = 65535.0f;
+    static constexpr float scale = 257.0f;
+    typedef long long Sum;
+};
+
+// float32 -> T: clamp to [0, max], then round half to even (np.clip(np.rint(x), 0, max)).
 // Clamping first is equivalent (the bounds are integers) and keeps the int conversion defined;
 // NaN becomes 0.
-__device__ __forceinline__ unsigned char store_u8(float v) {
-    v = fminf(fmaxf(v, 0.0f), 255.0f);
-    return (unsigned char)__float2int_rn(v);
+template <typename T>
+__device__ __forceinline__ T gp_store(float v) {
+    v = fminf(fmaxf(v, 0.0f), GpDepth<T>::top);
+    return (T)__float2int_rn(v);
 }
+__device__ __forceinline__ unsigned char store_u8(float v) { return gp_store<unsigned char>(v); }
 
 // Images with alpha (LA, RGBA) carry it in the last channel.
 __device__ __forceinline__ bool has_alpha(int channels) { return channels == 2 || channels == 4; }
 
-// Pillow's integer (un)premultiply (Imaging RGBA<->RGBa), see resample.premultiply_u8 / unpremultiply_u8.
-__device__ __forceinline__ int muldiv255(int c, int a) {
+// Pillow's integer (un)premultiply (Imaging RGBA<->RGBa) at either depth, see resample.premultiply /
+// unpremultiply: round(c * a / max) (Pillow's MULDIV255 at 8 bits), and min(max, max * c / a) kept
+// for alpha 0 or max.
+template <typename T> __device__ __forceinline__ int gp_premultiply(int c, int a);
+template <> __device__ __forceinline__ int gp_premultiply<unsigned char>(int c, int a) {
     const unsigned int t = (unsigned int)(c * a + 128);
     return (int)(((t >> 8) + t) >> 8);
 }
-__device__ __forceinline__ int unpremultiply_pillow(int c, int a) {
-    if (a == 0 || a == 255) return c;
-    const int v = 255 * c / a;
-    return v < 255 ? v : 255;
+template <> __device__ __forceinline__ int gp_premultiply<unsigned short>(int c, int a) {
+    return (int)(((unsigned long long)c * (unsigned long long)a + 32767ull) / 65535ull);
+}
+template <typename T>
+__device__ __forceinline__ int gp_unpremultiply(int c, int a) {
+    const int top = GpDepth<T>::max;
+    if (a == 0 || a == top) return c;
+    const long long v = (long long)top * c / a;
+    return v < top ? (int)v : top;
 }

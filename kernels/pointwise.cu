@@ -115,3 +115,44 @@ extern "C" __global__ void gp_lut(const unsigned char* __restrict__ src, unsigne
         }
     }
 }
+
+// The 16-bit twins, a pixel (or a value) at a time: 16-bit batches are the rarer case (medical,
+// RAW, 16-bit PNG and TIFF), so they do without the vectors above.
+
+// grayscale of 16-bit images: the luma as gp_luma computes it, stored to 0..65535.
+extern "C" __global__ void gp_grayscale_u16(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
+                                            const ImageDesc* __restrict__ descs, int n_images) {
+    GP_FOR_EACH_IMAGE(i, n_images) {
+        const ImageDesc d = descs[i];
+        const long long count = (long long)d.width * d.height;
+        GP_FOR_EACH_PIXEL(p, count) {
+            const unsigned short* px = src + d.in_offset + p * d.channels;
+            unsigned short* out = dst + d.out_offset + p * d.out_channels;
+            if (d.channels <= 2) {
+                for (int c = 0; c < d.channels; ++c) out[c] = px[c];
+                continue;
+            }
+            float y = __fmul_rn((float)px[0], 0.299f);
+            y = __fadd_rn(y, __fmul_rn((float)px[1], 0.587f));
+            y = __fadd_rn(y, __fmul_rn((float)px[2], 0.114f));
+            out[0] = gp_store<unsigned short>(y);
+            if (d.channels == 4) out[1] = px[3];
+        }
+    }
+}
+
+// lut of 16-bit images: colour values through a 65536-entry table (color.brightness_table and
+// contrast_table at 16 bits), alpha kept.
+extern "C" __global__ void gp_lut_u16(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
+                                      const ImageDesc* __restrict__ descs, int n_images,
+                                      const unsigned short* __restrict__ lut) {
+    GP_FOR_EACH_IMAGE(i, n_images) {
+        const ImageDesc d = descs[i];
+        const int alpha = has_alpha(d.channels) ? d.channels - 1 : -1;
+        const long long n = (long long)d.width * d.height * d.channels;
+        GP_FOR_EACH_PIXEL(e, n) {
+            const unsigned short v = src[d.in_offset + e];
+            dst[d.out_offset + e] = (int)(e % d.channels) == alpha ? v : lut[v];
+        }
+    }
+}

@@ -19,9 +19,9 @@
 //   90:  out[oy, ox] = in[H-1-ox, oy]        270: out[oy, ox] = in[ox, W-1-oy]
 extern "C" __global__ void gp_rotate_tiled(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst,
                                            const ImageDesc* __restrict__ descs, int n_images, int degrees) {
-    // One tile of up to 4 channels; rows padded by 4 bytes so that the 32 rows a warp reads
-    // down one column start in 32 different banks.
-    __shared__ unsigned char tile[GP_TILE][GP_TILE * 4 + 4];
+    // One tile of pixels of up to 8 bytes (4 channels of 16 bits, see geometry.cu); rows padded by
+    // 4 bytes so that the 32 rows a warp reads down one column start in 32 different banks.
+    __shared__ unsigned char tile[GP_TILE][GP_TILE * 8 + 4];
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const int channels = d.channels;
@@ -38,7 +38,7 @@ extern "C" __global__ void gp_rotate_tiled(const unsigned char* __restrict__ src
                 const int sx = sx0 + c, sy = sy0 + r;
                 if (sx >= 0 && sy >= 0 && sx < d.width && sy < d.height) {
                     const unsigned char* s = src + d.in_offset + ((long long)sy * d.width + sx) * channels;
-                    GP_FOR_CHANNELS(q, channels) tile[r][c * channels + q] = s[q];
+                    GP_FOR_BYTES(q, channels) tile[r][c * channels + q] = s[q];
                 }
             }
             __syncthreads();
@@ -51,7 +51,7 @@ extern "C" __global__ void gp_rotate_tiled(const unsigned char* __restrict__ src
                     const int tr = degrees == 90 ? GP_TILE - 1 - c : c;
                     const int tc = degrees == 90 ? r : GP_TILE - 1 - r;
                     unsigned char* o = dst + d.out_offset + ((long long)oy * d.out_width + ox) * channels;
-                    GP_FOR_CHANNELS(q, channels) o[q] = tile[tr][tc * channels + q];
+                    GP_FOR_BYTES(q, channels) o[q] = tile[tr][tc * channels + q];
                 }
             }
             __syncthreads();                  // every read of the tile is done before the next round loads it

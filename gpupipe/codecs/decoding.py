@@ -1,4 +1,5 @@
-"""``decode``: image bytes -> upright uint8 HWC pixels in L/LA/RGB/RGBA.
+"""``decode``: image bytes -> upright HWC pixels in L/LA/RGB/RGBA (uint8, or uint16 for 16-bit
+PNG and TIFF: ``gpupipe.pixels``).
 
 8-bit baseline/progressive grey and YCbCr JPEGs take the simplejpeg hot path
 (why, with measurements: ``jpeg``); every other JPEG and every other format
@@ -23,7 +24,8 @@ from .modes import _matching_icc, _to_array
 from .orientation import _orient, _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _pillow_load, _pillow_open, _stored_size
 from .png import (
-    _check_png_chunks, _check_png_rows, _decode_png16_colour, _is_16bit_colour_png, _png_exif_chunk)
+    _check_png_chunks, _check_png_rows, _decode_png16, _is_16bit_png, _png_exif_chunk)
+from .tiff import _decode_tiff16, _is_16bit_colour_tiff
 from .sniffing import _classify
 from .webp import _webp_size
 
@@ -38,7 +40,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 class Decoded:
     """Upright pixels plus what the encoder and the report need to know."""
 
-    pixels: np.ndarray         # uint8, HWC, C-contiguous, C in 1..4 (or a DeferredJpeg: defer_jpeg)
+    pixels: np.ndarray         # uint8 or uint16, HWC, C-contiguous, C in 1..4 (or a DeferredJpeg: defer_jpeg)
     format: str                # source format, e.g. "jpeg"
     icc_profile: bytes | None  # only when it matches the output channels
     stored_size: tuple[int, int]  # (w, h) in the file, before scaling/orientation
@@ -216,10 +218,13 @@ def _decode_pillow(data: bytes, fmt: str, max_pixels: int | None, min_size: MinS
     pixels = None
     if fmt == "png":
         _check_png_chunks(data)
-        if _is_16bit_colour_png(data):
-            pixels = _decode_png16_colour(data)
+        if _is_16bit_png(data):
+            pixels = _decode_png16(data)
             if pixels is not None:
                 _check_png_rows(data, pixels[-1].tobytes())
+    elif fmt == "tiff" and _is_16bit_colour_tiff(im):
+        pixels = _decode_tiff16(data, im)
+        to_apply = 1                          # OpenCV's TIFF decoder applies the orientation itself
     if pixels is None:
         _pillow_load(im, fmt, data)
         if fmt == "png":

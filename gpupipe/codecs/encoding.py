@@ -1,4 +1,4 @@
-"""Encode uint8 HWC pixels as jpeg/png/webp/avif, and name the output formats."""
+"""Encode HWC pixels (uint8 or uint16) as jpeg/png/webp/avif/tiff, and name the output formats."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import numpy as np
 import simplejpeg
 from PIL import Image, features
 
+from gpupipe import pixels as contract
 from gpupipe.errors import UsageError, did_you_mean
 
-from .formats import FORMATS, WRITE_NAMES, extension
+from .formats import BY_NAME, FORMATS, WRITE_NAMES, extension
 from .jpeg import _with_icc
 from .modes import _matching_icc
+from .png import encode_png16
+from .tiff import encode_tiff
 
 #: zlib level for PNG output. Measured on Kodak photos (768x512 and 256x171)
 #: with Pillow: level 1 encodes 2-3.5x faster than zlib's default 6 (28 vs
@@ -52,13 +55,15 @@ def extension_for(format: str) -> str:
 def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
            background: tuple[int, int, int] = (255, 255, 255),
            icc_profile: bytes | None = None) -> bytes:
-    """Encode uint8 HWC pixels (C = 1..4) as ``format``; returns the file bytes.
+    """Encode HWC pixels (uint8 or uint16, C = 1..4) as ``format``; returns the file bytes.
 
     ``quality`` (1-100) drives jpeg/webp/avif; PNG is lossless and uses zlib
-    level ``PNG_COMPRESS_LEVEL`` (1, the fastest; measurements there). JPEG
-    has no alpha, so LA/RGBA are composited onto ``background`` first (L/LA
-    onto its luma). Only an ICC profile that fits the pixels is written; no
-    other metadata (EXIF, XMP, comments) is.
+    level ``PNG_COMPRESS_LEVEL`` (1, the fastest; measurements there); TIFF is lossless
+    (deflate). JPEG has no alpha, so LA/RGBA are composited onto ``background`` first (L/LA
+    onto its luma). 16-bit pixels are written 16-bit to the formats that hold it (PNG, TIFF)
+    and rounded to 8 bits for the others (``pixels.to_8bit``), after any compositing.
+    Only an ICC profile that fits the pixels is written; no other metadata (EXIF, XMP,
+    comments) is.
     """
     fmt = normalise_format(format)
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
@@ -66,11 +71,17 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
     a = _check_pixels(pixels)
     if fmt == "jpeg" and a.shape[2] in (2, 4):
         a = _flatten(a, background)
+    if a.dtype != np.uint8 and not BY_NAME[fmt].sixteen_bit:
+        a = contract.to_8bit(a)
     if fmt == "webp" and a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)               # WebP has no grey mode
     elif fmt in ("webp", "avif") and a.shape[2] == 2:
         a = a[:, :, [0, 0, 0, 1]]                 # LA -> RGBA: neither writer takes LA
     icc = _matching_icc(icc_profile, a.shape[2])
+    if fmt == "tiff":
+        return encode_tiff(a, icc)
+    if fmt == "png" and a.dtype == np.uint16:
+        return encode_png16(a, icc, PNG_COMPRESS_LEVEL)
     if fmt == "jpeg":
         # libjpeg-turbo straight from the array: no Pillow copy (4 bytes a pixel) and
         # 1.4-2x faster than Image.save; the ICC profile goes in as APP2 segments.
@@ -115,8 +126,8 @@ def with_icc_profile(encoded: EncodedImage, icc_profile: bytes | None) -> bytes:
 
 def _check_pixels(pixels: np.ndarray) -> np.ndarray:
     a = np.asarray(pixels)
-    if a.dtype != np.uint8:
-        raise UsageError(f"pixels must be uint8, got {a.dtype}")
+    if a.dtype not in contract.DTYPES:
+        raise UsageError(f"pixels must be uint8 or uint16, got {a.dtype}")
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or not 1 <= a.shape[2] <= 4 or a.shape[0] == 0 or a.shape[1] == 0:
@@ -126,11 +137,13 @@ def _check_pixels(pixels: np.ndarray) -> np.ndarray:
 
 def _flatten(a: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
     """Composite LA/RGBA onto an opaque background: out = c*a + bg*(1-a),
-    in float32, rounded half-to-even (docs/design.md §4)."""
+    in float32, rounded half-to-even (docs/design.md §4), at the pixels' depth (the 0-255
+    background scaled by it)."""
     bg = np.asarray(background, np.float32).reshape(-1)[:3]
     if a.shape[2] == 2:
         bg = np.float32(np.rint(0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]))[None]
+    bg = bg * np.float32(contract.value_scale(a.dtype))
     colour = a[:, :, :-1].astype(np.float32)
-    alpha = a[:, :, -1:].astype(np.float32) * np.float32(1 / 255)
+    alpha = a[:, :, -1:].astype(np.float32) * np.float32(1 / contract.maximum(a.dtype))
     out = colour * alpha + bg * (np.float32(1) - alpha)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return contract.store(out, a.dtype)

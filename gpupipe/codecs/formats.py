@@ -20,7 +20,7 @@ class Format:
     read: bool                         # decode reads it
     write: bool                        # encode writes it (where Pillow has ``pillow_feature``)
     alpha: bool                        # it holds an alpha channel (else alpha is flattened onto the background)
-    sixteen_bit: bool                  # it can hold 16 bits a channel (gpupipe reads and writes 8 today)
+    sixteen_bit: bool                  # gpupipe reads and writes its 16-bit images at 16 bits (else 8: rounded)
     pillow_feature: str | None = None  # PIL.features name this build must have to read or write it
     module: str | None = None          # the module that reads it, from an optional extra ...
     extra: str | None = None           # ... pip install 'gpupipe[extra]'
@@ -32,16 +32,16 @@ FORMATS = (
     Format("gif", ("gif",), read=True, write=False, alpha=True, sixteen_bit=False),
     Format("webp", ("webp",), read=True, write=True, alpha=True, sixteen_bit=False, pillow_feature="webp"),
     Format("bmp", ("bmp", "dib"), read=True, write=False, alpha=False, sixteen_bit=False),
-    Format("tiff", ("tif", "tiff"), read=True, write=False, alpha=True, sixteen_bit=True),
+    Format("tiff", ("tif", "tiff"), read=True, write=True, alpha=True, sixteen_bit=True),
     Format("avif", ("avif",), read=True, write=True, alpha=True, sixteen_bit=False, pillow_feature="avif"),
-    Format("heif", ("heic", "heif", "hif"), read=True, write=False, alpha=True, sixteen_bit=True,
+    Format("heif", ("heic", "heif", "hif"), read=True, write=False, alpha=True, sixteen_bit=False,
            module="pillow_heif", extra="heif"),
-    Format("dicom", ("dcm", "dicom"), read=True, write=False, alpha=False, sixteen_bit=True, module="pydicom",
+    Format("dicom", ("dcm", "dicom"), read=True, write=False, alpha=False, sixteen_bit=False, module="pydicom",
            extra="medical"),
     # Camera RAW: mostly TIFF containers, so the name decides (codecs/raw.py).
     Format("raw", ("dng", "cr2", "nef", "nrw", "arw", "srf", "sr2", "orf", "rw2", "raf", "pef", "srw", "3fr",
                    "erf", "kdc", "mrw", "iiq", "rwl", "x3f"), read=True, write=False, alpha=False,
-           sixteen_bit=True, module="rawpy", extra="raw"),
+           sixteen_bit=False, module="rawpy", extra="raw"),
 )
 BY_NAME = {f.name: f for f in FORMATS}
 READ_FORMATS = tuple(f.name for f in FORMATS if f.read)

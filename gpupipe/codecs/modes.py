@@ -1,4 +1,5 @@
-"""Normalise any Pillow mode to uint8 L/LA/RGB/RGBA, and keep the ICC profile that fits."""
+"""Normalise any Pillow mode to L/LA/RGB/RGBA (uint8, or uint16 for 16-bit grey), and keep the
+ICC profile that fits."""
 
 from __future__ import annotations
 
@@ -12,11 +13,6 @@ from gpupipe.errors import UnsupportedFormat
 from .orientation import _orient, _valid_orientation
 
 
-def _from16(a: np.ndarray) -> np.ndarray:
-    """round(v * 255 / 65535) exactly: v / 257 never lands on .5 (257 is odd)."""
-    return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
-
-
 def _stretch(a: np.ndarray) -> np.ndarray:
     """Map the finite range of ``a`` linearly onto 0..255 (NaN -> 0)."""
     a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -27,8 +23,9 @@ def _stretch(a: np.ndarray) -> np.ndarray:
 
 
 def _to_array(im: Image.Image, icc: bytes | None) -> tuple[np.ndarray, bytes | None]:
-    """Pillow image (any mode) -> uint8 HWC array in L/LA/RGB/RGBA, and the ICC
-    profile that still describes it (converting from CMYK consumes it)."""
+    """Pillow image (any mode) -> HWC array in L/LA/RGB/RGBA, and the ICC profile that still
+    describes it (converting from CMYK consumes it). 16-bit grey stays 16-bit (uint16); every
+    other mode comes out uint8."""
     mode = im.mode
     if mode in ("L", "LA", "RGB", "RGBA"):
         pass
@@ -41,13 +38,13 @@ def _to_array(im: Image.Image, icc: bytes | None) -> tuple[np.ndarray, bytes | N
     elif mode == "CMYK":
         im, icc = _cmyk_to_rgb(im, icc), None
     elif mode.startswith("I;16"):
-        return _from16(np.asarray(im))[:, :, None], icc
+        return np.asarray(im).astype(np.uint16)[:, :, None], icc     # native byte order
     elif mode == "I":
         a = np.asarray(im)
         if a.min() >= 0 and a.max() <= 255:
             out = a.astype(np.uint8)              # 8-bit data stored in a 32-bit mode
         elif a.min() >= 0 and a.max() <= 65535:
-            out = _from16(a)                      # 16-bit data (the usual source of "I")
+            out = a.astype(np.uint16)             # 16-bit data (the usual source of "I")
         else:
             out = _stretch(a)
         return out[:, :, None], icc

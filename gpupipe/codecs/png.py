@@ -1,5 +1,5 @@
 """PNG chunk walking (eXIf, CRCs, truncation checks), the completeness check of the pixel
-data and the 16-bit colour PNG path."""
+data, and 16-bit PNGs: read through OpenCV's libpng, written here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 
 from gpupipe.errors import CorruptImage, TruncatedImage
 
-from .modes import _from16
 
 
 def _png_chunks(data: bytes):
@@ -119,14 +118,14 @@ def _png_exif_chunk(data: bytes) -> bytes | None:
     return None
 
 
-def _is_16bit_colour_png(data: bytes) -> bool:
-    """IHDR says 16-bit RGB/RGBA, with no tRNS colour key.
+def _is_16bit_png(data: bytes) -> bool:
+    """IHDR says 16 bits a sample (grey, grey + alpha, RGB, RGBA), with no tRNS colour key.
 
-    Pillow reduces such PNGs to 8 bits by dropping the low byte; we want the
-    rounded value, round(v * 255 / 65535), so they go through OpenCV's libpng,
-    which hands over all 16 bits.
+    Pillow reduces 16-bit colour PNGs to 8 bits by dropping the low byte (and cannot hold 16-bit
+    grey + alpha at all), so they go through OpenCV's libpng, which hands over all 16 bits.
+    A tRNS key (rare at 16 bits) is left to Pillow, which applies it, at 8 bits.
     """
-    if len(data) < 33 or data[24] != 16 or data[25] not in (2, 6):
+    if len(data) < 33 or data[24] != 16 or data[25] not in _CHANNELS or data[25] == 3:
         return False
     for ctype, _start, _length in _png_chunks(data):
         if ctype == b"tRNS":
@@ -136,13 +135,50 @@ def _is_16bit_colour_png(data: bytes) -> bool:
     return False
 
 
-def _decode_png16_colour(data: bytes) -> np.ndarray | None:
-    """All 16 bits via OpenCV, rounded to 8; None lets Pillow try (and name
-    the failure: OpenCV only says "could not decode")."""
-    import cv2  # imported here: only this rare path needs it
+def _decode_png16(data: bytes) -> np.ndarray | None:
+    """All 16 bits via OpenCV, as uint16 L/LA/RGB/RGBA; None lets Pillow try (and name the
+    failure: OpenCV only says "could not decode")."""
+    import cv2  # imported here: only this path needs it
 
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+    if arr is None or arr.dtype != np.uint16:
         return None
-    arr = arr[:, :, [2, 1, 0, 3][:arr.shape[2]]]   # BGR(A) -> RGB(A)
-    return _from16(arr)
+    channels = _CHANNELS[data[25]]
+    if arr.ndim == 2 and channels == 1:
+        return arr[:, :, None]
+    if arr.ndim != 3:
+        return None
+    if channels == 2 and arr.shape[2] == 4:
+        return np.ascontiguousarray(arr[:, :, [0, 3]])   # OpenCV gives grey + alpha as BGRA
+    if channels == arr.shape[2] and channels in (3, 4):
+        return np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][:channels]])   # BGR(A) -> RGB(A)
+    return None
+
+
+_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}        # channels -> IHDR colour type
+
+
+def _chunk(ctype: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+
+
+def encode_png16(pixels: np.ndarray, icc: bytes | None, level: int) -> bytes:
+    """A 16-bit PNG of uint16 HWC pixels (1-4 channels), with the ICC profile if given.
+
+    Written here because neither Pillow (16-bit grey only) nor OpenCV (no grey + alpha, no ICC)
+    writes every 16-bit mode. Each row uses the Sub filter (the difference from the pixel to its
+    left, byte by byte: what libpng picks for most rows of a photo), compressed by zlib at ``level``.
+    """
+    height, width, channels = pixels.shape
+    raw = np.ascontiguousarray(pixels, ">u2").reshape(height, width * channels).view(np.uint8)
+    step = 2 * channels                                     # bytes per pixel
+    rows = np.empty((height, raw.shape[1] + 1), np.uint8)
+    rows[:, 0] = 1                                           # filter type Sub
+    rows[:, 1:1 + step] = raw[:, :step]
+    np.subtract(raw[:, step:], raw[:, :-step], out=rows[:, 1 + step:])   # wraps modulo 256, as PNG wants
+    header = struct.pack(">IIBBBBB", width, height, 16, _COLOUR_TYPE[channels], 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header)]
+    if icc:
+        parts.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
+    parts += [_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)), _chunk(b"IEND", b"")]
+    return b"".join(parts)

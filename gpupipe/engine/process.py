@@ -45,7 +45,7 @@ def variants_under(node: OpTrie) -> list[int]:
 
 def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
                   trie: OpTrie | None = None, formats: Sequence[str | None] | None = None) -> list[list[Result]]:
-    """results[i][v]: variant v of image i, as an HWC uint8 array, an EncodedImage (a JPEG the
+    """results[i][v]: variant v of image i, as an HWC array (uint8 or uint16), an EncodedImage (a JPEG the
     backend encoded where the pixels are) or the InputError that stopped it.
 
     ``formats`` are the images' decoded formats: with them, a backend that encodes JPEG
@@ -58,6 +58,8 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
     12 MP photo is 36 MB per copy).
     """
     trie = trie or OpTrie.build(spec.variants)
+    if len({_depth(img) for img in images}) > 1:
+        return _by_depth(backend, images, spec, trie, formats)
     device_jpeg = device_jpeg_plan(spec, formats) if backend.encodes_jpeg and formats is not None else {}
     count = len(images)
     results: list[list[Result | None]] = [Row([None] * len(spec.variants)) for _ in range(count)]
@@ -80,6 +82,26 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
     except Exception as exc:         # a backend bug must cost this batch, never the run
         _fail_unfinished(results, ProcessingError(f"{exc.__class__.__name__}: {exc}"))
     return results  # type: ignore[return-value]
+
+
+def _depth(image) -> np.dtype:
+    """An input's depth: its array's dtype (a DeferredJpeg is 8-bit)."""
+    return image.dtype if isinstance(image, np.ndarray) else np.dtype(np.uint8)
+
+
+def _by_depth(backend: Backend, images: list, spec: Spec, trie: OpTrie,
+              formats: Sequence[str | None] | None) -> list[list[Result]]:
+    """process_batch on the 8-bit and the 16-bit images of a mixed batch apart (a device batch
+    holds one depth: kernels/gpupipe.cuh), the results back in the images' order."""
+    results: list = [None] * len(images)
+    for depth in sorted({_depth(img) for img in images}, key=lambda d: d.itemsize):
+        positions = [i for i, img in enumerate(images) if _depth(img) == depth]
+        group = [images[i] for i in positions]
+        rows = process_batch(backend, group, spec, trie, None if formats is None else [formats[i] for i in positions])
+        for position, row in zip(positions, rows):
+            results[position] = row
+    images.clear()
+    return results
 
 
 def process_fitting(backend: Backend, images: list[np.ndarray], spec: Spec, trie: OpTrie | None,

@@ -137,19 +137,31 @@ def memory_need(data: bytes, spec: Spec, trie: OpTrie, *, ops_on_host: bool, nam
     if size is None:
         return MemoryNeed(0, 0)
     fmt = codecs.sniff(data[:64])
+    depth = _sample_bytes(data, fmt)
     # The same sizes come back again and again (a camera's photos, a dataset's thumbnails): each
     # worker works a size's need out once per spec (this trie's), not per input.
     known = trie.__dict__.setdefault("_memory_needs", {})
-    key = (fmt, size, ops_on_host)
+    key = (fmt, size, ops_on_host, depth)
     need = known.get(key)
     if need is None:
         width, height = _decoded_size(*size, spec) if fmt == "jpeg" else size
         per_pixel = DECODE_BYTES_PER_PIXEL.get(fmt, DECODE_BYTES_PER_PIXEL_PILLOW)
-        need = MemoryNeed(per_pixel * width * height, processing_need(trie, width, height, ops_on_host=ops_on_host))
+        # A 16-bit image takes twice the bytes at every step: counted so, an upper bound (the
+        # filters' float32 working sets do not grow with the depth).
+        need = MemoryNeed(depth * per_pixel * width * height,
+                          depth * processing_need(trie, width, height, ops_on_host=ops_on_host))
         if len(known) >= 4096:
             known.clear()
         known[key] = need
     return need
+
+
+def _sample_bytes(data: bytes, fmt: str | None) -> int:
+    """Bytes a sample will take once decoded: 2 for a 16-bit PNG (its header says) and for any
+    TIFF (it may be: the bits are deep in its tags), else 1 (gpupipe.pixels)."""
+    if fmt == "png":
+        return 2 if len(data) > 24 and data[24] == 16 else 1
+    return 2 if fmt == "tiff" else 1
 
 
 def _decoded_size(width: int, height: int, spec: Spec) -> tuple[int, int]:

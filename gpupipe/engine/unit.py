@@ -179,7 +179,7 @@ class Decoded:
     index: int                             # in the chunk
     item: Item
     outcome: FileOutcome
-    image: Any                             # HWC uint8 pixels, or a codecs.DeferredJpeg for a device decoder
+    image: Any                             # HWC pixels (uint8, uint16), or a codecs.DeferredJpeg for a device decoder
     format: str
     icc_profile: bytes | None
     reserved: int                          # bytes of the budget

@@ -469,18 +469,6 @@ def test_palette_png_with_transparency_becomes_rgba(small: Image.Image) -> None:
     assert opaque.shape == (150, 225, 3)
 
 
-def test_16bit_png_is_rounded_to_8_bits() -> None:
-    values = np.arange(0, 65536, 7, dtype=np.uint16)[:4096].reshape(64, 64)
-    expected = np.rint(values / 257.0).astype(np.uint8)
-    grey = codecs.decode(save(Image.fromarray(values), "PNG"))          # mode I;16
-    assert np.array_equal(check_contract(grey)[:, :, 0], expected)
-    rgb16 = np.stack([values, values[::-1], values.T], axis=2)
-    ok, png = cv2.imencode(".png", rgb16[:, :, ::-1])                  # 16-bit RGB via libpng
-    assert ok
-    colour = check_contract(codecs.decode(png.tobytes()))
-    assert np.array_equal(colour, np.rint(rgb16 / 257.0).astype(np.uint8))
-
-
 def test_la_one_bit_bmp_tiff_webp_gif_modes(small: Image.Image) -> None:
     rgb = np.asarray(small)
     la = small.convert("LA")
@@ -529,7 +517,7 @@ def test_probe_reads_the_header_only(small: Image.Image) -> None:
 
 def test_encode_honours_quality(small: Image.Image) -> None:
     pixels = np.asarray(small)
-    for fmt in [f for f in codecs.available_formats() if f != "png"]:
+    for fmt in [f for f in codecs.available_formats() if f not in ("png", "tiff")]:   # those two are lossless
         low = codecs.encode(pixels, format=fmt, quality=50)
         high = codecs.encode(pixels, format=fmt, quality=95)
         assert len(low) < len(high), fmt

@@ -255,7 +255,7 @@ def run_program(program, images, grid=(3, 2), block=32) -> list[np.ndarray]:
     the batch packed into an exactly-sized buffer, scratch buffers filled with garbage (so a
     value a kernel forgets to write shows) unless the program asks for zeros, host arrays
     passed as they are."""
-    src, _ = pack(images)
+    src, _ = pack(images, program.dtype)
     buffers = {"src": src}
     for name, (elements, dtype) in program.buffers.items():
         garbage = np.nan if np.dtype(dtype).kind == "f" else (-7 if np.dtype(dtype).kind == "i" else 0xA5)
@@ -275,12 +275,13 @@ def run_program(program, images, grid=(3, 2), block=32) -> list[np.ndarray]:
     return out
 
 
-def random_image(rng: np.random.Generator, h: int, w: int, c: int) -> np.ndarray:
-    """Random pixels; alpha mixes uniform values with many 0s and 255s."""
-    img = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+def random_image(rng: np.random.Generator, h: int, w: int, c: int, dtype=np.uint8) -> np.ndarray:
+    """Random pixels of a depth; alpha mixes uniform values with many 0s and maxima."""
+    top = np.iinfo(dtype).max
+    img = rng.integers(0, top + 1, (h, w, c), dtype=dtype)
     if c in (2, 4):
         special = rng.random((h, w)) < 0.4
-        img[..., -1][special] = rng.choice(np.array([0, 255], np.uint8), int(special.sum()))
+        img[..., -1][special] = rng.choice(np.array([0, top], dtype), int(special.sum()))
     return img
 
 
@@ -291,10 +292,10 @@ SHAPES = [(1, 1), (1, 7), (9, 1), (2, 3), (5, 4), (13, 17), (32, 24), (3, 40)]
 COOPERATIVE_GRIDS = [((1, 1), 1), ((3, 2), 7), ((16, 3), 64)]
 
 
-def mixed_batch(seed: int, shapes=SHAPES, channels=(1, 2, 3, 4)) -> list[np.ndarray]:
+def mixed_batch(seed: int, shapes=SHAPES, channels=(1, 2, 3, 4), dtype=np.uint8) -> list[np.ndarray]:
     """Images of every shape in `shapes` crossed with channel counts, in a shuffled order."""
     rng = np.random.default_rng(seed)
-    images = [random_image(rng, h, w, c) for (h, w) in shapes for c in channels]
+    images = [random_image(rng, h, w, c, dtype) for (h, w) in shapes for c in channels]
     order = rng.permutation(len(images))
     return [images[i] for i in order]
 

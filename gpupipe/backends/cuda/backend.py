@@ -1,7 +1,7 @@
 """CupyBackend: batches packed in device memory, one launch per kernel per batch.
 
-A batch is one uint8 device buffer with the HWC images back to back plus their
-shapes (``DeviceBatch``). ``apply`` asks ``plans.plan_op`` what to launch and runs
+A batch is one device buffer with the HWC images of one depth (uint8 or uint16) back to
+back plus their shapes (``DeviceBatch``; the engine hands a mixed batch over a depth at a time). ``apply`` asks ``plans.plan_op`` what to launch and runs
 it on this thread's CUDA stream. Each of the engine's worker processes has its own
 backend (its own CUDA context), so one worker's batch uploads or downloads while
 another's computes. Host staging buffers are pinned, per thread, and grow to the
@@ -43,7 +43,7 @@ _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
 
 @dataclass
 class DeviceBatch:
-    buffer: object                       # cupy.ndarray, uint8, 1-D: the images back to back
+    buffer: object                       # cupy.ndarray of the images' depth, 1-D: the images back to back
     shapes: list[Shape]
     # Host arrays uploaded asynchronously for the launches that made this batch (descriptors,
     # tables, taps): kept alive until the batch is downloaded or dropped, after its stream is done.
@@ -51,6 +51,10 @@ class DeviceBatch:
     # Brightness/contrast ops applied but not launched yet, composed into one 256-entry table:
     # a run of them costs one pass, made when the next other op (or a download) needs the pixels.
     pending_table: np.ndarray | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.buffer.dtype
 
 
 def kernel_sources() -> Path:
@@ -144,11 +148,14 @@ class CupyBackend(Backend):
         shapes = [tuple(int(n) for n in img.shape) for img in images]
         starts = offsets(shapes)
         total = int(starts[-1])
+        dtype = np.dtype(getattr(images[0], "dtype", np.uint8)) if images else np.dtype(np.uint8)
+        if any(np.dtype(getattr(img, "dtype", np.uint8)) != dtype for img in images):
+            raise ValueError("a device batch holds images of one depth (engine.process splits mixed ones)")
         with self._device_errors("upload"), self._stream() as stream:
             on_device = self._decode_jpegs(images, stream)
-            buffer = self.cp.empty(max(total, 1), self.cp.uint8)
+            buffer = self.cp.empty(max(total, 1), dtype)
             if len(on_device) < len(images):   # pack the host images in pinned memory: one DMA for them all
-                staging = self._staging(total)
+                staging = self._staging(total * dtype.itemsize).view(dtype)
                 for i, img in enumerate(images):
                     if i not in on_device:
                         host = img.decode_on_host() if isinstance(img, DeferredJpeg) else img
@@ -177,11 +184,11 @@ class CupyBackend(Backend):
         return on_device
 
     def apply(self, batch: DeviceBatch, op: ops.Op) -> DeviceBatch:
-        table = colour_table(op)
+        table = colour_table(op, batch.dtype)
         if table is not None:                  # fused with its pointwise neighbours: no launch yet
             return DeviceBatch(batch.buffer, batch.shapes, batch.keep, compose_tables(batch.pending_table, table))
         batch = self.settled(batch)
-        program = plan_op(op, batch.shapes)
+        program = plan_op(op, batch.shapes, batch.dtype)
         with self._device_errors("kernels"), self._stream() as stream:
             return DeviceBatch(self._run(program, batch.buffer, stream), program.out_shapes, (batch.keep, program))
 
@@ -208,7 +215,7 @@ class CupyBackend(Backend):
         total = int(starts[-1])
         with self._device_errors("download"), self._stream() as stream:
             import cupyx
-            block = cupyx.empty_pinned(max(total, 1), np.uint8)
+            block = cupyx.empty_pinned(max(total, 1), batch.dtype)
             batch.buffer.get(stream=stream, out=block[:total])
             stream.synchronize()
             return [block[starts[i]:starts[i + 1]].reshape(shape) for i, shape in enumerate(batch.shapes)]
@@ -222,7 +229,8 @@ class CupyBackend(Backend):
             return out
         batch = self.settled(batch)
         starts = offsets(batch.shapes)
-        wanted = [k for k, i in enumerate(positions) if batch.shapes[i][2] in (1, 3)]
+        # nvJPEG takes 8-bit pixels: 16-bit results go to the host, which rounds them first
+        wanted = [k for k, i in enumerate(positions) if batch.shapes[i][2] in (1, 3) and batch.dtype == np.uint8]
         if not wanted:
             return out
         with self._device_errors("encode (GPU)"), self._stream() as stream:
@@ -271,8 +279,8 @@ class CupyBackend(Backend):
         times back to back between two CUDA events), per run: the kernels alone, without the host's
         planning, for the benchmarks' bandwidth figures."""
         batch = self.settled(batch)
-        table = colour_table(op)
-        program = plan_table(table, batch.shapes) if table is not None else plan_op(op, batch.shapes)
+        table = colour_table(op, batch.dtype)
+        program = plan_table(table, batch.shapes) if table is not None else plan_op(op, batch.shapes, batch.dtype)
         return self.program_seconds(batch, program, repeats)
 
     def program_seconds(self, batch: DeviceBatch, program: Program, repeats: int = 10) -> float:
@@ -330,7 +338,8 @@ class CupyBackend(Backend):
         staging = getattr(self._local, "staging", None)
         if staging is None or staging.size < elements:
             import cupyx
-            staging = self._local.staging = cupyx.empty_pinned(max(elements, 1 << 20), np.uint8)
+            size = -(-max(elements, 1 << 20) // 16) * 16     # whole 16-byte words: viewed as uint16 too
+            staging = self._local.staging = cupyx.empty_pinned(size, np.uint8)
         return staging
 
     @contextlib.contextmanager

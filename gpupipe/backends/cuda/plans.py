@@ -1,7 +1,8 @@
 """The host side of the CUDA backend: which kernels to launch for one op on one batch.
 
-A batch on the device is one packed uint8 buffer holding HWC images back to back
-(``kernels/gpupipe.cuh``). For an op and the batch's image shapes, ``plan_op``
+A batch on the device is one packed buffer holding HWC images of one depth back to back
+(``kernels/gpupipe.cuh``): uint8, or uint16 (whose kernels are the ``_u16`` twins, and which
+the byte-moving geometry kernels see as bytes). For an op and the batch's image shapes, ``plan_op``
 returns a ``Program``: the launches in order — kernel name and arguments, where an
 argument is a named device buffer (``Buf``), a host array to upload (descriptors,
 resample tables, filter taps, watermark marks) or a typed scalar — plus the scratch
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ... import ops
+from ... import ops, pixels
 from ..numpy import color, composite, filters, geometry, resample
 
 Shape = tuple[int, int, int]            # (height, width, channels)
@@ -58,6 +59,7 @@ class Launch:
 @dataclass
 class Program:
     out_shapes: list[Shape]
+    dtype: np.dtype = np.dtype(np.uint8)       # the batch's depth, in and out
     launches: list[Launch] = field(default_factory=list)
     buffers: dict[str, tuple[int, np.dtype]] = field(default_factory=dict)   # scratch: name -> (elements, dtype)
     zeroed: set[str] = field(default_factory=set)      # scratch buffers that must start as zeros (flags)
@@ -81,10 +83,17 @@ def descriptors(in_shapes: list[Shape], out_shapes: list[Shape]) -> np.ndarray:
 class _Builder:
     """Chains launches: each step reads the current buffer and writes a new one."""
 
-    def __init__(self, shapes: list[Shape]) -> None:
+    def __init__(self, shapes: list[Shape], dtype=np.uint8) -> None:
         self.shapes = list(shapes)
-        self.program = Program(out_shapes=list(shapes))
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in pixels.DTYPES:
+            raise NotImplementedError(f"no CUDA kernels for {self.dtype} images")
+        self.program = Program(out_shapes=list(shapes), dtype=self.dtype)
         self.current = "src"
+
+    def kernel(self, name: str) -> str:
+        """The kernel of this depth: ``name`` for uint8 batches, its ``_u16`` twin for uint16 ones."""
+        return name if self.dtype == np.uint8 else f"{name}_u16"
 
     def scratch(self, elements: int, dtype=np.uint8, zeroed: bool = False) -> Buf:
         name = f"t{len(self.program.buffers)}"
@@ -94,13 +103,21 @@ class _Builder:
         return Buf(name)
 
     def step(self, kernel: str, out_shapes: list[Shape], *params, descs: np.ndarray | None = None,
-             work: int | None = None) -> np.ndarray:
+             work: int | None = None, moves_bytes: bool = False) -> np.ndarray:
         """kernel(current, new, descs, n, *params) into a new buffer; returns the descriptors used
         (callers fill x, y, param, aux_offset before the program runs: they are uploaded then).
-        ``work`` sizes the grid: the most thread items one image needs (default: output pixels)."""
-        if descs is None:
-            descs = descriptors(self.shapes, out_shapes)
-        out = self.scratch(offsets(out_shapes)[-1])
+        ``work`` sizes the grid: the most thread items one image needs (default: output pixels).
+        ``moves_bytes``: a geometry kernel, the same at both depths, which is told a pixel's bytes
+        as its channels (and offsets in bytes); otherwise the depth's twin of ``kernel`` runs."""
+        if moves_bytes:
+            size = self.dtype.itemsize
+            descs = descriptors([(h, w, c * size) for h, w, c in self.shapes],
+                                [(h, w, c * size) for h, w, c in out_shapes])
+        else:
+            kernel = self.kernel(kernel)
+            if descs is None:
+                descs = descriptors(self.shapes, out_shapes)
+        out = self.scratch(offsets(out_shapes)[-1], self.dtype)
         self.program.launches.append(Launch(kernel, (Buf(self.current), out, descs, np.int32(len(out_shapes)),
                                                      *params), work or _most_pixels(out_shapes)))
         self.current, self.shapes = out.name, list(out_shapes)
@@ -110,7 +127,7 @@ class _Builder:
         """A new buffer holding the current one's bytes (a MEMCPY launch); it becomes current and the
         buffer it copies is returned, for a kernel that reads there and writes over the copy."""
         source = Buf(self.current)
-        out = self.scratch(offsets(self.shapes)[-1])
+        out = self.scratch(offsets(self.shapes)[-1], self.dtype)
         self.program.launches.append(Launch(MEMCPY, (source, out), 0))
         self.current = out.name
         return source
@@ -130,9 +147,10 @@ def _most_items(shapes: list[Shape], across: int = 1, down: int = 1) -> int:
     return max((-(-w // across) * -(-h // down) for h, w, _ in shapes), default=1)
 
 
-def plan_op(op: ops.Op, shapes: list[Shape]) -> Program:
-    """The program for one op over images of ``shapes`` (checked by Op.output_size beforehand)."""
-    builder = _Builder(shapes)
+def plan_op(op: ops.Op, shapes: list[Shape], dtype=np.uint8) -> Program:
+    """The program for one op over images of ``shapes`` and depth ``dtype`` (checked by
+    Op.output_size beforehand)."""
+    builder = _Builder(shapes, dtype)
     planner = _PLANNERS.get(type(op))
     if planner is None:
         raise NotImplementedError(f"no CUDA plan for op {op.name}")
@@ -143,44 +161,45 @@ def plan_op(op: ops.Op, shapes: list[Shape]) -> Program:
 # ---------------------------------------------------------------------- pointwise and geometry
 
 def _grayscale(b: _Builder, op: ops.Grayscale) -> None:
-    # gp_grayscale's thread items are 16 pixels each on RGB images, 8 on RGBA ones
-    per_item = {3: 16, 4: 8}.get(b.shapes[0][2], 1) if len({c for _, _, c in b.shapes}) == 1 else 1
+    # gp_grayscale's thread items are 16 pixels each on RGB images, 8 on RGBA ones (gp_grayscale_u16: 1)
+    same_mode = len({c for _, _, c in b.shapes}) == 1 and b.dtype == np.uint8
+    per_item = {3: 16, 4: 8}.get(b.shapes[0][2], 1) if same_mode else 1
     b.step("gp_grayscale", [(h, w, 1 if c in (1, 3) else 2) for h, w, c in b.shapes],
            work=_most_pixels(b.shapes) // per_item + 1)
 
 
-def colour_table(op: ops.Op) -> np.ndarray | None:
-    """The 256-entry table of an op that maps each colour value on its own (brightness,
-    contrast), evaluated exactly as the NumPy backend evaluates it; None for other ops."""
+def colour_table(op: ops.Op, dtype=np.uint8) -> np.ndarray | None:
+    """The table (every value of the depth) of an op that maps each colour value on its own
+    (brightness, contrast), evaluated exactly as the NumPy backend evaluates it; None for other ops."""
     if isinstance(op, ops.Brightness):
-        offset = np.float32(op.value)
-        return color._table(lambda x: x + offset)
+        return color.brightness_table(op.value, dtype)
     if isinstance(op, ops.Contrast):
-        factor = np.float32(op.factor)
-        return color._table(lambda x: (x - np.float32(128)) * factor + np.float32(128))
+        return color.contrast_table(op.factor, dtype)
     return None
 
 
 def compose_tables(first: np.ndarray | None, then: np.ndarray) -> np.ndarray:
-    """One table for ``first`` followed by ``then``: exact, both being functions of one uint8."""
+    """One table for ``first`` followed by ``then``: exact, both being functions of one value."""
     return then if first is None else then[first]
 
 
 def plan_table(table: np.ndarray, shapes: list[Shape]) -> Program:
-    """One gp_lut launch: colour channels through ``table`` (a fused run of pointwise ops)."""
-    builder = _Builder(shapes)
+    """One gp_lut launch: colour channels through ``table`` (a fused run of pointwise ops), at the
+    table's depth (256 uint8 entries, or 65536 uint16 ones)."""
+    builder = _Builder(shapes, table.dtype)
     _lut(builder, table)
     return builder.done()
 
 
 def _colour_table_op(b: _Builder, op: ops.Op) -> None:
-    _lut(b, colour_table(op))
+    _lut(b, colour_table(op, b.dtype))
 
 
 def _lut(b: _Builder, table: np.ndarray) -> None:
-    # gp_lut's thread items are 16 bytes each, not a pixel
-    b.step("gp_lut", b.shapes, np.ascontiguousarray(table, np.uint8),
-           work=max(h * w * c for h, w, c in b.shapes) // 16 + 1)
+    values = max(h * w * c for h, w, c in b.shapes)
+    # gp_lut's thread items are 16 bytes each, not a pixel (gp_lut_u16: a value each)
+    b.step("gp_lut", b.shapes, np.ascontiguousarray(table, b.dtype),
+           work=values // 16 + 1 if b.dtype == np.uint8 else values)
 
 
 TILE = 32                # GP_TILE of kernels/transpose.cu
@@ -188,21 +207,22 @@ TILE = 32                # GP_TILE of kernels/transpose.cu
 
 def _rotate(b: _Builder, op: ops.Rotate) -> None:
     if op.degrees == 180:                  # a reversal: both sides are contiguous already
-        b.step("gp_rotate", b.shapes, np.int32(180))
+        b.step("gp_rotate", b.shapes, np.int32(180), moves_bytes=True)
         return
     # A transpose: 32 x 32 tiles through shared memory, one tile a block (its 1024 pixels are
     # one block's work at GP_PIXELS_PER_THREAD 4 and 256 threads).
     out = [(w, h, c) for h, w, c in b.shapes]
-    b.step("gp_rotate_tiled", out, np.int32(op.degrees), work=_most_items(out, TILE, TILE) * TILE * TILE)
+    b.step("gp_rotate_tiled", out, np.int32(op.degrees), work=_most_items(out, TILE, TILE) * TILE * TILE,
+           moves_bytes=True)
 
 
 def _flip(b: _Builder, op: ops.Flip) -> None:
-    b.step("gp_flip", b.shapes, np.int32(op.direction == "vertical"))
+    b.step("gp_flip", b.shapes, np.int32(op.direction == "vertical"), moves_bytes=True)
 
 
 def _crop_to(b: _Builder, boxes: list[tuple[int, int, int, int]]) -> None:
     """Crop image k to boxes[k] = (x, y, w, h)."""
-    descs = b.step("gp_crop", [(ch, cw, c) for (_, _, c), (_, _, cw, ch) in zip(b.shapes, boxes)])
+    descs = b.step("gp_crop", [(ch, cw, c) for (_, _, c), (_, _, cw, ch) in zip(b.shapes, boxes)], moves_bytes=True)
     descs["x"], descs["y"] = np.array([box[:2] for box in boxes], np.int32).T.reshape(2, -1)
 
 
@@ -216,10 +236,13 @@ def _center_crop(b: _Builder, op: ops.CenterCrop) -> None:
 
 def _pad_to(b: _Builder, places: list[tuple[int, int, int, int]], background) -> None:
     """Place image k at (left, top) on a canvas of places[k] = (canvas w, canvas h, left, top)."""
-    fill = np.zeros(16, np.uint8)               # per channel count c: fill[(c-1)*4 : (c-1)*4 + c]
+    size = b.dtype.itemsize
+    fill = np.zeros(64, np.uint8)               # per pixel size n bytes: fill[(n-1)*8 : (n-1)*8 + n]
     for c in (1, 2, 3, 4):
-        fill[(c - 1) * 4:(c - 1) * 4 + c] = geometry._fill_value(background, c)
-    descs = b.step("gp_pad", [(ch, cw, c) for (_, _, c), (cw, ch, _, _) in zip(b.shapes, places)], fill)
+        n = c * size
+        fill[(n - 1) * 8:(n - 1) * 8 + n] = geometry.fill_value(background, c, b.dtype).view(np.uint8)
+    descs = b.step("gp_pad", [(ch, cw, c) for (_, _, c), (cw, ch, _, _) in zip(b.shapes, places)], fill,
+                   moves_bytes=True)
     descs["x"], descs["y"] = np.array([p[2:] for p in places], np.int32).T.reshape(2, -1)
 
 
@@ -321,8 +344,10 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
     src = Buf(b.current)
     descs = descriptors(b.shapes, b.shapes)
     flags = b.scratch(n, np.int32, zeroed=True)      # gp_translucent only ever writes 1
-    b.program.launches.append(Launch("gp_translucent", (src, descs, np.int32(n), flags), _most_pixels(b.shapes)))
-    dst = b.scratch(offsets(b.shapes)[-1])
+    b.program.launches.append(Launch(b.kernel("gp_translucent"), (src, descs, np.int32(n), flags),
+                                     _most_pixels(b.shapes)))
+    dst = b.scratch(offsets(b.shapes)[-1], b.dtype)
+    offset = np.float32(offset) * np.float32(pixels.value_scale(b.dtype))     # as filters._filter_whole
     if kind == "separable":
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
         tmp = b.scratch(offsets(b.shapes)[-1], np.float32)
@@ -331,10 +356,10 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
             rows, work = "gp_sep_rows_tiled", _most_items(b.shapes, across=ROW_SEGMENT) * ROW_SEGMENT
         else:
             rows, work = "gp_sep_rows", _most_items(b.shapes, across=ROW_PIXELS)
-        b.program.launches.append(Launch(rows, (src, tmp, descs, np.int32(n), kx, np.int32(rx), flags,
-                                                np.int32(smooth)), work))
+        b.program.launches.append(Launch(b.kernel(rows), (src, tmp, descs, np.int32(n), kx, np.int32(rx), flags,
+                                                          np.int32(smooth)), work))
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
-        b.program.launches.append(Launch("gp_sep_cols", (src, tmp, dst, descs, np.int32(n), ky,
+        b.program.launches.append(Launch(b.kernel("gp_sep_cols"), (src, tmp, dst, descs, np.int32(n), ky,
                                                          np.int32(len(ky) // 2), flags, np.int32(smooth),
                                                          np.float32(divisor), np.float32(offset), np.int32(mode),
                                                          np.float32(amount), np.float32(threshold)),
@@ -343,7 +368,7 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
         k = np.ascontiguousarray(taps, np.float32).ravel()
         if taps2 is not None:
             k = np.ascontiguousarray(np.concatenate([k, np.asarray(taps2, np.float32).ravel()]))
-        b.program.launches.append(Launch("gp_correlate", (src, dst, descs, np.int32(n), k,
+        b.program.launches.append(Launch(b.kernel("gp_correlate"), (src, dst, descs, np.int32(n), k,
                                                           np.int32(np.asarray(taps).shape[0] // 2), flags,
                                                           np.float32(divisor), np.float32(offset),
                                                           np.int32(taps2 is not None)),
@@ -368,7 +393,7 @@ def _sharpen(b: _Builder, op: ops.Sharpen) -> None:
 
 def _unsharp(b: _Builder, op: ops.Unsharp) -> None:
     k = filters.gaussian_kernel(op.sigma)
-    _filter(b, "separable", taps=(k, k), unsharp=(op.amount, filters.unsharp_threshold(op.threshold)))
+    _filter(b, "separable", taps=(k, k), unsharp=(op.amount, filters.unsharp_threshold(op.threshold, b.dtype)))
 
 
 def _edges(b: _Builder, op: ops.Edges) -> None:
@@ -416,7 +441,7 @@ def _watermark(b: _Builder, op: ops.Watermark) -> None:
         d["aux_offset"] = unique[id(mark)][1]
         d["param"] = (mw, mh, int(op.position == "tile"), op.margin)
     source = b.copy()
-    b.program.launches.append(Launch("gp_watermark", (source, Buf(b.current), descs, np.int32(len(b.shapes)),
+    b.program.launches.append(Launch(b.kernel("gp_watermark"), (source, Buf(b.current), descs, np.int32(len(b.shapes)),
                                                       mark_buf, np.float32(op.opacity)), work))
 
 

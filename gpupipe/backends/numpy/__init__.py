@@ -57,7 +57,7 @@ IMPLEMENTATIONS: dict[type[ops.Op], Callable[[np.ndarray, ops.Op], np.ndarray]] 
 
 
 def apply_op(img: np.ndarray, op: ops.Op) -> np.ndarray:
-    """One op on one HWC uint8 image."""
+    """One op on one image (HWC, uint8 or uint16)."""
     return IMPLEMENTATIONS[type(op)](img, op)
 
 

@@ -1,9 +1,10 @@
-"""Colour ops for the NumPy backend: grayscale, brightness, contrast, (un)premultiply.
+"""Colour ops for the NumPy backend: grayscale, brightness, contrast.
 
 Contract (docs/design.md §4): arithmetic in float32, results stored with
-round-half-to-even and clamping, ``np.clip(np.rint(x), 0, 255).astype(np.uint8)``.
-Colour ops touch colour channels only; alpha (the last channel of LA/RGBA) is
-carried through unchanged.
+round-half-to-even and clamping to the image's depth (``pixels.store``). Values given on
+the 0-255 scale (brightness, contrast's midpoint 128) are scaled by 257 on 16-bit images
+(``pixels.value_scale``). Colour ops touch colour channels only; alpha (the last channel
+of LA/RGBA) is carried through unchanged.
 """
 
 from __future__ import annotations
@@ -13,23 +14,13 @@ import math
 import cv2
 import numpy as np
 
+from gpupipe import pixels
 from gpupipe.errors import ProcessingError
 
-__all__ = ["brightness", "contrast", "grayscale", "luma", "premultiply", "unpremultiply"]
+__all__ = ["brightness", "brightness_table", "contrast", "contrast_table", "grayscale", "luma"]
 
 # ITU-R BT.601 luma weights, as float32 so every backend multiplies the same numbers.
 LUMA_WEIGHTS = (np.float32(0.299), np.float32(0.587), np.float32(0.114))
-
-
-def _check_image(img: np.ndarray, op: str, dtype=np.uint8) -> None:
-    """Raise ProcessingError unless img is an HWC array of dtype with 1-4 channels."""
-    if not isinstance(img, np.ndarray) or img.dtype != dtype or img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
-        raise ProcessingError(f"{op} needs a {np.dtype(dtype).name} HWC array with 1, 2, 3 or 4 channels")
-
-
-def _store(x: np.ndarray) -> np.ndarray:
-    """float32 -> uint8 with round-half-to-even and clamping (the contract's store)."""
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def _number(value, what: str) -> float:
@@ -41,19 +32,19 @@ def _number(value, what: str) -> float:
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 1) luma of the first three channels: 0.299 R + 0.587 G + 0.114 B in float32."""
+    """(H, W, 1) luma of the first three channels, at their depth: 0.299 R + 0.587 G + 0.114 B in float32."""
     wr, wg, wb = LUMA_WEIGHTS
     # Channel by channel, left to right, so the float32 rounding is fixed (a
     # CUDA kernel computes the same expression) and no (H, W, 3) float copy is made.
     y = rgb[..., 0:1].astype(np.float32) * wr
     y += rgb[..., 1:2].astype(np.float32) * wg
     y += rgb[..., 2:3].astype(np.float32) * wb
-    return _store(y)
+    return pixels.store(y, rgb.dtype)
 
 
 def grayscale(img: np.ndarray) -> np.ndarray:
     """RGB -> L (1 channel), RGBA -> LA (alpha kept); L and LA come back as copies."""
-    _check_image(img, "grayscale")
+    pixels.check(img, "grayscale")
     channels = img.shape[2]
     if channels <= 2:
         return img.copy()
@@ -64,61 +55,50 @@ def grayscale(img: np.ndarray) -> np.ndarray:
 
 
 def _apply_to_colour(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Map colour channels through a 256-entry uint8 table, alpha untouched."""
-    # cv2.LUT is a SIMD table lookup, ~10x numpy's fancy indexing on a 12 MP photo.
-    flat = np.ascontiguousarray(img).reshape(img.shape[0], -1)
-    out = cv2.LUT(flat, lut).reshape(img.shape)
+    """Map colour channels through a table of every value of the image's depth, alpha untouched."""
+    if img.dtype == np.uint8:
+        # cv2.LUT is a SIMD table lookup, ~10x numpy's fancy indexing on a 12 MP photo.
+        flat = np.ascontiguousarray(img).reshape(img.shape[0], -1)
+        out = cv2.LUT(flat, lut).reshape(img.shape)
+    else:
+        out = lut[img]                    # cv2.LUT takes 8-bit indices only
     if img.shape[2] in (2, 4):
         out[..., -1] = img[..., -1]
     return out
 
 
-def _table(fn) -> np.ndarray:
-    """256-entry uint8 lookup table of a float32 per-value function, stored by the contract."""
-    # These ops are functions of one uint8 value, so evaluating the float32
-    # formula on all 256 values gives bit-identical results to evaluating it per
-    # pixel, at the cost of one gather.
-    return _store(fn(np.arange(256, dtype=np.float32)))
+def _table(fn, dtype) -> np.ndarray:
+    """Lookup table of a float32 per-value function on every value of the depth, stored by the contract."""
+    # These ops are functions of one value, so evaluating the float32 formula on all 256 (or
+    # 65536) values gives bit-identical results to evaluating it per pixel, at the cost of one gather.
+    return pixels.store(fn(np.arange(pixels.maximum(dtype) + 1, dtype=np.float32)), dtype)
+
+
+def brightness_table(value: float, dtype) -> np.ndarray:
+    """x + value on every value of the depth (value on the 0-255 scale, scaled by the depth)."""
+    offset = np.float32(value) * np.float32(pixels.value_scale(dtype))
+    return _table(lambda x: x + offset, dtype)
+
+
+def contrast_table(factor: float, dtype) -> np.ndarray:
+    """(x - 128) * factor + 128 on every value of the depth (128 scaled by the depth)."""
+    f, middle = np.float32(factor), np.float32(128) * np.float32(pixels.value_scale(dtype))
+    return _table(lambda x: (x - middle) * f + middle, dtype)
 
 
 def brightness(img: np.ndarray, value: float) -> np.ndarray:
-    """Add value (in [-255, 255]) to the colour channels, clamped to 0..255."""
-    _check_image(img, "brightness")
+    """Add value (in [-255, 255], scaled by the depth) to the colour channels, clamped."""
+    pixels.check(img, "brightness")
     value = _number(value, "brightness value")
     if not -255 <= value <= 255:
         raise ProcessingError(f"brightness value must be in [-255, 255], got {value}")
-    offset = np.float32(value)
-    return _apply_to_colour(img, _table(lambda x: x + offset))
+    return _apply_to_colour(img, brightness_table(value, img.dtype))
 
 
 def contrast(img: np.ndarray, factor: float) -> np.ndarray:
-    """(x - 128) * factor + 128 on the colour channels, clamped; factor >= 0."""
-    _check_image(img, "contrast")
+    """(x - 128) * factor + 128 on the colour channels (128 scaled by the depth), clamped; factor >= 0."""
+    pixels.check(img, "contrast")
     factor = _number(factor, "contrast factor")
     if factor < 0:
         raise ProcessingError(f"contrast factor must be >= 0, got {factor}")
-    f = np.float32(factor)
-    return _apply_to_colour(img, _table(lambda x: (x - np.float32(128)) * f + np.float32(128)))
-
-
-def premultiply(img: np.ndarray) -> np.ndarray:
-    """uint8 HWC -> float32 HWC with colour * alpha / 255 (alpha kept); 1 or 3 channels just convert."""
-    _check_image(img, "premultiply")
-    out = img.astype(np.float32)
-    if img.shape[2] in (2, 4):
-        # colour * alpha is exact in float32 (<= 65025); one rounding in the division.
-        out[..., :-1] *= out[..., -1:]
-        out[..., :-1] /= np.float32(255)
-    return out
-
-
-def unpremultiply(img: np.ndarray) -> np.ndarray:
-    """float32 HWC -> uint8: colour * 255 / alpha where alpha > 0, else 0; stored by the contract."""
-    _check_image(img, "unpremultiply", np.float32)
-    out = img.copy()
-    if img.shape[2] in (2, 4):
-        colour, alpha = out[..., :-1], img[..., -1:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # Fully transparent pixels have no colour to recover: 0.
-            colour[...] = np.where(alpha > 0, colour * np.float32(255) / alpha, np.float32(0))
-    return _store(out)
+    return _apply_to_colour(img, contrast_table(factor, img.dtype))

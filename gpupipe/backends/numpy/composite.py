@@ -1,14 +1,14 @@
 """Watermarks for the NumPy (CPU) backend: placement, text/image marks, alpha blend.
 
 Blend contract (docs/design.md §4), in float32 on straight (unpremultiplied) colour, with
-``a = mark_alpha / 255 * opacity``::
+``a = mark_alpha * opacity / 255``::
 
     out_colour = base * (1 - a) + mark * a
-    out_alpha  = base_alpha + a * (255 - base_alpha)        (bases with alpha)
+    out_alpha  = base_alpha + a * (max - base_alpha)        (bases with alpha)
 
-For L/LA bases the mark colour is first converted to luma 0.299 R + 0.587 G +
-0.114 B (kept in float). Marks are RGBA uint8; a mark reaching past the image
-is clipped. Rendered text, loaded and scaled marks are cached and returned as
+Marks are RGBA uint8; on a 16-bit base their colour is first scaled by 257 (``max`` is
+65535 there, 255 on 8-bit bases). For L/LA bases the mark colour is then converted to luma
+0.299 R + 0.587 G + 0.114 B (kept in float). A mark reaching past the image is clipped. Rendered text, loaded and scaled marks are cached and returned as
 read-only arrays so a caller cannot corrupt the cache.
 """
 
@@ -24,6 +24,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from gpupipe import pixels
 from gpupipe.errors import ProcessingError, UsageError
 from gpupipe.sidefiles import read_resource
 
@@ -42,12 +43,6 @@ def _int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or v < minimum:
         raise ProcessingError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return v
-
-
-def _check_image(img: np.ndarray) -> None:
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 \
-            or img.shape[2] not in (1, 2, 3, 4) or 0 in img.shape:
-        raise ProcessingError("watermark base must be a non-empty 3-D uint8 HWC array with 1-4 channels")
 
 
 def _check_mark(mark: np.ndarray) -> None:
@@ -208,31 +203,30 @@ def scale_mark(mark: np.ndarray, width: int) -> np.ndarray:
 
 # --- blending --------------------------------------------------------------------
 
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
 def _blend(base: np.ndarray, mark: np.ndarray, opacity: np.float32) -> np.ndarray:
     """Blend an RGBA mark region over a same-sized base region (see module docstring)."""
     a = mark[..., 3:].astype(np.float32) * opacity / np.float32(255)  # 255 * 1 / 255 == 1 exactly
     colour = mark[..., :3].astype(np.float32)
+    if base.dtype != np.uint8:
+        colour *= np.float32(pixels.value_scale(base.dtype))
+    top = np.float32(pixels.maximum(base.dtype))
     n = base.shape[2] - (base.shape[2] in (2, 4))  # colour channels of the base
     if n == 1:
         # Left to right, like the CUDA kernel: a BLAS matmul may sum in any order.
         colour = colour[..., 0:1] * _LUMA[0] + colour[..., 1:2] * _LUMA[1] + colour[..., 2:3] * _LUMA[2]
     b = base[..., :n].astype(np.float32)
-    out = np.empty(base.shape, np.uint8)
-    out[..., :n] = _to_u8(b * (1 - a) + colour * a)
+    out = np.empty(base.shape, base.dtype)
+    out[..., :n] = pixels.store(b * (1 - a) + colour * a, base.dtype)
     if n != base.shape[2]:
         ab = base[..., n:].astype(np.float32)
-        out[..., n:] = _to_u8(ab + a * (255 - ab))
+        out[..., n:] = pixels.store(ab + a * (top - ab), base.dtype)
     return out
 
 
 def watermark(img: np.ndarray, mark: np.ndarray, position: str = "bottom-right",
               margin: int = 16, opacity: float = 0.5) -> np.ndarray:
     """Alpha-blend an RGBA mark onto img at the given position(s); returns a new array."""
-    _check_image(img)
+    pixels.check(img, "watermark")
     _check_mark(mark)
     try:
         op = float(opacity)

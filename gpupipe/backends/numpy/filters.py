@@ -3,25 +3,28 @@
 Every filter is a correlation (the kernel is not flipped) with reflect-101
 borders (``dcb|abcd|cba``: OpenCV BORDER_REFLECT_101, scipy.ndimage "mirror");
 images smaller than the kernel reflect repeatedly and a 1-pixel dimension just
-repeats that pixel. Results are stored as ``clip(rint(x), 0, 255)`` uint8.
+repeats that pixel. Results are stored as ``clip(rint(x), 0, max)`` at the image's depth
+(``pixels.store``); an offset or threshold, given on the 0-255 scale, is scaled by 257 on
+16-bit images.
 
 Alpha rule (a CUDA backend must do exactly the same):
 
 * Images without alpha (L, RGB): every channel is filtered.
 * Images with alpha (LA, RGBA): colour channels are premultiplied by
-  ``alpha / 255`` in float32 before filtering. We store ``c * alpha`` (that
-  value times 255) and unpremultiply with ``/ alpha``: the same maths, but exact
-  in float32 for integer kernels (sharpen, edges, emboss), so the many exact
+  ``alpha / max`` in float32 before filtering. We store ``c * alpha`` (that
+  value times max) and unpremultiply with ``/ alpha``: the same maths, but exact
+  in float32 for integer kernels (sharpen, edges, emboss) on 8-bit images, so the many exact
   x.5 ties (e.g. an odd sum over an even alpha) round half-to-even every time
-  instead of falling either way on float error.
+  instead of falling either way on float error. (16-bit products need up to 32 bits:
+  float32 rounds them, identically on both backends.)
 * Smoothing filters (box_blur, gaussian_blur) filter the alpha channel too, and
   the colour is unpremultiplied by the *filtered float* alpha.
 * All other filters (sharpen, unsharp, edges, emboss, convolve) leave alpha
   unchanged and unpremultiply by the original alpha. ``convolve``'s offset is
   added after unpremultiplying, i.e. to the straight colour.
 * Wherever the output alpha (the stored uint8 value) is 0, the colour is 0.
-* A fully opaque image (every alpha 255) is filtered like one without alpha,
-  alpha kept 255, so RGBA output equals RGB output exactly.
+* A fully opaque image (every alpha at the maximum) is filtered like one without alpha,
+  alpha kept, so RGBA output equals RGB output exactly.
 
 convolve divides after correlating (colour / (alpha * divisor) in one step), so
 integer kernels with integer divisors also round their exact ties the same way.
@@ -36,6 +39,7 @@ import operator
 import cv2
 import numpy as np
 
+from gpupipe import pixels
 from gpupipe.errors import ProcessingError
 
 _BORDER = cv2.BORDER_REFLECT_101
@@ -55,11 +59,8 @@ _SOBEL_SMOOTH = np.array([1, 2, 1], np.float32)
 # --- helpers ---------------------------------------------------------------
 
 def _check_image(img: np.ndarray) -> None:
-    """Raise ProcessingError unless img is a uint8 HWC array with 1-4 channels."""
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3:
-        raise ProcessingError("filter input must be a 3-D uint8 HWC array")
-    if img.shape[2] not in (1, 2, 3, 4) or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ProcessingError(f"filter input has unsupported shape {img.shape}")
+    """Raise ProcessingError unless img follows the pixel contract."""
+    pixels.check(img, "a filter")
 
 
 def _finite(name: str, value, minimum: float | None = None, strict: bool = False) -> float:
@@ -75,13 +76,15 @@ def _finite(name: str, value, minimum: float | None = None, strict: bool = False
     return v
 
 
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    """clip(rint(x), 0, 255) as C-contiguous uint8 (x itself is left alone).
+def _store(x: np.ndarray, dtype) -> np.ndarray:
+    """clip(rint(x), 0, max) as C-contiguous ``dtype`` (x itself is left alone).
 
-    OpenCV's saturating conversion rounds half to even, like np.rint, and runs
+    For uint8, OpenCV's saturating conversion rounds half to even, like np.rint, and runs
     SIMD and threaded: negatives are zeroed first because convertScaleAbs takes
     the absolute value.
     """
+    if dtype != np.uint8:
+        return np.ascontiguousarray(pixels.store(x, dtype))
     flat = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
     positive = cv2.threshold(flat, 0, 0, cv2.THRESH_TOZERO)[1]
     return cv2.convertScaleAbs(positive).reshape(x.shape)
@@ -142,20 +145,21 @@ def _filter(img: np.ndarray, fn, smooth: bool, reach: int, divisor: float = 1.0,
 
 def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: float = 0.0) -> np.ndarray:
     """Apply fn (HWC -> float32 HWC correlation) with the alpha rule; result / divisor + offset."""
-    d, off = np.float32(divisor), np.float32(offset)
+    d, off = np.float32(divisor), np.float32(offset) * np.float32(pixels.value_scale(img.dtype))
     if img.shape[2] in (1, 3):
-        res = fn(np.ascontiguousarray(img))   # OpenCV reads uint8 straight into float32 passes: no float copy
+        res = fn(np.ascontiguousarray(img))   # OpenCV reads integers straight into float32 passes: no float copy
         if divisor != 1:
             res /= d
         if offset:
             res += off
-        return _to_u8(res)
-    alpha8 = img[..., -1:]
-    if (alpha8 == 255).all():
+        return _store(res, img.dtype)
+    original_alpha = img[..., -1:]
+    top = pixels.maximum(img.dtype)
+    if (original_alpha == top).all():
         # Opaque: premultiplying changes nothing but float error; this keeps RGBA == RGB exactly.
         out = np.empty_like(img)
         out[..., :-1] = _filter_whole(img[..., :-1], fn, smooth, divisor, offset)
-        out[..., -1] = 255
+        out[..., -1] = top
         return out
     f = np.array(img, np.float32, order="C")
     f[..., :-1] *= f[..., -1:]  # premultiply as c*a (exact), see the module docstring
@@ -164,12 +168,13 @@ def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offse
         colour, alpha = f[..., :-1], f[..., -1:]
     else:
         colour, alpha = fn(np.ascontiguousarray(f[..., :-1])), f[..., -1:]
-    visible = _to_u8(alpha) > 0
+    stored_alpha = _store(alpha, img.dtype) if smooth else original_alpha
+    visible = stored_alpha > 0
     # one division by alpha*divisor (exact product for integer divisors) keeps exact ties exact
     res = np.where(visible, colour / (np.where(visible, alpha, 1) * d) + off, 0)
-    out = np.empty(img.shape, np.uint8)
-    out[..., :-1] = _to_u8(res)
-    out[..., -1:] = _to_u8(alpha) if smooth else alpha8
+    out = np.empty(img.shape, img.dtype)
+    out[..., :-1] = _store(res, img.dtype)
+    out[..., -1:] = stored_alpha
     return out
 
 
@@ -226,10 +231,12 @@ def sharpen(img: np.ndarray, amount: float = 1.0) -> np.ndarray:
 UNSHARP_TIE_MARGIN = np.float32(1 / 1024)
 
 
-def unsharp_threshold(threshold: float) -> np.float32:
-    """The value |x - g| is compared with (``>``) for a user's threshold; 0 stays 0 (no mask)."""
+def unsharp_threshold(threshold: float, dtype=np.uint8) -> np.float32:
+    """The value |x - g| is compared with (``>``) for a user's threshold (0-255 scale, scaled by the
+    depth); 0 stays 0 (no mask)."""
     t = np.float32(_finite("threshold", threshold, 0.0))
-    return np.float32(t + UNSHARP_TIE_MARGIN) if t > 0 else np.float32(0)
+    # the margin scales with the values too: float32's error grows with them
+    return np.float32((t + UNSHARP_TIE_MARGIN) * np.float32(pixels.value_scale(dtype))) if t > 0 else np.float32(0)
 
 
 def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
@@ -239,7 +246,7 @@ def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
     _check_image(img)
     k = gaussian_kernel(sigma)
     a = np.float32(_finite("amount", amount, 0.0))
-    t = unsharp_threshold(threshold)
+    t = unsharp_threshold(threshold, img.dtype)
 
     def fn(x):
         d = x - _sep(x, k, k)  # the blur stays float: no uint8 rounding in between

@@ -1,6 +1,6 @@
 """Geometry ops for the NumPy backend: crop, center_crop, rotate, flip, pad.
 
-All are pure pixel moves on uint8 HWC arrays (no resampling), so the CUDA
+All are pure pixel moves on HWC arrays of either depth (no resampling), so the CUDA
 backend must match them exactly. Each returns a new C-contiguous array; slicing
 alone would return a view that aliases the input.
 """
@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpupipe import pixels
 from gpupipe.errors import ProcessingError
 
 from .color import luma
 
 __all__ = ["center_crop", "crop", "flip", "pad", "rotate"]
-
-
-def _check_image(img: np.ndarray, op: str) -> None:
-    """Raise ProcessingError unless img is a uint8 HWC array with 1-4 channels."""
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
-        raise ProcessingError(f"{op} needs a uint8 HWC array with 1, 2, 3 or 4 channels")
 
 
 def _int(value, what: str) -> int:
@@ -31,7 +26,7 @@ def _int(value, what: str) -> int:
 
 def crop(img: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
     """The width x height rectangle whose top-left corner is (x, y); it must lie inside the image."""
-    _check_image(img, "crop")
+    pixels.check(img, "crop")
     x, y = _int(x, "crop x"), _int(y, "crop y")
     width, height = _int(width, "crop width"), _int(height, "crop height")
     img_h, img_w = img.shape[:2]
@@ -46,7 +41,7 @@ def crop(img: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray
 
 def center_crop(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """The centred width x height rectangle, offset ((W - w) // 2, (H - h) // 2)."""
-    _check_image(img, "center_crop")
+    pixels.check(img, "center_crop")
     width, height = _int(width, "center_crop width"), _int(height, "center_crop height")
     img_h, img_w = img.shape[:2]
     if width > img_w or height > img_h:
@@ -56,7 +51,7 @@ def center_crop(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def rotate(img: np.ndarray, degrees: int) -> np.ndarray:
     """Rotate clockwise by 90, 180 or 270 degrees (90 and 270 swap width and height)."""
-    _check_image(img, "rotate")
+    pixels.check(img, "rotate")
     if isinstance(degrees, bool) or degrees not in (90, 180, 270):
         raise ProcessingError(f"rotate takes 90, 180 or 270 degrees, got {degrees!r}")
     # np.rot90 turns counter-clockwise for positive k in the (row, column) plane.
@@ -66,7 +61,7 @@ def rotate(img: np.ndarray, degrees: int) -> np.ndarray:
 
 def flip(img: np.ndarray, direction: str) -> np.ndarray:
     """Mirror left-right ("horizontal") or top-bottom ("vertical")."""
-    _check_image(img, "flip")
+    pixels.check(img, "flip")
     if direction == "horizontal":
         return np.ascontiguousarray(img[:, ::-1])
     if direction == "vertical":
@@ -74,8 +69,9 @@ def flip(img: np.ndarray, direction: str) -> np.ndarray:
     raise ProcessingError(f"flip takes horizontal or vertical, got {direction!r}")
 
 
-def _fill_value(background, channels: int) -> np.ndarray:
-    """Per-channel uint8 fill for an (r, g, b, a) background in an image with `channels` channels."""
+def fill_value(background, channels: int, dtype=np.uint8) -> np.ndarray:
+    """Per-channel fill of an (r, g, b, a) background (0-255, scaled by the depth) in an image with
+    ``channels`` channels of ``dtype``."""
     try:
         values = tuple(background)
     except TypeError:
@@ -84,16 +80,16 @@ def _fill_value(background, channels: int) -> np.ndarray:
         isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 255 for v in values
     ):
         raise ProcessingError(f"pad background must be (r, g, b, a) integers 0-255, got {background!r}")
-    r, g, b, a = (int(v) for v in values)
-    # Grey images take the background's luma, computed as grayscale() would.
-    grey = int(luma(np.array([[[r, g, b]]], np.uint8))[0, 0, 0])
+    r, g, b, a = (int(v) * pixels.value_scale(dtype) for v in values)
+    # Grey images take the background's luma, computed as grayscale() would at this depth.
+    grey = int(luma(np.array([[[r, g, b]]], dtype))[0, 0, 0])
     colour = {1: [grey], 2: [grey, a], 3: [r, g, b], 4: [r, g, b, a]}[channels]
-    return np.array(colour, np.uint8)
+    return np.array(colour, dtype)
 
 
 def pad(img: np.ndarray, width: int, height: int, left: int, top: int, background) -> np.ndarray:
     """Place img at (left, top) on a width x height canvas filled with the (r, g, b, a) background."""
-    _check_image(img, "pad")
+    pixels.check(img, "pad")
     width, height = _int(width, "pad width"), _int(height, "pad height")
     left, top = _int(left, "pad left"), _int(top, "pad top")
     img_h, img_w, channels = img.shape
@@ -101,7 +97,7 @@ def pad(img: np.ndarray, width: int, height: int, left: int, top: int, backgroun
         raise ProcessingError(
             f"a {img_w}x{img_h} image at ({left}, {top}) does not fit on a {width}x{height} canvas"
         )
-    canvas = np.empty((height, width, channels), np.uint8)
-    canvas[...] = _fill_value(background, channels)
+    canvas = np.empty((height, width, channels), img.dtype)
+    canvas[...] = fill_value(background, channels, img.dtype)
     canvas[top:top + img_h, left:left + img_w] = img
     return canvas

@@ -29,7 +29,12 @@ bytes. The algorithm, per axis:
 ``resize`` calls Pillow (the CPU hot path; Pillow releases the GIL while it
 resamples). ``resize_reference`` re-implements the algorithm in NumPy with
 identical integer arithmetic; ``resample_coefficients`` gives the integer tables
-a GPU kernel needs, ``premultiply_u8`` / ``unpremultiply_u8`` the alpha steps.
+a GPU kernel needs, ``premultiply`` / ``unpremultiply`` the alpha steps.
+
+16-bit images (which Pillow cannot resize in colour) take ``resize_reference``: the same
+tables and passes in int64, each pass storing ``clip((2**21 + sum) >> 22, 0, 65535)`` into a
+uint16 intermediate, with alpha premultiplied as ``round(c * a / 65535)`` and unpremultiplied
+as ``min(65535, 65535 * c // a)`` (kept for alpha 0 or 65535): Pillow's rules at 16 bits.
 """
 
 from __future__ import annotations
@@ -41,17 +46,18 @@ import numpy as np
 from PIL import Image
 from PIL import __version__ as _PIL_VERSION
 
+from gpupipe import pixels
 from gpupipe.errors import ProcessingError
 
 __all__ = [
     "FILTERS",
     "PRECISION_BITS",
     "VERTICAL_FIRST_RULE",
-    "premultiply_u8",
+    "premultiply",
     "resample_coefficients",
     "resize",
     "resize_reference",
-    "unpremultiply_u8",
+    "unpremultiply",
     "vertical_first",
 ]
 
@@ -77,10 +83,7 @@ _PIL_MODE = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 def _check(img: np.ndarray, width: int, height: int, filter: str) -> None:
     """Raise ProcessingError for an unusable image, size or filter."""
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in _PIL_MODE:
-        raise ProcessingError("resize needs a uint8 HWC array with 1, 2, 3 or 4 channels")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ProcessingError("cannot resize an empty image")
+    pixels.check(img, "resize")
     if filter not in _PIL_FILTER:
         raise ProcessingError(f"unknown resize filter {filter!r}; use one of {', '.join(FILTERS)}")
     for name, value in (("width", width), ("height", height)):
@@ -93,6 +96,8 @@ def _check(img: np.ndarray, width: int, height: int, filter: str) -> None:
 def resize(img: np.ndarray, width: int, height: int, filter: str = "lanczos3") -> np.ndarray:
     """Resize to exactly width x height with Pillow (premultiplied for LA/RGBA)."""
     _check(img, width, height, filter)
+    if img.dtype != np.uint8:
+        return resize_reference(img, width, height, filter)
     channels = img.shape[2]
     # 2-D for L: Pillow has no (H, W, 1) mode. A contiguous L/RGBA array is mapped
     # by Pillow without copying; resize never writes to its source. RGB is unpacked
@@ -220,42 +225,47 @@ def _coefficients(in_size: int, out_size: int, filter: str):
 
 
 def _pass(src: np.ndarray, axis: int, start: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """One fixed-point pass along axis 1 (horizontal) or 0 (vertical) of a uint8 HWC array."""
+    """One fixed-point pass along axis 1 (horizontal) or 0 (vertical) of an HWC array, stored at its depth."""
     out_size, ksize = coeffs.shape
     last = src.shape[axis] - 1
     shape = [1, 1, 1]
     shape[axis] = out_size
-    # Accumulator starts at 0.5 in fixed point (round half up). int64 is only
+    # Accumulator starts at 0.5 in fixed point (round half up). For uint8 int64 is only
     # for safety: sum(|k|) <= 1.58 * 2**22 (measured, lanczos3), so |acc| < 255 * 1.58 *
-    # 2**22 < 2**31 and Pillow's int32 accumulator (and a GPU's) never overflows.
+    # 2**22 < 2**31 and Pillow's int32 accumulator (and a GPU's) never overflows; uint16
+    # values need the int64 (a GPU's long long).
     acc = np.full(src.shape[:axis] + (out_size,) + src.shape[axis + 1:], 1 << (PRECISION_BITS - 1), np.int64)
     for j in range(ksize):
         # Taps past `length` have coefficient 0; clamping their index keeps the
         # gather in bounds without changing the sum.
         idx = np.minimum(start + j, last)
         acc += np.take(src, idx, axis=axis).astype(np.int64) * coeffs[:, j].reshape(shape)
-    # clip8(): arithmetic shift (floor) then clamp to 0..255.
-    return np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
+    # clip8(): arithmetic shift (floor) then clamp to the depth.
+    return np.clip(acc >> PRECISION_BITS, 0, pixels.maximum(src.dtype)).astype(src.dtype)
 
 
-def premultiply_u8(img: np.ndarray) -> np.ndarray:
-    """Pillow's RGBA->RGBa / LA->La: colour = MULDIV255(colour, alpha), integer."""
+def premultiply(img: np.ndarray) -> np.ndarray:
+    """Pillow's RGBA->RGBa / LA->La: colour = round(colour * alpha / max), integer."""
     out = img.copy()
-    c = img[..., :-1].astype(np.uint32)
-    a = img[..., -1:].astype(np.uint32)
-    tmp = c * a + 128
-    out[..., :-1] = ((tmp >> 8) + tmp) >> 8  # exact round(c * a / 255)
+    c = img[..., :-1].astype(np.uint64)
+    a = img[..., -1:].astype(np.uint64)
+    if img.dtype == np.uint8:
+        tmp = c * a + 128
+        out[..., :-1] = ((tmp >> 8) + tmp) >> 8  # Pillow's MULDIV255: exact round(c * a / 255)
+    else:
+        out[..., :-1] = (c * a + 32767) // 65535  # round(c * a / 65535): never a tie (65535 is odd)
     return out
 
 
-def unpremultiply_u8(img: np.ndarray) -> np.ndarray:
-    """Pillow's RGBa->RGBA / La->LA: colour = min(255, 255 * colour // alpha), kept for alpha 0 or 255."""
+def unpremultiply(img: np.ndarray) -> np.ndarray:
+    """Pillow's RGBa->RGBA / La->LA: colour = min(max, max * colour // alpha), kept for alpha 0 or max."""
     out = img.copy()
-    c = img[..., :-1].astype(np.uint32)
-    a = img[..., -1:].astype(np.uint32)
+    top = pixels.maximum(img.dtype)
+    c = img[..., :-1].astype(np.uint64)
+    a = img[..., -1:].astype(np.uint64)
     # Truncating division, and a resampled colour may exceed its alpha: clamp.
-    div = np.minimum(255 * c // np.maximum(a, 1), 255)
-    out[..., :-1] = np.where((a == 0) | (a == 255), c, div)
+    div = np.minimum(top * c // np.maximum(a, 1), top)
+    out[..., :-1] = np.where((a == 0) | (a == top), c, div)
     return out
 
 
@@ -267,13 +277,13 @@ def vertical_first(in_w: int, in_h: int, out_w: int, out_h: int) -> bool:
 
 
 def resize_reference(img: np.ndarray, width: int, height: int, filter: str = "lanczos3") -> np.ndarray:
-    """Pure-NumPy resize, bit-exact with resize() / Pillow."""
+    """Pure-NumPy resize, bit-exact with resize() / Pillow (and the only resize of 16-bit images)."""
     _check(img, width, height, filter)
     in_h, in_w, channels = img.shape
     if (in_w, in_h) == (width, height):
         return np.array(img, order="C")  # Image.resize returns a copy untouched
     alpha = channels in (2, 4) and filter != "nearest"
-    src = premultiply_u8(img) if alpha else img
+    src = premultiply(img) if alpha else img
 
     if vertical_first(in_w, in_h, width, height):
         # Vertical pass over only the columns the horizontal pass will read.
@@ -294,5 +304,5 @@ def resize_reference(img: np.ndarray, width: int, height: int, filter: str = "la
             v_start = v_start - first
         if height != in_h:
             src = _pass(src, 0, v_start, v_coeffs)
-    out = unpremultiply_u8(src) if alpha else src
+    out = unpremultiply(src) if alpha else src
     return np.ascontiguousarray(out)

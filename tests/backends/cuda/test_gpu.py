@@ -25,7 +25,7 @@ from gpupipe.spec import Spec
 
 from tests.support.badfiles import make_bad_inputs
 from tests.support.corpus import CORPUS, copies
-from tests.backends.cuda.test_kernels_plans import EXACT, PARITY, check, runnable
+from tests.backends.cuda.test_kernels_plans import EXACT, FILTERS, PARITY, check, runnable
 from tests.support import REPO_ROOT
 
 REASON = cuda_unavailable_reason()
@@ -43,14 +43,15 @@ def gpu():
     backend.close()
 
 
-def images_in_every_mode(seed: int) -> list[np.ndarray]:
+def images_in_every_mode(seed: int, dtype=np.uint8) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
     out = []
     for h, w in SIZES:
         for c in (1, 2, 3, 4):
-            img = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+            img = rng.integers(0, top + 1, (h, w, c), dtype=dtype)
             if c in (2, 4) and (h * w) % 2:
-                img[..., -1] = 255                      # some opaque alpha images: the no-alpha path
+                img[..., -1] = top                      # some opaque alpha images: the no-alpha path
             out.append(img)
     return out
 
@@ -63,6 +64,25 @@ def on_gpu(backend, op, images):
 def test_every_op_matches_the_numpy_backend(gpu, op):
     images = runnable(op, images_in_every_mode(1))
     check(on_gpu(gpu, op, images), [apply_op(i, op) for i in images], repr(op), exact=op in EXACT)
+
+
+@pytest.mark.parametrize("op", EXACT + PARITY, ids=lambda op: repr(op)[:60])
+def test_every_op_matches_the_numpy_backend_at_16_bits(gpu, op):
+    """The _u16 kernels (test_kernels_plans: exact but for filters on translucent images)."""
+    images = runnable(op, images_in_every_mode(3, np.uint16))
+    got = on_gpu(gpu, op, images)
+    assert all(g.dtype == np.uint16 for g in got)
+    check(got, [apply_op(i, op) for i in images], repr(op), exact=op in EXACT and not isinstance(op, FILTERS))
+
+
+def test_a_batch_of_both_depths_is_processed_a_depth_at_a_time(gpu):
+    eight, sixteen = images_in_every_mode(4)[:8], images_in_every_mode(5, np.uint16)[:8]
+    mixed = [img for pair in zip(eight, sixteen) for img in pair]
+    spec = Spec.single([ops.Resize(31, 17), ops.Brightness(12), ops.Rotate(90)])
+    got = process_batch(gpu, list(mixed), spec)
+    want = process_batch(NumpyBackend(), list(mixed), spec)
+    for g, w in zip(got, want):
+        assert g[0].dtype == w[0].dtype and np.array_equal(g[0], w[0])
 
 
 def test_subset_and_a_batch_of_one(gpu):

@@ -196,10 +196,10 @@ class TestGeometry:
             h, w = img.shape[:2]
             cw, ch = w + int(rng.integers(0, 6)), h + int(rng.integers(0, 6))
             places.append((cw, ch, int(rng.integers(0, cw - w + 1)), int(rng.integers(0, ch - h + 1))))
-        # fill colour per channel count, as the host computes it (geometry._fill_value)
-        fill = np.zeros(16, np.uint8)
+        # fill colour per pixel size in bytes, as the host lays it out (geometry.fill_value)
+        fill = np.zeros(64, np.uint8)
         for c in (1, 2, 3, 4):
-            fill[(c - 1) * 4:(c - 1) * 4 + c] = geometry._fill_value(background, c)
+            fill[(c - 1) * 8:(c - 1) * 8 + c] = geometry.fill_value(background, c)
 
         def setup(descs):
             for d, (_, _, left, top) in zip(descs, places):

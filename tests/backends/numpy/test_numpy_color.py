@@ -1,4 +1,4 @@
-"""NumPy backend colour ops: grayscale, brightness, contrast, (un)premultiply."""
+"""NumPy backend colour ops: grayscale, brightness, contrast."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from gpupipe.backends.numpy.color import brightness, contrast, grayscale, premultiply, unpremultiply
+from gpupipe.backends.numpy.color import brightness, contrast, grayscale
 from gpupipe.errors import ProcessingError
 
 CHANNELS = [1, 2, 3, 4]
@@ -123,53 +123,8 @@ def test_bad_parameters_raise(call):
 def test_inputs_are_not_modified():
     img = random_image(6, 4)
     before = img.copy()
-    for out in (grayscale(img), brightness(img, 30), contrast(img, 1.5), premultiply(img)):
+    for out in (grayscale(img), brightness(img, 30), contrast(img, 1.5)):
         assert not np.shares_memory(out, img)
     np.testing.assert_array_equal(img, before)
 
 
-# --- premultiply / unpremultiply ----------------------------------------------
-
-
-def test_premultiply_values():
-    img = np.array([[[200, 100, 0, 128], [255, 255, 255, 0]]], np.uint8)
-    out = premultiply(img)
-    assert out.dtype == np.float32 and out.shape == img.shape
-    np.testing.assert_allclose(out[0, 0], [200 * 128 / 255, 100 * 128 / 255, 0, 128], rtol=1e-6)
-    np.testing.assert_array_equal(out[0, 1], [0, 0, 0, 0])
-    assert unpremultiply(out)[0, 1].tolist() == [0, 0, 0, 0]  # transparent colour is lost: 0
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_premultiply_without_alpha_just_converts(channels):
-    img = random_image(7, channels)
-    out = premultiply(img)
-    assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, img.astype(np.float32))
-    np.testing.assert_array_equal(unpremultiply(out), img)
-
-
-@pytest.mark.parametrize("channels", [2, 4])
-def test_round_trip_exact_on_opaque_pixels(channels):
-    img = all_values(channels)
-    img[..., -1] = 255
-    np.testing.assert_array_equal(unpremultiply(premultiply(img)), img)
-
-
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), channels=st.sampled_from([2, 4]))
-def test_round_trip_exact_wherever_alpha_is_positive(seed, channels):
-    img = random_image(seed, channels)
-    back = unpremultiply(premultiply(img))
-    visible = img[..., -1] > 0
-    np.testing.assert_array_equal(back[visible], img[visible])
-    assert (back[~visible] == 0).all()
-
-
-def test_unpremultiply_clamps_and_rounds():
-    x = np.array([[[300.0, -4.0, 2.5, 255.0], [10.0, 20.0, 30.0, 0.0]]], np.float32)
-    out = unpremultiply(x)
-    assert out.dtype == np.uint8
-    assert out.tolist() == [[[255, 0, 2, 255], [0, 0, 0, 0]]]
-    with pytest.raises(ProcessingError):
-        unpremultiply(x.astype(np.float64))

@@ -13,11 +13,11 @@ from PIL import Image
 from gpupipe.backends.numpy.resample import (
     PRECISION_BITS,
     VERTICAL_FIRST_RULE,
-    premultiply_u8,
+    premultiply,
     resample_coefficients,
     resize,
     resize_reference,
-    unpremultiply_u8,
+    unpremultiply,
     vertical_first,
 )
 from gpupipe.errors import ProcessingError
@@ -214,13 +214,13 @@ def test_premultiply_steps_match_pillow_exhaustively():
     rgba = np.stack([colour, 255 - colour, colour // 2, alpha], axis=-1)
     size = (256, 256)
     pil_pre = np.asarray(Image.fromarray(rgba).convert("RGBa")).reshape(rgba.shape)
-    np.testing.assert_array_equal(premultiply_u8(rgba), pil_pre)
+    np.testing.assert_array_equal(premultiply(rgba), pil_pre)
     # Unpremultiply every (colour, alpha) pair, including colour > alpha after resampling.
     pil_un = np.asarray(Image.frombytes("RGBa", size, rgba.tobytes()).convert("RGBA"))
-    np.testing.assert_array_equal(unpremultiply_u8(rgba), pil_un)
+    np.testing.assert_array_equal(unpremultiply(rgba), pil_un)
     la = rgba[..., [0, 3]]
     pil_la = np.asarray(Image.fromarray(la).convert("La").convert("LA"))
-    np.testing.assert_array_equal(unpremultiply_u8(premultiply_u8(la)), pil_la)
+    np.testing.assert_array_equal(unpremultiply(premultiply(la)), pil_la)
 
 
 # --- behaviour ----------------------------------------------------------------
