@@ -139,6 +139,12 @@ class Op:
     summary: ClassVar[str]
     cli: ClassVar[tuple[Flag, ...]] = ()
     shape_preserving: ClassVar[bool] = True
+    # Whether the result's values are in the input's units (pixel moves, normalised linear filters):
+    # a window after such ops still reads a DICOM's own units (Spec.reads_measured_values).
+    keeps_units: ClassVar[bool] = False
+    # Whether the op reads the values themselves (window, normalize, equalize): a DICOM whose every
+    # chain starts with one is decoded to its measured values, not its display window.
+    reads_values: ClassVar[bool] = False
     # What the op allocates per output pixel while it runs on the host: its result and its
     # working copies (float32 planes, Pillow's own image). Measured on the CPU backend at 3000²
     # with 3 and 4 channels (filters 5-7, rotate 3-4), then rounded up.
@@ -350,6 +356,7 @@ class Resize(Op):
     the API and spec files as on the CLI. Either side may be None: it then follows the aspect ratio."""
 
     name: ClassVar[str] = "resize"
+    keeps_units: ClassVar[bool] = True
     summary: ClassVar[str] = ("Resample into width×height; mode fit (the default: inside the box, aspect kept), "
                               "exact (stretch), fill/cover (cover the box, centre-crop) or pad (fit, then pad "
                               "with background).")
@@ -463,6 +470,7 @@ class Thumbnail(Resize):
 @dataclass(frozen=True)
 class Crop(Op):
     name: ClassVar[str] = "crop"
+    keeps_units: ClassVar[bool] = True
     summary: ClassVar[str] = "Cut the rectangle at (x, y) of width×height; it must lie inside the image."
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--crop", sets=("x", "y", "width", "height"), metavar="WxH+X+Y",
                                             syntax=crop_syntax,
@@ -483,6 +491,7 @@ class Crop(Op):
 @dataclass(frozen=True)
 class CenterCrop(Op):
     name: ClassVar[str] = "center_crop"
+    keeps_units: ClassVar[bool] = True
     summary: ClassVar[str] = "Cut width×height from the middle: offset ((W−w)//2, (H−h)//2)."
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--center-crop", sets=("width", "height"), metavar="WxH",
                                             syntax=centre_syntax),)
@@ -499,6 +508,7 @@ class CenterCrop(Op):
 @dataclass(frozen=True)
 class Rotate(Op):
     name: ClassVar[str] = "rotate"
+    keeps_units: ClassVar[bool] = True
     summary: ClassVar[str] = "Rotate clockwise by 90, 180 or 270 degrees; 90 and 270 swap width and height."
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--rotate", sets=("degrees",), metavar="90|180|270"),)
     shape_preserving: ClassVar[bool] = False
@@ -511,6 +521,7 @@ class Rotate(Op):
 @dataclass(frozen=True)
 class Flip(Op):
     name: ClassVar[str] = "flip"
+    keeps_units: ClassVar[bool] = True
     summary: ClassVar[str] = "Mirror: horizontal (left↔right) or vertical (top↔bottom)."
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--flip", sets=("direction",), metavar="h|v"),)
     direction: str = param("horizontal", "which way", choices=("horizontal", "vertical"),
@@ -544,12 +555,94 @@ class Contrast(Op):
     factor: float = param(1.0, "1 leaves the image as it is, 0 makes it flat grey", least=0)
 
 
+# --------------------------------------------------------------------------- intensity (medical images)
+
+
+def window_syntax(text: str, flag: str) -> dict[str, Any]:
+    """'CENTER,WIDTH', e.g. '40,400' (a CT soft-tissue window) or '2000,1500'."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        center, width = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"{flag} takes CENTER,WIDTH (e.g. 2000,1500), got {text!r}") from None
+    return {"center": center, "width": width}
+
+
+@dataclass(frozen=True)
+class Window(Op):
+    name: ClassVar[str] = "window"
+    summary: ClassVar[str] = ("The radiologist's window/level on the image's own values: center ± width/2 spread "
+                              "from black to white (DICOM's linear window), below it black, above it white.")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--window", sets=("center", "width"), metavar="CENTER,WIDTH",
+                                            syntax=window_syntax),)
+    reads_values: ClassVar[bool] = True
+    center: float = param(32768.0, "the value shown mid-grey, in the image's values (0-65535 at 16 bits, not "
+                                   "scaled; a DICOM's own units, e.g. HU)")
+    width: float = param(65536.0, "how many values are spread from black to white", least=1)
+    bits: int | None = param(None, "the result's depth: 8, 16, or none for the image's own", choices=(8, 16))
+
+    def in_units(self, slope: float, intercept: float) -> "Window":
+        """This window for pixels whose measured value is ``slope · pixel + intercept`` (a DICOM's
+        rescale), on the pixels: the same line through the same ends. A negative slope (MONOCHROME1
+        pixels, stored inverted) turns it round, as DICOM shows MONOCHROME1: the high end black."""
+        low = self.center - 0.5 - (self.width - 1) / 2
+        high = self.center - 0.5 + (self.width - 1) / 2
+        pixel_low = ((high if slope < 0 else low) - intercept) / slope
+        pixel_span = (self.width - 1) / abs(slope)
+        return Window(pixel_low + 0.5 + pixel_span / 2, pixel_span + 1, self.bits)
+
+
+@dataclass(frozen=True)
+class Normalize(Op):
+    name: ClassVar[str] = "normalize"
+    reads_values: ClassVar[bool] = True
+    work_bytes_per_pixel: ClassVar[int] = 25       # its histogram counts each value as an int64 (RGB: 24)
+    summary: ClassVar[str] = ("Stretch each image so its low percentile is black and its high percentile white "
+                              "(colour channels together), clamped.")
+    cli: ClassVar[tuple[Flag, ...]] = (Flag("--normalize"),)
+    low: float = param(1.0, "the percentile made black", least=0, most=100)
+    high: float = param(99.0, "the percentile made white", least=0, most=100)
+
+    def _check(self) -> None:
+        _require(self.low < self.high, f"normalize low must be below high, got {self.low:g} and {self.high:g}")
+
+
+def clahe_syntax(text: str, flag: str) -> dict[str, Any]:
+    """'0.02': CLAHE with that clip limit."""
+    try:
+        return {"clahe": True, "clip_limit": float(text)}
+    except ValueError:
+        raise UsageError(f"{flag} takes a clip limit (e.g. 0.01), got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Equalize(Op):
+    name: ClassVar[str] = "equalize"
+    reads_values: ClassVar[bool] = True
+    work_bytes_per_pixel: ClassVar[int] = 49       # CLAHE's float64 blend planes (measured: 42-48 at 1000²)
+    summary: ClassVar[str] = ("Histogram equalisation: each value becomes the share of the image's values at or "
+                              "below it (colour channels together); with clahe, of its tile's values, clipped, "
+                              "blended between tiles (contrast-limited adaptive equalisation).")
+    cli: ClassVar[tuple[Flag, ...]] = (
+        Flag("--equalize", help="Histogram equalisation: each value becomes the share of the image's values at "
+                                "or below it (colour channels together)."),
+        Flag("--clahe", sets=("clahe", "clip_limit"), metavar="CLIP", syntax=clahe_syntax,
+             help="Contrast-limited adaptive equalisation (CLAHE) with clip limit CLIP (0.01 is usual): "
+                  "equalise each of tiles × tiles tiles with its histogram clipped, blending between tiles."),
+    )
+    clahe: bool = param(False, "equalise tile by tile (contrast-limited adaptive), not the whole image")
+    clip_limit: float = param(0.01, "the most one of a tile's 256 histogram bins may hold, as a share of the "
+                                    "tile's values (CLAHE; the excess is spread over every bin)", above=0, most=1)
+    tiles: int = param(8, "how many tiles across and down (CLAHE)", least=1, most=64)
+
+
 # --------------------------------------------------------------------------- filters
 
 
 @dataclass(frozen=True)
 class BoxBlur(Op):
     name: ClassVar[str] = "box_blur"
+    keeps_units: ClassVar[bool] = True
     summary: ClassVar[str] = "Mean over a (2·radius+1)² square, separable, reflect-101 borders."
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--box-blur", sets=("radius",), metavar="RADIUS"),)
     radius: int = param(1, "half the square's side, in pixels", least=1, most=500)
@@ -558,6 +651,7 @@ class BoxBlur(Op):
 @dataclass(frozen=True)
 class GaussianBlur(Op):
     name: ClassVar[str] = "gaussian_blur"
+    keeps_units: ClassVar[bool] = True
     summary: ClassVar[str] = "Gaussian of the given sigma, separable, radius ceil(3σ), normalised taps."
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--blur", sets=("sigma",), metavar="SIGMA"),)
     sigma: float = param(1.0, "standard deviation in pixels", above=0, most=100)
@@ -750,10 +844,12 @@ class Python(HostOp):
 OP_CLASSES: dict[str, type[Op]] = {
     cls.name: cls
     for cls in (Resize, Thumbnail, Crop, CenterCrop, Rotate, Flip, Grayscale, Brightness, Contrast,
+                Window, Normalize, Equalize,
                 BoxBlur, GaussianBlur, Sharpen, Unsharp, Edges, Emboss, Convolve, Watermark, Python)
 }
 ALIASES = {"blur": "gaussian_blur", "gaussian": "gaussian_blur", "centre_crop": "center_crop",
-           "greyscale": "grayscale", "gray": "grayscale", "fit": "resize", "cover": "resize"}
+           "greyscale": "grayscale", "gray": "grayscale", "fit": "resize", "cover": "resize",
+           "normalise": "normalize", "equalise": "equalize", "window_level": "window"}
 
 
 def param_names(cls: type[Op]) -> list[str]:

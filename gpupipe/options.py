@@ -120,8 +120,8 @@ class Options(TypedDict, total=False):
 
     # ------------------------------------------------------------------ output
     format: Annotated[str | None, Option(
-        None, "jpeg, png, webp (avif where Pillow has it).", ("--format", "-f"), OUTPUT, api=False,
-        shown_default="keep the input's format, PNG for GIF/BMP/TIFF")]
+        None, "jpeg, png, webp, tiff (avif where Pillow has it).", ("--format", "-f"), OUTPUT, api=False,
+        shown_default="keep the input's format, PNG for GIF/BMP")]
     quality: Annotated[int, Option(85, "JPEG/WebP/AVIF quality 1-100.", ("--quality", "-q"), OUTPUT, api=False,
                                    least=1, most=100)]
     name_template: Annotated[str | None, Option(

@@ -25,6 +25,7 @@ on file 10 000), and hashes stably so a journal can tell when it changed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -41,7 +42,7 @@ from . import codecs
 from .codecs import formats
 from .codecs.decoding import DEFAULT_MAX_PIXELS
 from .errors import BadOutputName, UsageError, did_you_mean
-from .ops import Op, Python, Resize, Watermark, _color, op_from_dict
+from .ops import Op, Python, Resize, Watermark, Window, _color, op_from_dict
 from .sidefiles import printable, read_resource
 
 TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}
@@ -285,6 +286,43 @@ class Spec:
                 return None
             hints.append(hint)
         return max(h[0] for h in hints), max(h[1] for h in hints)
+
+    @functools.cached_property
+    def reads_measured_values(self) -> bool:
+        """Every variant's first op that changes values reads them (window, normalize, equalize):
+        a DICOM is then decoded to its measured values (codecs.decode(values=True)), not to the
+        display window its file names."""
+        def reads(ops: tuple) -> bool:
+            first = next((op for op in ops if not op.keeps_units), None)
+            return first is not None and first.reads_values
+        return all(reads(variant.ops) for variant in self.variants)
+
+    @functools.cached_property
+    def raw_bits(self) -> int:
+        """The depth camera RAW inputs are demosaiced to (asked for every input: worked out once)."""
+        return self.output_bits("raw")
+
+    def output_bits(self, input_format: str) -> int:
+        """16 when every variant writes an input of this format to a format that holds 16 bits,
+        else 8: the depth a format that decodes at either (camera RAW) is decoded to."""
+        deep = all(codecs.formats.BY_NAME[v.output_format(input_format)].sixteen_bit for v in self.variants)
+        return 16 if deep else 8
+
+    def in_units(self, slope: float, intercept: float) -> "Spec":
+        """This spec for images whose measured value is ``slope · pixel + intercept``: each window
+        that still reads measured values (only ops that keep units before it) is moved onto the
+        pixels (``Window.in_units``); later ops see display values and stay as they are."""
+        variants = []
+        for variant in self.variants:
+            ops, measured = [], True
+            for op in variant.ops:
+                if measured and isinstance(op, Window):
+                    ops.append(op.in_units(slope, intercept))
+                else:
+                    ops.append(op)
+                measured = measured and op.keeps_units
+            variants.append(dataclasses.replace(variant, ops=tuple(ops)))
+        return Spec(tuple(variants))
 
     def describe(self) -> list[str]:
         lines = []

@@ -41,6 +41,12 @@ static inline int __float2int_rn(float v) { return (int)nearbyintf(v); }  // rou
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
+static inline double __ddiv_rn(double a, double b) { return a / b; }
+// Plain launches run one thread at a time (shim_launch), so an atomic add is an add.
+static inline int atomicAdd(int* p, int v) { const int old = *p; *p += v; return old; }
 static inline unsigned int __funnelshift_r(unsigned int lo, unsigned int hi, unsigned int shift) {
     return (unsigned int)((((unsigned long long)hi << 32) | lo) >> (shift & 31));
 }

@@ -9,11 +9,23 @@
 // grayscale: RGB -> L, RGBA -> LA (alpha kept); L and LA are copied.
 // luma = ((R * 0.299f) + (G * 0.587f)) + (B * 0.114f), float32 left to right (color.luma).
 // out_channels must be 1 for channels 1 and 3, 2 for channels 2 and 4.
-__device__ __forceinline__ unsigned char gp_luma(const unsigned char* rgb) {
+template <typename T>
+__device__ __forceinline__ T gp_luma(const T* rgb) {
     float y = __fmul_rn((float)rgb[0], 0.299f);
     y = __fadd_rn(y, __fmul_rn((float)rgb[1], 0.587f));
     y = __fadd_rn(y, __fmul_rn((float)rgb[2], 0.114f));
-    return store_u8(y);
+    return gp_store<T>(y);
+}
+
+// One pixel: its luma (and alpha), or a copy of an L / LA pixel.
+template <typename T>
+__device__ __forceinline__ void gp_grey_pixel(const T* px, T* out, int channels) {
+    if (channels <= 2) {
+        for (int c = 0; c < channels; ++c) out[c] = px[c];
+        return;
+    }
+    out[0] = gp_luma(px);
+    if (channels == 4) out[1] = px[3];
 }
 
 // RGB and RGBA images fill 16 result bytes per step where they can: 16 RGB pixels (three 128-bit
@@ -62,14 +74,7 @@ extern "C" __global__ void gp_grayscale(const unsigned char* __restrict__ src, u
         const long long singles = first + (count - last);            // pixels before and after the vectors
         GP_FOR_EACH_PIXEL(k, singles) {
             const long long p = gp_around(k, first, last);
-            const unsigned char* px = s + p * d.channels;
-            unsigned char* out = o + p * d.out_channels;
-            if (d.channels <= 2) {
-                for (int c = 0; c < d.channels; ++c) out[c] = px[c];
-                continue;
-            }
-            out[0] = gp_luma(px);
-            if (d.channels == 4) out[1] = px[3];
+            gp_grey_pixel(s + p * d.channels, o + p * d.out_channels, d.channels);
         }
     }
 }
@@ -119,40 +124,59 @@ extern "C" __global__ void gp_lut(const unsigned char* __restrict__ src, unsigne
 // The 16-bit twins, a pixel (or a value) at a time: 16-bit batches are the rarer case (medical,
 // RAW, 16-bit PNG and TIFF), so they do without the vectors above.
 
-// grayscale of 16-bit images: the luma as gp_luma computes it, stored to 0..65535.
+// grayscale of 16-bit images: gp_grey_pixel a pixel at a time.
 extern "C" __global__ void gp_grayscale_u16(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
                                             const ImageDesc* __restrict__ descs, int n_images) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const long long count = (long long)d.width * d.height;
-        GP_FOR_EACH_PIXEL(p, count) {
-            const unsigned short* px = src + d.in_offset + p * d.channels;
-            unsigned short* out = dst + d.out_offset + p * d.out_channels;
-            if (d.channels <= 2) {
-                for (int c = 0; c < d.channels; ++c) out[c] = px[c];
-                continue;
-            }
-            float y = __fmul_rn((float)px[0], 0.299f);
-            y = __fadd_rn(y, __fmul_rn((float)px[1], 0.587f));
-            y = __fadd_rn(y, __fmul_rn((float)px[2], 0.114f));
-            out[0] = gp_store<unsigned short>(y);
-            if (d.channels == 4) out[1] = px[3];
-        }
+        GP_FOR_EACH_PIXEL(p, count)
+            gp_grey_pixel(src + d.in_offset + p * d.channels, dst + d.out_offset + p * d.out_channels, d.channels);
     }
 }
 
-// lut of 16-bit images: colour values through a 65536-entry table (color.brightness_table and
-// contrast_table at 16 bits), alpha kept.
-extern "C" __global__ void gp_lut_u16(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
-                                      const ImageDesc* __restrict__ descs, int n_images,
-                                      const unsigned short* __restrict__ lut) {
+// Alpha at another depth, as gpupipe.pixels converts it: round(v * 255 / 65535) or v * 257.
+template <typename I, typename O> __device__ __forceinline__ O gp_convert_depth(I v);
+template <> __device__ __forceinline__ unsigned short gp_convert_depth(unsigned short v) { return v; }
+template <> __device__ __forceinline__ unsigned char gp_convert_depth(unsigned short v) {
+    return (unsigned char)(((unsigned int)v + 128u) / 257u);
+}
+template <> __device__ __forceinline__ unsigned short gp_convert_depth(unsigned char v) {
+    return (unsigned short)(v * 257);
+}
+
+// Colour values through a table of every input value (256 or 65536 entries, of the result's depth),
+// alpha converted to the result's depth: brightness and contrast at 16 bits (color.brightness_table,
+// contrast_table), and window's tables (intensity.window_table), which may change the depth.
+template <typename I, typename O>
+__device__ __forceinline__ void gp_map_values(const I* __restrict__ src, O* __restrict__ dst,
+                                              const ImageDesc* __restrict__ descs, int n_images,
+                                              const O* __restrict__ lut) {
     GP_FOR_EACH_IMAGE(i, n_images) {
         const ImageDesc d = descs[i];
         const int alpha = has_alpha(d.channels) ? d.channels - 1 : -1;
         const long long n = (long long)d.width * d.height * d.channels;
         GP_FOR_EACH_PIXEL(e, n) {
-            const unsigned short v = src[d.in_offset + e];
-            dst[d.out_offset + e] = (int)(e % d.channels) == alpha ? v : lut[v];
+            const I v = src[d.in_offset + e];
+            dst[d.out_offset + e] = (int)(e % d.channels) == alpha ? gp_convert_depth<I, O>(v) : lut[v];
         }
     }
+}
+
+extern "C" __global__ void gp_lut_u16(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
+                                      const ImageDesc* __restrict__ descs, int n_images,
+                                      const unsigned short* __restrict__ lut) {
+    gp_map_values(src, dst, descs, n_images, lut);
+}
+
+extern "C" __global__ void gp_lut_u16_u8(const unsigned short* __restrict__ src, unsigned char* __restrict__ dst,
+                                         const ImageDesc* __restrict__ descs, int n_images,
+                                         const unsigned char* __restrict__ lut) {
+    gp_map_values(src, dst, descs, n_images, lut);
+}
+
+extern "C" __global__ void gp_lut_u8_u16(const unsigned char* __restrict__ src, unsigned short* __restrict__ dst,
+                                         const ImageDesc* __restrict__ descs, int n_images,
+                                         const unsigned short* __restrict__ lut) {
+    gp_map_values(src, dst, descs, n_images, lut);
 }

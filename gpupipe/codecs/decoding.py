@@ -46,6 +46,9 @@ class Decoded:
     stored_size: tuple[int, int]  # (w, h) in the file, before scaling/orientation
     scale: int = 1             # DCT reduction used: 1, 2, 4 or 8
     orientation: int = 1       # the EXIF orientation that was applied
+    # The pixels are measurements: value = slope · pixel + intercept (a DICOM decoded with
+    # values=True); None: the pixels are what they show.
+    rescale: tuple[float, float] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -66,7 +69,8 @@ def _check_size(width: int, height: int, max_pixels: int | None) -> None:
 
 
 def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-           min_size: MinSize = None, name: str | None = None) -> Decoded:
+           min_size: MinSize = None, name: str | None = None, values: bool = False,
+           raw_bits: int = 8) -> Decoded:
     """Decode ``data`` into upright, normalised pixels.
 
     ``min_size`` (w, h in display orientation) lets a JPEG be decoded at the
@@ -78,16 +82,19 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ``gpupipe.errors``; a declared size above ``max_pixels`` raises
     ImageTooLarge before any pixel is decoded. ``name`` (the file's name) tells a camera RAW
     photo from the TIFF its bytes look like; every other format is known by its bytes alone.
+    ``values``: a grey DICOM gives its measured values (16-bit, with ``Decoded.rescale``) rather
+    than its display window (``dicom``). ``raw_bits``: the depth a camera RAW photo is demosaiced
+    to, 8 or 16 (``Spec.output_bits``: 16 when every output holds it).
     """
     fmt = _classify(data, name)
     def check_size(width: int, height: int) -> None:
         _check_size(width, height, max_pixels)
     if fmt == "raw":
-        pixels = camera_raw.decode(data, check_size=check_size, min_size=min_size)
+        pixels = camera_raw.decode(data, check_size=check_size, min_size=min_size, bits=raw_bits)
         return Decoded(pixels, fmt, None, (pixels.shape[1], pixels.shape[0]))
     if fmt == "dicom":
-        pixels, stored = dicom.decode(data, check_size)
-        return Decoded(pixels, fmt, None, stored)
+        pixels, stored, rescale = dicom.decode(data, check_size, values)
+        return Decoded(pixels, fmt, None, stored, rescale=rescale)
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         _check_size(hdr.width, hdr.height, max_pixels)

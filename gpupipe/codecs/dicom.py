@@ -4,7 +4,14 @@ A DICOM file's pixels are measurements, not display values: ``decode`` applies t
 LUT (Rescale Slope/Intercept: CT values in Hounsfield units), then the file's own display
 window (Window Center/Width, the radiologist's window/level), or, when the file names none,
 the frame's own range, and maps that to 8 bits (grey; colour files as RGB). MONOCHROME1
-(black is the highest value) is inverted so black is black. A multi-frame file gives its first
+(black is the highest value) is inverted so black is black.
+
+``decode(values=True)`` (a spec whose chains start by reading values: window, normalize,
+equalize) gives a grey file's measured values instead, losslessly in 16 bits, with the line that
+turns a pixel into its value: ``value = slope · pixel + intercept``. Stored values are kept as
+they are (a signed file's are offset by 32768, a MONOCHROME1 file's turned round so that white is
+white, the line saying so); a file whose values do not fit 16 bits, or colour, is decoded for
+display as above. A multi-frame file gives its first
 frame; ``header`` says how many there are (``gpupipe inspect`` lists it). Compressed transfer
 syntaxes pydicom cannot decode here (JPEG 2000, JPEG-LS without their plug-ins) fail as
 ``unsupported``, naming the syntax.
@@ -39,26 +46,60 @@ def header(data: bytes) -> DicomHeader:
                        getattr(syntax, "name", str(syntax)))
 
 
-def decode(data: bytes, check_size: Callable[[int, int], None]) -> tuple[np.ndarray, tuple[int, int]]:
+Rescale = tuple[float, float]           # (slope, intercept): value = slope · pixel + intercept
+
+
+def decode(data: bytes, check_size: Callable[[int, int], None],
+           values: bool = False) -> tuple[np.ndarray, tuple[int, int], Rescale | None]:
     """The first frame as display pixels, H×W×1 (grey) or H×W×3 (colour) uint8, and its size;
-    ``check_size(width, height)`` refuses a size before any pixel is decoded."""
+    ``check_size(width, height)`` refuses a size before any pixel is decoded. ``values``: a grey
+    frame's measured values in uint16 instead, with their rescale (else None: display pixels)."""
     ds = _read(data)
     size = _size(ds)
     check_size(*size)
-    return _pixels(ds), size
+    frame = _decoded_frame(ds)
+    if values:
+        measured = _measured(ds, frame)
+        if measured is not None:
+            return measured[0], size, measured[1]
+    return _pixels(ds, frame), size, None
 
 
-def _pixels(ds) -> np.ndarray:
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
-
+def _decoded_frame(ds) -> np.ndarray:
     try:
-        frame = _first_frame(ds)
+        return _first_frame(ds)
     except (NotImplementedError, RuntimeError) as exc:     # no handler for its compression here
         syntax = ds.file_meta.get("TransferSyntaxUID")
         raise UnsupportedFormat(f"unsupported DICOM encoding {getattr(syntax, 'name', syntax)}: pydicom cannot "
                                 f"decode it here ({_first_line(exc)})") from None
     except (ValueError, EOFError) as exc:
         raise TruncatedImage(f"truncated or damaged DICOM pixel data: {_first_line(exc)}") from None
+
+
+def _measured(ds, frame: np.ndarray) -> tuple[np.ndarray, Rescale] | None:
+    """A grey integer frame as uint16 pixels and the line to its values, or None (colour, a
+    modality LUT table, values beyond 16 bits)."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if frame.ndim != 2 or frame.dtype.kind not in "iu" or "ModalityLUTSequence" in ds \
+            or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    slope = _first_number(ds.get("RescaleSlope")) or 1.0
+    intercept = _first_number(ds.get("RescaleIntercept")) or 0.0
+    stored = frame.astype(np.int64)
+    if frame.dtype.kind == "i":
+        stored += 32768                                   # offset binary: int16 fits uint16
+        intercept -= 32768 * slope
+    if stored.min() < 0 or stored.max() > 65535:
+        return None
+    if photometric == "MONOCHROME1":                      # stored turned round: white is white
+        stored = 65535 - stored
+        slope, intercept = -slope, intercept + 65535 * slope
+    return np.ascontiguousarray(stored.astype(np.uint16)[:, :, None]), (float(slope), float(intercept))
+
+
+def _pixels(ds, frame: np.ndarray) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         return _to_8bit(apply_color_lut(frame, ds), np.iinfo(np.uint16).max)

@@ -3,7 +3,7 @@
 Most RAW formats are TIFF containers, so their bytes alone say "TIFF" (and Pillow would read the
 small preview inside): a file is taken as RAW when its name has a RAW extension and its bytes are
 a TIFF container or a known RAW signature. ``decode`` demosaics with the camera's white balance
-into sRGB at 8 bits, the camera's orientation applied; when the chain starts with a shrink that
+into sRGB at 8 bits, or 16 when asked (every output holds 16 bits), the camera's orientation applied; when the chain starts with a shrink that
 leaves at least twice the target size from a half-size image, it demosaics at half size
 (LibRaw's ``half_size``: each 2×2 Bayer block becomes one pixel, four times less work).
 """
@@ -45,9 +45,10 @@ def _upright(sizes) -> tuple[int, int]:
 
 
 def decode(data: bytes, *, check_size: Callable[[int, int], None],
-           min_size: tuple[int, int] | Callable[[int, int], tuple[int, int] | None] | None) -> np.ndarray:
-    """The photo as upright sRGB pixels, H×W×3 uint8; ``check_size(width, height)`` refuses a
-    size before the demosaic."""
+           min_size: tuple[int, int] | Callable[[int, int], tuple[int, int] | None] | None,
+           bits: int = 8) -> np.ndarray:
+    """The photo as upright sRGB pixels, H×W×3 uint8 (uint16 with ``bits`` 16); ``check_size(width,
+    height)`` refuses a size before the demosaic."""
     import rawpy
 
     with _opened(data) as raw:
@@ -56,7 +57,7 @@ def decode(data: bytes, *, check_size: Callable[[int, int], None],
         wanted = min_size(*upright) if callable(min_size) else min_size
         half = wanted is not None and wanted[0] * 2 <= upright[0] and wanted[1] * 2 <= upright[1]
         try:
-            return raw.postprocess(use_camera_wb=True, output_bps=8, half_size=half,
+            return raw.postprocess(use_camera_wb=True, output_bps=bits, half_size=half,
                                    output_color=rawpy.ColorSpace.sRGB)
         except (rawpy.LibRawIOError, rawpy.LibRawDataError) as exc:
             raise TruncatedImage(f"truncated or damaged RAW data: {exc}") from None

@@ -56,16 +56,16 @@ class Device:
         return self.backend.name == "cpu"
 
     def process(self, images: list[np.ndarray], spec: Spec, trie: OpTrie,
-                formats: Sequence[str | None]) -> list[list[Result]]:
+                formats: Sequence[str | None], rescales: Sequence | None = None) -> list[list[Result]]:
         """process_batch on this worker's backend, with the fallback above. The CPU consumes
         ``images`` (each freed once the ops after it ran); a device keeps them until the batch is
         done (a retry needs them)."""
         while True:
             backend = self.backend
             if backend.name == "cpu":
-                return process_batch(backend, images, spec, trie, formats)
+                return process_batch(backend, images, spec, trie, formats, rescales)
             try:
-                results = process_fitting(backend, images, spec, trie, self._cpu_backend(), formats)
+                results = process_fitting(backend, images, spec, trie, self._cpu_backend(), formats, rescales)
                 self._failures = 0
                 return results
             except DeviceFailure as exc:

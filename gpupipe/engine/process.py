@@ -44,7 +44,8 @@ def variants_under(node: OpTrie) -> list[int]:
 
 
 def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
-                  trie: OpTrie | None = None, formats: Sequence[str | None] | None = None) -> list[list[Result]]:
+                  trie: OpTrie | None = None, formats: Sequence[str | None] | None = None,
+                  rescales: Sequence | None = None) -> list[list[Result]]:
     """results[i][v]: variant v of image i, as an HWC array (uint8 or uint16), an EncodedImage (a JPEG the
     backend encoded where the pixels are) or the InputError that stopped it.
 
@@ -52,14 +53,16 @@ def process_batch(backend: Backend, images: list[np.ndarray], spec: Spec,
     (``encodes_jpeg``) encodes the results written as JPEG itself (a variant that keeps the
     input's format needs the format to know); without, every result comes back as pixels, and
     so do those of an image whose format is None (the engine leaves its JPEGs to the host).
+    ``rescales``: per image, None or the (slope, intercept) of its measured values (a DICOM
+    decoded for a spec that reads values): its windows are moved onto its pixels (Spec.in_units).
     Raises DeviceFailure when the device itself failed; every other error becomes
     the batch's per-image ProcessingError. ``images`` is consumed: the list is
     emptied so each input can be freed as soon as the ops after it have run (a
     12 MP photo is 36 MB per copy).
     """
+    if rescales is not None and any(r is not None for r in rescales) or len({_depth(img) for img in images}) > 1:
+        return _in_groups(backend, images, spec, trie, formats, rescales)
     trie = trie or OpTrie.build(spec.variants)
-    if len({_depth(img) for img in images}) > 1:
-        return _by_depth(backend, images, spec, trie, formats)
     device_jpeg = device_jpeg_plan(spec, formats) if backend.encodes_jpeg and formats is not None else {}
     count = len(images)
     results: list[list[Result | None]] = [Row([None] * len(spec.variants)) for _ in range(count)]
@@ -89,15 +92,20 @@ def _depth(image) -> np.dtype:
     return image.dtype if isinstance(image, np.ndarray) else np.dtype(np.uint8)
 
 
-def _by_depth(backend: Backend, images: list, spec: Spec, trie: OpTrie,
-              formats: Sequence[str | None] | None) -> list[list[Result]]:
-    """process_batch on the 8-bit and the 16-bit images of a mixed batch apart (a device batch
-    holds one depth: kernels/gpupipe.cuh), the results back in the images' order."""
+def _in_groups(backend: Backend, images: list, spec: Spec, trie: OpTrie | None,
+               formats: Sequence[str | None] | None, rescales: Sequence | None) -> list[list[Result]]:
+    """process_batch on the images of each depth and rescale apart, the results back in the
+    images' order: a device batch holds one depth (kernels/gpupipe.cuh), and images of measured
+    values run the spec moved onto their pixels (Spec.in_units)."""
+    rescales = list(rescales) if rescales is not None else [None] * len(images)
+    groups: dict = {}
+    for position, (image, rescale) in enumerate(zip(images, rescales)):
+        groups.setdefault((_depth(image).itemsize, rescale), []).append(position)
     results: list = [None] * len(images)
-    for depth in sorted({_depth(img) for img in images}, key=lambda d: d.itemsize):
-        positions = [i for i, img in enumerate(images) if _depth(img) == depth]
-        group = [images[i] for i in positions]
-        rows = process_batch(backend, group, spec, trie, None if formats is None else [formats[i] for i in positions])
+    for (_, rescale), positions in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        group_spec, group_trie = (spec, trie) if rescale is None else (spec.in_units(*rescale), None)
+        rows = process_batch(backend, [images[i] for i in positions], group_spec, group_trie,
+                             None if formats is None else [formats[i] for i in positions])
         for position, row in zip(positions, rows):
             results[position] = row
     images.clear()
@@ -105,22 +113,25 @@ def _by_depth(backend: Backend, images: list, spec: Spec, trie: OpTrie,
 
 
 def process_fitting(backend: Backend, images: list[np.ndarray], spec: Spec, trie: OpTrie | None,
-                    too_big: Backend, formats: Sequence[str | None] | None = None) -> list[list[Result]]:
+                    too_big: Backend, formats: Sequence[str | None] | None = None,
+                    rescales: Sequence | None = None) -> list[list[Result]]:
     """process_batch on a device, halving any batch that does not fit in its memory; an image
     that does not fit alone is processed on ``too_big`` (the CPU backend) instead. ``images``
     is not consumed (the halves need it)."""
     try:
-        return process_batch(backend, list(images), spec, trie, formats)
+        return process_batch(backend, list(images), spec, trie, formats, rescales)
     except DeviceOutOfMemory:
         if len(images) == 1:
-            return process_batch(too_big, list(images), spec, trie, formats)
+            return process_batch(too_big, list(images), spec, trie, formats, rescales)
         half = len(images) // 2
-        return (process_fitting(backend, images[:half], spec, trie, too_big, _part(formats, 0, half))
-                + process_fitting(backend, images[half:], spec, trie, too_big, _part(formats, half, None)))
+        return (process_fitting(backend, images[:half], spec, trie, too_big, _part(formats, 0, half),
+                                _part(rescales, 0, half))
+                + process_fitting(backend, images[half:], spec, trie, too_big, _part(formats, half, None),
+                                  _part(rescales, half, None)))
 
 
-def _part(formats: Sequence[str | None] | None, start: int, stop: int | None) -> Sequence[str | None] | None:
-    return None if formats is None else formats[start:stop]
+def _part(values: Sequence | None, start: int, stop: int | None) -> Sequence | None:
+    return None if values is None else values[start:stop]
 
 
 def device_jpeg_plan(spec: Spec, formats: Sequence[str | None]) -> DeviceJpegPlan:

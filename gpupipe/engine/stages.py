@@ -71,7 +71,8 @@ def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool 
             deferred = codecs.defer_jpeg(data, max_pixels=max_pixels, min_size=spec.decode_hint)
             if deferred is not None:
                 return deferred
-        return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint, name=name)
+        return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint, name=name,
+                             values=spec.reads_measured_values, raw_bits=spec.raw_bits)
 
 
 def decode_deferred(deferred: codecs.DeferredJpeg):

@@ -183,6 +183,7 @@ class Decoded:
     format: str
     icc_profile: bytes | None
     reserved: int                          # bytes of the budget
+    rescale: tuple[float, float] | None = None      # measured pixels: value = slope · pixel + intercept
 
     @property
     def pixels(self) -> int:
@@ -236,7 +237,8 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
     outcome.format = decoded.format
     outcome.height, outcome.width = decoded.pixels.shape[:2]
     _span(outcome, "decode", started, worker)
-    return Decoded(index, item, outcome, decoded.pixels, decoded.format, decoded.icc_profile, need)
+    return Decoded(index, item, outcome, decoded.pixels, decoded.format, decoded.icc_profile, need,
+                   getattr(decoded, "rescale", None))
 
 
 def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie, budget: Budget,
@@ -249,7 +251,8 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
         images = [decoded.image for decoded in batch]
         for decoded in batch:
             decoded.image = None                # the CPU frees them as its ops go (a 12 MP photo: 36 MB a copy)
-        rows = device.process(images, work.spec, trie, [decoded.format for decoded in batch])
+        rows = device.process(images, work.spec, trie, [decoded.format for decoded in batch],
+                              [decoded.rescale for decoded in batch])
         del images
         processed = time.perf_counter()
         for decoded, row in zip(batch, rows):

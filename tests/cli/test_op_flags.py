@@ -47,6 +47,10 @@ def test_every_op_and_every_parameter_can_be_reached_from_the_command_line() -> 
     (["--resize", "200x200", "--pad", "--filter", "bilinear", "--background", "#102030"],
      ops.Resize(200, 200, mode="pad", filter="bilinear", background="#102030")),
     (["--edges", "--edges-kind", "laplacian"], ops.Edges("laplacian")),
+    (["--window", "110,90", "--window-bits", "16"], ops.Window(110, 90, bits=16)),
+    (["--normalize", "--normalize-low", "5", "--normalize-high", "90"], ops.Normalize(5, 90)),
+    (["--equalize"], ops.Equalize()),
+    (["--clahe", "0.02", "--equalize-tiles", "4"], ops.Equalize(clahe=True, clip_limit=0.02, tiles=4)),
     (["--watermark-text", "gp", "--watermark-position", "top-left", "--watermark-size", "20",
       "--watermark-color", "#ff000080"], ops.Watermark(text="gp", position="top-left", size=20, color="#ff000080")),
 ])

@@ -139,3 +139,23 @@ def test_without_the_extra_raw_files_are_unsupported_with_the_pip_command(tmp_pa
     assert done.returncode == 0, done.stderr
     (outcome,) = json.loads(done.stdout)
     assert outcome[:2] == ["failed", "unsupported"] and "pip install 'gpupipe[raw]'" in outcome[2]
+
+
+def test_a_raw_photo_exported_to_16_bit_tiff_keeps_16_bits(tmp_path: Path) -> None:
+    """A studio's export: every output holds 16 bits (TIFF, PNG), so the photo is demosaiced to 16
+    bits and written so; a JPEG export demosaics at 8 (rounding once is all JPEG can keep)."""
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    bayer_dng(tmp_path / "in" / "IMG_0001.dng")
+    deep = gpupipe.run(tmp_path / "in", tmp_path / "tiff", gpupipe.Spec.single([], format="tiff"),
+                       backend="cpu", stall_timeout=60)
+    assert deep.exit_code == 0
+    pixels = tifffile.imread(tmp_path / "tiff" / "IMG_0001.tif")
+    assert pixels.dtype == np.uint16 and len(np.unique(pixels)) > 256
+    flat = gpupipe.run(tmp_path / "in", tmp_path / "jpeg", gpupipe.Spec.single([], format="jpeg"),
+                       backend="cpu", stall_timeout=60)
+    assert flat.exit_code == 0
+    with Image.open(tmp_path / "jpeg" / "IMG_0001.jpg") as im:
+        jpeg = np.asarray(im.convert("RGB"))
+    assert correlation(jpeg[..., 1], (pixels[..., 1] >> 8)) > 0.99

@@ -74,6 +74,8 @@ def _ctype(ptype: str):
     words = ptype.replace("const", "").split()
     if words == ["float"]:
         return ctypes.c_float
+    if words == ["double"]:
+        return ctypes.c_double
     if words.count("long") == 2:
         return ctypes.c_ulonglong if "unsigned" in words else ctypes.c_longlong
     if words in (["int"], ["signed"]):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ... import ops, pixels
-from ..numpy import color, composite, filters, geometry, resample
+from ..numpy import color, composite, filters, geometry, intensity, resample
 
 Shape = tuple[int, int, int]            # (height, width, channels)
 
@@ -59,7 +59,7 @@ class Launch:
 @dataclass
 class Program:
     out_shapes: list[Shape]
-    dtype: np.dtype = np.dtype(np.uint8)       # the batch's depth, in and out
+    dtype: np.dtype = np.dtype(np.uint8)       # the batch's depth (window may change it: see the result buffer)
     launches: list[Launch] = field(default_factory=list)
     buffers: dict[str, tuple[int, np.dtype]] = field(default_factory=dict)   # scratch: name -> (elements, dtype)
     zeroed: set[str] = field(default_factory=set)      # scratch buffers that must start as zeros (flags)
@@ -103,20 +103,22 @@ class _Builder:
         return Buf(name)
 
     def step(self, kernel: str, out_shapes: list[Shape], *params, descs: np.ndarray | None = None,
-             work: int | None = None, moves_bytes: bool = False) -> np.ndarray:
+             work: int | None = None, moves_bytes: bool = False, out_dtype=None) -> np.ndarray:
         """kernel(current, new, descs, n, *params) into a new buffer; returns the descriptors used
         (callers fill x, y, param, aux_offset before the program runs: they are uploaded then).
         ``work`` sizes the grid: the most thread items one image needs (default: output pixels).
         ``moves_bytes``: a geometry kernel, the same at both depths, which is told a pixel's bytes
-        as its channels (and offsets in bytes); otherwise the depth's twin of ``kernel`` runs."""
+        as its channels (and offsets in bytes); otherwise the depth's twin of ``kernel`` runs,
+        unless ``out_dtype`` names a new depth (then ``kernel`` is taken as named)."""
         if moves_bytes:
             size = self.dtype.itemsize
             descs = descriptors([(h, w, c * size) for h, w, c in self.shapes],
                                 [(h, w, c * size) for h, w, c in out_shapes])
         else:
-            kernel = self.kernel(kernel)
+            kernel = kernel if out_dtype is not None else self.kernel(kernel)
             if descs is None:
                 descs = descriptors(self.shapes, out_shapes)
+        self.dtype = self.dtype if out_dtype is None else np.dtype(out_dtype)
         out = self.scratch(offsets(out_shapes)[-1], self.dtype)
         self.program.launches.append(Launch(kernel, (Buf(self.current), out, descs, np.int32(len(out_shapes)),
                                                      *params), work or _most_pixels(out_shapes)))
@@ -200,6 +202,59 @@ def _lut(b: _Builder, table: np.ndarray) -> None:
     # gp_lut's thread items are 16 bytes each, not a pixel (gp_lut_u16: a value each)
     b.step("gp_lut", b.shapes, np.ascontiguousarray(table, b.dtype),
            work=values // 16 + 1 if b.dtype == np.uint8 else values)
+
+
+# ---------------------------------------------------------------------- intensity
+
+_DEPTH_NAMES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16"}
+
+
+def _window(b: _Builder, op: ops.Window) -> None:
+    """One table over the input depth's values, of the result's depth (gp_lut or a gp_lut_* twin)."""
+    table = intensity.window_table(op.center, op.width, b.dtype, op.bits)
+    if table.dtype == b.dtype:
+        _lut(b, table)
+        return
+    kernel = f"gp_lut_{_DEPTH_NAMES[b.dtype]}_{_DEPTH_NAMES[table.dtype]}"
+    b.step(kernel, b.shapes, table, work=max(h * w * c for h, w, c in b.shapes), out_dtype=table.dtype)
+
+
+def _stretch(b: _Builder, mode: int, low: float = 0.0, high: float = 0.0) -> None:
+    """The histogram ops (kernels/intensity.cu): count, accumulate (and find percentiles), map."""
+    n, bins = len(b.shapes), pixels.maximum(b.dtype) + 1
+    values = max(h * w * c for h, w, c in b.shapes)
+    hist = b.scratch(n * bins, np.int32, zeroed=True)
+    stats = b.scratch(2 * n, np.float64)
+    b.program.launches.append(Launch(b.kernel("gp_histogram"), (Buf(b.current), hist, descriptors(b.shapes, b.shapes),
+                                                                np.int32(n), np.int32(bins)), values))
+    b.program.launches.append(Launch("gp_histogram_stats", (hist, stats, np.int32(n), np.int32(bins), np.int32(mode),
+                                                            np.float64(low), np.float64(high)), 1))
+    b.step("gp_stretch", b.shapes, hist, stats, np.int32(mode), np.int32(bins), work=values)
+
+
+def _normalize(b: _Builder, op: ops.Normalize) -> None:
+    _stretch(b, 0, op.low, op.high)
+
+
+def _equalize(b: _Builder, op: ops.Equalize) -> None:
+    if op.clahe:
+        _clahe(b, op)
+    else:
+        _stretch(b, 1)
+
+
+def _clahe(b: _Builder, op: ops.Equalize) -> None:
+    """CLAHE (kernels/intensity.cu): tile histograms, a thread per tile for its map, then the blend."""
+    n, per_image = len(b.shapes), op.tiles * op.tiles * intensity.CLAHE_BINS
+    descs = descriptors(b.shapes, b.shapes)
+    hist = b.scratch(n * per_image, np.int32, zeroed=True)
+    maps = b.scratch(n * per_image, np.float64)
+    b.program.launches.append(Launch(b.kernel("gp_tile_histograms"), (Buf(b.current), hist, descs, np.int32(n),
+                                                                      np.int32(op.tiles)), _most_pixels(b.shapes)))
+    b.program.launches.append(Launch("gp_tile_maps", (hist, maps, descs, np.int32(n), np.int32(op.tiles),
+                                                      np.float64(op.clip_limit),
+                                                      np.float64(pixels.maximum(b.dtype))), op.tiles * op.tiles))
+    b.step("gp_clahe", b.shapes, maps, np.int32(op.tiles))
 
 
 TILE = 32                # GP_TILE of kernels/transpose.cu
@@ -448,7 +503,8 @@ def _watermark(b: _Builder, op: ops.Watermark) -> None:
 _PLANNERS = {
     ops.Resize: _resize, ops.Thumbnail: _resize, ops.Crop: _crop, ops.CenterCrop: _center_crop,
     ops.Rotate: _rotate, ops.Flip: _flip, ops.Grayscale: _grayscale, ops.Brightness: _colour_table_op,
-    ops.Contrast: _colour_table_op, ops.BoxBlur: _box_blur, ops.GaussianBlur: _gaussian_blur, ops.Sharpen: _sharpen,
+    ops.Contrast: _colour_table_op, ops.Window: _window, ops.Normalize: _normalize, ops.Equalize: _equalize,
+    ops.BoxBlur: _box_blur, ops.GaussianBlur: _gaussian_blur, ops.Sharpen: _sharpen,
     ops.Unsharp: _unsharp, ops.Edges: _edges, ops.Emboss: _emboss, ops.Convolve: _convolve,
     ops.Watermark: _watermark,
 }

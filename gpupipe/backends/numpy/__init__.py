@@ -1,7 +1,7 @@
 """The NumPy backend: the reference implementation and the CPU path.
 
 Each op maps to one array function in this package (resample, geometry,
-color, filters, composite); a batch is a plain list, processed image by image.
+color, intensity, filters, composite); a batch is a plain list, processed image by image.
 Parallelism comes from the engine: one backend in each of its worker processes.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from ... import ops
 from ..base import Backend
-from . import color, composite, filters, geometry, resample
+from . import color, composite, filters, geometry, intensity, resample
 
 
 def _resize(img: np.ndarray, op: ops.Resize) -> np.ndarray:
@@ -45,6 +45,9 @@ IMPLEMENTATIONS: dict[type[ops.Op], Callable[[np.ndarray, ops.Op], np.ndarray]] 
     ops.Grayscale: lambda img, op: color.grayscale(img),
     ops.Brightness: lambda img, op: color.brightness(img, op.value),
     ops.Contrast: lambda img, op: color.contrast(img, op.factor),
+    ops.Window: lambda img, op: intensity.window(img, op.center, op.width, op.bits),
+    ops.Normalize: lambda img, op: intensity.normalize(img, op.low, op.high),
+    ops.Equalize: lambda img, op: intensity.equalize(img, op.clahe, op.clip_limit, op.tiles),
     ops.BoxBlur: lambda img, op: filters.box_blur(img, op.radius),
     ops.GaussianBlur: lambda img, op: filters.gaussian_blur(img, op.sigma),
     ops.Sharpen: lambda img, op: filters.sharpen(img, op.amount),

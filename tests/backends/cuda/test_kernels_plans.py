@@ -27,6 +27,9 @@ EXAMPLES = kc.ROOT / "examples" / "photos"
 
 EXACT = [
     ops.Grayscale(), ops.Brightness(37.5), ops.Brightness(-80), ops.Contrast(1.7), ops.Contrast(0.25),
+    ops.Window(100, 80), ops.Window(120, 150, bits=16), ops.Window(30000, 20000, bits=8),
+    ops.Normalize(), ops.Normalize(10, 60), ops.Equalize(), ops.Equalize(clahe=True, tiles=3),
+    ops.Equalize(clahe=True, clip_limit=0.2, tiles=8),
     ops.Rotate(90), ops.Rotate(180), ops.Rotate(270), ops.Flip("horizontal"), ops.Flip("vertical"),
     ops.Crop(0, 0, 1, 1), ops.CenterCrop(1, 1),
     ops.Resize(9, 6), ops.Resize(3, 50, filter="bilinear"), ops.Resize(20, 20, filter="nearest"),
@@ -177,7 +180,8 @@ class TestPlans:
                                   dtype) for _ in range(6)]
         want = list(images)
         for op in chain:
-            images = kc.run_program(plan_op(op, [i.shape for i in images], dtype), images, grid=(7, 3), block=32)
+            images = kc.run_program(plan_op(op, [i.shape for i in images], images[0].dtype), images, grid=(7, 3),
+                                    block=32)
             want = [apply_op(w, op) for w in want]
         check(images, want, f"seed {seed}: chain {chain}", exact=not filtered)
 
