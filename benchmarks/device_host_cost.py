@@ -14,7 +14,7 @@ a process of its own, twice:
 Reported per input: the workers' CPU, the run's own process's CPU (scan and coordination), and
 their sum, the host cost; ``cores / host cost`` is the most inputs a second the GPU path can be
 fed on that many cores like these, whatever the GPU (JPEG decode on the host dominates it; with
---gpu-decode the device takes that part).
+--decoder nvimgcodec the device takes that part).
 """
 
 from __future__ import annotations

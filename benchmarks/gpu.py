@@ -9,7 +9,7 @@
    device's peak (memory clock × bus width × 2). Target: ≥ 60 % for memory-bound kernels.
 2. Workloads W1–W3 (docs/design.md §7, definitions from contenders.py) over the benchmark
    corpora: the GPU backend (JPEG codecs on the CPU; and where nvImageCodec is installed,
-   with --gpu-decode, and with --gpu-decode --gpu-encode) against the CPU backend using every
+   with --decoder nvimgcodec, and with --decoder nvimgcodec --gpu-encode) against the CPU backend using every
    core, img/s, median of --repeats. Each run is a process of its own, timed whole as a user
    runs it (interpreter start, imports, the workers' CUDA contexts, the last chunk's fsyncs):
    the run's process must not have opened CUDA, or its GPU work stays in that one process.
@@ -19,8 +19,10 @@
 3. With W3 and nvImageCodec: nvJPEG's own ceiling on the camera photos (codec_ceiling): decode
    from host bytes and q90 encode from device arrays, alone, by batch size and thread count;
    and decode with the batch split between the hardware JPEG engines and CUDA (decoder_variants).
-   W1 also gets the GPU peer the issue names: benchmarks/torchvision_w1.py (torchvision's
-   nvJPEG decode in batches, antialiased resize, nvJPEG encode), a process timed whole.
+   W1 also gets the GPU peers the issues name: benchmarks/torchvision_w1.py (torchvision's
+   nvJPEG decode in batches, antialiased resize, nvJPEG encode) and, where DALI is installed,
+   benchmarks/dali_w1.py (DALI's reader, mixed decode and resize, nvJPEG encode), each a process
+   timed whole; and gpupipe itself with --decoder dali (gpu_dali).
 4. With --peers FILE (a benchmarks/run.py result from the same host, same corpora: the peers
    Pillow and OpenCV on every core), each workload's row gets the peers' img/s and every
    configuration's ratio to the fastest of them (add_peers).
@@ -205,10 +207,12 @@ def decoder_variants(items, stream, repeats: int, megapixels: float) -> dict:
     return rows
 
 
-# label -> gpupipe.run options; the nvJPEG ones run where nvImageCodec is installed.
+# label -> gpupipe.run options; the nvJPEG ones run where nvImageCodec is installed, the DALI one
+# where DALI is.
 CONFIGS = {"cpu": {"backend": "cpu"}, "gpu": {"backend": "gpu"},
-           "gpu_nvjpeg": {"backend": "gpu", "gpu_decode": True},
-           "gpu_nvjpeg_codecs": {"backend": "gpu", "gpu_decode": True, "gpu_encode": True}}
+           "gpu_nvjpeg": {"backend": "gpu", "decoder": "nvimgcodec"},
+           "gpu_nvjpeg_codecs": {"backend": "gpu", "decoder": "nvimgcodec", "gpu_encode": True},
+           "gpu_dali": {"backend": "gpu", "decoder": "dali"}}
 
 
 def twins(backend, peak_gbs: float, images: int, repeats: int) -> list[dict]:
@@ -280,10 +284,12 @@ def attach_peers(result: dict, peers_file: Path) -> None:
 def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Path],
               names: tuple[str, ...] = ("W1", "W2", "W3"), labels: tuple[str, ...] = tuple(CONFIGS)) -> list[dict]:
     from gpupipe.backends.cuda.jpeg import nvimgcodec_unavailable_reason
-    nvjpeg = nvimgcodec_unavailable_reason() is None
+    from gpupipe.codecs.dali import dali_unavailable_reason
+    nvjpeg, dali = nvimgcodec_unavailable_reason() is None, dali_unavailable_reason() is None
     # The CPU backend always runs: every GPU figure is a ratio to it.
     configs = {label: options for label, options in CONFIGS.items()
-               if (label == "cpu" or label in labels) and (nvjpeg or "nvjpeg" not in label)}
+               if (label == "cpu" or label in labels) and (nvjpeg or "nvjpeg" not in label)
+               and (dali or "dali" not in label)}
     rows = []
     work = Path(tempfile.mkdtemp(prefix="gpupipe-gpu-bench-"))
     try:
@@ -313,8 +319,10 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
                         row[f"{label}_over_cpu"] = row[f"{label}_img_s"] / row["cpu_img_s"]
                     line += f" {label} {row[f'{label}_img_s']:.0f} img/s"
                     line += f" ({row[f'{label}_over_cpu']:.1f}x)," if label != "cpu" else ","
-                if workload == "W1":          # the GPU peer: a straightforward torchvision script
-                    line += torchvision_peer(row, gpu_source, work / "torchvision", repeats)
+                if workload == "W1":          # the GPU peers: straightforward torchvision and DALI scripts
+                    line += script_peer("torchvision", row, gpu_source, work / "torchvision", repeats)
+                    if dali:
+                        line += script_peer("dali", row, gpu_source, work / "dali", repeats)
                 rows.append(row)
                 print(line, flush=True)
     finally:
@@ -322,27 +330,28 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
     return rows
 
 
-def torchvision_peer(row: dict, source: Path, out: Path, repeats: int) -> str:
-    """W1 by benchmarks/torchvision_w1.py (nvJPEG decode in batches, antialiased resize, nvJPEG
-    encode, all through torchvision), a process of its own timed whole, median of repeats after
-    a warm-up; each GPU configuration's ratio to it. Where torchvision is missing, says so."""
+def script_peer(peer: str, row: dict, source: Path, out: Path, repeats: int) -> str:
+    """W1 by benchmarks/<peer>_w1.py — torchvision (nvJPEG decode in batches, antialiased resize,
+    nvJPEG encode, all through torchvision) or dali (DALI's reader, mixed decode and resize,
+    nvJPEG encode through nvImageCodec) — a process of its own timed whole, median of repeats
+    after a warm-up; each GPU configuration's ratio to it. Where the script fails, says so."""
     walls = []
     for repeat in range(repeats + 1):
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, str(HERE / "torchvision_w1.py"), str(source), str(out)],
+        done = subprocess.run([sys.executable, str(HERE / f"{peer}_w1.py"), str(source), str(out)],
                               capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
-            row["torchvision_error"] = done.stderr[-1500:]
-            return " torchvision failed,"
+            row[f"{peer}_error"] = done.stderr[-1500:]
+            return f" {peer} failed,"
         if repeat:
             walls.append(time.perf_counter() - started)
     told = json.loads(done.stdout.strip().splitlines()[-1])
-    row["torchvision_img_s"] = told["images"] / statistics.median(walls)
-    row["torchvision"] = told["torch"]
+    row[f"{peer}_img_s"] = told["images"] / statistics.median(walls)
+    row[peer] = told.get("torch") or told.get("dali")
     for key in [k for k in row if k.endswith("_img_s") and k.startswith("gpu")]:
-        row[key.replace("_img_s", "_over_torchvision")] = row[key] / row["torchvision_img_s"]
-    return f" torchvision {row['torchvision_img_s']:.0f} img/s,"
+        row[key.replace("_img_s", f"_over_{peer}")] = row[key] / row[f"{peer}_img_s"]
+    return f" {peer} {row[f'{peer}_img_s']:.0f} img/s,"
 
 
 ONE_RUN = """

@@ -69,7 +69,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     spec.check_resources(max_pixels=settings.max_pixels)
     workers = settings.workers or usable_cores()
     backend, journal, engine = settings.backend, settings.journal, settings.engine
-    gpu_decode, gpu_encode = settings.gpu_decode, settings.gpu_encode
+    decoder, gpu_encode = settings.decoder, settings.gpu_encode
     engine_options = RunOptions(
         workers=workers, on_outcome=on_outcome, on_progress=on_progress,
         **{name: getattr(settings, name) for name in ENGINE_OPTIONS})
@@ -80,14 +80,10 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spe
     metrics = _start_metrics(metrics_port, metrics_host, metrics_file)    # a busy port fails here, before any work
     lock = None
     try:
-        for wanted, name in ((gpu_decode, "gpu_decode (--gpu-decode)"), (gpu_encode, "gpu_encode (--gpu-encode)")):
-            if wanted and backend == "cpu":
-                raise UsageError(f"{name} needs the GPU backend (--backend gpu or auto)")
-            if wanted and engine == "ray":
-                raise UsageError(f"{name} works with the local engine only: Ray's tasks use libjpeg-turbo")
-        chosen = choose_backend(backend, workers=workers, gpu_memory=settings.gpu_memory, gpu_decode=gpu_decode,
+        _check_codecs(decoder, gpu_encode, backend, engine)
+        chosen = choose_backend(backend, workers=workers, gpu_memory=settings.gpu_memory, decoder=decoder,
                                 gpu_encode=gpu_encode)
-        _warn_about_unused_gpu_codecs(spec, chosen.name, gpu_decode, gpu_encode)
+        _warn_about_unused_gpu_codecs(spec, chosen.name, decoder == "nvimgcodec", gpu_encode)
         lock = OutputLock(output)            # held to the end: a second run on this OUT is refused
         if journal is not False:
             choices = dict(force=settings.force, retry_failed=settings.retry_failed, verify=settings.verify)
@@ -141,11 +137,29 @@ def _close_journal(journal: Journal, result: RunResult | None) -> None:
         result.summary.stop_reason = result.summary.stop_reason or f"{exc}; every input's outcome is recorded"
 
 
+def _check_codecs(decoder: str, gpu_encode: bool, backend: str, engine: str) -> None:
+    """UsageError for a decoder or encoder this run cannot have, before any work."""
+    for wanted, name in ((decoder == "nvimgcodec", "decoder nvimgcodec (--decoder nvimgcodec)"),
+                         (gpu_encode, "gpu_encode (--gpu-encode)")):
+        if wanted and backend == "cpu":
+            raise UsageError(f"{name} needs the GPU backend (--backend gpu or auto)")
+        if wanted and engine == "ray":
+            raise UsageError(f"{name} works with the local engine only: Ray's tasks use libjpeg-turbo")
+    if decoder == "dali":
+        from .codecs.dali import dali_unavailable_reason
+        if engine == "ray":
+            raise UsageError("decoder dali (--decoder dali) works with the local engine only")
+        problem = dali_unavailable_reason()
+        if problem is not None:
+            raise UsageError(f"--decoder dali: {problem}")
+
+
 def _warn_about_unused_gpu_codecs(spec: Spec, backend: str, gpu_decode: bool, gpu_encode: bool) -> None:
-    """Say so when --gpu-decode/--gpu-encode cannot do anything in this run (the CPU backend was
-    chosen, or no variant writes JPEG), rather than let the user believe they did."""
+    """Say so when --decoder nvimgcodec/--gpu-encode cannot do anything in this run (the CPU backend
+    was chosen, or no variant writes JPEG), rather than let the user believe they did."""
     log = logging.getLogger("gpupipe")
-    asked = [flag for flag, wanted in (("--gpu-decode", gpu_decode), ("--gpu-encode", gpu_encode)) if wanted]
+    asked = [flag for flag, wanted in (("--decoder nvimgcodec", gpu_decode), ("--gpu-encode", gpu_encode))
+             if wanted]
     if asked and backend != "gpu":
         log.warning("%s: this run uses the %s backend, so JPEGs are decoded and encoded on the CPU",
                     " and ".join(asked), backend)

@@ -31,6 +31,7 @@ Engine = Literal["local", "ray"]
 Order = Literal["input", "smallest-first", "largest-first", "newest-first"]
 ORDERS = typing.get_args(Order)
 OnError = Literal["continue", "stop"]
+Decoder = Literal["auto", "turbo", "pillow", "nvimgcodec", "dali"]
 OutputFormat = Literal["text", "json"]
 
 OUTPUT, INPUTS, EXECUTION, RESUME, OBSERVE, SHOW = (
@@ -46,7 +47,7 @@ class Option:
 
     default: Any
     help: str
-    flags: tuple[str, ...] = ()          # command-line spellings, typer-style ("--gpu-decode/--cpu-decode")
+    flags: tuple[str, ...] = ()          # command-line spellings, typer-style ("--gpu-encode/--cpu-encode")
     panel: str = EXECUTION
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None     # text (command line, environment) → value
@@ -160,10 +161,12 @@ class Options(TypedDict, total=False):
         None, "Cap on GPU memory (e.g. 8GB; the API takes bytes), shared out between the workers; a batch that "
         "does not fit is split.", ("--gpu-memory",), parse=_gpu_memory, least=1,
         shown_default="what the device has", metavar="SIZE")]
-    gpu_decode: Annotated[bool, Option(
-        False, "With the GPU backend and nvImageCodec installed, decode full-size JPEGs on the GPU (nvJPEG): "
-        "much faster, but a JPEG with corrupt image data then comes out as noise instead of failing.",
-        ("--gpu-decode/--cpu-decode",))]
+    decoder: Annotated[Decoder, Option(
+        "auto", "What decodes JPEGs: turbo (libjpeg-turbo; Pillow for the kinds it lacks), pillow (Pillow for "
+        "every JPEG), nvimgcodec (nvJPEG on the GPU backend: much faster; pip install 'gpupipe[nvimgcodec]') or "
+        "dali (NVIDIA DALI in batches, on the GPU with the GPU backend, else on the CPU; pip install "
+        "'gpupipe[dali]'). auto is turbo. The GPU decoders and DALI turn a JPEG with corrupt image data into "
+        "noise instead of failing it.", ("--decoder",))]
     gpu_encode: Annotated[bool, Option(
         False, "With the GPU backend and nvImageCodec installed, encode JPEG outputs on the GPU (nvJPEG, same "
         "quality, 4:2:0): only the files cross PCIe, but their bytes differ from libjpeg-turbo's.",

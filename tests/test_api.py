@@ -232,16 +232,17 @@ def test_order_decides_which_inputs_go_first(tmp_path: Path) -> None:
         gpupipe.run(src, tmp_path / "x", [], order="random")
 
 
-@pytest.mark.parametrize("flag", ["gpu_decode", "gpu_encode"])
+@pytest.mark.parametrize("codec, flag", [({"decoder": "nvimgcodec"}, "--decoder nvimgcodec"),
+                                         ({"gpu_encode": True}, "--gpu-encode")])
 @pytest.mark.parametrize("options, message", [({"backend": "cpu"}, "needs the GPU backend"),
                                                ({"engine": "ray"}, "local engine only")])
-def test_gpu_codecs_need_the_gpu_backend_and_the_local_engine(tmp_path: Path, flag: str, options: dict,
+def test_gpu_codecs_need_the_gpu_backend_and_the_local_engine(tmp_path: Path, codec: dict, flag: str, options: dict,
                                                                message: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
     Image.new("RGB", (8, 8)).save(src / "a.jpg")
-    with pytest.raises(UsageError, match=f"{flag.replace('_', '-')}.*{message}"):
-        gpupipe.run(src, tmp_path / "out", [ops.Grayscale()], **{flag: True}, **options)
+    with pytest.raises(UsageError, match=f"{flag}.*{message}"):
+        gpupipe.run(src, tmp_path / "out", [ops.Grayscale()], **codec, **options)
     assert not (tmp_path / "out").exists()                    # refused before any work
 
 

@@ -63,16 +63,19 @@ def cuda_report() -> dict[str, str]:
             pass
     problem = nvimgcodec_unavailable_reason()
     if problem is None:
-        facts["nvImageCodec"] = (f"{', '.join(found) or 'importable'}: --gpu-decode / --gpu-encode decode / "
-                                 "encode JPEGs on the GPU (nvJPEG)")
+        facts["nvImageCodec"] = (f"{', '.join(found) or 'importable'}: --decoder nvimgcodec / --gpu-encode "
+                                 "decode / encode JPEGs on the GPU (nvJPEG)")
     else:
         facts["nvImageCodec"] = ("installed but not importable: " + problem if found else
                                  "not installed (JPEG decode and encode on the CPU; "
                                  "pip install 'gpupipe[nvimgcodec]')")
-    try:
-        facts["NVIDIA DALI"] = f"{version('nvidia-dali-cuda120')} installed, not used (nvImageCodec decodes)"
-    except PackageNotFoundError:
-        pass
+    from ..codecs.dali import dali_unavailable_reason, dali_version
+    problem = dali_unavailable_reason()
+    if problem is None:
+        where = "on the GPU with the GPU backend, else on the CPU" if reason is None else "on the CPU (no usable GPU)"
+        facts["NVIDIA DALI"] = f"{dali_version()}: --decoder dali decodes JPEGs in batches {where}"
+    else:
+        facts["NVIDIA DALI"] = "not installed (pip install 'gpupipe[dali]' for --decoder dali)"
     return facts
 
 
@@ -91,7 +94,7 @@ class BackendChoice:
 
 
 def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None,
-                   gpu_decode: bool = False, gpu_encode: bool = False) -> BackendChoice:
+                   decoder: str = "auto", gpu_encode: bool = False) -> BackendChoice:
     """``select_backend``'s choice for a run of ``workers`` worker processes, without opening the
     device in this process. Each GPU worker gets its share of ``gpu_memory``; the nvJPEG codecs
     go to the workers only where the check found them working (it said why not, once)."""
@@ -100,10 +103,11 @@ def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
     if choice in ("gpu", "auto"):
         here = cuda_opened_here()
         limit = None if gpu_memory is None else max(1, gpu_memory // (1 if here else max(1, workers)))
-        found = _try_gpu(limit, gpu_decode, gpu_encode) if here else _gpu_in_a_child(limit, gpu_decode, gpu_encode)
+        found = _try_gpu(limit, decoder, gpu_encode) if here else _gpu_in_a_child(limit, decoder, gpu_encode)
         if "description" in found:
             from .cuda.backend import CupyBackend
-            make = functools.partial(CupyBackend, memory_limit=limit, jpeg_decode=found["decodes_jpeg"],
+            make = functools.partial(CupyBackend, memory_limit=limit,
+                                     decoder=decoder if found["decodes_jpeg"] or decoder == "pillow" else "auto",
                                      jpeg_encode=found["encodes_jpeg"])
             if here:
                 log.warning("CUDA is open in this process already, so worker processes forked from it could not "
@@ -117,8 +121,9 @@ def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
         if found.get("started"):          # a GPU was there but its backend failed: say why the CPU runs
             log.warning("the GPU backend did not start (%s); using the CPU", reason)
     from .numpy import NumpyBackend
-    return BackendChoice("cpu", _with_workers(NumpyBackend.description, workers),
-                         functools.partial(NumpyBackend, workers=workers))
+    # Described, not built: DALI's threads must not start in the process that forks the workers.
+    return BackendChoice("cpu", _with_workers(NumpyBackend.describe_for(decoder), workers),
+                         functools.partial(NumpyBackend, workers=workers, decoder=decoder))
 
 
 def _with_workers(description: str, workers: int) -> str:
@@ -136,7 +141,7 @@ def cuda_opened_here() -> bool:
         return False
 
 
-def _gpu_in_a_child(memory_limit: int | None, jpeg_decode: bool, jpeg_encode: bool) -> dict:
+def _gpu_in_a_child(memory_limit: int | None, decoder: str, jpeg_encode: bool) -> dict:
     """Whether the GPU backend starts, tried in a forked child (which also leaves the compiled
     kernels in CuPy's cache for the workers): {"description", "decodes_jpeg", "encodes_jpeg"},
     or {"reason", "started"} (started: CUDA was usable but the backend failed)."""
@@ -147,7 +152,7 @@ def _gpu_in_a_child(memory_limit: int | None, jpeg_decode: bool, jpeg_encode: bo
     if pid == 0:                                   # the child: answer, and leave without cleanup
         try:
             os.close(read)
-            os.write(write, json.dumps(_try_gpu(memory_limit, jpeg_decode, jpeg_encode)).encode())
+            os.write(write, json.dumps(_try_gpu(memory_limit, decoder, jpeg_encode)).encode())
         finally:
             os._exit(0)
     os.close(write)
@@ -160,13 +165,13 @@ def _gpu_in_a_child(memory_limit: int | None, jpeg_decode: bool, jpeg_encode: bo
         return {"reason": f"checking the GPU crashed its process (wait status {status})", "started": True}
 
 
-def _try_gpu(memory_limit: int | None, jpeg_decode: bool, jpeg_encode: bool) -> dict:
+def _try_gpu(memory_limit: int | None, decoder: str, jpeg_encode: bool) -> dict:
     reason = cuda_unavailable_reason()
     if reason is not None:
         return {"reason": reason}
     from .cuda.backend import CupyBackend
     try:
-        backend = CupyBackend(memory_limit=memory_limit, jpeg_decode=jpeg_decode, jpeg_encode=jpeg_encode)
+        backend = CupyBackend(memory_limit=memory_limit, decoder=decoder, jpeg_encode=jpeg_encode)
     except SystemFailure as exc:
         return {"reason": str(exc), "started": True}
     return {"description": backend.describe(), "decodes_jpeg": backend.decodes_jpeg,
@@ -174,12 +179,12 @@ def _try_gpu(memory_limit: int | None, jpeg_decode: bool, jpeg_encode: bool) -> 
 
 
 def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None,
-                   gpu_decode: bool = False, gpu_encode: bool = False) -> Backend:
+                   decoder: str = "auto", gpu_encode: bool = False) -> Backend:
     """Build the backend for ``--backend``: auto prefers the GPU when one is usable.
 
-    ``gpu_memory`` caps the CuPy memory pool (bytes); ``gpu_decode`` lets the GPU backend decode
-    JPEGs with nvJPEG when nvImageCodec is installed (opt-in: nvJPEG does not report corrupt
-    data); ``gpu_encode`` lets it encode JPEG results with nvJPEG (opt-in: other bytes than
+    ``gpu_memory`` caps the CuPy memory pool (bytes); ``decoder`` (``--decoder``) says what decodes
+    JPEGs: nvimgcodec lets the GPU backend decode them with nvJPEG when nvImageCodec is installed,
+    dali hands them to DALI in batches (opt-in, both: they do not report corrupt data); ``gpu_encode`` lets it encode JPEG results with nvJPEG (opt-in: other bytes than
     libjpeg-turbo's). ``gpu`` fails with the reason
     when CUDA is not usable; ``auto`` then falls back to the CPU, with a warning when
     a GPU was there but its backend failed to start (e.g. the kernels did not compile).
@@ -191,7 +196,7 @@ def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
         if reason is None:
             from .cuda.backend import CupyBackend
             try:
-                return CupyBackend(workers=workers, memory_limit=gpu_memory, jpeg_decode=gpu_decode,
+                return CupyBackend(workers=workers, memory_limit=gpu_memory, decoder=decoder,
                                    jpeg_encode=gpu_encode)
             except SystemFailure as exc:
                 reason = str(exc)
@@ -200,4 +205,4 @@ def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
         if choice == "gpu":
             raise UsageError(f"--backend gpu: CUDA not available: {reason}. Use --backend cpu (or auto).")
     from .numpy import NumpyBackend
-    return NumpyBackend(workers=workers)
+    return NumpyBackend(workers=workers, decoder=decoder)

@@ -29,9 +29,12 @@ class Backend(ABC):
     name: str = "?"
     max_batch_images: int = 1
     max_batch_pixels: int = 64 * 2**20
-    # True when ``upload`` takes ``codecs.DeferredJpeg`` items and decodes them itself (nvJPEG);
+    # True when ``upload`` takes ``codecs.DeferredJpeg`` items and decodes them itself (nvJPEG, DALI);
     # the engine then leaves those JPEGs undecoded. Other backends never receive one.
     decodes_jpeg: bool = False
+    # What decodes the JPEGs the engine decodes on the host: "turbo" (libjpeg-turbo, Pillow for the
+    # kinds it lacks) or "pillow" (--decoder pillow).
+    host_decoder: str = "turbo"
     # True when ``encode_jpeg`` makes JPEG files where the pixels are (nvJPEG): the engine then
     # downloads only the results that must be encoded on the host.
     encodes_jpeg: bool = False

@@ -174,7 +174,7 @@ def doctor() -> None:
     table.add_row("--backend auto", auto.describe())
     auto.close()
     nvjpeg = auto.name == "gpu" and nvimgcodec_unavailable_reason() is None
-    decode = "CPU (libjpeg-turbo, Pillow)" + ("; with --gpu-decode, GPU (nvJPEG) for full-size 8-bit JPEGs"
+    decode = "CPU (libjpeg-turbo, Pillow)" + ("; with --decoder nvimgcodec, GPU (nvJPEG) for full-size 8-bit JPEGs"
                                               if nvjpeg else "")
     encode = "CPU (libjpeg-turbo, Pillow)" + ("; with --gpu-encode, GPU (nvJPEG) for L/RGB JPEG outputs"
                                               if nvjpeg else "")

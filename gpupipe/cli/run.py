@@ -47,7 +47,7 @@ RUN_EXAMPLES = """[bold]Examples[/]
 
   gpupipe run 'scans/**/*.png' -o out/ --resize 1600x1600 --sharpen --watermark-text '© me'
 
-  gpupipe run big/ -o out/ --backend gpu --gpu-decode --report run.json   [dim]# on the GPU, with a report[/]
+  gpupipe run big/ -o out/ --backend gpu --decoder nvimgcodec --report run.json   [dim]# on the GPU, with a report[/]
 
   gpupipe run photos/ -o thumbs/ --thumbnail 256 -f webp            [dim]# again: resumes, skipping what is done[/]
 

@@ -70,7 +70,7 @@ def _check_size(width: int, height: int, max_pixels: int | None) -> None:
 
 def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
            min_size: MinSize = None, name: str | None = None, values: bool = False,
-           raw_bits: int = 8) -> Decoded:
+           raw_bits: int = 8, jpeg: str = "turbo") -> Decoded:
     """Decode ``data`` into upright, normalised pixels.
 
     ``min_size`` (w, h in display orientation) lets a JPEG be decoded at the
@@ -84,7 +84,8 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     photo from the TIFF its bytes look like; every other format is known by its bytes alone.
     ``values``: a grey DICOM gives its measured values (16-bit, with ``Decoded.rescale``) rather
     than its display window (``dicom``). ``raw_bits``: the depth a camera RAW photo is demosaiced
-    to, 8 or 16 (``Spec.output_bits``: 16 when every output holds it).
+    to, 8 or 16 (``Spec.output_bits``: 16 when every output holds it). ``jpeg``: "turbo" (the hot
+    path below) or "pillow" (every JPEG through Pillow: ``--decoder pillow``).
     """
     fmt = _classify(data, name)
     def check_size(width: int, height: int) -> None:
@@ -100,7 +101,7 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         _check_size(hdr.width, hdr.height, max_pixels)
         _check_room_for_blocks(data, hdr)
         orientation = _valid_orientation(hdr.orientation)
-        if hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components in (1, 3):
+        if hdr.sof in _TURBO_SOF and hdr.precision == 8 and hdr.components in (1, 3) and jpeg == "turbo":
             want = _stored_min(min_size, (hdr.width, hdr.height), orientation)
             done = _decode_turbo(data, hdr, want)
             if done is not None:

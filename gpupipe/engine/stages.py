@@ -61,18 +61,19 @@ def read_input_with_retries(path: str | Path, *, retries: int, retry_delay: floa
 
 
 def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool = False,
-                 name: str | None = None) -> codecs.Decoded:
+                 name: str | None = None, jpeg: str = "turbo") -> codecs.Decoded:
     """Decode for this spec (shrink-on-load where its first op allows); InputError on bad data,
     and a codec bug on one file becomes that file's InternalError, never the run's.
     ``device_jpeg``: the backend decodes JPEGs itself, so those it can take are only checked
-    here (``codecs.defer_jpeg``) and their pixels are made on the device."""
+    here (``codecs.defer_jpeg``) and their pixels are made on the device. ``jpeg``: the host's
+    JPEG decoder, turbo or pillow (``Backend.host_decoder``)."""
     with _codec_errors_as_input_errors():
         if device_jpeg:
             deferred = codecs.defer_jpeg(data, max_pixels=max_pixels, min_size=spec.decode_hint)
             if deferred is not None:
                 return deferred
         return codecs.decode(data, max_pixels=max_pixels, min_size=spec.decode_hint, name=name,
-                             values=spec.reads_measured_values, raw_bits=spec.raw_bits)
+                             values=spec.reads_measured_values, raw_bits=spec.raw_bits, jpeg=jpeg)
 
 
 def decode_deferred(deferred: codecs.DeferredJpeg):

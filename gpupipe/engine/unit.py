@@ -225,8 +225,9 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
         flush()                                 # the batch's inputs free their part as they are encoded
         budget.acquire(need)
     try:
-        decoded = stages.decode_input(data, work.spec, max_pixels=work.max_pixels,
-                                      device_jpeg=device.backend.decodes_jpeg, name=item.path)
+        backend = device.backend
+        decoded = stages.decode_input(data, work.spec, max_pixels=work.max_pixels, device_jpeg=backend.decodes_jpeg,
+                                      name=item.path, jpeg=backend.host_decoder)
     except InputError as exc:
         budget.release(need)
         done.outcomes.append((item.key, fail(outcome, exc)))

@@ -158,7 +158,7 @@ def test_an_encoded_result_gets_only_a_profile_that_fits_its_channels() -> None:
 
 
 def test_gpu_codecs_that_cannot_apply_say_so(tmp_path: Path, caplog) -> None:
-    """--gpu-encode where no variant writes JPEG, and --gpu-decode/--gpu-encode when the run ends up
+    """--gpu-encode where no variant writes JPEG, and --decoder nvimgcodec/--gpu-encode when the run ends up
     on the CPU backend (auto on a machine without CUDA), warn instead of doing nothing silently."""
     src = tmp_path / "in"
     src.mkdir()
@@ -170,8 +170,8 @@ def test_gpu_codecs_that_cannot_apply_say_so(tmp_path: Path, caplog) -> None:
     assert "--gpu-encode: no variant writes JPEG (formats: png)" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="gpupipe"):
-        result = gpupipe.run(src, tmp_path / "jpeg", Spec.single([ops.Grayscale()]), gpu_decode=True,
+        result = gpupipe.run(src, tmp_path / "jpeg", Spec.single([ops.Grayscale()]), decoder="nvimgcodec",
                              gpu_encode=True, journal=False)
     on_cpu = result.summary.backend.startswith("cpu")
-    assert ("--gpu-decode and --gpu-encode: this run uses the cpu backend" in caplog.text) == on_cpu
+    assert ("--decoder nvimgcodec and --gpu-encode: this run uses the cpu backend" in caplog.text) == on_cpu
     assert "no variant writes JPEG" not in caplog.text

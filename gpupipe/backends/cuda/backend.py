@@ -31,6 +31,7 @@ from ... import ops
 from ...codecs import DeferredJpeg, EncodedImage, decode_deferred_on_host
 from ...errors import DeviceFailure, DeviceOutOfMemory, SystemFailure, UndecodableImages
 from ..base import Backend
+from ...codecs.dali import DaliDecoder, dali_unavailable_reason
 from .jpeg import NvJpegDecoder, NvJpegEncoder, nvimgcodec_unavailable_reason
 from .plans import MEMCPY, Buf, Program, Shape, colour_table, compose_tables, offsets, plan_op, plan_table
 
@@ -99,7 +100,7 @@ class CupyBackend(Backend):
     max_batch_pixels = 96 * 2**20        # ~300 MB of RGB per batch: launches amortised, memory bounded
 
     def __init__(self, workers: int = 1, memory_limit: int | None = None, device: int = 0,
-                 profile: bool = False, jpeg_decode: bool = False, jpeg_encode: bool = False) -> None:
+                 profile: bool = False, decoder: str = "auto", jpeg_encode: bool = False) -> None:
         import cupy
         # profile: each call waits for its stream and adds its seconds to ``timings`` (upload,
         # kernels, download): a stage breakdown for benchmarks, at the cost of the overlap.
@@ -119,25 +120,34 @@ class CupyBackend(Backend):
         except Exception as exc:
             raise SystemFailure(f"CUDA device {device} is not usable: {exc.__class__.__name__}: {exc}") from exc
         self.device_name = properties["name"].decode() if isinstance(properties["name"], bytes) else properties["name"]
-        self.jpeg = self._nvjpeg(jpeg_decode, "decode", lambda: NvJpegDecoder(self.cp))
+        self.host_decoder = "pillow" if decoder == "pillow" else "turbo"
+        if decoder == "dali":
+            self.jpeg = self._device_codec("--decoder dali", "decode", self._dali, dali_unavailable_reason())
+        else:
+            self.jpeg = self._device_codec("--decoder nvimgcodec", "decode", lambda: NvJpegDecoder(self.cp),
+                                           nvimgcodec_unavailable_reason() if decoder == "nvimgcodec" else "unwanted")
         self.decodes_jpeg = self.jpeg is not None
-        self.jpeg_encoder = self._nvjpeg(jpeg_encode, "encode", NvJpegEncoder)
+        self.jpeg_encoder = self._device_codec("--gpu-encode", "encode", NvJpegEncoder,
+                                               nvimgcodec_unavailable_reason() if jpeg_encode else "unwanted")
         self.encodes_jpeg = self.jpeg_encoder is not None
         self._local = threading.local()
 
-    def _nvjpeg(self, wanted: bool, job: str, make):
-        """nvJPEG's decoder or encoder through nvImageCodec when installed and wanted, else None
-        (the CPU does that job), with a warning saying why when it was wanted."""
-        if not wanted:
+    def _device_codec(self, flag: str, job: str, make, problem: str | None):
+        """A JPEG decoder or encoder on the device (nvJPEG through nvImageCodec, DALI) when installed
+        and wanted (``problem`` None), else None (the CPU does that job), with a warning saying why
+        when it was wanted (``problem`` "unwanted": it was not)."""
+        if problem == "unwanted":
             return None
-        problem = nvimgcodec_unavailable_reason()
         if problem is None:
             try:
                 return make()
             except Exception as exc:             # installed but broken (no libnvjpeg, ...): say so, go on
                 problem = f"GPU JPEG {job} unavailable ({exc.__class__.__name__}: {exc})"
-        log.warning("--gpu-%s: %s; JPEGs are %sd on the CPU", job, problem, job)
+        log.warning("%s: %s; JPEGs are %sd on the CPU", flag, problem, job)
         return None
+
+    def _dali(self):
+        return DaliDecoder("mixed", self.cp, self.device.id)
 
     # ------------------------------------------------------------------ Backend
 
@@ -262,8 +272,11 @@ class CupyBackend(Backend):
         return {"used": int(self.pool.used_bytes()), "limit": int(limit)}
 
     def describe(self) -> str:
-        codecs = [job for job, codec in (("decode", self.jpeg), ("encode", self.jpeg_encoder)) if codec]
-        return f"gpu (CuPy, {self.device_name}{', nvJPEG ' + ' and '.join(codecs) if codecs else ''})"
+        dali = isinstance(self.jpeg, DaliDecoder)
+        codecs = [job for job, codec in (("decode", None if dali else self.jpeg), ("encode", self.jpeg_encoder))
+                  if codec is not None]
+        dali = ", DALI decode" if dali else ""
+        return f"gpu (CuPy, {self.device_name}{', nvJPEG ' + ' and '.join(codecs) if codecs else ''}{dali})"
 
     def close(self) -> None:
         with contextlib.suppress(Exception):       # a lost device may fail here too: nothing left to save

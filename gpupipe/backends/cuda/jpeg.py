@@ -11,7 +11,7 @@ there (on an H100: max |Δ| 1 on baseline photos, 3 on a progressive one; tests/
 A file nvJPEG refuses is decoded on the host instead, which gives it the CPU path's result
 or error. But nvJPEG does not notice corrupt entropy-coded data (random bytes where the
 scan should be decode to a noise image without an error), where libjpeg-turbo's strict mode
-fails the file: that is why GPU decode is opt-in (``--gpu-decode``), never the default.
+fails the file: that is why GPU decode is opt-in (``--decoder nvimgcodec``), never the default.
 
 Encode. L and RGB results written as JPEG are encoded on the device (the settings of
 ``codecs.encode``: the quality, 4:2:0 chroma for colour, baseline, standard Huffman tables) and

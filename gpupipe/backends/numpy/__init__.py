@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 
 from ... import ops
+from ...codecs import DeferredJpeg, decode_deferred_on_host
+from ...errors import UndecodableImages
 from ..base import Backend
 from . import color, composite, filters, geometry, intensity, resample
 
@@ -69,7 +71,15 @@ class NumpyBackend(Backend):
     description = "cpu (NumPy/OpenCV/Pillow)"
     max_batch_images = 1          # no launch overhead to amortise: small batches keep latency and memory low
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, decoder: str = "auto") -> None:
+        # --decoder dali: DALI decodes the JPEGs of each batch on the CPU (upload), batches of up to
+        # 16 so that its runs are worth their set-up; pillow: Pillow decodes every JPEG on the host.
+        self.host_decoder = "pillow" if decoder == "pillow" else "turbo"
+        self.jpeg = None
+        if decoder == "dali":
+            from ...codecs.dali import DaliDecoder
+            self.jpeg = DaliDecoder("cpu")
+            self.decodes_jpeg, self.max_batch_images = True, 16
         # The engine already runs one image per core; OpenCV's own thread pool on top of that
         # only adds contention. Changed only if needed, and restored by close(): a forked worker
         # must not touch the pool settings if its parent used the pool (the call hangs), so the
@@ -79,13 +89,26 @@ class NumpyBackend(Backend):
         if self._changed_opencv:
             cv2.setNumThreads(1)
 
-    def close(self) -> None:
+    def _restore_opencv_threads(self) -> None:
         if self._changed_opencv:
             cv2.setNumThreads(self._opencv_threads)
             self._changed_opencv = False
 
-    def upload(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return list(images)
+    def upload(self, images: Sequence) -> list[np.ndarray]:
+        """The images as they are; with DALI, the deferred JPEGs decoded by it in one batch (one it
+        cannot decode is decoded by the host decoder, which fails it with its class if it must)."""
+        images = list(images)
+        if self.jpeg is None:             # the engine decoded them (process_batch): nothing deferred comes here
+            return images
+        deferred = [i for i, img in enumerate(images) if isinstance(img, DeferredJpeg) and img.host_pixels is None]
+        if deferred:
+            for i, pixels in zip(deferred, self.jpeg.decode([images[i] for i in deferred])):
+                if pixels is not None:
+                    images[i].host_pixels = pixels
+        failed = decode_deferred_on_host(images, [i for i, img in enumerate(images) if isinstance(img, DeferredJpeg)])
+        if failed:
+            raise UndecodableImages(failed)
+        return [img.host_pixels if isinstance(img, DeferredJpeg) else img for img in images]
 
     def apply(self, batch: list[np.ndarray], op: ops.Op) -> list[np.ndarray]:
         return [apply_op(img, op) for img in batch]
@@ -93,5 +116,16 @@ class NumpyBackend(Backend):
     def download(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         return batch
 
+    def close(self) -> None:
+        if self.jpeg is not None:
+            self.jpeg.close()
+        self._restore_opencv_threads()
+
     def describe(self) -> str:
-        return self.description
+        return self.describe_for("dali" if self.jpeg is not None else self.host_decoder)
+
+    @classmethod
+    def describe_for(cls, decoder: str) -> str:
+        """What the summary calls this backend with ``decoder`` (without building it)."""
+        named = {"dali": ", DALI decodes JPEGs", "pillow": ", Pillow decodes JPEGs"}.get(decoder, "")
+        return f"{cls.description[:-1]}{named})"

@@ -248,7 +248,7 @@ def test_a_mixed_batch_of_device_and_host_images(nvjpeg):
 
 
 def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
-    """Bad inputs get the CPU run's error classes, with and without --gpu-decode, except the
+    """Bad inputs get the CPU run's error classes, with and without --decoder nvimgcodec, except the
     one documented gap: nvJPEG decodes corrupt entropy-coded data (the test suite's corrupt.jpg:
     a whole header, random scan bytes, EOI) to noise without an error."""
     src = tmp_path / "in"
@@ -261,25 +261,25 @@ def test_bad_jpegs_fail_on_the_gpu_as_on_the_cpu(nvjpeg, tmp_path):
     spec = Spec.single([ops.Brightness(5), ops.Thumbnail(128)], format="png")
     classes = {}
     for name, options in (("cpu", {"backend": "cpu"}), ("gpu", {"backend": "gpu"}),
-                          ("nvjpeg", {"backend": "gpu", "gpu_decode": True})):
+                          ("nvjpeg", {"backend": "gpu", "decoder": "nvimgcodec"})):
         result = gpupipe.run(src, tmp_path / name, spec, journal=False, **options)
         classes[name] = {Path(o.path).name: o.error_class for o in result.outcomes}
         assert ("nvJPEG" in result.summary.backend) == (name == "nvjpeg")
     assert classes["gpu"] == classes["cpu"] and classes["cpu"]["corrupt.jpg"] == "corrupt"
     assert {k: v for k, v in classes["nvjpeg"].items() if k != "corrupt.jpg"} == \
         {k: v for k, v in classes["cpu"].items() if k != "corrupt.jpg"}
-    print("corrupt.jpg with --gpu-decode:", classes["nvjpeg"]["corrupt.jpg"] or "processed (not detected)")
+    print("corrupt.jpg with --decoder nvimgcodec:", classes["nvjpeg"]["corrupt.jpg"] or "processed (not detected)")
 
 
 def test_gpu_codecs_through_the_engine_lose_nothing(nvjpeg, tmp_path):
-    """--gpu-decode --gpu-encode through the engine: every input is processed, and the outputs are
+    """--decoder nvimgcodec --gpu-encode through the engine: every input is processed, and the outputs are
     within nvJPEG's rounding of the CPU run's."""
     src = copies(DECODE_PHOTOS, tmp_path / "in", 4)
     chain = (ops.Brightness(10), ops.GaussianBlur(2.0))
     spec = gpupipe.Spec((gpupipe.Variant(chain, name="png", format="png"),
                          gpupipe.Variant(chain, name="jpeg", format="jpeg", quality=90)))
     cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu", journal=False)
-    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu", gpu_decode=True, gpu_encode=True, workers=8,
+    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu", decoder="nvimgcodec", gpu_encode=True, workers=8,
                       journal=False)
     assert "nvJPEG decode and encode" in gpu.summary.backend, gpu.summary.backend
     assert gpu.summary.processed == cpu.summary.processed == 4 * len(DECODE_PHOTOS)
@@ -293,6 +293,23 @@ def test_gpu_codecs_through_the_engine_lose_nothing(nvjpeg, tmp_path):
         assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).mean() < limit, rel
 
 
+def test_dali_decodes_on_the_gpu_within_nvjpegs_rounding_of_the_cpu(tmp_path):
+    """--decoder dali with the GPU backend: DALI decodes on the device ("mixed"); every input is
+    processed, within nvJPEG's rounding of the CPU run's outputs (no leading shrink: every JPEG goes
+    to DALI), and the summary says DALI decoded."""
+    pytest.importorskip("nvidia.dali", reason="the [dali] extra (nvidia-dali) is not installed")
+    src = copies(DECODE_PHOTOS, tmp_path / "in", 4)
+    spec = gpupipe.Spec.single([ops.Sharpen(), ops.Thumbnail(128)], format="png")
+    cpu = gpupipe.run(src, tmp_path / "cpu", spec, backend="cpu", journal=False)
+    gpu = gpupipe.run(src, tmp_path / "gpu", spec, backend="gpu", decoder="dali", workers=4, journal=False)
+    assert "DALI decode" in gpu.summary.backend, gpu.summary.backend
+    assert gpu.summary.processed == cpu.summary.processed == 4 * len(DECODE_PHOTOS)
+    for written in (tmp_path / "cpu").rglob("*.png"):
+        got = codecs.decode((tmp_path / "gpu" / written.relative_to(tmp_path / "cpu")).read_bytes()).pixels
+        want = codecs.decode(written.read_bytes()).pixels
+        assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).mean() < 1.5, written.name
+
+
 def test_the_cli_with_gpu_codecs_exits_with_the_runs_status(nvjpeg, tmp_path):
     """Exit status 0 for a clean run and 1 when an input failed, also when nvImageCodec is loaded
     (its teardown at interpreter exit has crashed a test process: cli.main ends before it)."""
@@ -303,7 +320,7 @@ def test_the_cli_with_gpu_codecs_exits_with_the_runs_status(nvjpeg, tmp_path):
     for photo in DECODE_PHOTOS[:4]:
         shutil.copy(photo, src / photo.name)
     command = [sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(tmp_path / "out"), "--backend", "gpu",
-               "--gpu-decode", "--gpu-encode", "--brightness", "10", "--thumbnail", "64", "--quiet"]
+               "--decoder", "nvimgcodec", "--gpu-encode", "--brightness", "10", "--thumbnail", "64", "--quiet"]
     clean = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr
     (src / "bad.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
