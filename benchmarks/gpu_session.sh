@@ -19,6 +19,8 @@
 #   benchmarks/gpu_session.sh", carry=[".whl", ".photos", ".peerwhl"]); then here, no GPU:
 #   python benchmarks/gpu.py --merge-peers benchmarks/results/gpu-DATE.json <the peers file>
 #   here, after:  copy the returned gpu-*.json into benchmarks/results/ and commit it
+#   DALI (--decoder dali, gpu_dali, the DALI peer) cannot travel: its wheel is 420 MB, the carry
+#   64 MiB. Its GPU test and benchmark rows skip, saying so, unless the device image has DALI.
 #
 # Issue 15 (engine v2) in one call (carry .whl, .photos, .nvimg; about 9 min): the GPU tests, the
 # peers Pillow and OpenCV on every core, then W1 (with the torchvision peer) and W3 on the GPU:
@@ -42,7 +44,7 @@ if [ "${1:-}" = "--prepare" ]; then
     for d in /.whl/ /.photos/; do grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
     rm -rf .whl && python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 -d .whl simplejpeg==1.9.0 pillow==13.0.0 || exit 1
+        --platform manylinux2014_x86_64 -d .whl simplejpeg==1.9.0 pillow==13.0.0 tifffile==2026.3.3 || exit 1
     # nvImageCodec (GPU JPEG decode), unpacked and slimmed to Python 3.12 and the JPEG codecs: the
     # whole wheel would not fit in the 64 MiB that travel. libnvjpeg comes with the device's CUDA.
     grep -qxF /.nvimg/ .git/info/exclude || echo /.nvimg/ >> .git/info/exclude

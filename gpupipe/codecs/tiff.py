@@ -70,7 +70,7 @@ def _decode_tiff16(data: bytes, im) -> np.ndarray:
     channels = len(im.mode)
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] != channels:
         raise CorruptImage("corrupt TIFF: libtiff cannot decode its 16-bit pixel data")
-    return np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][:channels]])   # BGR(A) -> RGB(A)
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA)   # BGR(A) -> RGB(A)
 
 
 def encode_tiff(pixels: np.ndarray, icc: bytes | None) -> bytes:

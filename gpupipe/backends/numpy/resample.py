@@ -224,24 +224,39 @@ def _coefficients(in_size: int, out_size: int, filter: str):
     return start.astype(np.int32), length.astype(np.int32), fixed
 
 
+# Values of the source a pass turns into float64 at a time (8 MB): the working set of one block.
+_PASS_BLOCK = 1 << 20
+
+
 def _pass(src: np.ndarray, axis: int, start: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """One fixed-point pass along axis 1 (horizontal) or 0 (vertical) of an HWC array, stored at its depth."""
+    """One fixed-point pass along axis 1 (horizontal) or 0 (vertical) of an HWC array, stored at its depth.
+
+    Each output is ``floor((2**21 + sum_j px[start + j] * k[j]) / 2**22)``, clamped. The sums are
+    taken in float64 by BLAS (a dot product per output over a block of the source): exact, in
+    any order, because every partial sum is an integer below 2**53 — each |product| is below
+    65535 * 2**23 and sum(|k|) <= 1.58 * 2**22 (measured, lanczos3), so |sum| < 2**39. The
+    integers are Pillow's int32 sums (and a GPU's), bit for bit, 10x faster than summing tap by
+    tap in int64 (a 12 MP 16-bit thumbnail: 1.6 -> 0.15 s).
+    """
     out_size, ksize = coeffs.shape
-    last = src.shape[axis] - 1
-    shape = [1, 1, 1]
-    shape[axis] = out_size
-    # Accumulator starts at 0.5 in fixed point (round half up). For uint8 int64 is only
-    # for safety: sum(|k|) <= 1.58 * 2**22 (measured, lanczos3), so |acc| < 255 * 1.58 *
-    # 2**22 < 2**31 and Pillow's int32 accumulator (and a GPU's) never overflows; uint16
-    # values need the int64 (a GPU's long long).
-    acc = np.full(src.shape[:axis] + (out_size,) + src.shape[axis + 1:], 1 << (PRECISION_BITS - 1), np.int64)
-    for j in range(ksize):
-        # Taps past `length` have coefficient 0; clamping their index keeps the
-        # gather in bounds without changing the sum.
-        idx = np.minimum(start + j, last)
-        acc += np.take(src, idx, axis=axis).astype(np.int64) * coeffs[:, j].reshape(shape)
-    # clip8(): arithmetic shift (floor) then clamp to the depth.
-    return np.clip(acc >> PRECISION_BITS, 0, pixels.maximum(src.dtype)).astype(src.dtype)
+    size = src.shape[axis]
+    moved = np.moveaxis(src, axis, 0)                       # (size, the other axes)
+    flat = moved.reshape(size, -1)
+    out = np.empty((out_size, flat.shape[1]), np.float64)
+    weights = coeffs.astype(np.float64)
+    # Taps past an output's length have coefficient 0, so each window is cut at the image's end.
+    stops = np.minimum(start.astype(np.int64) + ksize, size)
+    step = max(1, _PASS_BLOCK // size)
+    for c0 in range(0, flat.shape[1], step):
+        block = flat[:, c0:c0 + step].astype(np.float64)
+        for i in range(out_size):
+            first, stop = int(start[i]), int(stops[i])
+            out[i, c0:c0 + step] = weights[i, :stop - first] @ block[first:stop]
+    out += float(1 << (PRECISION_BITS - 1))
+    out *= 1.0 / (1 << PRECISION_BITS)                      # a power of two: exact
+    np.floor(out, out=out)
+    result = np.clip(out, 0, pixels.maximum(src.dtype)).astype(src.dtype)
+    return np.ascontiguousarray(np.moveaxis(result.reshape((out_size,) + moved.shape[1:]), 0, axis))
 
 
 def premultiply(img: np.ndarray) -> np.ndarray:
