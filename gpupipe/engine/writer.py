@@ -134,6 +134,8 @@ class WritePolicy:
 
     def input_at(self, relative: PurePath) -> str | None:
         """The input folder or file that writing ``relative`` would replace or write into, if any."""
+        if not self.inputs:                   # the usual case (no input inside OUT), asked per output
+            return None
         target = os.path.join(self.root, *relative.parts)
         return next((p for p in self.inputs if _within(target, p)), None)
 
