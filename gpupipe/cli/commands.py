@@ -40,7 +40,7 @@ def inspect(
     except GpupipeError as exc:
         exit_with_error(exc)
     out = Console()
-    table = Table("path", "format", "bytes", "size", "mode", "orient.", "problems")
+    table = Table("path", "format", "bytes", "size", "mode", "bits", "orient.", "problems")
     bad = 0
     for item in sources.discover(inputs, recursive=not no_recursive, include_hidden=hidden, all_files=all_files):
         if not isinstance(item, sources.SourceFile):
@@ -48,7 +48,7 @@ def inspect(
         row: dict[str, Any] = {"path": str(item.path), "bytes": item.size}
         try:
             info = codecs.probe(sources.read_bytes(item.path), max_pixels=max_pixels, name=item.path.name)
-            row.update(format=info.format, width=info.width, height=info.height, mode=info.mode,
+            row.update(format=info.format, width=info.width, height=info.height, mode=info.mode, bits=info.bits,
                        orientation=info.orientation, problems=list(info.problems))
         except GpupipeError as exc:
             row.update(problems=[f"{getattr(exc, 'error_class', 'error')}: {exc}"])
@@ -58,7 +58,7 @@ def inspect(
         else:
             size = f"{row['width']}×{row['height']}" if "width" in row else "—"
             table.add_row(escape(printable(row["path"])), row.get("format", "—"), str(row["bytes"]), size,
-                          row.get("mode", "—"), str(row.get("orientation", "—")),
+                          row.get("mode", "—"), str(row.get("bits", "—")), str(row.get("orientation", "—")),
                           escape(printable("; ".join(row.get("problems", [])))))
     if not as_json:
         out.print(table)

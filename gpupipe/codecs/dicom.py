@@ -35,6 +35,7 @@ class DicomHeader:
     frames: int
     photometric: str
     transfer_syntax: str
+    bits: int = 8                  # Bits Stored
 
 
 def header(data: bytes) -> DicomHeader:
@@ -43,7 +44,7 @@ def header(data: bytes) -> DicomHeader:
     width, height = _size(ds)
     syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
     return DicomHeader(width, height, _frames(ds), str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
-                       getattr(syntax, "name", str(syntax)))
+                       getattr(syntax, "name", str(syntax)), int(ds.get("BitsStored", 8) or 8))
 
 
 Rescale = tuple[float, float]           # (slope, intercept): value = slope · pixel + intercept

@@ -27,6 +27,8 @@ class ImageInfo:
     frames: int = 1
     has_icc: bool = False
     problems: list[str] = field(default_factory=list)
+    bits: int = 8              # bits a sample as the file stores them (PNG/TIFF depth, JPEG precision,
+                               # DICOM Bits Stored): 16-bit PNGs and TIFFs are processed at 16 (gpupipe.pixels)
 
 
 def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> ImageInfo:
@@ -45,13 +47,14 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | 
     elif fmt == "dicom":
         head = dicom.header(data)
         mode = "L" if head.photometric.startswith("MONOCHROME") else "RGB"
-        info = ImageInfo(fmt, head.width, head.height, mode, 1, head.frames, False, problems)
+        info = ImageInfo(fmt, head.width, head.height, mode, 1, head.frames, False, problems, head.bits)
     elif fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         problems += hdr.problems
         info = ImageInfo(fmt, hdr.width, hdr.height,
                          {1: "L", 3: "RGB", 4: "CMYK"}.get(hdr.components, f"{hdr.components} components"),
-                         _valid_orientation(hdr.orientation, problems), 1, hdr.icc is not None, problems)
+                         _valid_orientation(hdr.orientation, problems), 1, hdr.icc is not None, problems,
+                         hdr.precision)
         im = _pillow_open(data, fmt)   # only for the frame count (MPO)
         info.frames = getattr(im, "n_frames", 1)
         if b"\xff\xd9" not in data[-4096:]:
@@ -71,7 +74,7 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | 
             problems.append(f"could not count frames: {exc}")
         width, height = _stored_size(im, fmt)
         info = ImageInfo(fmt, width, height, im.mode, _valid_orientation(raw, problems),
-                         frames, bool(im.info.get("icc_profile")), problems)
+                         frames, bool(im.info.get("icc_profile")), problems, _stored_bits(data, fmt, im))
         if fmt in ("png", "gif", "webp", "bmp") and _looks_cut_short(data, fmt):
             problems.append(f"the {fmt.upper()} file is shorter than its structure says: "
                             f"probably truncated")
@@ -82,6 +85,16 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | 
     if info.frames > 1:
         problems.append(f"{info.frames} frames: only the first is used")
     return info
+
+
+def _stored_bits(data: bytes, fmt: str, im) -> int:
+    """Bits a sample in a PNG (IHDR's depth) or TIFF (BitsPerSample); 8 for the other formats."""
+    if fmt == "png" and len(data) > 24:
+        return data[24]
+    if fmt == "tiff":
+        bits = im.tag_v2.get(258, 8)
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    return 8
 
 
 def header_size(data: bytes, name: str | None = None) -> tuple[int, int]:

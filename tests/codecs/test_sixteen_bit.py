@@ -144,3 +144,20 @@ def test_a_damaged_16bit_png_fails_alone_with_its_class():
     data[idat:idat + 8] = b"\xff" * 8
     with pytest.raises(CorruptImage):
         codecs.decode(bytes(data))
+
+
+def test_inspect_says_how_many_bits_a_file_holds(tmp_path):
+    """probe (gpupipe inspect) reports the bits a sample: 16 for the 16-bit PNG and TIFF it keeps."""
+    import json
+
+    from tests.support.cli import gp
+
+    (tmp_path / "deep.png").write_bytes(codecs.encode(ramp(3), format="png"))
+    (tmp_path / "deep.tif").write_bytes(codecs.encode(ramp(1), format="tiff"))
+    (tmp_path / "flat.jpg").write_bytes(codecs.encode(pixels.to_8bit(ramp(3)), format="jpeg"))
+    assert codecs.probe((tmp_path / "deep.png").read_bytes()).bits == 16
+    done = gp("inspect", tmp_path, "--json")
+    assert done.exit_code == 0, done.output
+    bits = {json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line)["bits"]
+            for line in done.output.splitlines() if line.startswith("{")}
+    assert bits == {"deep.png": 16, "deep.tif": 16, "flat.jpg": 8}
