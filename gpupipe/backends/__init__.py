@@ -106,8 +106,9 @@ def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
         found = _try_gpu(limit, decoder, gpu_encode) if here else _gpu_in_a_child(limit, decoder, gpu_encode)
         if "description" in found:
             from .cuda.backend import CupyBackend
-            make = functools.partial(CupyBackend, memory_limit=limit,
-                                     decoder=decoder if found["decodes_jpeg"] or decoder == "pillow" else "auto",
+            # A device decoder the check could not start (it said why, once) is not asked of each worker.
+            lost = decoder in ("nvimgcodec", "dali") and not found["decodes_jpeg"]
+            make = functools.partial(CupyBackend, memory_limit=limit, decoder="auto" if lost else decoder,
                                      jpeg_encode=found["encodes_jpeg"])
             if here:
                 log.warning("CUDA is open in this process already, so worker processes forked from it could not "

@@ -238,8 +238,7 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
     outcome.format = decoded.format
     outcome.height, outcome.width = decoded.pixels.shape[:2]
     _span(outcome, "decode", started, worker)
-    return Decoded(index, item, outcome, decoded.pixels, decoded.format, decoded.icc_profile, need,
-                   getattr(decoded, "rescale", None))
+    return Decoded(index, item, outcome, decoded.pixels, decoded.format, decoded.icc_profile, need, decoded.rescale)
 
 
 def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie, budget: Budget,

@@ -19,7 +19,6 @@ from gpupipe import codecs, ops
 from gpupipe.codecs.decoding import DeferredJpeg, defer_jpeg
 from gpupipe.spec import Spec
 
-
 from tests.support.blocked import env_without
 from tests.support.cli import EXAMPLES, gp
 from tests.support.corpus import CORPUS

@@ -121,23 +121,23 @@ class CupyBackend(Backend):
             raise SystemFailure(f"CUDA device {device} is not usable: {exc.__class__.__name__}: {exc}") from exc
         self.device_name = properties["name"].decode() if isinstance(properties["name"], bytes) else properties["name"]
         self.host_decoder = "pillow" if decoder == "pillow" else "turbo"
+        self.jpeg = self.jpeg_encoder = None
         if decoder == "dali":
             self.jpeg = self._device_codec("--decoder dali", "decode", self._dali, dali_unavailable_reason())
-        else:
+        elif decoder == "nvimgcodec":
             self.jpeg = self._device_codec("--decoder nvimgcodec", "decode", lambda: NvJpegDecoder(self.cp),
-                                           nvimgcodec_unavailable_reason() if decoder == "nvimgcodec" else "unwanted")
+                                           nvimgcodec_unavailable_reason())
         self.decodes_jpeg = self.jpeg is not None
-        self.jpeg_encoder = self._device_codec("--gpu-encode", "encode", NvJpegEncoder,
-                                               nvimgcodec_unavailable_reason() if jpeg_encode else "unwanted")
+        if jpeg_encode:
+            self.jpeg_encoder = self._device_codec("--gpu-encode", "encode", NvJpegEncoder,
+                                                   nvimgcodec_unavailable_reason())
         self.encodes_jpeg = self.jpeg_encoder is not None
         self._local = threading.local()
 
     def _device_codec(self, flag: str, job: str, make, problem: str | None):
-        """A JPEG decoder or encoder on the device (nvJPEG through nvImageCodec, DALI) when installed
-        and wanted (``problem`` None), else None (the CPU does that job), with a warning saying why
-        when it was wanted (``problem`` "unwanted": it was not)."""
-        if problem == "unwanted":
-            return None
+        """The JPEG decoder or encoder ``flag`` asked for on the device (nvJPEG through nvImageCodec,
+        DALI) when it is installed (``problem`` None) and starts, else None with a warning saying
+        why: the CPU does that job."""
         if problem is None:
             try:
                 return make()

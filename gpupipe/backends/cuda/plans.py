@@ -87,7 +87,7 @@ class _Builder:
         self.shapes = list(shapes)
         self.dtype = np.dtype(dtype)
         if self.dtype not in pixels.DTYPES:
-            raise NotImplementedError(f"no CUDA kernels for {self.dtype} images")
+            raise ValueError(f"a batch of {self.dtype} images: the pixel contract holds uint8 and uint16 only")
         self.program = Program(out_shapes=list(shapes), dtype=self.dtype)
         self.current = "src"
 
