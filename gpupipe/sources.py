@@ -45,7 +45,7 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
 
 from gpupipe.codecs import READ_FORMATS, formats, sniff
 from gpupipe.errors import UnreadableInput, UsageError
@@ -61,12 +61,15 @@ _SNIFF_BYTES = 1024      # enough for every signature sniff() knows, SVG include
 PathLike = str | os.PathLike
 
 
+# Paths are plain strings, spelled as pathlib would (``_shown``): a run makes these for every file
+# on its one coordinating thread, where pathlib's objects cost several µs each (issue 15).
+
 @dataclass(frozen=True)
 class SourceFile:
     """One input file to process."""
 
-    path: Path               # as reached (not resolved), for reading and reports
-    relative: PurePath       # where it sits below its input root; outputs mirror it
+    path: str                # as reached (not resolved), for reading and reports
+    relative: str            # where it sits below its input root ("a/b.jpg"); outputs mirror it
     size: int
     mtime: float
 
@@ -75,7 +78,7 @@ class SourceFile:
 class Skipped:
     """A file looked at and deliberately not processed (e.g. not an image)."""
 
-    path: Path
+    path: str
     reason: str
 
 
@@ -83,11 +86,19 @@ class Skipped:
 class ScanProblem:
     """Something that could not be scanned (unlistable directory, symlink loop)."""
 
-    path: Path
+    path: str
     message: str
 
 
 Item = SourceFile | Skipped | ScanProblem
+
+
+def _shown(path: str) -> str:
+    """``path`` as ``str(Path(path))`` spells it (no "//", "/./", leading "./" or trailing "/"),
+    without building a Path for the usual path that needs none of it."""
+    if "//" in path or "/." in path or path.startswith("./") or (path.endswith("/") and path != "/"):
+        return str(PurePath(path))
+    return path
 
 
 # --------------------------------------------------------------------------
@@ -372,17 +383,17 @@ class _Scanner:
             elif os.path.lexists(text):
                 yield from self._named_file(text)
             else:            # vanished after check_inputs
-                yield ScanProblem(Path(text), "no such file or directory")
+                yield ScanProblem(_shown(text), "no such file or directory")
 
     def _root(self, root: _Root) -> Iterator[Item]:
         try:
             st = os.stat(root.path)
         except OSError as exc:
             if root.pats is None:
-                yield ScanProblem(Path(root.path), f"cannot read directory: {_os_message(exc)}")
+                yield ScanProblem(_shown(root.path), f"cannot read directory: {_os_message(exc)}")
             return           # a glob below a missing directory matches nothing
         if self._excluded(root.path, st):
-            yield ScanProblem(Path(root.path), "excluded (the output directory); not scanned")
+            yield ScanProblem(_shown(root.path), "excluded (the output directory); not scanned")
             return
         if root.pats is None and self._owned_elsewhere(root.real, root, True):
             return           # named twice, or inside an earlier directory input
@@ -399,17 +410,17 @@ class _Scanner:
         except FileNotFoundError:
             # A broken symlink: yielded so that it is reported as unreadable.
             lst = os.lstat(path)
-            yield SourceFile(Path(path), PurePath(os.path.basename(path)), lst.st_size, lst.st_mtime)
+            yield SourceFile(_shown(path), os.path.basename(path), lst.st_size, lst.st_mtime)
             return
         except OSError as exc:
-            yield ScanProblem(Path(path), _os_message(exc))
+            yield ScanProblem(_shown(path), _os_message(exc))
             return
         if not stat.S_ISREG(st.st_mode):
-            yield Skipped(Path(path), "not a regular file (device, FIFO or socket)")
+            yield Skipped(_shown(path), "not a regular file (device, FIFO or socket)")
             return
         if self._second_name(path, st, _Sniff(path)):
             return
-        yield SourceFile(Path(path), PurePath(os.path.basename(path)), st.st_size, st.st_mtime)
+        yield SourceFile(_shown(path), os.path.basename(path), st.st_size, st.st_mtime)
 
     # -- directories ----------------------------------------------------------
 
@@ -418,7 +429,7 @@ class _Scanner:
             with os.scandir(path) as it:
                 return sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            return ScanProblem(Path(path), f"cannot list directory: {_os_message(exc)}")
+            return ScanProblem(_shown(path), f"cannot list directory: {_os_message(exc)}")
 
     def _walk(self, top: _Frame, st: os.stat_result) -> Iterator[Item]:
         """Depth-first, name-ordered walk with an explicit stack (deep trees
@@ -443,7 +454,7 @@ class _Scanner:
                 is_dir = entry.is_dir()
                 is_link = entry.is_symlink()
             except OSError as exc:
-                yield ScanProblem(Path(entry.path), _os_message(exc))
+                yield ScanProblem(_shown(entry.path), _os_message(exc))
                 continue
             if is_dir:
                 sub = self._enter(frame, entry, rel, is_link, visited)
@@ -468,7 +479,7 @@ class _Scanner:
         try:
             st = entry.stat()
         except OSError as exc:
-            return ScanProblem(Path(entry.path), _os_message(exc))
+            return ScanProblem(_shown(entry.path), _os_message(exc))
         if self._excluded(entry.path, st):
             return None
         owner = frame.owner
@@ -505,27 +516,27 @@ class _Scanner:
             st = entry.stat()
         except FileNotFoundError:
             if not is_link:
-                yield ScanProblem(Path(path), "vanished during the scan")
+                yield ScanProblem(_shown(path), "vanished during the scan")
             elif by_name:    # broken symlink: yielded so that it is reported as unreadable
                 lst = entry.stat(follow_symlinks=False)
-                yield SourceFile(Path(path), PurePath(*rel), lst.st_size, lst.st_mtime)
+                yield SourceFile(_shown(path), "/".join(rel), lst.st_size, lst.st_mtime)
             else:
-                yield Skipped(Path(path), "broken symbolic link")
+                yield Skipped(_shown(path), "broken symbolic link")
             return
         except OSError as exc:
-            yield ScanProblem(Path(path), _os_message(exc))
+            yield ScanProblem(_shown(path), _os_message(exc))
             return
         if not stat.S_ISREG(st.st_mode):
-            yield Skipped(Path(path), "not a regular file (device, FIFO or socket)")
+            yield Skipped(_shown(path), "not a regular file (device, FIFO or socket)")
             return
         content = _Sniff(path)
         if not by_name:
             try:
                 if not content.ok():
-                    yield Skipped(Path(path), _not_image_reason(content.fmt))
+                    yield Skipped(_shown(path), _not_image_reason(content.fmt))
                     return
             except OSError as exc:
-                yield ScanProblem(Path(path), "cannot read it to check whether it is an image: "
+                yield ScanProblem(_shown(path), "cannot read it to check whether it is an image: "
                                               + _os_message(exc))
                 return
         if is_link:
@@ -534,7 +545,7 @@ class _Scanner:
         elif (st.st_dev, st.st_ino) in self.seen or \
                 self._owned_elsewhere(os.path.join(frame.real, entry.name), frame.owner, False, content):
             return
-        yield SourceFile(Path(path), PurePath(*rel), st.st_size, st.st_mtime)
+        yield SourceFile(_shown(path), "/".join(rel), st.st_size, st.st_mtime)
 
     # -- who yields a file that has several names ------------------------------
 

@@ -35,7 +35,7 @@ import stat
 import string
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import codecs
@@ -85,14 +85,15 @@ class Variant:
     def output_format(self, input_format: str) -> str:
         return self.format or formats.kept(input_format)
 
-    def output_path(self, relative: PurePath, input_format: str) -> PurePath:
-        """Where this variant of the input at ``relative`` goes, relative to the output root;
-        BadOutputName when the template makes no valid path strictly inside it for this input
-        (e.g. a file named '...png', whose stem is '..')."""
+    def output_path(self, relative: str, input_format: str) -> str:
+        """Where this variant of the input at ``relative`` ("a/b.jpg") goes, relative to the output
+        root, as text: "a/b_thumb.webp", with no empty, "." or ".." part. BadOutputName when the
+        template makes no valid path strictly inside it for this input (e.g. a file named
+        '...png', whose stem is '..')."""
         fmt = self.output_format(input_format)
         # On the text of the path, as pathlib's name, stem and suffix would say: this runs for every
         # input and variant on the run's one coordinating thread (pathlib's properties took 4 µs).
-        folder, _, name = str(relative).rpartition("/")
+        folder, _, name = relative.rpartition("/")
         dot = name.rfind(".")
         stem, suffix = (name[:dot], name[dot + 1:]) if 0 < dot < len(name) - 1 else (name, "")
         made = _fill_template(self.effective_template, stem=stem, variant=self.name or "",
@@ -101,7 +102,7 @@ class Variant:
         problem = _path_problem(text)
         if problem:
             raise BadOutputName(f"name template {self.effective_template!r} gives {text!r} for this input: {problem}")
-        return PurePath(text)
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "format": self.format, "quality": self.quality,

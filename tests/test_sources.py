@@ -12,7 +12,7 @@ import io
 import os
 import shutil
 import sys
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -60,9 +60,9 @@ def test_recursive_walk_is_sorted_and_filtered_by_extension(tmp_path: Path) -> N
     assert rels(items) == ["a.jpg", "b/c.png", "b/d/e.JPG", "f.TIFF", "g.jpeg", "h.webp", "i.gif",
                            "j.bmp", "k.dib", "l.tif", "m.jpe", "n.jfif"]
     first = items[0]
-    assert first.path == src / "a.jpg" and first.size == 1
+    assert first.path == str(src / "a.jpg") and first.size == 1
     assert first.mtime == os.stat(src / "a.jpg").st_mtime
-    assert isinstance(first.relative, PurePath)
+    assert first.relative == "a.jpg"            # text, as outputs and the journal use it
     assert rels(discover([src], recursive=False)) == ["a.jpg", "f.TIFF", "g.jpeg", "h.webp", "i.gif",
                                                       "j.bmp", "k.dib", "l.tif", "m.jpe", "n.jfif"]
 
@@ -102,7 +102,7 @@ def test_all_files_sniffs_content(tmp_path: Path, jpeg: bytes) -> None:
     make(src, ["icon.dat"], buf.getvalue())
     items = list(discover([src], all_files=True))
     assert rels(items) == ["noext", "notes.jpg", "photo.txt"]    # notes.jpg: judged at decode
-    reasons = {i.path.name: i.reason for i in of(Skipped, items)}
+    reasons = {os.path.basename(i.path): i.reason for i in of(Skipped, items)}
     assert reasons == {"empty.dat": "empty file", "icon.dat": "unsupported image format: ICO",
                        "readme.txt": "not an image"}
     assert rels(discover([src])) == ["notes.jpg"]
@@ -245,7 +245,7 @@ def test_directory_removed_mid_scan_is_a_problem_not_a_crash(tmp_path: Path) -> 
     rest = list(it)
     assert rels(rest) == ["c/3.jpg"]
     [problem] = of(ScanProblem, rest)
-    assert problem.path == src / "b" and "no such file or directory" in problem.message
+    assert problem.path == str(src / "b") and "no such file or directory" in problem.message
 
 
 def test_missing_root_dir_or_non_dir_become_scan_problems(tmp_path: Path) -> None:
@@ -263,7 +263,7 @@ def test_dangling_symlink_is_yielded_and_read_fails_clearly(tmp_path: Path) -> N
     os.symlink(src / "missing.bin", src / "broken.bin")
     items = list(discover([src], all_files=True))
     assert rels(items) == ["a.jpg", "broken.jpg"]
-    assert [s.path.name for s in of(Skipped, items)] == ["broken.bin"]
+    assert [os.path.basename(s.path) for s in of(Skipped, items)] == ["broken.bin"]
     with pytest.raises(UnreadableInput, match="broken symbolic link"):
         read_bytes(src / "broken.jpg")
 
@@ -273,7 +273,7 @@ def test_fifo_is_skipped_not_read(tmp_path: Path) -> None:
     os.mkfifo(src / "pipe.jpg")                      # reading it would block forever
     items = list(discover([src]))
     assert rels(items) == ["a.jpg"]
-    assert [s.path.name for s in of(Skipped, items)] == ["pipe.jpg"]
+    assert [os.path.basename(s.path) for s in of(Skipped, items)] == ["pipe.jpg"]
 
 
 def test_read_bytes_errors(tmp_path: Path) -> None:
@@ -302,3 +302,14 @@ def test_deep_trees_do_not_hit_the_recursion_limit(tmp_path: Path) -> None:
     finally:
         sys.setrecursionlimit(limit)
     assert item.endswith("d/x.jpg") and item.count("/") == 300
+
+
+@pytest.mark.parametrize("spelling", ["in", "in/", "./in", "in//", "./in/./", "in/.//"])
+def test_paths_are_spelled_as_pathlib_would(tmp_path: Path, monkeypatch, spelling: str) -> None:
+    """Paths are text (no pathlib objects per file), spelled as str(Path(...)) would: the report and
+    the outcomes name a file the same way however the input was typed."""
+    make(tmp_path / "in", ["a.jpg", "b/.c.jpg"])
+    monkeypatch.chdir(tmp_path)
+    items = [i for i in discover([spelling], include_hidden=True) if isinstance(i, SourceFile)]
+    assert [(i.path, i.relative) for i in items] == [("in/a.jpg", "a.jpg"), ("in/b/.c.jpg", "b/.c.jpg")]
+    assert [str(Path(i.path)) for i in items] == [i.path for i in items]

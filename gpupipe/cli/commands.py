@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -45,9 +46,9 @@ def inspect(
     for item in sources.discover(inputs, recursive=not no_recursive, include_hidden=hidden, all_files=all_files):
         if not isinstance(item, sources.SourceFile):
             continue
-        row: dict[str, Any] = {"path": str(item.path), "bytes": item.size}
+        row: dict[str, Any] = {"path": item.path, "bytes": item.size}
         try:
-            info = codecs.probe(sources.read_bytes(item.path), max_pixels=max_pixels, name=item.path.name)
+            info = codecs.probe(sources.read_bytes(item.path), max_pixels=max_pixels, name=os.path.basename(item.path))
             row.update(format=info.format, width=info.width, height=info.height, mode=info.mode, bits=info.bits,
                        orientation=info.orientation, problems=list(info.problems))
         except GpupipeError as exc:

@@ -311,13 +311,13 @@ def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hi
                                  exclude=[output]):
         if isinstance(item, sources.SourceFile):
             count += 1
-            guess = codecs.format_from_name(item.relative.name)
+            guess = codecs.format_from_name(item.relative)
             try:
-                targets = ", ".join(printable(str(output / v.output_path(item.relative, guess)))
+                targets = ", ".join(printable(os.path.join(output, v.output_path(item.relative, guess)))
                                     for v in spec.variants)
             except GpupipeError as exc:
                 targets = printable(f"(fails: {exc})")
-            out.print(f"{printable(str(item.path))} → {targets}", highlight=False, markup=False)
+            out.print(f"{printable(item.path)} → {targets}", highlight=False, markup=False)
         elif isinstance(item, sources.Skipped):
             out.print(printable(f"skip {item.path}: {item.reason}"), highlight=False, markup=False)
         else:

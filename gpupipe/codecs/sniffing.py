@@ -19,7 +19,8 @@ from .raw import looks_raw
 
 
 def format_from_name(name: str) -> str:
-    """The format a file name suggests (before its bytes are read); PNG when it suggests none."""
+    """The format a file name (or a relative path: an extension never holds "/") suggests, before
+    its bytes are read; PNG when it suggests none."""
     return BY_EXTENSION.get(name.rpartition(".")[2].lower() if "." in name else "", "png")
 
 # How an unsupported format is named in messages ("unsupported format: PSD").

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Callable, Container, Sequence
 
 from .. import codecs, sources
@@ -43,7 +43,7 @@ class _RecordedOutputs:
         self._journal, self._output = journal, output
 
     def __contains__(self, path: object) -> bool:
-        return self._journal is not None and self._journal.wrote(str(self._output / path))
+        return self._journal is not None and self._journal.wrote(os.path.join(self._output, path))
 
 
 class OutputClaims:
@@ -53,9 +53,9 @@ class OutputClaims:
         self._owners: dict[bytes, str] = {}
         self._lock = threading.Lock()
 
-    def claim(self, path: PurePath, owner: str) -> str | None:
-        """Claim ``path`` for ``owner``; return the other owner if it is taken."""
-        key = hashlib.blake2b(os.fsencode(str(path)), digest_size=12).digest()
+    def claim(self, path: str, owner: str) -> str | None:
+        """Claim ``path`` (below OUT) for ``owner``; return the other owner if it is taken."""
+        key = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=12).digest()     # os.fsencode
         with self._lock:
             current = self._owners.setdefault(key, owner)
         return None if current == owner else current
@@ -111,7 +111,7 @@ class Driver(ABC):
                     group = []
             elif isinstance(item, sources.Skipped):
                 self.summary.scan_skipped += 1
-                self._done.put(self._expect(FileOutcome(path=str(item.path), status=SKIPPED, message=item.reason)))
+                self._done.put(self._expect(FileOutcome(path=item.path, status=SKIPPED, message=item.reason)))
             else:
                 self.summary.scan_problems.append(f"{item.path}: {item.message}")
         if group and not self._stopping():
@@ -127,46 +127,47 @@ class Driver(ABC):
     def _admit(self, group: list[sources.SourceFile]) -> None:
         """Claim each input's outputs and ask the journal about the group in one query; hand what
         is left to do to ``_submit``, in order."""
-        claimed: list[tuple[sources.SourceFile, FileOutcome, list[PurePath]]] = []
+        claimed: list[tuple[sources.SourceFile, FileOutcome, list[str], str]] = []
         variants = self.spec.variants
+        claim = self.claims.claim
         for source in group:
-            outcome = self._expect(FileOutcome(path=str(source.path), status=OK, relative=str(source.relative),
-                                               bytes_in=source.size, queued_at=time.perf_counter(),
-                                               size=source.size, mtime=source.mtime))
-            guess = codecs.format_from_name(source.relative.name)
+            path, relative = source.path, source.relative
+            outcome = self._expect(FileOutcome(path=path, status=OK, relative=relative, bytes_in=source.size,
+                                               queued_at=time.perf_counter(), size=source.size, mtime=source.mtime))
+            guess = codecs.format_from_name(relative)
             try:
-                planned = [v.output_path(source.relative, guess) for v in variants]
+                planned = [v.output_path(relative, guess) for v in variants]
             except InputError as exc:               # the name template gives no valid path for this input
                 self._fail_outcome(outcome, exc)
                 continue
-            for path in planned:
-                other = self.claims.claim(path, str(source.path))
+            for output in planned:
+                other = claim(output, path)
                 if other is not None:
                     self._fail_outcome(outcome, OutputConflict(
-                        f"output {path} is already written by {other}; rename one input or use a name template "
+                        f"output {output} is already written by {other}; rename one input or use a name template "
                         "with {suffix}"))
                     break
             else:
-                claimed.append((source, outcome, planned))
+                claimed.append((source, outcome, planned, guess))
         decisions = None
         if self.options.journal is not None and claimed:     # claimed even when skipped: its outputs stay its own
             try:
                 decisions = self.options.journal.decide_many(
-                    [(str(source.path), source.size, source.mtime) for source, _, _ in claimed])
+                    [(source.path, source.size, source.mtime) for source, _, _, _ in claimed])
             except SystemFailure as exc:           # the journal cannot be read: nothing can be decided
                 self._trip(str(exc))
-                for _, outcome, _ in claimed:
+                for _, outcome, _, _ in claimed:
                     outcome.status = CANCELLED
                     self._done.put(outcome)
                 return
-        for position, (source, outcome, planned) in enumerate(claimed):
+        for position, (source, outcome, planned, guess) in enumerate(claimed):
             decision = decisions[position] if decisions is not None else None
             if decision is not None and decision.skip:
                 outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
                 outcome.failed_before = decision.failed_before
                 self._done.put(outcome)
             else:
-                self._submit(source, outcome, planned)
+                self._submit(source, outcome, planned, guess)
 
     def _plan_writes(self, inputs: Sequence[str | Path], output: Path) -> None:
         """The rules every write of this run follows (``WritePolicy``): OUT resolved once, the
@@ -175,20 +176,21 @@ class Driver(ABC):
         self.write_policy = WritePolicy.for_run(inputs, output, overwrite=opts.overwrite, retries=opts.retries,
                                                 retry_delay=opts.retry_delay)
 
-    def _recorded_outputs(self) -> Container[PurePath]:
+    def _recorded_outputs(self) -> Container[str]:
         """The output paths the journal recorded writing (``path in ...``, asked lazily): a file
         there is gpupipe's own output and may be replaced; any other file at an output path is kept.
         Writers in this process ask only when a file is already at an output path."""
         return _RecordedOutputs(self.options.journal, self.output)
 
-    def _replaceable(self, paths: Sequence[PurePath]) -> frozenset[PurePath]:
+    def _replaceable(self, paths: Sequence[str]) -> frozenset[str]:
         """Those of ``paths`` the journal recorded writing, asked now (for writers elsewhere: Ray)."""
         recorded = self._recorded_outputs()
         return frozenset(p for p in paths if p in recorded)
 
     @abstractmethod
-    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
-        """Hand an admitted input to the engine's workers (called on the scan's thread)."""
+    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
+        """Hand an admitted input to the engine's workers (called on the scan's thread); ``planned`` are
+        its output paths for the format its name says, ``guess``."""
 
     def _stopping(self) -> bool:
         return self.cancel.cancelled or self._draining.is_set()

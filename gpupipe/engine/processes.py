@@ -27,10 +27,10 @@ import os
 import resource
 import threading
 import time
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Sequence
 
-from .. import codecs, sources
+from .. import sources
 from ..backends import BackendChoice
 from ..errors import OutputConflict, StageStalled, SystemFailure, WorkerCrashed
 from ..spec import Spec
@@ -136,16 +136,17 @@ class ProcessEngine(Driver):
             self._wake.set()
             self.summary.cpu_seconds_by_stage["scan"] = time.thread_time() - started
 
-    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
+    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
         """An admitted input joins the queue for the next chunks (the scan waits while it is full)."""
+        admitted = self._admitted
         limit = AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count
-        while len(self._admitted) >= limit and not self._stopping():
+        while len(admitted) >= limit and not self._stopping():
             time.sleep(0.002)
-        if not self._admitted:
+        if not admitted:
             self._oldest_admitted = time.perf_counter()
-        self._admitted.append(unit.Item(id(outcome), str(source.path), source.relative, tuple(planned),
-                                        source.size, source.mtime, codecs.format_from_name(source.relative.name)))
-        if len(self._admitted) >= CHUNK_FILES or len(self._admitted) == 1:
+        admitted.append(unit.Item(id(outcome), source.path, source.relative, tuple(planned), source.size,
+                                  source.mtime, guess))
+        if len(admitted) % CHUNK_FILES in (0, 1):       # a chunk's worth, or the first: not once per input
             self._wake.set()
 
     def _coordinate(self, outcomes: list[FileOutcome]) -> None:
@@ -275,10 +276,10 @@ class ProcessEngine(Driver):
                     f" on {blamed.path}" if blamed is not None else "")
 
     def _remove_its_temporaries(self, crash: Crash) -> None:
-        folders = {PurePath(*path.parts[:-1]) for item in [crash.on, *crash.rest] if item is not None
+        folders = {path.rpartition("/")[0] for item in [crash.on, *crash.rest] if item is not None
                    for path in item.planned}
         for folder in folders:
-            remove_stale_temporaries(os.path.join(self.write_policy.root, *folder.parts))
+            remove_stale_temporaries(os.path.join(self.write_policy.root, folder))
 
     def _watch(self, outcomes: list[FileOutcome]) -> None:
         """Stall watchdog: an input that keeps its worker for --stall-timeout (a hung read), or no

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import codecs, sources
+from .. import sources
 from ..errors import GpupipeError, UsageError
 from ..spec import OpTrie, Spec
 from . import stages, unit, writer
@@ -165,14 +165,13 @@ class RayEngine(Driver):
         finally:
             self._scan_done.set()
 
-    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[PurePath]) -> None:
+    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
         # Absolute paths: Ray workers run in another directory than the caller.
         # The planned outputs stay here: renamed outputs are not claimed across the cluster.
         # Which outputs the journal wrote is asked here: the tasks have no journal.
-        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": str(source.relative),
-                "replaceable": json.dumps([str(p) for p in self._replaceable(planned)]),
-                "planned": json.dumps([str(p) for p in planned]), "size": source.size, "mtime": source.mtime,
-                "guess": codecs.format_from_name(source.relative.name) or ""}
+        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": source.relative,
+                "replaceable": json.dumps(sorted(self._replaceable(planned))),
+                "planned": json.dumps(planned), "size": source.size, "mtime": source.mtime, "guess": guess}
         self._next_index += 1
         while not self._stopping():
             try:
@@ -373,12 +372,12 @@ def _run_block(batch: dict, work: unit.Work, drain_flag: str, device: Device, tr
     the process, and the block's files get one round of fsyncs. A block has no claims and no
     journal: the paths the journal wrote come with each input, and an output whose path the
     decoded format changed is written here, unclaimed."""
-    items = [unit.Item(int(index), str(path), PurePath(relative), tuple(PurePath(p) for p in json.loads(planned)),
+    items = [unit.Item(int(index), str(path), str(relative), tuple(json.loads(planned)),
                        int(size), float(mtime), guess or None)
              for index, path, relative, planned, size, mtime, guess in zip(
                  batch["index"], batch["path"], batch["relative"], batch["planned"], batch["size"], batch["mtime"],
                  batch["guess"])]
-    replaceable = frozenset(PurePath(p) for paths in batch["replaceable"] for p in json.loads(paths))
+    replaceable = frozenset(p for paths in batch["replaceable"] for p in json.loads(paths))
     work = dataclasses.replace(work, replaceable=replaceable)
     # asked per input (answered from a cache twice a second): a drain stops a long block too
     done = unit.run_chunk(items, work, device, trie, unit.Budget(work.memory),

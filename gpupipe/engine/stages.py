@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import os
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Callable, Container, Sequence, TypeVar
 
 import numpy as np
@@ -230,12 +231,12 @@ def _subtree_need(node: OpTrie, width: int, height: int, on_host: bool, held: in
 
 @dataclass
 class Encoded:
-    files: list[tuple[PurePath, bytes]] = field(default_factory=list)   # (output path, file bytes)
+    files: list[tuple[str, bytes]] = field(default_factory=list)   # (output path below OUT, file bytes)
     errors: list[InputError] = field(default_factory=list)              # variants that could not be made
 
 
-def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_format: str,
-                    icc_profile: bytes | None, paths: Sequence[PurePath] | None = None) -> Encoded:
+def encode_variants(spec: Spec, results: list, relative: str, decoded_format: str,
+                    icc_profile: bytes | None, paths: Sequence[str] | None = None) -> Encoded:
     """Encode every variant's result (an EncodedImage, already encoded by the backend, only
     gets its ICC profile), each under its output path for this input's decoded format
     (``paths``, when the caller knows them already)."""
@@ -261,7 +262,7 @@ def encode_variants(spec: Spec, results: list, relative: PurePath, decoded_forma
     return encoded
 
 
-def claim_renamed(encoded: Encoded, planned: list[PurePath], claim: Callable[[PurePath], str | None]) -> Encoded:
+def claim_renamed(encoded: Encoded, planned: Sequence[str], claim: Callable[[str], str | None]) -> Encoded:
     """``planned`` are the output paths claimed at scan time from the file name; an output whose
     path changed because the bytes said another format than the extension must be granted by
     ``claim`` (which returns the owner if the path is taken), or it becomes an OutputConflict."""
@@ -284,8 +285,8 @@ class Written:
     error: InputError | None = None
 
 
-def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: bool, policy: WritePolicy,
-                  replaceable: Container[PurePath] = (), wait: Callable[[float], bool] | None = None) -> Written:
+def write_outputs(output: Path, files: list[tuple[str, bytes]], *, fsync: bool, policy: WritePolicy,
+                  replaceable: Container[str] = (), wait: Callable[[float], bool] | None = None) -> Written:
     """Write each file atomically under ``policy``: an existing file is replaced only with
     ``policy.overwrite`` or when its path is in ``replaceable`` (the journal wrote it), an input
     of the run never. A per-file error is recorded and stops this input's remaining files;
@@ -295,7 +296,7 @@ def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: b
         try:
             inside = policy.input_at(path)
             if inside is not None:
-                raise OutputConflict(f"output {output / path} would be written into the input {inside}: gpupipe "
+                raise OutputConflict(f"output {os.path.join(output, path)} would be written into the input {inside}: gpupipe "
                                      "never writes over or among the inputs of a run; choose an output directory "
                                      "outside the inputs")
             # Asked only if a file is in the way: ``replaceable`` may be the journal itself.
@@ -305,7 +306,7 @@ def write_outputs(output: Path, files: list[tuple[PurePath, bytes]], *, fsync: b
         except InputError as exc:
             written.error = exc
             break
-        written.outputs.append(str(output / path))
+        written.outputs.append(os.path.join(output, path))
         written.sizes.append(len(data))
         written.checksums.append(checksum(data))
     return written

@@ -16,9 +16,10 @@ workers once per chunk, never per file.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Callable, Container
 
 from ..errors import ImageTooLarge, InputError, OutputConflict, Rejected, StoppedBySystemFailure, SystemFailure
@@ -43,7 +44,7 @@ class Work:
     fsync: bool
     max_pixels: int
     memory: int                        # bytes of decoded images all workers together may hold
-    replaceable: Container[PurePath] = ()   # output paths the journal recorded writing (asked lazily)
+    replaceable: Container[str] = ()   # output paths the journal recorded writing (asked lazily)
     stop_at_failure: bool = False      # --on-error stop: a chunk cancels its rest after a failure
     spans: bool = False                # record each input's stage spans (FileOutcome.spans: --trace reads them)
 
@@ -54,8 +55,8 @@ class Item:
 
     key: int                           # the driver's name for it
     path: str
-    relative: PurePath
-    planned: tuple[PurePath, ...]      # its output paths, claimed at admission
+    relative: str                      # below its input root: "a/b.jpg"
+    planned: tuple[str, ...]           # its output paths below OUT, claimed at admission
     size: int
     mtime: float
     guess: str | None = None           # the format its name says, which ``planned`` assumed
@@ -67,7 +68,7 @@ class Unclaimed:
     write them, and then finish the input (``errors``: its variants that failed)."""
 
     key: int
-    files: list[tuple[PurePath, bytes]]
+    files: list[tuple[str, bytes]]
     errors: list[InputError]               # its variants that failed (in the worker)
 
 
@@ -160,7 +161,7 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
 
 def new_outcome(item: Item, status: str) -> FileOutcome:
     """An input's outcome as a worker starts it: what the scan saw."""
-    return FileOutcome(path=item.path, status=status, relative=str(item.relative), bytes_in=item.size,
+    return FileOutcome(path=item.path, status=status, relative=item.relative, bytes_in=item.size,
                        size=item.size, mtime=item.mtime)
 
 
@@ -312,22 +313,22 @@ class Staged:
     item: Item
     outcome: FileOutcome
     errors: list[InputError]               # its variants that could not be made
-    renamed: list[tuple[PurePath, bytes]]  # files for the driver to claim and write (Unclaimed)
+    renamed: list[tuple[str, bytes]]       # files for the driver to claim and write (Unclaimed)
 
 
-def _stage(writes: ChunkWrites, work: Work, outcome: FileOutcome, files: list[tuple[PurePath, bytes]]) -> None:
+def _stage(writes: ChunkWrites, work: Work, outcome: FileOutcome, files: list[tuple[str, bytes]]) -> None:
     """Stage each file (stages.write_outputs' rules, put in place later); an error stops the rest."""
     policy = work.policy
     for path, data in files:
         inside = policy.input_at(path)
         if inside is not None:
             raise OutputConflict(
-                f"output {work.output / path} would be written into the input {inside}: gpupipe never writes "
+                f"output {os.path.join(work.output, path)} would be written into the input {inside}: gpupipe never writes "
                 "over or among the inputs of a run; choose an output directory outside the inputs")
         replace = policy.overwrite or (lambda path=path: path in work.replaceable)
         stages.write_with_retries(lambda: writes.stage(id(outcome), path, data, replace), retries=policy.retries,
                                   retry_delay=policy.retry_delay)
-        outcome.outputs.append(str(work.output / path))
+        outcome.outputs.append(os.path.join(work.output, path))
         outcome.output_sizes.append(len(data))
         outcome.output_checksums.append(stages.checksum(data))
 
@@ -374,7 +375,7 @@ def _span(outcome: FileOutcome, stage: str, since: float, worker: str | None, no
     return now
 
 
-def write_unclaimed(outcome: FileOutcome, files: list[tuple[PurePath, bytes]], errors: list[InputError],
+def write_unclaimed(outcome: FileOutcome, files: list[tuple[str, bytes]], errors: list[InputError],
                     work: Work) -> str | None:
     """Write an input's outputs whose path the decoded format changed, once whoever may grant those
     paths did (the driver claims them; a Ray task, which has no claims, writes them all), and

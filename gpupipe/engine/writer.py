@@ -30,7 +30,7 @@ import re
 import stat
 import threading
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import OutputExists, SystemFailure, UsageError, WriteError
@@ -132,11 +132,11 @@ class WritePolicy:
         inside = tuple(sorted(p for p in real if _within(p, root) and p != root))
         return cls(root, overwrite, inside, retries, retry_delay)
 
-    def input_at(self, relative: PurePath) -> str | None:
+    def input_at(self, relative: str) -> str | None:
         """The input folder or file that writing ``relative`` would replace or write into, if any."""
         if not self.inputs:                   # the usual case (no input inside OUT), asked per output
             return None
-        target = os.path.join(self.root, *relative.parts)
+        target = os.path.join(self.root, relative)
         return next((p for p in self.inputs if _within(target, p)), None)
 
 
@@ -200,7 +200,7 @@ def _lock_holder(fd: int) -> str:
 
 # ---------------------------------------------------------------------- one output
 
-def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = True,
+def write_output(root: str, relative: str, data: bytes, *, fsync: bool = True,
                  replace: bool | Callable[[], bool] = False) -> None:
     """Write ``data`` at ``root/relative`` so that it is either absent, old, or complete.
 
@@ -208,8 +208,9 @@ def write_output(root: str, relative: PurePath, data: bytes, *, fsync: bool = Tr
     OutputExists and the file is kept. A callable is asked only when a file is there (asking
     the journal for every output cost 9 % of a run of small files). A symlink or folder in the way fails as WriteError;
     ENOSPC/EROFS/EDQUOT (the disk, not the file) raise SystemFailure."""
-    shown = os.path.join(root, *relative.parts)
-    folders, name = relative.parts[:-1], relative.parts[-1]
+    shown = os.path.join(root, relative)
+    *folders, name = relative.split("/")
+    folders = tuple(folders)
     directory = open_output_dir(root, folders)
     tmp = _temporary_name()
     registered = os.path.join(root, *folders, tmp)
@@ -243,13 +244,12 @@ class ChunkWrites:
 
     def __init__(self, root: str, fsync: bool) -> None:
         self.root, self.fsync = root, fsync
-        self._folders: dict[tuple[str, ...], tuple[int, str]] = {}    # open folder fds and paths, by path below root
-        self._staged: list[tuple[object, tuple[str, ...], str, str, int | None, Callable[[], bool] | bool]] = []
+        self._folders: dict[str, tuple[int, str]] = {}    # open folder fds and paths, by path below root ("a/b", "")
+        self._staged: list[tuple[object, str, str, str, int | None, Callable[[], bool] | bool]] = []
 
-    def stage(self, owner: object, relative: PurePath, data: bytes, replace: bool | Callable[[], bool]) -> None:
-        """Write ``data`` for ``relative`` to a temporary (WriteError or SystemFailure if it cannot be)."""
-        parts = relative.parts
-        folders, name = parts[:-1], parts[-1]
+    def stage(self, owner: object, relative: str, data: bytes, replace: bool | Callable[[], bool]) -> None:
+        """Write ``data`` for ``relative`` ("a/b.jpg") to a temporary (WriteError or SystemFailure if it cannot be)."""
+        folders, _, name = relative.rpartition("/")
         directory, where = self._folder(folders)
         tmp = _temporary_name()
         _register_temporary(f"{where}/{tmp}")
@@ -267,15 +267,15 @@ class ChunkWrites:
         placed). Temporaries left are removed either way."""
         errors: dict[object, tuple[int, WriteError | OutputExists]] = {}
         placed_by: dict[object, int] = {}
-        placed: set[tuple[str, ...]] = set()
+        placed: set[str] = set()
         try:
             for owner, folders, tmp, name, fd, _ in self._staged:
                 if fd is not None:
                     try:
                         os.fsync(fd)
                     except OSError as exc:
-                        raise _as_gpupipe_error(exc, os.path.join(self.root, *folders, name),
-                                                os.path.join(self.root, *folders)) from exc
+                        where = self._folders[folders][1]
+                        raise _as_gpupipe_error(exc, f"{where}/{name}", where) from exc
             for owner, folders, tmp, name, fd, replace in self._staged:
                 if owner in errors:
                     continue
@@ -296,7 +296,7 @@ class ChunkWrites:
                     try:
                         os.fsync(self._folders[folders][0])
                     except OSError as exc:
-                        raise SystemFailure(f"cannot sync the output folder {os.path.join(self.root, *folders)} "
+                        raise SystemFailure(f"cannot sync the output folder {self._folders[folders][1]} "
                                             f"to disk: {exc.strerror}") from None
         finally:
             self.close()
@@ -313,16 +313,17 @@ class ChunkWrites:
         for fd, _ in folders.values():
             os.close(fd)
 
-    def _discard(self, folders: tuple[str, ...], tmp: str) -> None:
+    def _discard(self, folders: str, tmp: str) -> None:
         directory, where = self._folders[folders]
         _remove_quietly(tmp, directory)
         _forget_temporary(f"{where}/{tmp}")
 
-    def _folder(self, folders: tuple[str, ...]) -> tuple[int, str]:
-        """The folder's fd, opened once per chunk, and its path."""
+    def _folder(self, folders: str) -> tuple[int, str]:
+        """The folder below root ("a/b", "" for root itself): its fd, opened once per chunk, and its path."""
         known = self._folders.get(folders)
         if known is None:
-            known = self._folders[folders] = (open_output_dir(self.root, folders), os.path.join(self.root, *folders))
+            parts = tuple(folders.split("/")) if folders else ()
+            known = self._folders[folders] = (open_output_dir(self.root, parts), os.path.join(self.root, *parts))
         return known
 
 

@@ -151,7 +151,7 @@ def test_a_vanished_input_fails_as_unreadable_and_a_shrunk_one_is_decoded_as_it_
     """Found by the scan, then deleted or cut short before the read: the one fails as unreadable
     ("vanished"), the other is read short and its decoder reports the truncation."""
     src = _photos(tmp_path / "in", 3)
-    scanned = {item.path.name: item for item in sources.discover([src])}
+    scanned = {item.relative: item for item in sources.discover([src])}
     (src / "01.jpg").unlink()
     data = (src / "02.jpg").read_bytes()
     (src / "02.jpg").write_bytes(data[: len(data) // 2])

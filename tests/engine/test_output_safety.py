@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -167,11 +167,11 @@ def test_a_file_appearing_at_the_output_path_mid_write_is_kept(tmp_path: Path) -
     between looking and renaming in which a user's new file could be replaced."""
     out = tmp_path / "out"
     out.mkdir()
-    writer.write_output(str(out), PurePath("a.png"), b"first", fsync=False)
+    writer.write_output(str(out), "a.png", b"first", fsync=False)
     with pytest.raises(gpupipe.errors.OutputExists):
-        writer.write_output(str(out), PurePath("a.png"), b"second", fsync=False)
+        writer.write_output(str(out), "a.png", b"second", fsync=False)
     assert (out / "a.png").read_bytes() == b"first" and not temporaries(out)
-    writer.write_output(str(out), PurePath("a.png"), b"third", fsync=False, replace=True)
+    writer.write_output(str(out), "a.png", b"third", fsync=False, replace=True)
     assert (out / "a.png").read_bytes() == b"third"
 
 
@@ -327,7 +327,7 @@ def test_a_name_the_filesystem_refuses_fails_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(WriteError, match="too long"):
-        writer.write_output(str(out), PurePath("n" * 300 + ".png"), b"data", fsync=False)
+        writer.write_output(str(out), "n" * 300 + ".png", b"data", fsync=False)
     assert os.listdir(out) == []
 
 
