@@ -12,11 +12,13 @@ file name round-trips exactly and ``in/a.jpg`` and ``/abs/in/a.jpg`` are one
 entry. The schema's version is in ``PRAGMA user_version``: journals of version 0
 (text paths) are migrated in place, newer ones are refused.
 
-Records are written by the engine's collecting thread and committed in small
-batches (every ``COMMIT_EVERY`` records or ``COMMIT_SECONDS``): a run killed
-outright loses at most that much bookkeeping, and those inputs are simply done
-again on resume — their outputs are replaced atomically, so every output still
-exists exactly once. An exclusive lock file keeps two runs from sharing one
+The local engine's worker processes record the chunks they finish themselves, each chunk in
+one transaction once its files are on disk (``ChunkRecorder``), so the run's own process does
+no per-input work here. Records made by the run's own process (inputs that crashed a worker,
+a Ray run's outcomes) are committed in small batches (every ``COMMIT_EVERY`` records or
+``COMMIT_SECONDS``), or at once while workers record too. A run killed outright loses at most
+that much bookkeeping, and those inputs are simply done again on resume — their outputs are
+replaced atomically, so every output still exists exactly once. An exclusive lock file keeps two runs from sharing one
 journal. Neither the lock file nor the database is ever opened through a
 symbolic link: a link planted there could make gpupipe write outside OUT.
 """
@@ -107,6 +109,7 @@ COMMIT;
 """
 COMMIT_EVERY = 256
 COMMIT_SECONDS = 1.0
+BUSY_SECONDS = 60.0             # how long a writer waits for another one's transaction (workers record chunks)
 QUERY_KEYS = 500                # paths per IN (...) query: well under SQLite's 32 766 parameters
 RESERVE_BYTES = 2**20                 # room for the journal's last commits (256 records take about 200 KB)
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -198,6 +201,8 @@ class Journal:
         self._skipped = 0                     # inputs this run skipped: the next one skips them too
         self._resumable_committed = 0         # inputs this run recorded, committed, that the next one skips
         self._batch: list[FileOutcome] = []   # recorded since the last commit
+        self._writing = False                 # a write transaction is open (begun by the batch's first record)
+        self._shared = False                  # worker processes record too (chunk_recorder): commit at once
         self._mutex = threading.Lock()
         self._last_commit = time.monotonic()
         try:
@@ -247,7 +252,6 @@ class Journal:
                                           (time.time(), self.spec_hash)).lastrowid
                 # A journal without inputs (a first run) has nothing to decide or forget: no queries.
                 self._empty = db.execute("SELECT 1 FROM inputs LIMIT 1").fetchone() is None
-                db.execute("BEGIN")
             except BaseException:
                 db.close()
                 raise
@@ -359,7 +363,7 @@ class Journal:
 
     def record_many(self, outcomes: list[FileOutcome]) -> None:
         """``record`` for several inputs at once (a chunk's): three statements, whatever their number."""
-        kept = [o for o in outcomes if o.status in (OK, FAILED, REJECTED) and o.mtime is not None]
+        kept = recordable(outcomes)
         if not kept:
             return
         with self._mutex:
@@ -367,31 +371,36 @@ class Journal:
                 return
             self._write(self._store, kept)
             self._batch.extend(kept)
-            if len(self._batch) >= COMMIT_EVERY or time.monotonic() - self._last_commit >= COMMIT_SECONDS:
+            if (self._shared or len(self._batch) >= COMMIT_EVERY
+                    or time.monotonic() - self._last_commit >= COMMIT_SECONDS):
                 self._write(self._commit)
 
+    def chunk_recorder(self) -> "ChunkRecorder":
+        """A recorder for the worker processes forked from this process: each records the chunks it
+        finishes in transactions of its own. From now on this process commits its own records at
+        once, so it never holds up theirs."""
+        with self._mutex:
+            self._shared = True
+            if self._batch and not self._failure and not self._closed:
+                self._write(self._commit)
+        return ChunkRecorder(self.path, self.spec_hash, forget_earlier=not self._empty, reserve=self._reserve.path)
+
+    def recorded_elsewhere(self, outcomes: list[FileOutcome]) -> None:
+        """A worker committed these outcomes (ChunkRecorder): the next run skips those it may."""
+        with self._mutex:
+            self._resumable_committed += sum(map(self._next_run_skips, recordable(outcomes)))
+
     def _store(self, outcomes: list[FileOutcome]) -> None:
-        now = time.time()
-        keys = path_keys([outcome.path for outcome in outcomes])
-        self._db.executemany(
-            "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated, "
-            "tags) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
-            "mtime = excluded.mtime, spec_hash = excluded.spec_hash, state = excluded.state, "
-            "attempts = inputs.attempts + 1, error_class = excluded.error_class, message = excluded.message, "
-            "updated = excluded.updated, tags = excluded.tags",
-            [(key, o.size, o.mtime, self.spec_hash, o.status, o.error_class, _text(o.message), now,
-              _tags(o.tags)) for key, o in zip(keys, outcomes)])
-        if not self._empty:        # a new journal has no outputs of earlier runs to forget
-            self._db.executemany("DELETE FROM outputs WHERE input_path = ?", [(key,) for key in keys])
-        output_keys = path_keys([output for o in outcomes for output in o.outputs])     # one folder cache
-        rows, start = [], 0
-        for key, o in zip(keys, outcomes):
-            end = start + len(o.outputs)
-            rows += [(output, key, size, checksum) for output, size, checksum
-                     in zip(output_keys[start:end], o.output_sizes, o.output_checksums)]
-            start = end
-        self._db.executemany("INSERT OR REPLACE INTO outputs (path, input_path, size, checksum) VALUES (?, ?, ?, ?)",
-                             rows)
+        self._begin()
+        store_outcomes(self._db, outcomes, self.spec_hash, forget_earlier=not self._empty)
+
+    def _begin(self) -> None:
+        """Open the batch's write transaction, if it is not open yet. Taken as a write at once
+        (IMMEDIATE): a deferred one that read first could not become a write once a worker had
+        committed since its read."""
+        if not self._writing:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._writing = True
 
     def _next_run_skips(self, outcome: FileOutcome) -> bool:
         if self.force:
@@ -409,10 +418,11 @@ class Journal:
                 self._write(self._commit)
 
     def _commit(self) -> None:
-        self._db.execute("COMMIT")
+        if self._writing:
+            self._db.execute("COMMIT")
+            self._writing = False
         self._resumable_committed += sum(map(self._next_run_skips, self._batch))
         self._batch.clear()
-        self._db.execute("BEGIN")
         self._last_commit = time.monotonic()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
@@ -436,6 +446,7 @@ class Journal:
                     os.close(self._lock_fd)
 
     def _finish_run(self, summary: dict[str, Any] | None) -> None:
+        self._begin()
         self._db.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
                          (time.time(), json.dumps(summary) if summary else None, self._run_id))
         self._commit()
@@ -462,23 +473,119 @@ class Journal:
                 self._give_up(exc)
             try:
                 self._rollback()
-                self._db.execute("BEGIN")
-                self._store(self._batch)
+                if self._batch:
+                    self._store(self._batch)
                 step(*args)
             except sqlite3.Error as again:
                 self._give_up(again)
 
     def _rollback(self) -> None:
+        self._writing = False
         try:
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
-            pass                              # SQLite may have rolled back already
+            pass                              # SQLite may have rolled back already (or no transaction was open)
 
     def _give_up(self, exc: sqlite3.Error) -> None:
         self._failure = str(exc)
         self._batch.clear()
         self._rollback()
         raise SystemFailure(f"cannot record progress in the journal {self.path}: {exc}") from None
+
+
+def recordable(outcomes: Iterable[FileOutcome]) -> list[FileOutcome]:
+    """The outcomes a journal keeps: finished inputs (ok, failed, rejected) as the scan saw them;
+    cancelled and skipped ones leave no trace."""
+    return [o for o in outcomes if o.status in (OK, FAILED, REJECTED) and o.mtime is not None]
+
+
+def store_outcomes(db: sqlite3.Connection, outcomes: list[FileOutcome], spec_hash: str, *,
+                   forget_earlier: bool) -> None:
+    """Write the rows of ``outcomes`` (recordable ones) in the open transaction: each input's row,
+    and its outputs' in place of those an earlier run recorded (``forget_earlier``: the journal
+    held inputs when the run began)."""
+    now = time.time()
+    keys = path_keys([outcome.path for outcome in outcomes])
+    db.executemany(
+        "INSERT INTO inputs (path, size, mtime, spec_hash, state, attempts, error_class, message, updated, "
+        "tags) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
+        "mtime = excluded.mtime, spec_hash = excluded.spec_hash, state = excluded.state, "
+        "attempts = inputs.attempts + 1, error_class = excluded.error_class, message = excluded.message, "
+        "updated = excluded.updated, tags = excluded.tags",
+        [(key, o.size, o.mtime, spec_hash, o.status, o.error_class, _text(o.message), now,
+          _tags(o.tags)) for key, o in zip(keys, outcomes)])
+    if forget_earlier:          # a new journal has no outputs of earlier runs to forget
+        db.executemany("DELETE FROM outputs WHERE input_path = ?", [(key,) for key in keys])
+    output_keys = path_keys([output for o in outcomes for output in o.outputs])     # one folder cache
+    rows, start = [], 0
+    for key, o in zip(keys, outcomes):
+        end = start + len(o.outputs)
+        rows += [(output, key, size, checksum) for output, size, checksum
+                 in zip(output_keys[start:end], o.output_sizes, o.output_checksums)]
+        start = end
+    db.executemany("INSERT OR REPLACE INTO outputs (path, input_path, size, checksum) VALUES (?, ?, ?, ?)", rows)
+
+
+class ChunkRecorder:
+    """A worker process's way into the run's journal: ``record`` commits the outcomes of a chunk
+    whose files are on disk in one transaction, on a connection of its own (opened on first use,
+    in the process that records; WAL lets it write beside the run's look-ups). A full disk gives
+    up the journal's reserve and tries once more. Raises SystemFailure when it cannot record: the
+    run then stops, and a resume does those inputs again."""
+
+    def __init__(self, path: Path, spec_hash: str, *, forget_earlier: bool, reserve: Path) -> None:
+        self.path, self.spec_hash, self.forget_earlier, self.reserve = path, spec_hash, forget_earlier, reserve
+        self._db: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        return {**vars(self), "_db": None, "_pid": -1}      # a connection never travels
+
+    def record(self, outcomes: list[FileOutcome]) -> None:
+        kept = recordable(outcomes)
+        if not kept:
+            return
+        try:
+            try:
+                self._transaction(kept)
+            except sqlite3.Error as exc:
+                self._rollback()
+                if not (getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
+                        and _remove_reserve(self.reserve)):
+                    raise
+                self._transaction(kept)
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise SystemFailure(f"cannot record progress in the journal {self.path}: {exc}") from None
+
+    def _transaction(self, outcomes: list[FileOutcome]) -> None:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        store_outcomes(db, outcomes, self.spec_hash, forget_earlier=self.forget_earlier)
+        db.execute("COMMIT")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():         # never a connection another process opened
+            _refuse_non_regular(self.path)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._pid = os.getpid()
+        return self._db
+
+    def _rollback(self) -> None:
+        if self._db is not None and self._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+
+def _remove_reserve(path: Path) -> bool:
+    """Give the journal's reserve (Reserve) back to a full disk from a worker; whether it was there."""
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 class RecordedOutputs:
@@ -597,7 +704,7 @@ def _refuse_non_regular_fd(fd: int, path: Path) -> None:
 def _connect_checked(path: Path) -> sqlite3.Connection:
     """Connect to the journal at the current schema, or raise Corrupt saying what is wrong with it."""
     _check_header(path)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
     try:
         _check_database(db)
         _bring_schema_up_to_date(db)

@@ -214,25 +214,35 @@ class Driver(ABC):
         self._done.put(outcome)
 
     def _drain_done(self, outcomes: list[FileOutcome]) -> None:
+        """Finish the outcomes queued for this thread (skipped, failed at admission), together."""
+        queued = []
         while True:
             try:
-                self._finish(self._done.get_nowait(), outcomes)
+                queued.append(self._done.get_nowait())
             except queue.Empty:
-                return
+                break
+        if queued:
+            self._finish_many(queued, outcomes)
 
     def _finish(self, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
         """Record an input's outcome, once: a second report of the same input (a stage that comes
         back after the watchdog failed its input) is dropped, so no input is ever counted twice."""
         self._finish_many([outcome], outcomes)
 
-    def _finish_many(self, finished: list[FileOutcome], outcomes: list[FileOutcome]) -> None:
-        """``_finish`` for several inputs (a chunk's), recorded in the journal together."""
+    def _finish_many(self, finished: list[FileOutcome], outcomes: list[FileOutcome],
+                     recorded: Container[int] = frozenset()) -> None:
+        """``_finish`` for several inputs (a chunk's), recorded in the journal together, but those
+        whose id is in ``recorded``: the worker that finished them recorded them."""
         finished = [o for o in finished if self._outstanding.pop(id(o), None) is o]
         if not finished:
             return
-        if self.options.journal is not None:
+        journal = self.options.journal
+        if journal is not None:
+            mine = [o for o in finished if id(o) not in recorded] if recorded else finished
+            if len(mine) < len(finished):
+                journal.recorded_elsewhere([o for o in finished if id(o) in recorded])
             try:
-                self.options.journal.record_many(finished)
+                journal.record_many(mine)
             except SystemFailure as exc:           # e.g. the disk holding the journal is full
                 self._trip(str(exc))
         opts = self.options

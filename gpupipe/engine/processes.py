@@ -21,6 +21,7 @@ worker removes its temporaries and exits).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import os
@@ -90,6 +91,9 @@ class ProcessEngine(Driver):
         if self.backend.in_process:          # CUDA is open here: no forked worker could use it
             self.pool = pool = InProcessPool(work, self.backend, device_failures=opts.device_failures)
         else:
+            # Each worker records the chunks it finishes: the journal costs this process nothing per input.
+            if journal is not None:
+                work = dataclasses.replace(work, journal=journal.chunk_recorder())
             self.pool = pool = WorkerPool(workers, work, self.backend, fork_guard=guard,
                                           device_failures=opts.device_failures)
         log.info("%s; %.0f MB of decoded images between the workers; chunks of up to %d inputs or %d MB",
@@ -225,7 +229,10 @@ class ProcessEngine(Driver):
             outcome = finished.get(unclaimed.key)
             if outcome is not None:
                 self._write_unclaimed(outcome, unclaimed)
-        self._finish_many([o for o in finished.values() if o is not None], outcomes)
+        # The worker recorded the chunk in the journal, but for the inputs whose files were written here.
+        recorded = ({id(o) for key, o in finished.items() if o is not None}
+                    - {id(finished.get(u.key)) for u in done.unclaimed} if done.recorded else frozenset())
+        self._finish_many([o for o in finished.values() if o is not None], outcomes, recorded)
         if done.system_failure is not None:
             self._trip(done.system_failure)
 

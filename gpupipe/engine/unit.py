@@ -47,6 +47,7 @@ class Work:
     replaceable: Container[str] = ()   # output paths the journal recorded writing (asked lazily)
     stop_at_failure: bool = False      # --on-error stop: a chunk cancels its rest after a failure
     spans: bool = False                # record each input's stage spans (FileOutcome.spans: --trace reads them)
+    journal: Any = None                # a journal.ChunkRecorder: the worker records its chunks (else the driver)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class ChunkDone:
     stopped: bool = False                  # an input failed with --on-error stop: the rest were cancelled
     handover: str | None = None            # the worker's GPU was replaced by the CPU, and why (Device)
     device_memory: dict[str, int] | None = None     # the worker's device memory (metrics), on a GPU
+    recorded: bool = False                 # the journal holds the outcomes (all but the unclaimed ones' inputs)
 
 
 class Budget:
@@ -155,8 +157,23 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
         _put_in_place(writes, waiting, done)
     finally:
         writes.close()
+    _record(done, work)
     done.handover, done.device_memory = device.handover, device.device_memory()
     return done
+
+
+def _record(done: ChunkDone, work: Work) -> None:
+    """The chunk's outcomes into the journal, now that its files are on disk: one transaction.
+    An input whose renamed outputs the driver still has to write is left to the driver."""
+    if work.journal is None:
+        return
+    waiting = {unclaimed.key for unclaimed in done.unclaimed}
+    try:
+        work.journal.record([outcome for key, outcome in done.outcomes if key not in waiting])
+    except SystemFailure as exc:          # the run stops; the driver says why
+        done.system_failure = done.system_failure or str(exc)
+        return
+    done.recorded = True
 
 
 def new_outcome(item: Item, status: str) -> FileOutcome:
