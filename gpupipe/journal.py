@@ -18,9 +18,9 @@ no per-input work here. Records made by the run's own process (inputs that crash
 a Ray run's outcomes) are committed in small batches (every ``COMMIT_EVERY`` records or
 ``COMMIT_SECONDS``), or at once while workers record too. A run killed outright loses at most
 that much bookkeeping, and those inputs are simply done again on resume — their outputs are
-replaced atomically, so every output still exists exactly once. An exclusive lock file keeps two runs from sharing one
-journal. Neither the lock file nor the database is ever opened through a
-symbolic link: a link planted there could make gpupipe write outside OUT.
+replaced atomically, so every output still exists exactly once. An exclusive lock file keeps
+two runs from sharing one journal. Neither the lock file nor the database is ever opened
+through a symbolic link: a link planted there could make gpupipe write outside OUT.
 """
 
 from __future__ import annotations

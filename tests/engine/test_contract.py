@@ -130,6 +130,10 @@ def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, monk
     assert len(written) == count - len(marked)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]      # no temporary left
     assert not _workers_of_this_process()
+    # The workers recorded the inputs they finished, the run's own process the crashed ones: one row each.
+    with sqlite3.connect(tmp_path / "out" / ".gpupipe" / "journal.sqlite") as db:
+        rows = dict(db.execute("SELECT error_class, COUNT(*) FROM inputs GROUP BY error_class").fetchall())
+    assert rows == {None: count - len(marked), "crashed": len(marked)}
     # The next run retries the crashed inputs (not their fault), and only those.
     monkeypatch.undo()
     again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
