@@ -566,7 +566,10 @@ class ChunkRecorder:
 
     def _connection(self) -> sqlite3.Connection:
         if self._pid != os.getpid():         # never a connection another process opened
-            _refuse_non_regular(self.path)
+            try:
+                _refuse_non_regular(self.path)     # swapped for a link since the run opened it
+            except UsageError as exc:
+                raise SystemFailure(f"cannot record progress in the journal: {exc}") from None
             self._db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA synchronous=NORMAL")

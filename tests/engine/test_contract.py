@@ -117,6 +117,26 @@ def test_every_input_found_gets_exactly_one_outcome(tmp_path: Path) -> None:
         assert db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0] == len(seen)
 
 
+def test_a_journal_swapped_for_a_link_mid_run_stops_the_run_and_the_link_is_not_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker opens its own connection to the journal when it first records a chunk: one planted
+    there as a symbolic link since the run began is refused, the run stops with one message, and
+    the link's target is left alone."""
+    inputs = _jpegs(tmp_path / "in", 24, {0})
+    journal, decoy = tmp_path / "j" / "journal.sqlite", tmp_path / "decoy"
+    decoy.write_bytes(b"not yours")
+
+    def plant() -> None:
+        os.rename(journal, f"{journal}.moved")
+        os.symlink(decoy, journal)
+    _on_marked(monkeypatch, plant)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, journal=journal)
+    assert "cannot record progress in the journal" in result.summary.stop_reason
+    assert "symbolic link" in result.summary.stop_reason
+    assert decoy.read_bytes() == b"not yours"
+    assert not [o for o in result.outcomes if o.error_class == "internal"]
+
+
 def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     count, marked = 2 * CHUNK_FILES, {3, CHUNK_FILES + 10, 2 * CHUNK_FILES - 1}
     inputs = _jpegs(tmp_path / "in", count, marked)
