@@ -468,8 +468,7 @@ class Journal:
         try:
             step(*args)
         except sqlite3.Error as exc:
-            if not (getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
-                    and self._reserve.release()):
+            if not (_disk_full(exc) and self._reserve.release()):
                 self._give_up(exc)
             try:
                 self._rollback()
@@ -550,8 +549,7 @@ class ChunkRecorder:
                 self._transaction(kept)
             except sqlite3.Error as exc:
                 self._rollback()
-                if not (getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
-                        and _remove_reserve(self.reserve)):
+                if not (_disk_full(exc) and _remove_reserve(self.reserve)):
                     raise
                 self._transaction(kept)
         except sqlite3.Error as exc:
@@ -582,8 +580,13 @@ class ChunkRecorder:
                 self._db.execute("ROLLBACK")
 
 
+def _disk_full(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed for want of room (or an I/O error a full disk gives): the reserve may help."""
+    return getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
+
+
 def _remove_reserve(path: Path) -> bool:
-    """Give the journal's reserve (Reserve) back to a full disk from a worker; whether it was there."""
+    """Give the journal's reserve (Reserve) back to a full disk, from any process; whether it was there."""
     try:
         os.unlink(path)
     except OSError:
@@ -646,11 +649,7 @@ class Reserve:
         if not self.held:
             return False
         self.held = False
-        try:
-            os.unlink(self.path)
-        except OSError:
-            return False
-        return True
+        return _remove_reserve(self.path)
 
 
 # ---------------------------------------------------------------------- opening safely

@@ -61,44 +61,45 @@ _SNIFF_BYTES = 1024      # enough for every signature sniff() knows, SVG include
 PathLike = str | os.PathLike
 
 
-# Paths are plain strings, spelled as pathlib would (``_shown``): a run makes these for every file
-# on its one coordinating thread, where pathlib's objects cost several µs each (issue 15).
-
 @dataclass(frozen=True)
-class SourceFile:
-    """One input file to process."""
+class _Found:
+    """What the scan yields about a path. Paths are plain strings (a run makes these for every file
+    on its one coordinating thread, where pathlib's objects cost several µs each), spelled as
+    ``str(Path(path))`` would: no "//", "/./", leading "./" or trailing "/", however the input
+    was typed."""
 
     path: str                # as reached (not resolved), for reading and reports
+
+    def __post_init__(self) -> None:
+        path = self.path
+        if "//" in path or "/." in path or path.startswith("./") or (path.endswith("/") and path != "/"):
+            object.__setattr__(self, "path", str(PurePath(path)))     # only for the rare path that needs it
+
+
+@dataclass(frozen=True)
+class SourceFile(_Found):
+    """One input file to process."""
+
     relative: str            # where it sits below its input root ("a/b.jpg"); outputs mirror it
     size: int
     mtime: float
 
 
 @dataclass(frozen=True)
-class Skipped:
+class Skipped(_Found):
     """A file looked at and deliberately not processed (e.g. not an image)."""
 
-    path: str
     reason: str
 
 
 @dataclass(frozen=True)
-class ScanProblem:
+class ScanProblem(_Found):
     """Something that could not be scanned (unlistable directory, symlink loop)."""
 
-    path: str
     message: str
 
 
 Item = SourceFile | Skipped | ScanProblem
-
-
-def _shown(path: str) -> str:
-    """``path`` as ``str(Path(path))`` spells it (no "//", "/./", leading "./" or trailing "/"),
-    without building a Path for the usual path that needs none of it."""
-    if "//" in path or "/." in path or path.startswith("./") or (path.endswith("/") and path != "/"):
-        return str(PurePath(path))
-    return path
 
 
 # --------------------------------------------------------------------------
@@ -383,17 +384,17 @@ class _Scanner:
             elif os.path.lexists(text):
                 yield from self._named_file(text)
             else:            # vanished after check_inputs
-                yield ScanProblem(_shown(text), "no such file or directory")
+                yield ScanProblem(text, "no such file or directory")
 
     def _root(self, root: _Root) -> Iterator[Item]:
         try:
             st = os.stat(root.path)
         except OSError as exc:
             if root.pats is None:
-                yield ScanProblem(_shown(root.path), f"cannot read directory: {_os_message(exc)}")
+                yield ScanProblem(root.path, f"cannot read directory: {_os_message(exc)}")
             return           # a glob below a missing directory matches nothing
         if self._excluded(root.path, st):
-            yield ScanProblem(_shown(root.path), "excluded (the output directory); not scanned")
+            yield ScanProblem(root.path, "excluded (the output directory); not scanned")
             return
         if root.pats is None and self._owned_elsewhere(root.real, root, True):
             return           # named twice, or inside an earlier directory input
@@ -410,17 +411,17 @@ class _Scanner:
         except FileNotFoundError:
             # A broken symlink: yielded so that it is reported as unreadable.
             lst = os.lstat(path)
-            yield SourceFile(_shown(path), os.path.basename(path), lst.st_size, lst.st_mtime)
+            yield SourceFile(path, os.path.basename(path), lst.st_size, lst.st_mtime)
             return
         except OSError as exc:
-            yield ScanProblem(_shown(path), _os_message(exc))
+            yield ScanProblem(path, _os_message(exc))
             return
         if not stat.S_ISREG(st.st_mode):
-            yield Skipped(_shown(path), "not a regular file (device, FIFO or socket)")
+            yield Skipped(path, "not a regular file (device, FIFO or socket)")
             return
         if self._second_name(path, st, _Sniff(path)):
             return
-        yield SourceFile(_shown(path), os.path.basename(path), st.st_size, st.st_mtime)
+        yield SourceFile(path, os.path.basename(path), st.st_size, st.st_mtime)
 
     # -- directories ----------------------------------------------------------
 
@@ -429,7 +430,7 @@ class _Scanner:
             with os.scandir(path) as it:
                 return sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            return ScanProblem(_shown(path), f"cannot list directory: {_os_message(exc)}")
+            return ScanProblem(path, f"cannot list directory: {_os_message(exc)}")
 
     def _walk(self, top: _Frame, st: os.stat_result) -> Iterator[Item]:
         """Depth-first, name-ordered walk with an explicit stack (deep trees
@@ -454,7 +455,7 @@ class _Scanner:
                 is_dir = entry.is_dir()
                 is_link = entry.is_symlink()
             except OSError as exc:
-                yield ScanProblem(_shown(entry.path), _os_message(exc))
+                yield ScanProblem(entry.path, _os_message(exc))
                 continue
             if is_dir:
                 sub = self._enter(frame, entry, rel, is_link, visited)
@@ -479,7 +480,7 @@ class _Scanner:
         try:
             st = entry.stat()
         except OSError as exc:
-            return ScanProblem(_shown(entry.path), _os_message(exc))
+            return ScanProblem(entry.path, _os_message(exc))
         if self._excluded(entry.path, st):
             return None
         owner = frame.owner
@@ -516,27 +517,27 @@ class _Scanner:
             st = entry.stat()
         except FileNotFoundError:
             if not is_link:
-                yield ScanProblem(_shown(path), "vanished during the scan")
+                yield ScanProblem(path, "vanished during the scan")
             elif by_name:    # broken symlink: yielded so that it is reported as unreadable
                 lst = entry.stat(follow_symlinks=False)
-                yield SourceFile(_shown(path), "/".join(rel), lst.st_size, lst.st_mtime)
+                yield SourceFile(path, "/".join(rel), lst.st_size, lst.st_mtime)
             else:
-                yield Skipped(_shown(path), "broken symbolic link")
+                yield Skipped(path, "broken symbolic link")
             return
         except OSError as exc:
-            yield ScanProblem(_shown(path), _os_message(exc))
+            yield ScanProblem(path, _os_message(exc))
             return
         if not stat.S_ISREG(st.st_mode):
-            yield Skipped(_shown(path), "not a regular file (device, FIFO or socket)")
+            yield Skipped(path, "not a regular file (device, FIFO or socket)")
             return
         content = _Sniff(path)
         if not by_name:
             try:
                 if not content.ok():
-                    yield Skipped(_shown(path), _not_image_reason(content.fmt))
+                    yield Skipped(path, _not_image_reason(content.fmt))
                     return
             except OSError as exc:
-                yield ScanProblem(_shown(path), "cannot read it to check whether it is an image: "
+                yield ScanProblem(path, "cannot read it to check whether it is an image: "
                                               + _os_message(exc))
                 return
         if is_link:
@@ -545,7 +546,7 @@ class _Scanner:
         elif (st.st_dev, st.st_ino) in self.seen or \
                 self._owned_elsewhere(os.path.join(frame.real, entry.name), frame.owner, False, content):
             return
-        yield SourceFile(_shown(path), "/".join(rel), st.st_size, st.st_mtime)
+        yield SourceFile(path, "/".join(rel), st.st_size, st.st_mtime)
 
     # -- who yields a file that has several names ------------------------------
 

@@ -238,11 +238,11 @@ class Driver(ABC):
             return
         journal = self.options.journal
         if journal is not None:
-            mine = [o for o in finished if id(o) not in recorded] if recorded else finished
-            if len(mine) < len(finished):
-                journal.recorded_elsewhere([o for o in finished if id(o) in recorded])
+            theirs = [o for o in finished if id(o) in recorded]
+            if theirs:
+                journal.recorded_elsewhere(theirs)
             try:
-                journal.record_many(mine)
+                journal.record_many([o for o in finished if id(o) not in recorded])
             except SystemFailure as exc:           # e.g. the disk holding the journal is full
                 self._trip(str(exc))
         opts = self.options

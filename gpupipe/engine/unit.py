@@ -81,7 +81,12 @@ class ChunkDone:
     stopped: bool = False                  # an input failed with --on-error stop: the rest were cancelled
     handover: str | None = None            # the worker's GPU was replaced by the CPU, and why (Device)
     device_memory: dict[str, int] | None = None     # the worker's device memory (metrics), on a GPU
-    recorded: bool = False                 # the journal holds the outcomes (all but the unclaimed ones' inputs)
+    recorded: bool = False                 # the worker recorded its outcomes in the journal (but ``left_to_driver``)
+
+    def left_to_driver(self) -> set[int]:
+        """The inputs whose outcome the worker does not record: the driver still writes their renamed
+        outputs, and records them with those."""
+        return {unclaimed.key for unclaimed in self.unclaimed}
 
 
 class Budget:
@@ -163,11 +168,10 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
 
 
 def _record(done: ChunkDone, work: Work) -> None:
-    """The chunk's outcomes into the journal, now that its files are on disk: one transaction.
-    An input whose renamed outputs the driver still has to write is left to the driver."""
+    """The chunk's outcomes into the journal, now that its files are on disk: one transaction."""
     if work.journal is None:
         return
-    waiting = {unclaimed.key for unclaimed in done.unclaimed}
+    waiting = done.left_to_driver()
     try:
         work.journal.record([outcome for key, outcome in done.outcomes if key not in waiting])
     except SystemFailure as exc:          # the run stops; the driver says why
