@@ -21,7 +21,7 @@ import gpupipe
 from gpupipe import ops
 from gpupipe.engine.results import FileOutcome
 from gpupipe.errors import SystemFailure, UsageError
-from gpupipe.journal import SCHEMA_VERSION, Journal, default_path, path_key
+from gpupipe.journal import SCHEMA_VERSION, Journal, default_path, path_key, path_keys
 from gpupipe.spec import Spec
 from tests.support import REPO_ROOT
 
@@ -134,6 +134,17 @@ def test_a_relative_and_an_absolute_spelling_are_one_entry(tmp_path: Path) -> No
     assert (absolute.summary.skipped, absolute.summary.processed) == (3, 0)
     assert len(input_keys(default_path(tmp_path / "out"))) == 3
     assert all(key.startswith(os.fsencode(tmp_path)) for key in input_keys(default_path(tmp_path / "out")))
+
+
+@pytest.mark.parametrize("cwd", ["tmp", "/"])
+def test_keys_made_a_folder_at_a_time_are_each_paths_own_key(tmp_path: Path, monkeypatch, cwd: str) -> None:
+    """path_keys makes a folder's key once and adds each name to it: the same bytes path_key gives
+    one path at a time, for every spelling (relative, "//", "..", non-UTF-8, the root itself)."""
+    monkeypatch.chdir(tmp_path if cwd == "tmp" else cwd)
+    spellings = ["/a/b.jpg", "a.jpg", "./a.jpg", "a/./b.jpg", "a//b.jpg", "/x", "//x", "//h/x", "/a/../b.jpg",
+                 "a/..", "a/.", "a/", "../a.jpg", "x/y/../../z.jpg", "/", ".", "..", "café/é.jpg",
+                 os.fsdecode(b"a\xe9/b.jpg"), "///a", "/a//", "a/b/"]
+    assert path_keys(spellings) == [path_key(p) for p in spellings]
 
 
 def test_a_failure_message_naming_a_non_utf8_file_is_recorded(tmp_path: Path) -> None:
