@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -42,6 +44,7 @@ SHIM = KERNELS / "cpu_shim.h"
 ENV_FLAG = "GPUPIPE_KERNELCHECK"
 INNER = os.environ.get(ENV_FLAG) == "asan"
 CXX = os.environ.get("CXX", "g++")
+CC = os.environ.get("CC", "gcc")
 CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",
             "-ffp-contract=off", "-shared", "-fPIC", "-pthread", "-Wall", "-Wno-unused-function"]
 
@@ -130,6 +133,38 @@ def compile_shared(cu: Path, source: str | None = None) -> Path:
             raise RuntimeError(f"g++ failed on {cu.name}:\n{proc.stderr}")
         os.replace(lib, out)   # atomic: a concurrent build of the same hash writes the same bytes
     return out
+
+
+def compile_extension(c_file: Path) -> Path:
+    """An ASan-instrumented build of a one-file CPython extension (cached by content hash), loaded
+    in the ASan child with ``load_extension``: the C the CPU backend runs gets the kernels' check."""
+    c_file = Path(c_file).resolve()
+    include = sysconfig.get_paths()["include"]
+    flags = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-ffp-contract=off", "-shared",
+             "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Werror"]
+    h = hashlib.sha256()
+    for part in (c_file.read_text(), " ".join([CC, *flags, include])):
+        h.update(part.encode())
+        h.update(b"\0")
+    out = cache_dir() / c_file.stem / f"{h.hexdigest()[:16]}" / (c_file.stem + sysconfig.get_config_var("EXT_SUFFIX"))
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        lib = Path(tmp) / out.name
+        proc = subprocess.run([CC, *flags, "-I", include, str(c_file), "-o", str(lib)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{CC} failed on {c_file.name}:\n{proc.stderr}")
+        os.replace(lib, out)
+    return out
+
+
+def load_extension(name: str, path: str | Path):
+    """Import the extension module ``name`` from ``path`` (an ASan build), without sys.modules."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class KernelLib:

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from gpupipe import pixels
+from gpupipe.backends.numpy import resample
 from gpupipe.errors import ProcessingError, UsageError
 from gpupipe.sidefiles import read_resource
 
@@ -189,10 +190,8 @@ def _scale_mark(key: _ArrayKey, width: int) -> np.ndarray:
     if width == w:
         return _read_only(np.array(mark))  # an RGBa round trip would lose precision for nothing
     height = max(1, round(h * width / w))
-    # premultiplied (RGBa) so transparent pixels lend no colour to the filter taps
-    im = Image.fromarray(np.ascontiguousarray(mark)).convert("RGBa")
-    im = im.resize((width, height), Image.Resampling.LANCZOS).convert("RGBA")
-    return _read_only(np.array(im, np.uint8))
+    # the resize op's own resampling: premultiplied, so transparent pixels lend no colour to the taps
+    return _read_only(resample.resize(mark, width, height, "lanczos3"))
 
 
 def scale_mark(mark: np.ndarray, width: int) -> np.ndarray:

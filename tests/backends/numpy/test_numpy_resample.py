@@ -1,7 +1,8 @@
-"""NumPy backend resize: Pillow fast path, the bit-exact NumPy reference, peers."""
+"""NumPy backend resize: the C resampler and the NumPy reference, both byte for byte Pillow's; peers."""
 
 from __future__ import annotations
 
+import threading
 
 import cv2
 import numpy as np
@@ -21,6 +22,8 @@ from gpupipe.backends.numpy.resample import (
     vertical_first,
 )
 from gpupipe.errors import ProcessingError
+from tests.support import resample_model
+from tests.support.corpus import stills
 
 FILTERS = ["nearest", "bilinear", "bicubic", "lanczos3"]
 PIL_FILTERS = {
@@ -30,7 +33,6 @@ PIL_FILTERS = {
     "lanczos3": Image.Resampling.LANCZOS,
 }
 CHANNELS = [1, 2, 3, 4]
-from tests.support.corpus import stills
 ONE = 1 << PRECISION_BITS
 
 
@@ -96,7 +98,9 @@ def test_reference_is_bit_exact_with_pillow(filter, channels, in_w, in_h, out_w,
 )
 def test_reference_is_bit_exact_with_pillow_hypothesis(in_w, in_h, out_w, out_h, channels, filter, seed):
     img = random_image(np.random.default_rng(seed), in_h, in_w, channels)
-    np.testing.assert_array_equal(resize_reference(img, out_w, out_h, filter), pillow_resize(img, out_w, out_h, filter))
+    expected = pillow_resize(img, out_w, out_h, filter)
+    np.testing.assert_array_equal(resize_reference(img, out_w, out_h, filter), expected)
+    np.testing.assert_array_equal(resize(img, out_w, out_h, filter), expected)
 
 
 @pytest.mark.skipif(not VERTICAL_FIRST_RULE, reason="pass-order rule of Pillow >= 13")
@@ -118,17 +122,55 @@ def test_pass_order_boundary(out_w, width_shrink, out_h, delta, filter, seed):
     in_w, in_h = out_w + width_shrink, out_h + height_shrink
     assert vertical_first(in_w, in_h, out_w, out_h) == (delta > 0)
     img = random_image(np.random.default_rng(seed), in_h, in_w, 3)
-    np.testing.assert_array_equal(resize_reference(img, out_w, out_h, filter), pillow_resize(img, out_w, out_h, filter))
+    expected = pillow_resize(img, out_w, out_h, filter)
+    np.testing.assert_array_equal(resize_reference(img, out_w, out_h, filter), expected)
+    np.testing.assert_array_equal(resize(img, out_w, out_h, filter), expected)
 
 
 @pytest.mark.parametrize("filter", FILTERS)
 def test_reference_matches_pillow_on_a_photo(filter):
     photo = np.asarray(Image.open(stills()[2]).convert("RGBA")).copy()
     photo[..., 3] = np.random.default_rng(0).integers(0, 256, photo.shape[:2])
-    for width, height in [(100, 67), (767, 511), (1000, 900), (5, 600)]:
-        np.testing.assert_array_equal(
-            resize_reference(photo, width, height, filter), pillow_resize(photo, width, height, filter)
-        )
+    # Rows of 4 000 bytes: the C vertical pass sums a row in spans of 2 048.
+    for width, height in [(100, 67), (767, 511), (1000, 900), (5, 600), (2000, 300)]:
+        expected = pillow_resize(photo, width, height, filter)
+        np.testing.assert_array_equal(resize_reference(photo, width, height, filter), expected)
+        np.testing.assert_array_equal(resize(photo, width, height, filter), expected)
+        rgb = np.ascontiguousarray(photo[..., :3])
+        np.testing.assert_array_equal(resize(rgb, width, height, filter), pillow_resize(rgb, width, height, filter))
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_row_padded_and_column_strided_inputs(channels):
+    # A crop keeps its parent's row stride; a column step leaves pixels apart (copied first).
+    parent = random_image(np.random.default_rng(channels), 90, 120, channels)
+    for view in (parent[5:80, 7:101], parent[:, ::2], parent[::3, 1::3]):
+        expected = pillow_resize(view, 41, 23, "lanczos3")
+        np.testing.assert_array_equal(resize(view, 41, 23, "lanczos3"), expected)
+
+
+def test_threads_resizing_many_sizes_at_once_get_pillows_bytes():
+    # resize releases the GIL while its passes run, and keeps tables between calls in a small
+    # cache: many sizes from several threads at once make calls share, evict and collide.
+    rng = np.random.default_rng(7)
+    jobs = [(random_image(rng, int(rng.integers(8, 90)), int(rng.integers(8, 90)), 3),
+             int(rng.integers(1, 120)), int(rng.integers(1, 120)), FILTERS[i % 4]) for i in range(240)]
+    expected = [pillow_resize(img, w, h, f) for img, w, h, f in jobs]
+    got: dict[int, np.ndarray] = {}
+
+    def work(first: int) -> None:
+        for _ in range(3):
+            for i in range(first, len(jobs), 4):
+                img, w, h, f = jobs[i]
+                got[i] = resize(img, w, h, f)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, want in enumerate(expected):
+        np.testing.assert_array_equal(got[i], want, err_msg=str(jobs[i][1:]))
 
 
 @pytest.mark.parametrize("filter", FILTERS)
@@ -192,6 +234,17 @@ def test_coefficient_tables_are_well_formed(filter, in_size, out_size):
     assert (coeffs[taps[None, :] >= length[:, None]] == 0).all()
     # Each coefficient is rounded on its own, so a row sums to 1.0 within ksize/2 units.
     assert (np.abs(coeffs.sum(axis=1) - ONE) <= coeffs.shape[1] / 2).all()
+
+
+@pytest.mark.parametrize("filter", FILTERS)
+def test_coefficient_tables_equal_an_independent_numpy_model(filter):
+    sizes = [(1, 1), (1, 9), (9, 1), (2, 1), (17, 5), (5, 17), (100, 3), (489, 256), (369, 193), (3, 1000),
+             (4000, 256), (3000, 2999), (6000, 4000)]
+    sizes += [tuple(int(v) for v in pair) for pair in np.random.default_rng(3).integers(1, 700, (40, 2))]
+    for in_size, out_size in sizes:
+        for got, want in zip(resample_coefficients(in_size, out_size, filter),
+                             resample_model.coefficients(in_size, out_size, filter)):
+            np.testing.assert_array_equal(got, want, err_msg=f"{in_size} -> {out_size}")
 
 
 @pytest.mark.parametrize("filter", FILTERS)
