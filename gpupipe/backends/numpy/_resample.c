@@ -252,11 +252,42 @@ static int band_init(Band *b, int in_w, int out_w, int C) {
     return b->in8 && b->in32 && b->out32 && b->out8 ? 0 : -1;
 }
 
+/* ---- premultiplied alpha: Image.resize converts LA / RGBA to La / RGBa and back ----------- */
+
+/* Pillow's RGBA -> RGBa and LA -> La: colour = round(colour * alpha / 255), as MULDIV255. */
+static void premultiply(const uint8_t *in, Py_ssize_t in_stride, int w, int h, int C, uint8_t *out) {
+    for (int y = 0; y < h; y++) {
+        const uint8_t *src = in + y * in_stride;
+        uint8_t *dst = out + (Py_ssize_t)y * w * C;
+        for (int x = 0; x < w; x++, src += C, dst += C) {
+            const uint32_t alpha = src[C - 1];
+            for (int c = 0; c < C - 1; c++) {
+                const uint32_t t = src[c] * alpha + 128;
+                dst[c] = (uint8_t)(((t >> 8) + t) >> 8);
+            }
+            dst[C - 1] = (uint8_t)alpha;
+        }
+    }
+}
+
+/* Pillow's RGBa -> RGBA and La -> LA: colour = min(255, 255 * colour / alpha), truncated, and left
+ * as it is where alpha is 0 or 255. In place. */
+static void unpremultiply(uint8_t *p, Py_ssize_t pixels, int C) {
+    for (Py_ssize_t i = 0; i < pixels; i++, p += C) {
+        const uint32_t alpha = p[C - 1];
+        if (alpha == 0 || alpha == 255) continue;
+        for (int c = 0; c < C - 1; c++) {
+            const uint32_t v = 255 * p[c] / alpha;
+            p[c] = (uint8_t)(v > 255 ? 255 : v);
+        }
+    }
+}
+
 /* ---- the resize: Pillow 13's pass order, only the rows or columns the second pass reads ---- */
 
 /* 0 on success, -1 when out of memory. h and v are the axes' tables (read only). */
-static int resize(const uint8_t *in, Py_ssize_t in_stride, int in_w, int in_h, int C, uint8_t *out, int out_w,
-                  int out_h, const Axis *h, const Axis *v, int vertical_first_rule) {
+static int resize_passes(const uint8_t *in, Py_ssize_t in_stride, int in_w, int in_h, int C, uint8_t *out,
+                         int out_w, int out_h, const Axis *h, const Axis *v, int vertical_first_rule) {
     const Py_ssize_t out_stride = (Py_ssize_t)out_w * C;
     const int vertical_first = vertical_first_rule && out_w != in_w && out_h < in_h &&
                                in_h - out_h > 2 * (in_w - out_w);
@@ -286,6 +317,24 @@ static int resize(const uint8_t *in, Py_ssize_t in_stride, int in_w, int in_h, i
 done:
     free(mid);
     band_free(&band);
+    return status;
+}
+
+/* The resize, with the last channel as alpha premultiplied around the passes when `alpha`. */
+static int resize(const uint8_t *in, Py_ssize_t in_stride, int in_w, int in_h, int C, uint8_t *out, int out_w,
+                  int out_h, const Axis *h, const Axis *v, int vertical_first_rule, int alpha) {
+    if (in_w == out_w && in_h == out_h) { /* Image.resize returns a copy, alpha untouched */
+        for (int y = 0; y < in_h; y++) memcpy(out + (Py_ssize_t)y * out_w * C, in + y * in_stride, (size_t)in_w * C);
+        return 0;
+    }
+    if (!alpha) return resize_passes(in, in_stride, in_w, in_h, C, out, out_w, out_h, h, v, vertical_first_rule);
+    uint8_t *pre = malloc((size_t)in_h * in_w * C);
+    if (!pre) return -1;
+    premultiply(in, in_stride, in_w, in_h, C, pre);
+    const int status = resize_passes(pre, (Py_ssize_t)in_w * C, in_w, in_h, C, out, out_w, out_h, h, v,
+                                     vertical_first_rule);
+    free(pre);
+    if (status == 0) unpremultiply(out, (Py_ssize_t)out_w * out_h, C);
     return status;
 }
 
@@ -370,16 +419,17 @@ static PyObject *py_coefficients(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(resize_doc,
-             "resize(src, dst, filter, vertical_first_rule)\n\n"
+             "resize(src, dst, filter, vertical_first_rule, alpha)\n\n"
              "Resize src, an (H, W, C) uint8 buffer whose rows may be strided but whose pixels are\n"
-             "packed, into dst, a C-contiguous (H', W', C) uint8 buffer, with C in 1..4. No\n"
-             "premultiplied alpha: the caller does it. Releases the GIL.");
+             "packed, into dst, a C-contiguous (H', W', C) uint8 buffer, with C in 1..4. With alpha,\n"
+             "the last channel is alpha and the colour is resized premultiplied, as Image.resize\n"
+             "does for LA and RGBA. Releases the GIL.");
 
 static PyObject *py_resize(PyObject *self, PyObject *args) {
     PyObject *src, *dst;
     const char *name;
-    int rule, filter;
-    if (!PyArg_ParseTuple(args, "OOsp", &src, &dst, &name, &rule)) return NULL;
+    int rule, alpha, filter;
+    if (!PyArg_ParseTuple(args, "OOspp", &src, &dst, &name, &rule, &alpha)) return NULL;
     if ((filter = parse_filter(name)) < 0) return NULL;
     Py_buffer in, out;
     if (PyObject_GetBuffer(src, &in, PyBUF_RECORDS_RO) < 0) return NULL;
@@ -402,7 +452,7 @@ static PyObject *py_resize(PyObject *self, PyObject *args) {
     if (h && v) {
         Py_BEGIN_ALLOW_THREADS
         status = resize(in.buf, in.strides[0], in_w, in_h, (int)in.shape[2], out.buf, out_w, out_h, &h->axis,
-                        &v->axis, rule);
+                        &v->axis, rule, alpha && in.shape[2] >= 2);
         Py_END_ALLOW_THREADS
     }
     if (h) slot_release(h);

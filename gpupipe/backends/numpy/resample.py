@@ -95,13 +95,10 @@ def resize(img: np.ndarray, width: int, height: int, filter: str = "lanczos3") -
     in_h, in_w, channels = img.shape
     if (in_w, in_h) == (width, height):
         return np.array(img, order="C")  # Image.resize returns a copy untouched
-    alpha = channels in (2, 4) and filter != "nearest"
-    src = premultiply(img) if alpha else img
-    if src.strides[1:] != (channels, 1):
-        src = np.ascontiguousarray(src)  # rows may be strided, pixels must be packed
+    src = img if img.strides[1:] == (channels, 1) else np.ascontiguousarray(img)  # pixels must be packed
     out = np.empty((height, width, channels), np.uint8)
-    _resample.resize(src, out, filter, VERTICAL_FIRST_RULE)
-    return unpremultiply(out) if alpha else out
+    _resample.resize(src, out, filter, VERTICAL_FIRST_RULE, channels in (2, 4) and filter != "nearest")
+    return out
 
 
 def resample_coefficients(in_size: int, out_size: int, filter: str = "lanczos3"):

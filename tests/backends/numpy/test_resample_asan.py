@@ -59,7 +59,7 @@ class TestResampleUnderAsan:
 
     def resize(self, img, width, height, filter):
         out = np.empty((height, width, img.shape[2]), np.uint8)
-        self.c.resize(img, out, filter, True)
+        self.c.resize(img, out, filter, True, False)
         return out
 
     @pytest.mark.parametrize("filter", FILTERS)
@@ -78,6 +78,22 @@ class TestResampleUnderAsan:
         img = exact(rng, 375, 700, 3)
         for width, height in [(256, 137), (690, 40), (300, 375), (700, 120), (2100, 50), (1, 1)]:
             assert np.array_equal(self.resize(img, width, height, filter), pillow(img, width, height, filter))
+
+    @pytest.mark.parametrize("channels", [2, 4])
+    def test_straight_alpha_matches_pillows_la_and_rgba(self, channels):
+        rng = np.random.default_rng(channels)
+        mode = {2: "LA", 4: "RGBA"}[channels]
+        for filter in FILTERS[1:]:
+            for _ in range(20):
+                in_w, in_h, out_w, out_h = (int(v) for v in rng.integers(1, 40, 4))
+                img = exact(rng, in_h, in_w, channels, row_pad=int(rng.integers(0, 3)))
+                img[..., -1][rng.random((in_h, in_w)) < 0.4] = 0  # and alpha 0 and 255, told apart
+                img[..., -1][rng.random((in_h, in_w)) < 0.3] = 255
+                im = Image.frombytes(mode, (in_w, in_h), np.ascontiguousarray(img).tobytes())
+                want = np.frombuffer(im.resize((out_w, out_h), PIL_FILTERS[filter]).tobytes(), np.uint8)
+                out = np.empty((out_h, out_w, channels), np.uint8)
+                self.c.resize(img, out, filter, True, True)
+                assert np.array_equal(out.ravel(), want), (filter, in_w, in_h, out_w, out_h)
 
     def test_coefficient_tables(self):
         for in_size, out_size in [(1, 1), (1, 300), (300, 1), (4000, 256), (17, 5)]:
@@ -109,6 +125,6 @@ class TestResampleUnderAsan:
         for src, dst in [(img, np.empty((2, 2, 4), np.uint8)), (img[:, ::2], np.empty((2, 2, 3), np.uint8)),
                          (img.astype(np.uint16), np.empty((2, 2, 3), np.uint16)), (img, np.empty((2, 2, 3), np.uint8)[::-1])]:
             with pytest.raises(ValueError):
-                self.c.resize(src, dst, "lanczos3", True)
+                self.c.resize(src, dst, "lanczos3", True, False)
         with pytest.raises(ValueError):
-            self.c.resize(img, np.empty((2, 2, 3), np.uint8), "lanczos", True)
+            self.c.resize(img, np.empty((2, 2, 3), np.uint8), "lanczos", True, False)
