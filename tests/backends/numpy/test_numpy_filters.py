@@ -348,3 +348,19 @@ def test_large_integer_kernels_are_exact(n: int) -> None:
     ref = np.stack([ndi.correlate(img[..., c].astype(np.float64), kernel, mode="mirror") / 7
                     for c in range(3)], axis=-1)
     assert np.array_equal(got, np.clip(np.rint(ref), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 2, 2), (2, 2, 1), (1, 5, 1), (3, 2, 3), (97, 131, 3), (40, 50, 4)])
+def test_storing_filtered_floats_rounds_half_to_even_and_clamps(shape):
+    # What every 8-bit filter result goes through (OpenCV's saturating conversion, NumPy for a few
+    # values): the same bytes as clip(rint(x), 0, 255), ties and out-of-range values included.
+    rng = np.random.default_rng(len(shape) * 100 + shape[1])
+    x = (rng.random(shape, np.float32) * 330 - 40).astype(np.float32)
+    ties = rng.random(shape) < 0.3
+    x[ties] = np.floor(x[ties]) + np.float32(0.5)
+    x.flat[0] = -0.5
+    x.flat[-1] = 254.5
+    expected = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    got = F._store(x, np.uint8)
+    assert got.shape == shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
