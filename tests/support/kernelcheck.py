@@ -135,13 +135,15 @@ def compile_shared(cu: Path, source: str | None = None) -> Path:
     return out
 
 
-def compile_extension(c_file: Path) -> Path:
+def compile_extension(c_file: Path, defines: tuple[str, ...] = ()) -> Path:
     """An ASan-instrumented build of a one-file CPython extension (cached by content hash), loaded
-    in the ASan child with ``load_extension``: the C the CPU backend runs gets the kernels' check."""
+    in the ASan child with ``load_extension``: the C the CPU backend runs gets the kernels' check.
+    ``defines``: extra ``-D`` macros."""
     c_file = Path(c_file).resolve()
     include = sysconfig.get_paths()["include"]
     flags = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-ffp-contract=off", "-shared",
-             "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Werror"]
+             "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Werror",
+             *(f"-D{name}" for name in defines)]
     h = hashlib.sha256()
     for part in (c_file.read_text(), " ".join([CC, *flags, include])):
         h.update(part.encode())

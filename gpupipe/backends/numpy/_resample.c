@@ -12,7 +12,8 @@
  *   - the vertical pass walks whole rows (each output row is a weighted sum of input rows);
  *   - the horizontal pass first transposes ROWS rows into a tile where a column's pixels of
  *     those rows are adjacent, then does the same over the tile's columns.
- * On x86-64 the passes are compiled twice (AVX2 and the baseline) and the loader picks one.
+ * On x86-64 the passes are compiled twice (AVX2 and the baseline) and the loader picks one; the
+ * tests run both (the baseline under ASan).
  *
  * Python side: gpupipe/backends/numpy/resample.py (checks, premultiplied alpha, 16-bit).
  */
@@ -28,7 +29,9 @@
 #define HALF (1 << (PRECISION_BITS - 1))
 #define ROWS 8           /* rows the horizontal pass sums side by side */
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* GPUPIPE_BASELINE_ONLY: the baseline build alone, which the tests build under ASan (the
+ * machine running them picks the AVX2 clone of the production build). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GPUPIPE_BASELINE_ONLY)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define VECTOR_CLONES
