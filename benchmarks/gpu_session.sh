@@ -60,6 +60,18 @@ if [ "${1:-}" = "--prepare" ]; then
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .peerwhl pyvips-binary==8.18.7 cffi==2.1.1 pycparser==3.12 \
         && python3 -m pip wheel -q --no-deps -w .peerwhl pyvips==3.2.0 || exit 1    # pure Python: an sdist
+    # The CPU backend's C resampler (gpupipe/backends/numpy/_resample.c), built for the device's
+    # Python 3.12 here, where its headers are: it travels in .whl/ and is put in place there.
+    py312=""
+    for candidate in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
+        "$candidate" -c "" 2>/dev/null && { py312="$candidate"; break; }
+    done
+    if [ -n "$py312" ]; then
+        gcc -O3 -ffp-contract=off -fPIC -shared -I"$("$py312" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+            gpupipe/backends/numpy/_resample.c -o .whl/_resample.cpython-312-x86_64-linux-gnu.so || exit 1
+    else
+        echo "no python3.12 here: the resampler will be built on the device (needs gcc and Python's headers there)"
+    fi
     photos="${GPUPIPE_BENCH_PHOTOS:?set GPUPIPE_BENCH_PHOTOS to the photos the benchmark corpora are made from}"
     rm -rf .photos && cp -r "$photos" .photos && du -sh .whl .photos .nvimg .peerwhl
     exit 0
@@ -71,6 +83,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # The checkout itself is gpupipe (kernels found in ./kernels); the wheels shadow the image's Pillow.
 export PYTHONPATH="/tmp/site:$PWD/.nvimg/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.photos"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # libnvjpeg for nvImageCodec
+# The C resampler: the build --prepare made for Python 3.12, else one made here.
+cp .whl/_resample.cpython-*.so gpupipe/backends/numpy/ 2>/dev/null
+python3 -c "import gpupipe.backends.numpy._resample" 2>/dev/null || gcc -O3 -ffp-contract=off -fPIC -shared \
+    -I"$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" gpupipe/backends/numpy/_resample.c \
+    -o "gpupipe/backends/numpy/_resample$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" \
+    || { echo "cannot build gpupipe/backends/numpy/_resample.c here" | tee "$OUT/error.txt"; exit 1; }
 # The host's CPUs as well as the GPU: on 16 "cores" the CPU backend did 2.4x less per core than on the
 # 2-core VM even where decode alone bounds it (W1, 12 MP): SMT siblings or a cgroup CPU quota would say why.
 { nvidia-smi; python3 -m pip list 2>/dev/null | grep -i -E "^(cupy|numpy|pillow|opencv)"; lscpu;
