@@ -97,6 +97,25 @@ class TestResampleUnderAsan:
                 self.c.resize(img, out, filter, True, True)
                 assert np.array_equal(out.ravel(), want), (filter, in_w, in_h, out_w, out_h)
 
+    @pytest.mark.parametrize("channels", [1, 2, 3, 4])
+    def test_16bit_matches_the_numpy_model(self, channels):
+        from gpupipe.backends.numpy.resample import resize_reference
+
+        rng = np.random.default_rng(40 + channels)
+        for filter in FILTERS:
+            for _ in range(15):
+                in_w, in_h, out_w, out_h = (int(v) for v in rng.integers(1, 40, 4))
+                stride = in_w * channels + int(rng.integers(0, 3))
+                flat = rng.integers(0, 65536, in_h * stride - (stride - in_w * channels), dtype=np.uint16)
+                img = np.lib.stride_tricks.as_strided(flat, (in_h, in_w, channels), (2 * stride, 2 * channels, 2))
+                if channels in (2, 4):
+                    img[..., -1][rng.random((in_h, in_w)) < 0.3] = 0
+                    img[..., -1][rng.random((in_h, in_w)) < 0.3] = 65535
+                out = np.empty((out_h, out_w, channels), np.uint16)
+                self.c.resize(img, out, filter, True, channels in (2, 4) and filter != "nearest")
+                want = resize_reference(np.ascontiguousarray(img), out_w, out_h, filter)
+                assert np.array_equal(out, want), (filter, in_w, in_h, out_w, out_h)
+
     def test_coefficient_tables(self):
         for in_size, out_size in [(1, 1), (1, 300), (300, 1), (4000, 256), (17, 5)]:
             for filter in FILTERS:
@@ -125,7 +144,8 @@ class TestResampleUnderAsan:
     def test_bad_buffers_are_refused(self):
         img = np.zeros((4, 4, 3), np.uint8)
         for src, dst in [(img, np.empty((2, 2, 4), np.uint8)), (img[:, ::2], np.empty((2, 2, 3), np.uint8)),
-                         (img.astype(np.uint16), np.empty((2, 2, 3), np.uint16)), (img, np.empty((2, 2, 3), np.uint8)[::-1])]:
+                         (img.astype(np.uint16), np.empty((2, 2, 3), np.uint8)), (img.astype(np.int16), np.empty((2, 2, 3), np.int16)),
+                         (img.astype(np.float32), np.empty((2, 2, 3), np.float32)), (img, np.empty((2, 2, 3), np.uint8)[::-1])]:
             with pytest.raises(ValueError):
                 self.c.resize(src, dst, "lanczos3", True, False)
         with pytest.raises(ValueError):
