@@ -225,22 +225,6 @@ INLINE void horizontal_band(const uint8_t *in, Py_ssize_t in_stride, int rows, i
     }
 }
 
-VECTOR_CLONES
-static void horizontal_pass(const uint8_t *in, Py_ssize_t in_stride, int rows, int in_w, int offset, int channels,
-                            uint8_t *out, Py_ssize_t out_stride, const Axis *a, const Band *b) {
-    for (int y = 0; y < rows; y += ROWS) {
-        const int n = rows - y < ROWS ? rows - y : ROWS;
-        const uint8_t *src = in + y * in_stride;
-        uint8_t *dst = out + y * out_stride;
-        switch (channels) {
-        case 1: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 1); break;
-        case 2: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 2); break;
-        case 3: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 3); break;
-        default: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 4); break;
-        }
-    }
-}
-
 /* ---- the 16-bit passes: the same loops over float64 sums ------------------------------------ */
 
 #define SPAN16 1024
@@ -310,22 +294,6 @@ INLINE void horizontal_band16(const uint8_t *in, Py_ssize_t in_stride, int rows,
     }
 }
 
-VECTOR_CLONES
-static void horizontal_pass16(const uint8_t *in, Py_ssize_t in_stride, int rows, int in_w, int offset, int channels,
-                              uint8_t *out, Py_ssize_t out_stride, const Axis *a, const Band16 *b) {
-    for (int y = 0; y < rows; y += ROWS) {
-        const int n = rows - y < ROWS ? rows - y : ROWS;
-        const uint8_t *src = in + y * in_stride;
-        uint8_t *dst = out + y * out_stride;
-        switch (channels) {
-        case 1: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 1); break;
-        case 2: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 2); break;
-        case 3: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 3); break;
-        default: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, b, 4); break;
-        }
-    }
-}
-
 /* The horizontal pass's scratch for either depth (the other's pointers stay NULL). */
 typedef struct {
     Band b8;
@@ -364,10 +332,26 @@ static void vertical(const uint8_t *in, Py_ssize_t in_stride, int offset, Py_ssi
     else vertical_pass(in, in_stride, offset, samples, out, out_stride, a);
 }
 
+/* The horizontal pass of either depth, ROWS rows at a time; C and the depth become constants of
+ * each band function it calls. */
+VECTOR_CLONES
 static void horizontal(const uint8_t *in, Py_ssize_t in_stride, int rows, int in_w, int offset, int C, uint8_t *out,
                        Py_ssize_t out_stride, const Axis *a, const Scratch *s, int wide) {
-    if (wide) horizontal_pass16(in, in_stride, rows, in_w, offset, C, out, out_stride, a, &s->b16);
-    else horizontal_pass(in, in_stride, rows, in_w, offset, C, out, out_stride, a, &s->b8);
+    for (int y = 0; y < rows; y += ROWS) {
+        const int n = rows - y < ROWS ? rows - y : ROWS;
+        const uint8_t *src = in + y * in_stride;
+        uint8_t *dst = out + y * out_stride;
+        switch (C + 4 * wide) {
+        case 1: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b8, 1); break;
+        case 2: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b8, 2); break;
+        case 3: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b8, 3); break;
+        case 4: horizontal_band(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b8, 4); break;
+        case 5: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b16, 1); break;
+        case 6: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b16, 2); break;
+        case 7: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b16, 3); break;
+        default: horizontal_band16(src, in_stride, n, in_w, offset, dst, out_stride, a, &s->b16, 4); break;
+        }
+    }
 }
 
 /* ---- premultiplied alpha: Image.resize converts LA / RGBA to La / RGBa and back ----------- */
