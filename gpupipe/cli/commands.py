@@ -163,6 +163,8 @@ def doctor() -> None:
     table.add_row("numpy / Pillow / OpenCV", f"{numpy.__version__} / {PIL.__version__} / {cv2.__version__}")
     table.add_row("JPEG decode", f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo), Pillow for the rest")
     table.add_row("Pillow libjpeg-turbo", str(features.version("libjpeg_turbo") or "no"))
+    from ..backends.numpy import _resample
+    table.add_row("resize (CPU)", f"Pillow 13's algorithm in gpupipe's C, {_resample.PASSES} build")
     table.add_row("write formats", ", ".join(codecs.available_formats()))
     from ..codecs import formats
     for known in formats.FORMATS:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -337,6 +339,11 @@ def test_doctor_reports_backend_and_cuda(tmp_path: Path) -> None:
     auto = default_max_memory(usable_cores())
     assert re.search(rf"--max-memory auto\s+{auto / 2**20:.0f} MB \(for {usable_cores()} workers\)", result.output)
     assert re.search(r"worker processes\s+a worker process starts and answers in \d+\.\d{3} s", result.output)
+    # the resampler's build this CPU runs: AVX2 where it has it and GCC built the clones
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    clones = platform.machine() == "x86_64" and "gcc" in (sysconfig.get_config_var("CC") or "")
+    build = "avx2" if clones and re.search(r"^flags\s*:.*\bavx2\b", cpuinfo, re.M) else "baseline"
+    assert re.search(rf"resize \(CPU\)\s+Pillow 13's algorithm in gpupipe's C, {build} build", result.output)
 
 
 def test_max_memory_takes_auto_or_a_size(photos: Path, tmp_path: Path) -> None:

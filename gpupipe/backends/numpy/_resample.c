@@ -606,4 +606,18 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_resample", "Pillow 13's resize at 8 and 16 bits, vectorised.",
                                     -1, methods};
 
-PyMODINIT_FUNC PyInit__resample(void) { return PyModule_Create(&module); }
+/* Which build of the passes this CPU runs: what `gpupipe doctor` reports. */
+static const char *passes_build(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GPUPIPE_BASELINE_ONLY)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? "avx2" : "baseline";
+#else
+    return "baseline";
+#endif
+}
+
+PyMODINIT_FUNC PyInit__resample(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddStringConstant(m, "PASSES", passes_build()) < 0) Py_CLEAR(m);
+    return m;
+}
