@@ -40,6 +40,13 @@
 # then --merge-peers the peers file into the -w3 and -w12 results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The CPU backend's C resampler (gpupipe/backends/numpy/_resample.c) built for the interpreter $1
+# into the folder $2, with pyproject.toml's flags.
+build_resampler() {
+    gcc -O3 -ffp-contract=off -fPIC -shared -I"$("$1" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+        gpupipe/backends/numpy/_resample.c \
+        -o "$2/_resample$("$1" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+}
 if [ "${1:-}" = "--prepare" ]; then
     for d in /.whl/ /.photos/; do grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
     rm -rf .whl && python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -67,8 +74,7 @@ if [ "${1:-}" = "--prepare" ]; then
         "$candidate" -c "" 2>/dev/null && { py312="$candidate"; break; }
     done
     if [ -n "$py312" ]; then
-        gcc -O3 -ffp-contract=off -fPIC -shared -I"$("$py312" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-            gpupipe/backends/numpy/_resample.c -o .whl/_resample.cpython-312-x86_64-linux-gnu.so || exit 1
+        build_resampler "$py312" .whl || exit 1
     else
         echo "no python3.12 here: the resampler will be built on the device (needs gcc and Python's headers there)"
     fi
@@ -85,9 +91,7 @@ export PYTHONPATH="/tmp/site:$PWD/.nvimg/site:$PWD" GPUPIPE_BENCH_PHOTOS="$PWD/.
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"          # libnvjpeg for nvImageCodec
 # The C resampler: the build --prepare made for Python 3.12, else one made here.
 cp .whl/_resample.cpython-*.so gpupipe/backends/numpy/ 2>/dev/null
-python3 -c "import gpupipe.backends.numpy._resample" 2>/dev/null || gcc -O3 -ffp-contract=off -fPIC -shared \
-    -I"$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" gpupipe/backends/numpy/_resample.c \
-    -o "gpupipe/backends/numpy/_resample$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" \
+python3 -c "import gpupipe.backends.numpy._resample" 2>/dev/null || build_resampler python3 gpupipe/backends/numpy \
     || { echo "cannot build gpupipe/backends/numpy/_resample.c here" | tee "$OUT/error.txt"; exit 1; }
 # The host's CPUs as well as the GPU: on 16 "cores" the CPU backend did 2.4x less per core than on the
 # 2-core VM even where decode alone bounds it (W1, 12 MP): SMT siblings or a cgroup CPU quota would say why.

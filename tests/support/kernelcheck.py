@@ -110,29 +110,44 @@ def cache_dir() -> Path:
     return d
 
 
+def _cached_build(out: Path, command, what: str) -> Path:
+    """``out`` (a path named by the ``_digest`` of everything that goes into it) built by the
+    compiler line ``command(tmp, target)`` unless it is there already; built beside it and renamed
+    in, so a concurrent build of the same hash writes the same bytes."""
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        target = Path(tmp) / out.name
+        proc = subprocess.run(command(Path(tmp), target), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the compiler failed on {what}:\n{proc.stderr}")
+        os.replace(target, out)
+    return out
+
+
+def _digest(parts: list[str]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def compile_shared(cu: Path, source: str | None = None) -> Path:
     """The ASan-instrumented shared library of one .cu file (cached by content hash)."""
     cu = Path(cu).resolve()
     source = cu.read_text() if source is None else source
     wrapper = _wrapper(cu, source)
-    h = hashlib.sha256()
     headers = [h.read_text() for h in sorted(KERNELS.glob("*.cuh"))]   # any may be included
-    for part in (wrapper, source, SHIM.read_text(), *headers, " ".join([CXX, *CXXFLAGS])):
-        h.update(part.encode())
-        h.update(b"\0")
-    out = cache_dir() / f"{cu.stem}-{h.hexdigest()[:16]}.so"
-    if out.exists():
-        return out
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        src = Path(tmp) / "shim_wrapper.cpp"
+    parts = [wrapper, source, SHIM.read_text(), *headers, " ".join([CXX, *CXXFLAGS])]
+
+    def command(tmp: Path, target: Path) -> list[str]:
+        src = tmp / "shim_wrapper.cpp"
         src.write_text(wrapper)
-        lib = Path(tmp) / out.name
-        cmd = [CXX, *CXXFLAGS, "-I", str(KERNELS), "-I", str(cu.parent), str(src), "-o", str(lib)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"g++ failed on {cu.name}:\n{proc.stderr}")
-        os.replace(lib, out)   # atomic: a concurrent build of the same hash writes the same bytes
-    return out
+        return [CXX, *CXXFLAGS, "-I", str(KERNELS), "-I", str(cu.parent), str(src), "-o", str(target)]
+
+    return _cached_build(cache_dir() / f"{cu.stem}-{_digest(parts)}.so", command, cu.name)
 
 
 def compile_extension(c_file: Path, defines: tuple[str, ...] = ()) -> Path:
@@ -144,21 +159,11 @@ def compile_extension(c_file: Path, defines: tuple[str, ...] = ()) -> Path:
     flags = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-ffp-contract=off", "-shared",
              "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Werror",
              *(f"-D{name}" for name in defines)]
-    h = hashlib.sha256()
-    for part in (c_file.read_text(), " ".join([CC, *flags, include])):
-        h.update(part.encode())
-        h.update(b"\0")
-    out = cache_dir() / c_file.stem / f"{h.hexdigest()[:16]}" / (c_file.stem + sysconfig.get_config_var("EXT_SUFFIX"))
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        lib = Path(tmp) / out.name
-        proc = subprocess.run([CC, *flags, "-I", include, str(c_file), "-o", str(lib)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{CC} failed on {c_file.name}:\n{proc.stderr}")
-        os.replace(lib, out)
-    return out
+    parts = [c_file.read_text(), " ".join([CC, *flags, include])]
+    # a folder per hash: the module's file name must stay what Python imports it by
+    out = cache_dir() / c_file.stem / _digest(parts) / (c_file.stem + sysconfig.get_config_var("EXT_SUFFIX"))
+    return _cached_build(out, lambda tmp, target: [CC, *flags, "-I", include, str(c_file), "-o", str(target)],
+                         c_file.name)
 
 
 def load_extension(name: str, path: str | Path):

@@ -187,9 +187,7 @@ class _ArrayKey:
 def _scale_mark(key: _ArrayKey, width: int) -> np.ndarray:
     mark = key.array
     h, w = mark.shape[:2]
-    if width == w:
-        return _read_only(np.array(mark))  # an RGBa round trip would lose precision for nothing
-    height = max(1, round(h * width / w))
+    height = max(1, round(h * width / w))       # h at the mark's own width: resize then copies it
     # the resize op's own resampling: premultiplied, so transparent pixels lend no colour to the taps
     return _read_only(resample.resize(mark, width, height, "lanczos3"))
 

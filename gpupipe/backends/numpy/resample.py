@@ -92,12 +92,10 @@ def resize(img: np.ndarray, width: int, height: int, filter: str = "lanczos3") -
     (16-bit images: ``resize_reference``'s, the same rule at 16 bits)."""
     _check(img, width, height, filter)
     height, width = int(height), int(width)
-    in_h, in_w, channels = img.shape
-    if (in_w, in_h) == (width, height):
-        return np.array(img, order="C")  # Image.resize returns a copy untouched
-    item = img.itemsize
+    channels, item = img.shape[2], img.itemsize
     src = img if img.strides[1:] == (channels * item, item) else np.ascontiguousarray(img)  # packed pixels
     out = np.empty((height, width, channels), img.dtype)
+    # (the same size gives a copy, alpha untouched, as from Image.resize: the C makes it)
     _resample.resize(src, out, filter, VERTICAL_FIRST_RULE, channels in (2, 4) and filter != "nearest")
     return out
 
