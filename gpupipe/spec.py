@@ -136,15 +136,10 @@ def _check_template(template: str, variant: str | None = None) -> None:
 
 
 def _fill_template(template: str, **fields: str) -> str:
-    """The template with its fields filled in (checked by _check_template: plain fields only)."""
-    return "".join(literal + (fields[field_name] if field_name is not None else "")
-                   for literal, field_name in _parsed(template))
-
-
-@functools.lru_cache(maxsize=64)
-def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
-    """(literal text, field name) pairs of a template: parsed once, filled for every input."""
-    return tuple((literal, field_name) for literal, field_name, _, _ in string.Formatter().parse(template))
+    """The template with its fields filled in. _check_template let through plain fields only, for
+    which str.format is exact (it only substitutes the values), and it runs in C: this is asked
+    for every input and variant."""
+    return template.format_map(fields)
 
 
 NAME_MAX = 255          # bytes in one path component on Linux filesystems

@@ -47,8 +47,10 @@ def normalise_format(name: str) -> str:
                      f"which this one lacks; choose one of: {valid}")
 
 
+@functools.lru_cache(maxsize=None)
 def extension_for(format: str) -> str:
-    """File extension (no dot) for an output format: "jpeg" -> "jpg"."""
+    """File extension (no dot) for an output format: "jpeg" -> "jpg". Cached: asked for every
+    input's every output, from a handful of names."""
     return extension(normalise_format(format))
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -37,15 +36,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import cv2
 
 from ..backends import BackendChoice
 from ..spec import OpTrie
 from . import unit
 from .device import Device
-from .tuning import tune_allocator
+from .tuning import libc, tune_allocator
 from .writer import close_parent_only_fds, remove_live_temporaries
 
 log = logging.getLogger("gpupipe")
@@ -69,42 +67,54 @@ class SharedBudget(unit.Budget):
         self._peak = _fork.RawArray(ctypes.c_longlong, workers)    # the most each worker held at once
         self.worker = -1                                      # set in each worker after the fork
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    # The lock is taken by hand, not through a context manager: a worker takes it twice per input,
+    # and contextlib's generator cost 3 µs of the ~200 µs a tiny input takes.
+    def _lock_up(self) -> None:
         self._lock.acquire()
         self._owner.value = self.worker
-        try:
-            yield
-        finally:
-            self._owner.value = -1
-            self._lock.release()
+
+    def _unlock(self) -> None:
+        self._owner.value = -1
+        self._lock.release()
 
     def acquire(self, amount: int) -> None:
         while not self.try_acquire(amount):
             time.sleep(WAIT_FOR_ROOM)
 
     def try_acquire(self, amount: int) -> bool:
-        with self._locked():
-            if self._used.value + amount <= self.total or self._used.value == 0:
-                self._used.value += amount
-                held = self._held[self.worker] = self._held[self.worker] + amount
-                self._peak[self.worker] = max(self._peak[self.worker], held)
-                return True
-        return False
+        self._lock_up()
+        try:
+            used = self._used.value
+            if used + amount > self.total and used != 0:
+                return False
+            self._used.value = used + amount
+            worker = self.worker
+            held = self._held[worker] = self._held[worker] + amount
+            if held > self._peak[worker]:
+                self._peak[worker] = held
+            return True
+        finally:
+            self._unlock()
 
     def release(self, amount: int) -> None:
-        with self._locked():
+        self._lock_up()
+        try:
             self._used.value -= amount
             self._held[self.worker] -= amount
+        finally:
+            self._unlock()
 
     def reclaim(self, worker: int) -> None:
         """Worker ``worker`` died: give its part back (and the lock, if it died holding it)."""
         if self._owner.value == worker:
             self._owner.value = -1
             self._lock.release()
-        with self._locked():
+        self._lock_up()
+        try:
             self._used.value -= self._held[worker]
             self._held[worker] = 0
+        finally:
+            self._unlock()
 
     @property
     def used(self) -> int:
@@ -145,12 +155,16 @@ class WorkerPool:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        # Workers run side by side, so OpenCV's own thread pool in each would only contend. It is
-        # set here, before forking: a forked child that changes it hangs if this process had used
-        # the pool. Restored by close().
-        self._opencv_threads = cv2.getNumThreads()
-        if self.count > 1 and self._opencv_threads != 1:
-            cv2.setNumThreads(1)
+        # Workers run side by side, so OpenCV's own thread pool in each would only contend. Where
+        # this process has OpenCV loaded, the pool is set here, before forking (a forked child that
+        # changes it hangs if this process had used the pool), and restored by close(). Otherwise
+        # each worker loads OpenCV itself if its ops need it, with one thread (_serve): a run that
+        # needs none (a thumbnail) never pays its 35 ms import.
+        opencv = sys.modules.get("cv2")
+        if opencv is not None:
+            self._opencv_threads = opencv.getNumThreads()
+            if self.count > 1 and self._opencv_threads != 1:
+                opencv.setNumThreads(1)
         for worker in range(self.count):
             self._fork_worker(worker)
 
@@ -262,8 +276,9 @@ class WorkerPool:
         for conn in self._conns:
             if conn is not None:
                 conn.close()
-        if self._opencv_threads is not None and cv2.getNumThreads() != self._opencv_threads:
-            cv2.setNumThreads(self._opencv_threads)
+        opencv = sys.modules.get("cv2")
+        if self._opencv_threads is not None and opencv.getNumThreads() != self._opencv_threads:
+            opencv.setNumThreads(self._opencv_threads)
 
 
 class InProcessPool:
@@ -354,6 +369,8 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(ABORT, _abort)
     _die_with_parent()
+    if pool.count > 1:                     # read by OpenCV when it loads here (start() set it if it was loaded)
+        os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
     # A worker's freed heap is kept up to its share of the memory budget before it goes back to
     # the kernel: at 64 MB, W2 on 12 MP photos page-faulted 940 000 times a run and spent 2.2 s
     # in the kernel (45 000 and 0.15 s at its share, 205 MB; 15 % faster). All workers together
@@ -408,7 +425,7 @@ def _die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
     if os.getppid() == 1:                  # it died before prctl took effect

@@ -40,7 +40,7 @@ from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
 from .pool import Crash, InProcessPool, WorkerPool
-from .results import FileOutcome, RunResult
+from .results import FAILED, FileOutcome, RunResult
 from .writer import _lock as writer_lock, allow_writes, remove_stale_temporaries
 
 log = logging.getLogger("gpupipe")
@@ -166,12 +166,7 @@ class ProcessEngine(Driver):
                     pool.stop()
                     stopping_told = True
             else:
-                for worker in pool.idle():
-                    chunk = self._next_chunk()
-                    if not chunk:
-                        break
-                    log.debug("worker %d takes %d input(s), %s first", worker, len(chunk), chunk[0].path)
-                    pool.send(worker, chunk)
+                self._dispatch()
             if not pool.busy and (self._stopping() or (self._scan_done.is_set() and not self._admitted
                                                        and not self._retry)):
                 break
@@ -183,16 +178,28 @@ class ProcessEngine(Driver):
                 events = []
             if events:
                 self._last_event = time.perf_counter()
+            for crash in (event for event in events if isinstance(event, Crash)):
+                self._crashed(crash, outcomes)      # first: the rest of its chunk goes out again first
+            if events and not self._stopping() and not any(_stops_the_run(event) for event in events):
+                self._dispatch()                    # the workers that finished go on while their outcomes are kept
             for event in events:
-                if isinstance(event, Crash):
-                    self._crashed(event, outcomes)
-                else:
+                if not isinstance(event, Crash):
                     self._chunk_done(*event, outcomes)
             self._drain_done(outcomes)
             self._progress()
             self._watch(outcomes)
             if self._stalled:
                 return
+
+    def _dispatch(self) -> None:
+        """A chunk for each idle worker, as far as there are any."""
+        pool = self.pool
+        for worker in pool.idle():
+            chunk = self._next_chunk()
+            if not chunk:
+                break
+            log.debug("worker %d takes %d input(s), %s first", worker, len(chunk), chunk[0].path)
+            pool.send(worker, chunk)
 
     def _next_chunk(self) -> list[unit.Item] | None:
         """The chunk for an idle worker: inputs a crash sent back first, then the admitted ones — a
@@ -335,6 +342,15 @@ class ProcessEngine(Driver):
             "images_bytes": self.pool.budget.used if self.pool is not None else 0,
             "in_flight": max(0, summary.discovered + summary.scan_skipped - summary.done),
         }
+
+
+def _stops_the_run(event: tuple[int, unit.ChunkDone] | Crash) -> bool:
+    """A finished chunk whose outcomes will stop the run (a full disk, --on-error stop, a failed
+    input that may): no chunk is sent out before they are seen."""
+    if isinstance(event, Crash):
+        return False
+    done = event[1]
+    return done.system_failure is not None or done.stopped or any(o.status == FAILED for _, o in done.outcomes)
 
 
 def _on_the_cpu(workers: int) -> str:

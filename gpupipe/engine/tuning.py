@@ -12,7 +12,7 @@ keeps up to its share of the memory budget (pool._serve).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -30,10 +30,17 @@ def tune_allocator(mmap_threshold: int = 64 * 2**20, trim_threshold: int = 64 * 
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = libc().mallopt
     except (OSError, AttributeError):       # musl and other libcs: nothing to tune
         return False
     done = bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
     _applied = wanted if done else None
     return done
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library's functions (Linux): the symbols the interpreter itself is linked with, so no
+    search for the library (ctypes.util.find_library runs ``ldconfig -p``, twice in each worker
+    process it cost a fork and an exec)."""
+    return ctypes.CDLL(None)

@@ -42,3 +42,41 @@ def test_the_cli_process_keeps_to_one_blas_thread():
 
 def test_a_users_blas_setting_wins():
     assert probe(OPENBLAS_NUM_THREADS="2")["blas"] == "2"
+
+
+# What a worker process sees, reported by a python op as its input's tags.
+WORKER_PROBE = """
+import os, sys
+import gpupipe
+
+def probe(image):
+    opencv = sys.modules.get("cv2")
+    return gpupipe.Tagged(image, {"opencv_loaded": opencv is not None,
+                                  "opencv_threads": opencv.getNumThreads() if opencv else None})
+"""
+
+
+def _worker_sees(tmp_path, *ops: str) -> list[dict]:
+    from PIL import Image
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 48), (i * 40, 90, 200)).save(inputs / f"p{i}.jpg")
+    (tmp_path / "probe.py").write_text(WORKER_PROBE)
+    report = tmp_path / "report.json"
+    subprocess.run([sys.executable, "-m", "gpupipe", "run", str(inputs), "-o", str(tmp_path / "out"), *ops,
+                    "--python", f"{tmp_path / 'probe.py'}:probe", "-j", "2", "--backend", "cpu", "--quiet",
+                    "--report", str(report)], cwd=REPO_ROOT, check=True, timeout=120)
+    return [outcome["tags"] for outcome in json.loads(report.read_text())["files"]]
+
+
+def test_a_run_whose_ops_need_no_opencv_never_loads_it(tmp_path):
+    """OpenCV is 35 ms of a run's start-up: a thumbnail run's processes never import it."""
+    seen = _worker_sees(tmp_path, "--thumbnail", "32")
+    assert len(seen) == 4 and not any(tags["opencv_loaded"] for tags in seen)
+
+
+def test_workers_that_load_opencv_keep_to_one_thread_each(tmp_path):
+    """A worker whose ops load OpenCV runs it with one thread: the workers are the parallelism."""
+    seen = _worker_sees(tmp_path, "--blur", "1.5")
+    assert len(seen) == 4 and all(tags["opencv_loaded"] and tags["opencv_threads"] == 1 for tags in seen)

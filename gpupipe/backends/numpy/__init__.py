@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from ... import ops
@@ -80,19 +79,8 @@ class NumpyBackend(Backend):
             from ...codecs.dali import DaliDecoder
             self.jpeg = DaliDecoder("cpu")
             self.decodes_jpeg, self.max_batch_images = True, 16
-        # The engine already runs one image per core; OpenCV's own thread pool on top of that
-        # only adds contention. Changed only if needed, and restored by close(): a forked worker
-        # must not touch the pool settings if its parent used the pool (the call hangs), so the
-        # engine sets them before forking (engine.pool.WorkerPool.start).
-        self._opencv_threads = cv2.getNumThreads()
-        self._changed_opencv = workers > 1 and self._opencv_threads != 1
-        if self._changed_opencv:
-            cv2.setNumThreads(1)
-
-    def _restore_opencv_threads(self) -> None:
-        if self._changed_opencv:
-            cv2.setNumThreads(self._opencv_threads)
-            self._changed_opencv = False
+        # ``workers`` (processes side by side) changes nothing here: OpenCV's thread pool is the
+        # engine's to set (engine.pool: one thread in each of several worker processes).
 
     def upload(self, images: Sequence) -> list[np.ndarray]:
         """The images as they are; with DALI, the deferred JPEGs decoded by it in one batch (one it
@@ -119,7 +107,6 @@ class NumpyBackend(Backend):
     def close(self) -> None:
         if self.jpeg is not None:
             self.jpeg.close()
-        self._restore_opencv_threads()
 
     def describe(self) -> str:
         return self.describe_for("dali" if self.jpeg is not None else self.host_decoder)

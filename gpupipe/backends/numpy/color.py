@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
 from gpupipe import pixels
@@ -57,7 +56,9 @@ def grayscale(img: np.ndarray) -> np.ndarray:
 def _apply_to_colour(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """Map colour channels through a table of every value of the image's depth, alpha untouched."""
     if img.dtype == np.uint8:
-        # cv2.LUT is a SIMD table lookup, ~10x numpy's fancy indexing on a 12 MP photo.
+        # cv2.LUT is a SIMD table lookup, ~10x numpy's fancy indexing on a 12 MP photo. Imported
+        # here: a run whose ops need no OpenCV never loads it (filters.py).
+        import cv2
         flat = np.ascontiguousarray(img).reshape(img.shape[0], -1)
         out = cv2.LUT(flat, lut).reshape(img.shape)
     else:

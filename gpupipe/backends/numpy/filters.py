@@ -36,13 +36,13 @@ import functools
 import math
 import operator
 
-import cv2
 import numpy as np
 
 from gpupipe import pixels
 from gpupipe.errors import ProcessingError
 
-_BORDER = cv2.BORDER_REFLECT_101
+# OpenCV is imported in the functions that use it: a run whose ops need none of them (a
+# thumbnail) never loads it (35 ms of its start-up).
 _MAX_KERNEL = 31
 _RANK_TOL = 1e-6
 
@@ -86,22 +86,25 @@ def _store(x: np.ndarray, dtype) -> np.ndarray:
     """
     if dtype != np.uint8 or x.size <= 4:
         return np.ascontiguousarray(pixels.store(x, dtype))
+    import cv2
     flat = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
     return cv2.add(flat, 0.0, dtype=cv2.CV_8U).reshape(x.shape)
 
 
 def _sep(x: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
     """Separable correlation: kx along rows (x), ky along columns (y)."""
+    import cv2
     out = cv2.sepFilter2D(x, cv2.CV_32F, kx.astype(np.float32), ky.astype(np.float32),
-                          borderType=_BORDER)
+                          borderType=cv2.BORDER_REFLECT_101)
     return out.reshape(x.shape)  # OpenCV drops a trailing channel axis of 1
 
 
 def _corr(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Non-separable 2-D correlation, summed directly (never through a DFT)."""
+    import cv2
     k = k.astype(np.float32)
     if k.size < 50:
-        return cv2.filter2D(x, cv2.CV_32F, k, borderType=_BORDER).reshape(x.shape)
+        return cv2.filter2D(x, cv2.CV_32F, k, borderType=cv2.BORDER_REFLECT_101).reshape(x.shape)
     # OpenCV's filter2D switches to a DFT from 50 taps (uint8 input) or 130 (float32): its
     # float error then decides exact .5 ties at random (0.4-0.8 % of pixels off by one
     # for integer kernels). Summing one row-correlation per kernel row, each a direct
