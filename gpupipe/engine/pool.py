@@ -8,22 +8,24 @@ survive the fork). A worker that dies is forked again
 while the engine holds the locks its threads take (``fork_guard``), so no lock is copied
 held.
 
-What the engine and its workers share, besides one pipe each (a chunk out, its outcomes
+What the engine and its workers share, besides one pipe each (chunks out, their outcomes
 back), is a few words of shared memory:
 
 - ``at[w]``: the input worker ``w`` is on (-1: between inputs or placing its chunk's
   files), and ``beat[w]``, when it started it. If a worker dies, the input it was on is
-  the one that failed as ``crashed``; the rest of its chunk is done again by another. A
-  worker stuck on one input for ``--stall-timeout`` is found the same way.
+  the one that failed as ``crashed``; the rest of its chunk, and of the chunk queued behind
+  it (``QUEUED_CHUNKS``), is done again by another. A worker stuck on one input for
+  ``--stall-timeout`` is found the same way.
 - the memory budget (``SharedBudget``): the bytes of decoded images all workers hold
   together, each worker's part in a slot of its own so the part of one that dies is
   given back.
-- ``stop``: set when the run drains or aborts; workers cancel what is left of their chunk.
+- ``stop``: set when the run drains or aborts; workers cancel what is left of their chunks.
 - ``lost``: set by the first worker whose GPU failed for good; the others go on on the CPU too.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
@@ -53,6 +55,10 @@ PR_SET_PDEATHSIG = 1
 WAIT_FOR_ROOM = 0.002       # seconds between looks at a full memory budget
 ABORT = signal.SIGUSR1      # the engine to a worker: remove your temporaries and exit now
 TRIM_AT_LEAST = 64 * 2**20  # free heap a worker keeps before trimming, whatever its share of the budget
+# Chunks a worker holds besides the one it works on: it starts the next as soon as it finishes
+# one. Waiting for the run's process to hand it the next (which first had the interpreter lock
+# to win from the scan) left each worker idle 4-7 ms a chunk: 5-10 % of its time on tiny files.
+QUEUED_CHUNKS = 1
 
 
 class SharedBudget(unit.Budget):
@@ -144,13 +150,15 @@ class WorkerPool:
         self._lost = _fork.RawValue(ctypes.c_int, 0)
         self._opencv_threads: int | None = None          # this process's setting, restored by close()
         self.budget = SharedBudget(work.memory, count)
-        self._at = _fork.RawArray(ctypes.c_int, [-1] * count)
+        self._at = _fork.RawArray(ctypes.c_int, [-1] * count)            # the input it is on, in its chunk
         self._beat = _fork.RawArray(ctypes.c_double, count)
         self._stop = _fork.RawValue(ctypes.c_int, unit.GO)
         self._fork_guard = fork_guard
         self._processes: list = [None] * count
         self._conns: list = [None] * count
-        self.busy: dict[int, list[unit.Item]] = {}     # worker -> the chunk it works on
+        # worker -> the chunks sent to it and not yet handed back, in order: the first is the one it
+        # works on (or will start), the others are queued (QUEUED_CHUNKS).
+        self.busy: dict[int, collections.deque[list[unit.Item]]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -186,11 +194,22 @@ class WorkerPool:
         return [p.pid for p in self._processes if p is not None]
 
     def idle(self) -> list[int]:
+        """The workers with no chunk."""
         return [w for w in range(self.count) if w not in self.busy]
 
+    def queueable(self) -> list[int]:
+        """The workers that work on a chunk and may be sent another to start next."""
+        return [w for w, chunks in self.busy.items() if len(chunks) <= QUEUED_CHUNKS]
+
+    def working(self) -> int:
+        """Inputs sent to the workers and not yet handed back."""
+        return sum(len(chunk) for chunks in list(self.busy.values()) for chunk in chunks)
+
     def send(self, worker: int, chunk: list[unit.Item]) -> None:
-        self.busy[worker] = chunk
-        self._beat[worker] = time.perf_counter()
+        chunks = self.busy.setdefault(worker, collections.deque())
+        if not chunks:                     # the stall watchdog's clock starts with its first chunk
+            self._beat[worker] = time.perf_counter()
+        chunks.append(chunk)
         try:
             self._conns[worker].send(chunk)
         except OSError:          # it died idle: wait() reports it, and its chunk goes to another
@@ -200,15 +219,18 @@ class WorkerPool:
         """Drain: each worker cancels what is left of its chunk."""
         self._stop.value = unit.STOP
 
-    def wait(self, timeout: float) -> list[tuple[int, unit.ChunkDone] | Crash]:
-        """The chunks finished and the workers that died, within ``timeout`` seconds."""
+    def wait(self, timeout: float, wake=None) -> list[tuple[int, unit.ChunkDone] | Crash]:
+        """The chunks finished and the workers that died, within ``timeout`` seconds, or as soon as
+        ``wake`` (anything with a fileno) is readable."""
         waiting = {}
         for worker in self.busy:
             waiting[self._conns[worker]] = worker
             waiting[self._processes[worker].sentinel] = worker
         events: list = []
         seen = set()
-        for ready in multiprocessing.connection.wait(list(waiting), timeout):
+        for ready in multiprocessing.connection.wait([*waiting, *([wake] if wake is not None else [])], timeout):
+            if ready is wake:
+                continue
             worker = waiting[ready]
             if worker in seen:
                 continue
@@ -218,20 +240,25 @@ class WorkerPool:
             except (EOFError, OSError):
                 events.append(self._crashed(worker))
                 continue
-            del self.busy[worker]
+            chunks = self.busy[worker]
+            chunks.popleft()
+            if not chunks:
+                del self.busy[worker]
             events.append((worker, done))
         return events
 
     def _on(self, worker: int) -> unit.Item | None:
-        """The input a busy worker is on (None: between inputs, or placing its chunk's files)."""
-        chunk, index = self.busy[worker], self._at[worker]
+        """The input a busy worker is on (None: between inputs, or placing its chunk's files), in
+        the first chunk it holds: asked of a worker that died, once its pipe was read to the end, or
+        of one stuck for seconds, so every chunk it finished before has been handed back."""
+        chunk, index = self.busy[worker][0], self._at[worker]
         return chunk[index] if 0 <= index < len(chunk) else None
 
     def _crashed(self, worker: int) -> Crash:
         process = self._processes[worker]
         process.join(5)
         on = self._on(worker)
-        rest = [item for item in self.busy.pop(worker) if item is not on]
+        rest = [item for chunk in self.busy.pop(worker) for item in chunk if item is not on]
         self.budget.reclaim(worker)
         cause = _death(process.exitcode)
         self._conns[worker].close()
@@ -306,6 +333,12 @@ class InProcessPool:
     def idle(self) -> list[int]:
         return [] if self.busy else [0]
 
+    def queueable(self) -> list[int]:
+        return []                          # its one thread takes a chunk at a time
+
+    def working(self) -> int:
+        return sum(map(len, list(self.busy.values())))
+
     def send(self, worker: int, chunk: list[unit.Item]) -> None:
         self.busy[0] = chunk
         self._on(-1)
@@ -322,7 +355,7 @@ class InProcessPool:
     def stop(self) -> None:
         self._stop = unit.STOP
 
-    def wait(self, timeout: float) -> list[tuple[int, unit.ChunkDone] | Crash]:
+    def wait(self, timeout: float, wake=None) -> list[tuple[int, unit.ChunkDone] | Crash]:
         try:
             done = self._done.get(timeout=timeout)
         except queue.Empty:
@@ -387,11 +420,23 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
         at[worker] = index
         beat[worker] = time.perf_counter()
 
+    # Chunks are taken off the pipe as they come, so that the engine never waits to send one (a
+    # queued chunk, QUEUED_CHUNKS) while this worker works on another.
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            try:
+                chunk = conn.recv()
+            except (EOFError, OSError):    # the engine is gone
+                chunk = None
+            inbox.put(chunk)
+            if chunk is None:
+                return
+
+    threading.Thread(target=receive, name=f"{name}-inbox", daemon=True).start()
     while True:
-        try:
-            chunk = conn.recv()
-        except (EOFError, OSError):
-            return
+        chunk = inbox.get()
         if chunk is None:
             return
         done = _run_chunk_safely(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value, worker=name)

@@ -26,8 +26,10 @@ import logging
 import math
 import os
 import resource
+import select
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -67,7 +69,7 @@ class ProcessEngine(Driver):
         self._retry: collections.deque[list[unit.Item]] = collections.deque()
         self._oldest_admitted = 0.0
         self._scan_done = threading.Event()
-        self._wake = threading.Event()        # set by the scan when it admitted inputs or ended
+        self._wake = _Waker()                 # set by the scan when it admitted inputs or ended
         self._crashes_in_a_row = 0
         self._last_event = time.perf_counter()
         self._stalled = False
@@ -170,12 +172,12 @@ class ProcessEngine(Driver):
             if not pool.busy and (self._stopping() or (self._scan_done.is_set() and not self._admitted
                                                        and not self._retry)):
                 break
-            if pool.busy:
-                events = pool.wait(POLL)
-            else:                                # nothing in flight: wait for the scan instead
+            if pool.busy:                        # the workers, or the scan if it admits more
+                events = pool.wait(POLL, wake=self._wake)
+            else:                                # nothing in flight: wait for the scan alone
                 self._wake.wait(POLL if not self._admitted else CHUNK_WAIT)
-                self._wake.clear()
                 events = []
+            self._wake.clear()
             if events:
                 self._last_event = time.perf_counter()
             for crash in (event for event in events if isinstance(event, Crash)):
@@ -192,14 +194,24 @@ class ProcessEngine(Driver):
                 return
 
     def _dispatch(self) -> None:
-        """A chunk for each idle worker, as far as there are any."""
+        """A chunk for each idle worker, as far as there are any; then, while there is work enough
+        for every worker, another for each busy one to start next (pool.QUEUED_CHUNKS): near the
+        end of the run, what is left goes to whoever is idle first instead."""
         pool = self.pool
         for worker in pool.idle():
-            chunk = self._next_chunk()
-            if not chunk:
-                break
-            log.debug("worker %d takes %d input(s), %s first", worker, len(chunk), chunk[0].path)
-            pool.send(worker, chunk)
+            if not self._send_next(worker):
+                return
+        for worker in pool.queueable():
+            if self._retry or len(self._admitted) < CHUNK_FILES * pool.count or not self._send_next(worker):
+                return
+
+    def _send_next(self, worker: int) -> bool:
+        chunk = self._next_chunk()
+        if not chunk:
+            return False
+        log.debug("worker %d takes %d input(s), %s first", worker, len(chunk), chunk[0].path)
+        self.pool.send(worker, chunk)
+        return True
 
     def _next_chunk(self) -> list[unit.Item] | None:
         """The chunk for an idle worker: inputs a crash sent back first, then the admitted ones — a
@@ -337,11 +349,46 @@ class ProcessEngine(Driver):
         summary = self.summary
         return {
             "queues": {"admitted": {"items": len(self._admitted), "bytes": 0},
-                       "working": {"items": sum(map(len, list(self.pool.busy.values())))
-                                   if self.pool is not None else 0, "bytes": 0}},
+                       "working": {"items": self.pool.working() if self.pool is not None else 0, "bytes": 0}},
             "images_bytes": self.pool.budget.used if self.pool is not None else 0,
             "in_flight": max(0, summary.discovered + summary.scan_skipped - summary.done),
         }
+
+
+class _Waker:
+    """threading.Event's set, clear and wait on a pipe, so that the coordinator's wait for its
+    workers (multiprocessing.connection.wait) wakes when the scan admits inputs too: a worker
+    with no chunk waited up to POLL (50 ms) for the next ones while another worked."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Closed with the engine, not at the run's end: a scan thread still stuck in a dead mount
+        # then may set it later, and must never write into a reused descriptor.
+        weakref.finalize(self, _close_both, self._read, self._write)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def set(self) -> None:
+        try:
+            os.write(self._write, b"!")
+        except BlockingIOError:             # set many times over already
+            pass
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float) -> None:
+        select.select([self._read], [], [], timeout)
+
+
+def _close_both(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _stops_the_run(event: tuple[int, unit.ChunkDone] | Crash) -> bool:

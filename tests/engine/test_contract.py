@@ -160,6 +160,72 @@ def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, monk
     assert again.summary.processed == len(marked) and again.summary.skipped == count - len(marked)
 
 
+def _spy_on_queued_chunks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each chunk the run sends: whether its worker was busy with another (it queues behind)."""
+    queued: list[bool] = []
+    real_send = pool_module.WorkerPool.send
+
+    def send(self, worker, chunk):
+        queued.append(worker in self.busy)
+        real_send(self, worker, chunk)
+    monkeypatch.setattr(pool_module.WorkerPool, "send", send)
+    return queued
+
+
+MANY = 6 * CHUNK_FILES               # enough for every worker to hold a chunk queued behind its own
+
+
+def test_a_worker_killed_with_a_chunk_queued_behind_its_own_fails_only_the_input_it_was_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marked = {5, 2 * CHUNK_FILES + 17, 5 * CHUNK_FILES + 3}
+    inputs = _jpegs(tmp_path / "in", MANY, marked)
+    _on_marked(monkeypatch, _die)
+    queued = _spy_on_queued_chunks(monkeypatch)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    assert any(queued), "no chunk ever waited behind another: the case under test did not happen"
+    failed = sorted(Path(o.path).name for o in result.failed)
+    assert failed == [f"{i:04d}.jpg" for i in sorted(marked)]
+    assert result.summary.processed == MANY - len(marked) == len(_outputs(tmp_path / "out"))
+    assert len(result.outcomes) == len({o.path for o in result.outcomes}) == MANY
+    with sqlite3.connect(tmp_path / "out" / ".gpupipe" / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM inputs").fetchone()[0] == MANY
+    assert not _workers_of_this_process()
+
+
+def test_a_worker_stuck_with_a_chunk_queued_behind_its_own_is_named_on_the_right_input(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog names the input a worker is on in whichever of its chunks it works on."""
+    stuck = 3 * CHUNK_FILES + 40
+    inputs = _jpegs(tmp_path / "in", MANY, {stuck})
+    _on_marked(monkeypatch, lambda: time.sleep(3600))
+    queued = _spy_on_queued_chunks(monkeypatch)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, journal=False, stall_timeout=1.5)
+    assert any(queued)
+    stalled = [Path(o.path).name for o in result.outcomes if o.error_class == "stalled"]
+    assert stalled == [f"{stuck:04d}.jpg"] and f"{stuck:04d}.jpg" in result.summary.stop_reason
+    assert len(result.outcomes) == len({o.path for o in result.outcomes}) == MANY
+    assert not _workers_of_this_process()
+
+
+def test_ctrl_c_drains_workers_holding_queued_chunks_and_a_rerun_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first Ctrl+C: each worker finishes its input, cancels the rest of its chunk and of the one
+    queued behind it; every input gets one outcome, and a rerun does exactly the cancelled ones."""
+    inputs = _jpegs(tmp_path / "in", MANY, {2 * CHUNK_FILES + 9})
+    _on_marked(monkeypatch, lambda: os.kill(os.getppid(), signal.SIGINT))
+    queued = _spy_on_queued_chunks(monkeypatch)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    assert any(queued)
+    summary = result.summary
+    assert summary.interrupted and summary.cancelled > 0
+    assert summary.processed + summary.cancelled == len(result.outcomes) == MANY
+    assert len(_outputs(tmp_path / "out")) == summary.processed
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    assert again.summary.processed == summary.cancelled and again.summary.skipped == summary.processed
+
+
 def test_workers_dying_on_input_after_input_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     count = WORKER_CRASHES_IN_A_ROW + 6
     inputs = _jpegs(tmp_path / "in", count, marked=set(range(count)))
