@@ -14,8 +14,8 @@ timed from its start to its exit as a user runs it, outputs on a tmpfs (/dev/shm
 The two alternate, ``--repeats`` times each; reported are medians of wall time, files/s,
 the ratio gpupipe ÷ pool and the whole process tree's CPU per file (user+sys of the process and
 its children). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
-journal, summary — ``cpu_seconds_by_stage``) comes from extra runs through the Python API, as
-the CLI's timed runs write no report. gpupipe's modules are byte-compiled first, as ``pip
+journal, summary — ``cpu_seconds_by_stage``) comes from extra runs through the Python API, made
+as the CLI makes its runs (``keep_outcomes=False``), as the CLI's timed runs write no report. gpupipe's modules are byte-compiled first, as ``pip
 install`` leaves them (see startup.py).
 """
 
@@ -64,13 +64,14 @@ POOL = textwrap.dedent("""
 """)
 
 
-# gpupipe's own process's CPU (not its workers'), from the summary of a run through the API.
+# gpupipe's own process's CPU (not its workers'), from the summary of a run through the API, made
+# as the CLI makes its runs: no list of outcomes kept (the inputs that went well come back as counts).
 API_RUN = textwrap.dedent("""
     import json, sys
     import gpupipe
     src, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
     result = gpupipe.run(src, out, gpupipe.Spec.single([gpupipe.ops.Thumbnail(256)], format="jpeg", quality=85),
-                         backend="cpu", workers=workers)
+                         backend="cpu", workers=workers, keep_outcomes=False)
     cpu = result.summary.cpu_seconds_by_stage
     own = cpu["scan"] + cpu["coordinate"] if "coordinate" in cpu else cpu["collect"] + cpu.get("scan", 0)
     print(json.dumps({"coordinator_s": own, "cpu_seconds_by_stage": cpu}))

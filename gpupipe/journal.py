@@ -385,10 +385,13 @@ class Journal:
                 self._write(self._commit)
         return ChunkRecorder(self.path, self.spec_hash, forget_earlier=not self._empty, reserve=self._reserve.path)
 
-    def recorded_elsewhere(self, outcomes: list[FileOutcome]) -> None:
-        """A worker committed these outcomes (ChunkRecorder): the next run skips those it may."""
+    def recorded_elsewhere(self, outcomes: list[FileOutcome], went_well: int = 0) -> None:
+        """A worker committed these outcomes (ChunkRecorder), and ``went_well`` more inputs that
+        went well (given as a count): the next run skips those it may."""
         with self._mutex:
             self._resumable_committed += sum(map(self._next_run_skips, recordable(outcomes)))
+            if not self.force:
+                self._resumable_committed += went_well
 
     def _store(self, outcomes: list[FileOutcome]) -> None:
         self._begin()

@@ -267,6 +267,28 @@ class Driver(ABC):
             self._count_read_faults(outcome)
         self._progress()
 
+    def _finish_counted(self, counted: list[tuple[int, int, int, int, int]], recorded: bool) -> None:
+        """``_finish_many`` for inputs that went well, given as counts (unit.ChunkDone.counted): the
+        run keeps no outcome of them, so each costs this process a dictionary entry, not an
+        outcome. ``recorded``: the worker recorded them in the journal."""
+        outstanding = self._outstanding
+        counted = [row for row in counted if outstanding.pop(row[0], None) is not None]
+        if not counted:
+            return
+        journal = self.options.journal
+        if journal is not None and recorded:
+            journal.recorded_elsewhere([], went_well=len(counted))
+        self._recording = True                   # an abort waits for the summary to hold them all
+        try:
+            self.summary.record_counted(counted)
+        finally:
+            self._recording = False
+        self._read_faults.clear()                # inputs were read: the input side works
+        if self._abort_pending:
+            self._abort_pending = False
+            raise KeyboardInterrupt
+        self._progress()
+
     def _finish_unfinished(self, outcomes: list[FileOutcome], stalled: bool) -> None:
         """The run is over: every input found that no stage finished gets its outcome now, failed
         as "stalled" after a stall (its thread never handed it on), else cancelled (not started)."""

@@ -89,7 +89,8 @@ class ProcessEngine(Driver):
         journal = opts.journal
         work = unit.Work(self.spec, self.output, self.write_policy, opts.fsync, opts.max_pixels, memory,
                          journal.recorded_outputs(self.output) if journal is not None else (),
-                         stop_at_failure=opts.on_error == "stop", spans=opts.spans)
+                         stop_at_failure=opts.on_error == "stop", spans=opts.spans,
+                         count_ok=not (opts.keep_outcomes or opts.on_outcome or opts.spans))
         guard = [writer_lock] + ([journal.fork_guard] if journal is not None else [])
         if self.backend.in_process:          # CUDA is open here: no forked worker could use it
             self.pool = pool = InProcessPool(work, self.backend, device_failures=opts.device_failures)
@@ -254,6 +255,7 @@ class ProcessEngine(Driver):
             waiting = done.left_to_driver()
             recorded = {id(o) for key, o in finished.items() if o is not None and key not in waiting}
         self._finish_many([o for o in finished.values() if o is not None], outcomes, recorded)
+        self._finish_counted(done.counted, done.recorded)
         if done.system_failure is not None:
             self._trip(done.system_failure)
 

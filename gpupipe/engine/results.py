@@ -113,6 +113,17 @@ class RunSummary:
         else:
             self.cancelled += 1
 
+    def record_counted(self, counted: list[tuple[int, int, int, int, int]]) -> None:
+        """``record`` for inputs that went well, given as (key, bytes read, bytes written, outputs,
+        pixels) rather than as outcomes."""
+        if counted:
+            _, bytes_in, bytes_out, outputs, pixels = zip(*counted)
+            self.processed += len(counted)
+            self.bytes_in += sum(bytes_in)
+            self.bytes_out += sum(bytes_out)
+            self.outputs_written += sum(outputs)
+            self.pixels_in += sum(pixels)
+
     def finish(self) -> None:
         self.wall_seconds = time.perf_counter() - self._started
         self.finished = True

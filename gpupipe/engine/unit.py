@@ -48,6 +48,9 @@ class Work:
     stop_at_failure: bool = False      # --on-error stop: a chunk cancels its rest after a failure
     spans: bool = False                # record each input's stage spans (FileOutcome.spans: --trace reads them)
     journal: Any = None                # a journal.ChunkRecorder: the worker records its chunks (else the driver)
+    # The driver keeps no outcome of its own for an input that went well (no callback, report or
+    # list of outcomes wants it): those come back as counts (ChunkDone.counted), not objects.
+    count_ok: bool = False
 
 
 @dataclass
@@ -82,6 +85,9 @@ class ChunkDone:
     handover: str | None = None            # the worker's GPU was replaced by the CPU, and why (Device)
     device_memory: dict[str, int] | None = None     # the worker's device memory (metrics), on a GPU
     recorded: bool = False                 # the worker recorded its outcomes in the journal (but ``left_to_driver``)
+    # Inputs that went well, as the driver's summary needs them (Work.count_ok), instead of in
+    # ``outcomes``: one per input, (key, bytes read, bytes written, outputs, pixels).
+    counted: list[tuple[int, int, int, int, int]] = field(default_factory=list)
 
     def left_to_driver(self) -> set[int]:
         """The inputs whose outcome the worker does not record: the driver still writes their renamed
@@ -163,8 +169,28 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
     finally:
         writes.close()
     _record(done, work)
+    if work.count_ok and (work.journal is None or done.recorded):
+        _count_ok(done)
     done.handover, done.device_memory = device.handover, device.device_memory()
     return done
+
+
+def _count_ok(done: ChunkDone) -> None:
+    """The inputs that went well move from ``outcomes`` to ``counted``: a few numbers each cross to
+    the driver instead of an outcome (an outcome's pickle and the driver's handling of it were
+    most of the driver's time per input). Not for a chunk with read faults: the driver's breaker
+    counts them in a row across chunks, in order (READ_FAULTS_IN_A_ROW)."""
+    if any(outcome.fault for _, outcome in done.outcomes):
+        return
+    waiting = done.left_to_driver()
+    kept = []
+    for key, outcome in done.outcomes:
+        if outcome.status == OK and key not in waiting:
+            done.counted.append((key, outcome.bytes_in, outcome.bytes_out, len(outcome.outputs),
+                                 (outcome.width or 0) * (outcome.height or 0)))
+        else:
+            kept.append((key, outcome))
+    done.outcomes = kept
 
 
 def _record(done: ChunkDone, work: Work) -> None:

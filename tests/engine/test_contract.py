@@ -106,6 +106,35 @@ def test_chunks_and_device_batches_make_the_same_files_and_outcomes(tmp_path: Pa
     assert again.summary.processed == 0 and again.summary.skipped == len(processes.outcomes)
 
 
+def test_a_run_that_keeps_no_outcomes_counts_and_records_the_same(tmp_path: Path) -> None:
+    """Without a list of outcomes or a callback (the CLI's usual run) the inputs that went well come
+    back to the run as counts (unit.ChunkDone.counted): the same summary, the same journal, the same
+    inputs skipped next time, and the failures still one by one."""
+    inputs = _jpegs(tmp_path / "in", 2 * CHUNK_FILES + 7)
+    make_bad_inputs(inputs / "bad")
+    kept = gpupipe.run(inputs, tmp_path / "kept", THUMB, backend="cpu", workers=2)
+    counted = gpupipe.run(inputs, tmp_path / "counted", THUMB, backend="cpu", workers=2, keep_outcomes=False)
+    assert counted.outcomes == [] and kept.summary.failed > 0
+
+    def comparable(summary) -> dict:
+        return {k: v for k, v in summary.to_dict().items()
+                if k not in ("wall_seconds", "images_per_second", "megabytes_per_second", "cpu_seconds_by_stage",
+                             "memory_peak_by_worker_mb")}
+    assert comparable(counted.summary) == comparable(kept.summary)
+    assert counted.summary.processed == 2 * CHUNK_FILES + 7 + sum(o.status == "ok" for o in kept.outcomes
+                                                                  if "/bad/" in o.path)
+
+    def rows(out: Path) -> list:
+        with sqlite3.connect(out / ".gpupipe" / "journal.sqlite") as db:
+            found = db.execute("SELECT path, size, state, error_class FROM inputs ORDER BY path").fetchall()
+            outputs = db.execute("SELECT size, checksum FROM outputs ORDER BY checksum").fetchall()
+        return [(bytes(p).split(b"/in/")[1], *rest) for p, *rest in found] + outputs
+    assert rows(tmp_path / "counted") == rows(tmp_path / "kept")
+    again = gpupipe.run(inputs, tmp_path / "counted", THUMB, backend="cpu", workers=2, keep_outcomes=False)
+    assert again.summary.processed == 0
+    assert again.summary.skipped == kept.summary.processed + kept.summary.failed
+
+
 def test_every_input_found_gets_exactly_one_outcome(tmp_path: Path) -> None:
     inputs = _jpegs(tmp_path / "in", 3 * CHUNK_FILES + 1)
     seen = []
@@ -207,18 +236,23 @@ def test_a_worker_stuck_with_a_chunk_queued_behind_its_own_is_named_on_the_right
     assert not _workers_of_this_process()
 
 
+@pytest.mark.parametrize("keep_outcomes", [True, False])
 def test_ctrl_c_drains_workers_holding_queued_chunks_and_a_rerun_finishes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_outcomes: bool) -> None:
     """The first Ctrl+C: each worker finishes its input, cancels the rest of its chunk and of the one
-    queued behind it; every input gets one outcome, and a rerun does exactly the cancelled ones."""
+    queued behind it; every input gets one outcome, the run says how many the journal will skip,
+    and a rerun does exactly the cancelled ones."""
     inputs = _jpegs(tmp_path / "in", MANY, {2 * CHUNK_FILES + 9})
     _on_marked(monkeypatch, lambda: os.kill(os.getppid(), signal.SIGINT))
     queued = _spy_on_queued_chunks(monkeypatch)
-    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, keep_outcomes=keep_outcomes)
     assert any(queued)
     summary = result.summary
     assert summary.interrupted and summary.cancelled > 0
-    assert summary.processed + summary.cancelled == len(result.outcomes) == MANY
+    assert summary.processed + summary.cancelled == MANY
+    assert len(result.outcomes) == (MANY if keep_outcomes else 0)
+    assert f"{summary.cancelled} input(s) left to do" in summary.stop_reason
+    assert f"the journal skips the {summary.processed} input(s) it recorded" in summary.stop_reason
     assert len(_outputs(tmp_path / "out")) == summary.processed
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
     monkeypatch.undo()
