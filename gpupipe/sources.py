@@ -362,6 +362,9 @@ class _Scanner:
                 continue
             self.roots.append(root)
             self.root_at[i] = root
+        # The one input walked, when there is only one: no other walk can take what it finds, as
+        # long as the walk is its own (not a symlinked folder walked as a root of its own).
+        self._sole_root = self.roots[0] if len(self.roots) == 1 else None
         self.link_roots: dict[str, _Root] = {}    # real path -> symlinked dir being/been walked
         self.seen: set[tuple[int, int]] = set()   # files yielded through a file symlink or by name
         self.excl_ids: set[tuple[int, int]] = set()
@@ -464,7 +467,9 @@ class _Scanner:
                 elif sub is not None:
                     stack.append(sub)
             elif frame.pats is None or _glob_match(rel, frame.pats, self.include_hidden):
-                yield from self._file(frame, entry, rel, is_link)
+                found = self._file(frame, entry, rel, is_link)
+                if found is not None:
+                    yield found
 
     def _enter(self, frame: _Frame, entry: os.DirEntry, rel: tuple[str, ...], is_link: bool,
                visited: set[tuple[int, int]]) -> _Frame | ScanProblem | None:
@@ -508,45 +513,42 @@ class _Scanner:
     # -- files ----------------------------------------------------------------
 
     def _file(self, frame: _Frame, entry: os.DirEntry, rel: tuple[str, ...],
-              is_link: bool) -> Iterator[Item]:
+              is_link: bool) -> Item | None:
+        """What the scan says of a file in a walked folder (None: nothing; another walk takes it,
+        or it is not a candidate). Asked for every file of a run: its common case, a plain image
+        file of a single input folder, costs one stat and no other look-up."""
         path = entry.path
         by_name = _has_image_extension(entry.name)
         if not by_name and not self.all_files:
-            return           # the common "not a candidate" case costs no syscall
+            return None      # the common "not a candidate" case costs no syscall
         try:
             st = entry.stat()
         except FileNotFoundError:
             if not is_link:
-                yield ScanProblem(path, "vanished during the scan")
-            elif by_name:    # broken symlink: yielded so that it is reported as unreadable
+                return ScanProblem(path, "vanished during the scan")
+            if by_name:      # broken symlink: yielded so that it is reported as unreadable
                 lst = entry.stat(follow_symlinks=False)
-                yield SourceFile(path, "/".join(rel), lst.st_size, lst.st_mtime)
-            else:
-                yield Skipped(path, "broken symbolic link")
-            return
+                return SourceFile(path, "/".join(rel), lst.st_size, lst.st_mtime)
+            return Skipped(path, "broken symbolic link")
         except OSError as exc:
-            yield ScanProblem(path, _os_message(exc))
-            return
+            return ScanProblem(path, _os_message(exc))
         if not stat.S_ISREG(st.st_mode):
-            yield Skipped(path, "not a regular file (device, FIFO or socket)")
-            return
-        content = _Sniff(path)
-        if not by_name:
+            return Skipped(path, "not a regular file (device, FIFO or socket)")
+        content = None if by_name else _Sniff(path)        # its bytes are asked for only if its name says nothing
+        if content is not None:
             try:
                 if not content.ok():
-                    yield Skipped(path, _not_image_reason(content.fmt))
-                    return
+                    return Skipped(path, _not_image_reason(content.fmt))
             except OSError as exc:
-                yield ScanProblem(path, "cannot read it to check whether it is an image: "
-                                              + _os_message(exc))
-                return
+                return ScanProblem(path, "cannot read it to check whether it is an image: " + _os_message(exc))
         if is_link:
-            if self._second_name(path, st, content):
-                return
-        elif (st.st_dev, st.st_ino) in self.seen or \
-                self._owned_elsewhere(os.path.join(frame.real, entry.name), frame.owner, False, content):
-            return
-        yield SourceFile(path, "/".join(rel), st.st_size, st.st_mtime)
+            if self._second_name(path, st, content or _Sniff(path)):
+                return None
+        elif (st.st_dev, st.st_ino) in self.seen or (
+                frame.owner is not self._sole_root
+                and self._owned_elsewhere(os.path.join(frame.real, entry.name), frame.owner, False, content)):
+            return None
+        return SourceFile(path, "/".join(rel), st.st_size, st.st_mtime)
 
     # -- who yields a file that has several names ------------------------------
 
