@@ -90,7 +90,10 @@ class ProcessEngine(Driver):
         work = unit.Work(self.spec, self.output, self.write_policy, opts.fsync, opts.max_pixels, memory,
                          journal.recorded_outputs(self.output) if journal is not None else (),
                          stop_at_failure=opts.on_error == "stop", spans=opts.spans,
-                         count_ok=not (opts.keep_outcomes or opts.on_outcome or opts.spans))
+                         # Counts suffice unless this process must record those inputs in the journal
+                         # itself (its worker is a thread of its own: InProcessPool).
+                         count_ok=not (opts.keep_outcomes or opts.on_outcome or opts.spans
+                                       or (journal is not None and self.backend.in_process)))
         guard = [writer_lock] + ([journal.fork_guard] if journal is not None else [])
         if self.backend.in_process:          # CUDA is open here: no forked worker could use it
             self.pool = pool = InProcessPool(work, self.backend, device_failures=opts.device_failures)

@@ -458,6 +458,26 @@ def test_a_device_this_process_opened_already_works_in_this_process(tmp_path: Pa
     assert {worker for o in result.outcomes for *_, worker in o.spans} == {"gpupipe-worker-0"}
 
 
+def test_a_run_in_this_process_that_keeps_no_outcomes_records_every_input(tmp_path: Path) -> None:
+    """Its worker is a thread that records nothing itself: this process records every input."""
+    import dataclasses
+
+    from gpupipe.engine.options import RunOptions
+    from gpupipe.engine.processes import ProcessEngine
+    from gpupipe.journal import Journal
+    inputs = _jpegs(tmp_path / "in", CHUNK_FILES + 9)
+    here = dataclasses.replace(devices.choice(devices.StandInDevice), in_process=True)
+    journal = Journal.for_output(tmp_path / "out", THUMB.hash())
+    try:
+        result = ProcessEngine(THUMB, here, RunOptions(workers=2, keep_outcomes=False, journal=journal)).run(
+            [inputs], tmp_path / "out")
+    finally:
+        journal.close()
+    assert result.summary.processed == CHUNK_FILES + 9 and result.outcomes == []
+    with sqlite3.connect(tmp_path / "out" / ".gpupipe" / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM inputs WHERE state = 'ok'").fetchone()[0] == CHUNK_FILES + 9
+
+
 def test_a_limit_on_processes_stops_the_run_with_one_message(tmp_path: Path) -> None:
     """A container's pids limit leaves room for two workers of four: the run stops before any
     work with one message saying what to do, and leaves OUT free for the next run. The limit is
