@@ -198,15 +198,17 @@ class ProcessEngine(Driver):
                 return
 
     def _dispatch(self) -> None:
-        """A chunk for each idle worker, as far as there are any; then, while there is work enough
-        for every worker, another for each busy one to start next (pool.QUEUED_CHUNKS): near the
-        end of the run, what is left goes to whoever is idle first instead."""
+        """A chunk for each idle worker, as far as there are any; then, while twice the chunks to
+        go round are admitted, another for each busy one to start next (pool.QUEUED_CHUNKS). A
+        queued chunk cannot go to another worker: near the end of the run, what is left goes to
+        whoever is idle first instead, in equal shares, so no worker is left with a chunk queued
+        while another has nothing (W2's chunks take seconds each)."""
         pool = self.pool
         for worker in pool.idle():
             if not self._send_next(worker):
                 return
         for worker in pool.queueable():
-            if self._retry or len(self._admitted) < CHUNK_FILES * pool.count or not self._send_next(worker):
+            if self._retry or len(self._admitted) < 2 * CHUNK_FILES * pool.count or not self._send_next(worker):
                 return
 
     def _send_next(self, worker: int) -> bool:
