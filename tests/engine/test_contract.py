@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import multiprocessing.connection
 import os
 import random
 import signal
@@ -202,6 +203,35 @@ def _spy_on_queued_chunks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 MANY = 6 * CHUNK_FILES               # enough for every worker to hold a chunk queued behind its own
+
+
+def test_no_chunk_is_queued_when_less_than_twice_the_chunks_to_go_round_are_admitted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued chunk cannot move to another worker: with little work left, what is admitted goes
+    to whoever is idle first, so no worker holds a chunk while another has none."""
+    inputs = _jpegs(tmp_path / "in", 2 * CHUNK_FILES * 2 - 1)
+    queued = _spy_on_queued_chunks(monkeypatch)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, journal=False)
+    assert result.summary.processed == 2 * CHUNK_FILES * 2 - 1
+    assert queued and not any(queued)
+
+
+def test_the_scan_wakes_the_engine_waiting_for_its_workers() -> None:
+    """The engine's wait for its workers also watches the waker the scan sets when it admits inputs."""
+    import threading
+
+    from gpupipe.engine.processes import _Waker
+    waker = _Waker()
+    assert not multiprocessing.connection.wait([waker], 0)
+    waker.set()
+    waker.set()                                         # set twice: one clear() is enough
+    assert multiprocessing.connection.wait([waker], 0) == [waker]
+    waker.clear()
+    assert not multiprocessing.connection.wait([waker], 0)
+    threading.Timer(0.05, waker.set).start()
+    started = time.monotonic()
+    assert multiprocessing.connection.wait([waker], 10) == [waker]
+    assert time.monotonic() - started < 5
 
 
 def test_a_worker_killed_with_a_chunk_queued_behind_its_own_fails_only_the_input_it_was_on(
