@@ -124,7 +124,7 @@ def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
     from .numpy import NumpyBackend
     # Described, not built: DALI's threads must not start in the process that forks the workers.
     return BackendChoice("cpu", _with_workers(NumpyBackend.describe_for(decoder), workers),
-                         functools.partial(NumpyBackend, workers=workers, decoder=decoder))
+                         functools.partial(NumpyBackend, decoder=decoder))
 
 
 def _with_workers(description: str, workers: int) -> str:
@@ -206,4 +206,4 @@ def select_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
         if choice == "gpu":
             raise UsageError(f"--backend gpu: CUDA not available: {reason}. Use --backend cpu (or auto).")
     from .numpy import NumpyBackend
-    return NumpyBackend(workers=workers, decoder=decoder)
+    return NumpyBackend(decoder=decoder)

@@ -29,9 +29,8 @@ log = logging.getLogger("gpupipe")
 
 class Device:
     def __init__(self, make: Callable[[], Backend], *, failures_allowed: int = 3, lost=None,
-                 where: str = "the run", workers: int = 1) -> None:
+                 where: str = "the run") -> None:
         self._make = make
-        self._workers = workers                # side by side: the CPU backend's OpenCV then keeps to one thread
         self._backend: Backend | None = None
         self._cpu: Backend | None = None       # for images too big for the device alone, and the handover
         self.failures_allowed, self._failures = max(1, failures_allowed), 0
@@ -93,7 +92,7 @@ class Device:
     def _cpu_backend(self) -> Backend:
         if self._cpu is None:
             from ..backends.numpy import NumpyBackend
-            self._cpu = NumpyBackend(workers=self._workers)
+            self._cpu = NumpyBackend()
         return self._cpu
 
     def _replace(self, why: str | None) -> None:

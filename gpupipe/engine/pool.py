@@ -411,7 +411,7 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
     tune_allocator(trim_threshold=max(TRIM_AT_LEAST, pool.work.memory // pool.count))
     pool.budget.worker = worker
     work = pool.work
-    device = Device(pool.backend.make, failures_allowed=pool.device_failures, lost=pool._lost, workers=pool.count)
+    device = Device(pool.backend.make, failures_allowed=pool.device_failures, lost=pool._lost)
     trie = OpTrie.build(work.spec.variants)
     at, beat, stop = pool._at, pool._beat, pool._stop
     name = f"gpupipe-worker-{worker}"

@@ -70,7 +70,7 @@ class NumpyBackend(Backend):
     description = "cpu (NumPy/OpenCV/Pillow)"
     max_batch_images = 1          # no launch overhead to amortise: small batches keep latency and memory low
 
-    def __init__(self, workers: int = 1, decoder: str = "auto") -> None:
+    def __init__(self, decoder: str = "auto") -> None:
         # --decoder dali: DALI decodes the JPEGs of each batch on the CPU (upload), batches of up to
         # 16 so that its runs are worth their set-up; pillow: Pillow decodes every JPEG on the host.
         self.host_decoder = "pillow" if decoder == "pillow" else "turbo"
@@ -79,8 +79,8 @@ class NumpyBackend(Backend):
             from ...codecs.dali import DaliDecoder
             self.jpeg = DaliDecoder("cpu")
             self.decodes_jpeg, self.max_batch_images = True, 16
-        # ``workers`` (processes side by side) changes nothing here: OpenCV's thread pool is the
-        # engine's to set (engine.pool: one thread in each of several worker processes).
+        # OpenCV's thread pool is the engine's to set (engine.pool: one thread in each of several
+        # worker processes), not the backend's.
 
     def upload(self, images: Sequence) -> list[np.ndarray]:
         """The images as they are; with DALI, the deferred JPEGs decoded by it in one batch (one it
