@@ -42,7 +42,7 @@ from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
 from .pool import Crash, InProcessPool, WorkerPool
-from .results import FAILED, FileOutcome, RunResult
+from .results import FileOutcome, RunResult
 from .writer import _lock as writer_lock, allow_writes, remove_stale_temporaries
 
 log = logging.getLogger("gpupipe")
@@ -184,12 +184,10 @@ class ProcessEngine(Driver):
             self._wake.clear()
             if events:
                 self._last_event = time.perf_counter()
-            for crash in (event for event in events if isinstance(event, Crash)):
-                self._crashed(crash, outcomes)      # first: the rest of its chunk goes out again first
-            if events and not self._stopping() and not any(_stops_the_run(event) for event in events):
-                self._dispatch()                    # the workers that finished go on while their outcomes are kept
             for event in events:
-                if not isinstance(event, Crash):
+                if isinstance(event, Crash):
+                    self._crashed(event, outcomes)
+                else:
                     self._chunk_done(*event, outcomes)
             self._drain_done(outcomes)
             self._progress()
@@ -396,15 +394,6 @@ class _Waker:
 def _close_both(*fds: int) -> None:
     for fd in fds:
         os.close(fd)
-
-
-def _stops_the_run(event: tuple[int, unit.ChunkDone] | Crash) -> bool:
-    """A finished chunk whose outcomes will stop the run (a full disk, --on-error stop, a failed
-    input that may): no chunk is sent out before they are seen."""
-    if isinstance(event, Crash):
-        return False
-    done = event[1]
-    return done.system_failure is not None or done.stopped or any(o.status == FAILED for _, o in done.outcomes)
 
 
 def _on_the_cpu(workers: int) -> str:
