@@ -26,7 +26,7 @@ from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
 from .writer import WritePolicy, remove_live_temporaries
-from .results import CANCELLED, FAILED, OK, REJECTED, SKIPPED, FileOutcome, RunSummary
+from .results import CANCELLED, FAILED, OK, REJECTED, SKIPPED, Counted, FileOutcome, RunSummary
 
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
 # retries): then the input side is broken (a dead mount, a failing disk) and the run stops.
@@ -267,7 +267,7 @@ class Driver(ABC):
             self._count_read_faults(outcome)
         self._progress()
 
-    def _finish_counted(self, counted: list[tuple[int, int, int, int, int]], recorded: bool) -> None:
+    def _finish_counted(self, counted: list[Counted], recorded: bool) -> None:
         """``_finish_many`` for inputs that went well, given as counts (unit.ChunkDone.counted): the
         run keeps no outcome of them, so each costs this process a dictionary entry, not an
         outcome. ``recorded``: the worker recorded them in the journal."""

@@ -54,6 +54,16 @@ class FileOutcome:
         return {k: v for k, v in asdict(self).items() if k not in skip and v not in (None, [], {})}
 
 
+# An input that went well, as a run that keeps no outcomes hands it to its summary instead of an
+# outcome (unit.ChunkDone.counted): its key, bytes read, bytes written, outputs and pixels.
+Counted = tuple[int, int, int, int, int]
+
+
+def counted(key: int, outcome: FileOutcome) -> Counted:
+    return (key, outcome.bytes_in, outcome.bytes_out, len(outcome.outputs),
+            (outcome.width or 0) * (outcome.height or 0))
+
+
 @dataclass
 class RunSummary:
     backend: str = "?"
@@ -113,12 +123,11 @@ class RunSummary:
         else:
             self.cancelled += 1
 
-    def record_counted(self, counted: list[tuple[int, int, int, int, int]]) -> None:
-        """``record`` for inputs that went well, given as (key, bytes read, bytes written, outputs,
-        pixels) rather than as outcomes."""
-        if counted:
-            _, bytes_in, bytes_out, outputs, pixels = zip(*counted)
-            self.processed += len(counted)
+    def record_counted(self, rows: list[Counted]) -> None:
+        """``record`` for inputs that went well, given as ``Counted`` rows rather than as outcomes."""
+        if rows:
+            _, bytes_in, bytes_out, outputs, pixels = zip(*rows)
+            self.processed += len(rows)
             self.bytes_in += sum(bytes_in)
             self.bytes_out += sum(bytes_out)
             self.outputs_written += sum(outputs)

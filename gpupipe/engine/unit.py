@@ -27,7 +27,7 @@ from ..spec import OpTrie, Spec
 from . import stages
 from .driver import READ_FAULTS_IN_A_ROW
 from .device import Device
-from .results import CANCELLED, FAILED, OK, REJECTED, FileOutcome
+from .results import CANCELLED, FAILED, OK, REJECTED, Counted, FileOutcome, counted
 from .writer import ChunkWrites, WritePolicy
 
 # What run_chunk is told about stopping, between inputs: go on, or leave the rest (drain, abort).
@@ -86,8 +86,8 @@ class ChunkDone:
     device_memory: dict[str, int] | None = None     # the worker's device memory (metrics), on a GPU
     recorded: bool = False                 # the worker recorded its outcomes in the journal (but ``left_to_driver``)
     # Inputs that went well, as the driver's summary needs them (Work.count_ok), instead of in
-    # ``outcomes``: one per input, (key, bytes read, bytes written, outputs, pixels).
-    counted: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    # ``outcomes``: one ``results.Counted`` row per input.
+    counted: list[Counted] = field(default_factory=list)
 
     def left_to_driver(self) -> set[int]:
         """The inputs whose outcome the worker does not record: the driver still writes their renamed
@@ -186,8 +186,7 @@ def _count_ok(done: ChunkDone) -> None:
     kept = []
     for key, outcome in done.outcomes:
         if outcome.status == OK and key not in waiting:
-            done.counted.append((key, outcome.bytes_in, outcome.bytes_out, len(outcome.outputs),
-                                 (outcome.width or 0) * (outcome.height or 0)))
+            done.counted.append(counted(key, outcome))
         else:
             kept.append((key, outcome))
     done.outcomes = kept
