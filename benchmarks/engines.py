@@ -11,8 +11,8 @@ into a fresh folder each time:
 - local: ``gpupipe.run(engine="local", workers=N)``.
 - ray (warm): a local Ray cluster of N CPUs is started once in the child, then
   ``gpupipe.run(engine="ray", workers=N)`` joins it, as a run with ``--ray-address``
-  on a running cluster would. Each run still plans and starts its own Ray Data
-  execution, which is counted.
+  on a running cluster would. Each run still sets up its own tasks (the run's settings put
+  in Ray's object store, the first chunks handed out), which is counted.
 
 Each child first makes one warm-up run (page cache; Ray's worker processes), reported
 apart from the measured repeats.

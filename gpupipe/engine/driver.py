@@ -3,7 +3,7 @@
 Discovery and admission (output claims, journal decisions), the one outcome
 every input gets (summary, journal, callbacks), progress, Ctrl+C and system
 failures. The local engine adds worker processes under it; the Ray engine
-adds a Ray Data pipeline. Whatever does the work, the bookkeeping — and so the
+adds Ray tasks. Whatever does the work, the bookkeeping — and so the
 summary, the journal and the exit code — is this one.
 """
 
@@ -212,6 +212,17 @@ class Driver(ABC):
         outcome.message = str(exc)
         outcome.fault = getattr(exc, "fault", None)
         self._done.put(outcome)
+
+    def _take_over(self, key: int, result: FileOutcome) -> FileOutcome | None:
+        """The input's own outcome (the driver's object, ``key`` its id), now holding what a worker
+        found (``result``, its copy); None if it was finished already (the watchdog failed it)."""
+        outcome = self._outstanding.get(key)
+        if outcome is None:
+            return None
+        queued_at = outcome.queued_at
+        vars(outcome).update(vars(result))
+        outcome.queued_at = queued_at
+        return outcome
 
     def _drain_done(self, outcomes: list[FileOutcome]) -> None:
         """Finish the outcomes queued for this thread (skipped, failed at admission), together."""

@@ -229,12 +229,8 @@ class ProcessEngine(Driver):
         if (available < CHUNK_FILES and not self._scan_done.is_set()
                 and time.perf_counter() - self._oldest_admitted < CHUNK_WAIT):
             return None
-        size = max(1, min(CHUNK_FILES, math.ceil(available / self.pool.count)))
-        chunk, size_bytes = [], 0
-        while self._admitted and len(chunk) < size and (not chunk or size_bytes < CHUNK_BYTES):
-            item = self._admitted.popleft()
-            chunk.append(item)
-            size_bytes += item.size
+        chunk = unit.take_chunk(self._admitted, max(1, min(CHUNK_FILES, math.ceil(available / self.pool.count))),
+                                CHUNK_BYTES)
         self._oldest_admitted = time.perf_counter()
         return chunk
 
@@ -261,16 +257,6 @@ class ProcessEngine(Driver):
         self._finish_counted(done.counted, done.recorded)
         if done.system_failure is not None:
             self._trip(done.system_failure)
-
-    def _take_over(self, key: int, result: FileOutcome) -> FileOutcome | None:
-        """The input's own outcome (the driver's object), now holding what the worker found."""
-        outcome = self._outstanding.get(key)
-        if outcome is None:                  # finished already (the watchdog failed it)
-            return None
-        queued_at = outcome.queued_at
-        vars(outcome).update(vars(result))
-        outcome.queued_at = queued_at
-        return outcome
 
     def _write_unclaimed(self, outcome: FileOutcome, unclaimed: unit.Unclaimed) -> None:
         """Outputs whose path the decoded format changed: claimed here, then written (rare)."""

@@ -1,11 +1,14 @@
-"""The Ray engine: the same pipeline as a Ray Data streaming execution, on a cluster.
+"""The Ray engine: the local engine's unit of work in Ray tasks, on a cluster.
 
-    listing (driver) ─▶ blocks of inputs ─▶ unit.run_chunk (CPU tasks, or GPU actors: one per GPU)
+    listing (driver) ─▶ chunks of inputs ─▶ unit.run_chunk (CPU tasks, or GPU actors: one per core)
                      ─▶ outcomes (driver: journal, progress)
 
-Each block goes through the local engine's unit of work (``unit.run_chunk``): read,
+The driver hands each chunk of admitted inputs to a Ray task (on a GPU, to an actor
+holding a device context) as the scan admits them, keeps two chunks in flight per core
+(one running, one queued behind it, so no core waits for the driver), and takes the
+outcomes back as each chunk ends. Each chunk goes through ``unit.run_chunk``: read,
 decode, ops (on a GPU in batches, with the local engine's fallback), encode and write,
-with one round of fsyncs per block. Pixels never leave the process that decoded them;
+with one round of fsyncs per chunk. Pixels never leave the process that decoded them;
 only the inputs' names go out and their outcomes come back.
 
 The bookkeeping — claims, journal, summary, exit code — is the shared ``Driver`` on the
@@ -13,44 +16,46 @@ caller's machine, so outputs are byte-identical to the local engine's and every 
 gets exactly one outcome.
 
 Inputs and outputs must be on storage every node sees (a shared filesystem):
-tasks read and write them directly; only pixels travel through Ray.
+tasks read and write them directly.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import json
 import logging
+import math
 import os
-import queue
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path, PurePath
 from typing import Any, Sequence
 
-import numpy as np
-
 from .. import sources
 from ..errors import GpupipeError, UsageError
 from ..spec import OpTrie, Spec
-from . import stages, unit, writer
+from . import unit, writer
 from .cancel import CancelToken
 from .driver import Driver
 from .options import RunOptions
 from .device import Device
-from .results import CANCELLED, FileOutcome, RunResult, json_value
+from .results import FileOutcome, RunResult
 
 log = logging.getLogger("gpupipe")
 
-WINDOW = 100_000                  # inputs per Ray Data execution: bounds the driver's listing in memory
-FIRST_WINDOW_WAIT = 2.0           # seconds the first window waits for a long listing before it starts
+CHUNK_FILES = 64                  # inputs per task at most: Ray's cost per task (a few ms) is small against them
+CHUNK_BYTES = 16 * 2**20          # input bytes per task: large files make small tasks (balance)
+CHUNK_WAIT = 0.02                 # seconds a partial chunk waits for more of a running scan
+IN_FLIGHT_PER_CPU = 2             # tasks handed to Ray per core: one running, one queued behind it
+ADMITTED_MOST = 20_000            # inputs admitted ahead of the tasks: bounds the driver's listing in memory
+POLL = 0.05                       # seconds between looks at progress, drain and stall while tasks run
 
 
 def import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
     except ImportError as exc:
         raise UsageError(f"--engine ray needs Ray: pip install 'gpupipe[ray]' ({exc})") from exc
     return ray
@@ -58,21 +63,25 @@ def import_ray():
 
 class RayEngine(Driver):
     def __init__(self, spec: Spec, backend: str, options: RunOptions | None = None,
-                 cancel: CancelToken | None = None, *, address: str | None = None, window: int = WINDOW,
+                 cancel: CancelToken | None = None, *, address: str | None = None, chunk_files: int = CHUNK_FILES,
                  actor_stages: bool | None = None) -> None:
         super().__init__(spec, f"{backend} on Ray", options, cancel)
         self.backend_choice = backend
-        # Blocks to actors: always for a GPU; on the CPU only when asked (the tests run the GPU's
-        # operator shape on CPU actors this way).
+        # Chunks to actors: always for a GPU; on the CPU only when asked (the tests run the GPU's
+        # shape on CPU actors this way).
         self.actor_stages = backend == "gpu" if actor_stages is None else actor_stages
         self.address = address
-        self.window = max(1, window)
-        self._pending: queue.Queue = queue.Queue(maxsize=2 * self.window)   # admitted inputs, for the next window
-        self._results: queue.SimpleQueue = queue.SimpleQueue()              # rows coming back from Ray
-        self._in_ray: dict[int, FileOutcome] = {}                           # inputs handed to Ray, by index
-        self._next_index = 0
+        self.chunk_files = max(1, chunk_files)
+        self._admitted: collections.deque[unit.Item] = collections.deque()   # by the scan, for the next chunks
+        self._journal_wrote: dict[int, frozenset[str]] = {}   # per admitted input: its outputs the journal wrote
+        self._oldest_admitted = 0.0
+        self._wake = threading.Event()                      # the scan admitted inputs, or ended
         self._scan_done = threading.Event()
-        self._first_window = True
+        self._tasks: dict[Any, int] = {}                    # in flight: Ray's reference -> how many inputs
+        self._runner: _Runner | None = None
+        self._drain_flag = ""
+        self._drain_told = False
+        self._last_back = 0.0
 
     # ------------------------------------------------------------------ driver
 
@@ -90,21 +99,28 @@ class RayEngine(Driver):
         self.summary.backend = f"{self._describe_backend()} in {where} ({self._cluster_size(ray)})"
         # Drain signal for the tasks: a flag file on the shared output storage every node
         # already writes to (an actor would cost a process start per run, before the first read).
-        drain_flag = str(self.output / ".gpupipe" / f"drain-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self._drain_flag = str(self.output / ".gpupipe" / f"drain-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        opts = self.options
+        work = unit.Work(self.spec, self.output, self.write_policy, opts.fsync, opts.max_pixels,
+                         int(opts.max_memory * 0.8), stop_at_failure=opts.on_error == "stop", spans=opts.spans)
         outcomes: list[FileOutcome] = []
         scanner = threading.Thread(target=self._scan_all, args=(inputs,), name="gpupipe-scan", daemon=True)
-        scanner.start()
         try:
-            self._interruptible(lambda: self._drive(ray, drain_flag, outcomes))
+            self._runner = _Runner(ray, work, self._drain_flag, self.backend_choice, self.actor_stages,
+                                   opts.device_failures)
+            scanner.start()
+            self._interruptible(lambda: self._drive(ray, outcomes))
         finally:
-            if not self._aborted:
+            if self._aborted:
+                self._cancel_tasks(ray)
+            else:
+                scanner.join(timeout=5)
                 self._drain_done(outcomes)
-                for outcome in self._in_ray.values():       # handed to Ray, never came back: the run stopped
-                    outcome.status = CANCELLED
-                    self._finish(outcome, outcomes)
-                self._in_ray.clear()
+                # Admitted but never handed to Ray, or handed and never back (the run stopped): cancelled.
+                self._finish_unfinished(outcomes, stalled=False)
                 self._close_summary()
-            Path(drain_flag).unlink(missing_ok=True)
+            Path(self._drain_flag).unlink(missing_ok=True)
+            self._runner = None                         # its actors, if any, end with it
             if started_here:
                 ray.shutdown()
         return RunResult(self.summary, outcomes)
@@ -112,7 +128,6 @@ class RayEngine(Driver):
     def _connect(self, ray) -> bool:
         """Join ``address``, or start a local cluster sized by --workers; True if started here."""
         if ray.is_initialized():
-            self._configure_ray_data(ray)
             return False
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=True)
@@ -127,26 +142,8 @@ class RayEngine(Driver):
             logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
             store = max(2 * self.options.max_memory, 128 * 2**20)
             ray.init(num_cpus=max(1, self.options.workers), object_store_memory=store, **quiet)
-        self._configure_ray_data(ray)
+        logging.getLogger("ray").setLevel(logging.WARNING)
         return True
-
-    def _configure_ray_data(self, ray) -> None:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        ctx.execution_options.verbose_progress = False
-        # Ray Data's streaming executor keeps what waits between operators under this.
-        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-            object_store_memory=self.options.max_memory)
-        # Reserving resources per operator keeps a multi-operator pipeline fair, but on the
-        # CPU the pipeline is one fused operator, and the reservation held half the cores
-        # back for the first second of every run (measured: 16 tasks on 2 CPUs took 3.4 s
-        # instead of 1.8 s).
-        ctx.op_resource_reservation_enabled = self.actor_stages
-        for name in ("ray.data", "ray"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        # gpupipe draws its own progress: Ray Data's notice that its bars are off is noise.
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
     def _cluster_size(self, ray) -> str:
         resources = ray.cluster_resources()
@@ -164,126 +161,127 @@ class RayEngine(Driver):
             self._trip(f"internal error in the scan: {exc.__class__.__name__}: {exc}")
         finally:
             self._scan_done.set()
+            self._wake.set()
 
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
         # Absolute paths: Ray workers run in another directory than the caller.
         # The planned outputs stay here: renamed outputs are not claimed across the cluster.
         # Which outputs the journal wrote is asked here: the tasks have no journal.
-        item = {"index": self._next_index, "path": os.path.abspath(source.path), "relative": source.relative,
-                "replaceable": json.dumps(sorted(self._replaceable(planned))),
-                "planned": json.dumps(planned), "size": source.size, "mtime": source.mtime, "guess": guess}
-        self._next_index += 1
-        while not self._stopping():
-            try:
-                self._pending.put((item, outcome), timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        self._done.put(_cancelled(outcome))
+        while len(self._admitted) >= ADMITTED_MOST and not self._stopping():
+            time.sleep(0.002)
+        key = id(outcome)
+        wrote = self._replaceable(planned)
+        if wrote:
+            self._journal_wrote[key] = wrote
+        if not self._admitted:
+            self._oldest_admitted = time.perf_counter()
+        self._admitted.append(unit.Item(key, os.path.abspath(source.path), source.relative, tuple(planned),
+                                        source.size, source.mtime, guess))
+        if len(self._admitted) >= self.chunk_files or len(self._admitted) == 1:
+            self._wake.set()
 
-    def _drive(self, ray, drain_flag, outcomes: list[FileOutcome]) -> None:
-        """Run windows of admitted inputs through Ray until the scan is done and nothing is pending."""
+    def _drive(self, ray, outcomes: list[FileOutcome]) -> None:
+        """Hand chunks to Ray as the scan admits inputs, take their outcomes back as they end, until
+        the scan is over and nothing is in flight (or the run stops: then the tasks are told to read
+        nothing new, and what they did is taken back)."""
+        runner = self._runner
         while True:
-            window = self._next_window(outcomes)
-            if window is None:
+            if self._stopping():
+                self._tell_tasks_to_drain()
+            else:
+                while len(self._tasks) < runner.capacity:
+                    chunk = self._next_chunk(runner.cpus)
+                    if not chunk:
+                        break
+                    if not self._tasks:                 # a stall is counted from the first chunk in flight
+                        self._last_back = time.perf_counter()
+                    wrote = {item.key: self._journal_wrote.pop(item.key) for item in chunk
+                             if item.key in self._journal_wrote}
+                    self._tasks[runner.submit(chunk, wrote)] = len(chunk)
+            if not self._tasks and (self._stopping() or (self._scan_done.is_set() and not self._admitted)):
                 return
-            self._run_window(ray, drain_flag, window, outcomes)
-
-    def _next_window(self, outcomes: list[FileOutcome]) -> list[dict] | None:
-        """The next inputs to hand to Ray: up to ``window`` of them, or what the scan found so
-        far once the first window has waited FIRST_WINDOW_WAIT (work starts while a long listing
-        goes on, as with the local engine)."""
-        window: list[dict] = []
-        first_at = None
-        while len(window) < self.window:
-            # What the scan admitted, taken in bulk: waking for every input, as the scan puts it,
-            # cost the scan the interpreter lock each time (65 µs an input over 2 000).
-            try:
-                while len(window) < self.window:
-                    item, outcome = self._pending.get_nowait()
-                    self._in_ray[item["index"]] = outcome
-                    window.append(item)
-                    first_at = first_at or time.monotonic()
-            except queue.Empty:
-                pass
+            ready = []
+            if self._tasks:
+                room = len(self._tasks) < runner.capacity and not self._scan_done.is_set()
+                ready, left = ray.wait(list(self._tasks), num_returns=1, timeout=CHUNK_WAIT if room else POLL)
+                if ready and left:                  # and every other that ended meanwhile
+                    ready += ray.wait(left, num_returns=len(left), timeout=0)[0]
+            else:                                   # nothing in flight: wait for the scan alone
+                self._wake.wait(POLL if not self._admitted else CHUNK_WAIT)
+                self._wake.clear()
+            for ref in ready:
+                self._chunk_back(ray, ref, outcomes)
             self._drain_done(outcomes)
-            if self._stopping() or len(window) >= self.window:
-                break
-            if self._scan_done.is_set() and self._pending.empty():
-                break
-            if self._first_window and first_at is not None and time.monotonic() - first_at > FIRST_WINDOW_WAIT:
-                break
-            self._scan_done.wait(0.05)
-        while self._stopping():                     # admitted but never started: accounted, not run
-            try:
-                item, outcome = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            self._done.put(_cancelled(outcome))
-        if self._stopping():
-            for item in window:
-                self._done.put(_cancelled(self._in_ray.pop(item["index"])))
-            window = []
-        self._drain_done(outcomes)
-        self._first_window = self._first_window and not window
-        return window or None
-
-    def _run_window(self, ray, drain_flag, window: list[dict], outcomes: list[FileOutcome]) -> None:
-        opts = self.options
-        dataset = build_dataset(ray, window, self.spec, self.output, self.backend_choice, opts, drain_flag,
-                                self.write_policy, actors=self.actor_stages)
-        consumer = threading.Thread(target=self._consume, args=(dataset,), name="gpupipe-ray-results", daemon=True)
-        consumer.start()
-        clock = _Clock()
-        last_row = time.perf_counter()
-        draining_told = False
-        while consumer.is_alive() or not self._results.empty():
-            try:
-                row = self._results.get(timeout=0.05)
-            except queue.Empty:
-                self._drain_done(outcomes)
-                self._progress()
-                if self._stopping() and not draining_told:          # tell the tasks: read nothing new
-                    _raise_flag(self.output, drain_flag)
-                    draining_told = True
-                idle = time.perf_counter() - last_row
-                if idle > opts.stall_timeout and self._in_ray:
-                    self._trip(f"stalled: no input came back from Ray for {idle:.0f} s with {len(self._in_ray)} "
-                               f"in flight (--stall-timeout {opts.stall_timeout:g})")
-                    return
-                continue
-            if isinstance(row, KeyboardInterrupt):
-                raise row
-            if isinstance(row, BaseException):          # a task or actor died: stop with Ray's reason
-                self._trip(f"the Ray pipeline failed: {row.__class__.__name__}: {row}")
+            self._progress()
+            idle = time.perf_counter() - self._last_back
+            if self._tasks and idle > self.options.stall_timeout:
+                self._trip(f"stalled: no input came back from Ray for {idle:.0f} s with "
+                           f"{sum(self._tasks.values())} in flight (--stall-timeout {self.options.stall_timeout:g})")
+                self._cancel_tasks(ray)
                 return
-            last_row = time.perf_counter()
-            outcome = self._in_ray.pop(int(row["index"]))
-            _fill(outcome, row, clock)
-            failure = row.get("system_failure")
-            if failure:
-                self._trip(str(failure))
-            for note in json.loads(row.get("notes") or "[]"):
-                if note not in self.summary.notes:
-                    self.summary.notes.append(note)
-            self._finish(outcome, outcomes)
 
-    def _consume(self, dataset) -> None:
+    def _next_chunk(self, cpus: int) -> list[unit.Item] | None:
+        """A core's share of the admitted inputs, up to a full chunk, once there is a full chunk's
+        worth, the scan is over or the oldest has waited CHUNK_WAIT."""
+        available = len(self._admitted)
+        if not available:
+            return None
+        if (available < self.chunk_files and not self._scan_done.is_set()
+                and time.perf_counter() - self._oldest_admitted < CHUNK_WAIT):
+            return None
+        chunk = unit.take_chunk(self._admitted, max(1, min(self.chunk_files, math.ceil(available / cpus))),
+                                CHUNK_BYTES)
+        self._oldest_admitted = time.perf_counter()
+        return chunk
+
+    def _chunk_back(self, ray, ref, outcomes: list[FileOutcome]) -> None:
+        """A chunk's outcomes, taken over by the driver's own objects and recorded together."""
+        self._tasks.pop(ref)
+        self._runner.finished(ref)
+        self._last_back = time.perf_counter()
         try:
-            for row in dataset.iter_rows():
-                self._results.put(row)
-        except BaseException as exc:                # surfaced on the driver's thread
-            self._results.put(exc)
+            done: unit.ChunkDone = ray.get(ref)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:                    # a task or actor died: stop with Ray's reason
+            self._trip(f"the Ray pipeline failed: {exc.__class__.__name__}: {exc}")
+            return                                  # its inputs are cancelled at the end
+        if done.system_failure:
+            self._trip(done.system_failure)
+        if done.handover and done.handover not in self.summary.notes:
+            self.summary.notes.append(done.handover)
+        clock = time.perf_counter() - time.time()   # the tasks' spans are wall-clock times (other machines)
+        finished = []
+        for key, result in done.outcomes:
+            result.spans = [(stage, start + clock, end + clock, worker) for stage, start, end, worker in result.spans]
+            outcome = self._take_over(key, result)
+            if outcome is not None:
+                finished.append(outcome)
+        self._finish_many(finished, outcomes)
+
+    def _tell_tasks_to_drain(self) -> None:
+        if not self._drain_told:
+            self._drain_told = True
+            _raise_flag(self.output, self._drain_flag)
+
+    def _cancel_tasks(self, ray) -> None:
+        """The run is over without them (an abort, a stall): what Ray still runs for it is stopped."""
+        self._tell_tasks_to_drain()
+        for ref in list(self._tasks):
+            try:
+                ray.cancel(ref)
+            except Exception as exc:                # already finished, or Ray is going down
+                log.debug("cannot cancel a Ray task: %s", exc)
 
     def stage_state(self) -> dict[str, Any]:
-        return {"queues": {"pending": {"items": self._pending.qsize(), "bytes": 0}}, "images_bytes": 0,
-                "in_flight": len(self._in_ray)}
+        return {"queues": {"admitted": {"items": len(self._admitted), "bytes": 0}}, "images_bytes": 0,
+                "in_flight": sum(self._tasks.values())}
 
 
 def _raise_flag(output: Path, flag: str) -> None:
     """Create the drain flag (OUT/.gpupipe/drain-…) as every file below OUT is made: folders entered
     by fd without following a link, the file O_EXCL|O_NOFOLLOW. Where it cannot be made, the
-    tasks are not told: they finish the window they have, which the driver then waits for."""
+    tasks are not told: they finish the chunks they have, which the driver then waits for."""
     relative = PurePath(flag).relative_to(output)
     try:
         directory = writer.open_output_dir(str(output), relative.parts[:-1])
@@ -299,37 +297,47 @@ def _raise_flag(output: Path, flag: str) -> None:
         os.close(directory)
 
 
-# ---------------------------------------------------------------------- the Ray Data pipeline
+# ---------------------------------------------------------------------- where the chunks run
 
-def build_dataset(ray, items: list[dict], spec: Spec, output: Path, backend: str, opts: RunOptions, drain_flag,
-                  policy: stages.WritePolicy, actors: bool = False):
-    """One operator: each block of inputs through ``unit.run_chunk``, one row of outcome per input.
+class _Runner:
+    """Where chunks run: Ray tasks on the CPU (their worker processes are reused from run to run,
+    and the NumPy backend holds no state worth an actor), or actors holding a device context
+    each (a GPU's: CUDA context, compiled kernels, pinned buffers), one per core, sharing the
+    GPUs out as the local engine's worker processes do, so read, decode, encode and write scale
+    with the cores."""
 
-    On the CPU the blocks go to tasks: worker processes are reused from run to run, and the
-    NumPy backend holds no state worth an actor. A GPU's state is (CUDA context, compiled
-    kernels, pinned buffers), so GPU blocks go to actors, each batching its block on its
-    device. Blocks are big enough that Ray's per-task cost (~10 ms) is small
-    against the work, and there are enough of them (4 per CPU) that every core stays busy
-    to the end.
-    """
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0)) if backend == "gpu" else 0
-    cpus = max(1, int(resources.get("CPU", 1)))
-    rows_per_block = max(1, min(64, -(-len(items) // (4 * cpus))))
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // rows_per_block)))
-    work = unit.Work(spec, output, policy, opts.fsync, opts.max_pixels, int(opts.max_memory * 0.8),
-                     stop_at_failure=opts.on_error == "stop", spans=opts.spans)
-    how = dict(work=work, drain_flag=drain_flag)
-    if not actors:
-        return dataset.map_batches(_chunk_in_a_task, fn_kwargs=how, batch_size=None, num_cpus=1,
-                                   batch_format="numpy")
-    # On GPUs, an actor per CPU core, sharing the GPUs out (the local engine's worker processes,
-    # each with its own device context): read, decode, encode and write scale with the cores.
-    size = max(gpus, cpus) if gpus else 1
-    return dataset.map_batches(_ChunkActor, fn_constructor_kwargs=dict(how, backend=backend,
-                                                                       device_failures=opts.device_failures),
-                               batch_size=None, compute=ray.data.ActorPoolStrategy(size=size),
-                               num_cpus=1, num_gpus=gpus / size if gpus else 0, batch_format="numpy")
+    def __init__(self, ray, work: unit.Work, drain_flag: str, backend: str, actors: bool,
+                 device_failures: int) -> None:
+        resources = ray.cluster_resources()
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        shared = ray.put(work)                      # once, not with every chunk
+        self._load: dict[Any, int] = {}             # actor -> chunks in flight
+        self._actor_of: dict[Any, Any] = {}         # chunk in flight -> its actor
+        if not actors:
+            task = ray.remote(num_cpus=1)(_chunk_in_a_task)
+            self._submit = lambda items, wrote: task.remote(items, wrote, shared, drain_flag)
+            self.capacity = IN_FLIGHT_PER_CPU * self.cpus
+            return
+        gpus = int(resources.get("GPU", 0)) if backend == "gpu" else 0
+        size = max(gpus, self.cpus) if gpus else 1
+        actor = ray.remote(_ChunkActor).options(num_cpus=1, num_gpus=gpus / size if gpus else 0)
+        self._load = {actor.remote(shared, drain_flag, backend, device_failures): 0 for _ in range(size)}
+        self.capacity = IN_FLIGHT_PER_CPU * size
+
+    def submit(self, items: list[unit.Item], wrote: dict[int, frozenset[str]]):
+        """Ray's reference to the chunk's ChunkDone."""
+        if not self._load:
+            return self._submit(items, wrote)
+        actor = min(self._load, key=self._load.get)     # the least loaded: chunks differ in length
+        self._load[actor] += 1
+        ref = actor.run.remote(items, wrote)
+        self._actor_of[ref] = actor
+        return ref
+
+    def finished(self, ref) -> None:
+        actor = self._actor_of.pop(ref, None)
+        if actor is not None:
+            self._load[actor] -= 1
 
 
 _drain_checked: dict[str, tuple[float, bool]] = {}    # per worker process: flag -> (last look, answer)
@@ -348,18 +356,19 @@ def _told_to_drain(flag: str) -> bool:
 _cpu_units: dict[str, tuple] = {}         # per worker process: spec hash -> (its Device, op trie)
 
 
-def _chunk_in_a_task(batch: dict, *, work: unit.Work, drain_flag: str) -> dict:
-    """A block on the CPU, in a Ray task (its worker process keeps the backend between tasks)."""
+def _chunk_in_a_task(items: list[unit.Item], wrote: dict[int, frozenset[str]], work: unit.Work,
+                     drain_flag: str) -> unit.ChunkDone:
+    """A chunk on the CPU, in a Ray task (its worker process keeps the backend between tasks)."""
     key = work.spec.hash()
     if key not in _cpu_units:
         _cpu_units.clear()
         _cpu_units[key] = (Device(lambda: _make_backend("cpu")), OpTrie.build(work.spec.variants))
     device, trie = _cpu_units[key]
-    return _run_block(batch, work, drain_flag, device, trie)
+    return _run_chunk(items, wrote, work, drain_flag, device, trie)
 
 
 class _ChunkActor:
-    """An actor holding one device context (a GPU's, or a CPU core in the tests) for its blocks."""
+    """An actor holding one device context (a GPU's, or a CPU core in the tests) for its chunks."""
 
     def __init__(self, work: unit.Work, drain_flag: str, backend: str, device_failures: int) -> None:
         self.work, self.drain_flag = work, drain_flag
@@ -367,23 +376,18 @@ class _ChunkActor:
                              where="this Ray actor")
         self.trie = OpTrie.build(work.spec.variants)
 
-    def __call__(self, batch: dict) -> dict:
-        return _run_block(batch, self.work, self.drain_flag, self.device, self.trie)
+    def run(self, items: list[unit.Item], wrote: dict[int, frozenset[str]]) -> unit.ChunkDone:
+        return _run_chunk(items, wrote, self.work, self.drain_flag, self.device, self.trie)
 
 
-def _run_block(batch: dict, work: unit.Work, drain_flag: str, device: Device, trie: OpTrie) -> dict:
-    """The local engine's unit of work (unit.run_chunk) on one block of inputs: pixels never leave
-    the process, and the block's files get one round of fsyncs. A block has no claims and no
-    journal: the paths the journal wrote come with each input, and an output whose path the
+def _run_chunk(items: list[unit.Item], wrote: dict[int, frozenset[str]], work: unit.Work, drain_flag: str,
+               device: Device, trie: OpTrie) -> unit.ChunkDone:
+    """The local engine's unit of work (unit.run_chunk) on one chunk: pixels never leave the
+    process, and the chunk's files get one round of fsyncs. A task has no claims and no journal:
+    the paths the journal wrote come with the chunk (``wrote``), and an output whose path the
     decoded format changed is written here, unclaimed."""
-    items = [unit.Item(int(index), str(path), str(relative), tuple(json.loads(planned)),
-                       int(size), float(mtime), guess or None)
-             for index, path, relative, planned, size, mtime, guess in zip(
-                 batch["index"], batch["path"], batch["relative"], batch["planned"], batch["size"], batch["mtime"],
-                 batch["guess"])]
-    replaceable = frozenset(p for paths in batch["replaceable"] for p in json.loads(paths))
-    work = dataclasses.replace(work, replaceable=replaceable)
-    # asked per input (answered from a cache twice a second): a drain stops a long block too
+    work = dataclasses.replace(work, replaceable=frozenset().union(*wrote.values()))
+    # asked per input (answered from a cache twice a second): a drain stops a long chunk too
     done = unit.run_chunk(items, work, device, trie, unit.Budget(work.memory),
                           stop=lambda: unit.STOP if _told_to_drain(drain_flag) else unit.GO,
                           worker=f"ray-{os.getpid()}")
@@ -391,66 +395,18 @@ def _run_block(batch: dict, work: unit.Work, drain_flag: str, device: Device, tr
     for unclaimed in done.unclaimed:
         failure = unit.write_unclaimed(outcomes[unclaimed.key], unclaimed.files, unclaimed.errors, work)
         done.system_failure = done.system_failure or failure
-    offset = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
-    metas = [json.dumps(_meta(key, outcomes[key], offset), default=json_value)
-             for key in (int(i) for i in batch["index"])]
-    notes = json.dumps([done.handover] if done.handover else [])
-    return {"index": batch["index"], "meta": np.array(metas, dtype=object),
-            "system_failure": np.array([done.system_failure or "" for _ in metas], dtype=object),
-            "notes": np.array([notes for _ in metas], dtype=object)}
-
-
-def _meta(index: int, outcome: FileOutcome, offset: float) -> dict:
-    """An outcome as the driver's _fill reads it back."""
-    return {"index": index, "status": outcome.status, "error_class": outcome.error_class, "message": outcome.message,
-            "format": outcome.format, "width": outcome.width, "height": outcome.height, "attempts": outcome.attempts,
-            "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out, "outputs": outcome.outputs,
-            "sizes": outcome.output_sizes, "checksums": outcome.output_checksums, "seconds": outcome.seconds,
-            "size": outcome.size, "mtime": outcome.mtime, "fault": outcome.fault, "tags": outcome.tags,
-            "spans": [[stage, start + offset, end + offset, worker] for stage, start, end, worker in outcome.spans]}
-
-
-# ---------------------------------------------------------------------- helpers
+    done.unclaimed = []
+    clock = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
+    for outcome in outcomes.values():
+        outcome.spans = [(stage, start + clock, end + clock, worker) for stage, start, end, worker in outcome.spans]
+    return done
 
 
 def _make_backend(choice: str):
     from ..backends import select_backend
-    backend = select_backend(choice, workers=1)
-    if backend.name == "cpu":
-        import cv2
-        cv2.setNumThreads(1)          # one actor per core already: OpenCV's pool would only contend
-    return backend
-
-
-def _cancelled(outcome: FileOutcome) -> FileOutcome:
-    outcome.status = CANCELLED
-    return outcome
-
-
-class _Clock:
-    """Maps worker wall-clock times onto the driver's perf_counter timeline (for --trace)."""
-
-    def __init__(self) -> None:
-        self.offset = time.perf_counter() - time.time()
-
-    def __call__(self, wall: float) -> float:
-        return wall + self.offset
-
-
-def _fill(outcome: FileOutcome, row: dict, clock: _Clock) -> None:
-    meta = json.loads(row["meta"])
-    outcome.status = meta["status"]
-    outcome.error_class, outcome.message = meta.get("error_class"), meta.get("message")
-    outcome.format, outcome.width, outcome.height = meta.get("format"), meta.get("width"), meta.get("height")
-    outcome.attempts = meta.get("attempts", 0)
-    outcome.bytes_in = meta.get("bytes_in", outcome.bytes_in)
-    outcome.bytes_out = meta.get("bytes_out", 0)
-    outcome.outputs, outcome.output_sizes, outcome.output_checksums = (
-        meta.get("outputs", []), meta.get("sizes", []), meta.get("checksums", []))
-    outcome.seconds = meta.get("seconds", {})
-    if meta.get("mtime") is not None:       # the file as read, which may differ from what the scan saw
-        outcome.size, outcome.mtime = meta["size"], meta["mtime"]
-    outcome.fault = meta.get("fault")
-    outcome.tags = meta.get("tags") or {}
-    outcome.spans = [(stage, clock(start), clock(end), worker) for stage, start, end, worker in meta.get("spans", [])]
-
+    if choice == "cpu":                  # one task per core already: OpenCV's pool would only contend
+        if "cv2" in sys.modules:
+            sys.modules["cv2"].setNumThreads(1)
+        else:                            # read by OpenCV when an op loads it
+            os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
+    return select_backend(choice, workers=1)

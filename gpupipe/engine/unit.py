@@ -16,6 +16,7 @@ workers once per chunk, never per file.
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from dataclasses import dataclass, field
@@ -93,6 +94,17 @@ class ChunkDone:
         """The inputs whose outcome the worker does not record: the driver still writes their renamed
         outputs, and records them with those."""
         return {unclaimed.key for unclaimed in self.unclaimed}
+
+
+def take_chunk(admitted: collections.deque[Item], files: int, most_bytes: int) -> list[Item]:
+    """The next chunk off the front of ``admitted``: ``files`` inputs, fewer once they hold
+    ``most_bytes`` of input (large files make small chunks, which balance and redo better)."""
+    chunk, size = [], 0
+    while admitted and len(chunk) < files and (not chunk or size < most_bytes):
+        item = admitted.popleft()
+        chunk.append(item)
+        size += item.size
+    return chunk
 
 
 class Budget:

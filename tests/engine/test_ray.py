@@ -72,11 +72,12 @@ def test_ray_engine_writes_what_the_local_engine_writes(tmp_path: Path, cluster)
     assert again.summary.skipped == len(again.outcomes) and again.summary.processed == 0
 
 
-def test_a_full_listing_is_split_into_windows(tmp_path: Path, cluster) -> None:
+def test_a_listing_goes_to_ray_in_many_chunks_each_input_once(tmp_path: Path, cluster) -> None:
+    """Chunks of 4 inputs: more chunks than Ray has room for at once, handed out as others end."""
     from gpupipe.engine.options import RunOptions
     from gpupipe.engine.ray_engine import RayEngine
     src = _inputs(tmp_path, copies=3)
-    result = RayEngine(SPEC, "cpu", RunOptions(workers=2), window=4).run([src], tmp_path / "out")
+    result = RayEngine(SPEC, "cpu", RunOptions(workers=2), chunk_files=4).run([src], tmp_path / "out")
     reference = gpupipe.run(src, tmp_path / "local", SPEC, backend="cpu", workers=2, journal=False)
     assert result.summary.processed == reference.summary.processed and result.summary.done == len(result.outcomes)
     assert _files(tmp_path / "out") == _files(tmp_path / "local")
