@@ -46,13 +46,14 @@ def test_a_users_blas_setting_wins():
 
 # What a worker process sees, reported by a python op as its input's tags.
 WORKER_PROBE = """
-import os, sys
+import gc, os, sys
 import gpupipe
 
 def probe(image):
     opencv = sys.modules.get("cv2")
     return gpupipe.Tagged(image, {"opencv_loaded": opencv is not None,
-                                  "opencv_threads": opencv.getNumThreads() if opencv else None})
+                                  "opencv_threads": opencv.getNumThreads() if opencv else None,
+                                  "frozen": gc.get_freeze_count()})
 """
 
 
@@ -80,3 +81,16 @@ def test_workers_that_load_opencv_keep_to_one_thread_each(tmp_path):
     """A worker whose ops load OpenCV runs it with one thread: the workers are the parallelism."""
     seen = _worker_sees(tmp_path, "--blur", "1.5")
     assert len(seen) == 4 and all(tags["opencv_loaded"] and tags["opencv_threads"] == 1 for tags in seen)
+
+
+def test_workers_leave_what_they_inherit_to_the_collector_of_the_run_s_process(tmp_path):
+    """A worker's garbage collector never walks the objects it inherited (frozen at the fork: each
+    walk would copy every page they sit on); the run's process collects its own as before."""
+    import gc
+
+    import gpupipe
+    seen = _worker_sees(tmp_path, "--thumbnail", "32")
+    assert len(seen) == 4 and all(tags["frozen"] > 10_000 for tags in seen)
+    gpupipe.run(tmp_path / "in", tmp_path / "again", gpupipe.Spec.single([gpupipe.ops.Thumbnail(16)]),
+                backend="cpu", workers=2)
+    assert gc.get_freeze_count() == 0
