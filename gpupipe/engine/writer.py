@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -327,8 +328,13 @@ class ChunkWrites:
         return known
 
 
+# This machine's name in the temporaries it makes: a process id means something only on the machine
+# that gave it, and Ray's tasks on several machines write into the same shared folders.
+THIS_MACHINE = hashlib.blake2b(os.uname().nodename.encode(), digest_size=4).hexdigest()
+
+
 def _temporary_name() -> str:
-    return f".gpupipe-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    return f".gpupipe-{os.getpid()}-{THIS_MACHINE}-{os.urandom(4).hex()}.tmp"
 
 
 def _register_temporary(path: str) -> None:
@@ -503,8 +509,9 @@ def _as_gpupipe_error(exc: OSError, shown: str, folder: str) -> Exception:
 # ---------------------------------------------------------------------- temporaries
 
 _cleared: set[str] = set()
-# Ours (".gpupipe-PID-xxxxxxxx.tmp") and the older ".NAME.gpupipe-PID-xxxxxxxx.tmp", which grew with NAME.
-_TEMPORARY = re.compile(r"^\.(?:.+\.)?gpupipe-(\d+)-[0-9a-f]{8}\.tmp$")
+# Ours (".gpupipe-PID-MACHINE-xxxxxxxx.tmp"), and from older versions, made on this machine as far as
+# anyone knows: ".gpupipe-PID-xxxxxxxx.tmp" and ".NAME.gpupipe-PID-xxxxxxxx.tmp", which grew with NAME.
+_TEMPORARY = re.compile(r"^\.(?:.+\.)?gpupipe-(\d+)(?:-([0-9a-f]{8}))?-[0-9a-f]{8}\.tmp$")
 
 
 def _clear_stale_once(directory: int, key: str) -> None:
@@ -515,8 +522,8 @@ def _clear_stale_once(directory: int, key: str) -> None:
 
 
 def remove_stale_temporaries(directory: int | str | os.PathLike) -> int:
-    """Delete temporaries of gpupipe processes that no longer exist (e.g. killed with SIGKILL).
-    ``directory``: a folder's fd or path. Never raises."""
+    """Delete temporaries of gpupipe processes of this machine that no longer exist (e.g. killed with
+    SIGKILL); another machine's are its own to clear. ``directory``: a folder's fd or path. Never raises."""
     removed = 0
     try:
         names = os.listdir(directory if isinstance(directory, int) else os.fspath(directory))
@@ -524,7 +531,8 @@ def remove_stale_temporaries(directory: int | str | os.PathLike) -> int:
         return 0
     for name in names:
         match = _TEMPORARY.match(name)
-        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+        if (match and match.group(2) in (None, THIS_MACHINE) and int(match.group(1)) != os.getpid()
+                and not _process_alive(int(match.group(1)))):
             if isinstance(directory, int):
                 _remove_quietly(name, directory)
             else:

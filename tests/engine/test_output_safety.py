@@ -388,12 +388,19 @@ def test_temporaries_of_killed_runs_are_removed_old_and_new_names(tmp_path: Path
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / "sub").mkdir(parents=True)
-    stale = [f".gpupipe-{dead.pid}-0123abcd.tmp", f".a.png.gpupipe-{dead.pid}-89abcdef.tmp"]
+    here = writer.THIS_MACHINE
+    elsewhere = "0123abcd" if here != "0123abcd" else "89abcdef"
+    stale = [f".gpupipe-{dead.pid}-{here}-0123abcd.tmp", f".gpupipe-{dead.pid}-0123abcd.tmp",
+             f".a.png.gpupipe-{dead.pid}-89abcdef.tmp"]
     for name in stale:
         (out / "sub" / name).write_bytes(b"half a png")
-    (out / "sub" / f".gpupipe-{os.getpid()}-0123abcd.tmp").write_bytes(b"a live process's")
+    live = [f".gpupipe-{os.getpid()}-{here}-0123abcd.tmp", f".gpupipe-{os.getpid()}-0123abcd.tmp",
+            # another machine's (a Ray task's on shared storage): whether its process lives is not known here
+            f".gpupipe-{dead.pid}-{elsewhere}-0123abcd.tmp"]
+    for name in live:
+        (out / "sub" / name).write_bytes(b"a live process's")
     assert gpupipe.run(src, out, [ops.Thumbnail(16)], backend="cpu").exit_code == 0
-    assert sorted(os.listdir(out / "sub")) == [f".gpupipe-{os.getpid()}-0123abcd.tmp", "a.png"]
+    assert sorted(os.listdir(out / "sub")) == sorted([*live, "a.png"])
 
 
 # ---------------------------------------------------------------------- finding 16: one run per OUT
