@@ -25,12 +25,15 @@ from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFa
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
-from .writer import WritePolicy, remove_live_temporaries
+from .writer import WritePolicy, remove_live_temporaries, remove_stale_temporaries
 from .results import CANCELLED, FAILED, OK, REJECTED, SKIPPED, Counted, FileOutcome, RunSummary
 
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
 # retries): then the input side is broken (a dead mount, a failing disk) and the run stops.
 READ_FAULTS_IN_A_ROW = 8
+# Inputs in a row on which a worker process died: then the fault is not the inputs' (a broken
+# codec, memory too short for anything) and the run stops rather than fail every input left.
+WORKER_CRASHES_IN_A_ROW = 8
 # The scan admits inputs in groups of this many (one journal query each), or what it found within this long.
 ADMIT_GROUP = 256
 ADMIT_SECONDS = 0.05
@@ -321,6 +324,12 @@ class Driver(ABC):
         later and change its own outcome, which is then no longer recorded anywhere."""
         if self._outstanding.pop(id(outcome), None) is outcome:
             self._finish(self._expect(final), outcomes)
+
+    def _remove_dead_workers_temporaries(self, items: list) -> None:
+        """A worker died on a chunk (``items``, unit.Items): the temporaries it left in their output
+        folders go (those of this machine: a process id says nothing about another's)."""
+        for folder in {path.rpartition("/")[0] for item in items for path in item.planned}:
+            remove_stale_temporaries(os.path.join(self.write_policy.root, folder))
 
     def _count_read_faults(self, outcome: FileOutcome) -> None:
         """The input side's breaker: READ_FAULTS_IN_A_ROW inputs in a row whose reads failed with a

@@ -357,7 +357,7 @@ class InProcessPool:
         self._at, self._beat = index, time.perf_counter()
 
     def _work(self, chunk: list[unit.Item]) -> None:
-        self._done.put(_run_chunk_safely(chunk, self.work, self._device, self._trie, self.budget, at=self._on,
+        self._done.put(unit.run_chunk_safely(chunk, self.work, self._device, self._trie, self.budget, at=self._on,
                                          stop=lambda: self._stop, worker="gpupipe-worker-0"))
 
     def stop(self) -> None:
@@ -447,24 +447,13 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
         chunk = inbox.get()
         if chunk is None:
             return
-        done = _run_chunk_safely(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value, worker=name)
+        done = unit.run_chunk_safely(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value, worker=name)
         at[worker] = -1
         try:
             conn.send(done)
         except OSError:                    # the engine is gone
             return
         del chunk, done
-
-
-def _run_chunk_safely(chunk: list[unit.Item], *args, worker: str, **how) -> unit.ChunkDone:
-    """unit.run_chunk; a bug in it fails every input of the chunk (internal), and the worker goes on."""
-    try:
-        return unit.run_chunk(chunk, *args, worker=worker, **how)
-    except Exception as exc:
-        from .stages import unexpected
-        log.exception("internal error in %s", worker)
-        return unit.ChunkDone(outcomes=[(item.key, unit.fail(unit.new_outcome(item, unit.OK), unexpected(exc)))
-                                        for item in chunk])
 
 
 def _abort(signum, frame) -> None:

@@ -39,15 +39,14 @@ from ..errors import OutputConflict, StageStalled, SystemFailure, WorkerCrashed
 from ..spec import Spec
 from . import unit
 from .cancel import CancelToken
-from .driver import Driver
+from .driver import WORKER_CRASHES_IN_A_ROW, Driver
 from .options import RunOptions
 from .pool import Crash, InProcessPool, WorkerPool
 from .results import FileOutcome, RunResult
-from .writer import _lock as writer_lock, allow_writes, remove_stale_temporaries
+from .writer import _lock as writer_lock, allow_writes
 
 log = logging.getLogger("gpupipe")
 
-WORKER_CRASHES_IN_A_ROW = 8      # then the run stops (SystemFailure) instead of failing every input
 # A chunk is one message each way and one journal transaction: its inputs share those costs. 256
 # tiny files a chunk ran 5 000 of them in 0.93x the wall time of 64 (median of 15 paired runs).
 CHUNK_FILES = 256                # inputs per chunk at most; never more than a worker's share of those admitted
@@ -274,7 +273,7 @@ class ProcessEngine(Driver):
 
     def _crashed(self, crash: Crash, outcomes: list[FileOutcome]) -> None:
         """A worker died: the input it was on fails as crashed, the rest of its chunk is done again."""
-        self._remove_its_temporaries(crash)
+        self._remove_dead_workers_temporaries([item for item in [crash.on, *crash.rest] if item is not None])
         rest = crash.rest
         blamed = crash.on if crash.on is not None else (rest[0] if len(rest) == 1 else None)
         if blamed is not None:
@@ -296,12 +295,6 @@ class ProcessEngine(Driver):
                 self._retry.appendleft(rest)
         log.warning("worker %d died (%s)%s", crash.worker, crash.cause,
                     f" on {blamed.path}" if blamed is not None else "")
-
-    def _remove_its_temporaries(self, crash: Crash) -> None:
-        folders = {path.rpartition("/")[0] for item in [crash.on, *crash.rest] if item is not None
-                   for path in item.planned}
-        for folder in folders:
-            remove_stale_temporaries(os.path.join(self.write_policy.root, folder))
 
     def _watch(self, outcomes: list[FileOutcome]) -> None:
         """Stall watchdog: an input that keeps its worker for --stall-timeout (a hung read), or no

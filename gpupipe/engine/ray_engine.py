@@ -34,11 +34,11 @@ from pathlib import Path, PurePath
 from typing import Any, Sequence
 
 from .. import sources
-from ..errors import GpupipeError, UsageError
+from ..errors import GpupipeError, UsageError, WorkerCrashed
 from ..spec import OpTrie, Spec
 from . import unit, writer
 from .cancel import CancelToken
-from .driver import Driver
+from .driver import WORKER_CRASHES_IN_A_ROW, Driver
 from .options import RunOptions
 from .device import Device
 from .results import FileOutcome, RunResult
@@ -77,7 +77,9 @@ class RayEngine(Driver):
         self._oldest_admitted = 0.0
         self._wake = threading.Event()                      # the scan admitted inputs, or ended
         self._scan_done = threading.Event()
-        self._tasks: dict[Any, int] = {}                    # in flight: Ray's reference -> how many inputs
+        self._tasks: dict[Any, list[unit.Item]] = {}        # in flight: Ray's reference -> its chunk
+        self._retry: collections.deque[list[unit.Item]] = collections.deque()   # halves of a chunk whose worker died
+        self._crashes_in_a_row = 0
         self._runner: _Runner | None = None
         self._drain_flag = ""
         self._drain_told = False
@@ -197,8 +199,9 @@ class RayEngine(Driver):
                         self._last_back = time.perf_counter()
                     wrote = {item.key: self._journal_wrote.pop(item.key) for item in chunk
                              if item.key in self._journal_wrote}
-                    self._tasks[runner.submit(chunk, wrote)] = len(chunk)
-            if not self._tasks and (self._stopping() or (self._scan_done.is_set() and not self._admitted)):
+                    self._tasks[runner.submit(chunk, wrote)] = chunk
+            if not self._tasks and (self._stopping() or (self._scan_done.is_set() and not self._admitted
+                                                         and not self._retry)):
                 return
             ready = []
             if self._tasks:
@@ -216,13 +219,16 @@ class RayEngine(Driver):
             idle = time.perf_counter() - self._last_back
             if self._tasks and idle > self.options.stall_timeout:
                 self._trip(f"stalled: no input came back from Ray for {idle:.0f} s with "
-                           f"{sum(self._tasks.values())} in flight (--stall-timeout {self.options.stall_timeout:g})")
+                           f"{sum(map(len, self._tasks.values()))} in flight (--stall-timeout {self.options.stall_timeout:g})")
                 self._cancel_tasks(ray)
                 return
 
     def _next_chunk(self, cpus: int) -> list[unit.Item] | None:
-        """A core's share of the admitted inputs, up to a full chunk, once there is a full chunk's
-        worth, the scan is over or the oldest has waited CHUNK_WAIT."""
+        """The halves of a chunk whose worker died first; then a core's share of the admitted
+        inputs, up to a full chunk, once there is a full chunk's worth, the scan is over or the
+        oldest has waited CHUNK_WAIT."""
+        if self._retry:
+            return self._retry.popleft()
         available = len(self._admitted)
         if not available:
             return None
@@ -236,16 +242,20 @@ class RayEngine(Driver):
 
     def _chunk_back(self, ray, ref, outcomes: list[FileOutcome]) -> None:
         """A chunk's outcomes, taken over by the driver's own objects and recorded together."""
-        self._tasks.pop(ref)
+        chunk = self._tasks.pop(ref)
         self._runner.finished(ref)
         self._last_back = time.perf_counter()
         try:
             done: unit.ChunkDone = ray.get(ref)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:                    # a task or actor died: stop with Ray's reason
+        except _worker_died(ray) as exc:            # killed (a codec crash, the OOM killer), or its machine lost
+            self._crashed(chunk, exc, outcomes)
+            return
+        except Exception as exc:                    # Ray itself failed: stop with its reason
             self._trip(f"the Ray pipeline failed: {exc.__class__.__name__}: {exc}")
             return                                  # its inputs are cancelled at the end
+        self._crashes_in_a_row = 0
         if done.system_failure:
             self._trip(done.system_failure)
         if done.handover and done.handover not in self.summary.notes:
@@ -258,6 +268,29 @@ class RayEngine(Driver):
             if outcome is not None:
                 finished.append(outcome)
         self._finish_many(finished, outcomes)
+
+    def _crashed(self, chunk: list[unit.Item], exc: Exception, outcomes: list[FileOutcome]) -> None:
+        """A chunk's worker died. Which input killed it is not known here: the chunk is done again
+        in halves until the input is alone, which then fails as crashed (the local engine's rule,
+        which knows the input at once). WORKER_CRASHES_IN_A_ROW such inputs stop the run."""
+        cause = exc.__class__.__name__
+        self._remove_dead_workers_temporaries(chunk)
+        if len(chunk) > 1:
+            if not self._stopping():
+                half = len(chunk) // 2
+                self._retry.extendleft([chunk[half:], chunk[:half]])
+            log.warning("a Ray worker died (%s) on one of %d inputs: they are done again in halves", cause,
+                        len(chunk))
+            return
+        item = chunk[0]
+        outcome = self._outstanding.get(item.key)
+        if outcome is not None:
+            unit.fail(outcome, WorkerCrashed(f"the Ray worker died on this input ({cause})"))
+            self._finish_many([outcome], outcomes)
+        self._crashes_in_a_row += 1
+        if self._crashes_in_a_row >= WORKER_CRASHES_IN_A_ROW:
+            self._trip(f"Ray workers died on {self._crashes_in_a_row} inputs in a row, the last: {item.path}: "
+                       f"{cause}")
 
     def _tell_tasks_to_drain(self) -> None:
         if not self._drain_told:
@@ -275,7 +308,7 @@ class RayEngine(Driver):
 
     def stage_state(self) -> dict[str, Any]:
         return {"queues": {"admitted": {"items": len(self._admitted), "bytes": 0}}, "images_bytes": 0,
-                "in_flight": sum(self._tasks.values())}
+                "in_flight": sum(map(len, self._tasks.values()))}
 
 
 def _raise_flag(output: Path, flag: str) -> None:
@@ -297,6 +330,13 @@ def _raise_flag(output: Path, flag: str) -> None:
         os.close(directory)
 
 
+def _worker_died(ray) -> tuple[type[BaseException], ...]:
+    """Ray's errors for a chunk whose worker process (task or actor) died or was lost with its machine."""
+    errors = ray.exceptions
+    return tuple(getattr(errors, name) for name in ("WorkerCrashedError", "RayActorError", "OutOfMemoryError",
+                                                     "NodeDiedError", "ObjectLostError") if hasattr(errors, name))
+
+
 # ---------------------------------------------------------------------- where the chunks run
 
 class _Runner:
@@ -313,14 +353,18 @@ class _Runner:
         shared = ray.put(work)                      # once, not with every chunk
         self._load: dict[Any, int] = {}             # actor -> chunks in flight
         self._actor_of: dict[Any, Any] = {}         # chunk in flight -> its actor
+        # A chunk whose worker died is not retried by Ray (it would die again on the same input):
+        # the driver does it again in halves (RayEngine._crashed).
         if not actors:
-            task = ray.remote(num_cpus=1)(_chunk_in_a_task)
+            task = ray.remote(num_cpus=1, max_retries=0)(_chunk_in_a_task)
             self._submit = lambda items, wrote: task.remote(items, wrote, shared, drain_flag)
             self.capacity = IN_FLIGHT_PER_CPU * self.cpus
             return
         gpus = int(resources.get("GPU", 0)) if backend == "gpu" else 0
         size = max(gpus, self.cpus) if gpus else 1
-        actor = ray.remote(_ChunkActor).options(num_cpus=1, num_gpus=gpus / size if gpus else 0)
+        # An actor that died is started again (its device context with it); its chunks are not retried.
+        actor = ray.remote(_ChunkActor).options(num_cpus=1, num_gpus=gpus / size if gpus else 0, max_restarts=-1,
+                                                max_task_retries=0)
         self._load = {actor.remote(shared, drain_flag, backend, device_failures): 0 for _ in range(size)}
         self.capacity = IN_FLIGHT_PER_CPU * size
 
@@ -388,9 +432,9 @@ def _run_chunk(items: list[unit.Item], wrote: dict[int, frozenset[str]], work: u
     decoded format changed is written here, unclaimed."""
     work = dataclasses.replace(work, replaceable=frozenset().union(*wrote.values()))
     # asked per input (answered from a cache twice a second): a drain stops a long chunk too
-    done = unit.run_chunk(items, work, device, trie, unit.Budget(work.memory),
-                          stop=lambda: unit.STOP if _told_to_drain(drain_flag) else unit.GO,
-                          worker=f"ray-{os.getpid()}")
+    done = unit.run_chunk_safely(items, work, device, trie, unit.Budget(work.memory),
+                                 stop=lambda: unit.STOP if _told_to_drain(drain_flag) else unit.GO,
+                                 worker=f"ray-{os.getpid()}")
     outcomes = dict(done.outcomes)
     for unclaimed in done.unclaimed:
         failure = unit.write_unclaimed(outcomes[unclaimed.key], unclaimed.files, unclaimed.errors, work)

@@ -17,6 +17,7 @@ workers once per chunk, never per file.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from .driver import READ_FAULTS_IN_A_ROW
 from .device import Device
 from .results import CANCELLED, FAILED, OK, REJECTED, Counted, FileOutcome, counted
 from .writer import ChunkWrites, WritePolicy
+
+log = logging.getLogger("gpupipe")
 
 # What run_chunk is told about stopping, between inputs: go on, or leave the rest (drain, abort).
 GO, STOP = 0, 1
@@ -185,6 +188,15 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
         _count_ok(done)
     done.handover, done.device_memory = device.handover, device.device_memory()
     return done
+
+
+def run_chunk_safely(items: list[Item], *args, worker: str = "main", **how) -> ChunkDone:
+    """run_chunk; a bug in it fails every input of the chunk (internal), and the worker goes on."""
+    try:
+        return run_chunk(items, *args, worker=worker, **how)
+    except Exception as exc:
+        log.exception("internal error in %s", worker)
+        return ChunkDone(outcomes=[(item.key, fail(new_outcome(item, OK), stages.unexpected(exc))) for item in items])
 
 
 def _count_ok(done: ChunkDone) -> None:

@@ -25,7 +25,8 @@ from PIL import Image
 import gpupipe
 from gpupipe.engine import pool as pool_module
 from gpupipe.engine import stages
-from gpupipe.engine.processes import CHUNK_FILES, WORKER_CRASHES_IN_A_ROW
+from gpupipe.engine.driver import WORKER_CRASHES_IN_A_ROW
+from gpupipe.engine.processes import CHUNK_FILES
 from gpupipe.ops import GaussianBlur, Thumbnail
 from gpupipe.spec import Spec, Variant
 

@@ -200,3 +200,33 @@ def test_user_code_on_a_ray_cluster_rejects_and_tags_as_locally(tmp_path: Path, 
     assert distributed.summary.processed == local.summary.processed > 0
     again = gpupipe.run(src, tmp_path / "ray", spec, backend="cpu", workers=2, engine="ray")
     assert again.summary.processed == again.summary.rejected == 0
+
+
+def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, cluster) -> None:
+    """A Ray worker killed on an input (a codec crash, the OOM killer: here SIGKILL from a python op)
+    costs that input alone, as with the local engine: its chunk is done again in halves until the
+    input is alone. The other inputs' files are the local engine's."""
+    from PIL import Image
+    code = tmp_path / "killer.py"
+    code.write_text("import os, signal\n"
+                    "def kill_on_magenta(image):\n"
+                    "    if image[0, 0].tolist() == [255, 0, 255]:\n"
+                    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                    "    return image\n")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        colour = (255, 0, 255) if i in (4, 9) else (20 * i, 90, 200)
+        Image.new("RGB", (40, 30), colour).save(src / f"{i:02d}.png")
+    spec = gpupipe.Spec.single([ops.Python(f"{code}:kill_on_magenta")], format="png")
+    local = gpupipe.run(src, tmp_path / "local", spec, backend="cpu", workers=2)
+    distributed = gpupipe.run(src, tmp_path / "ray", spec, backend="cpu", workers=2, engine="ray")
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local") and len(_files(tmp_path / "ray")) == 10
+
+    def fates(result):
+        return {Path(o.path).name: (o.status, o.error_class) for o in result.outcomes}
+    assert fates(distributed) == fates(local)
+    assert {name for name, (_, error) in fates(distributed).items() if error} == {"04.png", "09.png"}
+    assert all(error in (None, "crashed") for _, error in fates(distributed).values())
+    assert distributed.exit_code == 1 and not distributed.summary.stop_reason
+    assert not list((tmp_path / "ray").rglob(".*.tmp"))
