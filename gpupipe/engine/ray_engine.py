@@ -116,7 +116,8 @@ class RayEngine(Driver):
             if self._aborted:
                 self._cancel_tasks(ray)
             else:
-                scanner.join(timeout=5)
+                if scanner.ident is not None:
+                    scanner.join(timeout=5)
                 self._drain_done(outcomes)
                 # Admitted but never handed to Ray, or handed and never back (the run stopped): cancelled.
                 self._finish_unfinished(outcomes, stalled=False)
@@ -308,7 +309,7 @@ class RayEngine(Driver):
 
     def stage_state(self) -> dict[str, Any]:
         return {"queues": {"admitted": {"items": len(self._admitted), "bytes": 0}}, "images_bytes": 0,
-                "in_flight": sum(map(len, self._tasks.values()))}
+                "in_flight": sum(map(len, list(self._tasks.values())))}     # read from the metrics' thread
 
 
 def _raise_flag(output: Path, flag: str) -> None:
