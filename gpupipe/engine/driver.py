@@ -325,11 +325,14 @@ class Driver(ABC):
         if self._outstanding.pop(id(outcome), None) is outcome:
             self._finish(self._expect(final), outcomes)
 
-    def _remove_dead_workers_temporaries(self, items: list) -> None:
+    def _remove_dead_workers_temporaries(self, items: list, wait: float = 0.0) -> None:
         """A worker died on a chunk (``items``, unit.Items): the temporaries it left in their output
-        folders go (those of this machine: a process id says nothing about another's)."""
+        folders go (those of this machine: a process id says nothing about another's). ``wait``: for
+        workers still ending, seconds to wait at most (remove_stale_temporaries)."""
+        deadline = time.monotonic() + wait
         for folder in {path.rpartition("/")[0] for item in items for path in item.planned}:
-            remove_stale_temporaries(os.path.join(self.write_policy.root, folder))
+            remove_stale_temporaries(os.path.join(self.write_policy.root, folder),
+                                     wait=max(0.0, deadline - time.monotonic()))
 
     def _count_read_faults(self, outcome: FileOutcome) -> None:
         """The input side's breaker: READ_FAULTS_IN_A_ROW inputs in a row whose reads failed with a

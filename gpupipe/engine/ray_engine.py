@@ -51,6 +51,7 @@ CHUNK_WAIT = 0.02                 # seconds a partial chunk waits for more of a 
 IN_FLIGHT_PER_CPU = 2             # tasks handed to Ray per core: one running, one queued behind it
 ADMITTED_MOST = 20_000            # inputs admitted ahead of the tasks: bounds the driver's listing in memory
 POLL = 0.05                       # seconds between looks at progress, drain and stall while tasks run
+ABORT_CLEANUP_WAIT = 5.0          # seconds a run stopped mid-chunk waits for its local cluster's workers to end
 
 
 def import_ray():
@@ -113,8 +114,9 @@ class RayEngine(Driver):
             scanner.start()
             self._interruptible(lambda: self._drive(ray, outcomes))
         finally:
-            if self._aborted:
-                self._cancel_tasks(ray)
+            in_flight = [item for chunk in self._tasks.values() for item in chunk]
+            if self._aborted:                           # the tasks read nothing new, and end their chunk
+                self._tell_tasks_to_drain()
             else:
                 if scanner.ident is not None:
                     scanner.join(timeout=5)
@@ -126,6 +128,8 @@ class RayEngine(Driver):
             self._runner = None                         # its actors, if any, end with it
             if started_here:
                 ray.shutdown()
+                if in_flight:       # an abort, a stall: its workers died mid-chunk, and what they left goes
+                    self._remove_dead_workers_temporaries(in_flight, wait=ABORT_CLEANUP_WAIT)
         return RunResult(self.summary, outcomes)
 
     def _connect(self, ray) -> bool:
@@ -221,7 +225,7 @@ class RayEngine(Driver):
             if self._tasks and idle > self.options.stall_timeout:
                 self._trip(f"stalled: no input came back from Ray for {idle:.0f} s with "
                            f"{sum(map(len, self._tasks.values()))} in flight (--stall-timeout {self.options.stall_timeout:g})")
-                self._cancel_tasks(ray)
+                self._tell_tasks_to_drain()
                 return
 
     def _next_chunk(self, cpus: int) -> list[unit.Item] | None:
@@ -297,15 +301,6 @@ class RayEngine(Driver):
         if not self._drain_told:
             self._drain_told = True
             _raise_flag(self.output, self._drain_flag)
-
-    def _cancel_tasks(self, ray) -> None:
-        """The run is over without them (an abort, a stall): what Ray still runs for it is stopped."""
-        self._tell_tasks_to_drain()
-        for ref in list(self._tasks):
-            try:
-                ray.cancel(ref)
-            except Exception as exc:                # already finished, or Ray is going down
-                log.debug("cannot cancel a Ray task: %s", exc)
 
     def stage_state(self) -> dict[str, Any]:
         return {"queues": {"admitted": {"items": len(self._admitted), "bytes": 0}}, "images_bytes": 0,

@@ -30,6 +30,7 @@ import os
 import re
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -521,24 +522,33 @@ def _clear_stale_once(directory: int, key: str) -> None:
         _cleared.add(key)
 
 
-def remove_stale_temporaries(directory: int | str | os.PathLike) -> int:
+def remove_stale_temporaries(directory: int | str | os.PathLike, wait: float = 0.0) -> int:
     """Delete temporaries of gpupipe processes of this machine that no longer exist (e.g. killed with
-    SIGKILL); another machine's are its own to clear. ``directory``: a folder's fd or path. Never raises."""
-    removed = 0
+    SIGKILL); another machine's are its own to clear. ``directory``: a folder's fd or path. With
+    ``wait``, those of processes still alive are waited for that many seconds at most (they are
+    ending: their run was aborted) and removed once gone. Never raises."""
     try:
         names = os.listdir(directory if isinstance(directory, int) else os.fspath(directory))
     except OSError:
         return 0
+    ours: dict[str, int] = {}             # this machine's temporaries, but this process's: name -> its process
     for name in names:
         match = _TEMPORARY.match(name)
-        if (match and match.group(2) in (None, THIS_MACHINE) and int(match.group(1)) != os.getpid()
-                and not _process_alive(int(match.group(1)))):
-            if isinstance(directory, int):
-                _remove_quietly(name, directory)
-            else:
-                _remove_quietly(os.path.join(os.fspath(directory), name))
-            removed += 1
-    return removed
+        if match and match.group(2) in (None, THIS_MACHINE) and int(match.group(1)) != os.getpid():
+            ours[name] = int(match.group(1))
+    removed, deadline = 0, time.monotonic() + wait
+    while True:
+        for name, pid in list(ours.items()):
+            if not _process_alive(pid):
+                if isinstance(directory, int):
+                    _remove_quietly(name, directory)
+                else:
+                    _remove_quietly(os.path.join(os.fspath(directory), name))
+                del ours[name]
+                removed += 1
+        if not ours or time.monotonic() >= deadline:
+            return removed
+        time.sleep(0.05)
 
 
 def _process_alive(pid: int) -> bool:

@@ -230,3 +230,31 @@ def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, clus
     assert all(error in (None, "crashed") for _, error in fates(distributed).values())
     assert distributed.exit_code == 1 and not distributed.summary.stop_reason
     assert not list((tmp_path / "ray").rglob(".*.tmp"))
+
+
+def test_second_ctrl_c_aborts_a_ray_run_leaving_no_temporary(tmp_path: Path) -> None:
+    """A second Ctrl+C stops at once: the tasks in flight are cancelled mid-chunk and the local
+    cluster goes down with them, and none of their temporaries stays; every output there is whole,
+    and a rerun finishes the rest."""
+    from PIL import Image
+    src, out = make_inputs(tmp_path, 60), tmp_path / "out"
+    proc = subprocess.Popen(_cli(src, out), start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_outputs(out)) >= 2 or proc.poll() is not None)
+        _kill_tree(proc, signal.SIGINT)
+        # Apart, as two key presses are: the driver takes a signal between its waits on Ray (50 ms
+        # at most), and two that come within one wait are one to Python.
+        time.sleep(0.15)
+        _kill_tree(proc, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        _kill_tree(proc, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "aborted" in stderr
+    assert not list(out.rglob(".*.tmp"))
+    for name in _outputs(out):
+        with Image.open(out / name) as image:
+            image.load()                                    # whole, not half-written
+    rerun = subprocess.run(_cli(src, out), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _outputs(out) == [f"{i:03d}.png" for i in range(60)]
