@@ -258,3 +258,29 @@ def test_second_ctrl_c_aborts_a_ray_run_leaving_no_temporary(tmp_path: Path) -> 
     rerun = subprocess.run(_cli(src, out), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _outputs(out) == [f"{i:03d}.png" for i in range(60)]
+
+
+def test_an_input_stuck_in_a_ray_task_stops_the_run_as_stalled(tmp_path: Path) -> None:
+    """An input that holds its task past --stall-timeout (a hung read, a stuck codec) stops the run
+    with the reason; the cluster started for the run goes down, and nothing half-written stays."""
+    from PIL import Image
+    code = tmp_path / "stuck.py"
+    code.write_text("import time\n"
+                    "def hang_on_magenta(image):\n"
+                    "    if image[0, 0].tolist() == [255, 0, 255]:\n"
+                    "        time.sleep(600)\n"
+                    "    return image\n")
+    src, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    src.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40, 30), (255, 0, 255) if i == 3 else (30 * i, 90, 200)).save(src / f"{i:02d}.png")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--engine", "ray",
+                           "--workers", "2", "--python", f"{code}:hang_on_magenta", "-f", "png", "--quiet",
+                           "--stall-timeout", "5", "--report", str(report)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and time.monotonic() - started < 120
+    summary = json.loads(report.read_text())["summary"]
+    assert "stalled: no input came back from Ray" in summary["stop_reason"]
+    assert summary["processed"] + summary["cancelled"] == 6 and summary["cancelled"] >= 1
+    assert not list(out.rglob(".*.tmp"))
