@@ -358,7 +358,7 @@ class InProcessPool:
 
     def _work(self, chunk: list[unit.Item]) -> None:
         self._done.put(unit.run_chunk_safely(chunk, self.work, self._device, self._trie, self.budget, at=self._on,
-                                         stop=lambda: self._stop, worker="gpupipe-worker-0"))
+                                             stop=lambda: self._stop, worker="gpupipe-worker-0"))
 
     def stop(self) -> None:
         self._stop = unit.STOP
@@ -447,7 +447,8 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
         chunk = inbox.get()
         if chunk is None:
             return
-        done = unit.run_chunk_safely(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value, worker=name)
+        done = unit.run_chunk_safely(chunk, work, device, trie, pool.budget, at=on, stop=lambda: stop.value,
+                                     worker=name)
         at[worker] = -1
         try:
             conn.send(done)

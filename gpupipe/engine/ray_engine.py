@@ -221,10 +221,10 @@ class RayEngine(Driver):
                 self._chunk_back(ray, ref, outcomes)
             self._drain_done(outcomes)
             self._progress()
-            idle = time.perf_counter() - self._last_back
-            if self._tasks and idle > self.options.stall_timeout:
+            idle, limit = time.perf_counter() - self._last_back, self.options.stall_timeout
+            if self._tasks and idle > limit:
                 self._trip(f"stalled: no input came back from Ray for {idle:.0f} s with "
-                           f"{sum(map(len, self._tasks.values()))} in flight (--stall-timeout {self.options.stall_timeout:g})")
+                           f"{sum(map(len, self._tasks.values()))} in flight (--stall-timeout {limit:g})")
                 self._tell_tasks_to_drain()
                 return
 
