@@ -148,6 +148,25 @@ def test_every_input_found_gets_exactly_one_outcome(tmp_path: Path) -> None:
         assert db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0] == len(seen)
 
 
+def test_many_workers_committing_to_one_journal_record_each_input_once(tmp_path: Path) -> None:
+    """16 workers (on however few cores), each committing the chunks it finishes to the run's journal
+    (SQLite: one writer at a time, so their transactions queue): every input recorded once, with its
+    output, and a rerun skips them all."""
+    count = 16 * 40
+    inputs = _jpegs(tmp_path / "in", count)
+    out = tmp_path / "out"
+    result = gpupipe.run(inputs, out, THUMB, backend="cpu", workers=16, keep_outcomes=False)
+    assert result.summary.processed == count and result.exit_code == 0
+    assert sum(peak > 0 for peak in result.summary.memory_peak_by_worker) >= 8     # most of them did work
+    with sqlite3.connect(out / ".gpupipe" / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM inputs WHERE state = 'ok'").fetchone() == (
+            count, count)
+        assert db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0] == count
+    assert len(_outputs(out)) == count
+    again = gpupipe.run(inputs, out, THUMB, backend="cpu", workers=16, keep_outcomes=False)
+    assert again.summary.processed == 0 and again.summary.skipped == count
+
+
 def test_a_journal_swapped_for_a_link_mid_run_stops_the_run_and_the_link_is_not_followed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker opens its own connection to the journal when it first records a chunk: one planted
