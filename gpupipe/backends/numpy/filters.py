@@ -76,8 +76,9 @@ def _finite(name: str, value, minimum: float | None = None, strict: bool = False
     return v
 
 
-def _store(x: np.ndarray, dtype) -> np.ndarray:
-    """clip(rint(x), 0, max) as C-contiguous ``dtype`` (x itself is left alone).
+def _store(x: np.ndarray, dtype, into: np.ndarray | None = None) -> np.ndarray:
+    """clip(rint(x), 0, max) as C-contiguous ``dtype`` (x itself is left alone), written ``into``
+    a C-contiguous array of x's shape where one is given (a strip of the result), and returned.
 
     For uint8, OpenCV's saturating conversion (an addition of 0 stored as CV_8U) rounds half to
     even, like np.rint, in one SIMD pass: 5x zeroing the negatives and then converting, as this
@@ -85,10 +86,17 @@ def _store(x: np.ndarray, dtype) -> np.ndarray:
     take an array of up to 4 values for a scalar: those few go through NumPy.
     """
     if dtype != np.uint8 or x.size <= 4:
-        return np.ascontiguousarray(pixels.store(x, dtype))
+        stored = np.ascontiguousarray(pixels.store(x, dtype))
+        if into is None:
+            return stored
+        into[...] = stored
+        return into
     import cv2
     flat = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
-    return cv2.add(flat, 0.0, dtype=cv2.CV_8U).reshape(x.shape)
+    if into is None:
+        return cv2.add(flat, 0.0, dtype=cv2.CV_8U).reshape(x.shape)
+    cv2.add(flat, 0.0, dst=into.reshape(flat.shape), dtype=cv2.CV_8U)
+    return into
 
 
 def _sep(x: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
@@ -142,20 +150,28 @@ def _filter(img: np.ndarray, fn, smooth: bool, reach: int, divisor: float = 1.0,
     for y0 in range(0, height, rows):
         y1 = min(height, y0 + rows)
         top, bottom = max(0, y0 - reach), min(height, y1 + reach)
-        out[y0:y1] = _filter_whole(img[top:bottom], fn, smooth, divisor, offset)[y0 - top:y1 - top]
+        _filter_whole(img[top:bottom], fn, smooth, divisor, offset, rows=(y0 - top, y1 - top), into=out[y0:y1])
     return out
 
 
-def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: float = 0.0) -> np.ndarray:
-    """Apply fn (HWC -> float32 HWC correlation) with the alpha rule; result / divisor + offset."""
+def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: float = 0.0,
+                  rows: tuple[int, int] | None = None, into: np.ndarray | None = None) -> np.ndarray:
+    """Apply fn (HWC -> float32 HWC correlation) with the alpha rule; result / divisor + offset. A
+    strip of a large image (``_filter``) keeps only ``rows`` of it (its halo is dropped) and writes
+    them ``into`` the result: stored straight there, without a strip of its own to copy."""
     d, off = np.float32(divisor), np.float32(offset) * np.float32(pixels.value_scale(img.dtype))
     if img.shape[2] in (1, 3):
         res = fn(np.ascontiguousarray(img))   # OpenCV reads integers straight into float32 passes: no float copy
+        if rows is not None:
+            res = res[rows[0]:rows[1]]
         if divisor != 1:
             res /= d
         if offset:
             res += off
-        return _store(res, img.dtype)
+        return _store(res, img.dtype, into)
+    if rows is not None:                      # with alpha: the whole strip, then its rows
+        into[...] = _filter_whole(img, fn, smooth, divisor, offset)[rows[0]:rows[1]]
+        return into
     original_alpha = img[..., -1:]
     top = pixels.maximum(img.dtype)
     if (original_alpha == top).all():

@@ -364,3 +364,20 @@ def test_storing_filtered_floats_rounds_half_to_even_and_clamps(shape):
     got = F._store(x, np.uint8)
     assert got.shape == shape and got.flags.c_contiguous
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_a_large_image_filtered_in_strips_is_the_image_filtered_whole(channels, monkeypatch):
+    """Large images are filtered in horizontal strips with a halo, each stored straight into the
+    result: the same bytes as filtering the whole image at once."""
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (700, 130, channels), dtype=np.uint8)
+    if channels == 4:
+        img[..., 3] = rng.choice([0, 90, 255], img.shape[:2])
+    calls = [lambda x: F.gaussian_blur(x, 3.0), lambda x: F.unsharp(x, 1.0, 1.5, 2), F.sharpen,
+             lambda x: F.convolve(x, np.ones((3, 3), np.float32), divisor=9, offset=5)]
+    monkeypatch.setattr(F, "_STRIP_BYTES", 64 * 1024)          # strips of a few dozen rows, plus the halo
+    strips = [call(img) for call in calls]
+    monkeypatch.setattr(F, "_STRIP_BYTES", 2**40)               # one strip: the whole image
+    for call, stripped in zip(calls, strips):
+        assert np.array_equal(stripped, call(img))
