@@ -9,8 +9,10 @@ summary, the journal and the exit code — is this one.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import math
 import os
 import queue
 import signal
@@ -21,12 +23,12 @@ from pathlib import Path
 from typing import Callable, Container, Sequence
 
 from .. import codecs, sources
-from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure
+from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
 from .writer import WritePolicy, remove_live_temporaries, remove_stale_temporaries
-from .results import CANCELLED, FAILED, OK, REJECTED, SKIPPED, Counted, FileOutcome, RunSummary
+from .results import CANCELLED, FAILED, OK, REJECTED, SKIPPED, Counted, FileOutcome, RunSummary, fail
 
 # Inputs in a row whose read failed with a system-level error (EIO, ENOTCONN, ESTALE … after the
 # retries): then the input side is broken (a dead mount, a failing disk) and the run stops.
@@ -34,6 +36,7 @@ READ_FAULTS_IN_A_ROW = 8
 # Inputs in a row on which a worker process died: then the fault is not the inputs' (a broken
 # codec, memory too short for anything) and the run stops rather than fail every input left.
 WORKER_CRASHES_IN_A_ROW = 8
+CHUNK_WAIT = 0.02                # seconds a partial chunk waits for more of a running scan
 # The scan admits inputs in groups of this many (one journal query each), or what it found within this long.
 ADMIT_GROUP = 256
 ADMIT_SECONDS = 0.05
@@ -64,7 +67,60 @@ class OutputClaims:
         return None if current == owner else current
 
 
+class Admitted:
+    """The inputs admitted and in no chunk yet, in order, and the chunks to do again first (a dead
+    worker's): the scan's thread adds, the engine's thread takes chunks. One rule cuts the chunks
+    of every engine."""
+
+    def __init__(self, files: int, most_bytes: int) -> None:
+        self.files, self.most_bytes = files, most_bytes       # a chunk's inputs and input bytes at most
+        self.again: collections.deque[list] = collections.deque()
+        self._items: collections.deque = collections.deque()    # unit.Items
+        self._oldest = 0.0                                    # when the oldest of them was admitted
+
+    def __len__(self) -> int:
+        """Inputs admitted and in no chunk (those to do again not counted)."""
+        return len(self._items)
+
+    def add(self, item, most: int, stopping: Callable[[], bool]) -> int:
+        """Queue an admitted input once fewer than ``most`` are (the scan waits meanwhile, unless the
+        run stops); how many are queued then."""
+        while len(self._items) >= most and not stopping():
+            time.sleep(0.002)
+        if not self._items:
+            self._oldest = time.perf_counter()
+        self._items.append(item)
+        return len(self._items)
+
+    def pending(self) -> bool:
+        return bool(self._items or self.again)
+
+    def take(self, workers: int, scan_done: bool) -> list | None:
+        """The next chunk: one to do again first; then a worker's share (of ``workers``) of the
+        queued inputs, up to ``files`` of them and about ``most_bytes`` (large files make small
+        chunks, which balance and redo better), once ``files`` are queued, the scan is over or the
+        oldest has waited CHUNK_WAIT."""
+        if self.again:
+            return self.again.popleft()
+        items = self._items
+        available = len(items)
+        if not available:
+            return None
+        if available < self.files and not scan_done and time.perf_counter() - self._oldest < CHUNK_WAIT:
+            return None
+        size = max(1, min(self.files, math.ceil(available / workers)))
+        chunk, nbytes = [], 0
+        while items and len(chunk) < size and (not chunk or nbytes < self.most_bytes):
+            item = items.popleft()
+            chunk.append(item)
+            nbytes += item.size
+        self._oldest = time.perf_counter()
+        return chunk
+
+
 class Driver(ABC):
+    _admitted: Admitted                     # each engine's, with its chunk sizes
+
     def __init__(self, spec: Spec, backend_description: str, options: RunOptions | None = None,
                  cancel: CancelToken | None = None) -> None:
         self.spec = spec
@@ -84,6 +140,7 @@ class Driver(ABC):
         self._read_faults: list[FileOutcome] = []     # the latest inputs in a row that failed on a read fault
         self._recording = False              # an outcome is being recorded (summary, report): an abort waits
         self._abort_pending = False
+        self._crashes_in_a_row = 0           # inputs in a row on which a worker died (_worker_died)
 
     # ------------------------------------------------------------ discovery and admission
 
@@ -210,11 +267,7 @@ class Driver(ABC):
         return outcome
 
     def _fail_outcome(self, outcome: FileOutcome, exc: InputError) -> None:
-        outcome.status = FAILED
-        outcome.error_class = exc.error_class
-        outcome.message = str(exc)
-        outcome.fault = getattr(exc, "fault", None)
-        self._done.put(outcome)
+        self._done.put(fail(outcome, exc))
 
     def _take_over(self, key: int, result: FileOutcome) -> FileOutcome | None:
         """The input's own outcome (the driver's object, ``key`` its id), now holding what a worker
@@ -333,6 +386,33 @@ class Driver(ABC):
         for folder in {path.rpartition("/")[0] for item in items for path in item.planned}:
             remove_stale_temporaries(os.path.join(self.write_policy.root, folder),
                                      wait=max(0.0, deadline - time.monotonic()))
+
+    def _worker_died(self, on, rest: list, cause: str, outcomes: list[FileOutcome], *,
+                     worker: str = "worker process"):
+        """A worker died (``cause``) holding the inputs ``rest`` (unit.Items), on the input ``on`` where
+        that is known: that input fails as crashed and the rest is done again first; where it is not,
+        the rest is done again in halves until the input that kills the worker is alone. The
+        temporaries the worker left go. WORKER_CRASHES_IN_A_ROW such inputs stop the run. ``worker``
+        names it in messages. Returns the input blamed, if any."""
+        self._remove_dead_workers_temporaries([item for item in [on, *rest] if item is not None])
+        blamed = on if on is not None else (rest[0] if len(rest) == 1 else None)
+        if blamed is not None:
+            rest = [item for item in rest if item is not blamed]
+            outcome = self._outstanding.get(blamed.key)
+            if outcome is not None:
+                fail(outcome, WorkerCrashed(f"the {worker} died on this input ({cause})"))
+                self._finish_many([outcome], outcomes)
+            self._crashes_in_a_row += 1
+            if self._crashes_in_a_row >= WORKER_CRASHES_IN_A_ROW:
+                self._trip(f"{worker}es died on {self._crashes_in_a_row} inputs in a row, the last: "
+                           f"{blamed.path}: {cause}")
+        if rest and not self._stopping():
+            if blamed is None:               # it died between inputs, or which input is not known: halve
+                half = len(rest) // 2
+                self._admitted.again.extendleft([rest[half:], rest[:half]])
+            else:
+                self._admitted.again.appendleft(rest)
+        return blamed
 
     def _count_read_faults(self, outcome: FileOutcome) -> None:
         """The input side's breaker: READ_FAULTS_IN_A_ROW inputs in a row whose reads failed with a

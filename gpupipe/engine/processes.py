@@ -20,10 +20,8 @@ worker removes its temporaries and exits).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import math
 import os
 import resource
 import select
@@ -35,14 +33,14 @@ from typing import Any, Sequence
 
 from .. import sources
 from ..backends import BackendChoice
-from ..errors import OutputConflict, StageStalled, SystemFailure, WorkerCrashed
+from ..errors import OutputConflict, StageStalled, SystemFailure
 from ..spec import Spec
 from . import unit
 from .cancel import CancelToken
-from .driver import WORKER_CRASHES_IN_A_ROW, Driver
+from .driver import CHUNK_WAIT, Admitted, Driver
 from .options import RunOptions
 from .pool import Crash, InProcessPool, WorkerPool
-from .results import FileOutcome, RunResult
+from .results import FileOutcome, RunResult, fail
 from .writer import _lock as writer_lock, allow_writes
 
 log = logging.getLogger("gpupipe")
@@ -51,7 +49,6 @@ log = logging.getLogger("gpupipe")
 # tiny files a chunk ran 5 000 of them in 0.93x the wall time of 64 (median of 15 paired runs).
 CHUNK_FILES = 256                # inputs per chunk at most; never more than a worker's share of those admitted
 CHUNK_BYTES = 16 * 2**20         # input bytes per chunk: large files make small chunks (balance, redo)
-CHUNK_WAIT = 0.02                # seconds a partial chunk waits for more of a running scan
 AHEAD_PER_WORKER = 4             # chunks' worth of inputs admitted ahead of the workers, per worker,
 AHEAD_MOST = 16384               # up to this many in all (each holds about 1.5 KB until it is finished)
 WAKE_EVERY = 64                  # the scan wakes an idle coordinator at its first admitted input and every this many
@@ -64,12 +61,9 @@ class ProcessEngine(Driver):
         super().__init__(spec, backend.description, options, cancel)
         self.backend = backend
         self._device_memory: dict[int, dict[str, int]] = {}     # worker -> its device memory, last told
-        self._admitted: collections.deque[unit.Item] = collections.deque()
-        self._retry: collections.deque[list[unit.Item]] = collections.deque()
-        self._oldest_admitted = 0.0
+        self._admitted = Admitted(CHUNK_FILES, CHUNK_BYTES)
         self._scan_done = threading.Event()
         self._wake = _Waker()                 # set by the scan when it admitted inputs or ended
-        self._crashes_in_a_row = 0
         self._last_event = time.perf_counter()
         self._stalled = False
         self._scan_stalled = False            # the watchdog found the scan stuck, not a worker
@@ -151,15 +145,10 @@ class ProcessEngine(Driver):
 
     def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
         """An admitted input joins the queue for the next chunks (the scan waits while it is full)."""
-        admitted = self._admitted
-        limit = min(AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count, AHEAD_MOST)
-        while len(admitted) >= limit and not self._stopping():
-            time.sleep(0.002)
-        if not admitted:
-            self._oldest_admitted = time.perf_counter()
-        admitted.append(unit.Item(id(outcome), source.path, source.relative, tuple(planned), source.size,
-                                  source.mtime, guess))
-        if len(admitted) % WAKE_EVERY in (0, 1):       # not once per input: Event.set costs 1.5 µs
+        queued = self._admitted.add(unit.Item(id(outcome), source.path, source.relative, tuple(planned), source.size,
+                                              source.mtime, guess),
+                                    min(AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count, AHEAD_MOST), self._stopping)
+        if queued % WAKE_EVERY in (0, 1):              # not once per input: Event.set costs 1.5 µs
             self._wake.set()
 
     def _coordinate(self, outcomes: list[FileOutcome]) -> None:
@@ -172,8 +161,7 @@ class ProcessEngine(Driver):
                     stopping_told = True
             else:
                 self._dispatch()
-            if not pool.busy and (self._stopping() or (self._scan_done.is_set() and not self._admitted
-                                                       and not self._retry)):
+            if not pool.busy and (self._stopping() or (self._scan_done.is_set() and not self._admitted.pending())):
                 break
             if pool.busy:                        # the workers, or the scan if it admits more
                 events = pool.wait(POLL, wake=self._wake)
@@ -205,33 +193,17 @@ class ProcessEngine(Driver):
             if not self._send_next(worker):
                 return
         for worker in pool.queueable():
-            if self._retry or len(self._admitted) < 2 * CHUNK_FILES * pool.count or not self._send_next(worker):
+            if (self._admitted.again or len(self._admitted) < 2 * CHUNK_FILES * pool.count
+                    or not self._send_next(worker)):
                 return
 
     def _send_next(self, worker: int) -> bool:
-        chunk = self._next_chunk()
+        chunk = self._admitted.take(self.pool.count, self._scan_done.is_set())
         if not chunk:
             return False
         log.debug("worker %d takes %d input(s), %s first", worker, len(chunk), chunk[0].path)
         self.pool.send(worker, chunk)
         return True
-
-    def _next_chunk(self) -> list[unit.Item] | None:
-        """The chunk for an idle worker: inputs a crash sent back first, then the admitted ones — a
-        worker's share of them, up to a full chunk, once there is a full chunk's worth, the scan is
-        over or it has waited."""
-        if self._retry:
-            return self._retry.popleft()
-        available = len(self._admitted)
-        if not available:
-            return None
-        if (available < CHUNK_FILES and not self._scan_done.is_set()
-                and time.perf_counter() - self._oldest_admitted < CHUNK_WAIT):
-            return None
-        chunk = unit.take_chunk(self._admitted, max(1, min(CHUNK_FILES, math.ceil(available / self.pool.count))),
-                                CHUNK_BYTES)
-        self._oldest_admitted = time.perf_counter()
-        return chunk
 
     # ------------------------------------------------------------------ outcomes
 
@@ -272,27 +244,8 @@ class ProcessEngine(Driver):
             self._trip(failure)
 
     def _crashed(self, crash: Crash, outcomes: list[FileOutcome]) -> None:
-        """A worker died: the input it was on fails as crashed, the rest of its chunk is done again."""
-        self._remove_dead_workers_temporaries([item for item in [crash.on, *crash.rest] if item is not None])
-        rest = crash.rest
-        blamed = crash.on if crash.on is not None else (rest[0] if len(rest) == 1 else None)
-        if blamed is not None:
-            rest = [item for item in rest if item is not blamed]
-            outcome = self._outstanding.get(blamed.key)
-            if outcome is not None:
-                failure = WorkerCrashed(f"the worker process died on this input ({crash.cause})")
-                unit.fail(outcome, failure)
-                self._finish_many([outcome], outcomes)
-            self._crashes_in_a_row += 1
-            if self._crashes_in_a_row >= WORKER_CRASHES_IN_A_ROW:
-                self._trip(f"worker processes died on {self._crashes_in_a_row} inputs in a row, the last: "
-                           f"{blamed.path}: {crash.cause}")
-        if rest and not self._stopping():
-            if blamed is None:               # it died between inputs: halve, until the culprit is alone
-                half = len(rest) // 2
-                self._retry.extendleft([rest[half:], rest[:half]])
-            else:
-                self._retry.appendleft(rest)
+        """A worker died: the input it was on fails as crashed, the rest of its chunks is done again."""
+        blamed = self._worker_died(crash.on, crash.rest, crash.cause, outcomes)
         log.warning("worker %d died (%s)%s", crash.worker, crash.cause,
                     f" on {blamed.path}" if blamed is not None else "")
 
@@ -318,7 +271,7 @@ class ProcessEngine(Driver):
             outcome = self._outstanding.get(item.key) if item is not None else None
             if outcome is not None:
                 failure = StageStalled(f"stalled: held for {seconds:.0f} s by a worker that never finished it")
-                unit.fail(outcome, failure)
+                fail(outcome, failure)
                 self._finish_many([outcome], outcomes)
 
     def device_memory(self) -> dict[str, int] | None:

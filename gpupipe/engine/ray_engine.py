@@ -21,10 +21,8 @@ tasks read and write them directly.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import math
 import os
 import sys
 import threading
@@ -34,11 +32,11 @@ from pathlib import Path, PurePath
 from typing import Any, Sequence
 
 from .. import sources
-from ..errors import GpupipeError, UsageError, WorkerCrashed
+from ..errors import GpupipeError, UsageError
 from ..spec import OpTrie, Spec
 from . import unit, writer
 from .cancel import CancelToken
-from .driver import WORKER_CRASHES_IN_A_ROW, Driver
+from .driver import CHUNK_WAIT, Admitted, Driver
 from .options import RunOptions
 from .device import Device
 from .results import FileOutcome, RunResult
@@ -47,7 +45,6 @@ log = logging.getLogger("gpupipe")
 
 CHUNK_FILES = 64                  # inputs per task at most: Ray's cost per task (a few ms) is small against them
 CHUNK_BYTES = 16 * 2**20          # input bytes per task: large files make small tasks (balance)
-CHUNK_WAIT = 0.02                 # seconds a partial chunk waits for more of a running scan
 IN_FLIGHT_PER_CPU = 2             # tasks handed to Ray per core: one running, one queued behind it
 ADMITTED_MOST = 20_000            # inputs admitted ahead of the tasks: bounds the driver's listing in memory
 POLL = 0.05                       # seconds between looks at progress, drain and stall while tasks run
@@ -72,15 +69,11 @@ class RayEngine(Driver):
         # shape on CPU actors this way).
         self.actor_stages = backend == "gpu" if actor_stages is None else actor_stages
         self.address = address
-        self.chunk_files = max(1, chunk_files)
-        self._admitted: collections.deque[unit.Item] = collections.deque()   # by the scan, for the next chunks
+        self._admitted = Admitted(max(1, chunk_files), CHUNK_BYTES)
         self._journal_wrote: dict[int, frozenset[str]] = {}   # per admitted input: its outputs the journal wrote
-        self._oldest_admitted = 0.0
         self._wake = threading.Event()                      # the scan admitted inputs, or ended
         self._scan_done = threading.Event()
         self._tasks: dict[Any, list[unit.Item]] = {}        # in flight: Ray's reference -> its chunk
-        self._retry: collections.deque[list[unit.Item]] = collections.deque()   # halves of a chunk whose worker died
-        self._crashes_in_a_row = 0
         self._runner: _Runner | None = None
         self._drain_flag = ""
         self._drain_told = False
@@ -174,17 +167,13 @@ class RayEngine(Driver):
         # Absolute paths: Ray workers run in another directory than the caller.
         # The planned outputs stay here: renamed outputs are not claimed across the cluster.
         # Which outputs the journal wrote is asked here: the tasks have no journal.
-        while len(self._admitted) >= ADMITTED_MOST and not self._stopping():
-            time.sleep(0.002)
         key = id(outcome)
         wrote = self._replaceable(planned)
         if wrote:
             self._journal_wrote[key] = wrote
-        if not self._admitted:
-            self._oldest_admitted = time.perf_counter()
-        self._admitted.append(unit.Item(key, os.path.abspath(source.path), source.relative, tuple(planned),
-                                        source.size, source.mtime, guess))
-        if len(self._admitted) >= self.chunk_files or len(self._admitted) == 1:
+        queued = self._admitted.add(unit.Item(key, os.path.abspath(source.path), source.relative, tuple(planned),
+                                              source.size, source.mtime, guess), ADMITTED_MOST, self._stopping)
+        if queued >= self._admitted.files or queued == 1:
             self._wake.set()
 
     def _drive(self, ray, outcomes: list[FileOutcome]) -> None:
@@ -197,7 +186,7 @@ class RayEngine(Driver):
                 self._tell_tasks_to_drain()
             else:
                 while len(self._tasks) < runner.capacity:
-                    chunk = self._next_chunk(runner.cpus)
+                    chunk = self._admitted.take(runner.cpus, self._scan_done.is_set())
                     if not chunk:
                         break
                     if not self._tasks:                 # a stall is counted from the first chunk in flight
@@ -205,8 +194,7 @@ class RayEngine(Driver):
                     wrote = {item.key: self._journal_wrote.pop(item.key) for item in chunk
                              if item.key in self._journal_wrote}
                     self._tasks[runner.submit(chunk, wrote)] = chunk
-            if not self._tasks and (self._stopping() or (self._scan_done.is_set() and not self._admitted
-                                                         and not self._retry)):
+            if not self._tasks and (self._stopping() or (self._scan_done.is_set() and not self._admitted.pending())):
                 return
             ready = []
             if self._tasks:
@@ -228,23 +216,6 @@ class RayEngine(Driver):
                 self._tell_tasks_to_drain()
                 return
 
-    def _next_chunk(self, cpus: int) -> list[unit.Item] | None:
-        """The halves of a chunk whose worker died first; then a core's share of the admitted
-        inputs, up to a full chunk, once there is a full chunk's worth, the scan is over or the
-        oldest has waited CHUNK_WAIT."""
-        if self._retry:
-            return self._retry.popleft()
-        available = len(self._admitted)
-        if not available:
-            return None
-        if (available < self.chunk_files and not self._scan_done.is_set()
-                and time.perf_counter() - self._oldest_admitted < CHUNK_WAIT):
-            return None
-        chunk = unit.take_chunk(self._admitted, max(1, min(self.chunk_files, math.ceil(available / cpus))),
-                                CHUNK_BYTES)
-        self._oldest_admitted = time.perf_counter()
-        return chunk
-
     def _chunk_back(self, ray, ref, outcomes: list[FileOutcome]) -> None:
         """A chunk's outcomes, taken over by the driver's own objects and recorded together."""
         chunk = self._tasks.pop(ref)
@@ -255,7 +226,9 @@ class RayEngine(Driver):
         except KeyboardInterrupt:
             raise
         except _worker_died(ray) as exc:            # killed (a codec crash, the OOM killer), or its machine lost
-            self._crashed(chunk, exc, outcomes)
+            # Which input killed it is not known here: the chunk is done again in halves.
+            log.warning("a Ray worker died (%s) holding %d input(s)", exc.__class__.__name__, len(chunk))
+            self._worker_died(None, chunk, exc.__class__.__name__, outcomes, worker="Ray worker process")
             return
         except Exception as exc:                    # Ray itself failed: stop with its reason
             self._trip(f"the Ray pipeline failed: {exc.__class__.__name__}: {exc}")
@@ -273,29 +246,6 @@ class RayEngine(Driver):
             if outcome is not None:
                 finished.append(outcome)
         self._finish_many(finished, outcomes)
-
-    def _crashed(self, chunk: list[unit.Item], exc: Exception, outcomes: list[FileOutcome]) -> None:
-        """A chunk's worker died. Which input killed it is not known here: the chunk is done again
-        in halves until the input is alone, which then fails as crashed (the local engine's rule,
-        which knows the input at once). WORKER_CRASHES_IN_A_ROW such inputs stop the run."""
-        cause = exc.__class__.__name__
-        self._remove_dead_workers_temporaries(chunk)
-        if len(chunk) > 1:
-            if not self._stopping():
-                half = len(chunk) // 2
-                self._retry.extendleft([chunk[half:], chunk[:half]])
-            log.warning("a Ray worker died (%s) on one of %d inputs: they are done again in halves", cause,
-                        len(chunk))
-            return
-        item = chunk[0]
-        outcome = self._outstanding.get(item.key)
-        if outcome is not None:
-            unit.fail(outcome, WorkerCrashed(f"the Ray worker died on this input ({cause})"))
-            self._finish_many([outcome], outcomes)
-        self._crashes_in_a_row += 1
-        if self._crashes_in_a_row >= WORKER_CRASHES_IN_A_ROW:
-            self._trip(f"Ray workers died on {self._crashes_in_a_row} inputs in a row, the last: {item.path}: "
-                       f"{cause}")
 
     def _tell_tasks_to_drain(self) -> None:
         if not self._drain_told:

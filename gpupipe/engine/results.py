@@ -59,6 +59,14 @@ class FileOutcome:
 Counted = tuple[int, int, int, int, int]
 
 
+def fail(outcome: FileOutcome, exc: Exception) -> FileOutcome:
+    """``outcome`` failed with ``exc``, an InputError (its class, message and system fault, if any)."""
+    outcome.status = FAILED
+    outcome.error_class, outcome.message = exc.error_class, str(exc)
+    outcome.fault = getattr(exc, "fault", None)
+    return outcome
+
+
 def counted(key: int, outcome: FileOutcome) -> Counted:
     return (key, outcome.bytes_in, outcome.bytes_out, len(outcome.outputs),
             (outcome.width or 0) * (outcome.height or 0))

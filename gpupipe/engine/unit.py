@@ -16,7 +16,6 @@ workers once per chunk, never per file.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import time
@@ -29,7 +28,7 @@ from ..spec import OpTrie, Spec
 from . import stages
 from .driver import READ_FAULTS_IN_A_ROW
 from .device import Device
-from .results import CANCELLED, FAILED, OK, REJECTED, Counted, FileOutcome, counted
+from .results import CANCELLED, FAILED, OK, REJECTED, Counted, FileOutcome, counted, fail
 from .writer import ChunkWrites, WritePolicy
 
 log = logging.getLogger("gpupipe")
@@ -97,17 +96,6 @@ class ChunkDone:
         """The inputs whose outcome the worker does not record: the driver still writes their renamed
         outputs, and records them with those."""
         return {unclaimed.key for unclaimed in self.unclaimed}
-
-
-def take_chunk(admitted: collections.deque[Item], files: int, most_bytes: int) -> list[Item]:
-    """The next chunk off the front of ``admitted``: ``files`` inputs, fewer once they hold
-    ``most_bytes`` of input (large files make small chunks, which balance and redo better)."""
-    chunk, size = [], 0
-    while admitted and len(chunk) < files and (not chunk or size < most_bytes):
-        item = admitted.popleft()
-        chunk.append(item)
-        size += item.size
-    return chunk
 
 
 class Budget:
@@ -233,14 +221,6 @@ def new_outcome(item: Item, status: str) -> FileOutcome:
     """An input's outcome as a worker starts it: what the scan saw."""
     return FileOutcome(path=item.path, status=status, relative=item.relative, bytes_in=item.size,
                        size=item.size, mtime=item.mtime)
-
-
-def fail(outcome: FileOutcome, exc: InputError) -> FileOutcome:
-    """``outcome`` failed with ``exc`` (its class, message and system fault, if any)."""
-    outcome.status = FAILED
-    outcome.error_class, outcome.message = exc.error_class, str(exc)
-    outcome.fault = getattr(exc, "fault", None)
-    return outcome
 
 
 @dataclass
