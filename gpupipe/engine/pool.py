@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-
 from ..backends import BackendChoice
 from ..spec import OpTrie
 from . import unit

@@ -241,7 +241,7 @@ class RayEngine(Driver):
         clock = time.perf_counter() - time.time()   # the tasks' spans are wall-clock times (other machines)
         finished = []
         for key, result in done.outcomes:
-            result.spans = [(stage, start + clock, end + clock, worker) for stage, start, end, worker in result.spans]
+            result.spans = _shifted(result.spans, clock)
             outcome = self._take_over(key, result)
             if outcome is not None:
                 finished.append(outcome)
@@ -388,8 +388,13 @@ def _run_chunk(items: list[unit.Item], wrote: dict[int, frozenset[str]], work: u
     done.unclaimed = []
     clock = time.time() - time.perf_counter()            # spans as wall-clock times: the driver maps them
     for outcome in outcomes.values():
-        outcome.spans = [(stage, start + clock, end + clock, worker) for stage, start, end, worker in outcome.spans]
+        outcome.spans = _shifted(outcome.spans, clock)
     return done
+
+
+def _shifted(spans: list[tuple], by: float) -> list[tuple]:
+    """Stage spans (stage, start, end, worker) with their times moved by ``by`` seconds."""
+    return [(stage, start + by, end + by, worker) for stage, start, end, worker in spans]
 
 
 def _make_backend(choice: str):
