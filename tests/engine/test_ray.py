@@ -202,23 +202,30 @@ def test_user_code_on_a_ray_cluster_rejects_and_tags_as_locally(tmp_path: Path, 
     assert again.summary.processed == again.summary.rejected == 0
 
 
+def _magenta_marked(tmp_path: Path, count: int, marked: set[int], action: str) -> tuple[Path, str]:
+    """``count`` small PNGs in tmp_path/in, those numbered in ``marked`` magenta, and a python op
+    that runs ``action`` (a statement) on a magenta image: the folder and the op's reference."""
+    from PIL import Image
+    code = tmp_path / "on_magenta.py"
+    code.write_text("import os, signal, time\n"
+                    "def on_magenta(image):\n"
+                    "    if image[0, 0].tolist() == [255, 0, 255]:\n"
+                    f"        {action}\n"
+                    "    return image\n")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(count):
+        colour = (255, 0, 255) if i in marked else (20 * i, 90, 200)
+        Image.new("RGB", (40, 30), colour).save(src / f"{i:02d}.png")
+    return src, f"{code}:on_magenta"
+
+
 def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, cluster) -> None:
     """A Ray worker killed on an input (a codec crash, the OOM killer: here SIGKILL from a python op)
     costs that input alone, as with the local engine: its chunk is done again in halves until the
     input is alone. The other inputs' files are the local engine's."""
-    from PIL import Image
-    code = tmp_path / "killer.py"
-    code.write_text("import os, signal\n"
-                    "def kill_on_magenta(image):\n"
-                    "    if image[0, 0].tolist() == [255, 0, 255]:\n"
-                    "        os.kill(os.getpid(), signal.SIGKILL)\n"
-                    "    return image\n")
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(12):
-        colour = (255, 0, 255) if i in (4, 9) else (20 * i, 90, 200)
-        Image.new("RGB", (40, 30), colour).save(src / f"{i:02d}.png")
-    spec = gpupipe.Spec.single([ops.Python(f"{code}:kill_on_magenta")], format="png")
+    src, killer = _magenta_marked(tmp_path, 12, {4, 9}, "os.kill(os.getpid(), signal.SIGKILL)")
+    spec = gpupipe.Spec.single([ops.Python(killer)], format="png")
     local = gpupipe.run(src, tmp_path / "local", spec, backend="cpu", workers=2)
     distributed = gpupipe.run(src, tmp_path / "ray", spec, backend="cpu", workers=2, engine="ray")
     assert _files(tmp_path / "ray") == _files(tmp_path / "local") and len(_files(tmp_path / "ray")) == 10
@@ -263,20 +270,11 @@ def test_second_ctrl_c_aborts_a_ray_run_leaving_no_temporary(tmp_path: Path) -> 
 def test_an_input_stuck_in_a_ray_task_stops_the_run_as_stalled(tmp_path: Path) -> None:
     """An input that holds its task past --stall-timeout (a hung read, a stuck codec) stops the run
     with the reason; the cluster started for the run goes down, and nothing half-written stays."""
-    from PIL import Image
-    code = tmp_path / "stuck.py"
-    code.write_text("import time\n"
-                    "def hang_on_magenta(image):\n"
-                    "    if image[0, 0].tolist() == [255, 0, 255]:\n"
-                    "        time.sleep(600)\n"
-                    "    return image\n")
-    src, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
-    src.mkdir()
-    for i in range(6):
-        Image.new("RGB", (40, 30), (255, 0, 255) if i == 3 else (30 * i, 90, 200)).save(src / f"{i:02d}.png")
+    src, hang = _magenta_marked(tmp_path, 6, {3}, "time.sleep(600)")
+    out, report = tmp_path / "out", tmp_path / "r.json"
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--engine", "ray",
-                           "--workers", "2", "--python", f"{code}:hang_on_magenta", "-f", "png", "--quiet",
+                           "--workers", "2", "--python", hang, "-f", "png", "--quiet",
                            "--stall-timeout", "5", "--report", str(report)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and time.monotonic() - started < 120
