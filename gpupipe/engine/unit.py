@@ -130,15 +130,18 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
     writes = ChunkWrites(work.policy.root, work.fsync)
     waiting: list[Staged] = []
     batch: list[Decoded] = []
+    batch_pixels = 0
     worker = worker if work.spans else None     # spans cost the coordinator 14 % of its time per input
     read_faults = 0          # inputs in a row whose read failed with a system error (a dead mount)
 
     def flush() -> None:
+        nonlocal batch_pixels
         if batch:
             at(batch[0].index if len(batch) == 1 else -1)
             finished_before = len(done.outcomes)
-            waiting.extend(_finish_batch(batch, work, device, trie, budget, writes, done, worker))
+            waiting.extend(_finish_batch(batch, work, device, trie, budget, writes, done, worker, at))
             batch.clear()
+            batch_pixels = 0
             if work.stop_at_failure and any(o.status == FAILED for _, o in done.outcomes[finished_before:]):
                 done.stopped = True           # --on-error stop: the driver stops the run on its outcome
 
@@ -162,9 +165,9 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
                 continue
             read_faults = 0
             batch.append(decoded)
+            batch_pixels += decoded.pixels
             backend = device.backend
-            if (len(batch) >= backend.max_batch_images
-                    or sum(d.pixels for d in batch) >= backend.max_batch_pixels):
+            if len(batch) >= backend.max_batch_images or batch_pixels >= backend.max_batch_pixels:
                 flush()
         flush()
         at(-1)
@@ -293,9 +296,11 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
 
 
 def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie, budget: Budget,
-                  writes: ChunkWrites, done: ChunkDone, worker: str | None) -> list[Staged]:
+                  writes: ChunkWrites, done: ChunkDone, worker: str | None,
+                  at: Callable[[int], None]) -> list[Staged]:
     """A batch through the ops on the device, then each input encoded and staged (its part of the
-    budget given back as soon as its files are made); the inputs whose files wait to be put in place."""
+    budget given back as soon as its files are made, ``at`` told which: an encoder that kills the
+    worker costs that input alone); the inputs whose files wait to be put in place."""
     staged: list[Staged] = []
     started = time.perf_counter()
     try:
@@ -308,8 +313,11 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
         processed = time.perf_counter()
         for decoded, row in zip(batch, rows):
             _span(decoded.outcome, "process", started, worker, processed)
+        several = len(batch) > 1
         for position, decoded in enumerate(batch):
             row, rows[position] = rows[position], None
+            if several:
+                at(decoded.index)
             try:
                 result = _encode_and_stage(decoded, row, work, writes, done, worker)
             finally:

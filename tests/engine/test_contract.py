@@ -413,14 +413,13 @@ def test_an_input_bigger_than_the_whole_budget_fails_alone(tmp_path: Path) -> No
 def test_the_run_folds_the_outputs_of_a_chunk_into_one_round_of_fsyncs(tmp_path: Path) -> None:
     """Nothing is under a final name before the chunk's files are synced: a run killed in a
     chunk leaves only temporaries there, which the next run removes."""
-    inputs = _jpegs(tmp_path / "in", 10, marked={9})
+    inputs = _jpegs(tmp_path / "in", 10)
+    # Killed (with its run) as the chunk's files are about to be synced and put in place.
     script = (f"import os, signal, gpupipe\n"
-              f"from gpupipe.engine import stages\n"
-              f"real = stages.decode_input\n"
-              f"def decode(data, spec, **how):\n"
-              f"    if data.endswith({MARK!r}): os.kill(os.getppid(), signal.SIGKILL); os.kill(os.getpid(), signal.SIGKILL)\n"
-              f"    return real(data, spec, **how)\n"
-              f"stages.decode_input = decode\n"
+              f"from gpupipe.engine import writer\n"
+              f"def finish(self):\n"
+              f"    os.kill(os.getppid(), signal.SIGKILL); os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"writer.ChunkWrites.finish = finish\n"
               f"gpupipe.run({str(inputs)!r}, {str(tmp_path / 'out')!r}, [gpupipe.ops.Thumbnail(48)], backend='cpu', "
               f"workers=1)\n")
     import subprocess
@@ -428,7 +427,7 @@ def test_the_run_folds_the_outputs_of_a_chunk_into_one_round_of_fsyncs(tmp_path:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == -signal.SIGKILL
     left = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".gpupipe")
-    assert all(name.endswith(".tmp") for name in left) and len(left) == 9   # staged, never placed
+    assert all(name.endswith(".tmp") for name in left) and len(left) == 10   # staged, never placed
     again = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1)
     assert again.summary.processed == 10
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".gpupipe") == \

@@ -68,7 +68,13 @@ def apply_op(img: np.ndarray, op: ops.Op) -> np.ndarray:
 class NumpyBackend(Backend):
     name = "cpu"
     description = "cpu (NumPy/OpenCV/Pillow)"
-    max_batch_images = 1          # no launch overhead to amortise: small batches keep latency and memory low
+    # Small images go through the ops in batches, large ones one at a time. A batch's own cost in
+    # the unit of work (the op walk, the hand-offs between its stages) was about a fifth of a 32×48
+    # JPEG's whole time; batches of such images took the unit from 185 to 155 µs an input
+    # (docs/benchmarks.md). An image of 64 K pixels (256×256) or more ends its batch: its codecs
+    # take a millisecond or more, and one image at a time keeps memory and latency low.
+    max_batch_images = 64
+    max_batch_pixels = 2**16
 
     def __init__(self, decoder: str = "auto") -> None:
         # --decoder dali: DALI decodes the JPEGs of each batch on the CPU (upload), batches of up to
@@ -78,7 +84,7 @@ class NumpyBackend(Backend):
         if decoder == "dali":
             from ...codecs.dali import DaliDecoder
             self.jpeg = DaliDecoder("cpu")
-            self.decodes_jpeg, self.max_batch_images = True, 16
+            self.decodes_jpeg, self.max_batch_images, self.max_batch_pixels = True, 16, Backend.max_batch_pixels
         # OpenCV's thread pool is the engine's to set (engine.pool: one thread in each of several
         # worker processes), not the backend's.
 
