@@ -29,16 +29,23 @@ PNG_COMPRESS_LEVEL = 1
 
 
 @functools.cache          # asked for every file written; Pillow's features cannot change in a process
+def _writable(fmt: str) -> bool:
+    """Whether this installation can write ``fmt``: its Pillow plugin is loaded only when asked (a
+    run writing JPEGs never loads Pillow's WebP and AVIF codecs, 2-3 ms of its start)."""
+    known = BY_NAME[fmt]
+    return known.write and (known.pillow_feature is None or features.check(known.pillow_feature))
+
+
 def available_formats() -> tuple[str, ...]:
     """Output formats this installation can write."""
-    return tuple(f.name for f in FORMATS if f.write and (f.pillow_feature is None or features.check(f.pillow_feature)))
+    return tuple(f.name for f in FORMATS if _writable(f.name))
 
 
 def normalise_format(name: str) -> str:
     """"JPG", ".jpeg", "Jpeg" -> "jpeg". UsageError for unknown/unavailable names."""
     key = str(name).strip().lower().lstrip(".")
     fmt = WRITE_NAMES.get(key)
-    if fmt is not None and fmt in available_formats():
+    if fmt is not None and _writable(fmt):
         return fmt
     valid = ", ".join(f + (" (jpg)" if f == "jpeg" else "") for f in available_formats())
     if fmt is None:

@@ -70,7 +70,7 @@ class NumpyBackend(Backend):
     description = "cpu (NumPy/OpenCV/Pillow)"
     # Small images go through the ops in batches, large ones one at a time. A batch's own cost in
     # the unit of work (the op walk, the hand-offs between its stages) was about a fifth of a 32×48
-    # JPEG's whole time; batches of such images took the unit from 185 to 155 µs an input
+    # JPEG's whole time; batches of such images took the unit from 195 to 155 µs an input
     # (docs/benchmarks.md). An image of 64 K pixels (256×256) or more ends its batch: its codecs
     # take a millisecond or more, and one image at a time keeps memory and latency low.
     max_batch_images = 64

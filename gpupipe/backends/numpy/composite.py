@@ -20,14 +20,18 @@ import io
 import math
 import operator
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageOps
 
 from gpupipe import pixels
 from gpupipe.backends.numpy import resample
 from gpupipe.errors import ProcessingError, UsageError
 from gpupipe.sidefiles import read_resource
+
+if TYPE_CHECKING:
+    from PIL import ImageFont
 
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center", "tile")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -109,6 +113,7 @@ def _resource(path: str, what: str) -> bytes:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _font(font: str | None, size: int) -> ImageFont.FreeTypeFont:
+    from PIL import ImageFont       # FreeType loads for text marks only (4-7 ms of every run's start)
     if font is None:
         return ImageFont.load_default(size=size)
     try:
@@ -119,6 +124,7 @@ def _font(font: str | None, size: int) -> ImageFont.FreeTypeFont:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _render_text(text: str, size: int, color: tuple[int, int, int], font: str | None) -> np.ndarray:
+    from PIL import ImageDraw
     pil_font = _font(font, size)
     # textbbox (multi-line aware) is the ink box at this origin; drawing at -left,-top
     # puts it at the canvas corner, so no glyph is clipped and no empty border is kept.
