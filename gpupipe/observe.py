@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from typing import TYPE_CHECKING, TextIO
 
 from .engine.results import RunSummary
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class ProgressDisplay:
@@ -19,8 +18,11 @@ class ProgressDisplay:
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, plain_interval: float = 5.0) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.console = Console(file=self.stream, stderr=stream is None)
-        self.live = not quiet and self.console.is_terminal
+        self.console = None
+        if not quiet:                 # a quiet run shows no progress and never loads rich
+            from rich.console import Console
+            self.console = Console(file=self.stream, stderr=stream is None)
+        self.live = self.console is not None and self.console.is_terminal
         self.plain_interval = plain_interval
         self._last_plain = 0.0
         self._announced = False
@@ -31,6 +33,8 @@ class ProgressDisplay:
     def __enter__(self) -> "ProgressDisplay":
         self._last_plain = time.monotonic()       # plain lines: the first after one interval
         if self.live:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),

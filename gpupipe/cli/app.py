@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from .. import __version__
 from ..errors import GpupipeError
@@ -15,11 +15,29 @@ from ..sidefiles import printable
 app = typer.Typer(help="Process whole directories of images: resize, filters, watermarks, format conversion — "
                        "on a CUDA GPU or the CPU, with the same results.",
                   no_args_is_help=True, rich_markup_mode="rich")
-err = Console(stderr=True, highlight=False)
+
+
+@functools.cache
+def stderr_console():
+    """The console on stderr for errors, made when the first is said: a run that says nothing never
+    loads rich (30-40 ms of its start)."""
+    from rich.console import Console
+    return Console(stderr=True, highlight=False)
 
 
 def print_error(message: str) -> None:
-    err.print(f"[red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+    stderr_console().print(f"[red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+
+
+_MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def escape(text: str) -> str:
+    """``text`` as rich prints it literally: rich.markup.escape's rule (a tag-like ``[...]`` and the
+    backslashes before it escaped), kept here because the help of every option and op flag is
+    escaped as the CLI is built, and importing rich.markup would load rich for every run."""
+    text = _MARKUP_TAG.sub(lambda found: f"{found[1]}{found[1]}\\{found[2]}", text)
+    return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
 
 
 def exit_with_error(exc: GpupipeError, code: int = 2) -> None:

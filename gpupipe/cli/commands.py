@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from .. import __version__, codecs, ops as op_catalogue, sources
 from ..backends import select_backend
@@ -20,7 +17,7 @@ from ..engine.options import DEFAULT_MAX_PIXELS, default_max_memory
 from ..errors import GpupipeError, UsageError
 from ..journal import default_path, report as journal_report
 from ..sidefiles import STDOUT, printable
-from .app import app, exit_with_error
+from .app import app, escape, exit_with_error
 
 
 @app.command()
@@ -40,6 +37,8 @@ def inspect(
         sources.check_inputs(inputs)
     except GpupipeError as exc:
         exit_with_error(exc)
+    from rich.console import Console
+    from rich.table import Table
     out = Console()
     table = Table("path", "format", "bytes", "size", "mode", "bits", "orient.", "problems")
     bad = 0
@@ -92,6 +91,7 @@ def report_command(
     if as_json:
         print(json.dumps(data, indent=2))
         return
+    from rich.console import Console
     out = Console(stderr=str(html_file) == STDOUT)        # stdout holds the page: the words go to stderr
     states = data["inputs"]
     out.print(f"[bold]journal[/] {escape(printable(data['journal']))}")
@@ -123,6 +123,7 @@ def list_ops(name: Optional[str] = typer.Argument(None, help="Show one op in det
             chosen = [op_catalogue.op_class(name)]
         except GpupipeError as exc:
             exit_with_error(exc)
+    from rich.console import Console
     out = Console(highlight=False, soft_wrap=True)
     for cls in chosen:
         out.print(f"[bold cyan]{cls.name}[/]  {escape(cls.summary)}")
@@ -147,6 +148,8 @@ def doctor() -> None:
     import PIL
     import simplejpeg
     from PIL import features
+    from rich.console import Console
+    from rich.table import Table
 
     from ..backends import cuda_report
     from ..backends.cuda.jpeg import nvimgcodec_unavailable_reason

@@ -15,10 +15,10 @@ from functools import cache
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 
 from .. import ops as catalogue
 from ..errors import UsageError
+from .app import escape
 
 OPS_PANEL = "Ops (applied in the order given)"
 UNSET = object()

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperCommand
 
 from .. import __version__, api, codecs, options as run_options, sources
@@ -28,7 +26,7 @@ from ..sidefiles import STDOUT, printable
 from ..spec import Spec
 from ..tracing import ChromeTrace, StateLog
 from . import opflags
-from .app import app, err, exit_with_error, print_error
+from .app import app, escape, exit_with_error, print_error, stderr_console
 
 
 class OrderedOpsCommand(TyperCommand):
@@ -180,7 +178,7 @@ def run(ctx: typer.Context, **params: Any) -> None:
     except KeyboardInterrupt:
         _abort(side, values["backend"])
     side.close(result.summary)
-    print_summary(result.summary, Console(stderr=True), failures_only=values["quiet"])
+    print_summary(result.summary, failures_only=values["quiet"])
     if side.failures is not None:
         print(json.dumps({"summary": result.summary.to_dict(), "failures": side.failures}, ensure_ascii=False))
     raise typer.Exit(result.exit_code)
@@ -270,7 +268,7 @@ def _abort(side: _SideFiles, backend: str) -> None:
     """The second Ctrl+C: the report still gets what was done so far (marked aborted), then exit 130."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # a third Ctrl+C must not cut the report short
     side.close_aborted(backend)
-    err.print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
+    stderr_console().print("[red]aborted[/] (second interrupt): in-flight work dropped, temporary files removed")
     # Worker threads may be inside libjpeg/OpenCV: tearing the interpreter down under them
     # can abort the process (C++ terminate). The journal keeps what it recorded; leave at once.
     sys.stdout.flush()
@@ -302,6 +300,7 @@ def _check_one_stdout(side_files: dict[str, Optional[Path]]) -> None:
 
 
 def _dry_run(inputs, output: Path, spec: Spec, backend: str, recursive: bool, hidden: bool, all_files: bool) -> None:
+    from rich.console import Console
     out = Console()
     out.print(f"[bold]backend[/]: {backend}")
     for line in spec.describe():

@@ -105,3 +105,20 @@ def test_gpupipe_ops_documents_each_parameter_with_its_flag() -> None:
     assert "threshold: float = 0.0" in done.output and "≥ 0" in done.output
     unknown = gp("ops", "unsharpp")
     assert unknown.exit_code == 2 and "did you mean 'unsharp'?" in unknown.output
+
+
+def test_help_texts_are_escaped_as_rich_escapes_them() -> None:
+    """The CLI escapes its help texts without loading rich (gpupipe.cli.app.escape): the same
+    text as rich.markup.escape gives, for every text the help shows and for markup-like edge cases."""
+    from rich.markup import escape as rich_escape
+
+    from gpupipe import options
+    from gpupipe.cli.app import escape
+    texts = [option.help for option in options.registry().values()]
+    texts += [flag.spec.help or flag.op.summary for flag in op_flags().values()]
+    texts += [modifier.param.doc for modifier in modifiers()]
+    texts += ["[bold]x[/]", "[red]", "a [default: 3] b", "[0-255]", "[#ff0000]", "[@click]", "[/]", "\\[b]x",
+              "\\\\[b]x", "ends with \\", "ends with \\\\", "[x] [y]", "[ not a tag", "[Upper]", "a[b]c[d]e", ""]
+    assert len(texts) > 60
+    for text in texts:
+        assert escape(text) == rich_escape(text), text
