@@ -15,13 +15,14 @@ import sys
 from tests.support import REPO_ROOT
 
 PROBE = """
-import json, os, sys
+import gc, json, os, sys
 import gpupipe
 light = "numpy" not in sys.modules
 import gpupipe.cli
 import numpy
 print(json.dumps({"light": light, "blas": os.environ.get("OPENBLAS_NUM_THREADS"),
-                  "threads": len(os.listdir("/proc/self/task")), "run": gpupipe.run.__module__}))
+                  "threads": len(os.listdir("/proc/self/task")), "run": gpupipe.run.__module__,
+                  "collector": gc.isenabled(), "frozen": gc.get_freeze_count()}))
 """
 
 
@@ -38,6 +39,12 @@ def test_the_cli_process_keeps_to_one_blas_thread():
     assert seen["blas"] == "1"
     assert seen["threads"] == 1, "OpenBLAS started threads of its own"
     assert seen["run"] == "gpupipe.api"  # the lazy names still resolve
+
+
+def test_the_cli_s_imports_are_left_out_of_the_collector_s_walks_and_it_runs():
+    seen = probe()
+    assert seen["collector"], "importing the CLI left the garbage collector off"
+    assert seen["frozen"] > 50_000      # NumPy, Pillow, typer and the registries: never walked again
 
 
 def test_a_users_blas_setting_wins():
