@@ -10,10 +10,14 @@ timed from its start to its exit as a user runs it, outputs on a tmpfs (/dev/shm
   fsync on: everything a user gets).
 - pillow pool: ``multiprocessing.Pool(N)`` over the files: read, ``Image.open``,
   ``thumbnail((256, 256))``, save JPEG q85 (the same libjpeg-turbo), no fsync, no journal.
+- stack floor: the same pool with gpupipe's own codecs (simplejpeg, which loads NumPy) and its
+  way of writing (a temporary, linked to its final name), no fsync, no journal, no checks: what
+  gpupipe's stack costs before any of gpupipe's own Python.
 
-The two alternate, ``--repeats`` times each; reported are medians of wall time, files/s,
-the ratio gpupipe ÷ pool and the whole process tree's CPU per file (user+sys of the process and
-its children). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
+They alternate, ``--repeats`` times each; reported are medians of wall time, files/s, the ratio
+gpupipe ÷ pool (of the medians, and the median of each repeat's own ratio: the contenders of a
+repeat run back to back, which this noisy VM favours) and the whole process tree's CPU per file
+(user+sys of the process and its children). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
 journal, summary — ``cpu_seconds_by_stage``) comes from extra runs through the Python API, made
 as the CLI makes its runs (``keep_outcomes=False``), as the CLI's timed runs write no report. gpupipe's modules are byte-compiled first, as ``pip
 install`` leaves them (see startup.py).
@@ -50,6 +54,37 @@ POOL = textwrap.dedent("""
         image = Image.open(io.BytesIO(data))
         image.thumbnail((256, 256), Image.Resampling.LANCZOS)
         image.save(dst, "JPEG", quality=85)
+
+    if __name__ == "__main__":
+        src, dst, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        jobs = []
+        for folder, _, names in os.walk(src):
+            out = os.path.join(dst, os.path.relpath(folder, src))
+            os.makedirs(out, exist_ok=True)
+            jobs += [(os.path.join(folder, n), os.path.join(out, n)) for n in names if n.endswith(".jpg")]
+        with Pool(workers) as pool:
+            for _ in pool.imap_unordered(one, jobs, chunksize=64):
+                pass
+""")
+
+FLOOR = textwrap.dedent("""
+    import os, sys
+    from multiprocessing import Pool
+    import simplejpeg
+
+    def one(job):
+        src, dst = job
+        fd = os.open(src, os.O_RDONLY)
+        data = os.read(fd, os.fstat(fd).st_size)
+        os.close(fd)
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        encoded = simplejpeg.encode_jpeg(pixels, quality=85, colorspace="RGB", colorsubsampling="420")
+        tmp = dst + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, encoded)
+        os.close(fd)
+        os.link(tmp, dst)
+        os.unlink(tmp)
 
     if __name__ == "__main__":
         src, dst, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -119,9 +154,10 @@ def main() -> int:
     import compileall
     compileall.compile_dir(str(ROOT / "gpupipe"), quiet=1)
     scratch = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None, prefix="tiny-"))
-    pool_script = scratch / "pool.py"
-    pool_script.write_text(POOL)
-    runs: dict[str, list[dict]] = {"gpupipe": [], "pillow pool": []}
+    scripts = {"pillow pool": scratch / "pool.py", "stack floor": scratch / "floor.py"}
+    scripts["pillow pool"].write_text(POOL)
+    scripts["stack floor"].write_text(FLOOR)
+    runs: dict[str, list[dict]] = {"gpupipe": [], "pillow pool": [], "stack floor": []}
     try:
         for repeat in range(args.repeats):
             for name in runs:
@@ -132,7 +168,7 @@ def main() -> int:
                                "256", "-f", "jpeg", "-q", "85", "-j", str(args.workers), "--backend", "cpu",
                                "--quiet", *args.gpupipe_args.split()]
                 else:
-                    command = [sys.executable, str(pool_script), str(corpus), str(out), str(args.workers)]
+                    command = [sys.executable, str(scripts[name]), str(corpus), str(out), str(args.workers)]
                 result = timed(command)
                 made = sum(1 for _ in out.rglob("*.jpg"))
                 if made != args.count:
@@ -161,13 +197,18 @@ def main() -> int:
     table["gpupipe"]["coordinator_cpu_ms_per_file"] = round(1000 * own / args.count, 4)
     table["gpupipe"]["cpu_seconds_by_stage"] = coordinator[0]["cpu_seconds_by_stage"]
     ratio = table["gpupipe"]["files_per_s"] / table["pillow pool"]["files_per_s"]
+    paired = statistics.median(pool["wall_s"] / ours["wall_s"]
+                               for ours, pool in zip(runs["gpupipe"], runs["pillow pool"]))
+    floor = table["stack floor"]["files_per_s"] / table["pillow pool"]["files_per_s"]
     print(json.dumps(table, indent=1))
-    print(f"gpupipe / pillow pool: {ratio:.2f}x")
+    print(f"gpupipe / pillow pool: {ratio:.2f}x (median of the repeats' own ratios: {paired:.2f}x); "
+          f"stack floor / pillow pool: {floor:.2f}x")
     if args.json:
         import PIL
         from results_file import write_result
         write_result(args.json, "tiny files", pillow=PIL.__version__, config=vars(args), results=table,
-                     ratio_gpupipe_over_pool=round(ratio, 3), runs=runs)
+                     ratio_gpupipe_over_pool=round(ratio, 3), ratio_gpupipe_over_pool_paired=round(paired, 3),
+                     ratio_floor_over_pool=round(floor, 3), runs=runs)
     return 0
 
 
