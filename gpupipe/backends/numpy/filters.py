@@ -107,6 +107,17 @@ def _sep(x: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape)  # OpenCV drops a trailing channel axis of 1
 
 
+def _corr_integers(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """_corr with a 3x3 kernel of integers, stored: on 8-bit pixels every sum is an integer (well
+    inside float32's exact range), so OpenCV's saturating 8-bit output is the float result's bytes,
+    without the float32 image between (sharpen on a 500x375 photo: 0.47 -> 0.23 ms). Other depths
+    (and the premultiplied floats of an image with alpha) take _corr."""
+    if x.dtype != np.uint8:
+        return _corr(x, k)
+    import cv2
+    return cv2.filter2D(x, -1, k, borderType=cv2.BORDER_REFLECT_101).reshape(x.shape)
+
+
 def _corr(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Non-separable 2-D correlation, summed directly (never through a DFT)."""
     import cv2
@@ -164,6 +175,11 @@ def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offse
         res = fn(np.ascontiguousarray(img))   # OpenCV reads integers straight into float32 passes: no float copy
         if rows is not None:
             res = res[rows[0]:rows[1]]
+        if res.dtype == img.dtype:            # stored already (_corr_integers)
+            if into is None:
+                return res
+            into[...] = res
+            return into
         if divisor != 1:
             res /= d
         if offset:
@@ -239,7 +255,8 @@ def sharpen(img: np.ndarray, amount: float = 1.0) -> np.ndarray:
     _check_image(img)
     a = _finite("amount", amount, 0.0)
     k = _IDENTITY3 + np.float32(a) * (_SHARPEN3 - _IDENTITY3)
-    return _filter(img, lambda x: _corr(x, k), smooth=False, reach=1)
+    correlate = _corr_integers if a.is_integer() else _corr
+    return _filter(img, lambda x: correlate(x, k), smooth=False, reach=1)
 
 
 # A difference equal to the threshold in exact arithmetic lands on either side of it after float32
@@ -293,7 +310,7 @@ def edges(img: np.ndarray, kind: str = "sobel") -> np.ndarray:
             return np.sqrt(gx * gx + gy * gy)
     elif kind == "laplacian":
         def fn(x):
-            return _corr(x, _LAPLACIAN3)
+            return _corr_integers(x, _LAPLACIAN3)
     else:
         raise ProcessingError(f"edges kind must be 'sobel' or 'laplacian', got {kind!r}")
     return _filter(img, fn, smooth=False, reach=1)
@@ -302,7 +319,7 @@ def edges(img: np.ndarray, kind: str = "sobel") -> np.ndarray:
 def emboss(img: np.ndarray) -> np.ndarray:
     """3x3 emboss [-2,-1,0; -1,1,1; 0,1,2]."""
     _check_image(img)
-    return _filter(img, lambda x: _corr(x, _EMBOSS3), smooth=False, reach=1)
+    return _filter(img, lambda x: _corr_integers(x, _EMBOSS3), smooth=False, reach=1)
 
 
 def _check_kernel(kernel) -> np.ndarray:

@@ -381,3 +381,24 @@ def test_a_large_image_filtered_in_strips_is_the_image_filtered_whole(channels, 
     monkeypatch.setattr(F, "_STRIP_BYTES", 2**40)               # one strip: the whole image
     for call, stripped in zip(calls, strips):
         assert np.array_equal(stripped, call(img))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_integer_kernels_on_8_bit_pixels_give_the_float_paths_bytes(channels, monkeypatch):
+    """Sharpen at a whole amount, emboss and the laplacian sum 8-bit pixels in integers and store
+    them at once (_corr_integers): exactly what the float32 correlation stores, at every amount the
+    op allows, on noise, on black-and-white extremes, on slivers and in strips."""
+    rng = np.random.default_rng(11)
+    images = [rng.integers(0, 256, (41, 57, channels), dtype=np.uint8),
+              (rng.integers(0, 2, (33, 29, channels)) * 255).astype(np.uint8),
+              rng.integers(0, 256, (1, 17, channels), dtype=np.uint8),
+              rng.integers(0, 256, (700, 130, channels), dtype=np.uint8)]
+    calls = [lambda x, a=a: F.sharpen(x, a) for a in (0, 1, 2, 3, 7, 28, 100)]
+    calls += [F.emboss, lambda x: F.edges(x, "laplacian"), lambda x: F.sharpen(x, 1.5)]
+    monkeypatch.setattr(F, "_STRIP_BYTES", 64 * 1024)          # the tall image in strips
+    fast = [call(img) for call in calls for img in images]
+    monkeypatch.setattr(F, "_corr_integers", lambda x, k: F._corr(x, k))
+    slow = [call(img) for call in calls for img in images]
+    for got, expected in zip(fast, slow):
+        assert got.dtype == np.uint8 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)
