@@ -41,19 +41,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-POOL = textwrap.dedent("""
+# Both plain contenders: every input through ``one(job)`` (their own), in N processes.
+POOL_RUN = textwrap.dedent("""
     import os, sys
     from multiprocessing import Pool
-    from PIL import Image
-
-    def one(job):
-        src, dst = job
-        with open(src, "rb") as f:
-            data = f.read()
-        import io
-        image = Image.open(io.BytesIO(data))
-        image.thumbnail((256, 256), Image.Resampling.LANCZOS)
-        image.save(dst, "JPEG", quality=85)
 
     if __name__ == "__main__":
         src, dst, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -67,9 +58,21 @@ POOL = textwrap.dedent("""
                 pass
 """)
 
+POOL = textwrap.dedent("""
+    import io
+    from PIL import Image
+
+    def one(job):
+        src, dst = job
+        with open(src, "rb") as f:
+            data = f.read()
+        image = Image.open(io.BytesIO(data))
+        image.thumbnail((256, 256), Image.Resampling.LANCZOS)
+        image.save(dst, "JPEG", quality=85)
+""") + POOL_RUN
+
 FLOOR = textwrap.dedent("""
-    import os, sys
-    from multiprocessing import Pool
+    import os
     import simplejpeg
 
     def one(job):
@@ -85,18 +88,7 @@ FLOOR = textwrap.dedent("""
         os.close(fd)
         os.link(tmp, dst)
         os.unlink(tmp)
-
-    if __name__ == "__main__":
-        src, dst, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
-        jobs = []
-        for folder, _, names in os.walk(src):
-            out = os.path.join(dst, os.path.relpath(folder, src))
-            os.makedirs(out, exist_ok=True)
-            jobs += [(os.path.join(folder, n), os.path.join(out, n)) for n in names if n.endswith(".jpg")]
-        with Pool(workers) as pool:
-            for _ in pool.imap_unordered(one, jobs, chunksize=64):
-                pass
-""")
+""") + POOL_RUN
 
 
 # gpupipe's own process's CPU (not its workers'), from the summary of a run through the API, made
