@@ -346,7 +346,7 @@ def summarise(runs: list[dict], corpus: dict) -> dict:
     }
 
 
-def ratios(summary: dict[str, dict]) -> dict:
+def ratios(summary: dict[str, dict], runs: dict[str, list[dict]]) -> dict:
     g = summary.get("gpupipe")
     if not g or "images_per_s" not in g:
         return {}
@@ -358,6 +358,17 @@ def ratios(summary: dict[str, dict]) -> dict:
         fastest = max(peers, key=lambda k: peers[k]["images_per_s"])
         out["fastest_peer"] = fastest
         out["gpupipe/fastest_peer"] = g["images_per_s"] / peers[fastest]["images_per_s"]
+        # Each repeat runs every contender back to back: its own ratio (gpupipe against the
+        # fastest peer of that repeat) moves less with this kind of VM's swings than the medians'.
+        by_repeat = []
+        for ours in runs["gpupipe"]:
+            theirs = [r["processed"] / r["wall_s"] for k in peers for r in runs[k]
+                      if r.get("repeat") == ours.get("repeat") and not r.get("error") and r.get("wall_s")]
+            if theirs and not ours.get("error") and ours.get("wall_s"):
+                by_repeat.append(ours["processed"] / ours["wall_s"] / max(theirs))
+        if by_repeat:
+            out["gpupipe/fastest_peer_by_repeat"] = by_repeat
+            out["gpupipe/fastest_peer_paired"] = statistics.median(by_repeat)
     return out
 
 
@@ -380,9 +391,13 @@ def print_table(workload: str, corpus: dict, workers: int, repeats: int, summary
         print(f"gpupipe / peer: n/a ({rat['invalid']})")
     elif rat:
         parts = [f"{k.split('/')[1]} {v:.2f}x" for k, v in rat.items() if k.startswith("gpupipe/")
-                 and k != "gpupipe/fastest_peer"]
+                 and not k.startswith("gpupipe/fastest_peer")]
         print("gpupipe / peer (images/s): " + ", ".join(parts) +
               f"; / fastest peer ({rat['fastest_peer']}) {rat['gpupipe/fastest_peer']:.2f}x")
+        if "gpupipe/fastest_peer_paired" in rat:
+            print("gpupipe / the fastest peer of each repeat: " +
+                  ", ".join(f"{v:.2f}x" for v in rat["gpupipe/fastest_peer_by_repeat"]) +
+                  f"; median {rat['gpupipe/fastest_peer_paired']:.2f}x")
 
 
 def parse_kw(items: list[str]) -> dict:
@@ -523,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                             msg += f"  problems: {v['problems'][:3]}"
                     print(msg, flush=True)
             summary = {c: summarise(runs[c], corpus) for c in contenders}
-            rat = ratios(summary)
+            rat = ratios(summary, runs)
             print_table(workload, corpus, workers, a.repeats, summary, rat, skipped)
             out["results"].append({
                 "workload": workload, "workload_name": C.WORKLOADS[workload]["name"],
