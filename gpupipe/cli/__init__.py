@@ -4,7 +4,6 @@
 (gpupipe/ops.py, through ``opflags``) and the options registry (gpupipe/options.py).
 """
 
-import gc
 import os
 
 # The CLI's process defaults, set before NumPy loads (the package's names load lazily for this).
@@ -14,16 +13,7 @@ import os
 # setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-# The imports below make most of the objects the process will ever hold (NumPy, Pillow, typer, the
-# op and option registries), and they live as long as it does: the collector ran about 80 times
-# over them as they were made, and would walk them in every full collection after. It waits, and
-# then leaves them out of its walks (gc.freeze): 20 ms of a small run's 0.3 s.
-gc.disable()
-try:
-    from . import commands, run  # noqa: E402,F401  (each registers its commands on the app)
-    from .app import app, main  # noqa: E402
-finally:
-    gc.freeze()
-    gc.enable()
+from . import commands, run  # noqa: E402,F401  (each registers its commands on the app)
+from .app import app, main  # noqa: E402
 
 __all__ = ["app", "main"]

@@ -41,10 +41,26 @@ def test_the_cli_process_keeps_to_one_blas_thread():
     assert seen["run"] == "gpupipe.api"  # the lazy names still resolve
 
 
-def test_the_cli_s_imports_are_left_out_of_the_collector_s_walks_and_it_runs():
-    seen = probe()
-    assert seen["collector"], "importing the CLI left the garbage collector off"
+ENTRY_PROBE = """
+import atexit, gc, json, sys
+atexit.register(lambda: print(json.dumps({"collector": gc.isenabled(), "frozen": gc.get_freeze_count()})))
+sys.argv = ["gpupipe", "--version"]
+import gpupipe.__main__ as entry
+entry.main()
+"""
+
+
+def test_the_command_s_imports_are_left_out_of_the_collector_s_walks_and_it_runs():
+    """The `gpupipe` command freezes what its imports made (gpupipe/__main__.py); importing
+    gpupipe.cli in another program leaves that program's collector alone."""
+    out = subprocess.run([sys.executable, "-c", ENTRY_PROBE], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    seen = json.loads(out.splitlines()[-1])
+    assert out.startswith("gpupipe ")                   # the command ran (--version)
+    assert seen["collector"], "the command left the garbage collector off"
     assert seen["frozen"] > 50_000      # NumPy, Pillow, typer and the registries: never walked again
+    imported = probe()
+    assert imported["collector"] and imported["frozen"] == 0
 
 
 def test_a_users_blas_setting_wins():
