@@ -338,23 +338,41 @@ def test_quiet_still_prints_failures(odd_names: Path, tmp_path: Path) -> None:
     assert b"processed" not in done.stderr and b"gpupipe:" not in done.stderr        # still quiet otherwise
 
 
+# A python op that holds each input it gets once HOLD exists (for 30 s at most): a run's workers
+# are then inside inputs, and a first Ctrl+C cannot finish its drain before a second one comes.
+HOLDING_OP = """
+import os, time
+
+def op(image):
+    if os.path.exists({hold!r}):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    return image
+"""
+
+
 def test_second_ctrl_c_still_writes_the_report_marked_aborted(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for i in range(150):
         shutil.copy(EXAMPLES / "Landscape_1.jpg", src / f"{i:03d}.jpg")
-    out, report = tmp_path / "out", tmp_path / "report.json"
+    out, report, hold = tmp_path / "out", tmp_path / "report.json", tmp_path / "hold"
+    (tmp_path / "holding.py").write_text(HOLDING_OP.format(hold=str(hold)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "run", str(src), "-o", str(out), "--blur", "4",
-                             "-f", "png", "--workers", "2", "--backend", "cpu", "--report", str(report)],
+                             "--python", f"{tmp_path / 'holding.py'}:op", "-f", "png", "--workers", "2",
+                             "--backend", "cpu", "--report", str(report)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
+    hold.touch()
+    time.sleep(1.0)                       # each worker is now inside an input it holds
+    os.killpg(proc.pid, signal.SIGINT)    # the drain waits for those inputs...
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)    # ...and the second Ctrl+C comes while it does
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     data = json.loads(report.read_text())
