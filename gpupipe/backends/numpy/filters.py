@@ -83,19 +83,20 @@ def _store(x: np.ndarray, dtype, into: np.ndarray | None = None) -> np.ndarray:
     For uint8, OpenCV's saturating conversion (an addition of 0 stored as CV_8U) rounds half to
     even, like np.rint, in one SIMD pass: 5x zeroing the negatives and then converting, as this
     did before with the same bytes (a 12 MP photo: 52 -> 10 ms). OpenCV's Python binding would
-    take an array of up to 4 values for a scalar: those few go through NumPy.
+    take an array of up to 4 values for a scalar: those few go through NumPy. An ``x`` of ``dtype``
+    is stored already (_corr_integers' 8-bit sums): it is only placed.
     """
-    if dtype != np.uint8 or x.size <= 4:
-        stored = np.ascontiguousarray(pixels.store(x, dtype))
+    if dtype == np.uint8 and x.dtype != dtype and x.size > 4:
+        import cv2
+        flat = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
         if into is None:
-            return stored
-        into[...] = stored
+            return cv2.add(flat, 0.0, dtype=cv2.CV_8U).reshape(x.shape)
+        cv2.add(flat, 0.0, dst=into.reshape(flat.shape), dtype=cv2.CV_8U)
         return into
-    import cv2
-    flat = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
+    stored = np.ascontiguousarray(x if x.dtype == dtype else pixels.store(x, dtype))
     if into is None:
-        return cv2.add(flat, 0.0, dtype=cv2.CV_8U).reshape(x.shape)
-    cv2.add(flat, 0.0, dst=into.reshape(flat.shape), dtype=cv2.CV_8U)
+        return stored
+    into[...] = stored
     return into
 
 
@@ -175,11 +176,6 @@ def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offse
         res = fn(np.ascontiguousarray(img))   # OpenCV reads integers straight into float32 passes: no float copy
         if rows is not None:
             res = res[rows[0]:rows[1]]
-        if res.dtype == img.dtype:            # stored already (_corr_integers)
-            if into is None:
-                return res
-            into[...] = res
-            return into
         if divisor != 1:
             res /= d
         if offset:
