@@ -13,15 +13,14 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def print_summary(summary: RunSummary, console: Console | None = None, *, failures_only: bool = False) -> None:
-    """The run for people, on ``console`` (stderr by default). ``failures_only`` (--quiet): just what
-    went wrong, if anything. Lines naming paths are not wrapped, so a path can be copied or grepped
-    whole."""
+def print_summary(summary: RunSummary, *, failures_only: bool = False) -> None:
+    """The run for people, on stderr. ``failures_only`` (--quiet): just what went wrong, if anything.
+    Lines naming paths are not wrapped, so a path can be copied or grepped whole."""
     if failures_only and not (summary.failures_by_class or summary.side_file_errors or summary.stop_reason):
         return                  # nothing to say: a quiet run that went well never loads rich
     from rich.console import Console
     from rich.markup import escape
-    console = console or Console(stderr=True)
+    console = Console(stderr=True)
     if not failures_only:
         _print_counts(summary, console)
     for cls, count in sorted(summary.failures_by_class.items(), key=lambda kv: -kv[1]):
