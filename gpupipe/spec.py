@@ -33,7 +33,6 @@ import json
 import os
 import stat
 import string
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -227,6 +226,7 @@ class Spec:
     @classmethod
     def from_toml(cls, path: str | Path) -> "Spec":
         path = Path(path)
+        import tomllib                                   # 4 ms of every start, for spec files alone
         data = read_resource(path, "spec file")          # a regular file, never a FIFO that blocks
         try:
             parsed = tomllib.loads(data.decode("utf-8"))
