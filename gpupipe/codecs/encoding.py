@@ -11,13 +11,14 @@ import simplejpeg
 from PIL import Image, features
 
 from gpupipe import pixels as contract
-from gpupipe.errors import UsageError, did_you_mean
+from gpupipe.errors import ImageTooLarge, UsageError, did_you_mean
 
 from .formats import BY_NAME, FORMATS, WRITE_NAMES, extension
 from .jpeg import _with_icc
 from .modes import _matching_icc
 from .png import encode_png16
 from .tiff import encode_tiff
+from .webp import _with_icc as _webp_with_icc
 
 #: zlib level for PNG output. Measured on Kodak photos (768x512 and 256x171)
 #: with Pillow: level 1 encodes 2-3.5x faster than zlib's default 6 (28 vs
@@ -26,6 +27,8 @@ from .tiff import encode_tiff
 #: default. PNG output of photos is bulky either way; speed wins.
 PNG_COMPRESS_LEVEL = 1
 
+#: libwebp's largest width or height (WEBP_MAX_DIMENSION).
+WEBP_MAX_SIDE = 16383
 
 
 @functools.cache          # asked for every file written; Pillow's features cannot change in a process
@@ -97,6 +100,8 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
         colorspace = "GRAY" if a.shape[2] == 1 else "RGB"
         data = simplejpeg.encode_jpeg(a, quality=int(quality), colorspace=colorspace, colorsubsampling="420")
         return _with_icc(data, icc) if icc else data
+    if fmt == "webp":
+        return _encode_webp(a, int(quality), icc)
     im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)  # mode from the shape
     opts: dict = {}
     if icc:
@@ -104,11 +109,59 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
     buf = io.BytesIO()
     if fmt == "png":
         im.save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL, **opts)
-    elif fmt == "webp":
-        im.save(buf, "WEBP", quality=int(quality), method=4, **opts)
     else:
         im.save(buf, "AVIF", quality=int(quality), **opts)
     return buf.getvalue()
+
+
+def _encode_webp(a: np.ndarray, quality: int, icc: bytes | None) -> bytes:
+    """RGB or RGBA pixels as a lossy WebP (libwebp's method 4), with the ICC profile if any."""
+    height, width = a.shape[:2]
+    if max(width, height) > WEBP_MAX_SIDE:
+        raise ImageTooLarge(f"WebP holds at most {WEBP_MAX_SIDE} pixels a side, and this output is {width}x{height}: "
+                            "make it smaller (--resize) or choose another --format")
+    if _opencv_writes_pillows_webp():
+        data = _opencv_webp(a, quality)
+        data = _webp_with_icc(data, icc) if icc else data
+        if data is not None:
+            return data
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "WEBP", quality=quality, method=4, **({"icc_profile": icc} if icc else {}))
+    return buf.getvalue()
+
+
+def _opencv_webp(a: np.ndarray, quality: int) -> bytes:
+    import cv2
+    bgr = cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, data = cv2.imencode(".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {a.shape[1]}x{a.shape[0]} WebP")
+    return data.tobytes()
+
+
+@functools.cache
+def _opencv_writes_pillows_webp() -> bool:
+    """Whether OpenCV's WebP encoder writes Pillow's bytes here, checked once per process.
+
+    Both call libwebp with the same settings, but Pillow goes through libwebp's animation encoder,
+    which costs 1.4 ms more on an ImageNet-size photo (8 % of its encode) and 4 % at 1600 px
+    (docs/benchmarks.md). Where the two wheels bundle the same libwebp, their bytes are the same;
+    an ICC profile, which OpenCV cannot write, is added as libwebp's muxer adds it in Pillow
+    (``webp._with_icc``). Where they differ, Pillow's writes every WebP: the format's bytes are
+    always Pillow's."""
+    ramp = np.arange(24 * 32 * 4, dtype=np.uint32).reshape(24, 32, 4)
+    probe = ((ramp * 2654435761) >> 24).astype(np.uint8)            # a pattern with detail and alpha
+    for pixels in (probe, np.ascontiguousarray(probe[:, :, :3])):
+        for icc in (None, b"a stand-in of odd length!"):      # 25 bytes: the chunk is padded
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, "WEBP", quality=80, method=4, **({"icc_profile": icc} if icc else {}))
+            try:
+                data = _opencv_webp(pixels, 80)
+            except Exception:                  # an OpenCV built without WebP: Pillow's it is
+                return False
+            if (_webp_with_icc(data, icc) if icc else data) != buf.getvalue():
+                return False
+    return True
 
 
 @dataclass(frozen=True)
