@@ -169,6 +169,8 @@ def doctor() -> None:
     from ..backends.numpy import _resample
     table.add_row("resize (CPU)", f"Pillow 13's algorithm in gpupipe's C, {_resample.PASSES} build")
     table.add_row("write formats", ", ".join(codecs.available_formats()))
+    from ..codecs.encoding import webp_writer
+    table.add_row("WebP encode", webp_writer())
     from ..codecs import formats
     for known in formats.FORMATS:
         if known.extra is not None:

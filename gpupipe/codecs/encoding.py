@@ -139,6 +139,16 @@ def _opencv_webp(a: np.ndarray, quality: int) -> bytes:
     return data.tobytes()
 
 
+def webp_writer() -> str:
+    """Which call writes WebP here, in words (``gpupipe doctor``)."""
+    if not _writable("webp"):
+        return "none: this Pillow cannot write WebP"
+    version = features.version("webp")
+    if _opencv_writes_pillows_webp():
+        return f"libwebp {version} through OpenCV (it writes Pillow's bytes here)"
+    return f"libwebp {version} through Pillow (OpenCV's would write other bytes)"
+
+
 @functools.cache
 def _opencv_writes_pillows_webp() -> bool:
     """Whether OpenCV's WebP encoder writes Pillow's bytes here, checked once per process.

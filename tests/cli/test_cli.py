@@ -344,6 +344,11 @@ def test_doctor_reports_backend_and_cuda(tmp_path: Path) -> None:
     clones = platform.machine() == "x86_64" and "gcc" in (sysconfig.get_config_var("CC") or "")
     build = "avx2" if clones and re.search(r"^flags\s*:.*\bavx2\b", cpuinfo, re.M) else "baseline"
     assert re.search(rf"resize \(CPU\)\s+Pillow 13's algorithm in gpupipe's C, {build} build", result.output)
+    # the WebP writer the process's own check chose: OpenCV's call only where it writes Pillow's bytes
+    from PIL import features
+    from gpupipe.codecs import encoding
+    writer = "OpenCV" if encoding._opencv_writes_pillows_webp() else "Pillow"
+    assert re.search(rf"WebP encode\s+libwebp {re.escape(features.version('webp'))} through {writer}", result.output)
 
 
 def test_max_memory_takes_auto_or_a_size(photos: Path, tmp_path: Path) -> None:
