@@ -314,8 +314,14 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
         for decoded, row in zip(batch, rows):
             _span(decoded.outcome, "process", started, worker, processed)
         several = len(batch) > 1
+        stopped = False
         for position, decoded in enumerate(batch):
             row, rows[position] = rows[position], None
+            if stopped:                         # --on-error stop: an input before it failed; not written
+                budget.release(decoded.reserved)
+                decoded.reserved = 0
+                done.outcomes.append((decoded.item.key, new_outcome(decoded.item, CANCELLED)))
+                continue
             if several:
                 at(decoded.index)
             try:
@@ -325,6 +331,8 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
                 decoded.reserved = 0
             if result is not None:
                 staged.append(result)
+            elif work.stop_at_failure and done.outcomes[-1][1].status == FAILED:
+                stopped = True
     finally:
         for decoded in batch:                   # an error above: nothing held stays held
             if decoded.reserved:

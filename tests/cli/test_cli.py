@@ -202,6 +202,24 @@ def test_on_error_stop_ends_the_run_at_the_first_failure(tmp_path: Path) -> None
     assert "--on-error stop" in summary["stop_reason"]
 
 
+def test_on_error_stop_writes_nothing_after_a_failure_in_the_ops(tmp_path: Path) -> None:
+    """Small images go through the ops in batches: one that fails there (a crop outside it) stops
+    the run with the inputs after it in its batch unwritten, as those after it in its chunk."""
+    from PIL import Image
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate("abcdefghij"):
+        Image.new("RGB", (8, 8) if name == "c" else (64, 64), (20 * i, 90, 200)).save(src / f"{name}.jpg")
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    result = gp("run", src, "-o", out, "--crop", "32x32+0+0", "--on-error", "stop", "--workers", "1",
+                "--report", report)
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".jpg") == ["a.jpg", "b.jpg"]
+    summary = json.loads(report.read_text())["summary"]
+    assert (summary["processed"], summary["failed"], summary["cancelled"]) == (2, 1, 7)
+    assert "c.jpg: crop 32×32+0+0 lies outside the 8×8 image" in summary["stop_reason"]
+
+
 def test_inspect_and_ops(photos: Path, tmp_path: Path) -> None:
     (photos / "junk.jpg").write_bytes(b"hello")
     result = gp("inspect", photos, "--json")
