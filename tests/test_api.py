@@ -322,3 +322,20 @@ def test_the_api_names_its_choices_as_types() -> None:
     for bad in ({"backend": "tpu"}, {"order": "random"}, {"engine": "spark"}, {"on_error": "ignore"}):
         with pytest.raises(UsageError):
             gpupipe.run(EXAMPLES, "/nonexistent-out", [ops.Grayscale()], **bad)
+
+
+def test_on_error_stop_stops_at_an_input_that_one_variant_failed(tmp_path: Path) -> None:
+    """An input whose other variants were made fails at its chunk's end: the run stops there too,
+    with the inputs after it cancelled and unwritten (its own made variants stay written)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate("abcdefghij"):
+        Image.new("RGB", (8, 8) if name == "c" else (64, 64), (20 * i, 90, 200)).save(src / f"{name}.jpg")
+    spec = gpupipe.Spec((gpupipe.Variant((ops.Thumbnail(16),), name="thumb"),
+                         gpupipe.Variant((ops.Crop(0, 0, 32, 32),), name="crop")))
+    result = gpupipe.run(src, tmp_path / "out", spec, backend="cpu", workers=1, on_error="stop", keep_outcomes=True)
+    statuses = {Path(o.path).stem: o.status for o in result.outcomes}
+    assert statuses == {"a": "ok", "b": "ok", "c": "failed", **{name: "cancelled" for name in "defghij"}}
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == [
+        "a_crop.jpg", "a_thumb.jpg", "b_crop.jpg", "b_thumb.jpg", "c_thumb.jpg"]
+    assert "c.jpg: variant crop: crop 32×32+0+0 lies outside the 8×8 image" in result.summary.stop_reason

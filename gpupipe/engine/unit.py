@@ -138,12 +138,9 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
         nonlocal batch_pixels
         if batch:
             at(batch[0].index if len(batch) == 1 else -1)
-            finished_before = len(done.outcomes)
             waiting.extend(_finish_batch(batch, work, device, trie, budget, writes, done, worker, at))
             batch.clear()
             batch_pixels = 0
-            if work.stop_at_failure and any(o.status == FAILED for _, o in done.outcomes[finished_before:]):
-                done.stopped = True           # --on-error stop: the driver stops the run on its outcome
 
     try:
         for index, item in enumerate(items):
@@ -331,8 +328,11 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
                 decoded.reserved = 0
             if result is not None:
                 staged.append(result)
-            elif work.stop_at_failure and done.outcomes[-1][1].status == FAILED:
-                stopped = True
+            # --on-error stop: an input failed, or will at the chunk's end (some of its variants could
+            # not be made): the driver stops the run on its outcome; here the rest are cancelled.
+            failed = bool(result.errors) if result is not None else done.outcomes[-1][1].status == FAILED
+            if failed and work.stop_at_failure:
+                stopped = done.stopped = True
     finally:
         for decoded in batch:                   # an error above: nothing held stays held
             if decoded.reserved:
