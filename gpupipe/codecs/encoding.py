@@ -153,9 +153,9 @@ def webp_writer() -> str:
 def _opencv_writes_pillows_webp() -> bool:
     """Whether OpenCV's WebP encoder writes Pillow's bytes here, checked once per process.
 
-    Both call libwebp with the same settings, but Pillow goes through libwebp's animation encoder,
-    which costs 1.4 ms more on an ImageNet-size photo (8 % of its encode) and 4 % at 1600 px
-    (docs/benchmarks.md). Where the two wheels bundle the same libwebp, their bytes are the same;
+    Both call libwebp's encoder with the same settings, but Pillow first copies the pixels into an
+    image of its own (four bytes a pixel) and then assembles the file with libwebp's muxer: 1.4 ms
+    more on an ImageNet-size photo (8 % of its encode), 4 % at 1600 px (docs/benchmarks.md). Where the two wheels bundle the same libwebp, their bytes are the same;
     an ICC profile, which OpenCV cannot write, is added as libwebp's muxer adds it in Pillow
     (``webp._with_icc``). Where they differ, Pillow's writes every WebP: the format's bytes are
     always Pillow's."""
