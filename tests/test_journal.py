@@ -147,3 +147,41 @@ def test_report_command_and_no_journal(tmp_path: Path) -> None:
     assert not (plain / ".gpupipe").exists()
     missing = runner.invoke(app, ["report", str(plain)])
     assert missing.exit_code == 2 and "no journal" in missing.output
+
+
+def _hold_the_turn(path: str, taken) -> None:
+    from gpupipe.journal import CommitTurns
+    with CommitTurns(Path(path)).taken():
+        taken.set()
+        time.sleep(60)                      # killed long before
+
+
+def test_writers_take_turns_and_a_dead_holder_frees_its_turn(tmp_path: Path) -> None:
+    """A worker's chunk commits once the writer before it is done, and a writer killed while it
+    holds the turn holds nobody up: the kernel frees its flock."""
+    import multiprocessing
+    import threading
+    from gpupipe.engine.results import FileOutcome
+    from gpupipe.journal import ChunkRecorder
+    path = tmp_path / "journal.sqlite"
+    Journal(path, "spec").close()
+    fork = multiprocessing.get_context("fork")
+    taken = fork.Event()
+    holder = fork.Process(target=_hold_the_turn, args=(str(path), taken))
+    holder.start()
+    assert taken.wait(10)
+    recorder = ChunkRecorder(path, "spec", forget_earlier=False, reserve=tmp_path / "reserve")
+    chunk = [FileOutcome(path=str(tmp_path / f"in{i}.jpg"), status="ok", relative=f"in{i}.jpg", size=1, mtime=1.0)
+             for i in range(3)]
+    writer = threading.Thread(target=recorder.record, args=(chunk,))
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive(), "a chunk was committed while another writer held the turn"
+    holder.kill()
+    writer.join(5)
+    assert not writer.is_alive(), "a dead writer's turn was never freed"
+    journal = Journal(path, "spec")
+    try:
+        assert all(journal.decide(o.path, 1, 1.0).skip for o in chunk)      # recorded: a re-run skips them
+    finally:
+        journal.close()

@@ -57,8 +57,9 @@ def make_noise_inputs(src: Path, count: int, side: int = 64) -> None:
 def gpupipe_cli(*args: str | Path, cwd: Path | None = None, **how) -> subprocess.CompletedProcess:
     """Run the command line; stderr comes back with its line wrapping undone."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    how.setdefault("timeout", 300)
     result = subprocess.run([sys.executable, "-m", "gpupipe", *map(str, args)], capture_output=True, text=True,
-                            cwd=cwd, env=env, timeout=300, **how)
+                            cwd=cwd, env=env, **how)
     result.stderr = " ".join(result.stderr.split())
     return result
 
@@ -471,6 +472,28 @@ def test_a_planted_lock_file_link_is_refused_and_its_target_untouched(tmp_path: 
     result = gpupipe_cli("run", src, "-o", out, "--thumbnail", "48", "--backend", "cpu")
     assert result.returncode == 2 and "symbolic link" in result.stderr, result.stderr
     assert victim.read_bytes() == b"precious" and not outputs(out)
+
+
+def test_a_planted_turns_file_link_is_never_followed(tmp_path: Path) -> None:
+    """The writers' turns file is opened only where it is a regular file: with a link there they go
+    without taking turns (SQLite still keeps their transactions apart), and the link's target is
+    never opened. Here the target is a file another program holds locked: followed, the link would
+    make every worker wait for that program."""
+    import fcntl
+    src, out = make_inputs(tmp_path, 6), tmp_path / "out"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (out / ".gpupipe").mkdir(parents=True)
+    (out / ".gpupipe" / "journal.sqlite.turns").symlink_to(victim)
+    with open(victim, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = gpupipe_cli("run", src, "-o", out, "--thumbnail", "48", "--backend", "cpu", "--workers", "2",
+                             timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert victim.read_bytes() == b"precious" and len(outputs(out)) == 6
+    assert (out / ".gpupipe" / "journal.sqlite.turns").is_symlink()
+    again = gpupipe_cli("run", src, "-o", out, "--thumbnail", "48", "--backend", "cpu", "--workers", "2")
+    assert again.returncode == 0 and re.search(r"skipped\s+6\b", again.stderr), again.stderr      # all recorded
 
 
 @pytest.mark.parametrize("name", ["journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"])
