@@ -593,11 +593,12 @@ class CommitTurns:
     """The writers of one journal (a run's worker processes, and its own process while they record)
     take turns at their transactions through an exclusive flock on ``<journal>.turns``: a writer
     whose turn it is not sleeps in the kernel until the turn is free. SQLite alone makes it poll,
-    sleeping up to 100 ms between looks while the lock it waits for may long be free (measured,
-    2-core VM, chunks of 256: with 2 writers a commit's worst wait 82-133 ms, taking turns 6 ms;
-    with 32 writers 42 000-48 000 inputs/s recorded, taking turns 79 000). The kernel releases a
-    turn whose holder dies, so a worker killed in a commit holds nobody up. Where the turns file
-    cannot be opened or locked, writers go without (SQLite still keeps them apart)."""
+    sleeping up to 100 ms between looks while the lock it waits for may long be free (2-core VM,
+    chunks of 256, benchmarks/journal_writers.py: with 2 writers a commit's worst wait 106-111 ms,
+    taking turns 6-20 ms; 32 writers recorded 33 000-34 000 inputs/s, taking turns 48 000-70 000).
+    The kernel releases a turn whose holder dies, so a worker killed in a commit holds nobody up.
+    Where the turns file cannot be opened or locked, writers go without (SQLite still keeps them
+    apart)."""
 
     def __init__(self, journal: Path) -> None:
         self.path = journal.with_name(journal.name + ".turns")
