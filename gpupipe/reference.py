@@ -48,13 +48,15 @@ def formats_table() -> str:
     """Markdown: every image format, as gpupipe.codecs.formats defines it."""
     from .codecs import formats
     yes = {True: "yes", False: "—"}
-    rows = ["| format | extensions | read | write | alpha | 16 bits kept |", "|---|---|---|---|---|---|"]
+    rows = ["| format | extensions | read | write | alpha | 16 bits kept | largest side written |",
+            "|---|---|---|---|---|---|---|"]
     for f in formats.FORMATS:
         where = f" (where Pillow has {f.pillow_feature.upper()})" if f.pillow_feature else ""
         read = yes[f.read] + (f" (with `gpupipe[{f.extra}]`)" if f.extra else where if f.read else "")
         write = yes[f.write] + (where if f.write else "")
+        largest = "—" if not f.write else "no limit" if f.max_side is None else f"{f.max_side:,}".replace(",", " ")
         rows.append(f"| `{f.name}` | {', '.join('.' + e for e in f.extensions)} | {read} | {write} | "
-                    f"{yes[f.alpha]} | {yes[f.sixteen_bit]} |")
+                    f"{yes[f.alpha]} | {yes[f.sixteen_bit]} | {largest} |")
     return "\n".join(rows)
 
 

@@ -27,8 +27,6 @@ from .webp import _with_icc as _webp_with_icc
 #: default. PNG output of photos is bulky either way; speed wins.
 PNG_COMPRESS_LEVEL = 1
 
-#: libwebp's largest width or height (WEBP_MAX_DIMENSION).
-WEBP_MAX_SIDE = 16383
 
 
 @functools.cache          # asked for every file written; Pillow's features cannot change in a process
@@ -81,6 +79,10 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise UsageError(f"quality must be an integer from 1 to 100, got {quality!r}")
     a = _check_pixels(pixels)
+    most, (height, width) = BY_NAME[fmt].max_side, a.shape[:2]
+    if most is not None and max(width, height) > most:      # the codec's own error would read as a bug
+        raise ImageTooLarge(f"{BY_NAME[fmt].name.upper()} holds at most {most} pixels a side, and this output is "
+                            f"{width}x{height}: make it smaller (--resize) or choose another --format")
     if fmt == "jpeg" and a.shape[2] in (2, 4):
         a = _flatten(a, background)
     if a.dtype != np.uint8 and not BY_NAME[fmt].sixteen_bit:
@@ -116,10 +118,6 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
 
 def _encode_webp(a: np.ndarray, quality: int, icc: bytes | None) -> bytes:
     """RGB or RGBA pixels as a lossy WebP (libwebp's method 4), with the ICC profile if any."""
-    height, width = a.shape[:2]
-    if max(width, height) > WEBP_MAX_SIDE:
-        raise ImageTooLarge(f"WebP holds at most {WEBP_MAX_SIDE} pixels a side, and this output is {width}x{height}: "
-                            "make it smaller (--resize) or choose another --format")
     if _opencv_writes_pillows_webp():
         data = _opencv_webp(a, quality)
         data = _webp_with_icc(data, icc) if icc else data

@@ -21,19 +21,23 @@ class Format:
     write: bool                        # encode writes it (where Pillow has ``pillow_feature``)
     alpha: bool                        # it holds an alpha channel (else alpha is flattened onto the background)
     sixteen_bit: bool                  # gpupipe reads and writes its 16-bit images at 16 bits (else 8: rounded)
+    max_side: int | None = None        # the largest width or height it holds (None: none an image reaches)
     pillow_feature: str | None = None  # PIL.features name this build must have to read or write it
     module: str | None = None          # the module that reads it, from an optional extra ...
     extra: str | None = None           # ... pip install 'gpupipe[extra]'
 
 
 FORMATS = (
-    Format("jpeg", ("jpg", "jpeg", "jpe", "jfif"), read=True, write=True, alpha=False, sixteen_bit=False),
+    Format("jpeg", ("jpg", "jpeg", "jpe", "jfif"), read=True, write=True, alpha=False, sixteen_bit=False,
+           max_side=65500),                                     # libjpeg-turbo's JPEG_MAX_DIMENSION
     Format("png", ("png",), read=True, write=True, alpha=True, sixteen_bit=True),
     Format("gif", ("gif",), read=True, write=False, alpha=True, sixteen_bit=False),
-    Format("webp", ("webp",), read=True, write=True, alpha=True, sixteen_bit=False, pillow_feature="webp"),
+    Format("webp", ("webp",), read=True, write=True, alpha=True, sixteen_bit=False, max_side=16383,
+           pillow_feature="webp"),
     Format("bmp", ("bmp", "dib"), read=True, write=False, alpha=False, sixteen_bit=False),
     Format("tiff", ("tif", "tiff"), read=True, write=True, alpha=True, sixteen_bit=True),
-    Format("avif", ("avif",), read=True, write=True, alpha=True, sixteen_bit=False, pillow_feature="avif"),
+    Format("avif", ("avif",), read=True, write=True, alpha=True, sixteen_bit=False, max_side=65536,
+           pillow_feature="avif"),
     Format("heif", ("heic", "heif", "hif"), read=True, write=False, alpha=True, sixteen_bit=False,
            module="pillow_heif", extra="heif"),
     Format("dicom", ("dcm", "dicom"), read=True, write=False, alpha=False, sixteen_bit=False, module="pydicom",
