@@ -54,9 +54,9 @@ def run(writers: int, inputs: int, folder: str, turns: bool) -> dict:
         path = work / "journal.sqlite"
         journal.Journal(path, "bench").close()          # the schema, as a run makes it
         chunks = max(1, inputs // CHUNK // writers)
-        results = multiprocessing.get_context("fork").Queue()
-        processes = [multiprocessing.get_context("fork").Process(target=_writer, args=(str(path), w, chunks, turns, results))
-                     for w in range(writers)]
+        fork = multiprocessing.get_context("fork")
+        results = fork.Queue()
+        processes = [fork.Process(target=_writer, args=(str(path), w, chunks, turns, results)) for w in range(writers)]
         started = time.perf_counter()
         for p in processes:
             p.start()
@@ -84,10 +84,10 @@ def main() -> int:
     rows = []
     for writers in (int(w) for w in args.writers.split(",")):
         runs = [run(writers, args.inputs, args.folder, not args.no_turns) for _ in range(args.repeats)]
-        best = sorted(runs, key=lambda r: r["inputs_per_s"])[len(runs) // 2]      # the median run
-        rows.append({**best, "runs": runs})
-        print(f"{writers:3d} writers: {best['inputs_per_s']:8d} inputs/s recorded; a commit's wait: median "
-              f"{best['commit_wait_median_ms']:.1f} ms, worst {best['commit_wait_worst_ms']:.1f} ms")
+        median = sorted(runs, key=lambda r: r["inputs_per_s"])[len(runs) // 2]
+        rows.append({**median, "runs": runs})
+        print(f"{writers:3d} writers: {median['inputs_per_s']:8d} inputs/s recorded; a commit's wait: median "
+              f"{median['commit_wait_median_ms']:.1f} ms, worst {median['commit_wait_worst_ms']:.1f} ms")
     if args.json:
         from results_file import write_result
         print("results:", write_result(args.json, "journal writers", config=vars(args), results=rows))

@@ -626,17 +626,8 @@ class CommitTurns:
         """This process's own descriptor (a forked worker opens one: a shared one would share the lock)."""
         if self._pid != os.getpid():
             self._fd, self._pid = None, os.getpid()
-            try:
-                _refuse_non_regular(self.path)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            except (OSError, UsageError):
-                return None
-            try:
-                _refuse_non_regular_fd(fd, self.path)
-            except UsageError:
-                os.close(fd)
-                return None
-            self._fd = fd
+            with contextlib.suppress(OSError, UsageError):
+                self._fd = _open_regular(self.path)
         return self._fd
 
     def close(self) -> None:
@@ -733,17 +724,28 @@ def _refuse_non_regular(path: Path) -> None:
                      "or pass --journal another path")
 
 
+def _open_regular(path: Path, flags: int = 0) -> int:
+    """Open (or create) ``path`` for reading and writing, only as a regular file, never through a
+    link: UsageError for anything else (a link, a folder, a FIFO, one swapped in since the look),
+    OSError where it cannot be opened."""
+    _refuse_non_regular(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o644)
+    try:
+        _refuse_non_regular_fd(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _open_lock(lock_path: Path, journal: Path) -> int:
     """Open and lock the journal's lock file, never through a link; write our pid in it."""
-    _refuse_non_regular(lock_path)
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(lock_path, flags, 0o644)
+        fd = _open_regular(lock_path, os.O_NONBLOCK)
     except OSError as exc:
         raise SystemFailure(f"cannot open the journal's lock file {lock_path}: {exc.strerror}; pass --journal "
                             "another path, or --no-journal") from None
     try:
-        _refuse_non_regular_fd(fd, lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -81,7 +81,7 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
     a = _check_pixels(pixels)
     most, (height, width) = BY_NAME[fmt].max_side, a.shape[:2]
     if most is not None and max(width, height) > most:      # the codec's own error would read as a bug
-        raise ImageTooLarge(f"{BY_NAME[fmt].name.upper()} holds at most {most} pixels a side, and this output is "
+        raise ImageTooLarge(f"{fmt.upper()} holds at most {most} pixels a side, and this output is "
                             f"{width}x{height}: make it smaller (--resize) or choose another --format")
     if fmt == "jpeg" and a.shape[2] in (2, 4):
         a = _flatten(a, background)
@@ -157,9 +157,7 @@ def _opencv_writes_pillows_webp() -> bool:
     an ICC profile, which OpenCV cannot write, is added as libwebp's muxer adds it in Pillow
     (``webp._with_icc``). Where they differ, Pillow's writes every WebP: the format's bytes are
     always Pillow's."""
-    ramp = np.arange(24 * 32 * 4, dtype=np.uint32).reshape(24, 32, 4)
-    probe = ((ramp * 2654435761) >> 24).astype(np.uint8)            # a pattern with detail and alpha
-    for pixels in (probe, np.ascontiguousarray(probe[:, :, :3])):
+    for pixels in _webp_probes():
         for icc in (None, b"a stand-in of odd length!"):      # 25 bytes: the chunk is padded
             buf = io.BytesIO()
             Image.fromarray(pixels).save(buf, "WEBP", quality=80, method=4, **({"icc_profile": icc} if icc else {}))
@@ -170,6 +168,13 @@ def _opencv_writes_pillows_webp() -> bool:
             if (_webp_with_icc(data, icc) if icc else data) != buf.getvalue():
                 return False
     return True
+
+
+def _webp_probes() -> tuple[np.ndarray, np.ndarray]:
+    """The check's images: a 32x24 pattern with detail, with alpha and without."""
+    ramp = np.arange(24 * 32 * 4, dtype=np.uint32).reshape(24, 32, 4)
+    probe = ((ramp * 2654435761) >> 24).astype(np.uint8)
+    return probe, np.ascontiguousarray(probe[:, :, :3])
 
 
 @dataclass(frozen=True)
