@@ -149,6 +149,9 @@ class Op:
     # working copies (float32 planes, Pillow's own image). Measured on the CPU backend at 3000²
     # with 3 and 4 channels (filters 5-7, rotate 3-4), then rounded up.
     work_bytes_per_pixel: ClassVar[int] = 8
+    # Raised when the op's output bytes change for the same parameters: the spec's hash counts it,
+    # so a journal redoes the inputs an earlier revision made instead of mixing the two.
+    revision: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         for info in self.params():
@@ -652,7 +655,9 @@ class BoxBlur(Op):
 class GaussianBlur(Op):
     name: ClassVar[str] = "gaussian_blur"
     keeps_units: ClassVar[bool] = True
-    summary: ClassVar[str] = "Gaussian of the given sigma, separable, radius ceil(3σ), normalised taps."
+    summary: ClassVar[str] = ("Gaussian of the given sigma, separable, radius ceil(3σ), normalised taps "
+                              "(whole 256ths on 8-bit images up to σ 5: exact sums).")
+    revision: ClassVar[int] = 2          # 2: the 8-bit taps in whole 256ths (2026-12-06)
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--blur", sets=("sigma",), metavar="SIGMA"),)
     sigma: float = param(1.0, "standard deviation in pixels", above=0, most=100)
 
@@ -669,6 +674,7 @@ class Sharpen(Op):
 class Unsharp(Op):
     name: ClassVar[str] = "unsharp"
     summary: ClassVar[str] = "x + amount·(x − gaussian(x)) where |x − gaussian(x)| > threshold."
+    revision: ClassVar[int] = 2          # 2: on 8-bit pixels, the 8-bit gaussian_blur (2026-12-06)
     cli: ClassVar[tuple[Flag, ...]] = (Flag("--unsharp", sets=("sigma",), metavar="SIGMA",
                                             help="Unsharp mask with a Gaussian of SIGMA: x + amount·(x − blur(x)) "
                                                  "where the difference exceeds the threshold."),)

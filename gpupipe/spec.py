@@ -259,7 +259,9 @@ class Spec:
         """Stable across runs and machines: the journal's 'did the spec change' test. It covers
         the bytes of every file the spec reads, so a watermark replaced at the same path counts."""
         files = self._file_digests()          # only when there are any: other specs' hashes stay as they were
-        canonical = json.dumps({**self.to_dict(), **({"files": files} if files else {})}, sort_keys=True,
+        revised = {op.name: op.revision for variant in self.variants for op in variant.ops if op.revision > 1}
+        canonical = json.dumps({**self.to_dict(), **({"files": files} if files else {}),
+                                **({"revisions": revised} if revised else {})}, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

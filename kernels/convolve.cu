@@ -113,6 +113,8 @@ __device__ __forceinline__ void gp_store_pixel(const float* v, const T* s, T* o,
 // mode 0: store v / divisor + offset (alpha rule above).
 // mode 1 (unsharp, never smooth): with the pixel's own value x (premultiplied as above) and
 //        d = x - v: store (|d| > threshold ? x + amount * d : x).
+// mode 2: mode 1 with v stored first (rounded half to even) where the image is not premultiplied:
+//        the blur of 8-bit pixels by taps of whole 256ths is its 8-bit result (filters.py).
 //
 // A thread item is GP_COLUMN_ROWS vertically adjacent pixels of one column: they share their taps'
 // rows, so each row of tmp is loaded once for all of them (2 ry + GP_COLUMN_ROWS loads instead of
@@ -156,10 +158,11 @@ __device__ __forceinline__ void gp_cols(const T* __restrict__ src, const float* 
                 if (y0 + k >= d.height) break;
                 const long long at = (long long)(y0 + k) * d.width + x;
                 const T* s = src + d.in_offset + at * d.channels;
-                if (mode == 1) {
+                if (mode != 0) {
                     GP_FOR_CHANNELS(c, filtered) {
                         const float xv = gp_tap_value(s, c, d.channels, premul);
-                        const float diff = __fadd_rn(xv, -v[k][c]);
+                        const float blur = mode == 2 && !premul ? (float)gp_store<T>(v[k][c]) : v[k][c];
+                        const float diff = __fadd_rn(xv, -blur);
                         v[k][c] = fabsf(diff) > threshold ? __fadd_rn(xv, __fmul_rn(amount, diff)) : xv;
                     }
                 }

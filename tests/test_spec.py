@@ -75,6 +75,22 @@ ops = [{ op = "resize", width = 1024, height = 1024, mode = "fit" }, { op = "sha
     assert spec.decode_hint(4000, 3000) == (2048, 1536)
 
 
+def test_an_ops_revision_changes_the_hash_of_the_specs_that_use_it(monkeypatch) -> None:
+    """An op whose bytes changed (its revision) makes a journal redo what the earlier revision made;
+    specs without a revised op keep the hash they always had (the canonical spec's sha256)."""
+    import hashlib
+    import json
+    blur = Spec.single([ops.Thumbnail(256), ops.GaussianBlur(3.0)])
+    plain = Spec.single([ops.Thumbnail(256), ops.Sharpen()])
+    canonical = json.dumps(plain.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert plain.hash() == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert ops.GaussianBlur.revision == 2 and ops.Unsharp.revision == 2
+    now = blur.hash()
+    monkeypatch.setattr(ops.GaussianBlur, "revision", 1)
+    assert blur.hash() != now
+    assert plain.hash() == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("text,needle", [
     ("[[variant]]\nops = 3", "not valid|ops"), ("x = 1", "unknown top-level"), ("[[variant", "not valid TOML"),
     ('[[variant]]\nname="a"\nops=[]\n[[variant]]\nname="a"\nops=[]', "distinct name"),

@@ -414,6 +414,8 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
         b.program.launches.append(Launch(b.kernel(rows), (src, tmp, descs, np.int32(n), kx, np.int32(rx), flags,
                                                           np.int32(smooth)), work))
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
+        if unsharp is not None and b.dtype == np.uint8 and filters._is_fixed(ky):
+            mode = 2                  # the 8-bit blur is stored before x - blur (filters.unsharp)
         b.program.launches.append(Launch(b.kernel("gp_sep_cols"), (src, tmp, dst, descs, np.int32(n), ky,
                                                          np.int32(len(ky) // 2), flags, np.int32(smooth),
                                                          np.float32(divisor), np.float32(offset), np.int32(mode),
@@ -432,7 +434,7 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
 
 
 def _gaussian_blur(b: _Builder, op: ops.GaussianBlur) -> None:
-    k = filters.gaussian_kernel(op.sigma)
+    k = filters.gaussian_taps(op.sigma, b.dtype)
     _filter(b, "separable", taps=(k, k), smooth=True)
 
 
@@ -447,7 +449,7 @@ def _sharpen(b: _Builder, op: ops.Sharpen) -> None:
 
 
 def _unsharp(b: _Builder, op: ops.Unsharp) -> None:
-    k = filters.gaussian_kernel(op.sigma)
+    k = filters.gaussian_taps(op.sigma, b.dtype)
     _filter(b, "separable", taps=(k, k), unsharp=(op.amount, filters.unsharp_threshold(op.threshold, b.dtype)))
 
 
