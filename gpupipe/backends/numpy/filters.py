@@ -203,8 +203,18 @@ def _filter(img: np.ndarray, fn, smooth: bool, reach: int, divisor: float = 1.0,
             offset: float = 0.0, in_float: bool = True) -> np.ndarray:
     """Apply fn with the alpha rule, strip by strip; ``reach`` is the kernel's radius in y. An fn that
     keeps 8-bit pixels in 8 bits (not ``in_float``) takes an image without alpha whole: it has no
-    float working set to keep near the cache, and strips would only add their halos."""
+    float working set to keep near the cache, and strips would only add their halos.
+
+    Whether an image with alpha is opaque is decided for the whole image, as on the GPU, never strip
+    by strip: a translucent image's opaque strip is premultiplied like the rest of it."""
     height, width, channels = img.shape
+    top = pixels.maximum(img.dtype)
+    if channels in (2, 4) and (img[..., -1] == top).all():
+        # Opaque: premultiplying changes nothing but float error; this keeps RGBA == RGB exactly.
+        out = np.empty_like(img)
+        out[..., :-1] = _filter(np.ascontiguousarray(img[..., :-1]), fn, smooth, reach, divisor, offset, in_float)
+        out[..., -1] = top
+        return out
     rows = max(4 * reach, _STRIP_BYTES // (width * channels * 4), 1)
     if height <= rows + 2 * reach or not (in_float or channels in (2, 4)):
         return _filter_whole(img, fn, smooth, divisor, offset)
@@ -218,9 +228,10 @@ def _filter(img: np.ndarray, fn, smooth: bool, reach: int, divisor: float = 1.0,
 
 def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offset: float = 0.0,
                   rows: tuple[int, int] | None = None, into: np.ndarray | None = None) -> np.ndarray:
-    """Apply fn (HWC -> float32 HWC correlation) with the alpha rule; result / divisor + offset. A
-    strip of a large image (``_filter``) keeps only ``rows`` of it (its halo is dropped) and writes
-    them ``into`` the result: stored straight there, without a strip of its own to copy."""
+    """Apply fn (HWC -> float32 HWC correlation) with the alpha rule to an image without alpha or a
+    translucent one (``_filter`` takes the opaque ones); result / divisor + offset. A strip of a large
+    image keeps only ``rows`` of it (its halo is dropped) and writes them ``into`` the result: stored
+    straight there, without a strip of its own to copy."""
     d, off = np.float32(divisor), np.float32(offset) * np.float32(pixels.value_scale(img.dtype))
     if img.shape[2] in (1, 3):
         res = fn(np.ascontiguousarray(img))   # OpenCV reads integers straight into float32 passes: no float copy
@@ -235,13 +246,6 @@ def _filter_whole(img: np.ndarray, fn, smooth: bool, divisor: float = 1.0, offse
         into[...] = _filter_whole(img, fn, smooth, divisor, offset)[rows[0]:rows[1]]
         return into
     original_alpha = img[..., -1:]
-    top = pixels.maximum(img.dtype)
-    if (original_alpha == top).all():
-        # Opaque: premultiplying changes nothing but float error; this keeps RGBA == RGB exactly.
-        out = np.empty_like(img)
-        out[..., :-1] = _filter_whole(img[..., :-1], fn, smooth, divisor, offset)
-        out[..., -1] = top
-        return out
     f = np.array(img, np.float32, order="C")
     f[..., :-1] *= f[..., -1:]  # premultiply as c*a (exact), see the module docstring
     if smooth:

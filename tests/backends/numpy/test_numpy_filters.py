@@ -468,10 +468,12 @@ def test_a_large_image_filtered_in_strips_is_the_image_filtered_whole(channels, 
     result: the same bytes as filtering the whole image at once."""
     rng = np.random.default_rng(7)
     img = rng.integers(0, 256, (700, 130, channels), dtype=np.uint8)
-    if channels == 4:
+    if channels == 4:            # translucent below, opaque above: each strip filtered as the image is
         img[..., 3] = rng.choice([0, 90, 255], img.shape[:2])
+        img[:350, :, 3] = 255
     calls = [lambda x: F.gaussian_blur(x, 3.0), lambda x: F.unsharp(x, 1.0, 1.5, 2), F.sharpen,
-             lambda x: F.convolve(x, np.ones((3, 3), np.float32), divisor=9, offset=5)]
+             lambda x: F.convolve(x, np.ones((3, 3), np.float32), divisor=9, offset=5),
+             lambda x: F.box_blur(x, 2), lambda x: F.sharpen(x, 0.7)]
     monkeypatch.setattr(F, "_STRIP_BYTES", 64 * 1024)          # strips of a few dozen rows, plus the halo
     strips = [call(img) for call in calls]
     monkeypatch.setattr(F, "_STRIP_BYTES", 2**40)               # one strip: the whole image
