@@ -110,6 +110,18 @@ class TestPlans:
             got = kc.run_program(plan_op(op, [i.shape for i in batch], np.uint16), batch)
             check(got, [apply_op(i, op) for i in batch], repr(op), exact=True)
 
+    @pytest.mark.parametrize("op", [ops.GaussianBlur(0.8), ops.GaussianBlur(3.0), ops.GaussianBlur(5.0),
+                                    ops.Unsharp(1.0, 1.0, 0), ops.Unsharp(1.2, 1.5, 0), ops.Unsharp(2.0, 0.7, 4.0)],
+                             ids=lambda op: repr(op)[:60])
+    def test_8_bit_gaussians_are_exact_without_translucency(self, op):
+        """Taps of whole 256ths (filters.gaussian_taps) sum exactly on both backends: the plans give the
+        NumPy backend's bytes on images without translucency, unsharp storing its blur first."""
+        plain = kc.mixed_batch(18, SHAPES, channels=(1, 3))
+        opaque = [np.dstack([i, np.full(i.shape[:2], 255, np.uint8)]) for i in kc.mixed_batch(19, SHAPES, channels=(1, 3))]
+        for batch in (plain, opaque):
+            got = kc.run_program(plan_op(op, [i.shape for i in batch]), batch)
+            check(got, [apply_op(i, op) for i in batch], repr(op), exact=True)
+
     @pytest.mark.parametrize("grid,block", [((1, 1), 1), ((5, 3), 7), ((64, 16), 64)])
     def test_launch_shapes_do_not_matter(self, grid, block):
         images = kc.mixed_batch(12, SHAPES[:6])
