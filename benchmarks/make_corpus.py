@@ -201,6 +201,20 @@ def corpus_dir_name(kind: str, count: int | None, n_sources: int) -> str:
     raise ValueError(f"unknown corpus kind {kind!r} (imagenet, camera, camera1000)")
 
 
+class OtherPhotos(SystemExit):
+    """A corpus exists, built from other source photos than the ones given: stop with this message
+    instead of replacing it, as every result measured on it would then compare with the wrong one
+    (a run without GPUPIPE_BENCH_PHOTOS would rebuild it from tests/photos)."""
+
+
+def _recorded_sources(manifest_path: Path) -> list | None:
+    """The sources a corpus's manifest records, or None without a readable manifest."""
+    try:
+        return json.loads(manifest_path.read_text())["params"]["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _manifest_ok(manifest_path: Path, corpus_path: Path, params: dict) -> bool:
     try:
         m = json.loads(manifest_path.read_text())
@@ -293,6 +307,12 @@ def ensure_corpus(
     if not force and _manifest_ok(manifest_path, final, params):
         log(f"{final}: up to date ({n} files)")
         return final
+    recorded = _recorded_sources(manifest_path)
+    if not force and final.exists() and recorded not in (None, src_ids):
+        raise OtherPhotos(f"{final} was built from {len(recorded)} other photos, not the {len(src_ids)} "
+                          f"in {source_dir}: set GPUPIPE_BENCH_PHOTOS to the folder it was built from (its "
+                          f"manifest, {manifest_path.name}, lists them), or rebuild it with make_corpus.py --force "
+                          f"(its results then compare only with runs on the new corpus)")
 
     t0 = time.perf_counter()
     tmp = out_root / f".{name}.tmp-{os.getpid()}"
