@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
-from PIL import Image, features
 
 from gpupipe import pixels as contract
 from gpupipe.errors import ImageTooLarge, UsageError, did_you_mean
@@ -34,7 +33,10 @@ def _writable(fmt: str) -> bool:
     """Whether this installation can write ``fmt``: its Pillow plugin is loaded only when asked (a
     run writing JPEGs never loads Pillow's WebP and AVIF codecs, 2-3 ms of its start)."""
     known = BY_NAME[fmt]
-    return known.write and (known.pillow_feature is None or features.check(known.pillow_feature))
+    if not known.write or known.pillow_feature is None:
+        return known.write
+    from PIL import features
+    return features.check(known.pillow_feature)
 
 
 def available_formats() -> tuple[str, ...]:
@@ -104,6 +106,7 @@ def encode(pixels: np.ndarray, *, format: str, quality: int = 85,
         return _with_icc(data, icc) if icc else data
     if fmt == "webp":
         return _encode_webp(a, int(quality), icc)
+    from PIL import Image                   # loaded only for the formats Pillow writes
     im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)  # mode from the shape
     opts: dict = {}
     if icc:
@@ -123,6 +126,7 @@ def _encode_webp(a: np.ndarray, quality: int, icc: bytes | None) -> bytes:
         data = _webp_with_icc(data, icc) if icc else data
         if data is not None:
             return data
+    from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "WEBP", quality=quality, method=4, **({"icc_profile": icc} if icc else {}))
     return buf.getvalue()
@@ -141,6 +145,7 @@ def webp_writer() -> str:
     """Which call writes WebP here, in words (``gpupipe doctor``)."""
     if not _writable("webp"):
         return "none: this Pillow cannot write WebP"
+    from PIL import features
     version = features.version("webp")
     if _opencv_writes_pillows_webp():
         return f"libwebp {version} through OpenCV (it writes Pillow's bytes here)"
@@ -157,6 +162,7 @@ def _opencv_writes_pillows_webp() -> bool:
     an ICC profile, which OpenCV cannot write, is added as libwebp's muxer adds it in Pillow
     (``webp._with_icc``). Where they differ, Pillow's writes every WebP: the format's bytes are
     always Pillow's."""
+    from PIL import Image
     for pixels in _webp_probes():
         for icc in (None, b"a stand-in of odd length!"):      # 25 bytes: the chunk is padded
             buf = io.BytesIO()

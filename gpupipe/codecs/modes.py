@@ -4,13 +4,16 @@ ICC profile that fits."""
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from gpupipe.errors import UnsupportedFormat
 
 from .orientation import _orient, _valid_orientation
+
+if TYPE_CHECKING:             # Pillow's images arrive as arguments: a JPEG run never loads PIL.Image
+    from PIL import Image
 
 
 def _stretch(a: np.ndarray) -> np.ndarray:

@@ -10,12 +10,18 @@ import threading
 import warnings
 import zlib
 
-from PIL import Image, ImageFile
+from typing import TYPE_CHECKING
 
 from gpupipe.errors import CorruptImage, ImageTooLarge, SystemFailure, TruncatedImage
 
 from .png import _png_chunks
 from .tiff import _tiff_strip_short
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageFile
+
+# PIL.Image is imported where Pillow decodes (11 ms of a start, with what it loads): a run of JPEGs,
+# which simplejpeg decodes, never needs it.
 
 _PILLOW_NAME = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP",
                 "bmp": "BMP", "tiff": "TIFF", "avif": "AVIF", "heif": "HEIF"}
@@ -43,6 +49,7 @@ def _pillow_open(data: bytes, fmt: str) -> ImageFile.ImageFile:
     ``_check_size`` run first. Pillow still checks sizes it discovers while
     loading (TIFF tiles, GIF frames); see ``_pillow_load``.
     """
+    from PIL import Image
     _refuse_truncated_loads()
     if fmt == "heif":
         _register_heif()
@@ -64,6 +71,7 @@ def _refuse_truncated_loads() -> None:
     turns it on; if other code in the process did, decoding would pass broken files as ok, so
     every Pillow decode refuses to run instead (the flag is read at load time, so it cannot be
     switched off for our decodes alone without changing it under the other code's feet)."""
+    from PIL import ImageFile
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise SystemFailure(
             "Pillow's ImageFile.LOAD_TRUNCATED_IMAGES is switched on in this process: truncated "
@@ -77,6 +85,7 @@ _WARNINGS_LOCK = threading.Lock()
 
 def _pillow_load(im: ImageFile.ImageFile, fmt: str, data: bytes) -> None:
     """Decode the pixels of an opened image, mapping failures to InputErrors."""
+    from PIL import Image
     _refuse_truncated_loads()
     try:
         if im.size[0] * im.size[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):

@@ -23,7 +23,6 @@ import os
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from gpupipe import pixels
 from gpupipe.backends.numpy import resample
@@ -124,7 +123,7 @@ def _font(font: str | None, size: int) -> ImageFont.FreeTypeFont:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _render_text(text: str, size: int, color: tuple[int, int, int], font: str | None) -> np.ndarray:
-    from PIL import ImageDraw
+    from PIL import Image, ImageDraw     # Pillow's imaging only for marks: a run without one never loads it
     pil_font = _font(font, size)
     # textbbox (multi-line aware) is the ink box at this origin; drawing at -left,-top
     # puts it at the canvas corner, so no glyph is clipped and no empty border is kept.
@@ -155,6 +154,7 @@ def render_text(text: str, size: int, color=(255, 255, 255), font=None) -> np.nd
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _load_mark(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    from PIL import Image, ImageOps
     try:
         with Image.open(io.BytesIO(_resource(path, "watermark image"))) as im:
             rgba = ImageOps.exif_transpose(im).convert("RGBA")
