@@ -32,7 +32,7 @@ integer kernels with integer divisors also round their exact ties the same way.
 Gaussians on 8-bit images (gaussian_blur, unsharp's blur) up to sigma FIXED_POINT_MAX_SIGMA take
 taps of whole 256ths (``gaussian_taps``). Every sum of such taps over 8-bit values is exact in
 float32, in any order: both backends, on every machine, compute the same sums, and OpenCV computes
-them in its integer path, 2-3x faster than in float32. The result is the exact sum rounded half to
+them in its integer path, about 3x faster than in float32. The result is the exact sum rounded half to
 even, as every store; unsharp's blur is that 8-bit result, so x - blur is a whole number.
 """
 
