@@ -210,15 +210,31 @@ def test_a_worker_killed_on_an_input_fails_that_input_alone(tmp_path: Path, monk
     assert again.summary.processed == len(marked) and again.summary.skipped == count - len(marked)
 
 
-def _spy_on_queued_chunks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """For each chunk the run sends: whether its worker was busy with another (it queues behind)."""
+def _spy_on_queued_chunks(monkeypatch: pytest.MonkeyPatch, hold: Path | None = None) -> list[bool]:
+    """For each chunk the run sends: whether its worker was busy with another (it queues behind).
+
+    With ``hold`` (a file to be), the workers wait before each input until a chunk has been queued
+    behind a busy worker, which makes that file: the cases that need a queued chunk meet one
+    whatever this machine's speed (on a loaded one, workers could finish their first chunks before
+    the scan had admitted the inputs that queueing waits for)."""
     queued: list[bool] = []
     real_send = pool_module.WorkerPool.send
 
     def send(self, worker, chunk):
         queued.append(worker in self.busy)
+        if hold is not None and queued[-1]:
+            hold.touch()
         real_send(self, worker, chunk)
     monkeypatch.setattr(pool_module.WorkerPool, "send", send)
+    if hold is not None:
+        real_decode = stages.decode_input
+
+        def decode(data, spec, **how):
+            deadline = time.monotonic() + 60
+            while not hold.exists() and time.monotonic() < deadline:
+                time.sleep(0.002)
+            return real_decode(data, spec, **how)
+        monkeypatch.setattr(stages, "decode_input", decode)
     return queued
 
 
@@ -259,7 +275,7 @@ def test_a_worker_killed_with_a_chunk_queued_behind_its_own_fails_only_the_input
     marked = {5, 2 * CHUNK_FILES + 17, 5 * CHUNK_FILES + 3}
     inputs = _jpegs(tmp_path / "in", MANY, marked)
     _on_marked(monkeypatch, _die)
-    queued = _spy_on_queued_chunks(monkeypatch)
+    queued = _spy_on_queued_chunks(monkeypatch, hold=tmp_path / "queued")
     result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
     assert any(queued), "no chunk ever waited behind another: the case under test did not happen"
     failed = sorted(Path(o.path).name for o in result.failed)
@@ -277,7 +293,7 @@ def test_a_worker_stuck_with_a_chunk_queued_behind_its_own_is_named_on_the_right
     stuck = 3 * CHUNK_FILES + 40
     inputs = _jpegs(tmp_path / "in", MANY, {stuck})
     _on_marked(monkeypatch, lambda: time.sleep(3600))
-    queued = _spy_on_queued_chunks(monkeypatch)
+    queued = _spy_on_queued_chunks(monkeypatch, hold=tmp_path / "queued")
     result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, journal=False, stall_timeout=1.5)
     assert any(queued)
     stalled = [Path(o.path).name for o in result.outcomes if o.error_class == "stalled"]
@@ -294,7 +310,7 @@ def test_ctrl_c_drains_workers_holding_queued_chunks_and_a_rerun_finishes(
     and a rerun does exactly the cancelled ones."""
     inputs = _jpegs(tmp_path / "in", MANY, {2 * CHUNK_FILES + 9})
     _on_marked(monkeypatch, lambda: os.kill(os.getppid(), signal.SIGINT))
-    queued = _spy_on_queued_chunks(monkeypatch)
+    queued = _spy_on_queued_chunks(monkeypatch, hold=tmp_path / "queued")
     result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2, keep_outcomes=keep_outcomes)
     assert any(queued)
     summary = result.summary
