@@ -9,7 +9,6 @@ import struct
 import threading
 import warnings
 import zlib
-
 from typing import TYPE_CHECKING
 
 from gpupipe.errors import CorruptImage, ImageTooLarge, SystemFailure, TruncatedImage

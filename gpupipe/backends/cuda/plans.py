@@ -414,7 +414,7 @@ def _filter(b: _Builder, kind: str, *, taps=None, taps2=None, smooth: bool = Fal
         b.program.launches.append(Launch(b.kernel(rows), (src, tmp, descs, np.int32(n), kx, np.int32(rx), flags,
                                                           np.int32(smooth)), work))
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
-        if unsharp is not None and b.dtype == np.uint8 and filters._is_fixed(ky):
+        if unsharp is not None and filters._fixed_point(ky, b.dtype):
             mode = 2                  # the 8-bit blur is stored before x - blur (filters.unsharp)
         b.program.launches.append(Launch(b.kernel("gp_sep_cols"), (src, tmp, dst, descs, np.int32(n), ky,
                                                          np.int32(len(ky) // 2), flags, np.int32(smooth),

@@ -319,15 +319,16 @@ def _fixed_taps(s: float) -> np.ndarray:
     return taps
 
 
-def _is_fixed(k: np.ndarray) -> bool:
-    """Whether taps k are whole 256ths (gaussian_taps' 8-bit taps)."""
-    return bool((k * _FIXED_ONE == np.rint(k * _FIXED_ONE)).all())
+def _fixed_point(k: np.ndarray, dtype) -> bool:
+    """Whether images of dtype are blurred by taps k in fixed point: 8-bit ones by whole 256ths
+    (gaussian_taps' 8-bit taps). Both backends ask this."""
+    return np.dtype(dtype) == np.uint8 and bool((k * _FIXED_ONE == np.rint(k * _FIXED_ONE)).all())
 
 
-def _blur(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Separable smoothing by k in both directions: 8-bit pixels and taps of whole 256ths in OpenCV's
-    integer path (stored, uint8), anything else (premultiplied, 16-bit) in float32."""
-    if x.dtype == np.uint8 and _is_fixed(k):
+def _blur(x: np.ndarray, k: np.ndarray, fixed: bool) -> np.ndarray:
+    """Separable smoothing by k in both directions: with ``fixed`` taps, 8-bit pixels in OpenCV's
+    integer path (stored, uint8); anything else (premultiplied, 16-bit) in float32."""
+    if fixed and x.dtype == np.uint8:
         return _sep_fixed(x, k)
     return _sep(x, k, k)
 
@@ -349,8 +350,8 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur (see gaussian_taps)."""
     _check_image(img)
     k = gaussian_taps(sigma, img.dtype)
-    fixed = img.dtype == np.uint8 and _is_fixed(k)
-    return _filter(img, lambda x: _blur(x, k), smooth=True, reach=len(k) // 2, in_float=not fixed)
+    fixed = _fixed_point(k, img.dtype)
+    return _filter(img, lambda x: _blur(x, k, fixed), smooth=True, reach=len(k) // 2, in_float=not fixed)
 
 
 def sharpen(img: np.ndarray, amount: float = 1.0) -> np.ndarray:
@@ -387,16 +388,16 @@ def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
     k = gaussian_taps(sigma, img.dtype)
     a = np.float32(_finite("amount", amount, 0.0))
     t = unsharp_threshold(threshold, img.dtype)
+    fixed = _fixed_point(k, img.dtype)
 
     def fn(x):
-        g = _blur(x, k)
+        g = _blur(x, k, fixed)
         if g.dtype == np.uint8:
             return _sharpened(x, g, a, t)
         # x in float32 once: NumPy's mixed integer-float arithmetic is 2-3x slower than float's,
         # and every step below is the same float32 operation either way (the same bytes).
         xf = x.astype(np.float32)
-        d = g
-        np.subtract(xf, d, out=d)  # d = x - g: the blur stays float, no rounding in between
+        d = np.subtract(xf, g, out=g)  # d = x - g: the blur stays float, no rounding in between
         if t == 0:                 # |d| > 0 or d == 0, where x + a·d == x: no mask needed
             if a != 1:             # d·1 is d exactly: one pass fewer at the usual amount
                 d *= a
@@ -404,7 +405,6 @@ def unsharp(img: np.ndarray, sigma: float = 1.0, amount: float = 1.0,
             return d
         return np.where(np.abs(d) > t, xf + a * d, xf)
 
-    fixed = img.dtype == np.uint8 and _is_fixed(k)
     return _filter(img, fn, smooth=False, reach=len(k) // 2, in_float=not (fixed and a == 1 and t == 0))
 
 

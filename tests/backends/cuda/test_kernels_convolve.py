@@ -32,7 +32,7 @@ def filter_batch(lib, images, kind, *, taps=None, taps2=None, smooth=False, divi
         kx, ky = (np.ascontiguousarray(t, np.float32) for t in taps)
         tmp = _row_pass(rows, src, descs, size, flags, kx, smooth, grid, block)
         mode, amount, threshold = (0, 0.0, 0.0) if unsharp is None else (1, *unsharp)
-        if unsharp is not None and filters._is_fixed(ky):
+        if unsharp is not None and filters._fixed_point(ky, np.uint8):
             mode = 2                  # as plans._filter: the 8-bit blur is stored first
         lib.launch("gp_sep_cols", src, tmp, dst, descs, n, ky, len(ky) // 2, flags, int(smooth),
                    np.float32(divisor), np.float32(offset), mode, np.float32(amount), np.float32(threshold),

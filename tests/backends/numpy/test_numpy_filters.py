@@ -338,22 +338,11 @@ def test_8_bit_gaussian_taps_are_whole_256ths_of_the_gaussian(sigma):
 
 
 def _exact_fixed_blur(img, sigma):
-    """The 8-bit Gaussian in integers: sum(taps * 256) over reflect-101 neighbours, both ways,
-    divided by 65536 and rounded half to even (int64: no rounding but the last); and how many
-    of the sums were exact halves."""
-    units = np.rint(F.gaussian_taps(sigma, np.uint8).astype(np.float64) * 256).astype(np.int64)
-    r = len(units) // 2
-
-    def mirror(n):
-        if n == 1:
-            return np.zeros(n + 2 * r, int)
-        i = np.mod(np.arange(-r, n + r), 2 * (n - 1))
-        return np.where(i >= n, 2 * (n - 1) - i, i)
-
-    h, w = img.shape[:2]
-    padded = img.astype(np.int64)[mirror(h)][:, mirror(w)]
-    rows = sum(u * padded[:, i:i + w] for i, u in enumerate(units))
-    sums = sum(u * rows[j:j + h] for j, u in enumerate(units))
+    """The 8-bit Gaussian in whole numbers: sum(taps * 256) over reflect-101 neighbours, both ways
+    (float64 holds them exactly), divided by 65536 and rounded half to even; and how many of the
+    sums were exact halves."""
+    units = np.rint(F.gaussian_taps(sigma, np.uint8).astype(np.float64) * 256)
+    sums = np.rint(_sep64(img.astype(np.float64), units)).astype(np.int64)   # whole numbers below 2**24: exact
     q, rem = np.divmod(sums, 65536)
     q += (rem > 32768) | ((rem == 32768) & (q % 2 == 1))
     return np.minimum(q, 255).astype(np.uint8), int((rem == 32768).sum())
