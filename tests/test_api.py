@@ -72,6 +72,10 @@ def test_run_returns_outcomes_and_reports_progress(tmp_path: Path) -> None:
     assert result.exit_code == 0 and result.summary.processed == 6
     assert len(result.outcomes) == 6 and all(o.status == "ok" for o in result.outcomes)
     assert all(set(o.seconds) >= {"read", "decode", "process", "encode", "write"} for o in result.outcomes)
+    # Kept to the clock's precision as they are made; a report shows them to the µs.
+    shown = [o.to_dict()["seconds"] for o in result.outcomes]
+    assert all(s == round(s, 6) and s >= 0 for stages in shown for s in stages.values())
+    assert all(o.to_dict()["seconds"]["write"] == round(o.seconds["write"], 6) for o in result.outcomes)
     assert seen and seen[-1] == 6
     assert result.summary.backend.startswith("cpu")
 

@@ -51,7 +51,10 @@ class FileOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         skip = {"queued_at", "spans", "size", "mtime", "output_sizes", "output_checksums", "fault"}
-        return {k: v for k, v in asdict(self).items() if k not in skip and v not in (None, [], {})}
+        fields = {k: v for k, v in asdict(self).items() if k not in skip and v not in (None, [], {})}
+        if "seconds" in fields:                 # kept to the µs where they are made; shown to it here
+            fields["seconds"] = {stage: round(seconds, 6) for stage, seconds in fields["seconds"].items()}
+        return fields
 
 
 # An input that went well, as a run that keeps no outcomes hands it to its summary instead of an

@@ -421,7 +421,7 @@ def _put_in_place(writes: ChunkWrites, waiting: list[Staged], done: ChunkDone) -
             errors.insert(0, error)
         outcome.bytes_out = sum(outcome.output_sizes)
         if "write" in outcome.seconds:         # the chunk's fsyncs are part of each write
-            outcome.seconds["write"] = round(outcome.seconds["write"] + took, 6)
+            outcome.seconds["write"] += took
         if outcome.spans and outcome.spans[-1][0] == "write":
             stage, start, end, thread = outcome.spans[-1]
             outcome.spans[-1] = (stage, start, end + took, thread)
@@ -433,9 +433,10 @@ def _put_in_place(writes: ChunkWrites, waiting: list[Staged], done: ChunkDone) -
 
 
 def _span(outcome: FileOutcome, stage: str, since: float, worker: str | None, now: float | None = None) -> float:
-    """The stage's seconds, and its span under ``worker``'s name (None: no spans kept)."""
+    """The stage's seconds, and its span under ``worker``'s name (None: no spans kept). Unrounded:
+    rounding a float to 6 places costs 0.6 µs, 5 a file of a tiny input's 120 (reports round)."""
     now = time.perf_counter() if now is None else now
-    outcome.seconds[stage] = round(now - since, 6)
+    outcome.seconds[stage] = now - since
     if worker is not None:
         outcome.spans.append((stage, since, now, worker))
     return now

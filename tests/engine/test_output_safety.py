@@ -403,6 +403,27 @@ def test_temporaries_of_killed_runs_are_removed_old_and_new_names(tmp_path: Path
     assert sorted(os.listdir(out / "sub")) == sorted([*live, "a.png"])
 
 
+def test_temporary_names_are_unique_and_name_the_process_that_made_them() -> None:
+    """Made from a counter, not drawn per file: still never twice the same in a process, always
+    in the form the stale-temporary sweep reads (its process and machine), and a forked worker's
+    name its own process, not the engine's it was forked from."""
+    names = [writer._temporary_name() for _ in range(5000)]
+    assert len(set(names)) == len(names)
+    for name in names[:3] + names[-3:]:
+        match = writer._TEMPORARY.match(name)
+        assert match and int(match[1]) == os.getpid() and match[2] == writer.THIS_MACHINE
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:                                    # the forked worker: its name, on the pipe
+        os.write(write, writer._temporary_name().encode())
+        os._exit(0)
+    os.close(write)
+    made = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(child, 0)
+    assert writer._TEMPORARY.match(made)[1] == str(child) and made not in names
+
+
 # ---------------------------------------------------------------------- finding 16: one run per OUT
 
 def _wait_for(condition, timeout: float = 60.0) -> None:
