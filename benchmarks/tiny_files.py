@@ -17,7 +17,11 @@ timed from its start to its exit as a user runs it, outputs on a tmpfs (/dev/shm
 They alternate, ``--repeats`` times each; reported are medians of wall time, files/s, the ratio
 gpupipe ÷ pool (of the medians, and the median of each repeat's own ratio: the contenders of a
 repeat run back to back, which this noisy VM favours) and the whole process tree's CPU per file
-(user+sys of the process and its children). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
+(user+sys of the process and its children), and where a run's wall time goes: when its first
+output appeared (``first_output_s``, from the process's start) and its pace from the first output
+to the last (``files_per_s_after_first``), read from the outputs' modification times once the run is
+over (the kernel stamps them from a coarse clock: a few ms; gpupipe puts a chunk's outputs in
+place together, at its end, so its first output includes its first chunk's work). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
 journal, summary — ``cpu_seconds_by_stage``) comes from extra runs through the Python API, made
 as the CLI makes its runs (``keep_outcomes=False``), as the CLI's timed runs write no report. gpupipe's modules are byte-compiled first, as ``pip
 install`` leaves them (see startup.py).
@@ -123,6 +127,7 @@ def make_corpus(count: int) -> Path:
 
 def timed(command: list[str]) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started_at = time.time()                     # the outputs' mtimes are on this clock
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
@@ -130,7 +135,16 @@ def timed(command: list[str]) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{command[:4]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "stdout": done.stdout}
+    return {"wall_s": wall, "cpu_s": cpu, "stdout": done.stdout, "started_at": started_at}
+
+
+def pace(out: Path, started_at: float, count: int) -> dict:
+    """When the first output appeared, and the files per second from it to the last."""
+    stamps = sorted(p.stat().st_mtime for p in out.rglob("*.jpg"))
+    if len(stamps) != count:
+        raise SystemExit(f"{out} holds {len(stamps)} outputs of {count}")
+    first, last = stamps[0] - started_at, stamps[-1] - started_at
+    return {"first_output_s": first, "files_per_s_after_first": (count - 1) / max(last - first, 1e-6)}
 
 
 def main() -> int:
@@ -162,13 +176,13 @@ def main() -> int:
                 else:
                     command = [sys.executable, str(scripts[name]), str(corpus), str(out), str(args.workers)]
                 result = timed(command)
-                made = sum(1 for _ in out.rglob("*.jpg"))
-                if made != args.count:
-                    raise SystemExit(f"{name} made {made} outputs of {args.count}")
+                result.update(pace(out, result.pop("started_at"), args.count))
                 del result["stdout"]
                 runs[name].append(result)
                 print(f"{name:12s} repeat {repeat}: {result['wall_s']:.3f} s, {args.count / result['wall_s']:,.0f} "
-                      f"files/s, CPU {1000 * result['cpu_s'] / args.count:.3f} ms/file", flush=True)
+                      f"files/s, CPU {1000 * result['cpu_s'] / args.count:.3f} ms/file; first output at "
+                      f"{result['first_output_s']:.3f} s, then {result['files_per_s_after_first']:,.0f} files/s",
+                      flush=True)
         coordinator = []
         for repeat in range(args.repeats):
             out = scratch / "out-api"
@@ -183,7 +197,9 @@ def main() -> int:
     for name, results in runs.items():
         wall = statistics.median(r["wall_s"] for r in results)
         row = {"wall_s": round(wall, 3), "files_per_s": round(args.count / wall, 1),
-               "cpu_ms_per_file": round(1000 * statistics.median(r["cpu_s"] for r in results) / args.count, 4)}
+               "cpu_ms_per_file": round(1000 * statistics.median(r["cpu_s"] for r in results) / args.count, 4),
+               "first_output_s": round(statistics.median(r["first_output_s"] for r in results), 3),
+               "files_per_s_after_first": round(statistics.median(r["files_per_s_after_first"] for r in results), 1)}
         table[name] = row
     own = statistics.median(c["coordinator_s"] for c in coordinator)
     table["gpupipe"]["coordinator_cpu_ms_per_file"] = round(1000 * own / args.count, 4)
@@ -192,15 +208,23 @@ def main() -> int:
     paired = statistics.median(pool["wall_s"] / ours["wall_s"]
                                for ours, pool in zip(runs["gpupipe"], runs["pillow pool"]))
     floor = table["stack floor"]["files_per_s"] / table["pillow pool"]["files_per_s"]
+    # Start-up apart: the pace once outputs flow, and how much later gpupipe's first one came.
+    after_first = statistics.median(ours["files_per_s_after_first"] / pool["files_per_s_after_first"]
+                                    for ours, pool in zip(runs["gpupipe"], runs["pillow pool"]))
+    later = statistics.median(ours["first_output_s"] - pool["first_output_s"]
+                              for ours, pool in zip(runs["gpupipe"], runs["pillow pool"]))
     print(json.dumps(table, indent=1))
     print(f"gpupipe / pillow pool: {ratio:.2f}x (median of the repeats' own ratios: {paired:.2f}x); "
           f"stack floor / pillow pool: {floor:.2f}x")
+    print(f"once outputs flow: gpupipe / pillow pool {after_first:.2f}x; gpupipe's first output "
+          f"{1000 * later:.0f} ms later")
     if args.json:
         import PIL
         from results_file import write_result
         write_result(args.json, "tiny files", pillow=PIL.__version__, config=vars(args), results=table,
                      ratio_gpupipe_over_pool=round(ratio, 3), ratio_gpupipe_over_pool_paired=round(paired, 3),
-                     ratio_floor_over_pool=round(floor, 3), runs=runs)
+                     ratio_floor_over_pool=round(floor, 3), ratio_after_first_output_paired=round(after_first, 3),
+                     first_output_later_s_paired=round(later, 3), runs=runs)
     return 0
 
 
