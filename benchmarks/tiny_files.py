@@ -20,8 +20,8 @@ repeat run back to back, which this noisy VM favours) and the whole process tree
 (user+sys of the process and its children), and where a run's wall time goes: when its first
 output appeared (``first_output_s``, from the process's start) and its pace from the first output
 to the last (``files_per_s_after_first``), read from the outputs' modification times once the run is
-over (the kernel stamps them from a coarse clock: a few ms; gpupipe puts a chunk's outputs in
-place together, at its end, so its first output includes its first chunk's work). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
+over (the kernel stamps them from a coarse clock, a few ms, when their bytes are written: gpupipe
+links its temporaries to their final names at a chunk's end, which leaves the time alone). gpupipe's coordinator CPU per file (the run's own process: scan, admission,
 journal, summary — ``cpu_seconds_by_stage``) comes from extra runs through the Python API, made
 as the CLI makes its runs (``keep_outcomes=False``), as the CLI's timed runs write no report. gpupipe's modules are byte-compiled first, as ``pip
 install`` leaves them (see startup.py).
