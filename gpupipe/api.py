@@ -15,14 +15,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Sequence, Unpack
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Unpack
 
 from .backends import BackendName, choose_backend, select_backend
 from .engine.cancel import CancelToken
 from .engine.options import ENGINE_OPTIONS, RunOptions, usable_cores
-from .engine.process import process_batch
 from .engine.writer import OutputLock, check_output_dir
 from .engine.results import FileOutcome, RunResult, RunSummary
 from .errors import GpupipeError, InputError, SystemFailure, UsageError
@@ -30,7 +27,10 @@ from .journal import Journal
 from .ops import Op
 from .options import Options, parse_address, resolve
 from .spec import Spec
-from . import pixels, sources
+from . import sources
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, spec: Spec | Iterable[Op] | str | Path,
@@ -236,6 +236,10 @@ def apply(spec: Spec | Iterable[Op] | Op, image: Any, *, backend: BackendName = 
     (``exif_orientation=False``: the pixels as they are stored).
     Raises gpupipe.errors.ProcessingError when an op cannot apply to this image.
     """
+    import numpy as np                    # here, not above: a run's own process never needs it
+
+    from . import pixels
+    from .engine.process import process_batch
     spec = Spec.single([spec]) if isinstance(spec, Op) else as_spec(spec)
     pil_mode = None
     if hasattr(image, "mode") and hasattr(image, "size"):        # a PIL image

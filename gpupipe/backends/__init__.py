@@ -91,6 +91,9 @@ class BackendChoice:
     # CUDA is open in this process already (an application's own GPU work): a forked worker
     # could not use it, so the run works in this process instead, one chunk at a time.
     in_process: bool = False
+    # Modules its workers use, loaded by the run's own process just before it forks them, so
+    # each worker inherits them loaded instead of loading its own copy.
+    modules: tuple[str, ...] = ()
 
 
 def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | None = None,
@@ -121,10 +124,25 @@ def choose_backend(choice: str = "auto", *, workers: int = 1, gpu_memory: int | 
             raise UsageError(f"--backend gpu: CUDA not available: {reason}. Use --backend cpu (or auto).")
         if found.get("started"):          # a GPU was there but its backend failed: say why the CPU runs
             log.warning("the GPU backend did not start (%s); using the CPU", reason)
+    # Described, not built: DALI's threads must not start in the process that forks the workers,
+    # and the run's own process loads no NumPy before it forks them (engine.pool).
+    return BackendChoice("cpu", _with_workers(cpu_description(decoder), workers),
+                         functools.partial(_cpu_backend, decoder=decoder), modules=("gpupipe.backends.numpy",))
+
+
+CPU_DESCRIPTION = "cpu (NumPy/OpenCV/Pillow)"
+
+
+def cpu_description(decoder: str) -> str:
+    """What the summary calls the CPU backend with ``decoder``."""
+    named = {"dali": ", DALI decodes JPEGs", "pillow": ", Pillow decodes JPEGs"}.get(decoder, "")
+    return f"{CPU_DESCRIPTION[:-1]}{named})"
+
+
+def _cpu_backend(decoder: str) -> Backend:
+    """One worker's CPU backend (``BackendChoice.make``)."""
     from .numpy import NumpyBackend
-    # Described, not built: DALI's threads must not start in the process that forks the workers.
-    return BackendChoice("cpu", _with_workers(NumpyBackend.describe_for(decoder), workers),
-                         functools.partial(NumpyBackend, decoder=decoder))
+    return NumpyBackend(decoder=decoder)
 
 
 def _with_workers(description: str, workers: int) -> str:

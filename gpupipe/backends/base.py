@@ -15,12 +15,14 @@ chunk (the CPU: one image; a GPU: dozens), which is all it needs to know.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
-
-from ..codecs import EncodedImage
 from ..ops import Op
+
+if TYPE_CHECKING:                       # the run's own process chooses a backend without NumPy
+    import numpy as np
+
+    from ..codecs import EncodedImage
 
 Batch = Any   # backend-specific: list of arrays (numpy), packed device buffer (cupy)
 

@@ -9,7 +9,8 @@ Pillow has it), flattens alpha for jpeg and keeps only the ICC profile.
 
 The package is split by job; this module re-exports the public API:
 
-    formats      the table of formats: names, extensions, read/write, alpha, 16-bit
+    formats      the table of formats: names, extensions, read/write, alpha, 16-bit; the
+                 output formats this installation writes (``normalise_format``, ``extension_for``)
     sniffing     format signatures, ``sniff``, ``READ_FORMATS``, unsupported formats
     jpeg         marker scan (size, EXIF orientation, ICC), TurboJPEG decode,
                  APP2 ICC insertion; why simplejpeg is the hot path (measured)
@@ -23,31 +24,54 @@ The package is split by job; this module re-exports the public API:
     decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``; ``defer_jpeg``, ``DeferredJpeg``
                  (a JPEG checked here, its pixels left to a device decoder)
     probing      ``probe``, ``ImageInfo``, ``header_size``
-    encoding     ``encode``, output formats and extensions, alpha flattening;
+    encoding     ``encode``, alpha flattening;
                  ``EncodedImage`` (a result a device encoded) and ``with_icc_profile``
 
 (The modules are not named after the functions they hold, so that
 ``gpupipe.codecs.decode`` is always the function: callers and tests use and
-monkeypatch it through this package.)
+monkeypatch it through this package. The names of the modules that need NumPy load
+on first use.)
 """
 
 from __future__ import annotations
 
-from .decoding import (  # noqa: F401  (MinSize: a public type)
-    DEFAULT_MAX_PIXELS, Decoded, DeferredJpeg, MinSize, decode, decode_deferred_on_host, defer_jpeg)
-from .encoding import (  # noqa: F401  (EncodedImage, with_icc_profile: for the engine)
-    PNG_COMPRESS_LEVEL,  # noqa: F401  (documented constant)
-    _flatten,  # noqa: F401  (tests check alpha flattening directly)
-    EncodedImage,
-    available_formats,
-    encode,
-    extension_for,
-    normalise_format,
-    with_icc_profile,
-)
-from .modes import pil_to_array
-from .probing import ImageInfo, header_size, probe
+import importlib
+from typing import TYPE_CHECKING
+
+from .formats import available_formats, extension_for, normalise_format
 from .sniffing import READ_FORMATS, format_from_name, sniff
+
+# The pixel side (NumPy, simplejpeg, Pillow) loads on first use (PEP 562): the run's own process
+# finds, plans and names outputs with the format table and the signatures alone, and a command
+# that reads no pixels (``--help``, ``ops``) never loads NumPy (50 ms of its start).
+_PIXEL_SIDE = {
+    "DEFAULT_MAX_PIXELS": "decoding", "Decoded": "decoding", "DeferredJpeg": "decoding", "MinSize": "decoding",
+    "decode": "decoding", "decode_deferred_on_host": "decoding", "defer_jpeg": "decoding",
+    "PNG_COMPRESS_LEVEL": "encoding", "_flatten": "encoding", "EncodedImage": "encoding", "encode": "encoding",
+    "with_icc_profile": "encoding", "pil_to_array": "modes",
+    "ImageInfo": "probing", "header_size": "probing", "probe": "probing",
+}
+
+
+def __getattr__(name: str):
+    module = _PIXEL_SIDE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value          # asked once: later look-ups (and monkeypatches) find it here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PIXEL_SIDE})
+
+
+if TYPE_CHECKING:
+    from .decoding import (DEFAULT_MAX_PIXELS, Decoded, DeferredJpeg, MinSize, decode,  # noqa: F401
+                           decode_deferred_on_host, defer_jpeg)
+    from .encoding import PNG_COMPRESS_LEVEL, EncodedImage, _flatten, encode, with_icc_profile  # noqa: F401
+    from .modes import pil_to_array  # noqa: F401
+    from .probing import ImageInfo, header_size, probe  # noqa: F401
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

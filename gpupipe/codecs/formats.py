@@ -12,6 +12,8 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 
+from ..errors import UsageError, did_you_mean
+
 
 @dataclass(frozen=True)
 class Format:
@@ -86,3 +88,39 @@ def kept(input_format: str) -> str:
     """The output format of an input that keeps its format: its own if gpupipe writes it, else PNG."""
     known = BY_NAME.get(input_format)
     return input_format if known is not None and known.write else "png"
+
+
+@functools.cache          # asked for every file written; Pillow's features cannot change in a process
+def _writable(fmt: str) -> bool:
+    """Whether this installation can write ``fmt``: its Pillow plugin is loaded only when asked (a
+    run writing JPEGs never loads Pillow's WebP and AVIF codecs, 2-3 ms of its start)."""
+    known = BY_NAME[fmt]
+    if not known.write or known.pillow_feature is None:
+        return known.write
+    from PIL import features
+    return features.check(known.pillow_feature)
+
+
+def available_formats() -> tuple[str, ...]:
+    """Output formats this installation can write."""
+    return tuple(f.name for f in FORMATS if _writable(f.name))
+
+
+def normalise_format(name: str) -> str:
+    """"JPG", ".jpeg", "Jpeg" -> "jpeg". UsageError for unknown/unavailable names."""
+    key = str(name).strip().lower().lstrip(".")
+    fmt = WRITE_NAMES.get(key)
+    if fmt is not None and _writable(fmt):
+        return fmt
+    valid = ", ".join(f + (" (jpg)" if f == "jpeg" else "") for f in available_formats())
+    if fmt is None:
+        raise UsageError(f"unknown output format {name!r}{did_you_mean(key, WRITE_NAMES)}; choose one of: {valid}")
+    raise UsageError(f"output format {fmt!r} needs a Pillow built with {fmt.upper()} support, "
+                     f"which this one lacks; choose one of: {valid}")
+
+
+@functools.lru_cache(maxsize=None)
+def extension_for(format: str) -> str:
+    """File extension (no dot) for an output format: "jpeg" -> "jpg". Cached: asked for every
+    input's every output, from a handful of names."""
+    return extension(normalise_format(format))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import CorruptImage, TruncatedImage, UnsupportedFormat
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The first bytes of RAW formats that are not TIFF containers.
 SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")

@@ -2,7 +2,8 @@
 
 Workers are forked from the run's process when the run starts, before the engine starts
 any thread of its own, so they begin with everything imported and the spec built (a fresh
-interpreter took 0.3 s and 60 MB each). Each builds its own backend (``BackendChoice.make``):
+interpreter took 0.3 s and 60 MB each). The run's own process needs no pixel libraries: it
+loads the workers' modules (``WORKER_MODULES``, the backend's) just before the fork. Each builds its own backend (``BackendChoice.make``):
 a GPU worker its own CUDA context, which the run's process never opens (it would not
 survive the fork). A worker that dies is forked again
 while the engine holds the locks its threads take (``fork_guard``), so no lock is copied
@@ -29,6 +30,7 @@ import collections
 import contextlib
 import ctypes
 import gc
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -44,13 +46,18 @@ from typing import Sequence
 from ..backends import BackendChoice
 from ..spec import OpTrie
 from . import unit
-from .device import Device
 from .tuning import libc, tune_allocator
 from .writer import close_parent_only_fds, remove_live_temporaries
 
 log = logging.getLogger("gpupipe")
 
 _fork = multiprocessing.get_context("fork")
+
+# The unit of work's own modules beyond those the run's process has: its devices (and with them
+# the op walk and NumPy) and the codecs' pixel side (simplejpeg, and Pillow's reading where a
+# format needs it).
+WORKER_MODULES = ("gpupipe.engine.device", "gpupipe.codecs.decoding", "gpupipe.codecs.encoding",
+                  "gpupipe.codecs.probing")
 PR_SET_PDEATHSIG = 1
 WAIT_FOR_ROOM = 0.002       # seconds between looks at a full memory budget
 ABORT = signal.SIGUSR1      # the engine to a worker: remove your temporaries and exit now
@@ -173,6 +180,7 @@ class WorkerPool:
             self._opencv_threads = opencv.getNumThreads()
             if self.count > 1 and self._opencv_threads != 1:
                 opencv.setNumThreads(1)
+        _load(WORKER_MODULES + self.backend.modules)
         for worker in range(self.count):
             self._fork_worker(worker)
 
@@ -327,6 +335,7 @@ class InProcessPool:
         self.work = work
         self.budget = unit.Budget(work.memory)
         self.busy: dict[int, list[unit.Item]] = {}
+        from .device import Device
         self._device = Device(backend.make, failures_allowed=device_failures)
         self._trie = OpTrie.build(work.spec.variants)
         self._done: queue.SimpleQueue = queue.SimpleQueue()
@@ -418,6 +427,7 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
     tune_allocator(trim_threshold=max(TRIM_AT_LEAST, pool.work.memory // pool.count))
     pool.budget.worker = worker
     work = pool.work
+    from .device import Device                # loaded before the fork (_load): found at once
     device = Device(pool.backend.make, failures_allowed=pool.device_failures, lost=pool._lost)
     trie = OpTrie.build(work.spec.variants)
     at, beat, stop = pool._at, pool._beat, pool._stop
@@ -454,6 +464,23 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
         except OSError:                    # the engine is gone
             return
         del chunk, done
+
+
+def _load(modules: Sequence[str]) -> None:
+    """Import ``modules`` here, to be inherited by the workers forked next; the collector held
+    back while they are made (gc.freeze in _fork_worker then keeps the workers' walks off them),
+    as __main__ holds it back for the command line's own imports."""
+    missing = [name for name in modules if name not in sys.modules]
+    if not missing:
+        return
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name in missing:
+            importlib.import_module(name)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _abort(signum, frame) -> None:

@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Container, Sequence, TypeVar
 
-import numpy as np
-
 from .. import codecs, sources
-from ..codecs.jpeg import _pick_scale as pick_jpeg_scale      # the decoder's own choice of DCT scale
 from ..errors import InputError, InternalError, OutputConflict, SystemFailure, UnreadableInput, WriteError
 from ..ops import BYTES_PER_PIXEL
 from ..spec import OpTrie, Spec
@@ -172,11 +169,12 @@ def _decoded_size(width: int, height: int, spec: Spec) -> tuple[int, int]:
     """A JPEG's size once decoded for ``spec``: a leading shrink lets it decode at a DCT scale
     (codecs.decode with Spec.decode_hint). The least reduction either orientation allows, as
     the EXIF orientation is not read here."""
+    from ..codecs.jpeg import _pick_scale       # the decoder's own choice of DCT scale (a worker has it loaded)
     scales = []
     for upright in ((width, height), (height, width)):
         hint = spec.decode_hint(*upright)
         stored = hint if hint is None or upright == (width, height) else (hint[1], hint[0])
-        scales.append(pick_jpeg_scale(width, height, stored))
+        scales.append(_pick_scale(width, height, stored))
     scale = min(scales)
     return -(-width // scale), -(-height // scale)
 
@@ -187,13 +185,6 @@ def processing_need(trie: OpTrie, width: int, height: int, *, ops_on_host: bool,
     ``held``: the input's bytes on the host if not its pixels (a JPEG the device decodes)."""
     held = BYTES_PER_PIXEL * width * height if held is None else held
     return max(_processing_need(trie, w, h, ops_on_host, held) for w, h in ((width, height), (height, width)))
-
-
-def encoding_need(results: list) -> int:
-    """What encoding a row of results adds to the pixels held: the largest one's encoder copy
-    (a result the backend encoded already needs none)."""
-    pixels = [r.shape[0] * r.shape[1] for r in results if isinstance(r, np.ndarray)]
-    return ENCODE_BYTES_PER_PIXEL * max(pixels, default=0)
 
 
 def _processing_need(trie: OpTrie, width: int, height: int, ops_on_host: bool, held: int) -> int:

@@ -21,15 +21,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Container
+from typing import TYPE_CHECKING, Any, Callable, Container
 
 from ..errors import ImageTooLarge, InputError, OutputConflict, Rejected, StoppedBySystemFailure, SystemFailure
 from ..spec import OpTrie, Spec
 from . import stages
 from .driver import READ_FAULTS_IN_A_ROW
-from .device import Device
 from .results import CANCELLED, FAILED, OK, REJECTED, Counted, FileOutcome, counted, fail
 from .writer import ChunkWrites, WritePolicy
+
+if TYPE_CHECKING:
+    from .device import Device              # the workers' (it loads NumPy: not the run's own process)
 
 log = logging.getLogger("gpupipe")
 

@@ -14,6 +14,7 @@ import numpy as np
 from ... import ops
 from ...codecs import DeferredJpeg, decode_deferred_on_host
 from ...errors import UndecodableImages
+from .. import CPU_DESCRIPTION, cpu_description
 from ..base import Backend
 from . import color, composite, filters, geometry, intensity, resample
 
@@ -67,7 +68,7 @@ def apply_op(img: np.ndarray, op: ops.Op) -> np.ndarray:
 
 class NumpyBackend(Backend):
     name = "cpu"
-    description = "cpu (NumPy/OpenCV/Pillow)"
+    description = CPU_DESCRIPTION
     # Small images go through the ops in batches, large ones one at a time. A batch's own cost in
     # the unit of work (the op walk, the hand-offs between its stages) was about a fifth of a 32×48
     # JPEG's whole time; batches of such images took the unit from 195 to 155 µs an input
@@ -115,10 +116,4 @@ class NumpyBackend(Backend):
             self.jpeg.close()
 
     def describe(self) -> str:
-        return self.describe_for("dali" if self.jpeg is not None else self.host_decoder)
-
-    @classmethod
-    def describe_for(cls, decoder: str) -> str:
-        """What the summary calls this backend with ``decoder`` (without building it)."""
-        named = {"dali": ", DALI decodes JPEGs", "pillow": ", Pillow decodes JPEGs"}.get(decoder, "")
-        return f"{cls.description[:-1]}{named})"
+        return cpu_description("dali" if self.jpeg is not None else self.host_decoder)
