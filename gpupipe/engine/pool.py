@@ -3,9 +3,9 @@
 Workers are forked from the run's process when the run starts, before the engine starts
 any thread of its own, so they begin with everything imported and the spec built (a fresh
 interpreter took 0.3 s and 60 MB each). The run's own process needs no pixel libraries: it
-loads the workers' modules (``WORKER_MODULES``, the backend's) just before the fork. Each builds its own backend (``BackendChoice.make``):
-a GPU worker its own CUDA context, which the run's process never opens (it would not
-survive the fork). A worker that dies is forked again
+loads the workers' modules (``WORKER_MODULES``, the backend's) just before the fork. Each
+builds its own backend (``BackendChoice.make``): a GPU worker its own CUDA context, which the
+run's process never opens (it would not survive the fork). A worker that dies is forked again
 while the engine holds the locks its threads take (``fork_guard``), so no lock is copied
 held.
 
