@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, TypedDict
 
 from .backends import BackendName
+from .codecs.formats import DEFAULT_MAX_PIXELS
 from .errors import UsageError, did_you_mean
 
 Engine = Literal["local", "ray"]
@@ -38,7 +39,6 @@ OUTPUT, INPUTS, EXECUTION, RESUME, OBSERVE, SHOW = (
     "Output", "Inputs", "Execution", "Journal and resume", "Reports and metrics", "What it prints")
 ENV_PREFIX = "GPUPIPE_"
 DEFAULT_METRICS_HOST = "127.0.0.1"
-DEFAULT_MAX_PIXELS = 178_956_970       # Pillow's own decompression-bomb limit, doubled
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Pillow has it), flattens alpha for jpeg and keeps only the ICC profile.
 The package is split by job; this module re-exports the public API:
 
     formats      the table of formats: names, extensions, read/write, alpha, 16-bit; the
-                 output formats this installation writes (``normalise_format``, ``extension_for``)
+                 output formats this installation writes (``normalise_format``, ``extension_for``);
+                 ``DEFAULT_MAX_PIXELS``
     sniffing     format signatures, ``sniff``, ``READ_FORMATS``, unsupported formats
     jpeg         marker scan (size, EXIF orientation, ICC), TurboJPEG decode,
                  APP2 ICC insertion; why simplejpeg is the hot path (measured)
@@ -21,7 +22,7 @@ The package is split by job; this module re-exports the public API:
     pillow       Pillow open/load with failures mapped to InputErrors (refused while
                  Pillow's LOAD_TRUNCATED_IMAGES is on)
     modes        mode normalisation to L/LA/RGB/RGBA, ICC matching, ``pil_to_array``
-    decoding     ``decode``, ``Decoded``, ``DEFAULT_MAX_PIXELS``; ``defer_jpeg``, ``DeferredJpeg``
+    decoding     ``decode``, ``Decoded``; ``defer_jpeg``, ``DeferredJpeg``
                  (a JPEG checked here, its pixels left to a device decoder)
     probing      ``probe``, ``ImageInfo``, ``header_size``
     encoding     ``encode``, alpha flattening;
@@ -38,14 +39,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .formats import available_formats, extension_for, normalise_format
+from .formats import DEFAULT_MAX_PIXELS, available_formats, extension_for, normalise_format
 from .sniffing import READ_FORMATS, format_from_name, sniff
 
 # The pixel side (NumPy, simplejpeg, Pillow) loads on first use (PEP 562): the run's own process
 # finds, plans and names outputs with the format table and the signatures alone, and a command
 # that reads no pixels (``--help``, ``ops``) never loads NumPy (50 ms of its start).
 _PIXEL_SIDE = {
-    "DEFAULT_MAX_PIXELS": "decoding", "Decoded": "decoding", "DeferredJpeg": "decoding", "MinSize": "decoding",
+    "Decoded": "decoding", "DeferredJpeg": "decoding", "MinSize": "decoding",
     "decode": "decoding", "decode_deferred_on_host": "decoding", "defer_jpeg": "decoding",
     "PNG_COMPRESS_LEVEL": "encoding", "_flatten": "encoding", "EncodedImage": "encoding", "encode": "encoding",
     "with_icc_profile": "encoding", "pil_to_array": "modes",
@@ -67,8 +68,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .decoding import (DEFAULT_MAX_PIXELS, Decoded, DeferredJpeg, MinSize, decode,  # noqa: F401
-                           decode_deferred_on_host, defer_jpeg)
+    from .decoding import (Decoded, DeferredJpeg, MinSize, decode, decode_deferred_on_host,  # noqa: F401
+                           defer_jpeg)
     from .encoding import PNG_COMPRESS_LEVEL, EncodedImage, _flatten, encode, with_icc_profile  # noqa: F401
     from .modes import pil_to_array  # noqa: F401
     from .probing import ImageInfo, header_size, probe  # noqa: F401

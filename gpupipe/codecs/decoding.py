@@ -20,6 +20,7 @@ from gpupipe.errors import ImageTooLarge, InputError
 from . import dicom, raw as camera_raw
 from .jpeg import (
     _TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header, _pick_scale)
+from .formats import DEFAULT_MAX_PIXELS
 from .modes import _matching_icc, _to_array
 from .orientation import _orient, _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _pillow_load, _pillow_open, _stored_size
@@ -31,9 +32,6 @@ from .webp import _webp_size
 
 #: ``decode(min_size=...)``: (w, h), a function of the upright (w, h), or None.
 MinSize = tuple[int, int] | Callable[[int, int], "tuple[int, int] | None"] | None
-
-#: Pillow's own hard bomb limit (2 x Image.MAX_IMAGE_PIXELS), our default.
-DEFAULT_MAX_PIXELS = 178_956_970
 
 
 @dataclass

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 from ..errors import UsageError, did_you_mean
 
+#: The most pixels an input may declare unless told otherwise (--max-pixels): Pillow's own hard
+#: decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS).
+DEFAULT_MAX_PIXELS = 178_956_970
+
 
 @dataclass(frozen=True)
 class Format:

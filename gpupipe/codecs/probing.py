@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .decoding import DEFAULT_MAX_PIXELS
+from .formats import DEFAULT_MAX_PIXELS
 from . import dicom, raw as camera_raw
 from .jpeg import _parse_jpeg_header
 from .orientation import _orientation_from_exif_bytes, _valid_orientation
