@@ -39,9 +39,9 @@ from typing import Any, Iterable, Sequence
 
 from . import codecs
 from .codecs import formats
+from .codecs.formats import DEFAULT_MAX_PIXELS
 from .errors import BadOutputName, UsageError, did_you_mean
 from .ops import Op, Python, Resize, Watermark, Window, _color, op_from_dict
-from .options import DEFAULT_MAX_PIXELS
 from .sidefiles import printable, read_resource
 
 TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}

@@ -84,12 +84,11 @@ def main() -> None:
     try:
         app()
     except SystemExit as done:
+        from ..backends.cuda.jpeg import exit_before_teardown
         if isinstance(done.code, str):
             print(done.code, file=sys.stderr)
         status = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        if "nvidia.nvimgcodec" in sys.modules:     # only then: its module loads the codecs' pixel side
-            from ..backends.cuda.jpeg import exit_before_teardown
-            exit_before_teardown(status)
+        exit_before_teardown(status)
         _exit_without_teardown(status)
         raise SystemExit(status) from None       # its message, if any, is printed already
 

@@ -98,7 +98,7 @@ print(json.dumps({"pixel_libraries": sorted(m for m in ("numpy", "simplejpeg", "
 """
 
 
-def test_the_command_line_and_a_runs_own_process_load_no_pixel_library(tmp_path):
+def test_the_command_line_and_a_runs_own_process_load_no_pixel_library():
     """The command line, the engine's coordinating side and the choice of the CPU backend load no
     NumPy, simplejpeg, OpenCV or Pillow: `--help` or `ops` never wait for them (50 ms of their
     start), and a run loads them just before it forks its workers (engine.pool), which inherit them."""

@@ -26,10 +26,10 @@ import atexit
 import contextlib
 import queue
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from ...codecs import DeferredJpeg
-from ...codecs.orientation import _orient
+if TYPE_CHECKING:        # light to import: every CLI process exits through exit_before_teardown
+    from ...codecs import DeferredJpeg
 
 
 def nvimgcodec_unavailable_reason() -> str | None:
@@ -57,6 +57,7 @@ class NvJpegDecoder:
     def decode(self, items: Sequence[DeferredJpeg], stream) -> list:
         """Upright C-contiguous uint8 HWC CuPy arrays in ``items``' order, ready on ``stream``;
         None for an item nvJPEG could not decode or gave another shape than its header said."""
+        from ...codecs.orientation import _orient
         out: list = [None] * len(items)
         for channels, params in self.params.items():
             group = [i for i, item in enumerate(items) if item.shape[2] == channels]
