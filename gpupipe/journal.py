@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -36,14 +35,15 @@ import sqlite3
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from . import digests
 from .engine.results import FAILED, OK, REJECTED, FileOutcome, json_value
 from .engine.writer import forget_parent_only, parent_only
 from .errors import (OutputConflict, OutputExists, StageStalled, StoppedBySystemFailure, SystemFailure,
                      UsageError, WorkerCrashed)
+from .records import dataclass
 
 log = logging.getLogger("gpupipe")
 
@@ -153,7 +153,7 @@ def display(key: bytes | str) -> str:
 
 def file_checksum(path: str | bytes) -> str:
     """The checksum the journal keeps for an output: blake2b, 16 bytes, of its contents."""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = digests.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

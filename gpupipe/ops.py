@@ -22,10 +22,11 @@ import functools
 import numbers
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable, ClassVar
 
 from .errors import ProcessingError, UsageError, did_you_mean
+from .records import dataclass
 
 FILTERS = ("nearest", "bilinear", "bicubic", "lanczos3")
 RESIZE_MODES = ("exact", "fit", "fill", "pad")

@@ -19,7 +19,6 @@ import math
 import os
 import re
 import typing
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, TypedDict
@@ -27,6 +26,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping, TypedDict
 from .backends import BackendName
 from .codecs.formats import DEFAULT_MAX_PIXELS
 from .errors import UsageError, did_you_mean
+from .records import dataclass
 
 Engine = Literal["local", "ray"]
 Order = Literal["input", "smallest-first", "largest-first", "newest-first"]

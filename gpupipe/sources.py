@@ -44,11 +44,12 @@ import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import PurePath
 
 from gpupipe.codecs import READ_FORMATS, formats, sniff
 from gpupipe.errors import UnreadableInput, UsageError
+
+from .records import dataclass
 
 __all__ = ["IMAGE_EXTENSIONS", "SourceFile", "Skipped", "ScanProblem",
            "check_inputs", "discover", "read_bytes", "read_input", "InputRead"]

@@ -27,21 +27,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import os
 import stat
 import string
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import codecs
+from . import codecs, digests
 from .codecs import formats
 from .codecs.formats import DEFAULT_MAX_PIXELS
 from .errors import BadOutputName, UsageError, did_you_mean
 from .ops import Op, Python, Resize, Watermark, Window, _color, op_from_dict
+from .records import dataclass
 from .sidefiles import printable, read_resource
 
 TEMPLATE_FIELDS = {"stem", "variant", "ext", "name", "suffix"}
@@ -263,7 +263,7 @@ class Spec:
         canonical = json.dumps({**self.to_dict(), **({"files": files} if files else {}),
                                 **({"revisions": revised} if revised else {})}, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return digests.sha256(canonical.encode()).hexdigest()[:16]
 
     def _file_digests(self) -> dict[str, str]:
         digests = {path: _content_digest(path) for variant in self.variants for op in variant.ops
@@ -345,7 +345,7 @@ def _content_digest(path: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _regular_file_digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
-    digest = hashlib.blake2b(digest_size=16)
+    digest = digests.blake2b(digest_size=16)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):         # swapped since the stat

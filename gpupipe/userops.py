@@ -11,7 +11,6 @@ an image and tags, or the input's verdict.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -22,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import digests, pixels
 from .errors import Rejected, UsageError, UserCodeFailed
-from . import pixels
 from .ops import HostOp, Reject, Tagged
 
 TRACEBACK_LINES = 40          # the end of the user's traceback kept in the message
@@ -38,7 +37,7 @@ def load_function(name: str) -> Callable[..., Any]:
             path = Path(where).resolve()
             if not path.is_file():
                 raise UsageError(f"python op {name}: no file {path}")
-            module_name = f"gpupipe_user_{hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()}"
+            module_name = f"gpupipe_user_{digests.blake2b(str(path).encode(), digest_size=6).hexdigest()}"
             spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(spec)        # type: ignore[arg-type]
             sys.modules[module_name] = module
@@ -70,7 +69,7 @@ def source_digest(name: str) -> str:
         if origin is None or not os.path.isfile(origin):
             return "no source file"
         with open(origin, "rb") as f:
-            return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+            return digests.blake2b(f.read(), digest_size=16).hexdigest()
     except (ImportError, ValueError, OSError) as exc:
         return f"unreadable: {exc}"
 

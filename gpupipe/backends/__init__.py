@@ -12,10 +12,10 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Callable, Literal, get_args
 
 from ..errors import SystemFailure, UsageError
+from ..records import dataclass
 from .base import Backend
 
 BackendName = Literal["auto", "cpu", "gpu"]     # --backend: auto takes the GPU when CUDA is usable

@@ -10,7 +10,6 @@ arguments (kept by the run command) in order, with the parsed values of the modi
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from functools import cache
 from typing import Any, Optional
 
@@ -18,6 +17,7 @@ import typer
 
 from .. import ops as catalogue
 from ..errors import UsageError
+from ..records import dataclass
 from .app import escape
 
 OPS_PANEL = "Ops (applied in the order given)"

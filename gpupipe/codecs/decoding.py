@@ -11,13 +11,12 @@ size above ``max_pixels`` is refused before a single pixel is decoded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from gpupipe.errors import ImageTooLarge, InputError
 
-from . import dicom, raw as camera_raw
+from ..records import dataclass
 from .jpeg import (
     _TURBO_SOF, _check_cmyk_complete, _check_room_for_blocks, _decode_turbo, _parse_jpeg_header, _pick_scale)
 from .formats import DEFAULT_MAX_PIXELS
@@ -89,9 +88,11 @@ def decode(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     def check_size(width: int, height: int) -> None:
         _check_size(width, height, max_pixels)
     if fmt == "raw":
+        from . import raw as camera_raw            # rare formats load on first use (2 modules, 1 ms of a start)
         pixels = camera_raw.decode(data, check_size=check_size, min_size=min_size, bits=raw_bits)
         return Decoded(pixels, fmt, None, (pixels.shape[1], pixels.shape[0]))
     if fmt == "dicom":
+        from . import dicom
         pixels, stored, rescale = dicom.decode(data, check_size, values)
         return Decoded(pixels, fmt, None, stored, rescale=rescale)
     if fmt == "jpeg":

@@ -20,12 +20,12 @@ syntaxes pydicom cannot decode here (JPEG 2000, JPEG-LS without their plug-ins) 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from ..errors import CorruptImage, TruncatedImage, UnsupportedFormat
+from ..records import dataclass
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
@@ -12,6 +11,7 @@ import simplejpeg
 from gpupipe import pixels as contract
 from gpupipe.errors import ImageTooLarge, UsageError
 
+from ..records import dataclass
 from .formats import BY_NAME, _writable, normalise_format
 from .jpeg import _with_icc
 from .modes import _matching_icc

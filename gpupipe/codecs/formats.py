@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass
 
 from ..errors import UsageError, did_you_mean
+from ..records import dataclass
 
 #: The most pixels an input may declare unless told otherwise (--max-pixels): Pillow's own hard
 #: decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS).

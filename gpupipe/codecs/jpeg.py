@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 import simplejpeg
 
 from gpupipe.errors import CorruptImage, TruncatedImage
 
+from ..records import dataclass
 from .orientation import _exif_orientation
 
 # SOF markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).

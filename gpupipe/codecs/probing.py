@@ -3,10 +3,10 @@ for the engine's memory budget)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from ..records import dataclass
 from .formats import DEFAULT_MAX_PIXELS
-from . import dicom, raw as camera_raw
 from .jpeg import _parse_jpeg_header
 from .orientation import _orientation_from_exif_bytes, _valid_orientation
 from .pillow import _looks_cut_short, _pillow_open, _stored_size
@@ -42,9 +42,11 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | 
     fmt = _classify(data, name)
     problems: list[str] = []
     if fmt == "raw":
+        from . import raw as camera_raw        # rare formats load on first use (decoding.decode)
         head = camera_raw.header(data)
         info = ImageInfo(fmt, head.width, head.height, "RGB", 1, 1, False, problems)
     elif fmt == "dicom":
+        from . import dicom
         head = dicom.header(data)
         mode = "L" if head.photometric.startswith("MONOCHROME") else "RGB"
         info = ImageInfo(fmt, head.width, head.height, mode, 1, head.frames, False, problems, head.bits)
@@ -106,9 +108,11 @@ def header_size(data: bytes, name: str | None = None) -> tuple[int, int]:
         hdr = _parse_jpeg_header(data)
         return hdr.width, hdr.height
     if fmt == "raw":
+        from . import raw as camera_raw        # rare formats load on first use (decoding.decode)
         head = camera_raw.header(data)
         return head.width, head.height
     if fmt == "dicom":
+        from . import dicom
         head = dicom.header(data)
         return head.width, head.height
     if fmt == "webp" and (declared := _webp_size(data)):

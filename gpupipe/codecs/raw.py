@@ -11,22 +11,13 @@ leaves at least twice the target size from a half-size image, it demosaics at ha
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import CorruptImage, TruncatedImage, UnsupportedFormat
+from ..records import dataclass
 
 if TYPE_CHECKING:
     import numpy as np
-
-# The first bytes of RAW formats that are not TIFF containers.
-SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")
-
-
-def looks_raw(head: bytes) -> bool:
-    """A TIFF container or a RAW signature: what a file named .nef, .cr2 … must start with."""
-    return head[:4] in (b"II*\x00", b"MM\x00*") or head.startswith(SIGNATURES)
-
 
 @dataclass(frozen=True)
 class RawHeader:

@@ -15,7 +15,15 @@ from gpupipe.errors import EmptyInput, NotAnImage, UnsupportedFormat
 # READ_FORMATS: the formats ``decode`` reads (formats.py). ``sniff`` also names others so that
 # callers can say "unsupported format: PSD" instead of "not an image".
 from .formats import BY_EXTENSION, READ_FORMATS, unavailable  # noqa: F401  (READ_FORMATS: re-exported)
-from .raw import looks_raw
+
+
+# The first bytes of camera RAW formats that are not TIFF containers (the decoding is codecs.raw's).
+RAW_SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")
+
+
+def looks_raw(head: bytes) -> bool:
+    """A TIFF container or a RAW signature: what a file named .nef, .cr2 … must start with."""
+    return head[:4] in (b"II*\x00", b"MM\x00*") or head.startswith(RAW_SIGNATURES)
 
 
 def format_from_name(name: str) -> str:
@@ -114,7 +122,7 @@ def _sniff_unsupported(h: bytes) -> str | None:
 
 def _classify(data: bytes, name: str | None = None) -> str:
     """The readable format of ``data``, or the InputError that says why not. ``name``, the file's
-    name, decides only what bytes cannot: a RAW photo inside a TIFF container (raw.looks_raw)."""
+    name, decides only what bytes cannot: a RAW photo inside a TIFF container (looks_raw)."""
     if not data:
         raise EmptyInput("empty file (0 bytes)")
     fmt = sniff(data[:1024])

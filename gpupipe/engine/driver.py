@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import math
 import os
 import queue
@@ -22,7 +21,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Container, Sequence
 
-from .. import codecs, sources
+from .. import codecs, digests, sources
 from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
@@ -61,7 +60,7 @@ class OutputClaims:
 
     def claim(self, path: str, owner: str) -> str | None:
         """Claim ``path`` (below OUT) for ``owner``; return the other owner if it is taken."""
-        key = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=12).digest()     # os.fsencode
+        key = digests.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=12).digest()     # os.fsencode
         with self._lock:
             current = self._owners.setdefault(key, owner)
         return None if current == owner else current

@@ -3,11 +3,12 @@ their defaults, in gpupipe/options.py) and what the API adds (callbacks, the jou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any, Callable
 
 from .. import sources
 from ..options import DEFAULT_MAX_PIXELS, ORDERS, Order, registry  # noqa: F401  (re-exported)
+from ..records import dataclass
 from .host import usable_cores, usable_memory  # noqa: F401  (re-exported)
 from .results import FileOutcome, RunSummary
 

@@ -40,10 +40,10 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 from ..backends import BackendChoice
+from ..records import dataclass
 from ..spec import OpTrie
 from . import unit
 from .tuning import libc, tune_allocator

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
+
+from ..records import dataclass
 
 OK, FAILED, SKIPPED, CANCELLED = "ok", "failed", "skipped", "cancelled"
 REJECTED = "rejected"          # a user op rejected it (gpupipe.Reject): no output, not a failure

@@ -8,17 +8,17 @@ engine ran them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Callable, Container, Sequence, TypeVar
 
-from .. import codecs, sources
+from .. import codecs, digests, sources
 from ..errors import InputError, InternalError, OutputConflict, SystemFailure, UnreadableInput, WriteError
 from ..ops import BYTES_PER_PIXEL
+from ..records import dataclass
 from ..spec import OpTrie, Spec
 from .writer import WritePolicy, write_output
 
@@ -306,7 +306,7 @@ def write_outputs(output: Path, files: list[tuple[str, bytes]], *, fsync: bool, 
 
 def checksum(data: bytes) -> str:
     """An output's checksum as the journal records it."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return digests.blake2b(data, digest_size=16).hexdigest()
 
 
 def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: float,

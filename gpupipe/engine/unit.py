@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Container
 
 from ..errors import ImageTooLarge, InputError, OutputConflict, Rejected, StoppedBySystemFailure, SystemFailure
+from ..records import dataclass
 from ..spec import OpTrie, Spec
 from . import stages
 from .driver import READ_FAULTS_IN_A_ROW

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import itertools
 import logging
 import os
@@ -32,11 +31,12 @@ import re
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .. import digests
 from ..errors import OutputExists, SystemFailure, UsageError, WriteError
+from ..records import dataclass
 
 # Errors that say the output *side* is broken, not this one file: stop the run.
 SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
@@ -332,7 +332,7 @@ class ChunkWrites:
 
 # This machine's name in the temporaries it makes: a process id means something only on the machine
 # that gave it, and Ray's tasks on several machines write into the same shared folders.
-THIS_MACHINE = hashlib.blake2b(os.uname().nodename.encode(), digest_size=4).hexdigest()
+THIS_MACHINE = digests.blake2b(os.uname().nodename.encode(), digest_size=4).hexdigest()
 
 
 def _temporary_name() -> str:

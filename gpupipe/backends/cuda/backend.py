@@ -21,7 +21,6 @@ import importlib.resources
 import time
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 from ... import ops
 from ...codecs import DeferredJpeg, EncodedImage, decode_deferred_on_host
 from ...errors import DeviceFailure, DeviceOutOfMemory, SystemFailure, UndecodableImages
+from ...records import dataclass
 from ..base import Backend
 from ...codecs.dali import DaliDecoder, dali_unavailable_reason
 from .jpeg import NvJpegDecoder, NvJpegEncoder, nvimgcodec_unavailable_reason

@@ -17,11 +17,12 @@ against the NumPy backend on machines without a GPU.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 
 from ... import ops, pixels
+from ...records import dataclass
 from ..numpy import color, composite, filters, geometry, intensity, resample
 
 Shape = tuple[int, int, int]            # (height, width, channels)

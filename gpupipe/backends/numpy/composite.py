@@ -15,7 +15,6 @@ read-only arrays so a caller cannot corrupt the cache.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import math
 import operator
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gpupipe import pixels
+from gpupipe import digests, pixels
 from gpupipe.backends.numpy import resample
 from gpupipe.errors import ProcessingError, UsageError
 from gpupipe.sidefiles import read_resource
@@ -180,7 +179,7 @@ class _ArrayKey:
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
-        self._digest = (array.shape, hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest())
+        self._digest = (array.shape, digests.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest())
 
     def __hash__(self) -> int:
         return hash(self._digest)
