@@ -179,6 +179,8 @@ def _text(message: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Decision:
+    """The journal's word on one input found: skip it (and why) or do it."""
+
     skip: bool
     reason: str = ""
     failed_before: str | None = None     # the error class, when skipped because it failed before

@@ -154,6 +154,11 @@ class Op:
     # so a journal redoes the inputs an earlier revision made instead of mixing the two.
     revision: ClassVar[int] = 1
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ is None and "summary" in cls.__dict__:     # help(op) says what it does
+            cls.__doc__ = cls.summary
+
     def __post_init__(self) -> None:
         for info in self.params():
             if info.name in self.__dataclass_fields__:

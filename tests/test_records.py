@@ -99,3 +99,23 @@ def test_ops_as_every_front_end_uses_them():
     assert dataclasses.replace(resize, mode="fill") == Resize(800, 600, mode="fill")
     with pytest.raises(dataclasses.FrozenInstanceError):
         resize.width = 1
+
+
+def test_every_class_says_what_it_is():
+    """Each of gpupipe's dataclasses has a docstring of its own (an op: its summary): help() has
+    something to say, and the library does not work one out from the signature at import."""
+    import importlib
+    import pkgutil
+
+    import gpupipe
+    undocumented = []
+    for module_info in pkgutil.walk_packages(gpupipe.__path__, "gpupipe."):
+        try:
+            module = importlib.import_module(module_info.name)
+        except ImportError:                  # an optional extra that is not installed (CuPy, Ray …)
+            continue
+        for value in vars(module).values():
+            if (isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == module.__name__
+                    and (value.__doc__ or "").startswith(f"{value.__name__}(")):
+                undocumented.append(f"{module.__name__}.{value.__name__}")
+    assert not undocumented

@@ -30,6 +30,8 @@ from ..records import dataclass
 
 @dataclass(frozen=True)
 class DicomHeader:
+    """What a DICOM dataset declares of its image, read without its pixel data."""
+
     width: int
     height: int
     frames: int

@@ -21,6 +21,8 @@ DEFAULT_MAX_PIXELS = 178_956_970
 
 @dataclass(frozen=True)
 class Format:
+    """One image format: its names, what gpupipe does with it and what it holds."""
+
     name: str
     extensions: tuple[str, ...]        # the first names outputs; all are recognised on inputs
     read: bool                         # decode reads it

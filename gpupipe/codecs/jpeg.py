@@ -55,6 +55,8 @@ _HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 
 @dataclass
 class _JpegHeader:
+    """What a JPEG's markers declare, read before any pixel is decoded."""
+
     width: int = 0
     height: int = 0
     components: int = 0

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RawHeader:
+    """A camera RAW photo's upright size and orientation, as LibRaw reads them."""
+
     width: int          # upright, after the camera's orientation
     height: int
     flip: int           # LibRaw's flip code (0: none, 3: 180°, 5/6: 90° turns)

@@ -79,6 +79,8 @@ def counted(key: int, outcome: FileOutcome) -> Counted:
 
 @dataclass
 class RunSummary:
+    """A run's counts, failures by class, timings and notes: what the CLI prints and ``report`` keeps."""
+
     backend: str = "?"
     processed: int = 0
     failed: int = 0
@@ -190,6 +192,8 @@ class RunSummary:
 
 @dataclass
 class RunResult:
+    """What ``gpupipe.run`` returns: the summary, and every input's outcome where the caller kept them."""
+
     summary: RunSummary
     outcomes: list[FileOutcome]               # every input's outcome, when the caller kept them
 

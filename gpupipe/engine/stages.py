@@ -223,6 +223,8 @@ def _subtree_need(node: OpTrie, width: int, height: int, on_host: bool, held: in
 
 @dataclass
 class Encoded:
+    """One input's encoded outputs, and the variants that could not be made."""
+
     files: list[tuple[str, bytes]] = field(default_factory=list)   # (output path below OUT, file bytes)
     errors: list[InputError] = field(default_factory=list)              # variants that could not be made
 
@@ -271,6 +273,8 @@ def claim_renamed(encoded: Encoded, planned: Sequence[str], claim: Callable[[str
 
 @dataclass
 class Written:
+    """One input's outputs as written: their paths below OUT, sizes and checksums."""
+
     outputs: list[str] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     checksums: list[str] = field(default_factory=list)

@@ -84,6 +84,8 @@ class Unclaimed:
 
 @dataclass
 class ChunkDone:
+    """What a worker hands back for a chunk: its outcomes (or counts), and what the driver must know."""
+
     outcomes: list[tuple[int, FileOutcome]] = field(default_factory=list)
     unclaimed: list[Unclaimed] = field(default_factory=list)
     system_failure: str | None = None      # the output side broke (disk full): the run must stop

@@ -44,6 +44,8 @@ _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
 
 @dataclass
 class DeviceBatch:
+    """A batch of images on the device, back to back in one buffer, with the work still owed to it."""
+
     buffer: object                       # cupy.ndarray of the images' depth, 1-D: the images back to back
     shapes: list[Shape]
     # Host arrays uploaded asynchronously for the launches that made this batch (descriptors,

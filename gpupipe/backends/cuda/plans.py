@@ -52,6 +52,8 @@ MEMCPY = "memcpy"
 
 @dataclass
 class Launch:
+    """One kernel launch of a plan: the kernel, its arguments and the threads one image needs."""
+
     kernel: str          # a kernels/*.cu kernel, or MEMCPY
     args: tuple
     work: int            # the most threads one image needs (output pixels): sizes the grid
@@ -59,6 +61,8 @@ class Launch:
 
 @dataclass
 class Program:
+    """An op chain as launches over a batch: its output shapes, scratch buffers and result buffer."""
+
     out_shapes: list[Shape]
     dtype: np.dtype = np.dtype(np.uint8)       # the batch's depth (window may change it: see the result buffer)
     launches: list[Launch] = field(default_factory=list)
