@@ -389,7 +389,17 @@ class Resize(Op):
                  f"resize mode {self.mode} needs both a width and a height")
 
     def plan(self, width: int, height: int) -> ResizePlan:
-        """Exact target sizes for one input: shared by every backend."""
+        """Exact target sizes for one input: shared by every backend. The last one is kept: an
+        input's is asked for three times (its decode hint, the size check, the resize itself),
+        and working it out was a third of the op walk's time per tiny input."""
+        last = self.__dict__.get("_last_plan")
+        if last is not None and last[0] == width and last[1] == height:
+            return last[2]
+        plan = self._plan(width, height)
+        object.__setattr__(self, "_last_plan", (width, height, plan))    # not a field: eq, hash and to_dict ignore it
+        return plan
+
+    def _plan(self, width: int, height: int) -> ResizePlan:
         box_w, box_h = self.width, self.height
         if box_w is None or box_h is None:
             # One side given: the other follows the aspect ratio, whatever the mode.

@@ -126,7 +126,7 @@ def _classify(data: bytes, name: str | None = None) -> str:
     if not data:
         raise EmptyInput("empty file (0 bytes)")
     fmt = sniff(data[:1024])
-    if name is not None and format_from_name(name) == "raw" and fmt in ("tiff", None) and looks_raw(data[:64]):
+    if fmt in ("tiff", None) and name is not None and format_from_name(name) == "raw" and looks_raw(data[:64]):
         fmt = "raw"
     if fmt is None:
         # Say what the file is not, never what it holds: its first bytes may be

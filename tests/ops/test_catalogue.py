@@ -22,6 +22,16 @@ def test_resize_modes_output_sizes(mode: str, expected: tuple[int, int]) -> None
     assert ops.Resize(300, 300, mode=mode).output_size(1800, 1200) == expected
 
 
+def test_a_resize_asked_again_plans_each_size_as_its_own() -> None:
+    """Resize keeps its last plan (an input's is asked for three times): never for another size,
+    and never as part of what the op is."""
+    op = ops.Resize(300, 300, mode="fill")
+    for width, height in [(1800, 1200), (1800, 1200), (1200, 1800), (1800, 1200), (300, 300)]:
+        assert op.plan(width, height) == ops.Resize(300, 300, mode="fill").plan(width, height)
+    assert op == ops.Resize(300, 300, mode="fill") and hash(op) == hash(ops.Resize(300, 300, mode="fill"))
+    assert op.to_dict() == ops.Resize(300, 300, mode="fill").to_dict() and "_last_plan" not in repr(op)
+
+
 def test_resize_plans() -> None:
     assert ops.Resize(300, 300, mode="fill").plan(1800, 1200) == ops.ResizePlan(450, 300, crop=(75, 0, 300, 300))
     assert ops.Resize(300, 300, mode="pad").plan(1800, 1200) == ops.ResizePlan(300, 200, pad=(300, 300, 0, 50))
