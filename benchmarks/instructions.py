@@ -69,6 +69,11 @@ def counted(command: list[str], work: Path) -> tuple[int, int]:
     return own, worker
 
 
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="N: the runs take N and 2N inputs")
@@ -110,7 +115,7 @@ def main() -> int:
         valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
         path.write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "valgrind": valgrind, "count": args.count,
+            "python": platform.python_version(), "valgrind": valgrind, "git": _commit(), "count": args.count,
             "command": f"benchmarks/instructions.py --count {args.count}", "results": results}, indent=1) + "\n")
         print(f"wrote {path}")
     return 0
