@@ -35,18 +35,22 @@ def dataclass(cls: Any = None, /, *, frozen: bool = False) -> Any:
 
 
 def _make(cls: T, frozen: bool) -> T:
-    own = dict(cls.__dict__)               # what the class itself defines, before the library adds to it
+    # Told eq=False and repr=False, the library adds none of the three methods, so the class's own
+    # dictionary still says which of them the class wrote itself; read before any is set below.
     cls = dataclasses.dataclass(cls, frozen=frozen, eq=False, repr=False)
+    own = cls.__dict__
+    writes_repr, writes_eq = "__repr__" in own, "__eq__" in own
+    # The library's rule: a class that defines __hash__ itself keeps it (but not the None that
+    # defining __eq__ leaves); otherwise a frozen class hashes its fields and a mutable one is unhashable.
+    writes_hash = "__hash__" in own and not (own["__hash__"] is None and writes_eq)
     fields = dataclasses.fields(cls)
     cls._shown_fields = tuple(f.name for f in fields if f.repr)
     cls._compared_fields = tuple(f.name for f in fields if f.compare)
-    if "__repr__" not in own:
+    if not writes_repr:
         cls.__repr__ = _repr
-    if "__eq__" not in own:
+    if not writes_eq:
         cls.__eq__ = _eq
-    # The library's rule: a class that defines __hash__ itself keeps it (but not the None that
-    # defining __eq__ leaves); otherwise a frozen class hashes its fields and a mutable one is unhashable.
-    if "__hash__" not in own or (own["__hash__"] is None and "__eq__" in own):
+    if not writes_hash:
         if frozen:
             cls._hashed_fields = tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash))
             cls.__hash__ = _hash

@@ -76,6 +76,13 @@ def test_a_class_keeps_what_it_writes_itself():
             return 7
 
     assert Custom(1) == Custom(2) and hash(Custom(1)) == 7
+
+    @records.dataclass(frozen=True)
+    class Unhashable:                    # an explicit None is the class's own word, as the library reads it
+        value: int
+        __hash__ = None
+
+    assert Unhashable.__hash__ is None
     assert repr(Custom(1)) == "test_a_class_keeps_what_it_writes_itself.<locals>.Custom(value=1)"
 
 

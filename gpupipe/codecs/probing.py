@@ -42,12 +42,10 @@ def probe(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | 
     fmt = _classify(data, name)
     problems: list[str] = []
     if fmt == "raw":
-        from . import raw as camera_raw        # rare formats load on first use (decoding.decode)
-        head = camera_raw.header(data)
+        head = _rare_header(fmt, data)
         info = ImageInfo(fmt, head.width, head.height, "RGB", 1, 1, False, problems)
     elif fmt == "dicom":
-        from . import dicom
-        head = dicom.header(data)
+        head = _rare_header(fmt, data)
         mode = "L" if head.photometric.startswith("MONOCHROME") else "RGB"
         info = ImageInfo(fmt, head.width, head.height, mode, 1, head.frames, False, problems, head.bits)
     elif fmt == "jpeg":
@@ -99,6 +97,16 @@ def _stored_bits(data: bytes, fmt: str, im) -> int:
     return 8
 
 
+def _rare_header(fmt: str, data: bytes):
+    """A camera RAW's or a DICOM's header (``fmt``: "raw" or "dicom"): their modules load on first
+    use, as in decoding.decode, so a run of other formats never loads them."""
+    if fmt == "raw":
+        from . import raw
+        return raw.header(data)
+    from . import dicom
+    return dicom.header(data)
+
+
 def header_size(data: bytes, name: str | None = None) -> tuple[int, int]:
     """(width, height) as stored, from the header alone; the InputError ``probe`` raises when even
     the header cannot be read. A JPEG's comes from gpupipe's own marker walk, without the
@@ -107,13 +115,8 @@ def header_size(data: bytes, name: str | None = None) -> tuple[int, int]:
     if fmt == "jpeg":
         hdr = _parse_jpeg_header(data)
         return hdr.width, hdr.height
-    if fmt == "raw":
-        from . import raw as camera_raw        # rare formats load on first use (decoding.decode)
-        head = camera_raw.header(data)
-        return head.width, head.height
-    if fmt == "dicom":
-        from . import dicom
-        head = dicom.header(data)
+    if fmt in ("raw", "dicom"):
+        head = _rare_header(fmt, data)
         return head.width, head.height
     if fmt == "webp" and (declared := _webp_size(data)):
         return declared          # Pillow would refuse a size above its own limit here

@@ -19,6 +19,7 @@ from ..records import dataclass
 if TYPE_CHECKING:
     import numpy as np
 
+
 @dataclass(frozen=True)
 class RawHeader:
     """A camera RAW photo's upright size and orientation, as LibRaw reads them."""
