@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import math
 import os
 import queue
@@ -23,6 +24,7 @@ from typing import Callable, Container, Sequence
 
 from .. import codecs, digests, sources
 from ..errors import InputError, OutputConflict, StageStalled, StoppedBySystemFailure, SystemFailure, WorkerCrashed
+from ..records import dataclass
 from ..spec import OpTrie, Spec
 from .cancel import CancelToken
 from .options import ORDER_KEYS, RunOptions
@@ -39,6 +41,20 @@ CHUNK_WAIT = 0.02                # seconds a partial chunk waits for more of a r
 # The scan admits inputs in groups of this many (one journal query each), or what it found within this long.
 ADMIT_GROUP = 256
 ADMIT_SECONDS = 0.05
+
+
+@dataclass
+class Item:
+    """One admitted input: what a worker is told of it, and all the driver keeps of it until its
+    outcome is needed (a run that keeps no outcomes makes none for the inputs that go well)."""
+
+    key: int                           # the driver's name for it
+    path: str
+    relative: str                      # below its input root: "a/b.jpg"
+    planned: tuple[str, ...]           # its output paths below OUT, claimed at admission
+    size: int
+    mtime: float
+    guess: str | None = None           # the format its name says, which ``planned`` assumed
 
 
 class _RecordedOutputs:
@@ -128,14 +144,19 @@ class Driver(ABC):
         self.cancel = cancel or CancelToken()
         self.claims = OutputClaims()
         self.summary = RunSummary(backend=backend_description)
-        self._done: queue.SimpleQueue[FileOutcome] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[int, FileOutcome]] = queue.SimpleQueue()   # (key, outcome)
         self._system_failure: str | None = None
         self._draining = threading.Event()      # first Ctrl+C: finish what was read, read nothing new
         self._aborted = False                    # a second Ctrl+C: stop at once, account for nothing more
         self._last_progress = 0.0
-        # Every input found, until its one outcome is recorded (id -> outcome): _finish takes each
-        # once, and whatever no stage finished gets its outcome at the end (_finish_unfinished).
-        self._outstanding: dict[int, FileOutcome] = {}
+        # Every input found, until its one outcome is recorded (key -> its outcome, or its Item until
+        # one is needed: _outcome): _finish takes each once, and whatever no stage finished gets its
+        # outcome at the end (_finish_unfinished).
+        self._outstanding: dict[int, FileOutcome | Item] = {}
+        self._keys = itertools.count()
+        # Outcomes are made at admission only where someone will look at them (their queue time
+        # included); otherwise an input that goes well never has one here (_finish_counted).
+        self._outcomes_wanted = bool(self.options.keep_outcomes or self.options.on_outcome or self.options.spans)
         self._read_faults: list[FileOutcome] = []     # the latest inputs in a row that failed on a read fault
         self._recording = False              # an outcome is being recorded (summary, report): an abort waits
         self._abort_pending = False
@@ -186,47 +207,50 @@ class Driver(ABC):
     def _admit(self, group: list[sources.SourceFile]) -> None:
         """Claim each input's outputs and ask the journal about the group in one query; hand what
         is left to do to ``_submit``, in order."""
-        claimed: list[tuple[sources.SourceFile, FileOutcome, list[str], str]] = []
+        claimed: list[Item] = []
         variants = self.spec.variants
         claim = self.claims.claim
+        new_key = self._keys.__next__
+        outstanding, wanted = self._outstanding, self._outcomes_wanted
         for source in group:
             path, relative = source.path, source.relative
-            outcome = self._expect(FileOutcome(path=path, status=OK, relative=relative, bytes_in=source.size,
-                                               queued_at=time.perf_counter(), size=source.size, mtime=source.mtime))
             guess = codecs.format_from_name(relative)
             try:
-                planned = [v.output_path(relative, guess) for v in variants]
+                planned = tuple([v.output_path(relative, guess) for v in variants])
             except InputError as exc:               # the name template gives no valid path for this input
-                self._fail_outcome(outcome, exc)
+                self._done.put(self._expect(fail(_admitted_outcome(source, time.perf_counter()), exc)))
                 continue
             for output in planned:
                 other = claim(output, path)
                 if other is not None:
-                    self._fail_outcome(outcome, OutputConflict(
-                        f"output {output} is already written by {other}; rename one input or use a name template "
-                        "with {suffix}"))
+                    conflict = OutputConflict(f"output {output} is already written by {other}; rename one input or "
+                                              "use a name template with {suffix}")
+                    self._done.put(self._expect(fail(_admitted_outcome(source, time.perf_counter()), conflict)))
                     break
             else:
-                claimed.append((source, outcome, planned, guess))
+                item = Item(new_key(), path, relative, planned, source.size, source.mtime, guess)
+                outstanding[item.key] = _admitted_outcome(item, time.perf_counter()) if wanted else item
+                claimed.append(item)
         decisions = None
         if self.options.journal is not None and claimed:     # claimed even when skipped: its outputs stay its own
             try:
-                decisions = self.options.journal.decide_many(
-                    [(source.path, source.size, source.mtime) for source, _, _, _ in claimed])
+                decisions = self.options.journal.decide_many([(item.path, item.size, item.mtime) for item in claimed])
             except SystemFailure as exc:           # the journal cannot be read: nothing can be decided
                 self._trip(str(exc))
-                for _, outcome, _, _ in claimed:
+                for item in claimed:
+                    outcome = self._outcome(item.key)
                     outcome.status = CANCELLED
-                    self._done.put(outcome)
+                    self._done.put((item.key, outcome))
                 return
-        for position, (source, outcome, planned, guess) in enumerate(claimed):
+        for position, item in enumerate(claimed):
             decision = decisions[position] if decisions is not None else None
             if decision is not None and decision.skip:
+                outcome = self._outcome(item.key)
                 outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
                 outcome.failed_before = decision.failed_before
-                self._done.put(outcome)
+                self._done.put((item.key, outcome))
             else:
-                self._submit(source, outcome, planned, guess)
+                self._submit(item)
 
     def _plan_writes(self, inputs: Sequence[str | Path], output: Path) -> None:
         """The rules every write of this run follows (``WritePolicy``): OUT resolved once, the
@@ -247,9 +271,8 @@ class Driver(ABC):
         return frozenset(p for p in paths if p in recorded)
 
     @abstractmethod
-    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
-        """Hand an admitted input to the engine's workers (called on the scan's thread); ``planned`` are
-        its output paths for the format its name says, ``guess``."""
+    def _submit(self, item: Item) -> None:
+        """Hand an admitted input to the engine's workers (called on the scan's thread)."""
 
     def _stopping(self) -> bool:
         return self.cancel.cancelled or self._draining.is_set()
@@ -260,24 +283,34 @@ class Driver(ABC):
 
     # ------------------------------------------------------------ outcomes
 
-    def _expect(self, outcome: FileOutcome) -> FileOutcome:
-        """Register an input found: from now on it is owed exactly one outcome."""
-        self._outstanding[id(outcome)] = outcome
-        return outcome
+    def _expect(self, outcome: FileOutcome) -> tuple[int, FileOutcome]:
+        """Register an input found: from now on it is owed exactly one outcome. Returns (its key,
+        ``outcome``), as ``_finish`` takes them. (An admitted input is registered as its Item.)"""
+        key = next(self._keys)
+        self._outstanding[key] = outcome
+        return key, outcome
 
-    def _fail_outcome(self, outcome: FileOutcome, exc: InputError) -> None:
-        self._done.put(fail(outcome, exc))
+    def _outcome(self, key: int) -> FileOutcome | None:
+        """The outcome of the input registered as ``key``, made from its Item the first time one is
+        asked for; None once the input is finished."""
+        entry = self._outstanding.get(key)
+        if type(entry) is Item:
+            entry = self._outstanding[key] = _admitted_outcome(entry, None)
+        return entry
 
     def _take_over(self, key: int, result: FileOutcome) -> FileOutcome | None:
-        """The input's own outcome (the driver's object, ``key`` its id), now holding what a worker
-        found (``result``, its copy); None if it was finished already (the watchdog failed it)."""
-        outcome = self._outstanding.get(key)
-        if outcome is None:
+        """The input's own outcome, now holding what a worker found (``result``, its copy); None if it
+        was finished already (the watchdog failed it)."""
+        entry = self._outstanding.get(key)
+        if entry is None:
             return None
-        queued_at = outcome.queued_at
-        vars(outcome).update(vars(result))
-        outcome.queued_at = queued_at
-        return outcome
+        if type(entry) is Item:                     # no outcome was made of it here: the worker's is the one
+            self._outstanding[key] = result
+            return result
+        queued_at = entry.queued_at
+        vars(entry).update(vars(result))
+        entry.queued_at = queued_at
+        return entry
 
     def _drain_done(self, outcomes: list[FileOutcome]) -> None:
         """Finish the outcomes queued for this thread (skipped, failed at admission), together."""
@@ -290,29 +323,35 @@ class Driver(ABC):
         if queued:
             self._finish_many(queued, outcomes)
 
-    def _finish(self, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
-        """Record an input's outcome, once: a second report of the same input (a stage that comes
-        back after the watchdog failed its input) is dropped, so no input is ever counted twice."""
-        self._finish_many([outcome], outcomes)
+    def _finish(self, key: int, outcome: FileOutcome, outcomes: list[FileOutcome]) -> None:
+        """Record an input's outcome (``key``: as registered), once: a second report of the same input
+        (a stage that comes back after the watchdog failed its input) is dropped, so no input is ever
+        counted twice."""
+        self._finish_many([(key, outcome)], outcomes)
 
-    def _finish_many(self, finished: list[FileOutcome], outcomes: list[FileOutcome],
+    def _finish_many(self, finished: list[tuple[int, FileOutcome]], outcomes: list[FileOutcome],
                      recorded: Container[int] = frozenset()) -> None:
-        """``_finish`` for several inputs (a chunk's), recorded in the journal together, but those
-        whose id is in ``recorded``: the worker that finished them recorded them."""
-        finished = [o for o in finished if self._outstanding.pop(id(o), None) is o]
-        if not finished:
+        """``_finish`` for several inputs (a chunk's: (key, outcome) each), recorded in the journal
+        together, but those whose key is in ``recorded``: the worker that finished them recorded them."""
+        outstanding = self._outstanding
+        mine = []
+        for key, outcome in finished:
+            if outstanding.get(key) is outcome:
+                del outstanding[key]
+                mine.append((key, outcome))
+        if not mine:
             return
         journal = self.options.journal
         if journal is not None:
-            theirs = [o for o in finished if id(o) in recorded]
+            theirs = [o for key, o in mine if key in recorded]
             if theirs:
                 journal.recorded_elsewhere(theirs)
             try:
-                journal.record_many([o for o in finished if id(o) not in recorded])
+                journal.record_many([o for key, o in mine if key not in recorded])
             except SystemFailure as exc:           # e.g. the disk holding the journal is full
                 self._trip(str(exc))
         opts = self.options
-        for outcome in finished:
+        for _, outcome in mine:
             # The summary, the outcomes, the report (on_outcome) must all see an input or none: an
             # abort (a second Ctrl+C) waits for the end of this one.
             self._recording = True
@@ -358,24 +397,27 @@ class Driver(ABC):
     def _finish_unfinished(self, outcomes: list[FileOutcome], stalled: bool) -> None:
         """The run is over: every input found that no stage finished gets its outcome now, failed
         as "stalled" after a stall (its thread never handed it on), else cancelled (not started)."""
-        for outcome in list(self._outstanding.values()):
+        for key in list(self._outstanding):
+            outcome = self._outcome(key)
             if outcome.status == SKIPPED:
-                self._finish(outcome, outcomes)
+                self._finish(key, outcome, outcomes)
             elif stalled:
-                self._finish_stalled(outcome, "no stage finished it before the run stopped", outcomes)
+                self._finish_stalled(key, outcome, "no stage finished it before the run stopped", outcomes)
             else:
-                self._finish_instead(outcome, dataclasses.replace(outcome, status=CANCELLED), outcomes)
+                self._finish_instead(key, outcome, dataclasses.replace(outcome, status=CANCELLED), outcomes)
 
-    def _finish_stalled(self, outcome: FileOutcome, why: str, outcomes: list[FileOutcome]) -> None:
+    def _finish_stalled(self, key: int, outcome: FileOutcome, why: str, outcomes: list[FileOutcome]) -> None:
         failure = StageStalled(f"stalled: {why}")
-        self._finish_instead(outcome, dataclasses.replace(outcome, status=FAILED, error_class=failure.error_class,
-                                                          message=str(failure)), outcomes)
+        self._finish_instead(key, outcome, dataclasses.replace(outcome, status=FAILED, error_class=failure.error_class,
+                                                               message=str(failure)), outcomes)
 
-    def _finish_instead(self, outcome: FileOutcome, final: FileOutcome, outcomes: list[FileOutcome]) -> None:
+    def _finish_instead(self, key: int, outcome: FileOutcome, final: FileOutcome,
+                        outcomes: list[FileOutcome]) -> None:
         """Finish ``outcome`` as ``final``, a copy: a thread still holding the input may come back
         later and change its own outcome, which is then no longer recorded anywhere."""
-        if self._outstanding.pop(id(outcome), None) is outcome:
-            self._finish(self._expect(final), outcomes)
+        if self._outstanding.get(key) is outcome:
+            del self._outstanding[key]
+            self._finish(*self._expect(final), outcomes)
 
     def _remove_dead_workers_temporaries(self, items: list, wait: float = 0.0) -> None:
         """A worker died on a chunk (``items``, unit.Items): the temporaries it left in their output
@@ -397,10 +439,10 @@ class Driver(ABC):
         blamed = on if on is not None else (rest[0] if len(rest) == 1 else None)
         if blamed is not None:
             rest = [item for item in rest if item is not blamed]
-            outcome = self._outstanding.get(blamed.key)
+            outcome = self._outcome(blamed.key)
             if outcome is not None:
                 fail(outcome, WorkerCrashed(f"the {worker} died on this input ({cause})"))
-                self._finish_many([outcome], outcomes)
+                self._finish(blamed.key, outcome, outcomes)
             self._crashes_in_a_row += 1
             if self._crashes_in_a_row >= WORKER_CRASHES_IN_A_ROW:
                 self._trip(f"{worker}es died on {self._crashes_in_a_row} inputs in a row, the last: "
@@ -532,3 +574,8 @@ class Driver(ABC):
             self._system_failure = message
             self.cancel.cancel(message)
 
+
+def _admitted_outcome(found: sources.SourceFile | Item, queued_at: float | None) -> FileOutcome:
+    """An admitted input's outcome before any stage has had it (``found``: as scanned, or its Item)."""
+    return FileOutcome(path=found.path, status=OK, relative=found.relative, bytes_in=found.size, size=found.size,
+                       mtime=found.mtime, queued_at=queued_at)

@@ -29,9 +29,8 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Container, Sequence
 
-from .. import sources
 from ..backends import BackendChoice
 from ..errors import OutputConflict, StageStalled, SystemFailure
 from ..spec import Spec
@@ -50,7 +49,7 @@ log = logging.getLogger("gpupipe")
 CHUNK_FILES = 256                # inputs per chunk at most; never more than a worker's share of those admitted
 CHUNK_BYTES = 16 * 2**20         # input bytes per chunk: large files make small chunks (balance, redo)
 AHEAD_PER_WORKER = 4             # chunks' worth of inputs admitted ahead of the workers, per worker,
-AHEAD_MOST = 16384               # up to this many in all (each holds about 1.5 KB until it is finished)
+AHEAD_MOST = 16384               # up to this many in all (each holds about 0.5 KB until it is finished: its Item)
 WAKE_EVERY = 64                  # the scan wakes an idle coordinator at its first admitted input and every this many
 POLL = 0.05
 
@@ -143,11 +142,10 @@ class ProcessEngine(Driver):
             self._wake.set()
             self.summary.cpu_seconds_by_stage["scan"] = time.thread_time() - started
 
-    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
+    def _submit(self, item: unit.Item) -> None:
         """An admitted input joins the queue for the next chunks (the scan waits while it is full)."""
-        queued = self._admitted.add(unit.Item(id(outcome), source.path, source.relative, tuple(planned), source.size,
-                                              source.mtime, guess),
-                                    min(AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count, AHEAD_MOST), self._stopping)
+        queued = self._admitted.add(item, min(AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count, AHEAD_MOST),
+                                    self._stopping)
         if queued % WAKE_EVERY in (0, 1):              # not once per input: Event.set costs 1.5 µs
             self._wake.set()
 
@@ -216,15 +214,15 @@ class ProcessEngine(Driver):
         if done.device_memory is not None:
             self._device_memory[worker] = done.device_memory
         finished = {key: self._take_over(key, result) for key, result in done.outcomes}
+        finished = {key: outcome for key, outcome in finished.items() if outcome is not None}
         for unclaimed in done.unclaimed:
             outcome = finished.get(unclaimed.key)
             if outcome is not None:
                 self._write_unclaimed(outcome, unclaimed)
-        recorded: set[int] = set()                 # the worker recorded these in the journal
+        recorded: Container[int] = ()              # the worker recorded these in the journal
         if done.recorded:
-            waiting = done.left_to_driver()
-            recorded = {id(o) for key, o in finished.items() if o is not None and key not in waiting}
-        self._finish_many([o for o in finished.values() if o is not None], outcomes, recorded)
+            recorded = finished.keys() - done.left_to_driver()
+        self._finish_many(list(finished.items()), outcomes, recorded)
         self._finish_counted(done.counted, done.recorded)
         if done.system_failure is not None:
             self._trip(done.system_failure)
@@ -268,11 +266,11 @@ class ProcessEngine(Driver):
         self._stalled, self._scan_stalled = True, not stuck and not self.pool.busy
         self._trip(report)
         for _, item, seconds in stuck:
-            outcome = self._outstanding.get(item.key) if item is not None else None
+            outcome = self._outcome(item.key) if item is not None else None
             if outcome is not None:
                 failure = StageStalled(f"stalled: held for {seconds:.0f} s by a worker that never finished it")
                 fail(outcome, failure)
-                self._finish_many([outcome], outcomes)
+                self._finish(item.key, outcome, outcomes)
 
     def device_memory(self) -> dict[str, int] | None:
         """The workers' device memory together, as each last told it (metrics); None on the CPU."""

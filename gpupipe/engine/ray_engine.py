@@ -31,7 +31,6 @@ import uuid
 from pathlib import Path, PurePath
 from typing import Any, Sequence
 
-from .. import sources
 from ..errors import GpupipeError, UsageError
 from ..spec import OpTrie, Spec
 from . import unit, writer
@@ -163,16 +162,15 @@ class RayEngine(Driver):
             self._scan_done.set()
             self._wake.set()
 
-    def _submit(self, source: sources.SourceFile, outcome: FileOutcome, planned: list[str], guess: str) -> None:
+    def _submit(self, item: unit.Item) -> None:
         # Absolute paths: Ray workers run in another directory than the caller.
         # The planned outputs stay here: renamed outputs are not claimed across the cluster.
         # Which outputs the journal wrote is asked here: the tasks have no journal.
-        key = id(outcome)
-        wrote = self._replaceable(planned)
+        wrote = self._replaceable(item.planned)
         if wrote:
-            self._journal_wrote[key] = wrote
-        queued = self._admitted.add(unit.Item(key, os.path.abspath(source.path), source.relative, tuple(planned),
-                                              source.size, source.mtime, guess), ADMITTED_MOST, self._stopping)
+            self._journal_wrote[item.key] = wrote
+        queued = self._admitted.add(dataclasses.replace(item, path=os.path.abspath(item.path)), ADMITTED_MOST,
+                                    self._stopping)
         if queued >= self._admitted.files or queued == 1:
             self._wake.set()
 
@@ -244,7 +242,7 @@ class RayEngine(Driver):
             result.spans = _shifted(result.spans, clock)
             outcome = self._take_over(key, result)
             if outcome is not None:
-                finished.append(outcome)
+                finished.append((key, outcome))
         self._finish_many(finished, outcomes)
 
     def _tell_tasks_to_drain(self) -> None:

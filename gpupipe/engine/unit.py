@@ -27,7 +27,7 @@ from ..errors import ImageTooLarge, InputError, OutputConflict, Rejected, Stoppe
 from ..records import dataclass
 from ..spec import OpTrie, Spec
 from . import stages
-from .driver import READ_FAULTS_IN_A_ROW
+from .driver import READ_FAULTS_IN_A_ROW, Item
 from .results import CANCELLED, FAILED, OK, REJECTED, Counted, FileOutcome, counted, fail
 from .writer import ChunkWrites, WritePolicy
 
@@ -57,19 +57,6 @@ class Work:
     # The driver keeps no outcome of its own for an input that went well (no callback, report or
     # list of outcomes wants it): those come back as counts (ChunkDone.counted), not objects.
     count_ok: bool = False
-
-
-@dataclass
-class Item:
-    """One admitted input."""
-
-    key: int                           # the driver's name for it
-    path: str
-    relative: str                      # below its input root: "a/b.jpg"
-    planned: tuple[str, ...]           # its output paths below OUT, claimed at admission
-    size: int
-    mtime: float
-    guess: str | None = None           # the format its name says, which ``planned`` assumed
 
 
 @dataclass

@@ -41,11 +41,14 @@ def _photos(directory: Path, count: int) -> Path:
     return directory
 
 
-def _one_outcome_each(result, found: int) -> None:
-    """Exactly one outcome per input found, and the summary's counts agree with them."""
+def _one_outcome_each(result, found: int, kept: bool = True) -> None:
+    """Exactly one outcome per input found, and the summary's counts agree with them (``kept``: the
+    run kept its outcomes; a run that keeps none makes an outcome only for an input that does not
+    go well, and counts the rest)."""
     summary = result.summary
     paths = [o.path for o in result.outcomes]
-    assert len(paths) == len(set(paths)) == found == summary.discovered
+    assert len(paths) == len(set(paths)) == (found if kept else 0)
+    assert summary.discovered == found
     assert summary.processed + summary.failed + summary.skipped + summary.cancelled == found
 
 
@@ -66,7 +69,9 @@ class _JournalThatBlocksOn(Journal):
         return super().decide_many(found)
 
 
-def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcome(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_outcomes", [True, False])
+def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcome(
+        tmp_path: Path, keep_outcomes: bool) -> None:
     """The scan thread blocks (threading.Event.wait) while admitting the group holding 05.jpg: the
     watchdog stops the run, and those inputs, found but never handed on, fail as "stalled" instead
     of vanishing."""
@@ -74,7 +79,7 @@ def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcom
     release = threading.Event()
     journal = _JournalThatBlocksOn(tmp_path / "journal.sqlite", "05.jpg", release)
     engine = ProcessEngine(Spec.single([ops.Thumbnail(32)]), choose_backend("cpu", workers=1),
-                           RunOptions(workers=1, journal=journal, stall_timeout=1.0))
+                           RunOptions(workers=1, journal=journal, stall_timeout=1.0, keep_outcomes=keep_outcomes))
     try:
         started = time.monotonic()
         result = engine.run([src], tmp_path / "out")
@@ -82,24 +87,29 @@ def test_an_input_whose_thread_waits_forever_on_a_lock_still_gets_its_one_outcom
     finally:
         release.set()
         journal.close(None)
-    _one_outcome_each(result, 10)                      # all found, in one group that was never admitted
-    assert {(o.status, o.error_class) for o in result.outcomes} == {("failed", "stalled")}
+    _one_outcome_each(result, 10, keep_outcomes)       # all found, in one group that was never admitted
+    assert result.summary.failures_by_class == {"stalled": 10}
+    assert all((o.status, o.error_class) == ("failed", "stalled") for o in result.outcomes)
     assert result.summary.processed == 0 and "stalled" in result.summary.stop_reason
 
 
+@pytest.mark.parametrize("keep_outcomes", [True, False])
 @pytest.mark.parametrize("stall_timeout", [-1.0, 0.0, 0.02])
 def test_a_watchdog_that_fires_while_workers_still_work_never_counts_an_input_twice(
-        tmp_path: Path, stall_timeout: float) -> None:
+        tmp_path: Path, stall_timeout: float, keep_outcomes: bool) -> None:
     """A stall timeout shorter than one image's work (or none at all: the API and the CLI refuse
     those, the engine must still count right) fails the inputs the workers hold; a worker may
     still come back with those same inputs. Each must still be counted once."""
     src = _photos(tmp_path / "in", 3)
     spec = Spec.single([ops.Resize(2000, 2000, mode="exact"), ops.GaussianBlur(4.0)])
-    engine = ProcessEngine(spec, choose_backend("cpu", workers=2), RunOptions(workers=2, stall_timeout=stall_timeout))
+    engine = ProcessEngine(spec, choose_backend("cpu", workers=2),
+                           RunOptions(workers=2, stall_timeout=stall_timeout, keep_outcomes=keep_outcomes))
     result = engine.run([src], tmp_path / "out")
     time.sleep(1.0)                       # let what the watchdog gave up on come back
-    _one_outcome_each(result, 3)
-    assert result.summary.failed == len(result.failed)
+    _one_outcome_each(result, 3, keep_outcomes)
+    assert result.summary.failed == sum(result.summary.failures_by_class.values())
+    if keep_outcomes:
+        assert result.summary.failed == len(result.failed)
 
 
 @pytest.mark.parametrize("on_error", ["continue", "stop"])
