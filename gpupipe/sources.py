@@ -44,6 +44,7 @@ import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import field
 from pathlib import PurePath
 
 from gpupipe.codecs import READ_FORMATS, formats, sniff
@@ -209,7 +210,12 @@ def _is_glob(text: str) -> bool:
 
 
 def _has_image_extension(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    """Whether a file name ends in an image extension, as ``os.path.splitext`` reads one (the dots
+    a name starts with begin no extension: ".jpg" has none), without its three calls: this is asked
+    of every file a scan meets."""
+    dot = name.rfind(".")
+    return (dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
+            and (name[0] != "." or name[:dot].lstrip(".") != ""))
 
 
 def _os_message(exc: OSError) -> str:
@@ -337,6 +343,10 @@ class _Frame:
     entries: list[os.DirEntry]
     pats: tuple[str, ...] | None  # glob components to match; None = take everything
     index: int = 0
+    prefix: str = field(init=False)   # "/".join(rel) and a slash, or "": a file's relative path is prefix + name
+
+    def __post_init__(self) -> None:
+        self.prefix = "/".join(self.rel) + "/" if self.rel else ""
 
 
 class _Scanner:
@@ -454,7 +464,6 @@ class _Scanner:
                 continue
             if frame.pats is None and name.startswith(".") and not self.include_hidden:
                 continue     # (in a glob the pattern decides; see _part_match)
-            rel = frame.rel + (name,)
             try:
                 is_dir = entry.is_dir()
                 is_link = entry.is_symlink()
@@ -462,13 +471,13 @@ class _Scanner:
                 yield ScanProblem(entry.path, _os_message(exc))
                 continue
             if is_dir:
-                sub = self._enter(frame, entry, rel, is_link, visited)
+                sub = self._enter(frame, entry, frame.rel + (name,), is_link, visited)
                 if isinstance(sub, ScanProblem):
                     yield sub
                 elif sub is not None:
                     stack.append(sub)
-            elif frame.pats is None or _glob_match(rel, frame.pats, self.include_hidden):
-                found = self._file(frame, entry, rel, is_link)
+            elif frame.pats is None or _glob_match(frame.rel + (name,), frame.pats, self.include_hidden):
+                found = self._file(frame, entry, is_link)
                 if found is not None:
                     yield found
 
@@ -513,8 +522,7 @@ class _Scanner:
 
     # -- files ----------------------------------------------------------------
 
-    def _file(self, frame: _Frame, entry: os.DirEntry, rel: tuple[str, ...],
-              is_link: bool) -> Item | None:
+    def _file(self, frame: _Frame, entry: os.DirEntry, is_link: bool) -> Item | None:
         """What the scan says of a file in a walked folder (None: nothing; another walk takes it,
         or it is not a candidate). Asked for every file of a run: its common case, a plain image
         file of a single input folder, costs one stat and no other look-up."""
@@ -529,7 +537,7 @@ class _Scanner:
                 return ScanProblem(path, "vanished during the scan")
             if by_name:      # broken symlink: yielded so that it is reported as unreadable
                 lst = entry.stat(follow_symlinks=False)
-                return SourceFile(path, "/".join(rel), lst.st_size, lst.st_mtime)
+                return SourceFile(path, frame.prefix + entry.name, lst.st_size, lst.st_mtime)
             return Skipped(path, "broken symbolic link")
         except OSError as exc:
             return ScanProblem(path, _os_message(exc))
@@ -545,11 +553,11 @@ class _Scanner:
         if is_link:
             if self._second_name(path, st, content or _Sniff(path)):
                 return None
-        elif (st.st_dev, st.st_ino) in self.seen or (
+        elif (self.seen and (st.st_dev, st.st_ino) in self.seen) or (
                 frame.owner is not self._sole_root
                 and self._owned_elsewhere(os.path.join(frame.real, entry.name), frame.owner, False, content)):
             return None
-        return SourceFile(path, "/".join(rel), st.st_size, st.st_mtime)
+        return SourceFile(path, frame.prefix + entry.name, st.st_size, st.st_mtime)
 
     # -- who yields a file that has several names ------------------------------
 

@@ -74,6 +74,11 @@ class Variant:
             raise UsageError(f"quality must be a whole number from 1 to 100, got {self.quality!r}")
         object.__setattr__(self, "background", _color(self.background, "background"))
         _check_template(self.effective_template, self.name)
+        # output_path runs for every input and variant on the scan's thread: it keeps the template
+        # and the file extension of each input format met (not fields: equality, hashing and repr
+        # ignore them).
+        object.__setattr__(self, "_template", self.effective_template)
+        object.__setattr__(self, "_extensions", {})
 
     @property
     def effective_template(self) -> str:
@@ -89,14 +94,15 @@ class Variant:
         root, as text: "a/b_thumb.webp", with no empty, "." or ".." part. BadOutputName when the
         template makes no valid path strictly inside it for this input (e.g. a file named
         '...png', whose stem is '..')."""
-        fmt = self.output_format(input_format)
+        ext = self._extensions.get(input_format)
+        if ext is None:
+            ext = self._extensions[input_format] = codecs.extension_for(self.output_format(input_format))
         # On the text of the path, as pathlib's name, stem and suffix would say: this runs for every
         # input and variant on the run's one coordinating thread (pathlib's properties took 4 µs).
         folder, _, name = relative.rpartition("/")
         dot = name.rfind(".")
         stem, suffix = (name[:dot], name[dot + 1:]) if 0 < dot < len(name) - 1 else (name, "")
-        made = _fill_template(self.effective_template, stem=stem, variant=self.name or "",
-                              ext=codecs.extension_for(fmt), name=name, suffix=suffix)
+        made = _fill_template(self._template, stem=stem, variant=self.name or "", ext=ext, name=name, suffix=suffix)
         text = f"{folder}/{made}" if folder else made
         problem = _path_problem(text)
         if problem:

@@ -71,14 +71,15 @@ class OutputClaims:
     """Which input writes which output path, so two inputs never silently overwrite each other."""
 
     def __init__(self) -> None:
+        # Keyed by a digest of the path: 12 bytes an output, however long its path, for runs of
+        # millions. The scan's thread and the coordinator's both claim: dict.setdefault of a bytes
+        # key is one step under the interpreter lock, so no lock of its own is needed.
         self._owners: dict[bytes, str] = {}
-        self._lock = threading.Lock()
 
     def claim(self, path: str, owner: str) -> str | None:
         """Claim ``path`` (below OUT) for ``owner``; return the other owner if it is taken."""
         key = digests.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=12).digest()     # os.fsencode
-        with self._lock:
-            current = self._owners.setdefault(key, owner)
+        current = self._owners.setdefault(key, owner)
         return None if current == owner else current
 
 
@@ -97,15 +98,20 @@ class Admitted:
         """Inputs admitted and in no chunk (those to do again not counted)."""
         return len(self._items)
 
-    def add(self, item, most: int, stopping: Callable[[], bool]) -> int:
-        """Queue an admitted input once fewer than ``most`` are (the scan waits meanwhile, unless the
-        run stops); how many are queued then."""
-        while len(self._items) >= most and not stopping():
-            time.sleep(0.002)
-        if not self._items:
-            self._oldest = time.perf_counter()
-        self._items.append(item)
-        return len(self._items)
+    def add(self, items: list, most: int, stopping: Callable[[], bool], wake: Callable[[], None]) -> None:
+        """Queue admitted inputs, never more than ``most`` at once (the scan waits for room meanwhile,
+        unless the run stops), and ``wake`` the thread that takes the chunks: before waiting, and
+        once they are queued."""
+        queued = self._items
+        for item in items:
+            if len(queued) >= most:
+                wake()
+                while len(queued) >= most and not stopping():
+                    time.sleep(0.002)
+            if not queued:
+                self._oldest = time.perf_counter()
+            queued.append(item)
+        wake()
 
     def pending(self) -> bool:
         return bool(self._items or self.again)
@@ -166,43 +172,55 @@ class Driver(ABC):
 
     def _scan(self, inputs: Sequence[str | Path], output: Path) -> None:
         """Find the inputs and admit them (``_admit``) in groups, streaming unless an order needs the
-        whole listing."""
+        whole listing. Whether the run stops is asked once a group: what was found and not handed
+        on by then is cancelled (``_cancel_found``)."""
         opts = self.options
         found = sources.discover(inputs, recursive=opts.recursive, include_hidden=opts.include_hidden,
                                  all_files=opts.all_files, exclude=[output])
-        pending: list[sources.SourceFile] = []
-        group: list[sources.SourceFile] = []
+        streaming = opts.order == "input"
+        summary, source_file, now = self.summary, sources.SourceFile, time.perf_counter
+        group: list[sources.SourceFile] = []      # streaming: found, not admitted yet; else the whole listing
         since = 0.0
         for item in found:
-            if self._stopping():
-                return
-            if isinstance(item, sources.SourceFile):
-                self.summary.discovered += 1
-                if opts.order != "input":
-                    pending.append(item)
-                    continue
+            if isinstance(item, source_file):
+                summary.discovered += 1
                 # Work starts while the scan goes on, a group at a time: one journal query per group,
                 # and a slow listing still hands on what it found within ADMIT_SECONDS.
                 if not group:
-                    since = time.perf_counter()
+                    since = now()
                 group.append(item)
-                if len(group) >= ADMIT_GROUP or time.perf_counter() - since >= ADMIT_SECONDS:
-                    self._admit(group)
-                    group = []
+                if len(group) % ADMIT_GROUP == 0 or now() - since >= ADMIT_SECONDS:
+                    if self._stopping():
+                        self._cancel_found(group)
+                        return
+                    if streaming:
+                        self._admit(group)
+                        group = []
+                    else:
+                        since = now()
             elif isinstance(item, sources.Skipped):
-                self.summary.scan_skipped += 1
+                summary.scan_skipped += 1
                 self._done.put(self._expect(FileOutcome(path=item.path, status=SKIPPED, message=item.reason)))
             else:
-                self.summary.scan_problems.append(f"{item.path}: {item.message}")
-        if group and not self._stopping():
-            self._admit(group)
-        self.summary.scan_complete = True
-        if pending:
-            pending.sort(key=ORDER_KEYS[opts.order])      # stable: ties keep the input order
-            for start in range(0, len(pending), ADMIT_GROUP):
-                if self._stopping():
-                    return
-                self._admit(pending[start:start + ADMIT_GROUP])
+                summary.scan_problems.append(f"{item.path}: {item.message}")
+        if self._stopping():
+            self._cancel_found(group)
+            return
+        summary.scan_complete = True
+        if not streaming:
+            group.sort(key=ORDER_KEYS[opts.order])      # stable: ties keep the input order
+        for start in range(0, len(group), ADMIT_GROUP):
+            if self._stopping():
+                self._cancel_found(group[start:])
+                return
+            self._admit(group[start:start + ADMIT_GROUP])
+
+    def _cancel_found(self, found: list[sources.SourceFile]) -> None:
+        """The run stops with these inputs found and not handed on: each is cancelled."""
+        for source in found:
+            outcome = _admitted_outcome(source, None)
+            outcome.status = CANCELLED
+            self._done.put(self._expect(outcome))
 
     def _admit(self, group: list[sources.SourceFile]) -> None:
         """Claim each input's outputs and ask the journal about the group in one query; hand what
@@ -242,15 +260,19 @@ class Driver(ABC):
                     outcome.status = CANCELLED
                     self._done.put((item.key, outcome))
                 return
-        for position, item in enumerate(claimed):
-            decision = decisions[position] if decisions is not None else None
-            if decision is not None and decision.skip:
-                outcome = self._outcome(item.key)
-                outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
-                outcome.failed_before = decision.failed_before
-                self._done.put((item.key, outcome))
-            else:
-                self._submit(item)
+        if decisions is not None:
+            todo = []
+            for item, decision in zip(claimed, decisions):
+                if decision.skip:
+                    outcome = self._outcome(item.key)
+                    outcome.status, outcome.message, outcome.bytes_in = SKIPPED, decision.reason, 0
+                    outcome.failed_before = decision.failed_before
+                    self._done.put((item.key, outcome))
+                else:
+                    todo.append(item)
+            claimed = todo
+        if claimed:
+            self._submit(claimed)
 
     def _plan_writes(self, inputs: Sequence[str | Path], output: Path) -> None:
         """The rules every write of this run follows (``WritePolicy``): OUT resolved once, the
@@ -271,8 +293,8 @@ class Driver(ABC):
         return frozenset(p for p in paths if p in recorded)
 
     @abstractmethod
-    def _submit(self, item: Item) -> None:
-        """Hand an admitted input to the engine's workers (called on the scan's thread)."""
+    def _submit(self, items: list[Item]) -> None:
+        """Hand admitted inputs to the engine's workers, in order (called on the scan's thread)."""
 
     def _stopping(self) -> bool:
         return self.cancel.cancelled or self._draining.is_set()

@@ -50,7 +50,6 @@ CHUNK_FILES = 256                # inputs per chunk at most; never more than a w
 CHUNK_BYTES = 16 * 2**20         # input bytes per chunk: large files make small chunks (balance, redo)
 AHEAD_PER_WORKER = 4             # chunks' worth of inputs admitted ahead of the workers, per worker,
 AHEAD_MOST = 16384               # up to this many in all (each holds about 0.5 KB until it is finished: its Item)
-WAKE_EVERY = 64                  # the scan wakes an idle coordinator at its first admitted input and every this many
 POLL = 0.05
 
 
@@ -142,12 +141,10 @@ class ProcessEngine(Driver):
             self._wake.set()
             self.summary.cpu_seconds_by_stage["scan"] = time.thread_time() - started
 
-    def _submit(self, item: unit.Item) -> None:
-        """An admitted input joins the queue for the next chunks (the scan waits while it is full)."""
-        queued = self._admitted.add(item, min(AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count, AHEAD_MOST),
-                                    self._stopping)
-        if queued % WAKE_EVERY in (0, 1):              # not once per input: Event.set costs 1.5 µs
-            self._wake.set()
+    def _submit(self, items: list[unit.Item]) -> None:
+        """Admitted inputs join the queue for the next chunks (the scan waits while it is full)."""
+        self._admitted.add(items, min(AHEAD_PER_WORKER * CHUNK_FILES * self.pool.count, AHEAD_MOST), self._stopping,
+                           self._wake.set)
 
     def _coordinate(self, outcomes: list[FileOutcome]) -> None:
         pool = self.pool

@@ -162,17 +162,16 @@ class RayEngine(Driver):
             self._scan_done.set()
             self._wake.set()
 
-    def _submit(self, item: unit.Item) -> None:
+    def _submit(self, items: list[unit.Item]) -> None:
         # Absolute paths: Ray workers run in another directory than the caller.
         # The planned outputs stay here: renamed outputs are not claimed across the cluster.
         # Which outputs the journal wrote is asked here: the tasks have no journal.
-        wrote = self._replaceable(item.planned)
-        if wrote:
-            self._journal_wrote[item.key] = wrote
-        queued = self._admitted.add(dataclasses.replace(item, path=os.path.abspath(item.path)), ADMITTED_MOST,
-                                    self._stopping)
-        if queued >= self._admitted.files or queued == 1:
-            self._wake.set()
+        for item in items:
+            wrote = self._replaceable(item.planned)
+            if wrote:
+                self._journal_wrote[item.key] = wrote
+        self._admitted.add([dataclasses.replace(item, path=os.path.abspath(item.path)) for item in items],
+                           ADMITTED_MOST, self._stopping, self._wake.set)
 
     def _drive(self, ray, outcomes: list[FileOutcome]) -> None:
         """Hand chunks to Ray as the scan admits inputs, take their outcomes back as they end, until

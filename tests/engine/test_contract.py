@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 import gpupipe
+from gpupipe import sources
 from gpupipe.engine import pool as pool_module
 from gpupipe.engine import stages
 from gpupipe.engine.driver import WORKER_CRASHES_IN_A_ROW
@@ -146,6 +147,32 @@ def test_every_input_found_gets_exactly_one_outcome(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "out" / ".gpupipe" / "journal.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM inputs WHERE state = 'ok'").fetchone()[0] == len(seen)
         assert db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0] == len(seen)
+
+
+@pytest.mark.parametrize("keep_outcomes", [True, False])
+def test_a_run_stopped_while_the_scan_still_lists_gives_every_input_it_found_one_outcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_outcomes: bool) -> None:
+    """The listing is slow (a network mount: the real scan, 2 ms an entry after the first chunk's
+    worth) and the run stops at its first failure (--on-error stop) while the scan is mid-way:
+    the inputs the scan had found but not yet handed on are cancelled, not dropped."""
+    inputs = _jpegs(tmp_path / "in", 2 * CHUNK_FILES)
+    (inputs / "0000.jpg").write_bytes(b"not a JPEG at all")
+    real = sources.discover
+
+    def slow(*args, **kwargs):
+        for n, found in enumerate(real(*args, **kwargs)):
+            if n >= CHUNK_FILES // 2:
+                time.sleep(0.002)
+            yield found
+    monkeypatch.setattr(sources, "discover", slow)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=1, on_error="stop",
+                         keep_outcomes=keep_outcomes)
+    summary = result.summary
+    assert not summary.scan_complete and 0 < summary.discovered < 2 * CHUNK_FILES
+    assert summary.failed == 1 and summary.cancelled > 0
+    assert summary.processed + summary.failed + summary.skipped + summary.cancelled == summary.discovered
+    if keep_outcomes:
+        assert len({o.path for o in result.outcomes}) == len(result.outcomes) == summary.discovered
 
 
 def test_many_workers_committing_to_one_journal_record_each_input_once(tmp_path: Path) -> None:
