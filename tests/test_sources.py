@@ -85,6 +85,17 @@ def test_hidden_files_and_state_dirs(tmp_path: Path) -> None:
     assert rels(discover([src], include_hidden=True)) == [".cache/x.jpg", ".h.jpg", "a.jpg", "sub/.y.png"]
 
 
+def test_a_name_is_an_image_by_its_extension_as_splitext_reads_it(tmp_path: Path) -> None:
+    """Dots that begin a name begin no extension (".jpg" is a hidden file without one); case does
+    not matter; the last extension counts."""
+    names = [".jpg", "..jpg", "...", ".a.jpg", "a.", "a..jpg", "A.JPG", "b.jpeg.txt", "x.png", "..x.png", "._.jpg",
+             ". .jpg", "c.tar.webp", "noext"]
+    src = make(tmp_path / "in", names)
+    expected = sorted(n for n in names if os.path.splitext(n)[1].lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    assert expected == [". .jpg", "..x.png", "._.jpg", ".a.jpg", "A.JPG", "a..jpg", "c.tar.webp", "x.png"]
+    assert rels(discover([src], include_hidden=True)) == expected
+
+
 def test_single_files_are_taken_whatever_their_name(tmp_path: Path) -> None:
     make(tmp_path, ["photo.txt", "sub/.hidden.jpg"])
     items = list(discover([tmp_path / "photo.txt", tmp_path / "sub" / ".hidden.jpg"]))
