@@ -61,6 +61,9 @@ WORKER_MODULES = ("gpupipe.engine.device", "gpupipe.codecs.decoding", "gpupipe.c
 PR_SET_PDEATHSIG = 1
 WAIT_FOR_ROOM = 0.002       # seconds between looks at a full memory budget
 ABORT = signal.SIGUSR1      # the engine to a worker: remove your temporaries and exit now
+# A worker that cannot start its thread (the limit on processes met: a container's pids limit
+# counts threads) exits with this status, quietly: its engine says why.
+NO_THREAD = 75
 TRIM_AT_LEAST = 64 * 2**20  # free heap a worker keeps before trimming, whatever its share of the budget
 # Chunks a worker holds besides the one it works on: it starts the next as soon as it finishes
 # one. Waiting for the run's process to hand it the next (which first had the interpreter lock
@@ -147,6 +150,7 @@ class Crash:
     on: unit.Item | None
     rest: list[unit.Item]
     cause: str
+    limit: bool = False                # it could not start (the limit on processes): no input's fault
 
 
 class WorkerPool:
@@ -275,11 +279,11 @@ class WorkerPool:
         on = self._on(worker)
         rest = [item for chunk in self.busy.pop(worker) for item in chunk if item is not on]
         self.budget.reclaim(worker)
-        cause = _death(process.exitcode)
+        cause, limit = _death(process.exitcode), process.exitcode == NO_THREAD
         self._conns[worker].close()
-        if self._stop.value == unit.GO:
+        if self._stop.value == unit.GO and not limit:
             self._fork_worker(worker)
-        return Crash(worker, on, rest, cause)
+        return Crash(worker, on, rest, cause, limit)
 
     def stuck(self, timeout: float) -> list[tuple[int, unit.Item | None, float]]:
         """Busy workers on one input (or one chunk's files) for longer than ``timeout``."""
@@ -402,6 +406,8 @@ def _death(code: int | None) -> str:
         except ValueError:
             name = f"signal {-code}"
         return f"killed by {name}" + ("; out of memory?" if -code == signal.SIGKILL else "")
+    if code == NO_THREAD:
+        return "it could not start a thread: the limit on processes is reached"
     return f"exit status {code}"
 
 
@@ -451,7 +457,10 @@ def _serve(pool: WorkerPool, worker: int, conn) -> None:
             if chunk is None:
                 return
 
-    threading.Thread(target=receive, name=f"{name}-inbox", daemon=True).start()
+    try:
+        threading.Thread(target=receive, name=f"{name}-inbox", daemon=True).start()
+    except RuntimeError:                   # "can't start new thread"
+        os._exit(NO_THREAD)
     while True:
         chunk = inbox.get()
         if chunk is None:

@@ -239,7 +239,12 @@ class ProcessEngine(Driver):
             self._trip(failure)
 
     def _crashed(self, crash: Crash, outcomes: list[FileOutcome]) -> None:
-        """A worker died: the input it was on fails as crashed, the rest of its chunks is done again."""
+        """A worker died: the input it was on fails as crashed, the rest of its chunks is done again.
+        One that could not start (the limit on processes) stops the run: its inputs are cancelled."""
+        if crash.limit:
+            self._trip(f"cannot start the worker processes ({crash.cause}); run with fewer --workers, or raise "
+                       "the limit on processes")
+            return
         blamed = self._worker_died(crash.on, crash.rest, crash.cause, outcomes)
         log.warning("worker %d died (%s)%s", crash.worker, crash.cause,
                     f" on {blamed.path}" if blamed is not None else "")

@@ -570,6 +570,30 @@ def test_a_run_in_this_process_that_keeps_no_outcomes_records_every_input(tmp_pa
         assert db.execute("SELECT COUNT(*) FROM inputs WHERE state = 'ok'").fetchone()[0] == CHUNK_FILES + 9
 
 
+def test_workers_that_cannot_start_their_thread_stop_the_run_blaming_no_input(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    """The limit on processes can be met inside a worker, by the one thread it starts (a container's
+    pids limit counts threads, and which process takes the last one is a race): the OS refusing it
+    is made certain here. The worker exits quietly, and the run stops at once with the limit's
+    message: its inputs cancelled, none failed as if it had killed a worker."""
+    import threading
+    inputs = _jpegs(tmp_path / "in", 12)
+    real_start = threading.Thread.start
+
+    def start(thread) -> None:
+        if thread.name.endswith("-inbox"):           # a worker's: the one the limit refuses here
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    result = gpupipe.run(inputs, tmp_path / "out", THUMB, backend="cpu", workers=2)
+    summary = result.summary
+    assert summary.exit_code != 0 and summary.failed == 0 and summary.cancelled == 12
+    assert "cannot start the worker processes (it could not start a thread: the limit on processes is reached)" in (
+        summary.stop_reason)
+    assert "Traceback" not in capfd.readouterr().err
+    assert not _workers_of_this_process()
+
+
 def test_a_limit_on_processes_stops_the_run_with_one_message(tmp_path: Path) -> None:
     """A container's pids limit leaves room for two workers of four: the run stops before any
     work with one message saying what to do, and leaves OUT free for the next run. The limit is
