@@ -34,27 +34,34 @@ SYSTEM_ERRNOS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.ENODEV, errno.EN
                  errno.ECONNABORTED, errno.EREMOTEIO, errno.ENOMEDIUM, errno.ESHUTDOWN}
 
 
-def read_with_retries(path: str | Path, **how) -> bytes:
-    """read_input_with_retries, the bytes only."""
-    return read_input_with_retries(path, **how).data
-
-
 def read_input_with_retries(path: str | Path, *, retries: int, retry_delay: float, wait: Callable[[float], bool],
                             on_attempt: Callable[[int], None] = lambda n: None) -> sources.InputRead:
     """Read an input, retrying transient I/O errors (flaky disks, network mounts) with
     exponential backoff and jitter; permanent ones (missing, a directory) fail at once.
-    ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile. The
-    UnreadableInput of a system-level error carries its errno's name as ``fault``."""
+    ``wait(seconds)`` sleeps and returns True if the run was stopped meanwhile; ``on_attempt(n)``
+    is told of each attempt after the first. The UnreadableInput of a system-level error carries
+    its errno's name as ``fault``."""
+    try:
+        return sources.read_input(path)       # the first attempt: nearly every read ends here, nothing around it
+    except UnreadableInput as exc:
+        failed = _with_fault(exc)
+
     def read(attempt: int) -> sources.InputRead:
         on_attempt(attempt)
         try:
             return sources.read_input(path)
         except UnreadableInput as exc:
-            cause = exc.__cause__
-            if isinstance(cause, OSError) and cause.errno in SYSTEM_ERRNOS:
-                exc.fault = errno.errorcode[cause.errno]
+            _with_fault(exc)
             raise
-    return with_retries(read, UnreadableInput, retries=retries, retry_delay=retry_delay, wait=wait)
+    return with_retries(read, UnreadableInput, retries=retries, retry_delay=retry_delay, wait=wait, failed=failed)
+
+
+def _with_fault(exc: UnreadableInput) -> UnreadableInput:
+    """``exc``, with its errno's name as ``fault`` when the error is the system's (a dead mount)."""
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.errno in SYSTEM_ERRNOS:
+        exc.fault = errno.errorcode[cause.errno]
+    return exc
 
 
 def decode_input(data: bytes, spec: Spec, *, max_pixels: int, device_jpeg: bool = False,
@@ -317,26 +324,46 @@ def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: 
                        wait: Callable[[float], bool] | None = None) -> None:
     """Run ``write``, retrying a WriteError caused by a transient errno (EIO, ESTALE, a network
     mount's timeout) with the reads' backoff; ``wait(seconds)`` returns True if the run was stopped."""
-    with_retries(lambda attempt: write(), WriteError, retries=retries, retry_delay=retry_delay, wait=wait)
+    try:
+        write()                                 # the first attempt: nearly every write ends here
+        return
+    except WriteError as exc:
+        failed = exc
+    with_retries(lambda attempt: write(), WriteError, retries=retries, retry_delay=retry_delay, wait=wait,
+                 failed=failed)
 
 
 def with_retries(action: Callable[[int], T], error: type[InputError], *, retries: int, retry_delay: float,
-                 wait: Callable[[float], bool] | None = None) -> T:
+                 wait: Callable[[float], bool] | None = None, failed: InputError | None = None) -> T:
     """``action(attempt)``, tried again while it raises ``error`` caused by a transient errno, up
-    to ``retries`` more times with backoff; the last error says how many attempts it took."""
-    for attempt in range(1, retries + 2):
+    to ``retries`` more times with backoff; the last error says how many attempts it took.
+    ``failed``: the error of a first attempt the caller made itself (then ``action`` starts at 2)."""
+    if failed is None:
+        try:
+            return action(1)
+        except error as exc:
+            failed = exc
+    _again_or_raise(failed, 1, retries, retry_delay, wait)
+    for attempt in range(2, retries + 2):
         try:
             return action(attempt)
         except error as exc:
-            cause = exc.__cause__
-            transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
-            if not transient or attempt > retries:
-                if transient:
-                    exc.args = (f"{exc} (after {attempt} attempts)",)
-                raise
-            if (wait or _sleep)(backoff(attempt, retry_delay)):
-                raise
+            _again_or_raise(exc, attempt, retries, retry_delay, wait)
     raise AssertionError("unreachable")
+
+
+def _again_or_raise(exc: InputError, attempt: int, retries: int, retry_delay: float,
+                    wait: Callable[[float], bool] | None) -> None:
+    """After attempt ``attempt`` failed with ``exc``: wait for the next, or raise ``exc`` (not
+    transient, no retries left — then it says how many attempts it took — or the run stopped)."""
+    cause = exc.__cause__
+    transient = isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
+    if not transient or attempt > retries:
+        if transient:
+            exc.args = (f"{exc} (after {attempt} attempts)",)
+        raise exc
+    if (wait or _sleep)(backoff(attempt, retry_delay)):
+        raise exc
 
 
 def backoff(attempt: int, retry_delay: float) -> float:

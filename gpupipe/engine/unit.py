@@ -123,14 +123,17 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
     waiting: list[Staged] = []
     batch: list[Decoded] = []
     batch_pixels = 0
-    worker = worker if work.spans else None     # spans cost the coordinator 14 % of its time per input
+    # Each stage's seconds (FileOutcome.seconds) are read by reports, logs, traces and metrics, which
+    # all keep outcomes; a run that counts the inputs that go well (count_ok) never looks at them.
+    # Spans cost the coordinator 14 % of its time per input: only when asked for.
+    timing = _Timing(worker if work.spans else None) if work.spans or not work.count_ok else None
     read_faults = 0          # inputs in a row whose read failed with a system error (a dead mount)
 
     def flush() -> None:
         nonlocal batch_pixels
         if batch:
             at(batch[0].index if len(batch) == 1 else -1)
-            waiting.extend(_finish_batch(batch, work, device, trie, budget, writes, done, worker, at))
+            waiting.extend(_finish_batch(batch, work, device, trie, budget, writes, done, timing, at))
             batch.clear()
             batch_pixels = 0
 
@@ -141,7 +144,7 @@ def run_chunk(items: list[Item], work: Work, device: Device, trie: OpTrie, budge
                 continue
             at(index)
             try:
-                decoded = _read_and_decode(index, item, work, device, trie, budget, done, stop, worker, flush)
+                decoded = _read_and_decode(index, item, work, device, trie, budget, done, stop, timing, flush)
             except SystemFailure as exc:      # this process cannot go on (e.g. a codec switched unsafe)
                 done.system_failure = str(exc)
                 done.outcomes.append((item.key, new_outcome(item, CANCELLED)))
@@ -234,14 +237,15 @@ class Decoded:
 
 
 def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: OpTrie, budget: Budget,
-                     done: ChunkDone, stop: Callable[[], int], worker: str | None,
+                     done: ChunkDone, stop: Callable[[], int], timing: _Timing | None,
                      flush: Callable[[], None]) -> Decoded | None:
     """One input read and decoded within the budget, or None when it is finished already (failed,
     cancelled). ``flush`` processes the batch gathered so far: called when the budget has no room
     for this input while the batch holds some (waiting instead could wait for ever)."""
     outcome = new_outcome(item, OK)
     policy = work.policy
-    started = time.perf_counter()
+    started = time.perf_counter() if timing else 0.0
+    outcome.attempts = 1
     try:
         read = stages.read_input_with_retries(
             item.path, retries=policy.retries, retry_delay=policy.retry_delay,
@@ -257,7 +261,8 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
     data = read.data
     # The journal records the file as read, which may differ from what the scan saw.
     outcome.bytes_in, outcome.size, outcome.mtime = len(data), read.size, read.mtime
-    started = _span(outcome, "read", started, worker)
+    if timing:
+        started = timing.span(outcome, "read", started)
     wanted = stages.memory_need(data, work.spec, trie, ops_on_host=device.on_host, name=item.path)
     need = wanted.peak
     if need > work.memory:
@@ -280,12 +285,13 @@ def _read_and_decode(index: int, item: Item, work: Work, device: Device, trie: O
         raise
     outcome.format = decoded.format
     outcome.height, outcome.width = decoded.pixels.shape[:2]
-    _span(outcome, "decode", started, worker)
+    if timing:
+        timing.span(outcome, "decode", started)
     return Decoded(index, item, outcome, decoded.pixels, decoded.format, decoded.icc_profile, need, decoded.rescale)
 
 
 def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie, budget: Budget,
-                  writes: ChunkWrites, done: ChunkDone, worker: str | None,
+                  writes: ChunkWrites, done: ChunkDone, timing: _Timing | None,
                   at: Callable[[int], None]) -> list[Staged]:
     """A batch through the ops on the device, then each input encoded and staged (its part of the
     budget given back as soon as its files are made, ``at`` told which: an encoder that kills the
@@ -299,9 +305,10 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
         rows = device.process(images, work.spec, trie, [decoded.format for decoded in batch],
                               [decoded.rescale for decoded in batch])
         del images
-        processed = time.perf_counter()
-        for decoded, row in zip(batch, rows):
-            _span(decoded.outcome, "process", started, worker, processed)
+        if timing:
+            processed = time.perf_counter()
+            for decoded in batch:
+                timing.span(decoded.outcome, "process", started, processed)
         several = len(batch) > 1
         stopped = False
         for position, decoded in enumerate(batch):
@@ -314,7 +321,7 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
             if several:
                 at(decoded.index)
             try:
-                result = _encode_and_stage(decoded, row, work, writes, done, worker)
+                result = _encode_and_stage(decoded, row, work, writes, done, timing)
             finally:
                 budget.release(decoded.reserved)
                 decoded.reserved = 0
@@ -334,7 +341,7 @@ def _finish_batch(batch: list[Decoded], work: Work, device: Device, trie: OpTrie
 
 
 def _encode_and_stage(decoded: Decoded, results: list, work: Work, writes: ChunkWrites, done: ChunkDone,
-                      worker: str | None) -> Staged | None:
+                      timing: _Timing | None) -> Staged | None:
     """An input's results encoded and staged, or None when it is finished already (failed)."""
     item, outcome = decoded.item, decoded.outcome
     outcome.tags = dict(results.tags)
@@ -343,11 +350,12 @@ def _encode_and_stage(decoded: Decoded, results: list, work: Work, writes: Chunk
         outcome.status, outcome.message = REJECTED, str(verdict)
         done.outcomes.append((item.key, outcome))
         return None
-    started = time.perf_counter()
+    started = time.perf_counter() if timing else 0.0
     encoded = stages.encode_variants(work.spec, results, item.relative, decoded.format, decoded.icc_profile,
                                      item.planned if decoded.format == item.guess else None)
     del results
-    started = _span(outcome, "encode", started, worker)
+    if timing:
+        started = timing.span(outcome, "encode", started)
     mine = [(path, data) for path, data in encoded.files if path in item.planned]
     renamed = [(path, data) for path, data in encoded.files if path not in item.planned]
     if not mine and not renamed:
@@ -360,7 +368,8 @@ def _encode_and_stage(decoded: Decoded, results: list, work: Work, writes: Chunk
     except SystemFailure as exc:          # the output side is broken: this input says so, the rest stop
         done.system_failure = str(exc)
         encoded.errors.insert(0, StoppedBySystemFailure(str(exc)))
-    _span(outcome, "write", started, worker)
+    if timing:
+        timing.span(outcome, "write", started)
     return Staged(item, outcome, encoded.errors, renamed)
 
 
@@ -424,14 +433,22 @@ def _put_in_place(writes: ChunkWrites, waiting: list[Staged], done: ChunkDone) -
         done.outcomes.append((staged.item.key, outcome))
 
 
-def _span(outcome: FileOutcome, stage: str, since: float, worker: str | None, now: float | None = None) -> float:
-    """The stage's seconds, and its span under ``worker``'s name (None: no spans kept). Unrounded:
-    rounding a float to 6 places costs 0.6 µs, 5 a file of a tiny input's 120 (reports round)."""
-    now = time.perf_counter() if now is None else now
-    outcome.seconds[stage] = now - since
-    if worker is not None:
-        outcome.spans.append((stage, since, now, worker))
-    return now
+class _Timing:
+    """Records each stage's seconds of an input, and with ``worker`` (its name) its spans too."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self, worker: str | None) -> None:
+        self.worker = worker
+
+    def span(self, outcome: FileOutcome, stage: str, since: float, now: float | None = None) -> float:
+        """The stage's seconds (unrounded: rounding a float to 6 places costs 0.6 µs, 5 a file of a
+        tiny input's 120; reports round), and its span where spans are kept; returns now."""
+        now = time.perf_counter() if now is None else now
+        outcome.seconds[stage] = now - since
+        if self.worker is not None:
+            outcome.spans.append((stage, since, now, self.worker))
+        return now
 
 
 def write_unclaimed(outcome: FileOutcome, files: list[tuple[str, bytes]], errors: list[InputError],
