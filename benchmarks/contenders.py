@@ -382,7 +382,8 @@ def run_gpupipe(workload: str, input_dir: Path, output_dir: Path, workers: int,
     import gpupipe
 
     spec = spec if spec is not None else gpupipe_spec(workload)
-    kw = {"workers": workers, "backend": backend, "progress": False}
+    # As the CLI runs: no list of every input's outcome kept (the summary is all that is read here).
+    kw = {"workers": workers, "backend": backend, "progress": False, "keep_outcomes": False}
     if max_memory:
         kw["max_memory"] = max_memory
     kw.update(extra or {})
