@@ -203,10 +203,10 @@ class Driver(ABC):
                 self._done.put(self._expect(FileOutcome(path=item.path, status=SKIPPED, message=item.reason)))
             else:
                 summary.scan_problems.append(f"{item.path}: {item.message}")
+        summary.scan_complete = True              # the listing is whole, whatever is admitted of it
         if self._stopping():
             self._cancel_found(group)
             return
-        summary.scan_complete = True
         if not streaming:
             group.sort(key=ORDER_KEYS[opts.order])      # stable: ties keep the input order
         for start in range(0, len(group), ADMIT_GROUP):
