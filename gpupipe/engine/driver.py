@@ -160,9 +160,6 @@ class Driver(ABC):
         # outcome at the end (_finish_unfinished).
         self._outstanding: dict[int, FileOutcome | Item] = {}
         self._keys = itertools.count()
-        # Outcomes are made at admission only where someone will look at them (their queue time
-        # included); otherwise an input that goes well never has one here (_finish_counted).
-        self._outcomes_wanted = bool(self.options.keep_outcomes or self.options.on_outcome or self.options.spans)
         self._read_faults: list[FileOutcome] = []     # the latest inputs in a row that failed on a read fault
         self._recording = False              # an outcome is being recorded (summary, report): an abort waits
         self._abort_pending = False
@@ -229,7 +226,9 @@ class Driver(ABC):
         variants = self.spec.variants
         claim = self.claims.claim
         new_key = self._keys.__next__
-        outstanding, wanted = self._outstanding, self._outcomes_wanted
+        # An outcome is made at admission only where someone reads it (its queue time included);
+        # otherwise an input that goes well never has one here (_finish_counted).
+        outstanding, wanted = self._outstanding, self.options.outcomes_wanted
         for source in group:
             path, relative = source.path, source.relative
             guess = codecs.format_from_name(relative)
@@ -334,6 +333,23 @@ class Driver(ABC):
         entry.queued_at = queued_at
         return entry
 
+    def _take_over_chunk(self, results: list[tuple[int, FileOutcome]]) -> dict[int, FileOutcome]:
+        """``_take_over`` for a chunk's (key, result) pairs: the outcomes of those not finished already."""
+        taken = {}
+        for key, result in results:
+            outcome = self._take_over(key, result)
+            if outcome is not None:
+                taken[key] = outcome
+        return taken
+
+    def _release(self, key: int, outcome: FileOutcome) -> bool:
+        """Stop owing ``key`` an outcome if ``outcome`` is still the one registered for it; False
+        when it was finished already (or finished as another)."""
+        if self._outstanding.get(key) is not outcome:
+            return False
+        del self._outstanding[key]
+        return True
+
     def _drain_done(self, outcomes: list[FileOutcome]) -> None:
         """Finish the outcomes queued for this thread (skipped, failed at admission), together."""
         queued = []
@@ -355,12 +371,7 @@ class Driver(ABC):
                      recorded: Container[int] = frozenset()) -> None:
         """``_finish`` for several inputs (a chunk's: (key, outcome) each), recorded in the journal
         together, but those whose key is in ``recorded``: the worker that finished them recorded them."""
-        outstanding = self._outstanding
-        mine = []
-        for key, outcome in finished:
-            if outstanding.get(key) is outcome:
-                del outstanding[key]
-                mine.append((key, outcome))
+        mine = [(key, outcome) for key, outcome in finished if self._release(key, outcome)]
         if not mine:
             return
         journal = self.options.journal
@@ -437,8 +448,7 @@ class Driver(ABC):
                         outcomes: list[FileOutcome]) -> None:
         """Finish ``outcome`` as ``final``, a copy: a thread still holding the input may come back
         later and change its own outcome, which is then no longer recorded anywhere."""
-        if self._outstanding.get(key) is outcome:
-            del self._outstanding[key]
+        if self._release(key, outcome):
             self._finish(*self._expect(final), outcomes)
 
     def _remove_dead_workers_temporaries(self, items: list, wait: float = 0.0) -> None:

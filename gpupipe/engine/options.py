@@ -69,6 +69,13 @@ class RunOptions:
         if self.max_memory is None:
             self.max_memory = default_max_memory(self.workers)
 
+    @property
+    def outcomes_wanted(self) -> bool:
+        """Whether anyone reads each input's outcome (a list of them, a callback, spans): where none
+        does, an input that goes well is only counted and has no outcome object, and its stages
+        are not timed."""
+        return bool(self.keep_outcomes or self.on_outcome or self.spans)
+
 
 # The options an engine takes as they are (workers and the journal the API turns into more).
 ENGINE_OPTIONS = tuple(f.name for f in fields(RunOptions) if f.name in registry() and f.name not in ("workers",

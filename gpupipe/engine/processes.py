@@ -83,8 +83,7 @@ class ProcessEngine(Driver):
                          stop_at_failure=opts.on_error == "stop", spans=opts.spans,
                          # Counts suffice unless this process must record those inputs in the journal
                          # itself (its worker is a thread of its own: InProcessPool).
-                         count_ok=not (opts.keep_outcomes or opts.on_outcome or opts.spans
-                                       or (journal is not None and self.backend.in_process)))
+                         count_ok=not (opts.outcomes_wanted or (journal is not None and self.backend.in_process)))
         guard = [writer_lock] + ([journal.fork_guard] if journal is not None else [])
         if self.backend.in_process:          # CUDA is open here: no forked worker could use it
             self.pool = pool = InProcessPool(work, self.backend, device_failures=opts.device_failures)
@@ -210,8 +209,7 @@ class ProcessEngine(Driver):
             self.summary.backend = _on_the_cpu(self.pool.count)
         if done.device_memory is not None:
             self._device_memory[worker] = done.device_memory
-        finished = {key: self._take_over(key, result) for key, result in done.outcomes}
-        finished = {key: outcome for key, outcome in finished.items() if outcome is not None}
+        finished = self._take_over_chunk(done.outcomes)
         for unclaimed in done.unclaimed:
             outcome = finished.get(unclaimed.key)
             if outcome is not None:

@@ -236,13 +236,9 @@ class RayEngine(Driver):
         if done.handover and done.handover not in self.summary.notes:
             self.summary.notes.append(done.handover)
         clock = time.perf_counter() - time.time()   # the tasks' spans are wall-clock times (other machines)
-        finished = []
-        for key, result in done.outcomes:
+        for _, result in done.outcomes:
             result.spans = _shifted(result.spans, clock)
-            outcome = self._take_over(key, result)
-            if outcome is not None:
-                finished.append((key, outcome))
-        self._finish_many(finished, outcomes)
+        self._finish_many(list(self._take_over_chunk(done.outcomes).items()), outcomes)
 
     def _tell_tasks_to_drain(self) -> None:
         if not self._drain_told:
