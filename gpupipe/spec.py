@@ -73,18 +73,17 @@ class Variant:
         if not (isinstance(self.quality, int) and 1 <= self.quality <= 100):
             raise UsageError(f"quality must be a whole number from 1 to 100, got {self.quality!r}")
         object.__setattr__(self, "background", _color(self.background, "background"))
-        _check_template(self.effective_template, self.name)
-        # output_path runs for every input and variant on the scan's thread: it keeps the template
-        # and the file extension of each input format met (not fields: equality, hashing and repr
-        # ignore them).
-        object.__setattr__(self, "_template", self.effective_template)
+        template = self.template or ("{stem}_{variant}.{ext}" if self.name else "{stem}.{ext}")
+        _check_template(template, self.name)
+        # Kept, not fields (equality, hashing and repr ignore them): the template in use, and the
+        # file extension of each input format met, which output_path asks for every input.
+        object.__setattr__(self, "_template", template)
         object.__setattr__(self, "_extensions", {})
 
     @property
     def effective_template(self) -> str:
-        if self.template:
-            return self.template
-        return "{stem}_{variant}.{ext}" if self.name else "{stem}.{ext}"
+        """The file-name template in use: the one given, or the default for a named or unnamed variant."""
+        return self._template
 
     def output_format(self, input_format: str) -> str:
         return self.format or formats.kept(input_format)
@@ -272,13 +271,13 @@ class Spec:
         return digests.sha256(canonical.encode()).hexdigest()[:16]
 
     def _file_digests(self) -> dict[str, str]:
-        digests = {path: _content_digest(path) for variant in self.variants for op in variant.ops
-                   if isinstance(op, Watermark) for path in (op.image, op.font) if path is not None}
+        found = {path: _content_digest(path) for variant in self.variants for op in variant.ops
+                 if isinstance(op, Watermark) for path in (op.image, op.font) if path is not None}
         functions = {op.function for variant in self.variants for op in variant.ops if isinstance(op, Python)}
         if functions:
             from .userops import source_digest
-            digests.update({function: source_digest(function) for function in sorted(functions)})
-        return digests
+            found.update({function: source_digest(function) for function in sorted(functions)})
+        return found
 
     def decode_hint(self, width: int, height: int) -> tuple[int, int] | None:
         """Smallest decode size that serves every variant (None: decode at full size)."""
