@@ -53,7 +53,7 @@ def read_input_with_retries(path: str | Path, *, retries: int, retry_delay: floa
         except UnreadableInput as exc:
             _with_fault(exc)
             raise
-    return with_retries(read, UnreadableInput, retries=retries, retry_delay=retry_delay, wait=wait, failed=failed)
+    return retry(read, UnreadableInput, failed, retries=retries, retry_delay=retry_delay, wait=wait)
 
 
 def _with_fault(exc: UnreadableInput) -> UnreadableInput:
@@ -329,20 +329,15 @@ def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: 
         return
     except WriteError as exc:
         failed = exc
-    with_retries(lambda attempt: write(), WriteError, retries=retries, retry_delay=retry_delay, wait=wait,
-                 failed=failed)
+    retry(lambda attempt: write(), WriteError, failed, retries=retries, retry_delay=retry_delay, wait=wait)
 
 
-def with_retries(action: Callable[[int], T], error: type[InputError], *, retries: int, retry_delay: float,
-                 wait: Callable[[float], bool] | None = None, failed: InputError | None = None) -> T:
-    """``action(attempt)``, tried again while it raises ``error`` caused by a transient errno, up
-    to ``retries`` more times with backoff; the last error says how many attempts it took.
-    ``failed``: the error of a first attempt the caller made itself (then ``action`` starts at 2)."""
-    if failed is None:
-        try:
-            return action(1)
-        except error as exc:
-            failed = exc
+def retry(action: Callable[[int], T], error: type[InputError], failed: InputError, *, retries: int,
+          retry_delay: float, wait: Callable[[float], bool] | None = None) -> T:
+    """After a first attempt failed with ``failed`` (the caller makes it, with nothing around it:
+    nearly every attempt works), ``action(attempt)`` from the second on, while it raises ``error``
+    caused by a transient errno, up to ``retries`` more attempts with backoff; the last error says
+    how many attempts it took."""
     _again_or_raise(failed, 1, retries, retry_delay, wait)
     for attempt in range(2, retries + 2):
         try:
