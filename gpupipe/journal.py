@@ -151,9 +151,17 @@ def display(key: bytes | str) -> str:
     return key if isinstance(key, str) else key.decode("utf-8", "backslashreplace")
 
 
+CHECKSUM_BYTES = 16      # the checksum the journal keeps of an output: blake2b of its bytes, this long
+
+
+def checksum(data: bytes) -> str:
+    """The checksum the journal keeps for an output, of its bytes (made in the workers, per output)."""
+    return digests.blake2b(data, digest_size=CHECKSUM_BYTES).hexdigest()
+
+
 def file_checksum(path: str | bytes) -> str:
-    """The checksum the journal keeps for an output: blake2b, 16 bytes, of its contents."""
-    digest = digests.blake2b(digest_size=16)
+    """``checksum`` of a file's contents, read a block at a time."""
+    digest = digests.blake2b(digest_size=CHECKSUM_BYTES)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

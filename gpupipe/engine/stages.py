@@ -15,8 +15,9 @@ from dataclasses import field
 from pathlib import Path
 from typing import Callable, Container, Sequence, TypeVar
 
-from .. import codecs, digests, sources
+from .. import codecs, sources
 from ..errors import InputError, InternalError, OutputConflict, SystemFailure, UnreadableInput, WriteError
+from ..journal import checksum
 from ..ops import BYTES_PER_PIXEL
 from ..records import dataclass
 from ..spec import OpTrie, Spec
@@ -313,11 +314,6 @@ def write_outputs(output: Path, files: list[tuple[str, bytes]], *, fsync: bool, 
         written.sizes.append(len(data))
         written.checksums.append(checksum(data))
     return written
-
-
-def checksum(data: bytes) -> str:
-    """An output's checksum as the journal records it."""
-    return digests.blake2b(data, digest_size=16).hexdigest()
 
 
 def write_with_retries(write: Callable[[], None], *, retries: int, retry_delay: float,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Container
 
 from ..errors import ImageTooLarge, InputError, OutputConflict, Rejected, StoppedBySystemFailure, SystemFailure
+from ..journal import checksum
 from ..records import dataclass
 from ..spec import OpTrie, Spec
 from . import stages
@@ -397,7 +398,7 @@ def _stage(writes: ChunkWrites, work: Work, outcome: FileOutcome, files: list[tu
                                   retry_delay=policy.retry_delay)
         outcome.outputs.append(os.path.join(work.output, path))
         outcome.output_sizes.append(len(data))
-        outcome.output_checksums.append(stages.checksum(data))
+        outcome.output_checksums.append(checksum(data))
 
 
 def _put_in_place(writes: ChunkWrites, waiting: list[Staged], done: ChunkDone) -> None:
