@@ -266,26 +266,22 @@ class ChunkWrites:
 
     def finish(self) -> dict[object, tuple[int, WriteError | OutputExists]]:
         """fsync, place and fsync the folders of everything staged. For each owner with a file that
-        could not be placed: how many of its files were, and the error (its later files are not
-        placed). Temporaries left are removed either way."""
+        could not be synced or placed: how many of its files were placed, and the error (its later
+        files are not placed). Temporaries left are removed either way."""
         errors: dict[object, tuple[int, WriteError | OutputExists]] = {}
         placed_by: dict[object, int] = {}
         placed: set[str] = set()
         try:
-            for owner, folders, tmp, name, fd, _ in self._staged:
-                if fd is not None:
-                    try:
-                        os.fsync(fd)
-                    except OSError as exc:
-                        where = self._folders[folders][1]
-                        raise _as_gpupipe_error(exc, f"{where}/{name}", where) from exc
-            for owner, folders, tmp, name, fd, replace in self._staged:
+            unsynced = self._sync() if self.fsync else {}
+            for at, (owner, folders, tmp, name, fd, replace) in enumerate(self._staged):
                 if owner in errors:
                     continue
                 directory, where = self._folders[folders]
                 shown = f"{where}/{name}"
                 try:
                     try:
+                        if at in unsynced:        # its bytes may not be on disk: never under its name
+                            raise unsynced[at]
                         _place(directory, tmp, name, shown, replace, None)
                     except OSError as exc:
                         raise _as_gpupipe_error(exc, shown, where) from exc
@@ -304,6 +300,19 @@ class ChunkWrites:
         finally:
             self.close()
         return errors
+
+    def _sync(self) -> dict[int, OSError]:
+        """fsync every staged temporary: the errors of those that failed (a disk or mount that could
+        not keep them), by their place in the stage. A full or read-only disk raises SystemFailure."""
+        unsynced: dict[int, OSError] = {}
+        for at, (_, _, _, _, fd, _) in enumerate(self._staged):
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if exc.errno in SYSTEM_ERRNOS:
+                    raise _as_gpupipe_error(exc, "", self._folders[self._staged[at][1]][1]) from exc
+                unsynced[at] = exc
+        return unsynced
 
     def close(self) -> None:
         """Remove what is still a temporary and close every fd (also after an error)."""

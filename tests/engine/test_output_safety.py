@@ -504,6 +504,31 @@ def test_a_write_that_keeps_failing_fails_that_input_after_the_retries(flaky_out
     assert result.summary.stop_reason is None and not temporaries(flaky_output)
 
 
+@pytest.fixture
+def forgetful_output(tmp_path: Path):
+    """An output folder behind a FUSE mount whose first fsync of an output fails with EIO: a disk
+    that could not keep what it was given."""
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    yield from fuse_mount(FAULTFS_WRITES, backing, tmp_path / "mnt", ["--fail-writes", "0", "--fail-fsyncs", "1"])
+
+
+def test_an_output_the_disk_could_not_keep_fails_alone(forgetful_output: Path, tmp_path: Path) -> None:
+    """One fsync of a chunk fails: that input fails as a write error and its file never appears
+    under its name; the rest of the chunk is placed."""
+    for i in range(6):
+        make_png(tmp_path / "in" / f"{i}.png")
+    result = gpupipe.run(tmp_path / "in", forgetful_output / "out", [ops.Thumbnail(16)], backend="cpu",
+                         workers=1, journal=False)
+    assert len(result.outcomes) == 6 and result.summary.processed == 5 and result.exit_code == 1
+    [lost] = result.failed
+    name = Path(lost.path).name
+    assert lost.error_class == "write_error" and lost.message == \
+        f"cannot write {forgetful_output / 'out' / name}: Input/output error"
+    assert sorted(os.listdir(forgetful_output / "out")) == sorted({f"{i}.png" for i in range(6)} - {name})
+    assert result.summary.stop_reason is None and not temporaries(forgetful_output)
+
+
 def test_a_full_disk_still_stops_the_run(tmp_path: Path) -> None:
     """ENOSPC is the disk's failure, not a file's: not retried, one message, the run stops."""
     if os.geteuid() != 0:

@@ -1,10 +1,11 @@
 """A real FUSE filesystem that mirrors a directory, writable, whose first writes fail on purpose.
 
-    python tests/faultfs_writes.py SOURCE MOUNTPOINT [--fail-writes N]
+    python tests/faultfs_writes.py SOURCE MOUNTPOINT [--fail-writes N] [--fail-fsyncs M]
 
 The first N write() calls to files outside .gpupipe folders (the outputs, not the
 run's lock or journal) fail with EIO (a flaky disk or network mount), then writes
-succeed. Reads are tests/support/faultfs.py's mirror. Used by
+succeed; so do the first M fsync() calls of such files (a disk that could not keep
+what it was given). Reads are tests/support/faultfs.py's mirror. Used by
 tests/engine/test_output_safety.py; needs libfuse2 and fusepy.
 """
 
@@ -22,10 +23,10 @@ from faultfs import FlakyMirror  # noqa: E402
 
 
 class FlakyWritableMirror(FlakyMirror):
-    def __init__(self, root: str, fail_writes: int) -> None:
+    def __init__(self, root: str, fail_writes: int, fail_fsyncs: int = 0) -> None:
         super().__init__(root, fail_reads=0)
-        self.fail_writes = fail_writes
-        self.writes_failed = 0
+        self.fail_writes, self.fail_fsyncs = fail_writes, fail_fsyncs
+        self.writes_failed = self.fsyncs_failed = 0
 
     def write(self, path, data, offset, fh):
         with self._mutex:
@@ -56,6 +57,10 @@ class FlakyWritableMirror(FlakyMirror):
         os.truncate(self._real(path), length)
 
     def fsync(self, path, datasync, fh):
+        with self._mutex:
+            if self.fsyncs_failed < self.fail_fsyncs and "/.gpupipe/" not in path:
+                self.fsyncs_failed += 1
+                raise FuseOSError(errno.EIO)
         os.fsync(fh)
 
     def fsyncdir(self, path, datasync, fh):
@@ -84,8 +89,10 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("mountpoint")
     parser.add_argument("--fail-writes", type=int, default=1)
+    parser.add_argument("--fail-fsyncs", type=int, default=0)
     args = parser.parse_args()
-    FUSE(FlakyWritableMirror(args.source, args.fail_writes), args.mountpoint, foreground=True, direct_io=True)
+    FUSE(FlakyWritableMirror(args.source, args.fail_writes, args.fail_fsyncs), args.mountpoint, foreground=True,
+         direct_io=True)
 
 
 if __name__ == "__main__":
