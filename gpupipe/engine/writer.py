@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import itertools
 import logging
 import os
@@ -37,6 +38,7 @@ from typing import Callable, Iterable
 from .. import digests
 from ..errors import OutputExists, SystemFailure, UsageError, WriteError
 from ..records import dataclass
+from .tuning import libc
 
 # Errors that say the output *side* is broken, not this one file: stop the run.
 SYSTEM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
@@ -249,6 +251,8 @@ class ChunkWrites:
         self.root, self.fsync = root, fsync
         self._folders: dict[str, tuple[int, str]] = {}    # open folder fds and paths, by path below root ("a/b", "")
         self._staged: list[tuple[object, str, str, str, int | None, Callable[[], bool] | bool]] = []
+        self._bytes = 0                     # staged
+        self.written_back = False           # the last finish wrote back the whole filesystem first
 
     def stage(self, owner: object, relative: str, data: bytes, replace: bool | Callable[[], bool]) -> None:
         """Write ``data`` for ``relative`` ("a/b.jpg") to a temporary (WriteError or SystemFailure if it cannot be)."""
@@ -263,6 +267,7 @@ class ChunkWrites:
             self._discard(folders, tmp)
             raise _as_gpupipe_error(exc, os.path.join(where, name), where) from exc
         self._staged.append((owner, folders, tmp, name, fd, replace))
+        self._bytes += len(data)
 
     def finish(self) -> dict[object, tuple[int, WriteError | OutputExists]]:
         """fsync, place and fsync the folders of everything staged. For each owner with a file that
@@ -302,8 +307,10 @@ class ChunkWrites:
         return errors
 
     def _sync(self) -> dict[int, OSError]:
-        """fsync every staged temporary: the errors of those that failed (a disk or mount that could
-        not keep them), by their place in the stage. A full or read-only disk raises SystemFailure."""
+        """fsync every staged temporary, after one write-back of their filesystem (which makes the
+        fsyncs cheap): the errors of those that failed (a disk or mount that could not keep them), by
+        their place in the stage. A full or read-only disk raises SystemFailure."""
+        self.written_back = _write_back_filesystem(self._folders, len(self._staged), self._bytes)
         unsynced: dict[int, OSError] = {}
         for at, (_, _, _, _, fd, _) in enumerate(self._staged):
             try:
@@ -337,6 +344,48 @@ class ChunkWrites:
             parts = tuple(folders.split("/")) if folders else ()
             known = self._folders[folders] = (open_output_dir(self.root, parts), os.path.join(self.root, *parts))
         return known
+
+
+# A chunk's fsyncs each make the filesystem commit its journal and flush the disk's cache (ext4 here:
+# 0.21 ms a small file). One write-back of the whole filesystem first (Linux syncfs) commits them all
+# at once, and the fsyncs after it find their files on disk (256 small outputs: 0.21 -> 0.09 ms a
+# file). The fsyncs stay: they are what makes each file durable on any filesystem (one where syncfs
+# does little, FUSE, only loses the speed), and they report each file's own write error.
+WRITE_BACK_FROM = 4                     # files in a chunk: for fewer, one syncfs costs more than it saves
+# syncfs writes whatever the filesystem holds unwritten, other programs' data too: where the machine
+# holds more than this besides the chunk's own files, they are fsynced alone, as without it.
+OTHERS_UNWRITTEN_MOST = 64 * 2**20
+
+
+def _write_back_filesystem(folders: dict[str, tuple[int, str]], files: int, nbytes: int) -> bool:
+    """Write back everything the filesystem of the output folders holds unwritten, before a
+    chunk's fsyncs, where that is cheap; whether it was. Errors are left to the fsyncs after it."""
+    syncfs = _syncfs()
+    if syncfs is None or files < WRITE_BACK_FROM or not folders \
+            or _unwritten_bytes() > nbytes + OTHERS_UNWRITTEN_MOST:
+        return False
+    syncfs(next(iter(folders.values()))[0])
+    return True
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    try:
+        return libc().syncfs
+    except (OSError, AttributeError):        # not Linux, or a C library without it
+        return None
+
+
+def _unwritten_bytes() -> int:
+    """What this machine holds that is not on disk yet, all disks together (/proc/meminfo's Dirty
+    and Writeback); unknown is too much."""
+    try:
+        with open("/proc/meminfo", "rb") as info:
+            lines = info.read().splitlines()
+    except OSError:
+        return 1 << 62
+    held = [int(line.split()[1]) for line in lines if line.startswith((b"Dirty:", b"Writeback:"))]
+    return 1024 * sum(held) if len(held) == 2 else 1 << 62
 
 
 # This machine's name in the temporaries it makes: a process id means something only on the machine

@@ -515,7 +515,8 @@ def forgetful_output(tmp_path: Path):
 
 def test_an_output_the_disk_could_not_keep_fails_alone(forgetful_output: Path, tmp_path: Path) -> None:
     """One fsync of a chunk fails: that input fails as a write error and its file never appears
-    under its name; the rest of the chunk is placed."""
+    under its name; the rest of the chunk is placed. The chunk's write-back of the whole filesystem
+    does not stand in for each file's fsync (on FUSE it never asks the filesystem about the file)."""
     for i in range(6):
         make_png(tmp_path / "in" / f"{i}.png")
     result = gpupipe.run(tmp_path / "in", forgetful_output / "out", [ops.Thumbnail(16)], backend="cpu",
@@ -527,6 +528,42 @@ def test_an_output_the_disk_could_not_keep_fails_alone(forgetful_output: Path, t
         f"cannot write {forgetful_output / 'out' / name}: Input/output error"
     assert sorted(os.listdir(forgetful_output / "out")) == sorted({f"{i}.png" for i in range(6)} - {name})
     assert result.summary.stop_reason is None and not temporaries(forgetful_output)
+
+
+def _stage_and_finish(out: Path, files: int, fsync: bool = True, prefix: str = "") -> writer.ChunkWrites:
+    chunk = writer.ChunkWrites(str(out), fsync=fsync)
+    for i in range(files):
+        chunk.stage(i, f"{prefix}{i}.bin", f"{prefix}{i}".encode() * 1000, replace=False)
+    assert chunk.finish() == {}
+    return chunk
+
+
+def test_a_chunk_is_written_back_with_its_filesystem_unless_others_hold_much_unwritten(tmp_path: Path) -> None:
+    """A chunk's outputs are written back with their whole filesystem once (syncfs), then each is
+    fsynced. Where another program holds more than OTHERS_UNWRITTEN_MOST unwritten, which syncfs
+    would wait for, each file is fsynced alone. Either way every output is placed whole."""
+    out = tmp_path / "out"
+    out.mkdir()
+    os.sync()                                   # what earlier tests left unwritten
+    assert _stage_and_finish(out, writer.WRITE_BACK_FROM, prefix="a").written_back
+    other = tmp_path / "other program's file"
+    with open(other, "wb") as unwritten:        # written, never synced: it waits in the page cache
+        unwritten.write(bytes(2 * writer.OTHERS_UNWRITTEN_MOST))
+    try:
+        if writer._unwritten_bytes() < writer.OTHERS_UNWRITTEN_MOST:
+            pytest.skip(f"{tmp_path} keeps nothing unwritten (a tmpfs): no other program's data to wait for")
+        assert not _stage_and_finish(out, writer.WRITE_BACK_FROM, prefix="b").written_back
+    finally:
+        other.unlink()                          # its pages go with it, unwritten
+    assert tree(out) == {f"{c}{i}.bin": hashlib.sha256(f"{c}{i}".encode() * 1000).hexdigest()
+                         for c in "ab" for i in range(writer.WRITE_BACK_FROM)}
+
+
+def test_a_chunk_of_few_outputs_or_without_fsync_is_not_written_back(tmp_path: Path) -> None:
+    os.sync()
+    assert not _stage_and_finish(tmp_path, writer.WRITE_BACK_FROM - 1).written_back
+    assert not _stage_and_finish(tmp_path, writer.WRITE_BACK_FROM, fsync=False, prefix="x").written_back
+    assert len(os.listdir(tmp_path)) == 2 * writer.WRITE_BACK_FROM - 1
 
 
 def test_a_full_disk_still_stops_the_run(tmp_path: Path) -> None:
