@@ -76,6 +76,23 @@ def test_brightness_clamps_and_keeps_alpha(channels):
     np.testing.assert_array_equal(brightness(img, 0), img)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (2, 2), (5, 1), (3, 300)])
+def test_a_whole_brightness_gives_its_tables_bytes(dtype, shape):
+    """A whole offset is one saturating add, not a lookup per value: the same bytes as the table,
+    for every whole value, channel count and depth, down to images of a few values."""
+    from gpupipe.backends.numpy.color import _apply_to_colour, brightness_table
+    top = np.iinfo(dtype).max
+    for channels in CHANNELS:
+        img = np.random.default_rng(channels).integers(0, top + 1, (*shape, channels), dtype=dtype)
+        img.reshape(-1)[:2] = (0, top)[: img.size]
+        for value in (*range(-255, 256, 7), -255, -1, 1, 255, 12.0):
+            got = brightness(img, value)
+            want = _apply_to_colour(img, brightness_table(value, dtype))
+            assert got.dtype == dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want, err_msg=f"{channels} channels, {value}")
+
+
 def test_brightness_hand_computed_and_half_even():
     img = np.array([[[10, 250, 0, 128]]], np.uint8)
     assert brightness(img, 10).tolist() == [[[20, 255, 10, 128]]]
