@@ -307,30 +307,42 @@ class ChunkWrites:
         return errors
 
     def _sync(self) -> dict[int, OSError]:
-        """fsync every staged temporary, after one write-back of their filesystem (which makes the
-        fsyncs cheap): the errors of those that failed (a disk or mount that could not keep them), by
-        their place in the stage. A full or read-only disk raises SystemFailure."""
+        """fsync and close every staged temporary, after one write-back of their filesystem (which
+        makes the fsyncs cheap): the errors of those that failed (a disk or mount that could not
+        keep them; a network filesystem may report a late write error on close), by their place in
+        the stage. A full or read-only disk raises SystemFailure."""
         self.written_back = _write_back_filesystem(self._folders, len(self._staged), self._bytes)
         unsynced: dict[int, OSError] = {}
-        for at, (_, _, _, _, fd, _) in enumerate(self._staged):
+        for at, (owner, folders, tmp, name, fd, replace) in enumerate(self._staged):
+            self._staged[at] = (owner, folders, tmp, name, None, replace)     # closed below, whatever happens
             try:
                 os.fsync(fd)
             except OSError as exc:
-                if exc.errno in SYSTEM_ERRNOS:
-                    raise _as_gpupipe_error(exc, "", self._folders[self._staged[at][1]][1]) from exc
-                unsynced[at] = exc
+                _close_quietly(fd)
+                error: OSError | None = exc
+            else:
+                try:
+                    os.close(fd)
+                    error = None
+                except OSError as exc:
+                    error = exc
+            if error is not None:
+                if error.errno in SYSTEM_ERRNOS:
+                    raise _as_gpupipe_error(error, "", self._folders[folders][1]) from error
+                unsynced[at] = error
         return unsynced
 
     def close(self) -> None:
-        """Remove what is still a temporary and close every fd (also after an error)."""
+        """Remove what is still a temporary and close every fd (also after an error: what is closed
+        here is discarded or only read, so its close has nothing to report)."""
         staged, self._staged = self._staged, []
         for _, folders, tmp, _, fd, _ in staged:
             if fd is not None:
-                os.close(fd)
+                _close_quietly(fd)
             self._discard(folders, tmp)
         folders, self._folders = self._folders, {}
         for fd, _ in folders.values():
-            os.close(fd)
+            _close_quietly(fd)
 
     def _discard(self, folders: str, tmp: str) -> None:
         directory, where = self._folders[folders]
@@ -421,6 +433,13 @@ def _register_temporary(path: str) -> None:
 def _forget_temporary(path: str) -> None:
     with _lock:
         _live_temporaries.discard(path)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _write_file(directory: int, name: str, data: bytes, fsync: bool, keep_open: bool = False) -> int | None:

@@ -505,18 +505,21 @@ def test_a_write_that_keeps_failing_fails_that_input_after_the_retries(flaky_out
 
 
 @pytest.fixture
-def forgetful_output(tmp_path: Path):
-    """An output folder behind a FUSE mount whose first fsync of an output fails with EIO: a disk
-    that could not keep what it was given."""
+def forgetful_output(tmp_path: Path, request):
+    """An output folder behind a FUSE mount whose first fsync (or close: ``request.param``) of an
+    output fails with EIO: a disk that could not keep what it was given, or a network filesystem
+    reporting a late write error."""
     backing = tmp_path / "backing"
     backing.mkdir()
-    yield from fuse_mount(FAULTFS_WRITES, backing, tmp_path / "mnt", ["--fail-writes", "0", "--fail-fsyncs", "1"])
+    yield from fuse_mount(FAULTFS_WRITES, backing, tmp_path / "mnt", ["--fail-writes", "0", request.param, "1"])
 
 
+@pytest.mark.parametrize("forgetful_output", ["--fail-fsyncs", "--fail-closes"], indirect=True)
 def test_an_output_the_disk_could_not_keep_fails_alone(forgetful_output: Path, tmp_path: Path) -> None:
-    """One fsync of a chunk fails: that input fails as a write error and its file never appears
-    under its name; the rest of the chunk is placed. The chunk's write-back of the whole filesystem
-    does not stand in for each file's fsync (on FUSE it never asks the filesystem about the file)."""
+    """One file of a chunk fails its fsync, or its close after it: that input fails as a write
+    error and its file never appears under its name; the rest of the chunk is placed, and no
+    temporary is left. The chunk's write-back of the whole filesystem does not stand in for each
+    file's fsync (on FUSE it never asks the filesystem about the file)."""
     for i in range(6):
         make_png(tmp_path / "in" / f"{i}.png")
     result = gpupipe.run(tmp_path / "in", forgetful_output / "out", [ops.Thumbnail(16)], backend="cpu",

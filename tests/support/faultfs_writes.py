@@ -1,11 +1,12 @@
 """A real FUSE filesystem that mirrors a directory, writable, whose first writes fail on purpose.
 
-    python tests/faultfs_writes.py SOURCE MOUNTPOINT [--fail-writes N] [--fail-fsyncs M]
+    python tests/faultfs_writes.py SOURCE MOUNTPOINT [--fail-writes N] [--fail-fsyncs M] [--fail-closes K]
 
 The first N write() calls to files outside .gpupipe folders (the outputs, not the
 run's lock or journal) fail with EIO (a flaky disk or network mount), then writes
 succeed; so do the first M fsync() calls of such files (a disk that could not keep
-what it was given). Reads are tests/support/faultfs.py's mirror. Used by
+what it was given), and the first K close() calls (flush: a network filesystem reports
+a late write error there). Reads are tests/support/faultfs.py's mirror. Used by
 tests/engine/test_output_safety.py; needs libfuse2 and fusepy.
 """
 
@@ -23,10 +24,10 @@ from faultfs import FlakyMirror  # noqa: E402
 
 
 class FlakyWritableMirror(FlakyMirror):
-    def __init__(self, root: str, fail_writes: int, fail_fsyncs: int = 0) -> None:
+    def __init__(self, root: str, fail_writes: int, fail_fsyncs: int = 0, fail_closes: int = 0) -> None:
         super().__init__(root, fail_reads=0)
-        self.fail_writes, self.fail_fsyncs = fail_writes, fail_fsyncs
-        self.writes_failed = self.fsyncs_failed = 0
+        self.fail_writes, self.fail_fsyncs, self.fail_closes = fail_writes, fail_fsyncs, fail_closes
+        self.writes_failed = self.fsyncs_failed = self.closes_failed = 0
 
     def write(self, path, data, offset, fh):
         with self._mutex:
@@ -67,6 +68,10 @@ class FlakyWritableMirror(FlakyMirror):
         return 0
 
     def flush(self, path, fh):
+        with self._mutex:
+            if self.closes_failed < self.fail_closes and "/.gpupipe/" not in path:
+                self.closes_failed += 1
+                raise FuseOSError(errno.EIO)
         return 0
 
     def chmod(self, path, mode):
@@ -90,9 +95,10 @@ def main() -> None:
     parser.add_argument("mountpoint")
     parser.add_argument("--fail-writes", type=int, default=1)
     parser.add_argument("--fail-fsyncs", type=int, default=0)
+    parser.add_argument("--fail-closes", type=int, default=0)
     args = parser.parse_args()
-    FUSE(FlakyWritableMirror(args.source, args.fail_writes, args.fail_fsyncs), args.mountpoint, foreground=True,
-         direct_io=True)
+    FUSE(FlakyWritableMirror(args.source, args.fail_writes, args.fail_fsyncs, args.fail_closes), args.mountpoint,
+         foreground=True, direct_io=True)
 
 
 if __name__ == "__main__":
