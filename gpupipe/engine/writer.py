@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import itertools
 import logging
 import os
@@ -278,7 +277,7 @@ class ChunkWrites:
         placed: set[str] = set()
         try:
             unsynced = self._sync() if self.fsync else {}
-            for at, (owner, folders, tmp, name, fd, replace) in enumerate(self._staged):
+            for at, (owner, folders, tmp, name, _, replace) in enumerate(self._staged):
                 if owner in errors:
                     continue
                 directory, where = self._folders[folders]
@@ -372,20 +371,14 @@ OTHERS_UNWRITTEN_MOST = 64 * 2**20
 def _write_back_filesystem(folders: dict[str, tuple[int, str]], files: int, nbytes: int) -> bool:
     """Write back everything the filesystem of the output folders holds unwritten, before a
     chunk's fsyncs, where that is cheap; whether it was. Errors are left to the fsyncs after it."""
-    syncfs = _syncfs()
-    if syncfs is None or files < WRITE_BACK_FROM or not folders \
-            or _unwritten_bytes() > nbytes + OTHERS_UNWRITTEN_MOST:
+    if files < WRITE_BACK_FROM or not folders or _unwritten_bytes() > nbytes + OTHERS_UNWRITTEN_MOST:
+        return False
+    try:
+        syncfs = libc().syncfs
+    except (OSError, AttributeError):        # not Linux, or a C library without it
         return False
     syncfs(next(iter(folders.values()))[0])
     return True
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    try:
-        return libc().syncfs
-    except (OSError, AttributeError):        # not Linux, or a C library without it
-        return None
 
 
 def _unwritten_bytes() -> int:

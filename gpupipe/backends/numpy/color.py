@@ -75,9 +75,14 @@ def _table(fn, dtype) -> np.ndarray:
     return pixels.store(fn(np.arange(pixels.maximum(dtype) + 1, dtype=np.float32)), dtype)
 
 
+def _brightness_offset(value: float, dtype) -> np.float32:
+    """What brightness adds at the depth: value on the 0-255 scale, scaled by the depth, in float32."""
+    return np.float32(value) * np.float32(pixels.value_scale(dtype))
+
+
 def brightness_table(value: float, dtype) -> np.ndarray:
     """x + value on every value of the depth (value on the 0-255 scale, scaled by the depth)."""
-    offset = np.float32(value) * np.float32(pixels.value_scale(dtype))
+    offset = _brightness_offset(value, dtype)
     return _table(lambda x: x + offset, dtype)
 
 
@@ -93,7 +98,7 @@ def brightness(img: np.ndarray, value: float) -> np.ndarray:
     value = _number(value, "brightness value")
     if not -255 <= value <= 255:
         raise ProcessingError(f"brightness value must be in [-255, 255], got {value}")
-    offset = np.float32(value) * np.float32(pixels.value_scale(img.dtype))     # as brightness_table's
+    offset = _brightness_offset(value, img.dtype)
     if offset.is_integer() and img.size > 4:     # OpenCV's binding takes up to 4 values for a scalar
         return _add_to_colour(img, int(offset))
     return _apply_to_colour(img, brightness_table(value, img.dtype))
