@@ -71,44 +71,11 @@ MiB = 2**20
 
 # ----------------------------------------------------------------- the ops
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string (ASCII, \uXXXX escapes) is a valid TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
-def spec_toml(spec) -> str:
-    """A gpupipe Spec as a --spec TOML file (None values left out: they are the defaults)."""
-    lines = []
-    for variant in spec.to_dict()["variants"]:
-        lines.append("[[variant]]")
-        for key, value in variant.items():
-            if value is not None:
-                lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def ops_args(ops: str) -> tuple[list[str], str]:
     """CLI arguments for ``--ops``: W1/W2/W3 from contenders.gpupipe_spec (via --spec), or raw op flags."""
     if ops.upper() in C.WORKLOADS:
-        import gpupipe
-
         workload = ops.upper()
-        spec = C.gpupipe_spec(workload)
-        WORK.mkdir(parents=True, exist_ok=True)
-        path = WORK / f"spec-{workload}.toml"
-        path.write_text(spec_toml(spec), encoding="utf-8")
-        if gpupipe.Spec.from_toml(path).hash() != spec.hash():
-            raise SystemExit(f"internal error: {path} does not reproduce the {workload} spec")
+        path = C.gpupipe_spec_file(workload, WORK)
         return ["--spec", str(path)], f"{workload} ({C.WORKLOADS[workload]['name']}, contenders.gpupipe_spec)"
     return shlex.split(ops), ops
 

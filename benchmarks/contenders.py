@@ -409,6 +409,46 @@ def gpupipe_report(result) -> dict:
     return out
 
 
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string (ASCII, \uXXXX escapes) is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def spec_toml(spec) -> str:
+    """A gpupipe Spec as a --spec TOML file (None values left out: they are the defaults)."""
+    lines = []
+    for variant in spec.to_dict()["variants"]:
+        lines.append("[[variant]]")
+        for key, value in variant.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def gpupipe_spec_file(workload: str, folder: Path) -> Path:
+    """``gpupipe_spec(workload)`` as a ``gpupipe run --spec`` file in ``folder``, checked to read back
+    as the same spec."""
+    import gpupipe
+
+    spec = gpupipe_spec(workload)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"spec-{workload}.toml"
+    path.write_text(spec_toml(spec), encoding="utf-8")
+    if gpupipe.Spec.from_toml(path).hash() != spec.hash():
+        raise SystemExit(f"internal error: {path} does not reproduce the {workload} spec")
+    return path
+
+
 def preimport_gpupipe() -> list[str]:
     """Import gpupipe's CPU-side modules (and hence its codecs' libraries) before the clock,
     as the peers' imports are; GPU/cluster/CLI modules are left alone."""
@@ -577,6 +617,8 @@ def child_main(cfg: dict) -> dict:
     # ---- bookkeeping after the clock
     res.update(wall_s=t1 - t0, cpu_s=cpu1 - cpu0, processed=processed, failed=failed,
                errors=errors[:5], rss_end_mb=round(_rss_mb(), 1))
+    if cfg.get("whole_process"):       # timed from outside, to its exit: nothing more to do here
+        return res
     all_files = list_inputs(input_dir)
     if ok_files is None:
         total_mp = sum(image_megapixels(p) for p in all_files)

@@ -45,7 +45,7 @@ import make_corpus  # noqa: E402
 RESULTS = HERE / "results"
 
 CHILD = textwrap.dedent("""
-    import json, os, shutil, sys, time
+    import json, os, sys, time
     from pathlib import Path
     os.sched_setaffinity(0, range({workers}))      # N workers get N cores, whatever their threads (Ray inherits it)
     sys.path.insert(0, {here!r})
@@ -59,8 +59,8 @@ CHILD = textwrap.dedent("""
         print(json.dumps({{"cluster_start_s": time.perf_counter() - started}}), flush=True)
     spec = gpupipe_spec("W1")
     for repeat in range(-1, repeats):        # -1: a warm-up (page cache, Ray's worker processes), reported apart
-        out = work / f"{{engine}}-{{workers}}-{{max(repeat, 0)}}"
-        shutil.rmtree(out, ignore_errors=True)
+        # a folder of its own each: nothing deleted between timed runs (benchmarks/scratch.py says why)
+        out = work / f"{{engine}}-{{workers}}-{{'warm-up' if repeat < 0 else repeat}}"
         started = time.perf_counter()
         result = gpupipe.run([corpus], out, spec, backend="cpu", workers=workers, engine=engine, journal=False)
         wall = time.perf_counter() - started

@@ -50,6 +50,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_corpus  # noqa: E402
+from scratch import Scratch  # noqa: E402
 
 import gpupipe  # noqa: E402
 from gpupipe import ops  # noqa: E402
@@ -292,6 +293,7 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
                and (dali or "dali" not in label)}
     rows = []
     work = Path(tempfile.mkdtemp(prefix="gpupipe-gpu-bench-"))
+    scratch = Scratch(work)                    # emptied with work, after the timing
     try:
         for workload in names:
             for corpus_name, corpus in corpora.items():
@@ -302,8 +304,7 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
                 for label, options in configs.items():
                     walls, runs = [], []
                     for repeat in range(repeats + 1):                 # the first is a warm-up
-                        out = work / f"{workload}-{corpus_name}-{label}"
-                        shutil.rmtree(out, ignore_errors=True)
+                        out = scratch.fresh(work / f"{workload}-{corpus_name}-{label}")
                         source = gpu_source if label != "cpu" else corpus
                         wall, run = run_in_a_process(workload, source, out, options)
                         if repeat:
@@ -320,9 +321,9 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
                     line += f" {label} {row[f'{label}_img_s']:.0f} img/s"
                     line += f" ({row[f'{label}_over_cpu']:.1f}x)," if label != "cpu" else ","
                 if workload == "W1":          # the GPU peers: straightforward torchvision and DALI scripts
-                    line += script_peer("torchvision", row, gpu_source, work / "torchvision", repeats)
+                    line += script_peer("torchvision", row, gpu_source, work / "torchvision", repeats, scratch)
                     if dali:
-                        line += script_peer("dali", row, gpu_source, work / "dali", repeats)
+                        line += script_peer("dali", row, gpu_source, work / "dali", repeats, scratch)
                 rows.append(row)
                 print(line, flush=True)
     finally:
@@ -330,14 +331,14 @@ def workloads(corpora: dict[str, Path], repeats: int, gpu_corpora: dict[str, Pat
     return rows
 
 
-def script_peer(peer: str, row: dict, source: Path, out: Path, repeats: int) -> str:
+def script_peer(peer: str, row: dict, source: Path, out: Path, repeats: int, scratch: Scratch) -> str:
     """W1 by benchmarks/<peer>_w1.py — torchvision (nvJPEG decode in batches, antialiased resize,
     nvJPEG encode, all through torchvision) or dali (DALI's reader, mixed decode and resize,
     nvJPEG encode through nvImageCodec) — a process of its own timed whole, median of repeats
     after a warm-up; each GPU configuration's ratio to it. Where the script fails, says so."""
     walls = []
     for repeat in range(repeats + 1):
-        shutil.rmtree(out, ignore_errors=True)
+        scratch.fresh(out)
         started = time.perf_counter()
         done = subprocess.run([sys.executable, str(HERE / f"{peer}_w1.py"), str(source), str(out)],
                               capture_output=True, text=True, timeout=1800)

@@ -4,12 +4,14 @@
                              [--repeats R] [--contenders gpupipe,pillow,pyvips,opencv]
                              [--out results.json]
 
-Every (workload, corpus, repeat, contender) runs in its own fresh interpreter
-(``benchmarks/contenders.py``), at the same worker count, writing to
-``benchmarks/work/<contender>/`` (emptied before each run).  The child times itself
-from just before it lists the input directory to just after the last output is
-written (interpreter start-up and library imports are excluded) and reports images
-processed and input megapixels.  This process samples the child's RSS (plus any
+Every (workload, corpus, repeat, contender) runs in its own fresh process at the same
+worker count, writing to a fresh ``benchmarks/work/<contender>/`` (``scratch.py``).  By
+default (``--clock process``) each is timed as a user runs it, as a whole process from the
+start of its interpreter to its exit: gpupipe as ``gpupipe run --spec`` (journal and fsync
+on), each peer as its script (``benchmarks/contenders.py``).  ``--clock in-run`` times each
+child from just before it lists the input directory to just after the last output is
+written instead (interpreter start-up and imports excluded; gpupipe through its API, which
+``--gpupipe-kw`` can change).  This process samples the child's RSS (plus any
 grandchildren) every ``--sample-ms`` (20) with psutil, and the child reports its own
 kernel high-water mark (VmHWM); peak RSS is the larger of the two (see README.md for
 why not ``ru_maxrss``).  Every output is then checked: present, decodable, right
@@ -24,7 +26,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import contenders as C  # noqa: E402  (stdlib-only at import time)
 import make_corpus  # noqa: E402
+from scratch import Scratch  # noqa: E402
 
 WORK = HERE / "work"
 DEFAULT_OUT = WORK / "results.json"
@@ -210,17 +212,15 @@ def write_results(record: dict, work_file: Path, name: Path | None) -> list[Path
     return targets
 
 
-def run_child(cfg: dict, sample_s: float, timeout_s: float, log_path: Path, on_sample=None) -> dict:
-    """Start one contender child, sample its RSS until it exits, return its report.
-
-    ``on_sample(elapsed_s, rss_bytes)`` is called after every sample (memory.py uses it)."""
-    result_file = Path(cfg["result_file"])
-    result_file.unlink(missing_ok=True)
-    cmd = [sys.executable, str(HERE / "contenders.py"), json.dumps(cfg)]
+def _run_sampled(cmd: list[str], log_path: Path, sample_s: float, timeout_s: float, on_sample=None,
+                 stdout_path: Path | None = None) -> dict:
+    """Run ``cmd``, sampling the RSS of its process tree until it exits; its whole lifetime, from
+    the start of the interpreter to its exit, is ``lifetime_s``. Its stderr (and stdout, unless
+    ``stdout_path`` takes it) goes to ``log_path``."""
     t_start = time.perf_counter()
-    with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(cmd, env=_child_env(), stdout=logf, stderr=subprocess.STDOUT,
-                                cwd=str(REPO))
+    with open(log_path, "wb") as logf, open(stdout_path or os.devnull, "wb") as outf:
+        proc = subprocess.Popen(cmd, env=_child_env(), stdout=outf if stdout_path else logf,
+                                stderr=subprocess.STDOUT if stdout_path is None else logf, cwd=str(REPO))
         tree = ProcessTree(proc.pid)
         peak_sampled = 0
         samples = 0
@@ -240,28 +240,76 @@ def run_child(cfg: dict, sample_s: float, timeout_s: float, log_path: Path, on_s
                 killed = True
             time.sleep(sample_s)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    lifetime = time.perf_counter() - t_start
+    run = {"returncode": proc.returncode, "lifetime_s": time.perf_counter() - t_start,
+           "rss_peak_sampled_mb": peak_sampled / 2**20, "rss_samples": samples,
+           "cpu_s_total_incl_startup": ru.ru_utime + ru.ru_stime}
+    if killed:
+        run["timed_out"] = True
+    return run
+
+
+def run_child(cfg: dict, sample_s: float, timeout_s: float, log_path: Path, on_sample=None) -> dict:
+    """Start one contender child (``contenders.py``), sample its RSS until it exits, return its report.
+
+    ``on_sample(elapsed_s, rss_bytes)`` is called after every sample (memory.py uses it)."""
+    result_file = Path(cfg["result_file"])
+    result_file.unlink(missing_ok=True)
+    run = _run_sampled([sys.executable, str(HERE / "contenders.py"), json.dumps(cfg)], log_path, sample_s,
+                       timeout_s, on_sample)
     try:
         res = json.loads(result_file.read_text())
     except (OSError, ValueError):
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-        res = {"error": f"child exited {proc.returncode} without a result" + (" (timeout)" if killed else ""),
-               "log_tail": tail}
+        res = {"error": f"child exited {run['returncode']} without a result"
+                        + (" (timeout)" if run.get("timed_out") else ""), "log_tail": tail}
     # Not ru_maxrss: wait4()/RUSAGE_CHILDREN report a high-water mark that includes the
     # pre-exec copy of *this* process (Linux folds the old mm's peak in at exec), so every
     # contender would show at least the harness's own RSS.  The child's VmHWM is its own
     # exact peak (one process); the sampled sum covers process trees.
-    hwm = res.get("vm_hwm_mb") or 0.0
-    res.update(
-        returncode=proc.returncode,
-        lifetime_s=lifetime,
-        rss_peak_sampled_mb=peak_sampled / 2**20,
-        rss_peak_mb=max(peak_sampled / 2**20, hwm),
-        rss_samples=samples,
-        cpu_s_total_incl_startup=ru.ru_utime + ru.ru_stime,
-    )
-    if killed:
-        res["timed_out"] = True
+    res.update(run, rss_peak_mb=max(run["rss_peak_sampled_mb"], res.get("vm_hwm_mb") or 0.0))
+    return res
+
+
+def run_contender(cfg: dict, corpus: dict, a, log_path: Path) -> dict:
+    """One timed run of ``cfg["contender"]``. With ``--clock process`` its ``wall_s`` is the whole
+    process's lifetime (the child's own clock kept as ``in_run_wall_s``) and its megapixels the
+    corpus's, for the inputs it processed."""
+    sample_s = a.sample_ms / 1000
+    if a.clock == "in-run":
+        return run_child(cfg, sample_s, a.timeout, log_path)
+    if cfg["contender"] == "gpupipe":
+        res = run_gpupipe_cli(cfg, sample_s, a.timeout, log_path)
+    else:
+        res = run_child(cfg, sample_s, a.timeout, log_path)
+        res["in_run_wall_s"] = res.get("wall_s")
+    if not res.get("error"):
+        res["in_run_cpu_s"] = res.get("cpu_s")
+        res["wall_s"], res["cpu_s"] = res["lifetime_s"], res["cpu_s_total_incl_startup"]
+        res["megapixels"] = corpus["megapixels"] * res["processed"] / corpus["n"]
+    return res
+
+
+def run_gpupipe_cli(cfg: dict, sample_s: float, timeout_s: float, log_path: Path) -> dict:
+    """``gpupipe run`` on ``cfg``'s workload as a user runs it (the spec as a ``--spec`` file,
+    journal and fsync on, ``--quiet``), the whole process timed; its summary read from
+    ``--output-format json``."""
+    spec = C.gpupipe_spec_file(cfg["workload"], WORK / ".child")
+    cmd = [sys.executable, "-m", "gpupipe", "run", cfg["input_dir"], "-o", cfg["output_dir"], "--spec", str(spec),
+           "--workers", str(cfg["workers"]), "--quiet", "--output-format", "json"]
+    stdout = log_path.with_suffix(".json")
+    run = _run_sampled(cmd, log_path, sample_s, timeout_s, stdout_path=stdout)
+    res = {"contender": "gpupipe", "workload": cfg["workload"], "workers": cfg["workers"], "pool": "gpupipe CLI"}
+    try:
+        summary = json.loads(stdout.read_text())["summary"]
+    except (OSError, ValueError, KeyError):
+        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+        res.update(run, error=f"gpupipe exited {run['returncode']} without a summary", log_tail=tail)
+        return res
+    res.update(run, processed=summary["processed"], failed=summary["failed"], rss_peak_mb=run["rss_peak_sampled_mb"],
+               gpupipe={k: summary[k] for k in ("backend", "processed", "failed", "skipped", "discovered",
+                                                 "outputs_written", "wall_seconds", "failures_by_class",
+                                                 "failure_examples", "stop_reason", "cpu_seconds_by_stage")},
+               errors=[m for msgs in summary["failure_examples"].values() for m in msgs][:5])
     return res
 
 
@@ -438,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
                          "margin x the thumbnail (2 = the rule Pillow, libvips and gpupipe use)")
     ap.add_argument("--gpupipe-kw", action="append", default=[], metavar="KEY=VALUE",
                     help="extra gpupipe.run() keyword (Python literal value), e.g. fsync=False; repeatable")
+    ap.add_argument("--clock", choices=("process", "in-run"), default="process",
+                    help="process: every contender timed as a whole process, as a user runs it (gpupipe "
+                         "through its CLI; start-up, imports and exit included); in-run: each child's own "
+                         "clock, from listing its inputs to its last output (gpupipe through its API)")
     ap.add_argument("--sample-ms", type=float, default=20.0)
     ap.add_argument("--timeout", type=float, default=3600.0, help="per child, seconds")
     ap.add_argument("--cooldown", type=float, default=1.0, help="pause between runs, seconds")
@@ -494,59 +546,64 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = {"opencv_reduce_margin": a.opencv_reduce_margin}
     gpupipe_kw = parse_kw(a.gpupipe_kw)
+    if gpupipe_kw and a.clock == "process":
+        ap.error("--gpupipe-kw sets gpupipe.run() keywords: it needs --clock in-run (gpupipe through its API)")
     out = {"machine": machine,
            "config": {"workloads": workloads, "corpora": [c["name"] for c in corpora], "workers": workers,
                       "repeats": a.repeats, "contenders": contenders, "skipped": skipped,
                       "peer_pool": a.peer_pool, "opencv_reduce_margin": a.opencv_reduce_margin,
                       "gpupipe_kw": gpupipe_kw,
-                      "sample_ms": a.sample_ms, "page_cache": "cold" if a.no_warm else "warm"},
+                      "clock": a.clock, "sample_ms": a.sample_ms, "page_cache": "cold" if a.no_warm else "warm"},
            "results": []}
 
-    for workload in workloads:
-        for corpus in corpora:
-            if not a.no_warm:
-                warm_page_cache(Path(corpus["path"]))
-            runs: dict[str, list] = {c: [] for c in contenders}
-            for r in range(a.repeats):
-                order = contenders if r % 2 == 0 else contenders[::-1]
-                for c in order:
-                    out_dir = WORK / c
-                    shutil.rmtree(out_dir, ignore_errors=True)
-                    out_dir.mkdir(parents=True)
-                    os.sync()  # nobody pays for the previous contender's write-back
-                    time.sleep(a.cooldown)
-                    cfg = {"contender": c, "workload": workload, "input_dir": corpus["path"],
-                           "output_dir": str(out_dir), "workers": workers, "pool": a.peer_pool,
-                           "opts": opts, "gpupipe_kw": gpupipe_kw, "result_file": str(results_dir / f"{c}.json")}
-                    load = os.getloadavg()[0]
-                    res = run_child(cfg, a.sample_ms / 1000, a.timeout, results_dir / f"{c}.log")
-                    res["loadavg_before"] = load
-                    res["repeat"] = r
-                    if not res.get("error"):
-                        res["verify"] = verify(out_dir, corpus, workload, workers)
-                    runs[c].append(res)
-                    if res.get("error"):
-                        msg = f"  {workload}/{corpus['name']} r{r} {c}: ERROR {res['error']}"
-                    else:
-                        v = res["verify"]
-                        msg = (f"  {workload}/{corpus['name']} r{r} {c:<18} {res['wall_s']:7.2f} s "
-                               f"{res['processed'] / res['wall_s']:8.1f} img/s  peak {res['rss_peak_mb']:6.0f} MB  "
-                               f"outputs {v['outputs_ok']}/{v['expected']}")
-                        if res.get("failed"):
-                            msg += f"  FAILED {res['failed']}: {res.get('errors')[:2]}"
-                        if v["n_problems"]:
-                            msg += f"  problems: {v['problems'][:3]}"
-                    print(msg, flush=True)
-            summary = {c: summarise(runs[c], corpus) for c in contenders}
-            rat = ratios(summary, runs)
-            print_table(workload, corpus, workers, a.repeats, summary, rat, skipped)
-            out["results"].append({
-                "workload": workload, "workload_name": C.WORKLOADS[workload]["name"],
-                "corpus": {k: v for k, v in corpus.items() if k not in ("dims", "files")},
-                "summary": summary, "ratios": rat, "runs": runs,
-            })
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps(out, indent=1))  # after every table: partial results survive
+    scratch = Scratch(WORK)
+    try:
+        for workload in workloads:
+            for corpus in corpora:
+                if not a.no_warm:
+                    warm_page_cache(Path(corpus["path"]))
+                runs: dict[str, list] = {c: [] for c in contenders}
+                for r in range(a.repeats):
+                    order = contenders if r % 2 == 0 else contenders[::-1]
+                    for c in order:
+                        out_dir = scratch.fresh(WORK / c)    # nobody pays for deletions (scratch.py)
+                        os.sync()  # nor for the previous contender's write-back
+                        time.sleep(a.cooldown)
+                        cfg = {"contender": c, "workload": workload, "input_dir": corpus["path"],
+                               "output_dir": str(out_dir), "workers": workers, "pool": a.peer_pool,
+                               "opts": opts, "gpupipe_kw": gpupipe_kw, "result_file": str(results_dir / f"{c}.json"),
+                               "whole_process": a.clock == "process"}
+                        load = os.getloadavg()[0]
+                        res = run_contender(cfg, corpus, a, results_dir / f"{c}.log")
+                        res["loadavg_before"] = load
+                        res["repeat"] = r
+                        if not res.get("error"):
+                            res["verify"] = verify(out_dir, corpus, workload, workers)
+                        runs[c].append(res)
+                        if res.get("error"):
+                            msg = f"  {workload}/{corpus['name']} r{r} {c}: ERROR {res['error']}"
+                        else:
+                            v = res["verify"]
+                            msg = (f"  {workload}/{corpus['name']} r{r} {c:<18} {res['wall_s']:7.2f} s "
+                                   f"{res['processed'] / res['wall_s']:8.1f} img/s  peak {res['rss_peak_mb']:6.0f} MB  "
+                                   f"outputs {v['outputs_ok']}/{v['expected']}")
+                            if res.get("failed"):
+                                msg += f"  FAILED {res['failed']}: {res.get('errors')[:2]}"
+                            if v["n_problems"]:
+                                msg += f"  problems: {v['problems'][:3]}"
+                        print(msg, flush=True)
+                summary = {c: summarise(runs[c], corpus) for c in contenders}
+                rat = ratios(summary, runs)
+                print_table(workload, corpus, workers, a.repeats, summary, rat, skipped)
+                out["results"].append({
+                    "workload": workload, "workload_name": C.WORKLOADS[workload]["name"],
+                    "corpus": {k: v for k, v in corpus.items() if k not in ("dims", "files")},
+                    "summary": summary, "ratios": rat, "runs": runs,
+                })
+                a.out.parent.mkdir(parents=True, exist_ok=True)
+                a.out.write_text(json.dumps(out, indent=1))  # after every table: partial results survive
+    finally:
+        scratch.empty()   # with an interrupted run's leftovers
     out["machine"]["loadavg_at_end"] = list(os.getloadavg())
     a.out.write_text(json.dumps(out, indent=1))
     print(f"\nresults: {a.out}")
