@@ -219,8 +219,9 @@ def _run_sampled(cmd: list[str], log_path: Path, sample_s: float, timeout_s: flo
     ``stdout_path`` takes it) goes to ``log_path``."""
     t_start = time.perf_counter()
     with open(log_path, "wb") as logf, open(stdout_path or os.devnull, "wb") as outf:
-        proc = subprocess.Popen(cmd, env=_child_env(), stdout=outf if stdout_path else logf,
-                                stderr=subprocess.STDOUT if stdout_path is None else logf, cwd=str(REPO))
+        # stdout to a file of its own where asked (a summary to read), else into the log with stderr
+        proc = subprocess.Popen(cmd, env=_child_env(), cwd=str(REPO), stdout=outf if stdout_path else logf,
+                                stderr=logf if stdout_path else subprocess.STDOUT)
         tree = ProcessTree(proc.pid)
         peak_sampled = 0
         samples = 0
@@ -296,7 +297,7 @@ def run_gpupipe_cli(cfg: dict, sample_s: float, timeout_s: float, log_path: Path
     spec = C.gpupipe_spec_file(cfg["workload"], WORK / ".child")
     cmd = [sys.executable, "-m", "gpupipe", "run", cfg["input_dir"], "-o", cfg["output_dir"], "--spec", str(spec),
            "--workers", str(cfg["workers"]), "--quiet", "--output-format", "json"]
-    stdout = log_path.with_suffix(".json")
+    stdout = log_path.with_suffix(".summary.json")
     run = _run_sampled(cmd, log_path, sample_s, timeout_s, stdout_path=stdout)
     res = {"contender": "gpupipe", "workload": cfg["workload"], "workers": cfg["workers"], "pool": "gpupipe CLI"}
     try:
