@@ -314,17 +314,15 @@ class ChunkWrites:
         unsynced: dict[int, OSError] = {}
         for at, (owner, folders, tmp, name, fd, replace) in enumerate(self._staged):
             self._staged[at] = (owner, folders, tmp, name, None, replace)     # closed below, whatever happens
+            error: OSError | None = None
             try:
                 os.fsync(fd)
             except OSError as exc:
-                _close_quietly(fd)
-                error: OSError | None = exc
-            else:
-                try:
-                    os.close(fd)
-                    error = None
-                except OSError as exc:
-                    error = exc
+                error = exc
+            try:
+                os.close(fd)
+            except OSError as exc:
+                error = error or exc            # a failed fsync's is the one to report
             if error is not None:
                 if error.errno in SYSTEM_ERRNOS:
                     raise _as_gpupipe_error(error, "", self._folders[folders][1]) from error
